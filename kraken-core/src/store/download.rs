@@ -1,0 +1,352 @@
+//! A blob being downloaded piece by piece.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::blob::Blob;
+use super::layout::{self, State};
+use super::{StoreInner, lock, max_metainfo_len};
+use crate::bitfield::Bitfield;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::metainfo::{MetaInfo, PieceIndex};
+
+/// A download in progress: a cheap, cloneable handle shared by everyone working on the blob.
+///
+/// Pieces are written with [`write_piece`](Self::write_piece), which checks each against its
+/// hash first; verified pieces can be read back at once (to serve other peers, or a client
+/// streaming the blob). [`finish`](Self::finish) checks the whole blob and moves it into the
+/// cache. Like the rest of the store, every method blocks.
+#[derive(Clone, Debug)]
+pub struct Download {
+    shared: Arc<DownloadShared>,
+}
+
+#[derive(Debug)]
+pub(super) struct DownloadShared {
+    store: Arc<StoreInner>,
+    meta: MetaInfo,
+    dir: PathBuf,
+    data: File,
+    progress: Mutex<Progress>,
+    /// Held for the whole of `finish`, so concurrent callers verify the blob once.
+    finishing: Mutex<Option<Blob>>,
+}
+
+#[derive(Debug)]
+struct Progress {
+    have: Bitfield,
+    bitfield_file: File,
+}
+
+impl Download {
+    pub(super) fn from_shared(shared: Arc<DownloadShared>) -> Self {
+        Self { shared }
+    }
+
+    /// Checks `data` against piece `index`'s length and hash, then writes it and records it.
+    ///
+    /// Returns `false` if the piece was already there (nothing is written). A piece that does
+    /// not match its hash is refused with [`Error::PieceHashMismatch`] and never touches the
+    /// disk.
+    pub fn write_piece(&self, index: PieceIndex, data: &[u8]) -> Result<bool> {
+        let shared = &*self.shared;
+        shared.meta.verify_piece(index, data)?;
+        if self.has_piece(index) {
+            return Ok(false);
+        }
+        let offset = shared.meta.piece_range(index).start;
+        shared
+            .data
+            .write_all_at(data, offset)
+            .map_err(|source| Error::io(&shared.dir.join(layout::DATA), source))?;
+        let mut progress = lock(&shared.progress);
+        if !progress.have.set(index.get())? {
+            // Another writer recorded the same piece meanwhile; it wrote the same bytes.
+            return Ok(false);
+        }
+        // Persisted under the lock: pieces sharing a bitfield byte must not overwrite each
+        // other's bits on disk.
+        let (offset, byte) = progress.have.byte_of(index.get())?;
+        let persisted = progress.bitfield_file.write_all_at(&[byte], offset as u64);
+        if let Err(source) = persisted {
+            progress.have.unset(index.get())?;
+            return Err(Error::io(&shared.dir.join(layout::BITFIELD), source));
+        }
+        drop(progress);
+        shared.store.touch_download(&shared.meta);
+        Ok(true)
+    }
+
+    /// The blob's metainfo.
+    pub fn meta(&self) -> &MetaInfo {
+        &self.shared.meta
+    }
+
+    /// The blob's digest.
+    pub fn digest(&self) -> &Digest {
+        self.shared.meta.digest()
+    }
+
+    /// A snapshot of the verified pieces.
+    pub fn bitfield(&self) -> Bitfield {
+        lock(&self.shared.progress).have.clone()
+    }
+
+    /// Whether a piece has been verified and written.
+    pub fn has_piece(&self, index: PieceIndex) -> bool {
+        lock(&self.shared.progress).have.get(index.get())
+    }
+
+    /// Whether every piece is present (the blob may still fail [`finish`](Self::finish) if its
+    /// metainfo was wrong).
+    pub fn is_complete(&self) -> bool {
+        lock(&self.shared.progress).have.is_full()
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of the blob, if every piece they fall in has been
+    /// verified; otherwise fails with [`Error::PieceMissing`] naming the first missing piece.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let meta = &self.shared.meta;
+        let end = offset.saturating_add(buf.len() as u64);
+        if end > meta.length() {
+            return Err(Error::PieceIndexOutOfRange {
+                index: meta.pieces_covering(offset..end).end,
+                count: meta.piece_count(),
+            });
+        }
+        {
+            let progress = lock(&self.shared.progress);
+            if let Some(index) = meta
+                .pieces_covering(offset..end)
+                .find(|&i| !progress.have.get(i))
+            {
+                return Err(Error::PieceMissing { index });
+            }
+        }
+        self.shared
+            .data
+            .read_exact_at(buf, offset)
+            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+    }
+
+    /// Reads one verified piece.
+    pub fn read_piece(&self, index: PieceIndex) -> Result<Vec<u8>> {
+        let range = self.shared.meta.piece_range(index);
+        let mut buf = vec![0; (range.end - range.start) as usize];
+        self.read_exact_at(range.start, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Verifies the whole blob against its digest and moves it into the cache.
+    ///
+    /// Fails with [`Error::Incomplete`] while pieces are missing. If the bytes do not hash to
+    /// the digest, the download is discarded and [`Error::DigestMismatch`] returned: the blob
+    /// never reaches the cache. Calling it again after success returns the cached blob.
+    pub fn finish(&self) -> Result<Blob> {
+        let shared = &*self.shared;
+        let mut finished = lock(&shared.finishing);
+        if let Some(blob) = &*finished {
+            return Ok(blob.clone());
+        }
+        let missing = lock(&shared.progress).have.count_zeros();
+        if missing > 0 {
+            return Err(Error::Incomplete {
+                digest: *self.digest(),
+                missing,
+            });
+        }
+        let data_path = shared.dir.join(layout::DATA);
+        let actual = hash_file(&shared.data, shared.meta.length())
+            .map_err(|source| Error::io(&data_path, source))?;
+        if actual != *self.digest() {
+            tracing::warn!(digest = %self.digest(), %actual, "downloaded blob does not match its digest; discarding");
+            shared.store.discard_download(self.digest())?;
+            return Err(Error::DigestMismatch {
+                expected: *self.digest(),
+                actual,
+            });
+        }
+        shared
+            .data
+            .sync_data()
+            .map_err(|source| Error::io(&data_path, source))?;
+        shared
+            .store
+            .install(&shared.dir, self.digest(), shared.meta.length())?;
+        let cached = shared
+            .store
+            .layout
+            .entry_dir(State::Cache, self.digest())
+            .join(layout::DATA);
+        let file = File::open(&cached).map_err(|source| Error::io(&cached, source))?;
+        let blob = Blob::new(*self.digest(), shared.meta.length(), file, cached);
+        *finished = Some(blob.clone());
+        Ok(blob)
+    }
+}
+
+impl DownloadShared {
+    /// Resumes the download in `dir` if it was started with the same metainfo, otherwise
+    /// starts afresh there.
+    pub(super) fn open_or_create(
+        store: Arc<StoreInner>,
+        meta: &MetaInfo,
+        dir: PathBuf,
+    ) -> Result<Self> {
+        let verify = store.config.verify_on_resume;
+        let resumed = match resume(meta, &dir, verify) {
+            Ok(resumed) => resumed,
+            Err(e) => {
+                tracing::warn!(digest = %meta.digest(), error = %e, "cannot resume download; starting afresh");
+                None
+            }
+        };
+        let (data, progress) = match resumed {
+            Some(parts) => parts,
+            None => create(&store, meta, &dir)?,
+        };
+        Ok(Self {
+            store,
+            meta: meta.clone(),
+            dir,
+            data,
+            progress: Mutex::new(progress),
+            finishing: Mutex::new(None),
+        })
+    }
+
+    pub(super) fn meta(&self) -> &MetaInfo {
+        &self.meta
+    }
+}
+
+impl StoreInner {
+    fn touch_download(&self, meta: &MetaInfo) {
+        if let Some(entry) = self.index().entries.get_mut(meta.digest()) {
+            entry.last_access = SystemTime::now();
+        }
+    }
+
+    fn discard_download(&self, digest: &Digest) -> Result<()> {
+        {
+            let mut index = self.index();
+            index.active.remove(digest);
+            index.entries.remove(digest);
+        }
+        layout::remove_entry(
+            &self.layout,
+            &self.layout.entry_dir(State::Download, digest),
+        )
+    }
+}
+
+/// Opens an existing download in `dir` if its metainfo matches `meta`.
+fn resume(
+    meta: &MetaInfo,
+    dir: &std::path::Path,
+    verify: bool,
+) -> Result<Option<(File, Progress)>> {
+    let Some(stored) = layout::read_bounded(&dir.join(layout::METAINFO), max_metainfo_len())?
+    else {
+        return Ok(None);
+    };
+    if MetaInfo::decode(&stored)?.info_hash() != meta.info_hash() {
+        tracing::info!(digest = %meta.digest(), "stored download has another metainfo; restarting it");
+        return Ok(None);
+    }
+    let data_path = dir.join(layout::DATA);
+    let data = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&data_path)
+        .map_err(|source| Error::io(&data_path, source))?;
+    let bitfield_path = dir.join(layout::BITFIELD);
+    let bitfield_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&bitfield_path)
+        .map_err(|source| Error::io(&bitfield_path, source))?;
+    let limit = crate::bitfield::encoded_len(meta.piece_count()) as u64;
+    let bytes = layout::read_bounded(&bitfield_path, limit)?.unwrap_or_default();
+    let mut have = Bitfield::from_bytes(meta.piece_count(), &bytes)?;
+    data.set_len(meta.length())
+        .map_err(|source| Error::io(&data_path, source))?;
+    if verify {
+        let mut dropped = 0;
+        for index in have.iter_ones().collect::<Vec<_>>() {
+            let piece = meta.piece_index(index)?;
+            let range = meta.piece_range(piece);
+            let mut buf = vec![0; (range.end - range.start) as usize];
+            let intact = data.read_exact_at(&mut buf, range.start).is_ok()
+                && meta.verify_piece(piece, &buf).is_ok();
+            if !intact {
+                have.unset(index)?;
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(digest = %meta.digest(), dropped, "resumed download had pieces that failed verification");
+            bitfield_file
+                .write_all_at(have.as_bytes(), 0)
+                .map_err(|source| Error::io(&bitfield_path, source))?;
+        }
+    }
+    tracing::debug!(digest = %meta.digest(), have = have.count_ones(), of = have.len(), "resumed download");
+    Ok(Some((
+        data,
+        Progress {
+            have,
+            bitfield_file,
+        },
+    )))
+}
+
+/// Creates a fresh download directory: metainfo, pre-sized data file, empty bitfield.
+fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<(File, Progress)> {
+    layout::remove_entry(&store.layout, dir)?;
+    layout::create_dir_all(dir)?;
+    let data_path = dir.join(layout::DATA);
+    let data = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&data_path)
+        .map_err(|source| Error::io(&data_path, source))?;
+    data.set_len(meta.length())
+        .map_err(|source| Error::io(&data_path, source))?;
+    let have = Bitfield::new(meta.piece_count());
+    let bitfield_path = dir.join(layout::BITFIELD);
+    layout::write_atomically(&bitfield_path, have.as_bytes())?;
+    let bitfield_file = OpenOptions::new()
+        .write(true)
+        .open(&bitfield_path)
+        .map_err(|source| Error::io(&bitfield_path, source))?;
+    // Written last: a directory with a valid metainfo has its data and bitfield files.
+    layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
+    Ok((
+        data,
+        Progress {
+            have,
+            bitfield_file,
+        },
+    ))
+}
+
+/// SHA-256 of the first `length` bytes of `file`, read positionally.
+fn hash_file(file: &File, length: u64) -> std::io::Result<Digest> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut offset = 0;
+    while offset < length {
+        let n = buf.len().min((length - offset) as usize);
+        file.read_exact_at(&mut buf[..n], offset)?;
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finalize())
+}

@@ -1,0 +1,681 @@
+//! The content-addressed blob store on local disk.
+//!
+//! A blob is either **downloading** — a pre-sized data file written piece by piece, beside a
+//! persisted metainfo and bitfield of verified pieces — or **cached**: complete, and known to
+//! hash to its digest. A download becomes cached only after the whole blob's SHA-256 has been
+//! checked against its digest, by renaming its directory (atomic on one file system); a
+//! mismatch discards it, so nothing under `cache/` is ever wrong. See [`layout`] for the paths.
+//!
+//! # Why piece I/O is synchronous
+//!
+//! Every method here blocks: piece writes and reads are positional (`pwrite`/`pread` through
+//! [`std::os::unix::fs::FileExt`]) on a shared file handle, and async callers run them on a
+//! blocking pool (`tokio::task::spawn_blocking`). That is deliberate, as in rqbit's storage:
+//! positional I/O needs no seek and no lock, so many pieces of one file are written and read
+//! at once; the bytes go straight from the caller's buffer to the kernel, where `tokio::fs`
+//! would copy them into its own buffers and run the same blocking call anyway; and hashing a
+//! piece (milliseconds of CPU) belongs off the async reactor too. The async layers above
+//! decide how many blocking jobs run at once.
+//!
+//! # Crashes
+//!
+//! A piece's bit is persisted after its data is written. A killed process therefore resumes
+//! with every piece whose bit is set (the kernel keeps written data), and by default
+//! ([`StoreConfig::verify_on_resume`]) re-hashes those pieces when a download is resumed, so
+//! even data lost in a power failure is found and fetched again. Metadata files are replaced
+//! atomically, deletions first move an entry into `tmp/`, and `tmp/` is emptied at start.
+//!
+//! # Eviction
+//!
+//! [`BlobStore::evict`] removes cached blobs idle longer than [`StoreConfig::idle_ttl`],
+//! abandoned downloads idle longer than [`StoreConfig::download_idle_ttl`], and then, while
+//! the store holds more than [`StoreConfig::high_watermark`] bytes, the least recently used
+//! cached blobs until it is down to [`StoreConfig::low_watermark`]. Pinned blobs and
+//! downloads with a live [`Download`] handle are never evicted.
+
+mod blob;
+mod download;
+pub mod layout;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::blob::{Blob, BlobReader};
+pub use self::download::Download;
+use self::download::DownloadShared;
+use self::layout::{Layout, State};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::metainfo::{HEADER_LEN, MAX_PIECE_COUNT, MetaInfo, MetaInfoGenerator};
+use crate::size::ByteSize;
+
+/// Settings of a [`BlobStore`].
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Cached blobs not read for this long are evicted; `None` keeps them. Default: 6h.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Option<Duration>,
+    /// Downloads with no piece written for this long (and no live handle) are discarded.
+    /// `None` keeps them. Default: 24h.
+    #[serde(with = "humantime_serde")]
+    pub download_idle_ttl: Option<Duration>,
+    /// Above this many bytes (cached plus downloading), eviction removes least recently used
+    /// cached blobs. `None` disables size-based eviction. Default: none.
+    pub high_watermark: Option<ByteSize>,
+    /// Size-based eviction stops at this many bytes. Default: 90% of `high_watermark`.
+    pub low_watermark: Option<ByteSize>,
+    /// Re-hash the pieces a resumed download claims to have, dropping any that fail.
+    /// Default: true.
+    pub verify_on_resume: bool,
+    /// How often, at most, a blob's last-access time is written to disk. Reads in between
+    /// update it in memory only. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub access_persist_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            idle_ttl: Some(Duration::from_secs(6 * 3600)),
+            download_idle_ttl: Some(Duration::from_secs(24 * 3600)),
+            high_watermark: None,
+            low_watermark: None,
+            verify_on_resume: true,
+            access_persist_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl StoreConfig {
+    fn low_watermark_bytes(&self) -> Option<u64> {
+        let high = self.high_watermark?.bytes();
+        Some(self.low_watermark.map_or(high / 10 * 9, ByteSize::bytes))
+    }
+}
+
+/// Where a blob stands in the store.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum BlobStatus {
+    /// Not in the store.
+    Absent,
+    /// Partly downloaded.
+    Downloading,
+    /// Complete and verified.
+    Cached {
+        /// Length in bytes.
+        length: u64,
+    },
+}
+
+/// Byte and blob counts of a store.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct StoreUsage {
+    /// Complete blobs.
+    pub cached_blobs: usize,
+    /// Bytes of complete blobs.
+    pub cached_bytes: u64,
+    /// Downloads in progress.
+    pub downloading_blobs: usize,
+    /// Bytes reserved by downloads in progress (their full lengths).
+    pub downloading_bytes: u64,
+}
+
+/// What one [`BlobStore::evict`] pass removed.
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct EvictionReport {
+    /// Blobs removed because they were idle.
+    pub idle: Vec<Digest>,
+    /// Blobs removed to bring the store under its watermark.
+    pub watermark: Vec<Digest>,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+/// A content-addressed store of blobs on local disk: a cheap, cloneable handle.
+///
+/// Every method blocks on file I/O; see the [module docs](self) for why and for how to call it
+/// from async code.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+struct StoreInner {
+    layout: Layout,
+    config: StoreConfig,
+    index: Mutex<Index>,
+    /// Serialises the creation and resumption of downloads, which do file I/O that must not
+    /// run under the index lock.
+    opening: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    entries: HashMap<Digest, Entry>,
+    /// Downloads with live handles, so that two callers share one.
+    active: HashMap<Digest, Weak<DownloadShared>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    state: State,
+    length: u64,
+    /// Last read of a cached blob, or last piece written to a download.
+    last_access: SystemTime,
+    persisted_access: SystemTime,
+    pinned: bool,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) a store under `root` with default settings.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_config(root, StoreConfig::default())
+    }
+
+    /// Opens (creating if needed) a store under `root`.
+    pub fn open_with_config(root: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        if let (Some(high), Some(low)) = (config.high_watermark, config.low_watermark)
+            && low > high
+        {
+            return Err(Error::InvalidConfig(
+                "low_watermark must not exceed high_watermark",
+            ));
+        }
+        let layout = Layout::new(root.as_ref());
+        let tmp = layout.tmp_dir();
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|source| Error::io(&tmp, source))?;
+        }
+        for dir in [
+            tmp,
+            layout.state_dir(State::Cache),
+            layout.state_dir(State::Download),
+        ] {
+            layout::create_dir_all(&dir)?;
+        }
+        let mut index = Index::default();
+        for state in [State::Download, State::Cache] {
+            for (digest, dir) in layout.scan(state)? {
+                match load_entry(state, &dir) {
+                    Some(entry) => {
+                        index.entries.insert(digest, entry);
+                    }
+                    None => {
+                        tracing::warn!(path = %dir.display(), "removing blob entry without data");
+                        layout::remove_entry(&layout, &dir)?;
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(StoreInner {
+                layout,
+                config,
+                index: Mutex::new(index),
+                opening: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Where `digest` stands.
+    pub fn status(&self, digest: &Digest) -> BlobStatus {
+        match self.inner.index().entries.get(digest) {
+            None => BlobStatus::Absent,
+            Some(e) if e.state == State::Download => BlobStatus::Downloading,
+            Some(e) => BlobStatus::Cached { length: e.length },
+        }
+    }
+
+    /// Opens a complete blob for reading and records the access.
+    pub fn open_blob(&self, digest: &Digest) -> Result<Blob> {
+        match self.inner.index().entries.get(digest) {
+            Some(e) if e.state == State::Cache => {}
+            _ => return Err(Error::NotFound(*digest)),
+        }
+        let dir = self.inner.layout.entry_dir(State::Cache, digest);
+        let path = dir.join(layout::DATA);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            // Evicted between the index check and the open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(*digest));
+            }
+            Err(source) => return Err(Error::io(&path, source)),
+        };
+        let length = file
+            .metadata()
+            .map_err(|source| Error::io(&path, source))?
+            .len();
+        self.inner.touch(digest, SystemTime::now());
+        Ok(Blob::new(*digest, length, file, path))
+    }
+
+    /// The metainfo of a cached or downloading blob.
+    pub fn metainfo(&self, digest: &Digest) -> Result<MetaInfo> {
+        let state = match self.inner.index().entries.get(digest) {
+            Some(e) => e.state,
+            None => return Err(Error::NotFound(*digest)),
+        };
+        let path = self
+            .inner
+            .layout
+            .entry_dir(state, digest)
+            .join(layout::METAINFO);
+        let bytes =
+            layout::read_bounded(&path, max_metainfo_len())?.ok_or(Error::NotFound(*digest))?;
+        let meta = MetaInfo::decode(&bytes)?;
+        if meta.digest() != digest {
+            return Err(Error::Internal("stored metainfo names another blob"));
+        }
+        Ok(meta)
+    }
+
+    /// Starts or resumes downloading the blob `meta` describes.
+    ///
+    /// A download already on disk with the same metainfo resumes with the pieces it has (after
+    /// re-hashing them, see [`StoreConfig::verify_on_resume`]); one with a different metainfo
+    /// is discarded. Callers asking for the same blob at once share one download. Fails with
+    /// [`Error::AlreadyComplete`] if the blob is already cached.
+    pub fn begin_download(&self, meta: &MetaInfo) -> Result<Download> {
+        let _opening = lock(&self.inner.opening);
+        let digest = *meta.digest();
+        {
+            let index = self.inner.index();
+            if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
+                return Err(Error::AlreadyComplete(digest));
+            }
+            if let Some(shared) = index.active.get(&digest).and_then(Weak::upgrade) {
+                if shared.meta().info_hash() != meta.info_hash() {
+                    return Err(Error::MetaInfoConflict(digest));
+                }
+                return Ok(Download::from_shared(shared));
+            }
+        }
+        let dir = self.inner.layout.entry_dir(State::Download, &digest);
+        let shared = Arc::new(DownloadShared::open_or_create(
+            Arc::clone(&self.inner),
+            meta,
+            dir,
+        )?);
+        let mut index = self.inner.index();
+        let now = SystemTime::now();
+        let pinned = index.entries.get(&digest).is_some_and(|e| e.pinned);
+        index.entries.insert(
+            digest,
+            Entry {
+                state: State::Download,
+                length: meta.length(),
+                last_access: now,
+                persisted_access: now,
+                pinned,
+            },
+        );
+        index.active.insert(digest, Arc::downgrade(&shared));
+        Ok(Download::from_shared(shared))
+    }
+
+    /// Adds a blob from a stream in one pass: writes it, computes its metainfo with pieces of
+    /// `piece_length` bytes, checks it against `expected` when given, and caches it.
+    ///
+    /// On a digest mismatch nothing is stored and [`Error::DigestMismatch`] is returned. If the
+    /// blob is already cached, the stored copy and its metainfo are kept.
+    pub fn import<R: Read>(
+        &self,
+        mut reader: R,
+        piece_length: u64,
+        expected: Option<&Digest>,
+    ) -> Result<MetaInfo> {
+        let staging = self.inner.layout.tmp_path("import");
+        layout::create_dir_all(&staging)?;
+        let result = (|| {
+            let data_path = staging.join(layout::DATA);
+            let mut file =
+                File::create(&data_path).map_err(|source| Error::io(&data_path, source))?;
+            let mut generator = MetaInfoGenerator::new(piece_length)?;
+            let mut buf = vec![0; 1 << 20];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::Read(e)),
+                };
+                file.write_all(&buf[..n])
+                    .map_err(|source| Error::io(&data_path, source))?;
+                generator.update(&buf[..n]);
+            }
+            file.sync_data()
+                .map_err(|source| Error::io(&data_path, source))?;
+            let meta = generator.finish()?;
+            if let Some(expected) = expected
+                && expected != meta.digest()
+            {
+                return Err(Error::DigestMismatch {
+                    expected: *expected,
+                    actual: *meta.digest(),
+                });
+            }
+            layout::write_atomically(&staging.join(layout::METAINFO), &meta.encode())?;
+            Ok(meta)
+        })();
+        let meta = match result {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        self.inner.install(&staging, meta.digest(), meta.length())?;
+        self.metainfo(meta.digest())
+    }
+
+    /// Deletes a blob, cached or downloading. Pinned blobs are refused with [`Error::Pinned`].
+    /// Returns whether there was anything to delete.
+    pub fn delete(&self, digest: &Digest) -> Result<bool> {
+        let entry = {
+            let mut index = self.inner.index();
+            match index.entries.get(digest) {
+                None => return Ok(false),
+                Some(e) if e.pinned => return Err(Error::Pinned(*digest)),
+                Some(_) => {}
+            }
+            index.active.remove(digest);
+            index.entries.remove(digest).expect("checked above")
+        };
+        let dir = self.inner.layout.entry_dir(entry.state, digest);
+        layout::remove_entry(&self.inner.layout, &dir)?;
+        Ok(true)
+    }
+
+    /// Pins a blob so eviction and [`delete`](Self::delete) leave it alone, until
+    /// [`unpin`](Self::unpin). The pin is persisted and survives restarts.
+    pub fn pin(&self, digest: &Digest) -> Result<()> {
+        self.set_pinned(digest, true)
+    }
+
+    /// Removes a pin. Unpinning an unpinned blob does nothing.
+    pub fn unpin(&self, digest: &Digest) -> Result<()> {
+        self.set_pinned(digest, false)
+    }
+
+    /// Whether a blob is pinned.
+    pub fn is_pinned(&self, digest: &Digest) -> bool {
+        self.inner
+            .index()
+            .entries
+            .get(digest)
+            .is_some_and(|e| e.pinned)
+    }
+
+    /// Byte and blob counts.
+    pub fn usage(&self) -> StoreUsage {
+        let index = self.inner.index();
+        let mut usage = StoreUsage::default();
+        for entry in index.entries.values() {
+            match entry.state {
+                State::Cache => {
+                    usage.cached_blobs += 1;
+                    usage.cached_bytes += entry.length;
+                }
+                State::Download => {
+                    usage.downloading_blobs += 1;
+                    usage.downloading_bytes += entry.length;
+                }
+            }
+        }
+        usage
+    }
+
+    /// The digests of all cached blobs.
+    pub fn cached(&self) -> Vec<Digest> {
+        let index = self.inner.index();
+        let mut digests: Vec<Digest> = index
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == State::Cache)
+            .map(|(d, _)| *d)
+            .collect();
+        digests.sort();
+        digests
+    }
+
+    /// Runs one eviction pass as of `now` (see the [module docs](self#eviction)). Call it
+    /// periodically.
+    pub fn evict(&self, now: SystemTime) -> Result<EvictionReport> {
+        let config = &self.inner.config;
+        let mut report = EvictionReport::default();
+        let (idle, watermark) = {
+            let index = self.inner.index();
+            let evictable = |(digest, _): &(&Digest, &Entry)| index.evictable(digest);
+            let idle_for =
+                |entry: &Entry| now.duration_since(entry.last_access).unwrap_or_default();
+            let idle: Vec<Digest> = index
+                .entries
+                .iter()
+                .filter(evictable)
+                .filter(|(_, e)| {
+                    let ttl = match e.state {
+                        State::Cache => config.idle_ttl,
+                        State::Download => config.download_idle_ttl,
+                    };
+                    ttl.is_some_and(|ttl| idle_for(e) > ttl)
+                })
+                .map(|(d, _)| *d)
+                .collect();
+            let mut watermark = Vec::new();
+            if let (Some(high), Some(low)) = (config.high_watermark, config.low_watermark_bytes()) {
+                let mut total: u64 = index
+                    .entries
+                    .iter()
+                    .filter(|(d, _)| !idle.contains(d))
+                    .map(|(_, e)| e.length)
+                    .sum();
+                if total > high.bytes() {
+                    let mut lru: Vec<(&Digest, &Entry)> = index
+                        .entries
+                        .iter()
+                        .filter(evictable)
+                        .filter(|(d, e)| e.state == State::Cache && !idle.contains(d))
+                        .collect();
+                    lru.sort_by_key(|(d, e)| (e.last_access, **d));
+                    for (digest, entry) in lru {
+                        if total <= low {
+                            break;
+                        }
+                        total -= entry.length;
+                        watermark.push(*digest);
+                    }
+                }
+            }
+            (idle, watermark)
+        };
+        let idle_count = idle.len();
+        for (position, digest) in idle.into_iter().chain(watermark).enumerate() {
+            // Re-check under the lock: the blob may have been pinned or reopened meanwhile.
+            let entry = {
+                let mut index = self.inner.index();
+                if !index.evictable(&digest) {
+                    continue;
+                }
+                index.active.remove(&digest);
+                index.entries.remove(&digest).expect("checked above")
+            };
+            let dir = self.inner.layout.entry_dir(entry.state, &digest);
+            layout::remove_entry(&self.inner.layout, &dir)?;
+            tracing::debug!(digest = %digest.fmt_short(), bytes = entry.length, "evicted blob");
+            report.freed_bytes += entry.length;
+            if position < idle_count {
+                report.idle.push(digest);
+            } else {
+                report.watermark.push(digest);
+            }
+        }
+        Ok(report)
+    }
+
+    fn set_pinned(&self, digest: &Digest, pinned: bool) -> Result<()> {
+        let mut index = self.inner.index();
+        let entry = index
+            .entries
+            .get_mut(digest)
+            .ok_or(Error::NotFound(*digest))?;
+        let path = self
+            .inner
+            .layout
+            .entry_dir(entry.state, digest)
+            .join(layout::PINNED);
+        let result = if pinned {
+            File::create(&path).map(drop)
+        } else {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        result.map_err(|source| Error::io(&path, source))?;
+        entry.pinned = pinned;
+        Ok(())
+    }
+}
+
+impl Index {
+    /// Whether a blob exists, is not pinned and has no live download handle.
+    fn evictable(&self, digest: &Digest) -> bool {
+        let live = self
+            .active
+            .get(digest)
+            .is_some_and(|w| w.strong_count() > 0);
+        self.entries.get(digest).is_some_and(|e| !e.pinned) && !live
+    }
+}
+
+impl StoreInner {
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
+    /// Records an access; writes it to disk when the persisted one is old enough.
+    fn touch(&self, digest: &Digest, now: SystemTime) {
+        let persist = {
+            let mut index = self.index();
+            let Some(entry) = index.entries.get_mut(digest) else {
+                return;
+            };
+            entry.last_access = entry.last_access.max(now);
+            let stale = now
+                .duration_since(entry.persisted_access)
+                .is_ok_and(|age| age >= self.config.access_persist_interval);
+            if stale && entry.state == State::Cache {
+                entry.persisted_access = now;
+            }
+            stale && entry.state == State::Cache
+        };
+        if persist {
+            let path = self
+                .layout
+                .entry_dir(State::Cache, digest)
+                .join(layout::LAST_ACCESS);
+            // Losing an access time only makes eviction slightly less accurate.
+            if let Err(e) = layout::write_atomically(&path, &layout::encode_time(now)) {
+                tracing::warn!(error = %e, "failed to persist last access time");
+            }
+        }
+    }
+
+    /// Moves a fully written and verified entry directory into `cache/`. If the blob is
+    /// already cached, the existing copy wins and `source_dir` is removed.
+    fn install(&self, source_dir: &Path, digest: &Digest, length: u64) -> Result<()> {
+        let target = self.layout.entry_dir(State::Cache, digest);
+        let mut index = self.index();
+        if matches!(index.entries.get(digest), Some(e) if e.state == State::Cache) {
+            drop(index);
+            return layout::remove_entry(&self.layout, source_dir);
+        }
+        let pinned = source_dir.join(layout::PINNED).exists();
+        // A stale download of the same blob is superseded by the complete copy.
+        if matches!(index.entries.get(digest), Some(e) if e.state == State::Download)
+            && source_dir != self.layout.entry_dir(State::Download, digest)
+        {
+            let stale = self.layout.entry_dir(State::Download, digest);
+            layout::remove_entry(&self.layout, &stale)?;
+        }
+        if let Some(parent) = target.parent() {
+            layout::create_dir_all(parent)?;
+        }
+        fs::rename(source_dir, &target).map_err(|source| Error::io(&target, source))?;
+        let _ = fs::remove_file(target.join(layout::BITFIELD));
+        let now = SystemTime::now();
+        let _ =
+            layout::write_atomically(&target.join(layout::LAST_ACCESS), &layout::encode_time(now));
+        index.entries.insert(
+            *digest,
+            Entry {
+                state: State::Cache,
+                length,
+                last_access: now,
+                persisted_access: now,
+                pinned,
+            },
+        );
+        index.active.remove(digest);
+        Ok(())
+    }
+}
+
+/// Reads an entry's bookkeeping; `None` if it has no data file (a crash while creating it).
+fn load_entry(state: State, dir: &Path) -> Option<Entry> {
+    let metadata = fs::metadata(dir.join(layout::DATA)).ok()?;
+    let modified = metadata.modified().unwrap_or_else(|_| SystemTime::now());
+    let last_access = match state {
+        State::Cache => layout::read_bounded(&dir.join(layout::LAST_ACCESS), 8)
+            .ok()
+            .flatten()
+            .and_then(|b| layout::decode_time(&b))
+            .unwrap_or(modified),
+        State::Download => modified,
+    };
+    Some(Entry {
+        state,
+        length: metadata.len(),
+        last_access,
+        persisted_access: last_access,
+        pinned: dir.join(layout::PINNED).exists(),
+    })
+}
+
+fn max_metainfo_len() -> u64 {
+    (HEADER_LEN + MAX_PIECE_COUNT as usize * 32) as u64
+}
+
+/// Locks a mutex, recovering from poisoning: every critical section in this module leaves the
+/// protected state consistent before doing anything that could panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::metainfo::PieceIndex;
+
+/// Blob sizes around the piece length used in these tests.
+const PIECE: u64 = 1024;
+const INTERESTING_SIZES: &[usize] = &[0, 1, 1023, 1024, 1025, 10 * 1024 + 7];
+
+fn blob(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn piece<'a>(meta: &MetaInfo, data: &'a [u8], index: PieceIndex) -> &'a [u8] {
+    let r = meta.piece_range(index);
+    &data[r.start as usize..r.end as usize]
+}
+
+fn download_all(store: &BlobStore, data: &[u8]) -> Result<Blob> {
+    let meta = MetaInfo::from_bytes(data, PIECE)?;
+    let download = store.begin_download(&meta)?;
+    for index in meta.pieces() {
+        download.write_piece(index, piece(&meta, data, index))?;
+    }
+    download.finish()
+}
+
+fn read_all(blob: &Blob) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut blob.reader(), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn downloads_every_interesting_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    for (seed, &len) in INTERESTING_SIZES.iter().enumerate() {
+        let data = blob(len, seed as u8);
+        let cached = download_all(&store, &data).unwrap();
+        assert_eq!(read_all(&cached), data, "size {len}");
+        assert_eq!(
+            store.status(cached.digest()),
+            BlobStatus::Cached { length: len as u64 }
+        );
+        assert_eq!(
+            store.metainfo(cached.digest()).unwrap().length(),
+            len as u64
+        );
+    }
+    assert_eq!(store.usage().cached_blobs, INTERESTING_SIZES.len());
+}
+
+#[test]
+fn resumes_exactly_the_written_pieces_after_an_unclean_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(10 * 1024 + 7, 1);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let written = [0u32, 3, 4, 10];
+    {
+        let store = BlobStore::open(dir.path()).unwrap();
+        let download = store.begin_download(&meta).unwrap();
+        for &i in &written {
+            let index = meta.piece_index(i).unwrap();
+            assert!(
+                download
+                    .write_piece(index, piece(&meta, &data, index))
+                    .unwrap()
+            );
+        }
+        // Dropped without finish or any shutdown call.
+    }
+    let store = BlobStore::open(dir.path()).unwrap();
+    assert_eq!(store.status(meta.digest()), BlobStatus::Downloading);
+    let download = store.begin_download(&meta).unwrap();
+    assert_eq!(download.bitfield().iter_ones().collect::<Vec<_>>(), written);
+    for index in meta.pieces() {
+        if !download.has_piece(index) {
+            download
+                .write_piece(index, piece(&meta, &data, index))
+                .unwrap();
+        }
+    }
+    assert_eq!(read_all(&download.finish().unwrap()), data);
+}
+
+/// Downloads every piece of a blob, then damages piece 2's data on disk while its bit stays
+/// set, as a power failure after the bitfield write could.
+fn download_then_lose_piece_2(root: &Path, data: &[u8]) -> MetaInfo {
+    let meta = MetaInfo::from_bytes(data, PIECE).unwrap();
+    let store = BlobStore::open(root).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    for index in meta.pieces() {
+        download
+            .write_piece(index, piece(&meta, data, index))
+            .unwrap();
+    }
+    let data_path = store
+        .inner
+        .layout
+        .entry_dir(State::Download, meta.digest())
+        .join(layout::DATA);
+    let file = fs::OpenOptions::new().write(true).open(&data_path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 16], 2 * PIECE + 5).unwrap();
+    meta
+}
+
+#[test]
+fn resume_drops_pieces_whose_data_was_lost() {
+    let data = blob(4 * 1024, 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = download_then_lose_piece_2(dir.path(), &data);
+    let store = BlobStore::open(dir.path()).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    assert_eq!(
+        download.bitfield().iter_zeros().collect::<Vec<_>>(),
+        vec![2]
+    );
+    let lost = meta.piece_index(2).unwrap();
+    download
+        .write_piece(lost, piece(&meta, &data, lost))
+        .unwrap();
+    assert_eq!(read_all(&download.finish().unwrap()), data);
+
+    // Without verification the damaged piece is believed, and only the whole-blob check
+    // keeps it out of the cache.
+    let dir = tempfile::tempdir().unwrap();
+    let meta = download_then_lose_piece_2(dir.path(), &data);
+    let config = StoreConfig {
+        verify_on_resume: false,
+        ..StoreConfig::default()
+    };
+    let trusting = BlobStore::open_with_config(dir.path(), config).unwrap();
+    let download = trusting.begin_download(&meta).unwrap();
+    assert!(download.is_complete());
+    assert!(matches!(
+        download.finish(),
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert_eq!(trusting.status(meta.digest()), BlobStatus::Absent);
+}
+
+#[test]
+fn refuses_a_piece_that_does_not_match_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(3000, 3);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    let index = meta.piece_index(1).unwrap();
+    let mut corrupt = piece(&meta, &data, index).to_vec();
+    corrupt[100] ^= 0xff;
+    assert!(matches!(
+        download.write_piece(index, &corrupt),
+        Err(Error::PieceHashMismatch { index: 1 })
+    ));
+    assert!(matches!(
+        download.write_piece(index, &corrupt[1..]),
+        Err(Error::PieceLengthMismatch { index: 1, .. })
+    ));
+    assert!(!download.has_piece(index));
+    assert!(matches!(
+        download.read_piece(index),
+        Err(Error::PieceMissing { index: 1 })
+    ));
+    // The refused bytes never reached the file.
+    download
+        .write_piece(index, piece(&meta, &data, index))
+        .unwrap();
+    assert_eq!(
+        download.read_piece(index).unwrap(),
+        piece(&meta, &data, index)
+    );
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_never_reaches_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(5000, 4);
+    let honest = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    // A lying metainfo: real piece hashes under another blob's digest.
+    let claimed = Digest::sha256_of(b"something else entirely");
+    let hashes = honest
+        .pieces()
+        .map(|i| *honest.piece_hash(i))
+        .collect::<Vec<_>>();
+    let liar = MetaInfo::from_parts(claimed, 5000, PIECE, hashes).unwrap();
+    let download = store.begin_download(&liar).unwrap();
+    for index in liar.pieces() {
+        download
+            .write_piece(index, piece(&liar, &data, index))
+            .unwrap();
+    }
+    match download.finish() {
+        Err(Error::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, claimed);
+            assert_eq!(actual, *honest.digest());
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert_eq!(store.status(&claimed), BlobStatus::Absent);
+    assert!(matches!(store.open_blob(&claimed), Err(Error::NotFound(_))));
+    assert!(
+        !store
+            .inner
+            .layout
+            .entry_dir(State::Cache, &claimed)
+            .exists()
+    );
+    // And not after a restart either.
+    drop(store);
+    let store = BlobStore::open(dir.path()).unwrap();
+    assert_eq!(store.status(&claimed), BlobStatus::Absent);
+}
+
+#[test]
+fn finish_waits_for_every_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(3000, 5);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    let first = meta.piece_index(0).unwrap();
+    download
+        .write_piece(first, piece(&meta, &data, first))
+        .unwrap();
+    assert!(matches!(
+        download.finish(),
+        Err(Error::Incomplete { missing: 2, .. })
+    ));
+}
+
+#[test]
+fn readers_see_verified_pieces_of_an_incomplete_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(3000, 6);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    let second = meta.piece_index(1).unwrap();
+    download
+        .write_piece(second, piece(&meta, &data, second))
+        .unwrap();
+    let mut buf = [0u8; 100];
+    download.read_exact_at(1100, &mut buf).unwrap();
+    assert_eq!(&buf[..], &data[1100..1200]);
+    // A range straddling a missing piece names it.
+    assert!(matches!(
+        download.read_exact_at(1000, &mut buf),
+        Err(Error::PieceMissing { index: 0 })
+    ));
+    let mut past_end = [0u8; 10];
+    assert!(download.read_exact_at(2995, &mut past_end).is_err());
+}
+
+#[test]
+fn concurrent_writers_and_readers_share_one_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(64 * 1024 + 3, 7);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    std::thread::scope(|scope| {
+        for worker in 0..4u32 {
+            let (store, meta, data) = (store.clone(), meta.clone(), &data);
+            scope.spawn(move || {
+                // Each worker opens its own handle; all share one download.
+                let download = store.begin_download(&meta).unwrap();
+                for index in meta.pieces() {
+                    if (index.get() + worker) % 2 == 0 {
+                        download
+                            .write_piece(index, piece(&meta, data, index))
+                            .unwrap();
+                    }
+                    if download.has_piece(index) {
+                        assert_eq!(
+                            download.read_piece(index).unwrap(),
+                            piece(&meta, data, index)
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let download = store.begin_download(&meta).unwrap();
+    assert!(download.is_complete());
+    let cached = download.finish().unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let (store, data) = (store.clone(), &data);
+            let digest = *cached.digest();
+            scope.spawn(move || assert_eq!(read_all(&store.open_blob(&digest).unwrap()), *data));
+        }
+    });
+    assert!(matches!(
+        store.begin_download(&meta),
+        Err(Error::AlreadyComplete(_))
+    ));
+}
+
+#[test]
+fn a_different_metainfo_restarts_an_idle_download_but_not_a_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(4096, 8);
+    let small = MetaInfo::from_bytes(&data, 1024).unwrap();
+    let large = MetaInfo::from_bytes(&data, 2048).unwrap();
+    let download = store.begin_download(&small).unwrap();
+    let first = small.piece_index(0).unwrap();
+    download
+        .write_piece(first, piece(&small, &data, first))
+        .unwrap();
+    assert!(matches!(
+        store.begin_download(&large),
+        Err(Error::MetaInfoConflict(_))
+    ));
+    drop(download);
+    let restarted = store.begin_download(&large).unwrap();
+    assert_eq!(restarted.bitfield().count_ones(), 0);
+    assert_eq!(restarted.meta().piece_length(), 2048);
+}
+
+#[test]
+fn import_checks_the_expected_digest_and_stores_nothing_on_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(5000, 9);
+    let wrong = Digest::sha256_of(b"nope");
+    assert!(matches!(
+        store.import(&data[..], PIECE, Some(&wrong)),
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert_eq!(store.usage(), StoreUsage::default());
+    assert_eq!(
+        fs::read_dir(store.inner.layout.tmp_dir()).unwrap().count(),
+        0
+    );
+    let right = Digest::sha256_of(&data);
+    let meta = store.import(&data[..], PIECE, Some(&right)).unwrap();
+    assert_eq!(meta, MetaInfo::from_bytes(&data, PIECE).unwrap());
+    assert_eq!(read_all(&store.open_blob(&right).unwrap()), data);
+    // Importing again keeps the first copy.
+    let again = store.import(&data[..], 2 * PIECE, None).unwrap();
+    assert_eq!(again.piece_length(), PIECE);
+}
+
+#[test]
+fn idle_blobs_are_evicted_and_pins_are_respected_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let kept = download_all(&store, &blob(2000, 10)).unwrap();
+    let pinned = download_all(&store, &blob(2000, 11)).unwrap();
+    store.pin(pinned.digest()).unwrap();
+    drop(store);
+
+    let store = BlobStore::open(dir.path()).unwrap();
+    assert!(store.is_pinned(pinned.digest()));
+    let now = SystemTime::now();
+    let report = store.evict(now).unwrap();
+    assert!(report.idle.is_empty(), "nothing is idle yet: {report:?}");
+
+    let later = now + Duration::from_secs(7 * 3600);
+    let report = store.evict(later).unwrap();
+    assert_eq!(report.idle, vec![*kept.digest()]);
+    assert_eq!(report.freed_bytes, 2000);
+    assert_eq!(store.status(kept.digest()), BlobStatus::Absent);
+    assert!(matches!(
+        store.status(pinned.digest()),
+        BlobStatus::Cached { .. }
+    ));
+    // A handle opened before eviction still reads.
+    assert_eq!(read_all(&kept), blob(2000, 10));
+
+    assert!(matches!(
+        store.delete(pinned.digest()),
+        Err(Error::Pinned(_))
+    ));
+    store.unpin(pinned.digest()).unwrap();
+    assert!(store.delete(pinned.digest()).unwrap());
+    assert!(!store.delete(pinned.digest()).unwrap());
+    assert!(matches!(
+        store.pin(pinned.digest()),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn watermark_evicts_least_recently_used_unpinned_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        high_watermark: Some(ByteSize(5000)),
+        low_watermark: Some(ByteSize(3000)),
+        ..StoreConfig::default()
+    };
+    let store = BlobStore::open_with_config(dir.path(), config).unwrap();
+    let blobs: Vec<Blob> = (0..4)
+        .map(|i| download_all(&store, &blob(1500, 20 + i)).unwrap())
+        .collect();
+    let base = SystemTime::now();
+    // Access order: 2 (oldest), 0, 3, 1 (newest); 2 is pinned.
+    for (rank, i) in [2usize, 0, 3, 1].into_iter().enumerate() {
+        store.inner.touch(
+            blobs[i].digest(),
+            base + Duration::from_secs(10 * (rank as u64 + 1)),
+        );
+    }
+    store.pin(blobs[2].digest()).unwrap();
+    let report = store.evict(base + Duration::from_secs(60)).unwrap();
+    // 6000 bytes > 5000: evict 0 then 3 (oldest unpinned) to reach 3000.
+    assert_eq!(
+        report.watermark,
+        vec![*blobs[0].digest(), *blobs[3].digest()]
+    );
+    assert_eq!(store.usage().cached_bytes, 3000);
+    let report = store.evict(base + Duration::from_secs(61)).unwrap();
+    assert!(report.watermark.is_empty());
+}
+
+#[test]
+fn live_downloads_are_not_evicted_but_abandoned_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(2048, 30);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    let far_future = SystemTime::now() + Duration::from_secs(48 * 3600);
+    assert!(store.evict(far_future).unwrap().idle.is_empty());
+    drop(download);
+    assert_eq!(store.evict(far_future).unwrap().idle, vec![*meta.digest()]);
+    assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+}
+
+#[test]
+fn ignores_foreign_entries_and_repairs_half_created_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let kept = download_all(&store, &blob(100, 40)).unwrap();
+    drop(store);
+    let cache = dir.path().join("cache").join("sha256");
+    fs::create_dir_all(cache.join("zz").join("not-a-digest")).unwrap();
+    fs::create_dir_all(cache.join("..").join("sha256").join("ab")).unwrap();
+    // A download directory whose creation was interrupted before its data file existed.
+    let orphan = Digest::sha256_of(b"orphan");
+    let orphan_dir = dir
+        .path()
+        .join("download")
+        .join("sha256")
+        .join(&orphan.hex()[..2])
+        .join(orphan.hex());
+    fs::create_dir_all(&orphan_dir).unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    assert_eq!(store.cached(), vec![*kept.digest()]);
+    assert_eq!(store.status(&orphan), BlobStatus::Absent);
+    assert!(!orphan_dir.exists());
+    assert!(cache.join("zz").join("not-a-digest").exists());
+}
+
+#[test]
+fn rejects_inverted_watermarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        high_watermark: Some(ByteSize(10)),
+        low_watermark: Some(ByteSize(20)),
+        ..StoreConfig::default()
+    };
+    assert!(matches!(
+        BlobStore::open_with_config(dir.path(), config),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn config_loads_with_units_and_defaults() {
+    let config: StoreConfig = serde_json::from_str(
+        r#"{"idle_ttl": "1h", "high_watermark": "10GiB", "download_idle_ttl": null}"#,
+    )
+    .unwrap();
+    assert_eq!(config.idle_ttl, Some(Duration::from_secs(3600)));
+    assert_eq!(config.download_idle_ttl, None);
+    assert_eq!(config.high_watermark, Some(ByteSize(10 << 30)));
+    assert_eq!(config.low_watermark_bytes(), Some((10u64 << 30) / 10 * 9));
+    assert!(config.verify_on_resume);
+    assert!(serde_json::from_str::<StoreConfig>(r#"{"idle_tll": "1h"}"#).is_err());
+}
