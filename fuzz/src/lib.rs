@@ -38,6 +38,44 @@ pub fn bitfield_decode(data: &[u8]) {
     }
 }
 
+/// Feeds arbitrary bytes to the peer-protocol frame decoder, split at an arbitrary point as a
+/// socket might deliver them; it must never panic, and every message decoded must encode to
+/// the bytes it came from.
+pub fn wire_decode(data: &[u8]) {
+    use bytes::BytesMut;
+    use kraken_p2p::wire::{FrameDecoder, encode};
+    let Some((&split, data)) = data.split_first() else {
+        return;
+    };
+    let split = usize::from(split).min(data.len());
+    let mut decoder = FrameDecoder::new();
+    decoder.set_max_payload(1 << 16);
+    let mut buf = BytesMut::from(&data[..split]);
+    let mut consumed = Vec::new();
+    let mut rest = &data[split..];
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(message)) => {
+                let mut again = BytesMut::new();
+                encode(&message, &mut again);
+                consumed.extend_from_slice(&again);
+            }
+            Ok(None) if !rest.is_empty() => {
+                buf.extend_from_slice(rest);
+                rest = &[];
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // Canonical re-encoding may differ from the input (unknown fields, non-minimal
+    // varints), but it always decodes to the same messages.
+    let mut decoder = FrameDecoder::new();
+    decoder.set_max_payload(1 << 16);
+    let mut again = BytesMut::from(&consumed[..]);
+    while let Ok(Some(_)) = decoder.decode(&mut again) {}
+    assert!(again.is_empty(), "re-encoded messages did not decode");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +107,7 @@ mod tests {
                 metainfo_decode(&mutated);
                 bitfield_decode(&mutated);
                 digest_parse(&mutated);
+                wire_decode(&mutated);
             }
         }
     }

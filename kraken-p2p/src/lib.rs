@@ -15,3 +15,7 @@
 //!
 //! See `docs/architecture.md` at the root of the workspace.
 #![warn(missing_docs)]
+
+pub mod swarm;
+pub mod tracker;
+pub mod wire;

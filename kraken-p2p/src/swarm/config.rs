@@ -1,0 +1,97 @@
+//! Scheduler settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of a [`Swarm`](super::Swarm). Defaults follow Go Kraken's where it has one.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Most connections (dialing, handshaking and active) per torrent, in both directions
+    /// together. Default: 10.
+    pub max_conns_per_torrent: usize,
+    /// An inbound handshake is refused when more than this many of the sender's neighbours
+    /// are already our neighbours on the torrent, which keeps the overlay from clustering.
+    /// Default: 5.
+    pub max_mutual_conns: usize,
+    /// Outstanding piece requests to one leeching peer. Default: 3.
+    pub pipeline_limit: usize,
+    /// Outstanding piece requests to one origin or complete peer, which can serve more.
+    /// Default: 5.
+    pub seeder_pipeline_limit: usize,
+    /// Piece requests from one peer that may wait for upload at once; more are refused.
+    /// Default: 8.
+    pub max_queued_uploads_per_conn: usize,
+    /// Endgame starts when this many pieces or fewer are missing: a missing piece may then be
+    /// requested from several peers at once, and the losers get a cancel. Default: 3.
+    pub endgame_threshold: usize,
+    /// Shortest piece request timeout. Default: 4s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout_min: Duration,
+    /// Request timeout per MiB of piece length; the timeout is the larger of this times the
+    /// piece length in MiB and `request_timeout_min`. Default: 4s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout_per_mib: Duration,
+    /// How long a peer that failed (dial error, bad data, protocol violation) is not dialed
+    /// or accepted again for the same torrent. A normal close is not a failure. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub blacklist_duration: Duration,
+    /// A connection with no piece sent or received for this long is closed, freeing its slot
+    /// for another neighbour. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub conn_idle_timeout: Duration,
+    /// A downloading torrent with no piece written for this long fails. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub leecher_idle_timeout: Duration,
+    /// A complete torrent with no connection for this long is dropped from the swarm (the
+    /// blob stays on disk and is picked up again by the next inbound handshake). Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub seeder_idle_timeout: Duration,
+    /// Announce interval of downloading torrents, until a tracker says otherwise.
+    /// Default: 3s.
+    #[serde(with = "humantime_serde")]
+    pub announce_interval: Duration,
+    /// Announce interval of complete torrents, which only need to stay in the tracker's peer
+    /// store. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub seeder_announce_interval: Duration,
+    /// Whether this node is an origin (a seeder of last resort). Default: false.
+    pub origin: bool,
+    /// Seed of the scheduler's random choices; `None` picks one at random. Default: none.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            max_conns_per_torrent: 10,
+            max_mutual_conns: 5,
+            pipeline_limit: 3,
+            seeder_pipeline_limit: 5,
+            max_queued_uploads_per_conn: 8,
+            endgame_threshold: 3,
+            request_timeout_min: Duration::from_secs(4),
+            request_timeout_per_mib: Duration::from_secs(4),
+            blacklist_duration: Duration::from_secs(30),
+            conn_idle_timeout: Duration::from_secs(30),
+            leecher_idle_timeout: Duration::from_secs(300),
+            seeder_idle_timeout: Duration::from_secs(300),
+            announce_interval: Duration::from_secs(3),
+            seeder_announce_interval: Duration::from_secs(60),
+            origin: false,
+            rng_seed: None,
+        }
+    }
+}
+
+impl SwarmConfig {
+    /// The timeout of a request for a piece of `piece_length` bytes.
+    pub fn request_timeout(&self, piece_length: u64) -> Duration {
+        let mib = piece_length as f64 / f64::from(1u32 << 20);
+        self.request_timeout_per_mib
+            .mul_f64(mib)
+            .max(self.request_timeout_min)
+    }
+}

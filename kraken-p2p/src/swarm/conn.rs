@@ -1,0 +1,80 @@
+//! The swarm's view of one connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use kraken_core::{Bitfield, InfoHash, PeerId};
+
+use crate::wire::Handshake;
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(super) enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(super) enum ConnState {
+    /// Outbound, waiting for the transport.
+    Dialing,
+    /// Outbound, our handshake sent, waiting for theirs.
+    Handshaking,
+    /// Inbound, waiting for their handshake (or for the driver to resolve its torrent).
+    AwaitingHandshake,
+    /// Both handshakes exchanged.
+    Active,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) direction: Direction,
+    pub(super) remote: SocketAddr,
+    pub(super) state: ConnState,
+    /// Known from the start for outbound connections, from the handshake for inbound ones.
+    pub(super) info_hash: Option<InfoHash>,
+    pub(super) peer_id: Option<PeerId>,
+    pub(super) origin: bool,
+    /// The peer's pieces; empty until the connection is active.
+    pub(super) have: Bitfield,
+    /// Our outstanding requests to the peer, with their deadlines.
+    pub(super) requested: BTreeMap<u32, Instant>,
+    /// Requests we cancelled or gave up on: their payloads may still arrive and are not a
+    /// violation.
+    pub(super) cancelled: BTreeSet<u32>,
+    /// Pieces this peer failed to deliver; not asked of it again.
+    pub(super) avoid: BTreeSet<u32>,
+    /// Pieces the driver is sending to the peer.
+    pub(super) queued_uploads: usize,
+    pub(super) last_activity: Instant,
+    /// An inbound handshake waiting for `Action::Resolve`.
+    pub(super) pending_handshake: Option<Handshake>,
+}
+
+impl Conn {
+    pub(super) fn new(
+        direction: Direction,
+        remote: SocketAddr,
+        info_hash: Option<InfoHash>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            direction,
+            remote,
+            state: match direction {
+                Direction::Outbound => ConnState::Dialing,
+                Direction::Inbound => ConnState::AwaitingHandshake,
+            },
+            info_hash,
+            peer_id: None,
+            origin: false,
+            have: Bitfield::new(0),
+            requested: BTreeMap::new(),
+            cancelled: BTreeSet::new(),
+            avoid: BTreeSet::new(),
+            queued_uploads: 0,
+            last_activity: now,
+            pending_handshake: None,
+        }
+    }
+}

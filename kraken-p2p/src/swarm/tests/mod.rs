@@ -1,0 +1,264 @@
+//! Scenarios for the swarm on the deterministic harness.
+
+mod harness;
+
+use std::time::Duration;
+
+use kraken_core::Bitfield;
+
+use self::harness::{Net, NodeSpec, blob, received_by_sender};
+use super::{Event, FailReason, SwarmConfig};
+
+const MB: f64 = 1e6;
+
+fn net(seed: u64) -> Net {
+    Net::new(seed, Duration::from_millis(2), 0.0)
+}
+
+#[test]
+fn one_seeder_to_thirty_leechers() {
+    let mut net = net(1);
+    let meta = blob(1, 16 << 20, 256 << 10);
+    let seeder = net.add_node(NodeSpec::symmetric(10.0 * MB));
+    net.seed(seeder, &meta);
+    let leechers: Vec<_> = (0..30)
+        .map(|_| net.add_node(NodeSpec::symmetric(10.0 * MB)))
+        .collect();
+    for &l in &leechers {
+        net.fetch(l, &meta);
+    }
+    assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(600)));
+    // Fluid bound: 31 nodes, S = 16.8 MB, u = d = 10 MB/s: max(S/d, N·S/(U + N·u)) ≈ 1.68 s.
+    let t_star = 30.0 * meta.length() as f64 / (10.0 * MB + 30.0 * 10.0 * MB);
+    let worst = leechers
+        .iter()
+        .map(|&l| net.completed_at(l, &meta.info_hash()).unwrap())
+        .max()
+        .unwrap();
+    // A regression guard, not the goal: the simulator issue tunes the scheduler toward
+    // 1.25 × T*. Measured with this seed: 3.5 × T*.
+    let t_star = t_star.max(meta.length() as f64 / (10.0 * MB));
+    assert!(
+        worst.as_secs_f64() < 4.0 * t_star,
+        "slowest leecher took {worst:?}, T* = {t_star:.2}s"
+    );
+    let received = received_by_sender(&net, &leechers, &meta.info_hash());
+    let from_seeder = received.get(&net.peer_id(seeder)).copied().unwrap_or(0);
+    let total: u64 = received.values().sum();
+    assert_eq!(total, 30 * meta.length());
+    assert!(
+        from_seeder * 2 < total,
+        "the seeder sent {from_seeder} of {total} bytes: a star, not a swarm"
+    );
+}
+
+#[test]
+fn peers_holding_different_pieces_complete_each_other() {
+    let mut net = net(2);
+    let meta = blob(2, 4 << 20, 256 << 10);
+    let nodes: Vec<_> = (0..4)
+        .map(|_| net.add_node(NodeSpec::symmetric(5.0 * MB)))
+        .collect();
+    for (i, &n) in nodes.iter().enumerate() {
+        let mut have = Bitfield::new(meta.piece_count());
+        for p in (i as u32..meta.piece_count()).step_by(4) {
+            have.set(p).unwrap();
+        }
+        net.start(n, &meta, have);
+    }
+    assert!(net.run_until_complete(&nodes, meta.info_hash(), Duration::from_secs(60)));
+}
+
+#[test]
+fn the_seeder_can_leave_once_the_leechers_hold_every_piece_between_them() {
+    let mut net = net(3);
+    let meta = blob(3, 8 << 20, 256 << 10);
+    let seeder = net.add_node(NodeSpec::symmetric(4.0 * MB));
+    net.seed(seeder, &meta);
+    let leechers: Vec<_> = (0..8)
+        .map(|_| net.add_node(NodeSpec::symmetric(4.0 * MB)))
+        .collect();
+    for &l in &leechers {
+        net.fetch(l, &meta);
+    }
+    let h = meta.info_hash();
+    let covered = net.run_until(Duration::from_secs(60), |net| {
+        let mut union = Bitfield::new(meta.piece_count());
+        for &l in &leechers {
+            for i in net.have(l, &h).iter_ones() {
+                union.set(i).unwrap();
+            }
+        }
+        union.is_full()
+    });
+    assert!(covered);
+    let any_incomplete = leechers.iter().any(|&l| !net.have(l, &h).is_full());
+    assert!(any_incomplete, "scenario needs the seeder to leave early");
+    net.kill(seeder);
+    assert!(net.run_until_complete(&leechers, h, Duration::from_secs(120)));
+}
+
+#[test]
+fn a_peer_sending_corrupt_data_is_blacklisted_and_everyone_still_completes() {
+    let mut net = net(4);
+    let meta = blob(4, 8 << 20, 256 << 10);
+    let seeder = net.add_node(NodeSpec::symmetric(4.0 * MB));
+    net.seed(seeder, &meta);
+    let liar = net.add_node(NodeSpec {
+        corrupt: true,
+        ..NodeSpec::symmetric(20.0 * MB)
+    });
+    // The liar claims to have everything.
+    net.seed(liar, &meta);
+    let leechers: Vec<_> = (0..6)
+        .map(|_| net.add_node(NodeSpec::symmetric(4.0 * MB)))
+        .collect();
+    for &l in &leechers {
+        net.fetch(l, &meta);
+    }
+    let h = meta.info_hash();
+    assert!(net.run_until_complete(&leechers, h, Duration::from_secs(300)));
+    let detected: u32 = leechers
+        .iter()
+        .map(|&l| net.stats(l, &h).corrupt_pieces)
+        .sum();
+    assert!(detected > 0, "nobody was offered corrupt data");
+    let from_liar = received_by_sender(&net, &leechers, &h)
+        .get(&net.peer_id(liar))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(from_liar, 0, "a corrupt piece was counted as received");
+}
+
+#[test]
+fn corrupt_peers_are_blacklisted() {
+    let mut net = net(5);
+    let meta = blob(5, 2 << 20, 256 << 10);
+    let liar = net.add_node(NodeSpec {
+        corrupt: true,
+        ..NodeSpec::symmetric(10.0 * MB)
+    });
+    net.seed(liar, &meta);
+    let victim = net.add_node(NodeSpec::symmetric(10.0 * MB));
+    net.fetch(victim, &meta);
+    let h = meta.info_hash();
+    let liar_id = net.peer_id(liar);
+    let caught = net.run_until(Duration::from_secs(10), |net| {
+        net.swarm(victim).is_blacklisted(net.now, &liar_id, &h)
+    });
+    assert!(caught);
+}
+
+#[test]
+fn late_joiners_complete() {
+    let mut net = net(6);
+    let meta = blob(6, 8 << 20, 256 << 10);
+    let seeder = net.add_node(NodeSpec::symmetric(8.0 * MB));
+    net.seed(seeder, &meta);
+    let early: Vec<_> = (0..10)
+        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
+        .collect();
+    for &n in &early {
+        net.fetch(n, &meta);
+    }
+    net.run_until(Duration::from_millis(1500), |_| false);
+    let late: Vec<_> = (0..10)
+        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
+        .collect();
+    for &n in &late {
+        net.fetch(n, &meta);
+    }
+    let all: Vec<_> = early.iter().chain(&late).copied().collect();
+    assert!(net.run_until_complete(&all, meta.info_hash(), Duration::from_secs(120)));
+}
+
+#[test]
+fn many_torrents_at_once() {
+    let mut net = net(7);
+    let metas: Vec<_> = (0..4).map(|i| blob(10 + i, 3 << 20, 256 << 10)).collect();
+    let seeder = net.add_node(NodeSpec::symmetric(20.0 * MB));
+    for meta in &metas {
+        net.seed(seeder, meta);
+    }
+    let leechers: Vec<_> = (0..10)
+        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
+        .collect();
+    for &l in &leechers {
+        for meta in &metas {
+            net.fetch(l, meta);
+        }
+    }
+    let done = net.run_until(Duration::from_secs(120), |net| {
+        metas.iter().all(|m| {
+            leechers
+                .iter()
+                .all(|&l| net.completed_at(l, &m.info_hash()).is_some())
+        })
+    });
+    assert!(done);
+}
+
+#[test]
+fn lossy_links_slow_but_do_not_stop_the_swarm() {
+    let mut net = Net::new(8, Duration::from_millis(5), 0.05);
+    let meta = blob(8, 4 << 20, 256 << 10);
+    let seeder = net.add_node(NodeSpec::symmetric(8.0 * MB));
+    net.seed(seeder, &meta);
+    let leechers: Vec<_> = (0..10)
+        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
+        .collect();
+    for &l in &leechers {
+        net.fetch(l, &meta);
+    }
+    assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(120)));
+}
+
+#[test]
+fn a_leecher_with_no_source_fails_after_its_idle_timeout() {
+    let mut net = net(9);
+    let meta = blob(9, 1 << 20, 256 << 10);
+    let config = SwarmConfig {
+        leecher_idle_timeout: Duration::from_secs(20),
+        ..SwarmConfig::default()
+    };
+    let lonely = net.add_node(NodeSpec {
+        config,
+        ..NodeSpec::symmetric(MB)
+    });
+    net.fetch(lonely, &meta);
+    net.run_until(Duration::from_secs(60), |net| {
+        !net.events(lonely).is_empty()
+            && net
+                .events(lonely)
+                .iter()
+                .any(|e| matches!(e, Event::Failed { .. }))
+    });
+    assert!(net.events(lonely).contains(&Event::Failed {
+        info_hash: meta.info_hash(),
+        reason: FailReason::Idle
+    }));
+    assert!(net.elapsed() >= Duration::from_secs(20));
+}
+
+#[test]
+fn same_seed_same_outcome() {
+    let run = |seed| {
+        let mut net = Net::new(seed, Duration::from_millis(3), 0.01);
+        let meta = blob(11, 4 << 20, 256 << 10);
+        let seeder = net.add_node(NodeSpec::symmetric(6.0 * MB));
+        net.seed(seeder, &meta);
+        let leechers: Vec<_> = (0..12)
+            .map(|_| net.add_node(NodeSpec::symmetric(6.0 * MB)))
+            .collect();
+        for &l in &leechers {
+            net.fetch(l, &meta);
+        }
+        assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(60)));
+        leechers
+            .iter()
+            .map(|&l| net.completed_at(l, &meta.info_hash()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42), run(43));
+}

@@ -1,0 +1,14 @@
+//! The tracker: who has which torrent, and whom each announcer should connect to.
+//!
+//! Every node announces each of its torrents; the tracker records it in a peer store and
+//! answers with a random sample of the torrent's other peers — complete peers and origins
+//! first — and the interval at which to announce again. Because every node keeps a bounded
+//! number of connections per torrent and replaces idle ones, these random samples make the
+//! overlay a random regular graph.
+//!
+//! The pure parts ([`MemoryPeerStore`], [`handout`]) have no I/O; the HTTP service and its
+//! client (behind the `runtime-tokio` feature) wrap them.
+
+mod peer_store;
+
+pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
