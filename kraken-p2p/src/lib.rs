@@ -16,6 +16,11 @@
 //! See `docs/architecture.md` at the root of the workspace.
 #![warn(missing_docs)]
 
+mod error;
+#[cfg(feature = "runtime-tokio")]
+pub mod node;
 pub mod swarm;
 pub mod tracker;
 pub mod wire;
+
+pub use crate::error::{Error, Result};

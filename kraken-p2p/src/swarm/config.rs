@@ -24,6 +24,10 @@ pub struct SwarmConfig {
     /// Piece requests from one peer that may wait for upload at once; more are refused.
     /// Default: 8.
     pub max_queued_uploads_per_conn: usize,
+    /// Received pieces of one torrent that may wait for verification and the disk at once;
+    /// no new piece is requested beyond it, which bounds the memory a download needs.
+    /// Default: 8.
+    pub max_pending_writes: usize,
     /// Endgame starts when this many pieces or fewer are missing: a missing piece may then be
     /// requested from several peers at once, and the losers get a cancel. Default: 3.
     pub endgame_threshold: usize,
@@ -71,6 +75,7 @@ impl Default for SwarmConfig {
             pipeline_limit: 3,
             seeder_pipeline_limit: 5,
             max_queued_uploads_per_conn: 8,
+            max_pending_writes: 8,
             endgame_threshold: 3,
             request_timeout_min: Duration::from_secs(4),
             request_timeout_per_mib: Duration::from_secs(4),

@@ -1028,7 +1028,7 @@ impl Swarm {
             self.config.pipeline_limit
         };
         let timeout = self.config.request_timeout(torrent.meta.piece_length());
-        while c.requested.len() < limit {
+        while c.requested.len() < limit && torrent.writing.len() < self.config.max_pending_writes {
             let endgame = torrent.missing() <= self.config.endgame_threshold as u32;
             let Some(index) = torrent.pick(
                 &c.have,

@@ -6,9 +6,19 @@
 //! number of connections per torrent and replaces idle ones, these random samples make the
 //! overlay a random regular graph.
 //!
-//! The pure parts ([`MemoryPeerStore`], [`handout`]) have no I/O; the HTTP service and its
-//! client (behind the `runtime-tokio` feature) wrap them.
+//! The pure parts ([`MemoryPeerStore`], [`handout`]) have no I/O; the HTTP service
+//! ([`TrackerService`], [`TrackerServer`]) and its client ([`TrackerClient`]) are behind the
+//! `runtime-tokio` feature. The protocol is described in [`api`].
 
+pub mod api;
+#[cfg(feature = "runtime-tokio")]
+mod client;
 mod peer_store;
+#[cfg(feature = "runtime-tokio")]
+mod service;
 
+#[cfg(feature = "runtime-tokio")]
+pub use self::client::{Tracker, TrackerClient};
 pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
+#[cfg(feature = "runtime-tokio")]
+pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};

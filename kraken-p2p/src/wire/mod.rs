@@ -223,7 +223,20 @@ pub fn encode(message: &Message, dst: &mut BytesMut) {
 /// Appends `message`'s frame to `dst` without a payload's raw bytes, so a sender can write
 /// those straight from its own buffer.
 pub fn encode_header(message: &Message, dst: &mut BytesMut) {
-    let envelope = to_envelope(message);
+    put_frame(&to_envelope(message), dst);
+}
+
+/// Appends the frame that announces a piece payload of `length` bytes; the payload's bytes
+/// must follow it on the stream.
+pub fn encode_payload_header(index: u32, length: u32, dst: &mut BytesMut) {
+    let envelope = proto::Envelope {
+        piece_payload: Some(proto::PiecePayload { index, length }),
+        ..proto::Envelope::default()
+    };
+    put_frame(&envelope, dst);
+}
+
+fn put_frame(envelope: &proto::Envelope, dst: &mut BytesMut) {
     let len = envelope.encoded_len();
     dst.reserve(4 + len);
     dst.put_u32(len as u32);

@@ -1,0 +1,979 @@
+//! The actor that owns the swarm and carries out its actions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use kraken_core::{
+    Bitfield, Blob, BlobStatus, BlobStore, Digest, Download, InfoHash, MetaInfo, PeerId, PeerInfo,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::conn::{ConnHandle, ConnTask, Outgoing, PieceSource};
+use super::rate::RateLimiter;
+use super::stream::PartialSource;
+use super::transport::{BoxStream, Listener, Transport};
+use super::{NodeConfig, Progress};
+use crate::error::{Error, Result};
+use crate::swarm::{
+    Action, ConnClosed, ConnId, Event, FinishError, PieceWriteError, Swarm, TorrentStats,
+};
+use crate::tracker::Tracker;
+use crate::tracker::api::{AnnounceRequest, AnnounceResponse};
+use crate::wire::Message;
+
+/// Messages queued for one connection's writer before the peer counts as not reading.
+const OUTGOING_QUEUE: usize = 256;
+/// Events from connection and I/O tasks waiting for the actor.
+const EVENT_QUEUE: usize = 1024;
+
+type Waiter = oneshot::Sender<Result<Blob>>;
+
+/// What a [`Node`](super::Node) handle asks of the actor.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Download {
+        digest: Digest,
+        namespace: String,
+        reply: Waiter,
+        progress: watch::Sender<Progress>,
+    },
+    OpenPartial {
+        digest: Digest,
+        reply: oneshot::Sender<Result<PartialSource>>,
+    },
+    SeedFile {
+        path: PathBuf,
+        store: BlobStore,
+        reply: oneshot::Sender<Result<MetaInfo>>,
+    },
+    Stats {
+        digest: Digest,
+        reply: oneshot::Sender<Option<TorrentStats>>,
+    },
+}
+
+/// What connection and I/O tasks report to the actor.
+pub(crate) enum ActorEvent {
+    Incoming {
+        stream: BoxStream,
+        addr: SocketAddr,
+    },
+    Dialed {
+        conn: ConnId,
+        addr: SocketAddr,
+        result: std::io::Result<BoxStream>,
+    },
+    Message {
+        conn: ConnId,
+        message: Message,
+    },
+    PieceSent {
+        conn: ConnId,
+        bytes: u64,
+    },
+    Closed {
+        conn: ConnId,
+        how: ConnClosed,
+    },
+    PieceWritten {
+        conn: ConnId,
+        info_hash: InfoHash,
+        index: kraken_core::PieceIndex,
+        result: Result<(), PieceWriteError>,
+    },
+    Finished {
+        info_hash: InfoHash,
+        result: std::result::Result<Blob, FinishError>,
+    },
+    Announced {
+        info_hash: InfoHash,
+        result: Result<AnnounceResponse>,
+    },
+    Resolved {
+        conn: ConnId,
+        found: Option<(Arc<MetaInfo>, Blob)>,
+    },
+    DownloadReady {
+        digest: Digest,
+        namespace: String,
+        result: Result<Prepared>,
+    },
+    Seeded {
+        result: Result<(MetaInfo, Blob)>,
+        namespace: String,
+        reply: oneshot::Sender<Result<MetaInfo>>,
+    },
+}
+
+/// The outcome of preparing a download: the blob is already here, or it can start.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    Cached(Blob),
+    Started(Arc<MetaInfo>, Download),
+}
+
+pub(crate) struct ActorParts {
+    pub(crate) config: NodeConfig,
+    pub(crate) store: BlobStore,
+    pub(crate) tracker: Arc<dyn Tracker>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) listener: Box<dyn Listener>,
+    pub(crate) peer_id: PeerId,
+    pub(crate) advertise: SocketAddr,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) span: tracing::Span,
+}
+
+/// A torrent the node is downloading or serving.
+#[derive(Debug)]
+struct Torrent {
+    meta: Arc<MetaInfo>,
+    namespace: String,
+    source: PieceSource,
+    waiters: Vec<Waiter>,
+    progress: Vec<watch::Sender<Progress>>,
+    /// Seeded on purpose: keep announcing it even when idle.
+    keep: bool,
+}
+
+struct Actor {
+    swarm: Swarm,
+    config: NodeConfig,
+    store: BlobStore,
+    tracker: Arc<dyn Tracker>,
+    transport: Arc<dyn Transport>,
+    peer_id: PeerId,
+    advertise: SocketAddr,
+    conns: HashMap<ConnId, ConnHandle>,
+    torrents: HashMap<InfoHash, Torrent>,
+    by_digest: HashMap<Digest, InfoHash>,
+    /// Downloads waiting for metainfo.
+    preparing: HashMap<Digest, (Vec<Waiter>, Vec<watch::Sender<Progress>>)>,
+    events_tx: mpsc::Sender<ActorEvent>,
+    ingress: Option<Arc<RateLimiter>>,
+    egress: Option<Arc<RateLimiter>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    span: tracing::Span,
+}
+
+pub(crate) fn spawn(parts: ActorParts) {
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let limiter =
+        |rate: Option<kraken_core::ByteSize>| rate.map(|r| Arc::new(RateLimiter::new(r.bytes())));
+    let mut swarm_config = parts.config.swarm.clone();
+    if swarm_config.rng_seed.is_none() {
+        swarm_config.rng_seed = Some(rand::random());
+    }
+    let actor = Actor {
+        swarm: Swarm::new(swarm_config, parts.peer_id),
+        ingress: limiter(parts.config.ingress_rate),
+        egress: limiter(parts.config.egress_rate),
+        config: parts.config,
+        store: parts.store,
+        tracker: parts.tracker,
+        transport: parts.transport,
+        peer_id: parts.peer_id,
+        advertise: parts.advertise,
+        conns: HashMap::new(),
+        torrents: HashMap::new(),
+        by_digest: HashMap::new(),
+        preparing: HashMap::new(),
+        events_tx: events_tx.clone(),
+        shutdown: parts.shutdown.clone(),
+        tasks: parts.tasks.clone(),
+        span: parts.span.clone(),
+    };
+    let span = parts.span.clone();
+    parts.tasks.spawn(
+        accept_loop(parts.listener, events_tx, parts.shutdown.clone()).instrument(span.clone()),
+    );
+    parts
+        .tasks
+        .spawn(actor.run(parts.commands, events_rx).instrument(span));
+}
+
+async fn accept_loop(
+    mut listener: Box<dyn Listener>,
+    events: mpsc::Sender<ActorEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                if events
+                    .send(ActorEvent::Incoming { stream, addr })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::Receiver<ActorEvent>,
+    ) {
+        tracing::info!(addr = %self.advertise, "node started");
+        loop {
+            let timeout = self.swarm.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                Some(command) = commands.recv() => self.on_command(command),
+                Some(event) = events.recv() => self.on_event(event),
+                () = sleep => self.swarm.handle_timeout(Instant::now()),
+            }
+            self.drive();
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for (_, conn) in self.conns.drain() {
+            conn.cancel.cancel();
+        }
+        for (_, torrent) in self.torrents.drain() {
+            for waiter in torrent.waiters {
+                let _ = waiter.send(Err(Error::Shutdown));
+            }
+        }
+        for (_, (waiters, _)) in self.preparing.drain() {
+            for waiter in waiters {
+                let _ = waiter.send(Err(Error::Shutdown));
+            }
+        }
+        tracing::info!("node stopped");
+    }
+
+    fn spawn_task<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(future.instrument(self.span.clone()));
+    }
+
+    /// Runs blocking work on the pool and reports its result as an actor event.
+    fn spawn_blocking<T, F>(&self, work: F, report: impl FnOnce(T) -> ActorEvent + Send + 'static)
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let events = self.events_tx.clone();
+        let span = self.span.clone();
+        self.tasks.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || span.in_scope(work)).await;
+            match result {
+                Ok(value) => {
+                    let _ = events.send(report(value)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "blocking job failed"),
+            }
+        });
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Download {
+                digest,
+                namespace,
+                reply,
+                progress,
+            } => self.start_download(digest, namespace, reply, progress),
+            Command::OpenPartial { digest, reply } => {
+                let source = match self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|h| self.torrents.get(h))
+                {
+                    Some(torrent) => Ok(PartialSource::from_piece_source(
+                        Arc::clone(&torrent.meta),
+                        &torrent.source,
+                    )),
+                    None => self
+                        .store
+                        .open_blob(&digest)
+                        .map(PartialSource::Complete)
+                        .map_err(Error::from),
+                };
+                let _ = reply.send(source);
+            }
+            Command::SeedFile { path, store, reply } => {
+                let policy = self.config.piece_lengths.clone();
+                let tracker = Arc::clone(&self.tracker);
+                let namespace = self.config.namespace.clone();
+                let events = self.events_tx.clone();
+                self.spawn_task(async move {
+                    let result = seed_file(path, store, policy, tracker, &namespace).await;
+                    let _ = events
+                        .send(ActorEvent::Seeded {
+                            result,
+                            namespace,
+                            reply,
+                        })
+                        .await;
+                });
+            }
+            Command::Stats { digest, reply } => {
+                let stats = self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|h| self.swarm.torrent_stats(h));
+                let _ = reply.send(stats);
+            }
+        }
+    }
+
+    fn start_download(
+        &mut self,
+        digest: Digest,
+        namespace: String,
+        reply: Waiter,
+        progress: watch::Sender<Progress>,
+    ) {
+        if let Some(torrent) = self
+            .by_digest
+            .get(&digest)
+            .and_then(|h| self.torrents.get_mut(h))
+        {
+            if let PieceSource::Blob(blob) = &torrent.source {
+                progress.send_replace(done_progress(&torrent.meta));
+                let _ = reply.send(Ok(blob.clone()));
+            } else {
+                torrent.waiters.push(reply);
+                torrent.progress.push(progress);
+            }
+            return;
+        }
+        if let Some((waiters, watchers)) = self.preparing.get_mut(&digest) {
+            waiters.push(reply);
+            watchers.push(progress);
+            return;
+        }
+        self.preparing.insert(digest, (vec![reply], vec![progress]));
+        let namespace = if namespace.is_empty() {
+            self.config.namespace.clone()
+        } else {
+            namespace
+        };
+        let store = self.store.clone();
+        let tracker = Arc::clone(&self.tracker);
+        let events = self.events_tx.clone();
+        let timeout = self.config.metainfo_timeout;
+        self.spawn_task(async move {
+            let result = prepare_download(store, tracker, &namespace, digest, timeout).await;
+            let _ = events
+                .send(ActorEvent::DownloadReady {
+                    digest,
+                    namespace,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    // ---- events ------------------------------------------------------------------------
+
+    fn on_event(&mut self, event: ActorEvent) {
+        let now = Instant::now();
+        match event {
+            ActorEvent::Incoming { stream, addr } => {
+                let conn = self.swarm.handle_incoming(now, addr);
+                self.start_conn(conn, stream, addr, 0);
+            }
+            ActorEvent::Dialed { conn, addr, result } => match result {
+                Ok(stream) => {
+                    // The swarm may have given up on the dial meanwhile.
+                    let Some(handle) = self.conns.get(&conn) else {
+                        return;
+                    };
+                    let max = handle.max_payload.load(Ordering::Relaxed);
+                    self.conns.remove(&conn);
+                    self.start_conn(conn, stream, addr, max);
+                    self.swarm.handle_connected(now, conn);
+                }
+                Err(e) => {
+                    tracing::debug!(%conn, %addr, error = %e, "dial failed");
+                    self.conns.remove(&conn);
+                    self.swarm.handle_closed(now, conn, ConnClosed::DialFailed);
+                }
+            },
+            ActorEvent::Message { conn, message } => match message {
+                Message::PiecePayload { index, data } => self.on_payload(now, conn, index, data),
+                Message::Handshake(ref h) => {
+                    // Inbound connections learn their torrent (and so the payload limit) here.
+                    if let (Some(handle), Some(torrent)) =
+                        (self.conns.get(&conn), self.torrents.get(&h.info_hash))
+                    {
+                        handle
+                            .max_payload
+                            .store(torrent.meta.piece_length() as u32, Ordering::Relaxed);
+                    }
+                    self.swarm.handle_message(now, conn, message);
+                }
+                message => self.swarm.handle_message(now, conn, message),
+            },
+            ActorEvent::PieceSent { conn, bytes } => self.swarm.handle_piece_sent(now, conn, bytes),
+            ActorEvent::Closed { conn, how } => {
+                if self.conns.remove(&conn).is_some() {
+                    self.swarm.handle_closed(now, conn, how);
+                }
+            }
+            ActorEvent::PieceWritten {
+                conn,
+                info_hash,
+                index,
+                result,
+            } => self
+                .swarm
+                .handle_piece_written(now, conn, info_hash, index, result),
+            ActorEvent::Finished { info_hash, result } => {
+                let result = result.map(|blob| {
+                    if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                        torrent.source = PieceSource::Blob(blob);
+                    }
+                });
+                self.swarm.handle_finished(now, info_hash, result);
+            }
+            ActorEvent::Announced { info_hash, result } => match result {
+                Ok(response) => {
+                    let interval = std::time::Duration::from_millis(response.interval_ms);
+                    self.swarm.handle_announce_response(
+                        now,
+                        info_hash,
+                        response.peers,
+                        Some(interval),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(torrent = %info_hash.fmt_short(), error = %e, "announce failed");
+                    self.swarm.handle_announce_failed(now, info_hash);
+                }
+            },
+            ActorEvent::Resolved { conn, found } => {
+                if let Some((meta, blob)) = found {
+                    if let Some(handle) = self.conns.get(&conn) {
+                        handle
+                            .max_payload
+                            .store(meta.piece_length() as u32, Ordering::Relaxed);
+                    }
+                    self.add_seed(now, meta, blob, String::new(), false);
+                }
+                self.swarm.handle_resolved(now, conn);
+            }
+            ActorEvent::DownloadReady {
+                digest,
+                namespace,
+                result,
+            } => self.on_download_ready(now, digest, namespace, result),
+            ActorEvent::Seeded {
+                result,
+                namespace,
+                reply,
+            } => {
+                let reply_value = match result {
+                    Ok((meta, blob)) => {
+                        self.add_seed(now, Arc::new(meta.clone()), blob, namespace, true);
+                        Ok(meta)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(reply_value);
+            }
+        }
+    }
+
+    fn on_payload(&mut self, now: Instant, conn: ConnId, index: u32, data: bytes::Bytes) {
+        let Some((info_hash, piece)) =
+            self.swarm
+                .handle_piece_received(now, conn, index, data.len() as u64)
+        else {
+            return;
+        };
+        let Some(PieceSource::Partial(download)) =
+            self.torrents.get(&info_hash).map(|t| t.source.clone())
+        else {
+            return;
+        };
+        self.spawn_blocking(
+            move || {
+                download
+                    .write_piece(piece, &data)
+                    .map(drop)
+                    .map_err(|e| match e {
+                        kraken_core::Error::PieceHashMismatch { .. }
+                        | kraken_core::Error::PieceLengthMismatch { .. } => {
+                            PieceWriteError::Corrupt
+                        }
+                        e => {
+                            tracing::error!(error = %e, "writing a piece failed");
+                            PieceWriteError::Storage
+                        }
+                    })
+            },
+            move |result| ActorEvent::PieceWritten {
+                conn,
+                info_hash,
+                index: piece,
+                result,
+            },
+        );
+    }
+
+    fn on_download_ready(
+        &mut self,
+        now: Instant,
+        digest: Digest,
+        namespace: String,
+        result: Result<Prepared>,
+    ) {
+        let Some((waiters, watchers)) = self.preparing.remove(&digest) else {
+            return;
+        };
+        match result {
+            Ok(Prepared::Cached(blob)) => {
+                for watcher in &watchers {
+                    watcher.send_modify(|p| p.done = true);
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(blob.clone()));
+                }
+            }
+            Ok(Prepared::Started(meta, download)) => {
+                let info_hash = meta.info_hash();
+                let have = download.bitfield();
+                let progress = Progress {
+                    have: have.count_ones(),
+                    total: have.len(),
+                    length: meta.length(),
+                    done: false,
+                };
+                for watcher in &watchers {
+                    watcher.send_replace(progress);
+                }
+                self.by_digest.insert(digest, info_hash);
+                self.torrents.insert(
+                    info_hash,
+                    Torrent {
+                        meta: Arc::clone(&meta),
+                        namespace: namespace.clone(),
+                        source: PieceSource::Partial(download),
+                        waiters,
+                        progress: watchers,
+                        keep: false,
+                    },
+                );
+                if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
+                    tracing::error!(error = %e, "could not add torrent");
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let mut first = Some(e);
+                for waiter in waiters {
+                    let error = first.take().unwrap_or_else(|| Error::TrackerUnreachable {
+                        url: String::new(),
+                        reason: message.clone(),
+                    });
+                    let _ = waiter.send(Err(error));
+                }
+            }
+        }
+    }
+
+    fn add_seed(
+        &mut self,
+        now: Instant,
+        meta: Arc<MetaInfo>,
+        blob: Blob,
+        namespace: String,
+        keep: bool,
+    ) {
+        let info_hash = meta.info_hash();
+        self.by_digest.insert(*meta.digest(), info_hash);
+        let torrent = self.torrents.entry(info_hash).or_insert_with(|| Torrent {
+            meta: Arc::clone(&meta),
+            namespace: namespace.clone(),
+            source: PieceSource::Blob(blob),
+            waiters: Vec::new(),
+            progress: Vec::new(),
+            keep,
+        });
+        torrent.keep |= keep;
+        let full = Bitfield::full(meta.piece_count());
+        if let Err(e) = self.swarm.add_torrent(now, meta, full, namespace) {
+            tracing::error!(error = %e, "could not add torrent");
+        }
+    }
+
+    fn start_conn(&mut self, conn: ConnId, stream: BoxStream, addr: SocketAddr, max_payload: u32) {
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let cancel = self.shutdown.child_token();
+        let max_payload = Arc::new(AtomicU32::new(max_payload));
+        self.conns.insert(
+            conn,
+            ConnHandle {
+                outgoing: outgoing_tx,
+                cancel: cancel.clone(),
+                max_payload: Arc::clone(&max_payload),
+            },
+        );
+        let task = ConnTask {
+            conn,
+            stream,
+            events: self.events_tx.clone(),
+            outgoing: outgoing_rx,
+            cancel,
+            max_payload,
+            ingress: self.ingress.clone(),
+            egress: self.egress.clone(),
+        };
+        let span = tracing::debug_span!(parent: &self.span, "peer", %conn, %addr);
+        self.tasks.spawn(task.run(span));
+    }
+
+    // ---- actions -----------------------------------------------------------------------
+
+    /// Carries out the swarm's actions and forwards its events.
+    fn drive(&mut self) {
+        let now = Instant::now();
+        while let Some(action) = self.swarm.poll_action() {
+            self.act(now, action);
+        }
+        while let Some(event) = self.swarm.poll_event() {
+            self.on_swarm_event(now, event);
+        }
+    }
+
+    fn act(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Dial {
+                conn,
+                peer,
+                info_hash,
+            } => {
+                let max = self
+                    .torrents
+                    .get(&info_hash)
+                    .map_or(0, |t| t.meta.piece_length() as u32);
+                // A placeholder until the dial completes; cancelling it abandons the dial.
+                let cancel = self.shutdown.child_token();
+                let (outgoing, _) = mpsc::channel(1);
+                self.conns.insert(
+                    conn,
+                    ConnHandle {
+                        outgoing,
+                        cancel: cancel.clone(),
+                        max_payload: Arc::new(AtomicU32::new(max)),
+                    },
+                );
+                let transport = Arc::clone(&self.transport);
+                let events = self.events_tx.clone();
+                let timeout = self.config.dial_timeout;
+                let addr = peer.addr();
+                self.spawn_task(async move {
+                    let result = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        r = tokio::time::timeout(timeout, transport.connect(addr)) => {
+                            r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                        }
+                    };
+                    let _ = events.send(ActorEvent::Dialed { conn, addr, result }).await;
+                });
+            }
+            Action::Send { conn, message } => self.send(now, conn, Outgoing::Message(message)),
+            Action::SendPiece {
+                conn,
+                info_hash,
+                index,
+            } => {
+                let Some(torrent) = self.torrents.get(&info_hash) else {
+                    return;
+                };
+                let item = Outgoing::Piece {
+                    index,
+                    range: torrent.meta.piece_range(index),
+                    source: torrent.source.clone(),
+                };
+                self.send(now, conn, item);
+            }
+            Action::Close { conn } => {
+                if let Some(handle) = self.conns.remove(&conn) {
+                    // Let the writer flush what was queued (a refusal, say) before closing.
+                    drop(handle.outgoing);
+                    let cancel = handle.cancel;
+                    self.spawn_task(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        cancel.cancel();
+                    });
+                }
+            }
+            Action::Announce {
+                info_hash,
+                digest,
+                namespace,
+                complete,
+            } => {
+                let peer = PeerInfo::new(
+                    self.peer_id,
+                    self.advertise,
+                    self.config.swarm.origin,
+                    complete,
+                );
+                let request = AnnounceRequest::new(digest, namespace, peer);
+                let tracker = Arc::clone(&self.tracker);
+                let events = self.events_tx.clone();
+                self.spawn_task(async move {
+                    let result = tracker.announce(info_hash, request).await;
+                    let _ = events
+                        .send(ActorEvent::Announced { info_hash, result })
+                        .await;
+                });
+            }
+            Action::Resolve {
+                conn,
+                info_hash,
+                digest,
+            } => {
+                let store = self.store.clone();
+                self.spawn_blocking(
+                    move || resolve(&store, &digest, &info_hash),
+                    move |found| ActorEvent::Resolved { conn, found },
+                );
+            }
+            Action::Finish { info_hash } => {
+                let Some(PieceSource::Partial(download)) =
+                    self.torrents.get(&info_hash).map(|t| t.source.clone())
+                else {
+                    return;
+                };
+                self.spawn_blocking(
+                    move || {
+                        download.finish().map_err(|e| match e {
+                            kraken_core::Error::DigestMismatch { .. } => {
+                                FinishError::DigestMismatch
+                            }
+                            e => {
+                                tracing::error!(error = %e, "finishing a download failed");
+                                FinishError::Storage
+                            }
+                        })
+                    },
+                    move |result| ActorEvent::Finished { info_hash, result },
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, now: Instant, conn: ConnId, item: Outgoing) {
+        let Some(handle) = self.conns.get(&conn) else {
+            return;
+        };
+        if handle.outgoing.try_send(item).is_err() {
+            tracing::debug!(%conn, "peer is not reading; closing");
+            if let Some(handle) = self.conns.remove(&conn) {
+                handle.cancel.cancel();
+            }
+            self.swarm.handle_closed(now, conn, ConnClosed::Normal);
+        }
+    }
+
+    fn on_swarm_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Progress {
+                info_hash,
+                have,
+                total,
+            } => {
+                if let Some(torrent) = self.torrents.get(&info_hash) {
+                    for watcher in &torrent.progress {
+                        watcher.send_modify(|p| {
+                            p.have = have;
+                            p.total = total;
+                        });
+                    }
+                }
+            }
+            Event::Completed { info_hash } => {
+                if let Some(torrent) = self.torrents.get_mut(&info_hash)
+                    && let PieceSource::Blob(blob) = &torrent.source
+                {
+                    tracing::info!(torrent = %info_hash.fmt_short(), digest = %torrent.meta.digest().fmt_short(), "download complete");
+                    for watcher in torrent.progress.drain(..) {
+                        watcher.send_replace(done_progress(&torrent.meta));
+                    }
+                    for waiter in torrent.waiters.drain(..) {
+                        let _ = waiter.send(Ok(blob.clone()));
+                    }
+                }
+            }
+            Event::Failed { info_hash, reason } => {
+                if let Some(torrent) = self.torrents.remove(&info_hash) {
+                    self.by_digest.remove(torrent.meta.digest());
+                    for waiter in torrent.waiters {
+                        let _ = waiter.send(Err(Error::DownloadFailed {
+                            digest: *torrent.meta.digest(),
+                            reason,
+                        }));
+                    }
+                }
+            }
+            Event::Removed { info_hash } => {
+                let Some(torrent) = self.torrents.remove(&info_hash) else {
+                    return;
+                };
+                self.by_digest.remove(torrent.meta.digest());
+                if torrent.keep
+                    && let PieceSource::Blob(blob) = torrent.source
+                {
+                    // Seeded on purpose: stay in the swarm and keep announcing.
+                    self.add_seed(now, torrent.meta, blob, torrent.namespace, true);
+                }
+            }
+        }
+    }
+}
+
+fn done_progress(meta: &MetaInfo) -> Progress {
+    Progress {
+        have: meta.piece_count(),
+        total: meta.piece_count(),
+        length: meta.length(),
+        done: true,
+    }
+}
+
+/// Finds a complete blob for an inbound handshake.
+fn resolve(
+    store: &BlobStore,
+    digest: &Digest,
+    info_hash: &InfoHash,
+) -> Option<(Arc<MetaInfo>, Blob)> {
+    if !matches!(store.status(digest), BlobStatus::Cached { .. }) {
+        return None;
+    }
+    let meta = store.metainfo(digest).ok()?;
+    if meta.info_hash() != *info_hash {
+        return None;
+    }
+    let blob = store.open_blob(digest).ok()?;
+    Some((Arc::new(meta), blob))
+}
+
+/// Finds the blob in the store, or fetches its metainfo and opens (or resumes) a download.
+async fn prepare_download(
+    store: BlobStore,
+    tracker: Arc<dyn Tracker>,
+    namespace: &str,
+    digest: Digest,
+    timeout: std::time::Duration,
+) -> Result<Prepared> {
+    let cached = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || match store.status(&digest) {
+            BlobStatus::Cached { .. } => store.open_blob(&digest).map(Some),
+            _ => Ok(None),
+        })
+        .await
+        .map_err(|_| Error::Internal("store task failed"))??
+    };
+    if let Some(blob) = cached {
+        return Ok(Prepared::Cached(blob));
+    }
+    let meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
+    let meta = Arc::new(meta);
+    let opened = {
+        let meta = Arc::clone(&meta);
+        tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
+            Ok(download) => Ok(Prepared::Started(meta, download)),
+            Err(kraken_core::Error::AlreadyComplete(_)) => {
+                store.open_blob(&digest).map(Prepared::Cached)
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|_| Error::Internal("store task failed"))??
+    };
+    Ok(opened)
+}
+
+/// Polls the tracker until the metainfo is published or `timeout` passes.
+async fn fetch_metainfo(
+    tracker: &dyn Tracker,
+    namespace: &str,
+    digest: &Digest,
+    timeout: std::time::Duration,
+) -> Result<MetaInfo> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        let last_error = match tracker.metainfo(namespace, digest).await {
+            Ok(Some(meta)) => return Ok(meta),
+            Ok(None) => Error::MetaInfoNotFound(*digest),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(last_error);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
+async fn seed_file(
+    path: PathBuf,
+    store: BlobStore,
+    policy: kraken_core::PieceLengthPolicy,
+    tracker: Arc<dyn Tracker>,
+    namespace: &str,
+) -> Result<(MetaInfo, Blob)> {
+    let (meta, blob) = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|source| kraken_core::Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|source| kraken_core::Error::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let meta = store.import(file, policy.piece_length_for(size), None)?;
+        let blob = store.open_blob(meta.digest())?;
+        Ok::<_, kraken_core::Error>((meta, blob))
+    })
+    .await
+    .map_err(|_| Error::Internal("store task failed"))??;
+    tracker.publish_metainfo(namespace, &meta).await?;
+    Ok((meta, blob))
+}

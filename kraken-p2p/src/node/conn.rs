@@ -1,0 +1,213 @@
+//! Connection tasks: they move bytes and nothing else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::BytesMut;
+use kraken_core::{Blob, Download, PieceIndex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::actor::ActorEvent;
+use super::rate::RateLimiter;
+use super::transport::BoxStream;
+use crate::swarm::{ConnClosed, ConnId};
+use crate::wire::{self, FrameDecoder, Message, WireError};
+
+/// Bytes handed to the egress limiter at once while sending a piece, so that many
+/// connections interleave instead of one piece monopolising the budget.
+const SEND_CHUNK: usize = 256 << 10;
+
+/// Where a piece to send is read from.
+#[derive(Clone, Debug)]
+pub(crate) enum PieceSource {
+    /// A complete blob.
+    Blob(Blob),
+    /// A download in progress (or finished: its file handle stays valid).
+    Partial(Download),
+}
+
+impl PieceSource {
+    fn read(
+        &self,
+        index: PieceIndex,
+        meta_range: std::ops::Range<u64>,
+    ) -> kraken_core::Result<Vec<u8>> {
+        match self {
+            Self::Blob(blob) => {
+                let mut buf = vec![0; (meta_range.end - meta_range.start) as usize];
+                blob.read_exact_at(meta_range.start, &mut buf)?;
+                Ok(buf)
+            }
+            Self::Partial(download) => download.read_piece(index),
+        }
+    }
+}
+
+/// What the actor asks a connection's writer to send.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    Piece {
+        index: PieceIndex,
+        range: std::ops::Range<u64>,
+        source: PieceSource,
+    },
+}
+
+/// The actor's handle on a connection task.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) outgoing: mpsc::Sender<Outgoing>,
+    pub(crate) cancel: CancellationToken,
+    /// Largest piece payload the reader accepts: 0 until the torrent is known.
+    pub(crate) max_payload: Arc<AtomicU32>,
+}
+
+pub(crate) struct ConnTask {
+    pub(crate) conn: ConnId,
+    pub(crate) stream: BoxStream,
+    pub(crate) events: mpsc::Sender<ActorEvent>,
+    pub(crate) outgoing: mpsc::Receiver<Outgoing>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) max_payload: Arc<AtomicU32>,
+    pub(crate) ingress: Option<Arc<RateLimiter>>,
+    pub(crate) egress: Option<Arc<RateLimiter>>,
+}
+
+impl ConnTask {
+    /// Runs the reader and the writer until either ends or the connection is cancelled,
+    /// then reports how it ended.
+    pub(crate) async fn run(self, span: tracing::Span) {
+        let Self {
+            conn,
+            stream,
+            events,
+            outgoing,
+            cancel,
+            max_payload,
+            ingress,
+            egress,
+        } = self;
+        let (reader, writer) = tokio::io::split(stream);
+        let how = async {
+            tokio::select! {
+                () = cancel.cancelled() => ConnClosed::Normal,
+                how = read_loop(conn, reader, &events, &max_payload, ingress.as_deref()) => how,
+                how = write_loop(conn, writer, outgoing, &events, egress.as_deref()) => how,
+            }
+        }
+        .instrument(span)
+        .await;
+        // The actor may already have forgotten the connection; then this is ignored.
+        let _ = events.send(ActorEvent::Closed { conn, how }).await;
+    }
+}
+
+async fn read_loop(
+    conn: ConnId,
+    mut reader: tokio::io::ReadHalf<BoxStream>,
+    events: &mpsc::Sender<ActorEvent>,
+    max_payload: &AtomicU32,
+    ingress: Option<&RateLimiter>,
+) -> ConnClosed {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    loop {
+        decoder.set_max_payload(max_payload.load(Ordering::Relaxed));
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(message)) => {
+                    if events
+                        .send(ActorEvent::Message { conn, message })
+                        .await
+                        .is_err()
+                    {
+                        return ConnClosed::Normal;
+                    }
+                    // The handshake may have told the actor the piece length.
+                    decoder.set_max_payload(max_payload.load(Ordering::Relaxed));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "peer sent an invalid frame");
+                    return ConnClosed::ProtocolError;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 16 << 10 {
+            buf.reserve(64 << 10);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => return ConnClosed::Normal,
+            Ok(n) => {
+                if let Some(limiter) = ingress {
+                    limiter.acquire(n).await;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return ConnClosed::Normal;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    conn: ConnId,
+    mut writer: tokio::io::WriteHalf<BoxStream>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    events: &mpsc::Sender<ActorEvent>,
+    egress: Option<&RateLimiter>,
+) -> ConnClosed {
+    let mut frame = BytesMut::new();
+    while let Some(item) = outgoing.recv().await {
+        let result: Result<(), WireError> = async {
+            match item {
+                Outgoing::Message(message) => {
+                    frame.clear();
+                    wire::encode(&message, &mut frame);
+                    if let Some(limiter) = egress {
+                        limiter.acquire(frame.len()).await;
+                    }
+                    writer.write_all(&frame).await?;
+                }
+                Outgoing::Piece {
+                    index,
+                    range,
+                    source,
+                } => {
+                    let data = tokio::task::spawn_blocking(move || source.read(index, range))
+                        .await
+                        .map_err(|_| std::io::Error::other("piece read task failed"))?
+                        .map_err(std::io::Error::other)?;
+                    frame.clear();
+                    wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
+                    writer.write_all(&frame).await?;
+                    for chunk in data.chunks(SEND_CHUNK) {
+                        if let Some(limiter) = egress {
+                            limiter.acquire(chunk.len()).await;
+                        }
+                        writer.write_all(chunk).await?;
+                    }
+                    let _ = events
+                        .send(ActorEvent::PieceSent {
+                            conn,
+                            bytes: data.len() as u64,
+                        })
+                        .await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "write failed");
+            return ConnClosed::Normal;
+        }
+    }
+    let _ = writer.shutdown().await;
+    ConnClosed::Normal
+}

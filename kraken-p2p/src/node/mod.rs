@@ -1,0 +1,387 @@
+//! The tokio driver: a [`Node`] runs a [`Swarm`](crate::swarm::Swarm) over real sockets.
+//!
+//! One actor task owns the swarm and is the only code that touches scheduling state.
+//! Connection tasks only move bytes: a reader decodes frames and forwards them to the actor,
+//! a writer sends what the actor queues. Piece verification, piece writes and reads, and
+//! whole-blob verification run on the blocking pool against the [`BlobStore`].
+//!
+//! # Memory
+//!
+//! Memory does not grow with blob size. Per connection: one frame buffer (at most
+//! [`MAX_FRAME_LEN`](crate::wire::MAX_FRAME_LEN)), one piece being received and one piece
+//! being sent, so about `2 × piece length`; per downloading torrent: at most
+//! [`SwarmConfig::max_pending_writes`](crate::swarm::SwarmConfig::max_pending_writes) pieces
+//! waiting for the disk. With the defaults (10 connections per torrent, 4 MiB pieces, 8
+//! pending writes) one download needs about 10 × 8 MiB + 32 MiB = 112 MiB at the very most,
+//! whether the blob is 100 MiB or 100 GiB.
+
+mod actor;
+mod conn;
+mod rate;
+mod stream;
+mod transport;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kraken_core::{Blob, BlobStore, ByteSize, Digest, MetaInfo, PeerId, PieceLengthPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::stream::BlobStream;
+pub use self::transport::{BoxStream, Listener, PeerStream, TcpTransport, Transport};
+use crate::error::{Error, Result};
+use crate::swarm::{SwarmConfig, TorrentStats};
+use crate::tracker::Tracker;
+
+/// Settings of a [`Node`].
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Address the peer listener binds. Default: `127.0.0.1:0` (loopback, any port).
+    pub listen: SocketAddr,
+    /// Address announced to the tracker, where other peers reach this one. Default: the
+    /// listener's address (which must then not be a wildcard address).
+    pub advertise: Option<SocketAddr>,
+    /// Namespace of blobs downloaded and seeded without one. Default: empty.
+    pub namespace: String,
+    /// Most bytes per second sent to all peers together. Default: unlimited.
+    pub egress_rate: Option<ByteSize>,
+    /// Most bytes per second received from all peers together. Default: unlimited.
+    pub ingress_rate: Option<ByteSize>,
+    /// Piece lengths of blobs this node seeds from files. Default: the standard table.
+    pub piece_lengths: PieceLengthPolicy,
+    /// Time allowed to open a connection to a peer. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub dial_timeout: Duration,
+    /// How long a download waits for its metainfo to be published. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_timeout: Duration,
+    /// The scheduler's settings.
+    pub swarm: SwarmConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            namespace: String::new(),
+            egress_rate: None,
+            ingress_rate: None,
+            piece_lengths: PieceLengthPolicy::default(),
+            dial_timeout: Duration::from_secs(5),
+            metainfo_timeout: Duration::from_secs(60),
+            swarm: SwarmConfig::default(),
+        }
+    }
+}
+
+/// Where a download stands.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Progress {
+    /// Pieces verified and written.
+    pub have: u32,
+    /// Pieces in all (0 until the metainfo is known).
+    pub total: u32,
+    /// Blob length in bytes (0 until the metainfo is known).
+    pub length: u64,
+    /// Whether the blob is complete and verified.
+    pub done: bool,
+}
+
+/// Builds a [`Node`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until spawned"]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    store: Option<BlobStore>,
+    tracker: Option<Arc<dyn Tracker>>,
+    transport: Option<Arc<dyn Transport>>,
+    peer_id: Option<PeerId>,
+    root_span: Option<tracing::Span>,
+}
+
+impl NodeBuilder {
+    /// The blob store to download into and seed from (required).
+    pub fn store(mut self, store: BlobStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The tracker (required), e.g. a [`TrackerClient`](crate::tracker::TrackerClient).
+    pub fn tracker(mut self, tracker: Arc<dyn Tracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// The transport. Default: [`TcpTransport`] leaving from the listen address's IP.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The node's peer id. Default: random.
+    pub fn peer_id(mut self, peer_id: PeerId) -> Self {
+        self.peer_id = Some(peer_id);
+        self
+    }
+
+    /// The span the node's logs nest under. Default: the current span.
+    pub fn root_span(mut self, span: tracing::Span) -> Self {
+        self.root_span = Some(span);
+        self
+    }
+
+    /// Binds the listener and starts the node.
+    pub async fn spawn(self) -> Result<Node> {
+        let store = self
+            .store
+            .ok_or(Error::Config("a node needs a blob store"))?;
+        let tracker = self
+            .tracker
+            .ok_or(Error::Config("a node needs a tracker"))?;
+        let config = self.config;
+        let transport = self.transport.unwrap_or_else(|| {
+            let ip = config.listen.ip();
+            Arc::new(if ip.is_unspecified() {
+                TcpTransport::new()
+            } else {
+                TcpTransport::with_source_ip(ip)
+            })
+        });
+        let listener = transport.bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let advertise = config.advertise.unwrap_or(local_addr);
+        if advertise.ip().is_unspecified() {
+            return Err(Error::Config(
+                "listening on a wildcard address needs an `advertise` address",
+            ));
+        }
+        let peer_id = self
+            .peer_id
+            .unwrap_or_else(|| PeerId::random(&mut rand::rng()));
+        let span = tracing::info_span!(
+            parent: self.root_span.unwrap_or_else(tracing::Span::current),
+            "node",
+            peer = %peer_id.fmt_short(),
+        );
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        actor::spawn(actor::ActorParts {
+            config,
+            store: store.clone(),
+            tracker,
+            transport,
+            listener,
+            peer_id,
+            advertise,
+            commands: command_rx,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+            span,
+        });
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                commands,
+                local_addr,
+                advertise,
+                peer_id,
+                store,
+                shutdown,
+                tasks,
+            }),
+        })
+    }
+}
+
+/// A P2P node: a cheap, cloneable handle to the actor that runs it.
+///
+/// ```no_run
+/// # async fn example(digest: kraken_core::Digest) -> kraken_p2p::Result<()> {
+/// use std::sync::Arc;
+/// use kraken_core::BlobStore;
+/// use kraken_p2p::node::{Node, NodeConfig};
+/// use kraken_p2p::tracker::TrackerClient;
+///
+/// let node = Node::builder(NodeConfig::default())
+///     .store(BlobStore::open("/var/cache/kraken")?)
+///     .tracker(Arc::new(TrackerClient::new("http://tracker:15003")?))
+///     .spawn()
+///     .await?;
+/// let blob = node.download(&digest).await?; // verified, in the local store
+/// println!("{} bytes at {}", blob.len(), blob.path().display());
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+#[derive(Debug)]
+struct NodeInner {
+    commands: mpsc::UnboundedSender<actor::Command>,
+    local_addr: SocketAddr,
+    advertise: SocketAddr,
+    peer_id: PeerId,
+    store: BlobStore,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Node {
+    /// A builder with `config`.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            store: None,
+            tracker: None,
+            transport: None,
+            peer_id: None,
+            root_span: None,
+        }
+    }
+
+    /// Downloads a blob in the node's default namespace (or finds it in the store). Await
+    /// the returned [`Fetch`] for the verified blob, or watch its progress first.
+    pub fn download(&self, digest: &Digest) -> Fetch {
+        self.download_in("", digest)
+    }
+
+    /// Downloads a blob of `namespace` (empty: the node's default).
+    pub fn download_in(&self, namespace: &str, digest: &Digest) -> Fetch {
+        let (reply, result) = oneshot::channel();
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let sent = self.inner.commands.send(actor::Command::Download {
+            digest: *digest,
+            namespace: namespace.to_owned(),
+            reply,
+            progress: progress_tx,
+        });
+        Fetch {
+            result: sent.ok().map(|()| result),
+            progress,
+        }
+    }
+
+    /// Streams a blob's bytes in order as its pieces arrive, starting the download if needed:
+    /// a client gets the first bytes long before the last piece lands.
+    pub async fn read(&self, digest: &Digest) -> Result<BlobStream> {
+        let fetch = self.download(digest);
+        let mut progress = fetch.progress();
+        // Wait for the metainfo (or the end, for blobs already here or failures).
+        loop {
+            let now = *progress.borrow_and_update();
+            if now.total > 0 || now.done {
+                break;
+            }
+            if progress.changed().await.is_err() {
+                // The download ended before it started: its result says how.
+                fetch.await?;
+                break;
+            }
+        }
+        let (reply, source) = oneshot::channel();
+        self.send(actor::Command::OpenPartial {
+            digest: *digest,
+            reply,
+        })?;
+        let source = source.await.map_err(|_| Error::Shutdown)??;
+        Ok(BlobStream::new(source, progress))
+    }
+
+    /// Imports a file into the store, publishes its metainfo and seeds it until shutdown.
+    pub async fn seed_file(&self, path: &Path) -> Result<MetaInfo> {
+        let store = self.inner.store.clone();
+        let path = path.to_owned();
+        let (reply, result) = oneshot::channel();
+        self.send(actor::Command::SeedFile { path, store, reply })?;
+        result.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Counters of a blob's torrent, if it is in the swarm.
+    pub async fn torrent_stats(&self, digest: &Digest) -> Option<TorrentStats> {
+        let (reply, result) = oneshot::channel();
+        self.send(actor::Command::Stats {
+            digest: *digest,
+            reply,
+        })
+        .ok()?;
+        result.await.ok().flatten()
+    }
+
+    /// The address the peer listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The address announced to the tracker.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.inner.advertise
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The node's blob store.
+    pub fn store(&self) -> &BlobStore {
+        &self.inner.store
+    }
+
+    /// Stops the node: closes connections, fails downloads in progress with
+    /// [`Error::Shutdown`], waits for every task (and every disk job) to finish.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn send(&self, command: actor::Command) -> Result<()> {
+        self.inner
+            .commands
+            .send(command)
+            .map_err(|_| Error::Shutdown)
+    }
+}
+
+/// A download in progress: await it for the verified blob.
+#[derive(Debug)]
+#[must_use = "a download is cancelled for this caller if the Fetch is dropped"]
+pub struct Fetch {
+    result: Option<oneshot::Receiver<Result<Blob>>>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl Fetch {
+    /// Progress updates: the receiver sees every change (latest value wins).
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+}
+
+impl IntoFuture for Fetch {
+    type Output = Result<Blob>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Blob>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            match self.result {
+                Some(result) => result.await.map_err(|_| Error::Shutdown)?,
+                None => Err(Error::Shutdown),
+            }
+        })
+    }
+}

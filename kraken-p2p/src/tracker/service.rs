@@ -1,0 +1,326 @@
+//! The tracker service: announces, peer handout and the metainfo registry, over HTTP.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::http::{Method, Request, Response, StatusCode};
+use kraken_core::{Digest, InfoHash, MetaInfo, PeerInfo};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::api::{AnnounceRequest, AnnounceResponse, decode_segment};
+use super::{MemoryPeerStore, handout};
+use crate::error::Result;
+
+/// Largest announce body accepted: 16 KiB.
+const MAX_ANNOUNCE_BODY: usize = 16 << 10;
+
+/// Settings of the tracker service.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Interval announcers are told to wait between announces. Default: 3s.
+    #[serde(with = "humantime_serde")]
+    pub announce_interval: Duration,
+    /// Most peers handed out per announce. Default: 50.
+    pub handout_limit: usize,
+    /// A peer is forgotten this long after its last announce. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub peer_ttl: Duration,
+    /// Most metainfos kept in the registry; the oldest are dropped beyond it. Default: 100000.
+    pub max_metainfos: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            announce_interval: Duration::from_secs(3),
+            handout_limit: super::DEFAULT_HANDOUT_LIMIT,
+            peer_ttl: super::DEFAULT_PEER_TTL,
+            max_metainfos: 100_000,
+        }
+    }
+}
+
+/// Where a tracker keeps announced peers. The in-memory [`SharedPeerStore`] is the default;
+/// a shared store (Redis, say) lets several trackers answer for the same torrents.
+#[async_trait]
+pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Records an announce.
+    async fn announce(&self, info_hash: InfoHash, peer: PeerInfo) -> Result<()>;
+    /// The live peers of a torrent.
+    async fn peers(&self, info_hash: &InfoHash) -> Result<Vec<PeerInfo>>;
+}
+
+/// The in-memory [`MemoryPeerStore`] behind a lock, on the wall clock.
+#[derive(Debug)]
+pub struct SharedPeerStore {
+    inner: Mutex<MemoryPeerStore>,
+}
+
+impl SharedPeerStore {
+    /// A store that forgets peers `ttl` after their last announce.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            inner: Mutex::new(MemoryPeerStore::new(ttl)),
+        }
+    }
+}
+
+#[async_trait]
+impl PeerStore for SharedPeerStore {
+    async fn announce(&self, info_hash: InfoHash, peer: PeerInfo) -> Result<()> {
+        let now = Instant::now();
+        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        store.announce(now, info_hash, peer);
+        // Sweeping on the write path keeps the store bounded without a timer task.
+        if rand::random::<u8>() == 0 {
+            store.sweep(now);
+        }
+        Ok(())
+    }
+
+    async fn peers(&self, info_hash: &InfoHash) -> Result<Vec<PeerInfo>> {
+        let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(store.peers(Instant::now(), info_hash))
+    }
+}
+
+/// Metainfos published by seeders, bounded in number (oldest dropped first).
+#[derive(Debug, Default)]
+struct MetaInfoRegistry {
+    by_digest: HashMap<Digest, Bytes>,
+    order: VecDeque<Digest>,
+}
+
+/// The tracker's request handling, independent of the listener.
+#[derive(Debug)]
+pub struct TrackerService {
+    config: TrackerConfig,
+    peers: Arc<dyn PeerStore>,
+    metainfos: Mutex<MetaInfoRegistry>,
+    rng: Mutex<StdRng>,
+}
+
+impl TrackerService {
+    /// A service with an in-memory peer store.
+    pub fn new(config: TrackerConfig) -> Self {
+        let store = Arc::new(SharedPeerStore::new(config.peer_ttl));
+        Self::with_peer_store(config, store)
+    }
+
+    /// A service over any peer store.
+    pub fn with_peer_store(config: TrackerConfig, peers: Arc<dyn PeerStore>) -> Self {
+        Self {
+            config,
+            peers,
+            metainfos: Mutex::new(MetaInfoRegistry::default()),
+            rng: Mutex::new(rand::make_rng()),
+        }
+    }
+
+    /// Handles one HTTP request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let segments: Vec<&str> = parts
+            .uri
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .collect();
+        match (&parts.method, segments.as_slice()) {
+            (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
+            (&Method::POST, ["announce", info_hash]) => {
+                let Ok(info_hash) = info_hash.parse::<InfoHash>() else {
+                    return text(StatusCode::BAD_REQUEST, "invalid info hash");
+                };
+                match read_body(body, MAX_ANNOUNCE_BODY).await {
+                    Ok(body) => self.announce(info_hash, &body).await,
+                    Err(response) => response,
+                }
+            }
+            (method, ["namespace", namespace, "blobs", digest, "metainfo"]) => {
+                let (Some(_namespace), Ok(digest)) =
+                    (decode_segment(namespace), digest.parse::<Digest>())
+                else {
+                    return text(StatusCode::BAD_REQUEST, "invalid namespace or digest");
+                };
+                match *method {
+                    Method::GET => self.metainfo(&digest),
+                    Method::POST => {
+                        let limit = kraken_core::METAINFO_HEADER_LEN
+                            + kraken_core::MAX_PIECE_COUNT as usize * 32;
+                        match read_body(body, limit).await {
+                            Ok(body) => self.publish(&digest, body),
+                            Err(response) => response,
+                        }
+                    }
+                    _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+                }
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    async fn announce(&self, info_hash: InfoHash, body: &[u8]) -> Response<Full<Bytes>> {
+        let request: AnnounceRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid announce: {e}")),
+        };
+        if let Err(e) = self.peers.announce(info_hash, request.peer.clone()).await {
+            return text(StatusCode::SERVICE_UNAVAILABLE, &format!("peer store: {e}"));
+        }
+        let peers = match self.peers.peers(&info_hash).await {
+            Ok(peers) => peers,
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("peer store: {e}")),
+        };
+        let peers = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            handout(peers, &request.peer, self.config.handout_limit, &mut *rng)
+        };
+        let response = AnnounceResponse {
+            peers,
+            interval_ms: self.config.announce_interval.as_millis() as u64,
+        };
+        json(&response)
+    }
+
+    fn metainfo(&self, digest: &Digest) -> Response<Full<Bytes>> {
+        let registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
+        match registry.by_digest.get(digest) {
+            Some(bytes) => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/octet-stream")
+                .body(Full::new(bytes.clone()))
+                .expect("static response parts"),
+            None => text(StatusCode::NOT_FOUND, "metainfo not found"),
+        }
+    }
+
+    fn publish(&self, digest: &Digest, body: Bytes) -> Response<Full<Bytes>> {
+        let meta = match MetaInfo::decode(&body) {
+            Ok(meta) => meta,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid metainfo: {e}")),
+        };
+        if meta.digest() != digest {
+            return text(StatusCode::BAD_REQUEST, "metainfo names another blob");
+        }
+        let mut registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
+        if registry.by_digest.insert(*digest, body).is_none() {
+            registry.order.push_back(*digest);
+        }
+        while registry.order.len() > self.config.max_metainfos {
+            if let Some(oldest) = registry.order.pop_front() {
+                registry.by_digest.remove(&oldest);
+            }
+        }
+        text(StatusCode::CREATED, "created")
+    }
+}
+
+/// A running tracker HTTP server.
+#[derive(Debug)]
+pub struct TrackerServer {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl TrackerServer {
+    /// Binds `addr` and serves `service` until [`shutdown`](Self::shutdown).
+    pub async fn bind(addr: SocketAddr, service: Arc<TrackerService>) -> Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let token = shutdown.clone();
+        let conn_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    accepted = listener.accept() => {
+                        let (stream, _) = match accepted {
+                            Ok(accepted) => accepted,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "tracker accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        };
+                        let service = Arc::clone(&service);
+                        let conn = hyper::server::conn::http1::Builder::new().serve_connection(
+                            hyper_util::rt::TokioIo::new(stream),
+                            hyper::service::service_fn(move |req| {
+                                let service = Arc::clone(&service);
+                                async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
+                            }),
+                        );
+                        let conn = graceful.watch(conn);
+                        conn_tasks.spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "tracker connection ended with an error");
+                            }
+                        });
+                    }
+                }
+            }
+            graceful.shutdown().await;
+        });
+        tasks.close();
+        Ok(Self {
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and returns when everything has.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large or unreadable",
+        )),
+    }
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(message.to_owned())))
+        .expect("static response parts")
+}
+
+fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).expect("serialisable response");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
