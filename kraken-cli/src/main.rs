@@ -1,12 +1,12 @@
 //! The `kraken` command: one subcommand per role or client verb.
 
-use std::path::PathBuf;
+mod metainfo;
+mod p2p;
+mod rate;
+
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kraken_core::{ByteSize, MetaInfo, PieceLengthPolicy};
-use serde::Serialize;
 
 /// Kraken: P2P distribution of blobs and container images.
 #[derive(Debug, Parser)]
@@ -19,34 +19,25 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compute a file's metainfo: digest, size, piece length, piece count and info hash.
-    Metainfo(MetainfoArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct MetainfoArgs {
-    /// The file to describe.
-    file: PathBuf,
-    /// Piece length, with units (`4MiB`, `512KiB`); default: chosen from the file's size by
-    /// the default piece-length table.
-    #[arg(long, value_name = "SIZE")]
-    piece_length: Option<ByteSize>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct MetainfoReport {
-    digest: String,
-    size: u64,
-    piece_length: u64,
-    piece_count: u32,
-    info_hash: String,
+    Metainfo(metainfo::MetainfoArgs),
+    /// Run a tracker: peers announce to it and learn about each other.
+    Tracker(p2p::TrackerArgs),
+    /// Seed a file to the swarm until interrupted.
+    Seed(p2p::SeedArgs),
+    /// Download a blob from the swarm into a file, verified.
+    Fetch(p2p::FetchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    init_logging();
+    let result = match cli.command {
+        Command::Metainfo(args) => metainfo::run(args),
+        Command::Tracker(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
+        Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
+        Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kraken: {e:#}");
@@ -55,39 +46,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Metainfo(args) => metainfo(args),
-    }
-}
-
-fn metainfo(args: MetainfoArgs) -> anyhow::Result<()> {
-    let policy = match args.piece_length {
-        Some(length) => PieceLengthPolicy::fixed(length.bytes())
-            .with_context(|| format!("piece length {length}"))?,
-        None => PieceLengthPolicy::default(),
-    };
-    let meta = MetaInfo::from_file(&args.file, &policy)
-        .with_context(|| format!("computing the metainfo of {}", args.file.display()))?;
-    let report = MetainfoReport {
-        digest: meta.digest().to_string(),
-        size: meta.length(),
-        piece_length: meta.piece_length(),
-        piece_count: meta.piece_count(),
-        info_hash: meta.info_hash().to_string(),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("digest        {}", report.digest);
-        println!("size          {} ({})", report.size, ByteSize(report.size));
-        println!(
-            "piece length  {} ({})",
-            report.piece_length,
-            ByteSize(report.piece_length)
-        );
-        println!("pieces        {}", report.piece_count);
-        println!("info hash     {}", report.info_hash);
-    }
-    Ok(())
+/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, and info from kraken).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,kraken_p2p=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,268 @@
+//! `kraken tracker`, `kraken seed` and `kraken fetch`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kraken_core::{BlobStore, ByteSize, Digest};
+use kraken_p2p::node::{Node, NodeConfig};
+use kraken_p2p::tracker::{TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use serde::Serialize;
+
+use crate::rate::Rate;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TrackerArgs {
+    /// Address to serve HTTP on.
+    #[arg(long, default_value = "127.0.0.1:15003")]
+    listen: SocketAddr,
+    /// Interval announcers are told to keep (e.g. `3s`, `500ms`).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    announce_interval: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PeerArgs {
+    /// The tracker's URL.
+    #[arg(long)]
+    tracker: String,
+    /// Address of this node's peer listener (distinct 127.0.0.x addresses make distinct
+    /// hosts on one machine).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Cap on bytes per second in each direction, across all peers (`20MB`, `50MiB/s`).
+    #[arg(long)]
+    rate: Option<Rate>,
+    /// Blob store directory. Default: a directory per listen address under the system's
+    /// temporary directory, so a restarted node resumes.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Announce interval until the tracker says otherwise (e.g. `3s`).
+    #[arg(long, value_parser = parse_duration)]
+    announce_interval: Option<Duration>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SeedArgs {
+    /// The file to seed.
+    file: PathBuf,
+    #[command(flatten)]
+    peer: PeerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct FetchArgs {
+    /// The blob's digest (`sha256:<hex>`).
+    digest: Digest,
+    /// Where to write the verified blob.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print a JSON summary (bytes received by sender, time taken) on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print no progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// How long to wait for someone to publish the blob's metainfo (e.g. `60s`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    metainfo_timeout: Duration,
+    #[command(flatten)]
+    peer: PeerArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct FetchReport {
+    digest: String,
+    bytes: u64,
+    seconds: f64,
+    /// Bytes of verified pieces received in this run, by sender peer id.
+    received_from: BTreeMap<String, u64>,
+    received_total: u64,
+    /// The process's peak resident memory (Linux `VmHWM`), if known.
+    peak_rss_bytes: Option<u64>,
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
+    let mut config = TrackerConfig::default();
+    config.announce_interval = args.announce_interval;
+    let server = TrackerServer::bind(args.listen, Arc::new(TrackerService::new(config)))
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    eprintln!("tracker listening on http://{}", server.local_addr());
+    wait_for_signal().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn start_node(args: &PeerArgs, metainfo_timeout: Option<Duration>) -> anyhow::Result<Node> {
+    let store_dir = args.store.clone().unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join("kraken")
+            .join(args.listen.to_string().replace([':', '[', ']'], "_"))
+    });
+    let store = BlobStore::open(&store_dir)
+        .with_context(|| format!("opening the blob store at {}", store_dir.display()))?;
+    let tracker = TrackerClient::new(&args.tracker).context("tracker URL")?;
+    let mut config = NodeConfig::default();
+    config.listen = args.listen;
+    let rate: Option<ByteSize> = args.rate.map(|r| r.0);
+    config.egress_rate = rate;
+    config.ingress_rate = rate;
+    if let Some(interval) = args.announce_interval {
+        config.swarm.announce_interval = interval;
+    }
+    if let Some(timeout) = metainfo_timeout {
+        config.metainfo_timeout = timeout;
+    }
+    Node::builder(config)
+        .store(store)
+        .tracker(Arc::new(tracker))
+        .spawn()
+        .await
+        .with_context(|| format!("starting a node on {}", args.listen))
+}
+
+pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let node = start_node(&args.peer, None).await?;
+    let meta = node
+        .seed_file(&args.file)
+        .await
+        .with_context(|| format!("seeding {}", args.file.display()))?;
+    println!("{}", meta.digest());
+    eprintln!(
+        "seeding {} ({} bytes, {} pieces) from {}",
+        args.file.display(),
+        meta.length(),
+        meta.piece_count(),
+        node.advertise_addr()
+    );
+    wait_for_signal().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let node = start_node(&args.peer, Some(args.metainfo_timeout)).await?;
+    let download = node.download(&args.digest);
+    let mut progress = download.progress();
+    let quiet = args.quiet;
+    let reporter = tokio::spawn(async move {
+        let mut last = Instant::now();
+        while progress.changed().await.is_ok() {
+            let p = *progress.borrow_and_update();
+            if !quiet && (last.elapsed() >= Duration::from_secs(1) || p.done) && p.total > 0 {
+                eprintln!("{}/{} pieces", p.have, p.total);
+                last = Instant::now();
+            }
+        }
+    });
+    let result = tokio::select! {
+        result = download.into_future() => result,
+        signal = wait_for_signal() => {
+            signal?;
+            node.shutdown().await;
+            anyhow::bail!("interrupted");
+        }
+    };
+    reporter.abort();
+    let blob = match result {
+        Ok(blob) => blob,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e).with_context(|| format!("fetching {}", args.digest));
+        }
+    };
+    let stats = node.torrent_stats(&args.digest).await.unwrap_or_default();
+    node.shutdown().await;
+    copy_out(blob.path(), &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    let received_from: BTreeMap<String, u64> = stats
+        .received_from
+        .iter()
+        .map(|(peer, bytes)| (peer.to_string(), *bytes))
+        .collect();
+    let report = FetchReport {
+        digest: args.digest.to_string(),
+        bytes: blob.len(),
+        seconds: start.elapsed().as_secs_f64(),
+        received_total: received_from.values().sum(),
+        received_from,
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if !args.quiet {
+        eprintln!(
+            "fetched {} ({} bytes) to {} in {:.2}s",
+            report.digest,
+            report.bytes,
+            args.out.display(),
+            report.seconds
+        );
+    }
+    Ok(())
+}
+
+/// Copies a verified blob to `out` through a temporary file, so `out` is either absent or
+/// complete.
+fn copy_out(from: &Path, out: &Path) -> std::io::Result<()> {
+    let tmp = out.with_extension("kraken-partial");
+    std::fs::copy(from, &tmp)?;
+    std::fs::rename(&tmp, out)
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

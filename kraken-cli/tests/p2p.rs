@@ -1,0 +1,262 @@
+//! `kraken tracker`, `seed` and `fetch` as real processes on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kraken_core::{BlobStore, MetaInfo, PieceLengthPolicy};
+
+const KRAKEN: &str = env!("CARGO_BIN_EXE_kraken");
+
+/// Kills the process when dropped, so a failing test leaves nothing running.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(host: &str) -> u16 {
+    TcpListener::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn random_file(path: &Path, len: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+fn start_tracker() -> (Process, String) {
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let child = Command::new(KRAKEN)
+        .args(["tracker", "--listen", &addr, "--announce-interval", "500ms"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tracker = Process(child);
+    wait_for_port(&addr);
+    (tracker, format!("http://{addr}"))
+}
+
+fn wait_for_port(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a seeder and returns it once it printed the digest.
+fn start_seeder(file: &Path, tracker: &str, store: &Path, rate: &str) -> (Process, String) {
+    let listen = format!("127.0.0.2:{}", free_port("127.0.0.2"));
+    let mut child = Command::new(KRAKEN)
+        .args([
+            "seed",
+            file.to_str().unwrap(),
+            "--tracker",
+            tracker,
+            "--listen",
+            &listen,
+        ])
+        .args([
+            "--rate",
+            rate,
+            "--announce-interval",
+            "500ms",
+            "--store",
+            store.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Process(child), line.trim().to_owned())
+}
+
+fn fetch_command(digest: &str, tracker: &str, host: u8, store: &Path, out: &Path) -> Command {
+    fetch_command_with_timeout(digest, tracker, host, store, out, "10s")
+}
+
+fn fetch_command_with_timeout(
+    digest: &str,
+    tracker: &str,
+    host: u8,
+    store: &Path,
+    out: &Path,
+    metainfo_timeout: &str,
+) -> Command {
+    let ip = format!("127.0.0.{host}");
+    let listen = format!("{ip}:{}", free_port(&ip));
+    let mut command = Command::new(KRAKEN);
+    command
+        .args([
+            "fetch",
+            digest,
+            "--tracker",
+            tracker,
+            "--listen",
+            &listen,
+            "--json",
+            "--quiet",
+        ])
+        .args([
+            "--announce-interval",
+            "500ms",
+            "--metainfo-timeout",
+            metainfo_timeout,
+        ])
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    command
+}
+
+#[test]
+fn seed_and_fetch_between_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    random_file(&file, 3 << 20 | 777);
+    let (_tracker, url) = start_tracker();
+    let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "100MB");
+    let expected = std::fs::read(&file).unwrap();
+    assert_eq!(
+        digest,
+        kraken_core::Digest::sha256_of(&expected).to_string()
+    );
+    let fetchers: Vec<(Child, PathBuf)> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("out{i}"));
+            let child = fetch_command(
+                &digest,
+                &url,
+                10 + i,
+                &dir.path().join(format!("f{i}")),
+                &out,
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+            (child, out)
+        })
+        .collect();
+    for (child, out) in fetchers {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["bytes"], expected.len());
+        assert_eq!(std::fs::read(out).unwrap(), expected);
+    }
+}
+
+#[test]
+fn fetch_fails_clearly_for_an_unknown_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = start_tracker();
+    let digest = kraken_core::Digest::sha256_of(b"nobody has this").to_string();
+    let out = dir.path().join("out");
+    let output = fetch_command_with_timeout(&digest, &url, 20, &dir.path().join("s"), &out, "1s")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no metainfo"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_killed_fetch_resumes_without_refetching_verified_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    random_file(&file, 24 << 20);
+    let (_tracker, url) = start_tracker();
+    // Slow enough that the fetch is surely killed half-way.
+    let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "6MB");
+    let store = dir.path().join("fetcher");
+    let out = dir.path().join("out");
+    let meta = MetaInfo::from_file(&file, &PieceLengthPolicy::default()).unwrap();
+    let mut first = Process(
+        fetch_command(&digest, &url, 30, &store, &out)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until some pieces are verified on disk, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bitfield_dir = store.join("download");
+    loop {
+        assert!(Instant::now() < deadline, "the fetch made no progress");
+        let have = std::fs::read_dir(&bitfield_dir).is_ok() && pieces_on_disk(&store, &meta) >= 4;
+        if have {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let have = pieces_on_disk(&store, &meta);
+    assert!(
+        have < meta.piece_count(),
+        "the fetch finished before it was killed"
+    );
+    let missing_bytes: u64 = meta
+        .pieces()
+        .filter(|&i| !verified_bitfield(&store, &meta).get(i.get()))
+        .map(|i| meta.piece_len(i))
+        .sum();
+
+    let output = fetch_command(&digest, &url, 30, &store, &out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["received_total"], missing_bytes,
+        "a verified piece was fetched again"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap());
+}
+
+/// The pieces a killed fetch left verified in its store (re-hashed on open, like a resume).
+fn verified_bitfield(store: &Path, meta: &MetaInfo) -> kraken_core::Bitfield {
+    let store = BlobStore::open(store).unwrap();
+    store.begin_download(meta).unwrap().bitfield()
+}
+
+fn pieces_on_disk(store: &Path, meta: &MetaInfo) -> u32 {
+    // Opening the store while the fetch runs is safe: it only reads the bitfield here.
+    let bitfield = store
+        .join("download/sha256")
+        .join(&meta.digest().hex()[..2])
+        .join(meta.digest().hex())
+        .join("bitfield");
+    std::fs::read(bitfield)
+        .ok()
+        .and_then(|bytes| kraken_core::Bitfield::from_bytes(meta.piece_count(), &bytes).ok())
+        .map_or(0, |b| b.count_ones())
+}
