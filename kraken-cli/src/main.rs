@@ -1,5 +1,6 @@
 //! The `kraken` command: one subcommand per role or client verb.
 
+mod bench;
 mod metainfo;
 mod p2p;
 mod rate;
@@ -26,6 +27,9 @@ enum Command {
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file, verified.
     Fetch(p2p::FetchArgs),
+    /// Measure swarms of real processes against references run alongside.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Tracker(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
+        Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

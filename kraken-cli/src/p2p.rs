@@ -66,6 +66,10 @@ pub(crate) struct FetchArgs {
     /// Print no progress on stderr.
     #[arg(long)]
     quiet: bool,
+    /// After the blob is written to `--out` (and the summary printed), keep seeding it until
+    /// interrupted.
+    #[arg(long)]
+    seed_after: bool,
     /// How long to wait for someone to publish the blob's metainfo (e.g. `60s`).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     metainfo_timeout: Duration,
@@ -77,6 +81,9 @@ pub(crate) struct FetchArgs {
 struct FetchReport {
     digest: String,
     bytes: u64,
+    /// From process start to the blob verified in the store.
+    download_seconds: f64,
+    /// From process start to the blob written to `--out`.
     seconds: f64,
     /// Bytes of verified pieces received in this run, by sender peer id.
     received_from: BTreeMap<String, u64>,
@@ -197,8 +204,11 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("fetching {}", args.digest));
         }
     };
+    let download_seconds = start.elapsed().as_secs_f64();
     let stats = node.torrent_stats(&args.digest).await.unwrap_or_default();
-    node.shutdown().await;
+    if !args.seed_after {
+        node.shutdown().await;
+    }
     copy_out(blob.path(), &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     let received_from: BTreeMap<String, u64> = stats
         .received_from
@@ -208,6 +218,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let report = FetchReport {
         digest: args.digest.to_string(),
         bytes: blob.len(),
+        download_seconds,
         seconds: start.elapsed().as_secs_f64(),
         received_total: received_from.values().sum(),
         received_from,
@@ -223,6 +234,12 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             args.out.display(),
             report.seconds
         );
+    }
+    if args.seed_after {
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        wait_for_signal().await?;
+        node.shutdown().await;
     }
     Ok(())
 }

@@ -34,6 +34,16 @@ pub(super) struct DownloadShared {
     progress: Mutex<Progress>,
     /// Held for the whole of `finish`, so concurrent callers verify the blob once.
     finishing: Mutex<Option<Blob>>,
+    /// The whole-blob hash over the longest run of written pieces from the start, advanced
+    /// as pieces arrive so that `finish` only hashes what is left.
+    prefix: Mutex<PrefixHash>,
+}
+
+#[derive(Debug, Default)]
+struct PrefixHash {
+    hasher: Hasher,
+    /// The first piece not yet hashed.
+    next: u32,
 }
 
 #[derive(Debug)]
@@ -78,7 +88,49 @@ impl Download {
         }
         drop(progress);
         shared.store.touch_download(&shared.meta);
+        self.advance_digest(index, data);
         Ok(true)
+    }
+
+    /// Extends the running whole-blob hash if `index` (whose bytes are `data`) is the next
+    /// piece in order, and over the pieces after it already written. This spreads the
+    /// hashing that [`finish`](Self::finish) must do over the download (it only hashes what is
+    /// left), which pays off when pieces arrive roughly in order. If another thread is
+    /// advancing the hash, that thread picks this piece up; `finish` covers anything missed.
+    fn advance_digest(&self, index: PieceIndex, data: &[u8]) {
+        let shared = &*self.shared;
+        let Ok(mut prefix) = shared.prefix.try_lock() else {
+            return;
+        };
+        if prefix.next != index.get() {
+            return;
+        }
+        prefix.hasher.update(data);
+        prefix.next += 1;
+        let _ = self.hash_written_pieces(&mut prefix, None);
+    }
+
+    /// Hashes the pieces from `prefix.next` on while they are written (or all of them, if
+    /// `buf` is given for a final pass).
+    fn hash_written_pieces(
+        &self,
+        prefix: &mut PrefixHash,
+        mut buf: Option<&mut Vec<u8>>,
+    ) -> std::io::Result<()> {
+        let meta = &self.shared.meta;
+        let mut local = Vec::new();
+        while let Ok(index) = meta.piece_index(prefix.next) {
+            if !self.has_piece(index) {
+                break;
+            }
+            let range = meta.piece_range(index);
+            let piece = buf.as_deref_mut().unwrap_or(&mut local);
+            piece.resize((range.end - range.start) as usize, 0);
+            self.shared.data.read_exact_at(piece, range.start)?;
+            prefix.hasher.update(piece);
+            prefix.next += 1;
+        }
+        Ok(())
     }
 
     /// The blob's metainfo.
@@ -160,8 +212,16 @@ impl Download {
             });
         }
         let data_path = shared.dir.join(layout::DATA);
-        let actual = hash_file(&shared.data, shared.meta.length())
-            .map_err(|source| Error::io(&data_path, source))?;
+        let actual = {
+            let mut prefix = lock(&shared.prefix);
+            let mut buf = Vec::new();
+            self.hash_written_pieces(&mut prefix, Some(&mut buf))
+                .map_err(|source| Error::io(&data_path, source))?;
+            if prefix.next != shared.meta.piece_count() {
+                return Err(Error::Internal("whole-blob hash skipped a piece"));
+            }
+            std::mem::take(&mut prefix.hasher).finalize()
+        };
         if actual != *self.digest() {
             tracing::warn!(digest = %self.digest(), %actual, "downloaded blob does not match its digest; discarding");
             shared.store.discard_download(self.digest())?;
@@ -216,6 +276,7 @@ impl DownloadShared {
             data,
             progress: Mutex::new(progress),
             finishing: Mutex::new(None),
+            prefix: Mutex::new(PrefixHash::default()),
         })
     }
 
@@ -335,18 +396,4 @@ fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<
             bitfield_file,
         },
     ))
-}
-
-/// SHA-256 of the first `length` bytes of `file`, read positionally.
-fn hash_file(file: &File, length: u64) -> std::io::Result<Digest> {
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0; 1 << 20];
-    let mut offset = 0;
-    while offset < length {
-        let n = buf.len().min((length - offset) as usize);
-        file.read_exact_at(&mut buf[..n], offset)?;
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(hasher.finalize())
 }

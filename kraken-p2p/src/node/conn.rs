@@ -155,6 +155,32 @@ async fn read_loop(
     }
 }
 
+/// A queued item whose piece (if any) is already being read from disk.
+enum Ready {
+    Message(Message),
+    Piece {
+        index: PieceIndex,
+        read: tokio::task::JoinHandle<kraken_core::Result<Vec<u8>>>,
+    },
+}
+
+impl Ready {
+    /// Starts reading a piece at once, so the disk read overlaps the previous send.
+    fn start(item: Outgoing) -> Self {
+        match item {
+            Outgoing::Message(message) => Self::Message(message),
+            Outgoing::Piece {
+                index,
+                range,
+                source,
+            } => Self::Piece {
+                index,
+                read: tokio::task::spawn_blocking(move || source.read(index, range)),
+            },
+        }
+    }
+}
+
 async fn write_loop(
     conn: ConnId,
     mut writer: tokio::io::WriteHalf<BoxStream>,
@@ -163,10 +189,18 @@ async fn write_loop(
     egress: Option<&RateLimiter>,
 ) -> ConnClosed {
     let mut frame = BytesMut::new();
-    while let Some(item) = outgoing.recv().await {
+    let mut next: Option<Ready> = None;
+    loop {
+        let item = match next.take() {
+            Some(item) => item,
+            None => match outgoing.recv().await {
+                Some(item) => Ready::start(item),
+                None => break,
+            },
+        };
         let result: Result<(), WireError> = async {
             match item {
-                Outgoing::Message(message) => {
+                Ready::Message(message) => {
                     frame.clear();
                     wire::encode(&message, &mut frame);
                     if let Some(limiter) = egress {
@@ -174,15 +208,15 @@ async fn write_loop(
                     }
                     writer.write_all(&frame).await?;
                 }
-                Outgoing::Piece {
-                    index,
-                    range,
-                    source,
-                } => {
-                    let data = tokio::task::spawn_blocking(move || source.read(index, range))
+                Ready::Piece { index, read } => {
+                    let data = read
                         .await
                         .map_err(|_| std::io::Error::other("piece read task failed"))?
                         .map_err(std::io::Error::other)?;
+                    // Read ahead: one more piece comes off the disk while this one is sent.
+                    if let Ok(item) = outgoing.try_recv() {
+                        next = Some(Ready::start(item));
+                    }
                     frame.clear();
                     wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
                     writer.write_all(&frame).await?;

@@ -28,6 +28,13 @@ pub struct SwarmConfig {
     /// no new piece is requested beyond it, which bounds the memory a download needs.
     /// Default: 8.
     pub max_pending_writes: usize,
+    /// Among the rarest pieces a peer can give, one of the first `sequential_window × n` (by
+    /// index) is chosen at random, where `n` is the torrent's number of connections. It keeps
+    /// downloads close to sequential — so streaming readers and the whole-blob hash advance
+    /// while the download runs — while neighbours, who often download from the same sources,
+    /// still pick different pieces. 1 with one connection is strictly in order; a huge value
+    /// is uniformly random. Default: 16.
+    pub sequential_window: usize,
     /// Endgame starts when this many pieces or fewer are missing: a missing piece may then be
     /// requested from several peers at once, and the losers get a cancel. Default: 3.
     pub endgame_threshold: usize,
@@ -38,6 +45,14 @@ pub struct SwarmConfig {
     /// piece length in MiB and `request_timeout_min`. Default: 4s.
     #[serde(with = "humantime_serde")]
     pub request_timeout_per_mib: Duration,
+    /// A complete node refuses a request for a piece it has already uploaded more often than
+    /// another piece the requester lacks, so a seeder's upload puts every piece into the
+    /// swarm once before it sends any twice. Default: true.
+    pub spread_uploads: bool,
+    /// How long a peer is not asked again for a piece it refused or failed to deliver.
+    /// Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub refused_piece_backoff: Duration,
     /// How long a peer that failed (dial error, bad data, protocol violation) is not dialed
     /// or accepted again for the same torrent. A normal close is not a failure. Default: 30s.
     #[serde(with = "humantime_serde")]
@@ -76,9 +91,12 @@ impl Default for SwarmConfig {
             seeder_pipeline_limit: 5,
             max_queued_uploads_per_conn: 8,
             max_pending_writes: 8,
+            sequential_window: 16,
             endgame_threshold: 3,
             request_timeout_min: Duration::from_secs(4),
             request_timeout_per_mib: Duration::from_secs(4),
+            spread_uploads: true,
+            refused_piece_backoff: Duration::from_secs(5),
             blacklist_duration: Duration::from_secs(30),
             conn_idle_timeout: Duration::from_secs(30),
             leecher_idle_timeout: Duration::from_secs(300),

@@ -42,8 +42,8 @@ pub(super) struct Conn {
     /// Requests we cancelled or gave up on: their payloads may still arrive and are not a
     /// violation.
     pub(super) cancelled: BTreeSet<u32>,
-    /// Pieces this peer failed to deliver; not asked of it again.
-    pub(super) avoid: BTreeSet<u32>,
+    /// Pieces this peer refused or failed to deliver, and until when not to ask it again.
+    pub(super) avoid: BTreeMap<u32, Instant>,
     /// Pieces the driver is sending to the peer.
     pub(super) queued_uploads: usize,
     pub(super) last_activity: Instant,
@@ -71,7 +71,7 @@ impl Conn {
             have: Bitfield::new(0),
             requested: BTreeMap::new(),
             cancelled: BTreeSet::new(),
-            avoid: BTreeSet::new(),
+            avoid: BTreeMap::new(),
             queued_uploads: 0,
             last_activity: now,
             pending_handshake: None,

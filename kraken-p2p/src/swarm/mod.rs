@@ -855,7 +855,13 @@ impl Swarm {
             self.violation(now, conn, "request out of range");
             return;
         };
-        if !torrent.have.get(index) || c.queued_uploads >= self.config.max_queued_uploads_per_conn {
+        let spread = self.config.spread_uploads
+            && torrent.phase == Phase::Seeding
+            && torrent.should_spread(index, &c.have);
+        if !torrent.have.get(index)
+            || c.queued_uploads >= self.config.max_queued_uploads_per_conn
+            || spread
+        {
             self.actions.push_back(Action::Send {
                 conn,
                 message: Message::Error {
@@ -867,6 +873,9 @@ impl Swarm {
             return;
         }
         c.queued_uploads += 1;
+        if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+            torrent.uploads[index as usize] += 1;
+        }
         self.actions.push_back(Action::SendPiece {
             conn,
             info_hash,
@@ -916,7 +925,8 @@ impl Swarm {
         let c = self.conns.get_mut(&conn).expect("caller checked");
         match index {
             Some(index) if c.requested.remove(&index).is_some() => {
-                c.avoid.insert(index);
+                c.avoid
+                    .insert(index, now + self.config.refused_piece_backoff);
                 let info_hash = c.info_hash.expect("active connections have a torrent");
                 if let Some(t) = self.torrents.get_mut(&info_hash) {
                     t.forget_request(index, conn);
@@ -1028,14 +1038,19 @@ impl Swarm {
             self.config.pipeline_limit
         };
         let timeout = self.config.request_timeout(torrent.meta.piece_length());
+        // With more neighbours, picking the same pieces as they do costs more: widen the
+        // window of candidates as the neighbourhood grows.
+        let window = self.config.sequential_window * torrent.conns.len().max(1);
         while c.requested.len() < limit && torrent.writing.len() < self.config.max_pending_writes {
             let endgame = torrent.missing() <= self.config.endgame_threshold as u32;
             let Some(index) = torrent.pick(
                 &c.have,
                 &c.requested,
                 &c.avoid,
+                now,
                 conn,
                 endgame,
+                window,
                 &mut self.rng,
             ) else {
                 break;
@@ -1068,7 +1083,8 @@ impl Swarm {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.requested.remove(&index);
                 c.cancelled.insert(index);
-                c.avoid.insert(index);
+                c.avoid
+                    .insert(index, now + self.config.refused_piece_backoff);
                 tracing::debug!(%conn, piece = index, "piece request timed out");
             }
             self.fill_all_requests(now, info_hash);

@@ -40,6 +40,8 @@ pub(super) struct Torrent {
     pub(super) requests: BTreeMap<u32, Vec<Request>>,
     /// Pieces received and being verified and written by the driver.
     pub(super) writing: BTreeSet<u32>,
+    /// How many times we have started uploading each piece (seeding only).
+    pub(super) uploads: Vec<u32>,
     /// Peers from the last announce not yet dialed.
     pub(super) candidates: Vec<PeerInfo>,
     pub(super) next_announce: Instant,
@@ -71,6 +73,7 @@ impl Torrent {
             availability: vec![0; pieces],
             requests: BTreeMap::new(),
             writing: BTreeSet::new(),
+            uploads: vec![0; pieces],
             candidates: Vec::new(),
             next_announce: now,
             announce_in_flight: false,
@@ -117,30 +120,46 @@ impl Torrent {
         }
     }
 
+    /// Whether a complete torrent should refuse to upload `index` to a peer lacking
+    /// `peer_has`' pieces, because another piece that peer lacks has been uploaded fewer
+    /// times. Spreading a seeder's copies evenly gets every piece into the swarm before any
+    /// is sent twice, which is what bounds an origin's egress.
+    pub(super) fn should_spread(&self, index: u32, peer_has: &Bitfield) -> bool {
+        let sent = self.uploads[index as usize];
+        sent > 0
+            && peer_has
+                .iter_zeros()
+                .any(|other| self.uploads[other as usize] < sent)
+    }
+
     /// Pieces neither held nor being written.
     pub(super) fn missing(&self) -> u32 {
         self.have.count_zeros() - self.writing.len() as u32
     }
 
-    /// The rarest piece `peer_has` that we still need and have not asked this connection
-    /// for, with ties broken at random. Outside endgame, pieces already requested from
-    /// anyone are skipped.
+    /// A piece `peer_has` that we still need and have not asked this connection for: one of
+    /// the first `window` (by index) of the rarest such pieces, at random. Outside endgame,
+    /// pieces already requested from anyone are skipped.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pick(
         &self,
         peer_has: &Bitfield,
         requested_here: &BTreeMap<u32, Instant>,
-        avoid: &BTreeSet<u32>,
+        avoid: &BTreeMap<u32, Instant>,
+        now: Instant,
         conn: ConnId,
         endgame: bool,
+        window: usize,
         rng: &mut StdRng,
     ) -> Option<u32> {
-        let mut best: Option<(u16, u32)> = None;
-        let mut ties = 0u32;
+        let window = window.max(1);
+        let mut rarest = u16::MAX;
+        let mut candidates: Vec<u32> = Vec::with_capacity(window);
         for index in peer_has.iter_ones() {
             if self.have.get(index)
                 || self.writing.contains(&index)
                 || requested_here.contains_key(&index)
-                || avoid.contains(&index)
+                || avoid.get(&index).is_some_and(|until| *until > now)
             {
                 continue;
             }
@@ -152,21 +171,17 @@ impl Torrent {
                 continue;
             }
             let rarity = self.availability[index as usize];
-            match best {
-                Some((r, _)) if rarity > r => {}
-                Some((r, _)) if rarity == r => {
-                    // Reservoir sampling: each tied piece ends up chosen with equal odds.
-                    ties += 1;
-                    if rng.random_range(0..ties) == 0 {
-                        best = Some((rarity, index));
-                    }
-                }
-                _ => {
-                    best = Some((rarity, index));
-                    ties = 1;
-                }
+            if rarity < rarest {
+                rarest = rarity;
+                candidates.clear();
+            }
+            if rarity == rarest && candidates.len() < window {
+                candidates.push(index);
             }
         }
-        best.map(|(_, index)| index)
+        match candidates.len() {
+            0 => None,
+            n => Some(candidates[rng.random_range(0..n)]),
+        }
     }
 }
