@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc returns freed piece buffers to the OS promptly; glibc's per-thread arenas kept
+/// them, and the fetcher's resident memory crept up with blob size (measured in
+/// `docs/benchmarks.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kraken: P2P distribution of blobs and container images.
 #[derive(Debug, Parser)]
 #[command(name = "kraken", version, about, long_about = None)]
