@@ -230,3 +230,87 @@ async fn a_tracker_restart_fails_no_download() {
     }
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_gets_bytes_in_order_before_the_download_ends() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    // 8 MiB of 1 MiB pieces at 4 MB/s: about two seconds to download.
+    let seeder = node(
+        2,
+        &dir.path().join("seeder"),
+        tracker.local_addr(),
+        Some(4_000_000),
+    )
+    .await;
+    let file = random_file(dir.path(), 8 << 20, 5);
+    let meta = seeder.seed_file(&file).await.unwrap();
+    let reader = node(10, &dir.path().join("reader"), tracker.local_addr(), None).await;
+    let mut stream = reader.read(meta.digest()).await.unwrap();
+    let mut received = Vec::new();
+    let mut pieces_when_first_chunk_arrived = None;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("the stream makes progress")
+    {
+        received.extend_from_slice(&chunk.unwrap());
+        if pieces_when_first_chunk_arrived.is_none() {
+            let stats = reader.torrent_stats(meta.digest()).await.unwrap();
+            pieces_when_first_chunk_arrived = Some((stats.have, stats.total));
+        }
+    }
+    assert_eq!(received, std::fs::read(&file).unwrap());
+    let (have, total) = pieces_when_first_chunk_arrived.unwrap();
+    assert!(
+        have < total,
+        "the first bytes came only after all {total} pieces"
+    );
+    reader.shutdown().await;
+    seeder.shutdown().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_egress_limit_holds_across_connections() {
+    init_tracing();
+    const RATE: u64 = 8_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    let seeder = node(
+        2,
+        &dir.path().join("seeder"),
+        tracker.local_addr(),
+        Some(RATE),
+    )
+    .await;
+    let file = random_file(dir.path(), 12 << 20, 6);
+    let meta = seeder.seed_file(&file).await.unwrap();
+    let mut fetchers = Vec::new();
+    for i in 0..4 {
+        fetchers.push(
+            node(
+                10 + i,
+                &dir.path().join(format!("f{i}")),
+                tracker.local_addr(),
+                None,
+            )
+            .await,
+        );
+    }
+    let start = std::time::Instant::now();
+    download_all(&fetchers, meta.digest(), Duration::from_secs(60)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = seeder.torrent_stats(meta.digest()).await.unwrap().sent as f64;
+    // The uncapped fetchers may swap among themselves, but the seeder, serving four of them
+    // at once, may not exceed its cap, plus the limiter's burst (50 ms worth).
+    assert!(sent >= meta.length() as f64);
+    assert!(
+        sent <= RATE as f64 * (elapsed + 0.05),
+        "the seeder sent {sent} bytes in {elapsed:.2}s, over {RATE} B/s"
+    );
+    for n in fetchers.iter().chain([&seeder]) {
+        n.shutdown().await;
+    }
+    tracker.shutdown().await;
+}

@@ -273,6 +273,11 @@ impl Actor {
         tracing::info!("node stopped");
     }
 
+    /// The span of work on one torrent, under the node's.
+    fn torrent_span(&self, info_hash: &InfoHash) -> tracing::Span {
+        tracing::debug_span!(parent: &self.span, "torrent", torrent = %info_hash.fmt_short())
+    }
+
     fn spawn_task<F>(&self, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -280,14 +285,17 @@ impl Actor {
         self.tasks.spawn(future.instrument(self.span.clone()));
     }
 
-    /// Runs blocking work on the pool and reports its result as an actor event.
-    fn spawn_blocking<T, F>(&self, work: F, report: impl FnOnce(T) -> ActorEvent + Send + 'static)
-    where
+    /// Runs blocking work on the pool, inside `span`, and reports its result as an event.
+    fn spawn_blocking<T, F>(
+        &self,
+        span: tracing::Span,
+        work: F,
+        report: impl FnOnce(T) -> ActorEvent + Send + 'static,
+    ) where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let events = self.events_tx.clone();
-        let span = self.span.clone();
         self.tasks.spawn(async move {
             let result = tokio::task::spawn_blocking(move || span.in_scope(work)).await;
             match result {
@@ -525,6 +533,7 @@ impl Actor {
             return;
         };
         self.spawn_blocking(
+            self.torrent_span(&info_hash),
             move || {
                 download
                     .write_piece(piece, &data)
@@ -766,6 +775,7 @@ impl Actor {
             } => {
                 let store = self.store.clone();
                 self.spawn_blocking(
+                    self.torrent_span(&info_hash),
                     move || resolve(&store, &digest, &info_hash),
                     move |found| ActorEvent::Resolved { conn, found },
                 );
@@ -777,6 +787,7 @@ impl Actor {
                     return;
                 };
                 self.spawn_blocking(
+                    self.torrent_span(&info_hash),
                     move || {
                         download.finish().map_err(|e| match e {
                             kraken_core::Error::DigestMismatch { .. } => {

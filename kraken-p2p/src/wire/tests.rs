@@ -253,3 +253,37 @@ fn decode_all_lenient(bytes: &[u8]) -> Result<Vec<Message>, WireError> {
     }
     Ok(out)
 }
+
+#[cfg(feature = "runtime-tokio")]
+#[tokio::test]
+async fn the_tokio_codec_frames_a_stream() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_util::codec::{FramedRead, FramedWrite};
+
+    let (client, server) = tokio::io::duplex(64);
+    let mut codec = PeerCodec::new();
+    codec.set_max_payload(16);
+    let mut reader = FramedRead::new(server, codec);
+    let sent = vec![
+        Message::Handshake(sample_handshake()),
+        Message::PiecePayload {
+            index: 3,
+            data: Bytes::from_static(b"0123456789abcdef"),
+        },
+        Message::Complete,
+    ];
+    // The duplex pipe holds 64 bytes: write from another task while this one reads.
+    let to_send = sent.clone();
+    let writing = tokio::spawn(async move {
+        let mut writer = FramedWrite::new(client, PeerCodec::new());
+        for m in to_send {
+            writer.send(m).await.unwrap();
+        }
+    });
+    let mut received = Vec::new();
+    while let Some(m) = reader.next().await {
+        received.push(m.unwrap());
+    }
+    writing.await.unwrap();
+    assert_eq!(received, sent);
+}

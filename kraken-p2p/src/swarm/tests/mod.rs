@@ -1,5 +1,6 @@
 //! Scenarios for the swarm on the deterministic harness.
 
+mod direct;
 mod harness;
 
 use std::time::Duration;

@@ -1,0 +1,312 @@
+//! Single-swarm tests that drive the state machine message by message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kraken_core::{Bitfield, MetaInfo, PeerId, PeerInfo};
+
+use super::harness::blob;
+use crate::swarm::{Action, ConnClosed, ConnId, Event, Swarm, SwarmConfig};
+use crate::wire::{ErrorCode, Handshake, Message, PROTOCOL_VERSION};
+
+fn peer(n: u8) -> PeerId {
+    PeerId::from_bytes([n; 20])
+}
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, n], 7000))
+}
+
+fn swarm(config: SwarmConfig) -> Swarm {
+    Swarm::new(
+        SwarmConfig {
+            rng_seed: Some(1),
+            ..config
+        },
+        peer(1),
+    )
+}
+
+fn handshake(meta: &MetaInfo, from: u8, have: &Bitfield, neighbours: Vec<PeerId>) -> Message {
+    Message::Handshake(Handshake {
+        protocol_version: PROTOCOL_VERSION,
+        peer_id: peer(from),
+        info_hash: meta.info_hash(),
+        digest: *meta.digest(),
+        namespace: String::new(),
+        bitfield: Bytes::copy_from_slice(have.as_bytes()),
+        neighbours,
+        origin: false,
+    })
+}
+
+fn drain(swarm: &mut Swarm) -> Vec<Action> {
+    std::iter::from_fn(|| swarm.poll_action()).collect()
+}
+
+fn requests_to(actions: &[Action], conn: ConnId) -> Vec<u32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                conn: c,
+                message: Message::PieceRequest { index },
+            } if *c == conn => Some(*index),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Accepts an inbound connection from peer `from` with bitfield `have`.
+fn accept(
+    s: &mut Swarm,
+    now: Instant,
+    meta: &MetaInfo,
+    from: u8,
+    have: &Bitfield,
+) -> (ConnId, Vec<Action>) {
+    let conn = s.handle_incoming(now, addr(from));
+    s.handle_message(now, conn, handshake(meta, from, have, Vec::new()));
+    (conn, drain(s))
+}
+
+fn refused_with(actions: &[Action], conn: ConnId, code: ErrorCode) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Send { conn: c, message: Message::Error { code: e, .. } } if *c == conn && *e == code))
+        && actions.contains(&Action::Close { conn })
+}
+
+fn leeching(config: SwarmConfig, pieces: u32) -> (Swarm, Arc<MetaInfo>, Instant) {
+    let meta = blob(1, u64::from(pieces) * 1024, 1024);
+    let mut s = swarm(config);
+    let now = Instant::now();
+    s.add_torrent(now, Arc::clone(&meta), Bitfield::new(pieces), String::new())
+        .unwrap();
+    drain(&mut s);
+    (s, meta, now)
+}
+
+#[test]
+fn every_added_torrent_announces_at_once() {
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    for seed in 0..3 {
+        let meta = blob(seed, 4096, 1024);
+        s.add_torrent(now, meta, Bitfield::new(4), String::new())
+            .unwrap();
+    }
+    let announces = drain(&mut s)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Announce { .. }))
+        .count();
+    assert_eq!(announces, 3);
+}
+
+#[test]
+fn inbound_connections_are_capped_per_torrent() {
+    let config = SwarmConfig {
+        max_conns_per_torrent: 2,
+        ..SwarmConfig::default()
+    };
+    let (mut s, meta, now) = leeching(config, 8);
+    let empty = Bitfield::new(8);
+    for n in 2..4 {
+        let (conn, actions) = accept(&mut s, now, &meta, n, &empty);
+        assert!(!actions.contains(&Action::Close { conn }));
+    }
+    let (third, actions) = accept(&mut s, now, &meta, 4, &empty);
+    assert!(refused_with(&actions, third, ErrorCode::TooManyConnections));
+    // A refusal for capacity is not held against the peer.
+    assert!(!s.is_blacklisted(now, &peer(4), &meta.info_hash()));
+}
+
+#[test]
+fn links_that_would_cluster_the_graph_are_refused() {
+    let config = SwarmConfig {
+        max_mutual_conns: 1,
+        ..SwarmConfig::default()
+    };
+    let (mut s, meta, now) = leeching(config, 8);
+    let empty = Bitfield::new(8);
+    accept(&mut s, now, &meta, 2, &empty);
+    accept(&mut s, now, &meta, 3, &empty);
+    let conn = s.handle_incoming(now, addr(4));
+    s.handle_message(
+        now,
+        conn,
+        handshake(&meta, 4, &empty, vec![peer(2), peer(3)]),
+    );
+    assert!(refused_with(
+        &drain(&mut s),
+        conn,
+        ErrorCode::TooManyMutualConnections
+    ));
+    let conn = s.handle_incoming(now, addr(5));
+    s.handle_message(now, conn, handshake(&meta, 5, &empty, vec![peer(2)]));
+    assert!(!drain(&mut s).contains(&Action::Close { conn }));
+}
+
+#[test]
+fn seeders_and_origins_get_a_deeper_pipeline() {
+    let (mut s, meta, now) = leeching(SwarmConfig::default(), 20);
+    let mut partial = Bitfield::new(20);
+    for i in 0..19 {
+        partial.set(i).unwrap();
+    }
+    let (leecher, actions) = accept(&mut s, now, &meta, 2, &partial);
+    assert_eq!(requests_to(&actions, leecher).len(), 3);
+    let (seeder, actions) = accept(&mut s, now, &meta, 3, &Bitfield::full(20));
+    assert_eq!(requests_to(&actions, seeder).len(), 5);
+}
+
+#[test]
+fn a_normal_close_is_not_a_failure_but_bad_data_is() {
+    let (mut s, meta, now) = leeching(SwarmConfig::default(), 8);
+    let full = Bitfield::full(8);
+    let (polite, _) = accept(&mut s, now, &meta, 2, &full);
+    s.handle_closed(now, polite, ConnClosed::Normal);
+    assert!(!s.is_blacklisted(now, &peer(2), &meta.info_hash()));
+
+    let (rude, actions) = accept(&mut s, now, &meta, 3, &full);
+    let unrequested = (0..8)
+        .find(|i| !requests_to(&actions, rude).contains(i))
+        .unwrap();
+    assert!(
+        s.handle_piece_received(now, rude, unrequested, 1024)
+            .is_none()
+    );
+    assert!(drain(&mut s).contains(&Action::Close { conn: rude }));
+    assert!(s.is_blacklisted(now, &peer(3), &meta.info_hash()));
+    assert!(!s.is_blacklisted(now + Duration::from_secs(31), &peer(3), &meta.info_hash()));
+}
+
+#[test]
+fn a_timed_out_request_goes_to_another_peer() {
+    let config = SwarmConfig {
+        pipeline_limit: 1,
+        seeder_pipeline_limit: 1,
+        endgame_threshold: 0,
+        ..SwarmConfig::default()
+    };
+    let (mut s, meta, now) = leeching(config.clone(), 1);
+    let full = Bitfield::full(1);
+    let (slow, actions) = accept(&mut s, now, &meta, 2, &full);
+    assert_eq!(requests_to(&actions, slow), vec![0]);
+    let (other, actions) = accept(&mut s, now, &meta, 3, &full);
+    assert!(
+        requests_to(&actions, other).is_empty(),
+        "one piece, already requested"
+    );
+    let later = now + config.request_timeout(1024) + Duration::from_millis(1);
+    s.handle_timeout(later);
+    let actions = drain(&mut s);
+    assert_eq!(requests_to(&actions, other), vec![0]);
+    assert!(requests_to(&actions, slow).is_empty());
+    // The slow peer's late payload is still welcome.
+    assert!(s.handle_piece_received(later, slow, 0, 1024).is_some());
+}
+
+#[test]
+fn endgame_requests_twice_and_cancels_the_loser() {
+    let (mut s, meta, now) = leeching(SwarmConfig::default(), 2);
+    let full = Bitfield::full(2);
+    let (a, actions) = accept(&mut s, now, &meta, 2, &full);
+    let mut asked_a = requests_to(&actions, a);
+    asked_a.sort_unstable();
+    assert_eq!(asked_a, vec![0, 1]);
+    let (b, actions) = accept(&mut s, now, &meta, 3, &full);
+    let mut asked_b = requests_to(&actions, b);
+    asked_b.sort_unstable();
+    assert_eq!(
+        asked_b,
+        vec![0, 1],
+        "endgame: the same pieces from a second peer"
+    );
+    let (info_hash, piece) = s.handle_piece_received(now, a, 0, 1024).unwrap();
+    s.handle_piece_written(now, a, info_hash, piece, Ok(()));
+    let actions = drain(&mut s);
+    assert!(actions.contains(&Action::Send {
+        conn: b,
+        message: Message::CancelPiece { index: 0 }
+    }));
+    // B's copy, already on its way, is accepted but not written twice.
+    assert!(s.handle_piece_received(now, b, 0, 1024).is_none());
+    assert!(!drain(&mut s).contains(&Action::Close { conn: b }));
+}
+
+#[test]
+fn complete_peers_drop_their_link_and_idle_seeds_expire() {
+    let meta = blob(1, 4096, 1024);
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    s.add_torrent(now, Arc::clone(&meta), Bitfield::full(4), String::new())
+        .unwrap();
+    drain(&mut s);
+    let (conn, actions) = accept(&mut s, now, &meta, 2, &Bitfield::full(4));
+    assert!(
+        actions.contains(&Action::Close { conn }),
+        "two complete peers have nothing to swap"
+    );
+    let later = now + SwarmConfig::default().seeder_idle_timeout + Duration::from_secs(1);
+    s.handle_timeout(later);
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(events.contains(&Event::Removed {
+        info_hash: meta.info_hash()
+    }));
+}
+
+#[test]
+fn idle_links_are_replaced_by_new_neighbours() {
+    let config = SwarmConfig {
+        max_conns_per_torrent: 1,
+        ..SwarmConfig::default()
+    };
+    let (mut s, meta, now) = leeching(config.clone(), 4);
+    let (idle, _) = accept(&mut s, now, &meta, 2, &Bitfield::new(4));
+    let candidate = PeerInfo::new(peer(9), addr(9), false, true);
+    s.handle_announce_response(now, meta.info_hash(), vec![candidate.clone()], None);
+    assert!(
+        !drain(&mut s)
+            .iter()
+            .any(|a| matches!(a, Action::Dial { .. })),
+        "at the connection limit"
+    );
+    s.handle_timeout(now + config.conn_idle_timeout + Duration::from_millis(1));
+    let actions = drain(&mut s);
+    assert!(actions.contains(&Action::Close { conn: idle }));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Dial { peer, .. } if *peer == candidate))
+    );
+    assert!(!s.is_blacklisted(now, &peer(2), &meta.info_hash()));
+}
+
+#[test]
+fn a_seeder_spreads_its_uploads() {
+    let meta = blob(1, 4096, 1024);
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    s.add_torrent(now, Arc::clone(&meta), Bitfield::full(4), String::new())
+        .unwrap();
+    drain(&mut s);
+    let (a, _) = accept(&mut s, now, &meta, 2, &Bitfield::new(4));
+    let (b, _) = accept(&mut s, now, &meta, 3, &Bitfield::new(4));
+    s.handle_message(now, a, Message::PieceRequest { index: 0 });
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|x| matches!(x, Action::SendPiece { conn, .. } if *conn == a))
+    );
+    // Piece 0 has gone out once, pieces 1-3 never: B is steered to those.
+    s.handle_message(now, b, Message::PieceRequest { index: 0 });
+    let actions = drain(&mut s);
+    assert!(actions.iter().any(|x| matches!(x, Action::Send { conn, message: Message::Error { code: ErrorCode::PieceUnavailable, index: Some(0), .. } } if *conn == b)));
+    s.handle_message(now, b, Message::PieceRequest { index: 1 });
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|x| matches!(x, Action::SendPiece { conn, .. } if *conn == b))
+    );
+}
