@@ -34,6 +34,9 @@ pub(crate) struct SwarmArgs {
     /// Cap per node, each direction.
     #[arg(long, default_value = "20MiB")]
     rate: Rate,
+    /// Piece length; default: the standard table's choice for the blob size.
+    #[arg(long)]
+    piece_length: Option<ByteSize>,
     /// Also run the same swarm with aria2c and opentracker (Debian packages `aria2`,
     /// `opentracker`, `mktorrent`).
     #[arg(long)]
@@ -51,6 +54,9 @@ pub(crate) struct TransferArgs {
     /// Rounds; each side keeps its best.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// Piece length; default: the standard table's choice for the blob size.
+    #[arg(long)]
+    piece_length: Option<ByteSize>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -171,7 +177,14 @@ fn swarm(args: SwarmArgs) -> anyhow::Result<()> {
 fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec<f64>> {
     let rate = args.rate.0.bytes().to_string();
     let (_tracker, tracker_url) = spawn_tracker()?;
-    let (_seeder, digest) = spawn_seeder(dir, file, &tracker_url, Some(&rate))?;
+    let piece_length = args.piece_length.map(|l| l.bytes().to_string());
+    let (_seeder, digest) = spawn_seeder(
+        dir,
+        file,
+        &tracker_url,
+        Some(&rate),
+        piece_length.as_deref(),
+    )?;
     settle_disk()?;
     let t0 = Instant::now();
     let mut fetchers = Vec::new();
@@ -231,7 +244,10 @@ fn aria2_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec<
             );
         }
     }
-    let piece_length = PieceLengthPolicy::default().piece_length_for(args.size.bytes());
+    let piece_length = args.piece_length.map_or_else(
+        || PieceLengthPolicy::default().piece_length_for(args.size.bytes()),
+        ByteSize::bytes,
+    );
     let port = free_port("127.0.0.1")?;
     let torrent = dir.join("blob.torrent");
     let status = Command::new("mktorrent")
@@ -358,7 +374,14 @@ fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     let file = dir.path().join("blob");
     write_random_file(&file, args.size.bytes())?;
     let (_tracker, tracker_url) = spawn_tracker()?;
-    let (_seeder, digest) = spawn_seeder(dir.path(), &file, &tracker_url, None)?;
+    let piece_length = args.piece_length.map(|l| l.bytes().to_string());
+    let (_seeder, digest) = spawn_seeder(
+        dir.path(),
+        &file,
+        &tracker_url,
+        None,
+        piece_length.as_deref(),
+    )?;
     // Let the kernel write back the file and the seeder's copy first: write-back running
     // during the timed part swings results by 2x on this kind of machine.
     let mut openssl_seconds = f64::MAX;
@@ -467,6 +490,7 @@ fn spawn_seeder(
     file: &Path,
     tracker: &str,
     rate: Option<&str>,
+    piece_length: Option<&str>,
 ) -> anyhow::Result<(Process, String)> {
     let listen = format!("127.0.0.2:{}", free_port("127.0.0.2")?);
     let mut command = kraken_command()?;
@@ -487,6 +511,9 @@ fn spawn_seeder(
         .stderr(Stdio::null());
     if let Some(rate) = rate {
         command.args(["--rate", rate]);
+    }
+    if let Some(length) = piece_length {
+        command.args(["--piece-length", length]);
     }
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().expect("piped");

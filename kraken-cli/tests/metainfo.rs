@@ -50,7 +50,7 @@ fn prints_a_table_with_the_default_policy() {
     assert!(text.contains(
         "digest        sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     ));
-    assert!(text.contains("piece length  1048576 (1MiB)"), "{text}");
+    assert!(text.contains("piece length  262144 (256KiB)"), "{text}");
     assert!(text.contains("pieces        0"), "{text}");
 }
 

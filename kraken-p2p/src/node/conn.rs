@@ -30,18 +30,17 @@ pub(crate) enum PieceSource {
 }
 
 impl PieceSource {
-    fn read(
-        &self,
-        index: PieceIndex,
-        meta_range: std::ops::Range<u64>,
-    ) -> kraken_core::Result<Vec<u8>> {
+    /// Reads the bytes of `range` (one piece) into `buf`, reusing its allocation.
+    fn read_into(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> kraken_core::Result<()> {
+        // Resizing only when the length changes: equal-sized pieces reuse the bytes without
+        // zeroing them again.
+        let len = (range.end - range.start) as usize;
+        if buf.len() != len {
+            buf.resize(len, 0);
+        }
         match self {
-            Self::Blob(blob) => {
-                let mut buf = vec![0; (meta_range.end - meta_range.start) as usize];
-                blob.read_exact_at(meta_range.start, &mut buf)?;
-                Ok(buf)
-            }
-            Self::Partial(download) => download.read_piece(index),
+            Self::Blob(blob) => blob.read_exact_at(range.start, buf),
+            Self::Partial(download) => download.read_exact_at(range.start, buf),
         }
     }
 }
@@ -160,23 +159,29 @@ enum Ready {
     Message(Message),
     Piece {
         index: PieceIndex,
-        read: tokio::task::JoinHandle<kraken_core::Result<Vec<u8>>>,
+        read: tokio::task::JoinHandle<(Vec<u8>, kraken_core::Result<()>)>,
     },
 }
 
 impl Ready {
-    /// Starts reading a piece at once, so the disk read overlaps the previous send.
-    fn start(item: Outgoing) -> Self {
+    /// Starts reading a piece at once into `buf`, so the disk read overlaps the previous send.
+    fn start(item: Outgoing, spare: &mut Vec<Vec<u8>>) -> Self {
         match item {
             Outgoing::Message(message) => Self::Message(message),
             Outgoing::Piece {
                 index,
                 range,
                 source,
-            } => Self::Piece {
-                index,
-                read: tokio::task::spawn_blocking(move || source.read(index, range)),
-            },
+            } => {
+                let mut buf = spare.pop().unwrap_or_default();
+                Self::Piece {
+                    index,
+                    read: tokio::task::spawn_blocking(move || {
+                        let result = source.read_into(range, &mut buf);
+                        (buf, result)
+                    }),
+                }
+            }
         }
     }
 }
@@ -190,11 +195,13 @@ async fn write_loop(
 ) -> ConnClosed {
     let mut frame = BytesMut::new();
     let mut next: Option<Ready> = None;
+    // Two piece buffers cycle between the one being sent and the one being read ahead.
+    let mut spare: Vec<Vec<u8>> = Vec::with_capacity(2);
     loop {
         let item = match next.take() {
             Some(item) => item,
             None => match outgoing.recv().await {
-                Some(item) => Ready::start(item),
+                Some(item) => Ready::start(item, &mut spare),
                 None => break,
             },
         };
@@ -209,13 +216,13 @@ async fn write_loop(
                     writer.write_all(&frame).await?;
                 }
                 Ready::Piece { index, read } => {
-                    let data = read
+                    let (data, result) = read
                         .await
-                        .map_err(|_| std::io::Error::other("piece read task failed"))?
-                        .map_err(std::io::Error::other)?;
+                        .map_err(|_| std::io::Error::other("piece read task failed"))?;
+                    result.map_err(std::io::Error::other)?;
                     // Read ahead: one more piece comes off the disk while this one is sent.
                     if let Ok(item) = outgoing.try_recv() {
-                        next = Some(Ready::start(item));
+                        next = Some(Ready::start(item, &mut spare));
                     }
                     frame.clear();
                     wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
@@ -232,6 +239,7 @@ async fn write_loop(
                             bytes: data.len() as u64,
                         })
                         .await;
+                    spare.push(data);
                 }
             }
             Ok(())

@@ -974,6 +974,7 @@ impl Swarm {
     fn check_complete(&mut self, info_hash: InfoHash) {
         let torrent = self.torrents.get_mut(&info_hash).expect("caller checked");
         if torrent.phase == Phase::Leeching && torrent.have.is_full() {
+            tracing::debug!(torrent = %info_hash.fmt_short(), "every piece written; verifying the blob");
             torrent.phase = Phase::Verifying;
             self.actions.push_back(Action::Finish { info_hash });
         }
