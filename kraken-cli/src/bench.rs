@@ -190,29 +190,17 @@ fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec
     let mut fetchers = Vec::new();
     for i in 0..args.fetchers {
         let ip = format!("127.0.0.{}", 10 + i);
-        let mut child = kraken_command()?
-            .args([
-                "fetch",
-                &digest,
-                "--tracker",
-                &tracker_url,
-                "--quiet",
-                "--json",
-                "--seed-after",
-            ])
-            .args([
-                "--listen",
-                &format!("{ip}:{}", free_port(&ip)?),
-                "--rate",
-                &rate,
-            ])
-            .args(["--announce-interval", "1s"])
-            .arg("--store")
-            .arg(dir.join(format!("fetcher{i}")))
-            .arg("--out")
-            .arg(dir.join(format!("out{i}")))
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let store = dir.join(format!("fetcher{i}"));
+        let mut child = fetch_command(
+            &digest,
+            &tracker_url,
+            &ip,
+            &store,
+            &dir.join(format!("out{i}")),
+        )?
+        .args(["--seed-after", "--rate", &rate, "--announce-interval", "1s"])
+        .stdout(Stdio::piped())
+        .spawn()?;
         let stdout = child.stdout.take().expect("piped");
         fetchers.push((
             Process(child),
@@ -398,24 +386,15 @@ fn transfer(args: TransferArgs) -> anyhow::Result<()> {
         openssl_seconds = openssl_seconds.min(start.elapsed().as_secs_f64());
         anyhow::ensure!(openssl.status.success(), "openssl failed");
 
-        let out = kraken_command()?
-            .args([
-                "fetch",
-                &digest,
-                "--tracker",
-                &tracker_url,
-                "--quiet",
-                "--json",
-            ])
-            .args([
-                "--listen",
-                &format!("127.0.0.10:{}", free_port("127.0.0.10")?),
-            ])
-            .arg("--store")
-            .arg(dir.path().join(format!("fetcher{round}")))
-            .arg("--out")
-            .arg(dir.path().join("out"))
-            .output()?;
+        let store = dir.path().join(format!("fetcher{round}"));
+        let out = fetch_command(
+            &digest,
+            &tracker_url,
+            "127.0.0.10",
+            &store,
+            &dir.path().join("out"),
+        )?
+        .output()?;
         anyhow::ensure!(
             out.status.success(),
             "fetch failed: {}",
@@ -470,6 +449,25 @@ fn settle_disk() -> anyhow::Result<()> {
 fn kraken_command() -> anyhow::Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command.env("RUST_LOG", "error");
+    Ok(command)
+}
+
+/// `kraken fetch` of `digest` from a node on `ip`, quiet, with a JSON report on stdout.
+fn fetch_command(
+    digest: &str,
+    tracker: &str,
+    ip: &str,
+    store: &Path,
+    out: &Path,
+) -> anyhow::Result<Command> {
+    let mut command = kraken_command()?;
+    command
+        .args(["fetch", digest, "--tracker", tracker, "--quiet", "--json"])
+        .args(["--listen", &format!("{ip}:{}", free_port(ip)?)])
+        .arg("--store")
+        .arg(store)
+        .arg("--out")
+        .arg(out);
     Ok(command)
 }
 

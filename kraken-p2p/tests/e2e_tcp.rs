@@ -7,95 +7,32 @@ use std::time::Duration;
 use futures::StreamExt;
 use kraken_core::Digest;
 
-use common::{init_tracing, node, random_file, tracker};
+use common::{TestSwarm, init_tracing, node, random_file, tracker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_and_three_fetchers() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
-    let file = random_file(dir.path(), 5 << 20 | 12345, 1);
-    let meta = seeder.seed_file(&file).await.unwrap();
-    assert_eq!(
-        *meta.digest(),
-        Digest::sha256_of(&std::fs::read(&file).unwrap())
-    );
-    let mut fetchers = Vec::new();
-    for i in 0..3 {
-        fetchers.push(
-            node(
-                10 + i,
-                &dir.path().join(format!("f{i}")),
-                tracker.local_addr(),
-                None,
-            )
-            .await,
-        );
-    }
-    let downloads = fetchers
-        .iter()
-        .map(|f| f.download(meta.digest()).into_future());
-    let blobs = tokio::time::timeout(
-        Duration::from_secs(60),
-        futures::future::try_join_all(downloads),
-    )
-    .await
-    .expect("downloads finish")
-    .unwrap();
-    let expected = std::fs::read(&file).unwrap();
-    for blob in &blobs {
+    let swarm = TestSwarm::start(5 << 20 | 12345, 1, None, 3, None).await;
+    let expected = std::fs::read(&swarm.file).unwrap();
+    assert_eq!(*swarm.meta.digest(), Digest::sha256_of(&expected));
+    for blob in swarm.download_all(Duration::from_secs(60)).await {
         assert_eq!(std::fs::read(blob.path()).unwrap(), expected);
     }
     // Streaming a blob that is already here.
-    let mut stream = fetchers[0].read(meta.digest()).await.unwrap();
+    let mut stream = swarm.fetchers[0].read(swarm.meta.digest()).await.unwrap();
     let mut streamed = Vec::new();
     while let Some(chunk) = stream.next().await {
         streamed.extend_from_slice(&chunk.unwrap());
     }
     assert_eq!(streamed, expected);
-    for f in &fetchers {
-        f.shutdown().await;
-    }
-    seeder.shutdown().await;
-    tracker.shutdown().await;
-}
-
-/// Downloads `digest` on every node at once and returns their blobs.
-async fn download_all(
-    nodes: &[kraken_p2p::node::Node],
-    digest: &Digest,
-    limit: Duration,
-) -> Vec<kraken_core::Blob> {
-    let downloads = nodes.iter().map(|n| n.download(digest).into_future());
-    tokio::time::timeout(limit, futures::future::try_join_all(downloads))
-        .await
-        .expect("downloads finish in time")
-        .expect("downloads succeed")
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_capped_fetchers_mostly_feed_each_other() {
-    init_tracing();
     const RATE: u64 = 16_000_000;
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(
-        2,
-        &dir.path().join("seeder"),
-        tracker.local_addr(),
-        Some(RATE),
-    )
-    .await;
-    let file = random_file(dir.path(), 64 << 20, 2);
-    let meta = seeder.seed_file(&file).await.unwrap();
-    let mut fetchers = Vec::new();
-    for i in 0..12 {
-        let store = dir.path().join(format!("f{i}"));
-        fetchers.push(node(10 + i, &store, tracker.local_addr(), Some(RATE)).await);
-    }
-    let blobs = download_all(&fetchers, meta.digest(), Duration::from_secs(120)).await;
-    for blob in &blobs {
+    let swarm = TestSwarm::start(64 << 20, 2, Some(RATE), 12, Some(RATE)).await;
+    let meta = &swarm.meta;
+    for blob in swarm.download_all(Duration::from_secs(120)).await {
         // Every copy was verified against the digest by the store; check the bytes anyway.
         assert_eq!(
             Digest::sha256_of(&std::fs::read(blob.path()).unwrap()),
@@ -104,14 +41,14 @@ async fn twelve_capped_fetchers_mostly_feed_each_other() {
     }
     let mut from_seeder = 0;
     let mut total = 0;
-    for f in &fetchers {
+    for f in &swarm.fetchers {
         let stats = f
             .torrent_stats(meta.digest())
             .await
             .expect("torrent still seeding");
         for (peer, bytes) in stats.received_from {
             total += bytes;
-            if peer == seeder.peer_id() {
+            if peer == swarm.seeder.peer_id() {
                 from_seeder += bytes;
             }
         }
@@ -121,30 +58,22 @@ async fn twelve_capped_fetchers_mostly_feed_each_other() {
         from_seeder * 2 < total,
         "{from_seeder} of {total} bytes came from the seeder: more than half"
     );
-    for f in &fetchers {
-        f.shutdown().await;
-    }
-    seeder.shutdown().await;
-    tracker.shutdown().await;
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_corrupt_pieces_is_blacklisted_and_downloads_complete() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let file = random_file(dir.path(), 8 << 20, 3);
-    let honest = node(
-        2,
-        &dir.path().join("honest"),
-        tracker.local_addr(),
-        Some(8_000_000),
+    let swarm = TestSwarm::start(8 << 20, 3, Some(8_000_000), 4, None).await;
+    let meta = &swarm.meta;
+    // The liar seeds the same blob, then its disk rots: every piece it serves is corrupt.
+    let liar = node(
+        3,
+        &swarm.dir.path().join("liar"),
+        swarm.tracker.local_addr(),
+        None,
     )
     .await;
-    let meta = honest.seed_file(&file).await.unwrap();
-    // The liar seeds the same blob, then its disk rots: every piece it serves is corrupt.
-    let liar = node(3, &dir.path().join("liar"), tracker.local_addr(), None).await;
-    liar.seed_file(&file).await.unwrap();
+    liar.seed_file(&swarm.file).await.unwrap();
     let cached = liar.store().open_blob(meta.digest()).unwrap();
     let mut rotten = std::fs::read(cached.path()).unwrap();
     for byte in rotten.iter_mut().step_by(4096) {
@@ -152,22 +81,10 @@ async fn a_peer_serving_corrupt_pieces_is_blacklisted_and_downloads_complete() {
     }
     std::fs::write(cached.path(), rotten).unwrap();
 
-    let mut fetchers = Vec::new();
-    for i in 0..4 {
-        fetchers.push(
-            node(
-                10 + i,
-                &dir.path().join(format!("f{i}")),
-                tracker.local_addr(),
-                None,
-            )
-            .await,
-        );
-    }
-    let blobs = download_all(&fetchers, meta.digest(), Duration::from_secs(120)).await;
-    let expected = std::fs::read(&file).unwrap();
+    let blobs = swarm.download_all(Duration::from_secs(120)).await;
+    let expected = std::fs::read(&swarm.file).unwrap();
     let mut corrupt_seen = 0;
-    for (blob, f) in blobs.iter().zip(&fetchers) {
+    for (blob, f) in blobs.iter().zip(&swarm.fetchers) {
         assert_eq!(std::fs::read(blob.path()).unwrap(), expected);
         let stats = f.torrent_stats(meta.digest()).await.unwrap();
         corrupt_seen += stats.corrupt_pieces;
@@ -177,10 +94,8 @@ async fn a_peer_serving_corrupt_pieces_is_blacklisted_and_downloads_complete() {
         );
     }
     assert!(corrupt_seen > 0, "the liar was never asked for a piece");
-    for n in fetchers.iter().chain([&honest, &liar]) {
-        n.shutdown().await;
-    }
-    tracker.shutdown().await;
+    liar.shutdown().await;
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,21 +148,11 @@ async fn a_tracker_restart_fails_no_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_gets_bytes_in_order_before_the_download_ends() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    // 8 MiB of 1 MiB pieces at 4 MB/s: about two seconds to download.
-    let seeder = node(
-        2,
-        &dir.path().join("seeder"),
-        tracker.local_addr(),
-        Some(4_000_000),
-    )
-    .await;
-    let file = random_file(dir.path(), 8 << 20, 5);
-    let meta = seeder.seed_file(&file).await.unwrap();
-    let reader = node(10, &dir.path().join("reader"), tracker.local_addr(), None).await;
-    let mut stream = reader.read(meta.digest()).await.unwrap();
+    // 8 MiB of small pieces at 4 MB/s: about two seconds to download.
+    let swarm = TestSwarm::start(8 << 20, 5, Some(4_000_000), 1, None).await;
+    let reader = &swarm.fetchers[0];
+    let digest = swarm.meta.digest();
+    let mut stream = reader.read(digest).await.unwrap();
     let mut received = Vec::new();
     let mut pieces_when_first_chunk_arrived = None;
     while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), stream.next())
@@ -256,61 +161,38 @@ async fn a_reader_gets_bytes_in_order_before_the_download_ends() {
     {
         received.extend_from_slice(&chunk.unwrap());
         if pieces_when_first_chunk_arrived.is_none() {
-            let stats = reader.torrent_stats(meta.digest()).await.unwrap();
+            let stats = reader.torrent_stats(digest).await.unwrap();
             pieces_when_first_chunk_arrived = Some((stats.have, stats.total));
         }
     }
-    assert_eq!(received, std::fs::read(&file).unwrap());
+    assert_eq!(received, std::fs::read(&swarm.file).unwrap());
     let (have, total) = pieces_when_first_chunk_arrived.unwrap();
     assert!(
         have < total,
         "the first bytes came only after all {total} pieces"
     );
-    reader.shutdown().await;
-    seeder.shutdown().await;
-    tracker.shutdown().await;
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_egress_limit_holds_across_connections() {
-    init_tracing();
     const RATE: u64 = 8_000_000;
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(
-        2,
-        &dir.path().join("seeder"),
-        tracker.local_addr(),
-        Some(RATE),
-    )
-    .await;
-    let file = random_file(dir.path(), 12 << 20, 6);
-    let meta = seeder.seed_file(&file).await.unwrap();
-    let mut fetchers = Vec::new();
-    for i in 0..4 {
-        fetchers.push(
-            node(
-                10 + i,
-                &dir.path().join(format!("f{i}")),
-                tracker.local_addr(),
-                None,
-            )
-            .await,
-        );
-    }
+    let swarm = TestSwarm::start(12 << 20, 6, Some(RATE), 4, None).await;
     let start = std::time::Instant::now();
-    download_all(&fetchers, meta.digest(), Duration::from_secs(60)).await;
+    swarm.download_all(Duration::from_secs(60)).await;
     let elapsed = start.elapsed().as_secs_f64();
-    let sent = seeder.torrent_stats(meta.digest()).await.unwrap().sent as f64;
+    let sent = swarm
+        .seeder
+        .torrent_stats(swarm.meta.digest())
+        .await
+        .unwrap()
+        .sent as f64;
     // The uncapped fetchers may swap among themselves, but the seeder, serving four of them
     // at once, may not exceed its cap, plus the limiter's burst (50 ms worth).
-    assert!(sent >= meta.length() as f64);
+    assert!(sent >= swarm.meta.length() as f64);
     assert!(
         sent <= RATE as f64 * (elapsed + 0.05),
         "the seeder sent {sent} bytes in {elapsed:.2}s, over {RATE} B/s"
     );
-    for n in fetchers.iter().chain([&seeder]) {
-        n.shutdown().await;
-    }
-    tracker.shutdown().await;
+    swarm.shutdown().await;
 }

@@ -273,6 +273,14 @@ impl Actor {
         tracing::info!("node stopped");
     }
 
+    /// The store's download of a torrent still being fetched.
+    fn partial_download(&self, info_hash: &InfoHash) -> Option<Download> {
+        match &self.torrents.get(info_hash)?.source {
+            PieceSource::Partial(download) => Some(download.clone()),
+            PieceSource::Blob(_) => None,
+        }
+    }
+
     /// The span of work on one torrent, under the node's.
     fn torrent_span(&self, info_hash: &InfoHash) -> tracing::Span {
         tracing::debug_span!(parent: &self.span, "torrent", torrent = %info_hash.fmt_short())
@@ -527,9 +535,7 @@ impl Actor {
         else {
             return;
         };
-        let Some(PieceSource::Partial(download)) =
-            self.torrents.get(&info_hash).map(|t| t.source.clone())
-        else {
+        let Some(download) = self.partial_download(&info_hash) else {
             return;
         };
         self.spawn_blocking(
@@ -781,9 +787,7 @@ impl Actor {
                 );
             }
             Action::Finish { info_hash } => {
-                let Some(PieceSource::Partial(download)) =
-                    self.torrents.get(&info_hash).map(|t| t.source.clone())
-                else {
+                let Some(download) = self.partial_download(&info_hash) else {
                     return;
                 };
                 self.spawn_blocking(

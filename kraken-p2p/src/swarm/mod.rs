@@ -884,12 +884,9 @@ impl Swarm {
     }
 
     fn on_announce_piece(&mut self, now: Instant, conn: ConnId, index: u32) {
-        let c = self.conns.get_mut(&conn).expect("caller checked");
-        let info_hash = c.info_hash.expect("active connections have a torrent");
-        let torrent = self
-            .torrents
-            .get_mut(&info_hash)
-            .expect("torrent of a conn");
+        let Some((c, torrent)) = active_conn(&mut self.conns, &mut self.torrents, conn) else {
+            return;
+        };
         if index >= torrent.meta.piece_count() {
             self.violation(now, conn, "announce out of range");
             return;
@@ -905,12 +902,9 @@ impl Swarm {
     }
 
     fn on_peer_complete(&mut self, now: Instant, conn: ConnId) {
-        let c = self.conns.get_mut(&conn).expect("caller checked");
-        let info_hash = c.info_hash.expect("active connections have a torrent");
-        let torrent = self
-            .torrents
-            .get_mut(&info_hash)
-            .expect("torrent of a conn");
+        let Some((c, torrent)) = active_conn(&mut self.conns, &mut self.torrents, conn) else {
+            return;
+        };
         torrent.remove_availability(&c.have);
         c.have = Bitfield::full(torrent.meta.piece_count());
         torrent.add_availability(&c.have);
@@ -1146,6 +1140,17 @@ impl Swarm {
             complete: torrent.phase == Phase::Seeding,
         });
     }
+}
+
+/// A connection and its torrent, borrowed together (they live in different maps).
+fn active_conn<'a>(
+    conns: &'a mut BTreeMap<ConnId, Conn>,
+    torrents: &'a mut BTreeMap<InfoHash, Torrent>,
+    conn: ConnId,
+) -> Option<(&'a mut Conn, &'a mut Torrent)> {
+    let c = conns.get_mut(&conn)?;
+    let torrent = torrents.get_mut(&c.info_hash?)?;
+    Some((c, torrent))
 }
 
 fn message_kind(message: &Message) -> &'static str {
