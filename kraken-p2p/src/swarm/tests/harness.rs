@@ -210,6 +210,22 @@ impl Net {
         self.start(node, meta, Bitfield::new(meta.piece_count()));
     }
 
+    /// Adds `count` nodes of `rate` bytes/s each way, all fetching `meta`.
+    pub(super) fn add_fetchers(
+        &mut self,
+        count: usize,
+        rate: f64,
+        meta: &Arc<MetaInfo>,
+    ) -> Vec<NodeId> {
+        (0..count)
+            .map(|_| {
+                let node = self.add_node(NodeSpec::symmetric(rate));
+                self.fetch(node, meta);
+                node
+            })
+            .collect()
+    }
+
     /// Takes a node off the network: its links drop and the tracker forgets it.
     pub(super) fn kill(&mut self, node: NodeId) {
         self.nodes[node].online = false;

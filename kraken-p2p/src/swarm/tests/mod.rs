@@ -22,12 +22,7 @@ fn one_seeder_to_thirty_leechers() {
     let meta = blob(1, 16 << 20, 256 << 10);
     let seeder = net.add_node(NodeSpec::symmetric(10.0 * MB));
     net.seed(seeder, &meta);
-    let leechers: Vec<_> = (0..30)
-        .map(|_| net.add_node(NodeSpec::symmetric(10.0 * MB)))
-        .collect();
-    for &l in &leechers {
-        net.fetch(l, &meta);
-    }
+    let leechers = net.add_fetchers(30, 10.0 * MB, &meta);
     assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(600)));
     // Fluid bound: 31 nodes, S = 16.8 MB, u = d = 10 MB/s: max(S/d, N·S/(U + N·u)) ≈ 1.68 s.
     let t_star = 30.0 * meta.length() as f64 / (10.0 * MB + 30.0 * 10.0 * MB);
@@ -76,12 +71,7 @@ fn the_seeder_can_leave_once_the_leechers_hold_every_piece_between_them() {
     let meta = blob(3, 8 << 20, 256 << 10);
     let seeder = net.add_node(NodeSpec::symmetric(4.0 * MB));
     net.seed(seeder, &meta);
-    let leechers: Vec<_> = (0..8)
-        .map(|_| net.add_node(NodeSpec::symmetric(4.0 * MB)))
-        .collect();
-    for &l in &leechers {
-        net.fetch(l, &meta);
-    }
+    let leechers = net.add_fetchers(8, 4.0 * MB, &meta);
     let h = meta.info_hash();
     let covered = net.run_until(Duration::from_secs(60), |net| {
         let mut union = Bitfield::new(meta.piece_count());
@@ -111,12 +101,7 @@ fn a_peer_sending_corrupt_data_is_blacklisted_and_everyone_still_completes() {
     });
     // The liar claims to have everything.
     net.seed(liar, &meta);
-    let leechers: Vec<_> = (0..6)
-        .map(|_| net.add_node(NodeSpec::symmetric(4.0 * MB)))
-        .collect();
-    for &l in &leechers {
-        net.fetch(l, &meta);
-    }
+    let leechers = net.add_fetchers(6, 4.0 * MB, &meta);
     let h = meta.info_hash();
     assert!(net.run_until_complete(&leechers, h, Duration::from_secs(300)));
     let detected: u32 = leechers
@@ -156,19 +141,9 @@ fn late_joiners_complete() {
     let meta = blob(6, 8 << 20, 256 << 10);
     let seeder = net.add_node(NodeSpec::symmetric(8.0 * MB));
     net.seed(seeder, &meta);
-    let early: Vec<_> = (0..10)
-        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
-        .collect();
-    for &n in &early {
-        net.fetch(n, &meta);
-    }
+    let early = net.add_fetchers(10, 8.0 * MB, &meta);
     net.run_until(Duration::from_millis(1500), |_| false);
-    let late: Vec<_> = (0..10)
-        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
-        .collect();
-    for &n in &late {
-        net.fetch(n, &meta);
-    }
+    let late = net.add_fetchers(10, 8.0 * MB, &meta);
     let all: Vec<_> = early.iter().chain(&late).copied().collect();
     assert!(net.run_until_complete(&all, meta.info_hash(), Duration::from_secs(120)));
 }
@@ -205,12 +180,7 @@ fn lossy_links_slow_but_do_not_stop_the_swarm() {
     let meta = blob(8, 4 << 20, 256 << 10);
     let seeder = net.add_node(NodeSpec::symmetric(8.0 * MB));
     net.seed(seeder, &meta);
-    let leechers: Vec<_> = (0..10)
-        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
-        .collect();
-    for &l in &leechers {
-        net.fetch(l, &meta);
-    }
+    let leechers = net.add_fetchers(10, 8.0 * MB, &meta);
     assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(120)));
 }
 
@@ -248,12 +218,7 @@ fn same_seed_same_outcome() {
         let meta = blob(11, 4 << 20, 256 << 10);
         let seeder = net.add_node(NodeSpec::symmetric(6.0 * MB));
         net.seed(seeder, &meta);
-        let leechers: Vec<_> = (0..12)
-            .map(|_| net.add_node(NodeSpec::symmetric(6.0 * MB)))
-            .collect();
-        for &l in &leechers {
-            net.fetch(l, &meta);
-        }
+        let leechers = net.add_fetchers(12, 6.0 * MB, &meta);
         assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(60)));
         leechers
             .iter()
