@@ -265,12 +265,42 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies a verified blob to `out` through a temporary file, so `out` is either absent or
-/// complete.
+/// Copies a verified blob to `out`. A regular file is replaced through a temporary file and
+/// a rename, so `out` is either absent or complete; anything else (`/dev/null`, a FIFO, a
+/// device) is written in place — renaming over it would replace the device with a file.
 fn copy_out(from: &Path, out: &Path) -> std::io::Result<()> {
-    let tmp = out.with_extension("kraken-partial");
-    std::fs::copy(from, &tmp)?;
-    std::fs::rename(&tmp, out)
+    match std::fs::metadata(out) {
+        Ok(meta) if !meta.is_file() => {
+            let mut source = std::fs::File::open(from)?;
+            let mut target = std::fs::OpenOptions::new().write(true).open(out)?;
+            std::io::copy(&mut source, &mut target).map(drop)
+        }
+        _ => {
+            let tmp = out.with_extension("kraken-partial");
+            std::fs::copy(from, &tmp)?;
+            std::fs::rename(&tmp, out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod copy_out_tests {
+    use super::copy_out;
+
+    #[test]
+    fn replaces_regular_files_and_writes_into_special_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("blob");
+        std::fs::write(&from, b"verified").unwrap();
+        let out = dir.path().join("out");
+        std::fs::write(&out, b"old contents, longer").unwrap();
+        copy_out(&from, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"verified");
+        // A character device stays a device.
+        copy_out(&from, std::path::Path::new("/dev/null")).unwrap();
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(!meta.is_file(), "/dev/null was replaced by a regular file");
+    }
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.
