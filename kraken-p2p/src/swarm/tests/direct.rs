@@ -77,14 +77,24 @@ fn refused_with(actions: &[Action], conn: ConnId, code: ErrorCode) -> bool {
         && actions.contains(&Action::Close { conn })
 }
 
-fn leeching(config: SwarmConfig, pieces: u32) -> (Swarm, Arc<MetaInfo>, Instant) {
+/// A swarm with one torrent of `pieces` 1 KiB pieces, holding `have` of them.
+fn with_torrent(config: SwarmConfig, have: Bitfield) -> (Swarm, Arc<MetaInfo>, Instant) {
+    let pieces = have.len();
     let meta = blob(1, u64::from(pieces) * 1024, 1024);
     let mut s = swarm(config);
     let now = Instant::now();
-    s.add_torrent(now, Arc::clone(&meta), Bitfield::new(pieces), String::new())
+    s.add_torrent(now, Arc::clone(&meta), have, String::new())
         .unwrap();
     drain(&mut s);
     (s, meta, now)
+}
+
+fn leeching(config: SwarmConfig, pieces: u32) -> (Swarm, Arc<MetaInfo>, Instant) {
+    with_torrent(config, Bitfield::new(pieces))
+}
+
+fn seeding(pieces: u32) -> (Swarm, Arc<MetaInfo>, Instant) {
+    with_torrent(SwarmConfig::default(), Bitfield::full(pieces))
 }
 
 #[test]
@@ -237,12 +247,7 @@ fn endgame_requests_twice_and_cancels_the_loser() {
 
 #[test]
 fn complete_peers_drop_their_link_and_idle_seeds_expire() {
-    let meta = blob(1, 4096, 1024);
-    let mut s = swarm(SwarmConfig::default());
-    let now = Instant::now();
-    s.add_torrent(now, Arc::clone(&meta), Bitfield::full(4), String::new())
-        .unwrap();
-    drain(&mut s);
+    let (mut s, meta, now) = seeding(4);
     let (conn, actions) = accept(&mut s, now, &meta, 2, &Bitfield::full(4));
     assert!(
         actions.contains(&Action::Close { conn }),
@@ -285,12 +290,7 @@ fn idle_links_are_replaced_by_new_neighbours() {
 
 #[test]
 fn a_seeder_spreads_its_uploads() {
-    let meta = blob(1, 4096, 1024);
-    let mut s = swarm(SwarmConfig::default());
-    let now = Instant::now();
-    s.add_torrent(now, Arc::clone(&meta), Bitfield::full(4), String::new())
-        .unwrap();
-    drain(&mut s);
+    let (mut s, meta, now) = seeding(4);
     let (a, _) = accept(&mut s, now, &meta, 2, &Bitfield::new(4));
     let (b, _) = accept(&mut s, now, &meta, 3, &Bitfield::new(4));
     s.handle_message(now, a, Message::PieceRequest { index: 0 });
