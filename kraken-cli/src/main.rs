@@ -4,6 +4,7 @@ mod bench;
 mod metainfo;
 mod p2p;
 mod rate;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ enum Command {
     /// Measure swarms of real processes against references run alongside.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Simulate the swarm scheduler distributing an image to many hosts, against the fluid
+    /// bound T*.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,7 +105,8 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A duration on the command line: a number with `ms`, `s` (the default), `m` or `h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| s.split_at(i));
@@ -114,7 +115,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
+        "h" => value * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
@@ -171,6 +173,9 @@ pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         if let Some(policy) = policy {
             config.piece_lengths = policy;
         }
+        // A seed process is the blob's source of last resort, as an origin is: it announces
+        // as one and spreads its uploads so every piece leaves it once before any twice.
+        config.swarm.origin = true;
     })
     .await?;
     let meta = node
@@ -304,7 +309,7 @@ mod copy_out_tests {
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -330,7 +335,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("3h").is_err());
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("3d").is_err());
         assert!(parse_duration("x").is_err());
     }
 }

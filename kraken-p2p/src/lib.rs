@@ -13,7 +13,9 @@
 //!   swarm, connection tasks that only move bytes, piece I/O on the blocking pool through
 //!   [`kraken_core`]'s blob store;
 //! - [`tracker`]: the peer store and handout policy (pure), and the HTTP tracker service and
-//!   client (feature `runtime-tokio`).
+//!   client (feature `runtime-tokio`);
+//! - `sim` (feature `sim`): thousands of swarm cores over virtual time and a network model —
+//!   the real scheduler at scale, deterministic for a seed.
 //!
 //! # Quick start
 //!
@@ -65,6 +67,8 @@
 mod error;
 #[cfg(feature = "runtime-tokio")]
 pub mod node;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod swarm;
 pub mod tracker;
 pub mod wire;

@@ -45,9 +45,11 @@ pub struct SwarmConfig {
     /// piece length in MiB and `request_timeout_min`. Default: 4s.
     #[serde(with = "humantime_serde")]
     pub request_timeout_per_mib: Duration,
-    /// A complete node refuses a request for a piece it has already uploaded more often than
-    /// another piece the requester lacks, so a seeder's upload puts every piece into the
-    /// swarm once before it sends any twice. Default: true.
+    /// An origin refuses a request for a piece it has already uploaded more often than
+    /// another piece the requester lacks, so its upload puts every piece into the swarm once
+    /// before it sends any twice (which bounds origin egress). Other complete peers serve
+    /// whatever is asked: refusals cost their requesters a backoff, and their egress is
+    /// not scarce. Default: true.
     pub spread_uploads: bool,
     /// How long a peer is not asked again for a piece it refused or failed to deliver.
     /// Default: 5s.
@@ -72,6 +74,10 @@ pub struct SwarmConfig {
     /// Default: 3s.
     #[serde(with = "humantime_serde")]
     pub announce_interval: Duration,
+    /// Shortest announce interval of a downloading torrent that has nothing to request from
+    /// its neighbours: new neighbours are its only way forward. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub starving_announce_interval: Duration,
     /// Announce interval of complete torrents, which only need to stay in the tracker's peer
     /// store. Default: 60s.
     #[serde(with = "humantime_serde")]
@@ -102,6 +108,7 @@ impl Default for SwarmConfig {
             leecher_idle_timeout: Duration::from_secs(300),
             seeder_idle_timeout: Duration::from_secs(300),
             announce_interval: Duration::from_secs(3),
+            starving_announce_interval: Duration::from_secs(1),
             seeder_announce_interval: Duration::from_secs(60),
             origin: false,
             rng_seed: None,

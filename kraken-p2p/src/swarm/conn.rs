@@ -47,6 +47,8 @@ pub(super) struct Conn {
     /// Pieces the driver is sending to the peer.
     pub(super) queued_uploads: usize,
     pub(super) last_activity: Instant,
+    /// The peer's neighbours as its handshake listed them.
+    pub(super) neighbours: Vec<PeerId>,
     /// An inbound handshake waiting for `Action::Resolve`.
     pub(super) pending_handshake: Option<Handshake>,
 }
@@ -74,7 +76,17 @@ impl Conn {
             avoid: BTreeMap::new(),
             queued_uploads: 0,
             last_activity: now,
+            neighbours: Vec::new(),
             pending_handshake: None,
         }
+    }
+
+    /// Whether nothing can flow over this link either way: the peer holds exactly the
+    /// pieces we hold (`ours`), and no request or upload is in flight.
+    pub(super) fn is_idle_twin(&self, ours: &Bitfield) -> bool {
+        self.state == ConnState::Active
+            && self.requested.is_empty()
+            && self.queued_uploads == 0
+            && self.have == *ours
     }
 }

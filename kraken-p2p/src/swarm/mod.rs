@@ -500,7 +500,13 @@ impl Swarm {
         let next = torrent.announce_interval(&self.config);
         torrent.next_announce = now + next;
         let local = self.local_peer;
-        torrent.candidates = peers.into_iter().filter(|p| p.peer_id != local).collect();
+        // Best last: candidates are taken from the end, and the tracker lists complete
+        // peers and origins first.
+        torrent.candidates = peers
+            .into_iter()
+            .rev()
+            .filter(|p| p.peer_id != local)
+            .collect();
         self.fill_conns(now, info_hash);
     }
 
@@ -516,12 +522,13 @@ impl Swarm {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.blacklist.retain(|_, until| *until > now);
         self.expire_requests(now);
+        self.expire_avoidance(now);
         self.expire_conns(now);
         self.expire_torrents(now);
         let due: Vec<InfoHash> = self
             .torrents
             .iter()
-            .filter(|(_, t)| !t.announce_in_flight && t.next_announce <= now)
+            .filter(|(_, t)| t.announce_due(&self.config).is_some_and(|due| due <= now))
             .map(|(h, _)| *h)
             .collect();
         for info_hash in due {
@@ -547,8 +554,8 @@ impl Swarm {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for torrent in self.torrents.values() {
-            if !torrent.announce_in_flight {
-                consider(torrent.next_announce);
+            if let Some(due) = torrent.announce_due(&self.config) {
+                consider(due);
             }
             let idle = match torrent.phase {
                 Phase::Seeding => self.config.seeder_idle_timeout,
@@ -563,6 +570,11 @@ impl Swarm {
         }
         for conn in self.conns.values() {
             consider(conn.last_activity + self.config.conn_idle_timeout);
+            // A piece that may be asked of this peer again: nothing else would wake the
+            // picker when the peer has nothing new to say.
+            if let Some(&until) = conn.avoid.values().min() {
+                consider(until);
+            }
         }
         next
     }
@@ -614,7 +626,11 @@ impl Swarm {
             .conns
             .iter()
             .filter(|&&c| c != conn)
-            .filter_map(|c| self.conns.get(c).and_then(|c| c.peer_id))
+            .filter_map(|c| self.conns.get(c))
+            // Only established links: a node dialing many peers at once would otherwise
+            // look clustered with each of them and be refused by all.
+            .filter(|c| c.state == ConnState::Active)
+            .filter_map(|c| c.peer_id)
             .take(crate::wire::MAX_NEIGHBOURS)
             .collect();
         let handshake = Handshake {
@@ -679,18 +695,45 @@ impl Swarm {
         }
         let torrent = self.torrents.get(&info_hash).expect("caller checked");
         if torrent.conns.len() >= self.config.max_conns_per_torrent {
-            self.refuse(conn, ErrorCode::TooManyConnections, "at connection limit");
-            return;
+            // A peer with few neighbours may be stuck in a cluster that has no pieces; a
+            // link inside a clique of ours is worth less than being its way in.
+            let underconnected = h.neighbours.len() < self.config.max_conns_per_torrent / 2;
+            match underconnected
+                .then(|| self.most_redundant_link(info_hash))
+                .flatten()
+            {
+                Some(redundant) => {
+                    tracing::debug!(conn = %redundant, "making room for an under-connected peer");
+                    self.drop_conn_state(redundant);
+                    self.actions.push_back(Action::Close { conn: redundant });
+                }
+                None => {
+                    self.refuse(conn, ErrorCode::TooManyConnections, "at connection limit");
+                    return;
+                }
+            }
         }
+        let torrent = self.torrents.get(&info_hash).expect("caller checked");
         let mut mutual = 0;
+        let mut superseded = None;
         for &other in &torrent.conns {
-            let other = &self.conns[&other];
-            if other.peer_id == Some(h.peer_id) {
-                // Both sides dialed each other; keep the older connection.
+            let existing = &self.conns[&other];
+            if existing.peer_id == Some(h.peer_id) {
+                // Both sides dialed each other at once. Refusing on both sides would lose
+                // both connections (and the two retry in lockstep after every announce), so
+                // both sides keep the dial of the smaller peer id.
+                let crossed = existing.direction == Direction::Outbound
+                    && existing.state != ConnState::Active;
+                if crossed && h.peer_id < self.local_peer {
+                    superseded = Some(other);
+                    continue;
+                }
                 self.refuse(conn, ErrorCode::TooManyConnections, "already connected");
                 return;
             }
-            if other.peer_id.is_some_and(|p| h.neighbours.contains(&p)) {
+            if existing.state == ConnState::Active
+                && existing.peer_id.is_some_and(|p| h.neighbours.contains(&p))
+            {
                 mutual += 1;
             }
         }
@@ -701,6 +744,10 @@ impl Swarm {
                 "too many mutual connections",
             );
             return;
+        }
+        if let Some(outbound) = superseded {
+            self.drop_conn_state(outbound);
+            self.actions.push_back(Action::Close { conn: outbound });
         }
         let c = self.conns.get_mut(&conn).expect("caller checked");
         c.info_hash = Some(info_hash);
@@ -714,6 +761,37 @@ impl Swarm {
         self.activate(now, conn, &h);
     }
 
+    /// The active link to a downloading, non-origin peer with nothing in flight that shares
+    /// the most neighbours with us (at least two): the cheapest link to give up.
+    fn most_redundant_link(&self, info_hash: InfoHash) -> Option<ConnId> {
+        let torrent = self.torrents.get(&info_hash)?;
+        let ours: Vec<PeerId> = torrent
+            .conns
+            .iter()
+            .filter_map(|c| self.conns.get(c))
+            .filter(|c| c.state == ConnState::Active)
+            .filter_map(|c| c.peer_id)
+            .collect();
+        torrent
+            .conns
+            .iter()
+            .filter_map(|&id| Some((id, self.conns.get(&id)?)))
+            .filter(|(_, c)| {
+                c.state == ConnState::Active
+                    && !c.origin
+                    && !c.have.is_full()
+                    && c.requested.is_empty()
+                    && c.queued_uploads == 0
+            })
+            .map(|(id, c)| {
+                let mutual = c.neighbours.iter().filter(|p| ours.contains(p)).count();
+                (mutual, id)
+            })
+            .filter(|&(mutual, _)| mutual >= 2)
+            .max()
+            .map(|(_, id)| id)
+    }
+
     /// Both handshakes are exchanged: record the peer's pieces and start requesting.
     fn activate(&mut self, now: Instant, conn: ConnId, h: &Handshake) {
         let torrent = self.torrents.get_mut(&h.info_hash).expect("caller checked");
@@ -724,6 +802,7 @@ impl Swarm {
         let c = self.conns.get_mut(&conn).expect("caller checked");
         c.state = ConnState::Active;
         c.origin = h.origin;
+        c.neighbours.clone_from(&h.neighbours);
         c.last_activity = now;
         torrent.add_availability(&bitfield);
         c.have = bitfield;
@@ -801,10 +880,30 @@ impl Swarm {
             // Complete peers don't go looking for neighbours; leechers find them.
             return;
         }
-        while torrent.conns.len() < self.config.max_conns_per_torrent {
-            let Some(peer) = torrent.candidates.pop() else {
-                break;
-            };
+        while let Some(peer) = torrent.candidates.pop() {
+            if torrent.conns.len() >= self.config.max_conns_per_torrent {
+                // Full: a seeder or origin may take the place of a link over which nothing
+                // can flow either way. Candidates come best first, so one that is neither
+                // ends the search.
+                let twin = (peer.complete || peer.origin)
+                    .then(|| {
+                        torrent.conns.iter().copied().find(|c| {
+                            self.conns
+                                .get(c)
+                                .is_some_and(|c| c.is_idle_twin(&torrent.have))
+                        })
+                    })
+                    .flatten();
+                let Some(twin) = twin else {
+                    torrent.candidates.push(peer);
+                    break;
+                };
+                tracing::debug!(conn = %twin, "replacing a link that has nothing to exchange");
+                let c = self.conns.remove(&twin).expect("listed");
+                torrent.conns.retain(|&x| x != twin);
+                torrent.remove_availability(&c.have);
+                self.actions.push_back(Action::Close { conn: twin });
+            }
             let blacklisted = self
                 .blacklist
                 .get(&(peer.peer_id, info_hash))
@@ -856,6 +955,7 @@ impl Swarm {
             return;
         };
         let spread = self.config.spread_uploads
+            && self.config.origin
             && torrent.phase == Phase::Seeding
             && torrent.should_spread(index, &c.have);
         if !torrent.have.get(index)
@@ -1060,6 +1160,21 @@ impl Swarm {
         }
     }
 
+    /// Forgets refusals whose backoff is over and asks those peers again.
+    fn expire_avoidance(&mut self, now: Instant) {
+        let mut retry = Vec::new();
+        for (&id, conn) in &mut self.conns {
+            let before = conn.avoid.len();
+            conn.avoid.retain(|_, until| *until > now);
+            if conn.avoid.len() < before {
+                retry.push(id);
+            }
+        }
+        for conn in retry {
+            self.fill_requests(now, conn);
+        }
+    }
+
     fn expire_requests(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (info_hash, torrent) in &mut self.torrents {
@@ -1121,8 +1236,15 @@ impl Swarm {
             return;
         };
         let interval = torrent.announce_interval(&self.config);
+        torrent.last_announce = Some(now);
+        let full = torrent.conns.len() >= self.config.max_conns_per_torrent;
         if torrent.phase == Phase::Leeching
-            && torrent.conns.len() >= self.config.max_conns_per_torrent
+            && full
+            && !torrent.conns.iter().any(|c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| c.is_idle_twin(&torrent.have))
+            })
         {
             // A full torrent needs no new peers; look again later.
             torrent.next_announce = now + interval;

@@ -45,6 +45,8 @@ pub(super) struct Torrent {
     /// Peers from the last announce not yet dialed.
     pub(super) candidates: Vec<PeerInfo>,
     pub(super) next_announce: Instant,
+    /// When the torrent last considered announcing (whether or not it did).
+    pub(super) last_announce: Option<Instant>,
     pub(super) announce_in_flight: bool,
     pub(super) tracker_interval: Option<Duration>,
     /// Last piece written (leeching) or sent (seeding).
@@ -76,6 +78,7 @@ impl Torrent {
             uploads: vec![0; pieces],
             candidates: Vec::new(),
             next_announce: now,
+            last_announce: None,
             announce_in_flight: false,
             tracker_interval: None,
             last_progress: now,
@@ -87,6 +90,23 @@ impl Torrent {
         match self.phase {
             Phase::Seeding => config.seeder_announce_interval,
             _ => self.tracker_interval.unwrap_or(config.announce_interval),
+        }
+    }
+
+    /// When the torrent should next announce: at its interval, or sooner while it is
+    /// starving — downloading with nothing requested — since only new neighbours can help.
+    pub(super) fn announce_due(&self, config: &SwarmConfig) -> Option<Instant> {
+        if self.announce_in_flight {
+            return None;
+        }
+        let starving =
+            self.phase == Phase::Leeching && self.requests.is_empty() && self.writing.is_empty();
+        match self.last_announce {
+            Some(last) if starving => Some(
+                self.next_announce
+                    .min(last + config.starving_announce_interval),
+            ),
+            _ => Some(self.next_announce),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Which peers announced which torrent, and whom to hand out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kraken_core::{InfoHash, PeerId, PeerInfo};
@@ -17,12 +17,82 @@ pub const DEFAULT_HANDOUT_LIMIT: usize = 50;
 /// An in-memory peer store: peers per torrent, each forgotten `ttl` after its last announce.
 ///
 /// Time is a parameter, so the same store serves the tracker service, the test harness and
-/// the simulator.
+/// the simulator. [`handout`](Self::handout) costs time in the size of the handout, not of
+/// the swarm, which is what lets one tracker answer 15,000 hosts announcing every few
+/// seconds.
 #[derive(Debug)]
 pub struct MemoryPeerStore {
     ttl: Duration,
-    /// Peers ordered by id, so that equal histories give equal handouts (for seeded tests).
-    torrents: HashMap<InfoHash, BTreeMap<PeerId, (PeerInfo, Instant)>>,
+    torrents: HashMap<InfoHash, TorrentPeers>,
+}
+
+/// The handout classes, in the order they are handed out.
+const COMPLETE: usize = 0;
+const ORIGIN: usize = 1;
+const LEECHER: usize = 2;
+
+fn class_of(peer: &PeerInfo) -> usize {
+    match (peer.complete, peer.origin) {
+        (_, true) => ORIGIN,
+        (true, false) => COMPLETE,
+        (false, false) => LEECHER,
+    }
+}
+
+/// The peers of one torrent, by handout class, each class indexable for sampling.
+#[derive(Debug, Default)]
+struct TorrentPeers {
+    classes: [Vec<(PeerInfo, Instant)>; 3],
+    /// Where each peer is: its class and position.
+    index: HashMap<PeerId, (usize, usize)>,
+}
+
+impl TorrentPeers {
+    fn insert(&mut self, peer: PeerInfo, expires: Instant) {
+        let class = class_of(&peer);
+        match self.index.get(&peer.peer_id).copied() {
+            Some((old, position)) if old == class => {
+                self.classes[class][position] = (peer, expires);
+            }
+            Some((old, position)) => {
+                self.remove_at(old, position);
+                self.push(class, peer, expires);
+            }
+            None => self.push(class, peer, expires),
+        }
+    }
+
+    fn push(&mut self, class: usize, peer: PeerInfo, expires: Instant) {
+        self.index
+            .insert(peer.peer_id, (class, self.classes[class].len()));
+        self.classes[class].push((peer, expires));
+    }
+
+    fn remove(&mut self, peer: &PeerId) {
+        if let Some((class, position)) = self.index.get(peer).copied() {
+            self.remove_at(class, position);
+        }
+    }
+
+    fn remove_at(&mut self, class: usize, position: usize) {
+        let (removed, _) = self.classes[class].swap_remove(position);
+        self.index.remove(&removed.peer_id);
+        if let Some((moved, _)) = self.classes[class].get(position) {
+            self.index.insert(moved.peer_id, (class, position));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn live(&self, now: Instant) -> impl Iterator<Item = &PeerInfo> + '_ {
+        self.classes
+            .iter()
+            .flatten()
+            .filter(move |(_, expires)| *expires > now)
+            .map(|(peer, _)| peer)
+    }
 }
 
 impl MemoryPeerStore {
@@ -39,7 +109,7 @@ impl MemoryPeerStore {
         self.torrents
             .entry(info_hash)
             .or_default()
-            .insert(peer.peer_id, (peer, now + self.ttl));
+            .insert(peer, now + self.ttl);
     }
 
     /// Forgets a peer (for example one that announced it is leaving).
@@ -51,19 +121,80 @@ impl MemoryPeerStore {
 
     /// The live peers of a torrent, in peer id order.
     pub fn peers(&self, now: Instant, info_hash: &InfoHash) -> Vec<PeerInfo> {
-        self.torrents.get(info_hash).map_or_else(Vec::new, |peers| {
-            peers
-                .values()
-                .filter(|(_, expires)| *expires > now)
-                .map(|(peer, _)| peer.clone())
-                .collect()
-        })
+        let mut peers: Vec<PeerInfo> = self
+            .torrents
+            .get(info_hash)
+            .map_or_else(Vec::new, |t| t.live(now).cloned().collect());
+        peers.sort_by_key(|p| p.peer_id);
+        peers
+    }
+
+    /// The peers to hand `announcer`, chosen as the free function [`handout`] chooses them
+    /// from [`peers`](Self::peers), but sampled without listing the whole swarm.
+    pub fn handout<R: Rng + ?Sized>(
+        &self,
+        now: Instant,
+        info_hash: &InfoHash,
+        announcer: &PeerInfo,
+        limit: usize,
+        rng: &mut R,
+    ) -> Vec<PeerInfo> {
+        let Some(torrent) = self.torrents.get(info_hash) else {
+            return Vec::new();
+        };
+        if announcer.complete {
+            return Vec::new();
+        }
+        let usable = |(peer, expires): &(PeerInfo, Instant)| {
+            *expires > now && peer.peer_id != announcer.peer_id
+        };
+        let mut out = Vec::with_capacity(limit);
+        for class in &torrent.classes {
+            let want = limit - out.len();
+            if want == 0 {
+                break;
+            }
+            // Sampling indices is exact only when none is skipped; a class with stale entries
+            // or the announcer in it may come up short, and is then listed in full.
+            let sampled: Vec<PeerInfo> = if class.len() > 2 * want {
+                rand::seq::index::sample(rng, class.len(), want)
+                    .into_iter()
+                    .map(|i| &class[i])
+                    .filter(|entry| usable(entry))
+                    .map(|(peer, _)| peer.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if sampled.len() == want {
+                out.extend(sampled);
+            } else {
+                let mut all: Vec<PeerInfo> = class
+                    .iter()
+                    .filter(|entry| usable(entry))
+                    .map(|(peer, _)| peer.clone())
+                    .collect();
+                all.shuffle(rng);
+                all.truncate(want);
+                out.extend(all);
+            }
+        }
+        out
     }
 
     /// Drops expired peers and empty torrents; call it now and then.
     pub fn sweep(&mut self, now: Instant) {
         for peers in self.torrents.values_mut() {
-            peers.retain(|_, (_, expires)| *expires > now);
+            let expired: Vec<PeerId> = peers
+                .classes
+                .iter()
+                .flatten()
+                .filter(|(_, expires)| *expires <= now)
+                .map(|(peer, _)| peer.peer_id)
+                .collect();
+            for peer in expired {
+                peers.remove(&peer);
+            }
         }
         self.torrents.retain(|_, peers| !peers.is_empty());
     }
@@ -95,11 +226,7 @@ pub fn handout<R: Rng + ?Sized>(
     peers.retain(|p| p.peer_id != announcer.peer_id);
     peers.shuffle(rng);
     // Stable: the shuffle's order survives within each class.
-    peers.sort_by_key(|p| match (p.complete, p.origin) {
-        (true, false) => 0,
-        (_, true) => 1,
-        (false, false) => 2,
-    });
+    peers.sort_by_key(class_of);
     peers.truncate(limit);
     peers
 }
@@ -153,6 +280,56 @@ mod tests {
             seen.len() > 80,
             "only {} distinct peers handed out",
             seen.len()
+        );
+    }
+
+    #[test]
+    fn store_handout_samples_by_class_and_skips_stale_peers_and_the_announcer() {
+        let mut store = MemoryPeerStore::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let info_hash = InfoHash::from_bytes([1; 32]);
+        for n in 1..=200u8 {
+            store.announce(t0, info_hash, peer(n, n % 20 == 0, n % 50 == 0));
+        }
+        // Peer 3 completes: it moves to the front class.
+        store.announce(t0, info_hash, peer(3, true, false));
+        // Peers 100..=200 go stale.
+        let later = t0 + Duration::from_secs(8);
+        for n in 1..100u8 {
+            store.announce(
+                later,
+                info_hash,
+                peer(n, n % 20 == 0 || n == 3, n % 50 == 0),
+            );
+        }
+        let now = t0 + Duration::from_secs(12);
+        let me = peer(7, false, false);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..30 {
+            let out = store.handout(now, &info_hash, &me, 20, &mut rng);
+            assert_eq!(out.len(), 20);
+            assert!(out.iter().all(|p| p.peer_id != me.peer_id));
+            assert!(
+                out.iter().all(|p| p.peer_id.as_bytes()[0] < 100),
+                "stale peer"
+            );
+            // Complete peers 3, 20, 40, 60, 80 first, then origin 50, then leechers.
+            let classes: Vec<usize> = out.iter().map(class_of).collect();
+            assert!(classes.windows(2).all(|w| w[0] <= w[1]));
+            assert_eq!(classes.iter().filter(|&&c| c == COMPLETE).count(), 5);
+            assert_eq!(classes.iter().filter(|&&c| c == ORIGIN).count(), 1);
+            seen.extend(out.into_iter().map(|p| p.peer_id));
+        }
+        assert!(
+            seen.len() > 80,
+            "only {} distinct peers handed out",
+            seen.len()
+        );
+        assert!(
+            store
+                .handout(now, &info_hash, &peer(9, true, false), 20, &mut rng)
+                .is_empty()
         );
     }
 

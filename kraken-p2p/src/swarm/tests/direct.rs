@@ -268,7 +268,9 @@ fn idle_links_are_replaced_by_new_neighbours() {
         ..SwarmConfig::default()
     };
     let (mut s, meta, now) = leeching(config.clone(), 4);
-    let (idle, _) = accept(&mut s, now, &meta, 2, &Bitfield::new(4));
+    let mut one_piece = Bitfield::new(4);
+    one_piece.set(0).unwrap();
+    let (idle, _) = accept(&mut s, now, &meta, 2, &one_piece);
     let candidate = PeerInfo::new(peer(9), addr(9), false, true);
     s.handle_announce_response(now, meta.info_hash(), vec![candidate.clone()], None);
     assert!(
@@ -289,8 +291,42 @@ fn idle_links_are_replaced_by_new_neighbours() {
 }
 
 #[test]
-fn a_seeder_spreads_its_uploads() {
-    let (mut s, meta, now) = seeding(4);
+fn a_link_with_nothing_to_exchange_makes_way_for_a_seeder_at_once() {
+    let config = SwarmConfig {
+        max_conns_per_torrent: 2,
+        ..SwarmConfig::default()
+    };
+    let (mut s, meta, now) = leeching(config, 4);
+    // Neighbour 2 holds what we hold (nothing); neighbour 3 has a piece for us.
+    let (twin, _) = accept(&mut s, now, &meta, 2, &Bitfield::new(4));
+    let mut one_piece = Bitfield::new(4);
+    one_piece.set(1).unwrap();
+    let (useful, _) = accept(&mut s, now, &meta, 3, &one_piece);
+    drain(&mut s);
+    // A leecher candidate does not displace anyone; a complete one displaces the twin.
+    let leecher = PeerInfo::new(peer(8), addr(8), false, false);
+    s.handle_announce_response(now, meta.info_hash(), vec![leecher], None);
+    assert!(drain(&mut s).is_empty());
+    let seeder = PeerInfo::new(peer(9), addr(9), false, true);
+    s.handle_announce_response(now, meta.info_hash(), vec![seeder.clone()], None);
+    let actions = drain(&mut s);
+    assert!(actions.contains(&Action::Close { conn: twin }));
+    assert!(!actions.contains(&Action::Close { conn: useful }));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Dial { peer, .. } if *peer == seeder))
+    );
+    assert!(!s.is_blacklisted(now, &peer(2), &meta.info_hash()));
+}
+
+#[test]
+fn an_origin_spreads_its_uploads() {
+    let config = SwarmConfig {
+        origin: true,
+        ..SwarmConfig::default()
+    };
+    let (mut s, meta, now) = with_torrent(config, Bitfield::full(4));
     let (a, _) = accept(&mut s, now, &meta, 2, &Bitfield::new(4));
     let (b, _) = accept(&mut s, now, &meta, 3, &Bitfield::new(4));
     s.handle_message(now, a, Message::PieceRequest { index: 0 });

@@ -7,20 +7,20 @@ use std::time::Duration;
 
 use kraken_core::Bitfield;
 
-use self::harness::{Net, NodeSpec, blob, received_by_sender};
+use self::harness::{Net, NodeSpec, blob, new_net, received_by_sender};
 use super::{Event, FailReason, SwarmConfig};
 
 const MB: f64 = 1e6;
 
 fn net(seed: u64) -> Net {
-    Net::new(seed, Duration::from_millis(2), 0.0)
+    new_net(seed, Duration::from_millis(2), 0.0)
 }
 
 #[test]
 fn one_seeder_to_thirty_leechers() {
     let mut net = net(1);
     let meta = blob(1, 16 << 20, 256 << 10);
-    let seeder = net.add_node(NodeSpec::symmetric(10.0 * MB));
+    let seeder = net.add_host(NodeSpec::symmetric(10.0 * MB));
     net.seed(seeder, &meta);
     let leechers = net.add_fetchers(30, 10.0 * MB, &meta);
     assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(600)));
@@ -53,7 +53,7 @@ fn peers_holding_different_pieces_complete_each_other() {
     let mut net = net(2);
     let meta = blob(2, 4 << 20, 256 << 10);
     let nodes: Vec<_> = (0..4)
-        .map(|_| net.add_node(NodeSpec::symmetric(5.0 * MB)))
+        .map(|_| net.add_host(NodeSpec::symmetric(5.0 * MB)))
         .collect();
     for (i, &n) in nodes.iter().enumerate() {
         let mut have = Bitfield::new(meta.piece_count());
@@ -69,7 +69,7 @@ fn peers_holding_different_pieces_complete_each_other() {
 fn the_seeder_can_leave_once_the_leechers_hold_every_piece_between_them() {
     let mut net = net(3);
     let meta = blob(3, 8 << 20, 256 << 10);
-    let seeder = net.add_node(NodeSpec::symmetric(4.0 * MB));
+    let seeder = net.add_host(NodeSpec::symmetric(4.0 * MB));
     net.seed(seeder, &meta);
     let leechers = net.add_fetchers(8, 4.0 * MB, &meta);
     let h = meta.info_hash();
@@ -93,9 +93,9 @@ fn the_seeder_can_leave_once_the_leechers_hold_every_piece_between_them() {
 fn a_peer_sending_corrupt_data_is_blacklisted_and_everyone_still_completes() {
     let mut net = net(4);
     let meta = blob(4, 8 << 20, 256 << 10);
-    let seeder = net.add_node(NodeSpec::symmetric(4.0 * MB));
+    let seeder = net.add_host(NodeSpec::symmetric(4.0 * MB));
     net.seed(seeder, &meta);
-    let liar = net.add_node(NodeSpec {
+    let liar = net.add_host(NodeSpec {
         corrupt: true,
         ..NodeSpec::symmetric(20.0 * MB)
     });
@@ -120,17 +120,17 @@ fn a_peer_sending_corrupt_data_is_blacklisted_and_everyone_still_completes() {
 fn corrupt_peers_are_blacklisted() {
     let mut net = net(5);
     let meta = blob(5, 2 << 20, 256 << 10);
-    let liar = net.add_node(NodeSpec {
+    let liar = net.add_host(NodeSpec {
         corrupt: true,
         ..NodeSpec::symmetric(10.0 * MB)
     });
     net.seed(liar, &meta);
-    let victim = net.add_node(NodeSpec::symmetric(10.0 * MB));
+    let victim = net.add_host(NodeSpec::symmetric(10.0 * MB));
     net.fetch(victim, &meta);
     let h = meta.info_hash();
     let liar_id = net.peer_id(liar);
     let caught = net.run_until(Duration::from_secs(10), |net| {
-        net.swarm(victim).is_blacklisted(net.now, &liar_id, &h)
+        net.swarm(victim).is_blacklisted(net.now(), &liar_id, &h)
     });
     assert!(caught);
 }
@@ -139,7 +139,7 @@ fn corrupt_peers_are_blacklisted() {
 fn late_joiners_complete() {
     let mut net = net(6);
     let meta = blob(6, 8 << 20, 256 << 10);
-    let seeder = net.add_node(NodeSpec::symmetric(8.0 * MB));
+    let seeder = net.add_host(NodeSpec::symmetric(8.0 * MB));
     net.seed(seeder, &meta);
     let early = net.add_fetchers(10, 8.0 * MB, &meta);
     net.run_until(Duration::from_millis(1500), |_| false);
@@ -152,12 +152,12 @@ fn late_joiners_complete() {
 fn many_torrents_at_once() {
     let mut net = net(7);
     let metas: Vec<_> = (0..4).map(|i| blob(10 + i, 3 << 20, 256 << 10)).collect();
-    let seeder = net.add_node(NodeSpec::symmetric(20.0 * MB));
+    let seeder = net.add_host(NodeSpec::symmetric(20.0 * MB));
     for meta in &metas {
         net.seed(seeder, meta);
     }
     let leechers: Vec<_> = (0..10)
-        .map(|_| net.add_node(NodeSpec::symmetric(8.0 * MB)))
+        .map(|_| net.add_host(NodeSpec::symmetric(8.0 * MB)))
         .collect();
     for &l in &leechers {
         for meta in &metas {
@@ -176,9 +176,9 @@ fn many_torrents_at_once() {
 
 #[test]
 fn lossy_links_slow_but_do_not_stop_the_swarm() {
-    let mut net = Net::new(8, Duration::from_millis(5), 0.05);
+    let mut net = new_net(8, Duration::from_millis(5), 0.05);
     let meta = blob(8, 4 << 20, 256 << 10);
-    let seeder = net.add_node(NodeSpec::symmetric(8.0 * MB));
+    let seeder = net.add_host(NodeSpec::symmetric(8.0 * MB));
     net.seed(seeder, &meta);
     let leechers = net.add_fetchers(10, 8.0 * MB, &meta);
     assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(120)));
@@ -192,7 +192,7 @@ fn a_leecher_with_no_source_fails_after_its_idle_timeout() {
         leecher_idle_timeout: Duration::from_secs(20),
         ..SwarmConfig::default()
     };
-    let lonely = net.add_node(NodeSpec {
+    let lonely = net.add_host(NodeSpec {
         config,
         ..NodeSpec::symmetric(MB)
     });
@@ -214,9 +214,9 @@ fn a_leecher_with_no_source_fails_after_its_idle_timeout() {
 #[test]
 fn same_seed_same_outcome() {
     let run = |seed| {
-        let mut net = Net::new(seed, Duration::from_millis(3), 0.01);
+        let mut net = new_net(seed, Duration::from_millis(3), 0.01);
         let meta = blob(11, 4 << 20, 256 << 10);
-        let seeder = net.add_node(NodeSpec::symmetric(6.0 * MB));
+        let seeder = net.add_host(NodeSpec::symmetric(6.0 * MB));
         net.seed(seeder, &meta);
         let leechers = net.add_fetchers(12, 6.0 * MB, &meta);
         assert!(net.run_until_complete(&leechers, meta.info_hash(), Duration::from_secs(60)));
