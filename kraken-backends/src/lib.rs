@@ -1,12 +1,32 @@
 //! Durable remote storage for blobs.
-//!
-//! This crate is not filled yet. It will hold the `Backend` async trait (stat, ranged and
-//! streaming download, streaming upload, paginated list, delete) with errors that tell
-//! not-found from failure; namespace routing by an ordered list of regular expressions;
-//! decorators for retry, bandwidth throttling and timing; implementations for the local
-//! filesystem, HTTP, S3-compatible stores and GCS/Azure (through `object_store`), HDFS over
-//! WebHDFS and a read-only OCI registry; and one conformance suite that every writable backend
-//! passes.
-//!
-//! See `docs/architecture.md` at the root of the workspace.
 #![warn(missing_docs)]
+
+mod backend;
+mod client;
+mod cloud;
+mod cloud_config;
+mod error;
+mod fs;
+mod http;
+mod layout;
+mod listing;
+mod metrics;
+mod retry;
+mod throttle;
+
+#[doc(hidden)]
+pub mod testing;
+
+pub use crate::backend::{
+    Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody, collect_bytes,
+};
+pub use crate::client::{HttpClientConfig, install_crypto_provider};
+pub use crate::cloud::{CloudBackend, MultipartConfig};
+pub use crate::cloud_config::{AzureConfig, GcsConfig, S3Config};
+pub use crate::error::{Error, Result};
+pub use crate::fs::{FsBackend, FsConfig};
+pub use crate::http::{HttpBackend, HttpConfig};
+pub use crate::layout::NameLayout;
+pub use crate::metrics::{BackendMetrics, MetricsBackend, Operation, OperationStats};
+pub use crate::retry::{RetryBackend, RetryConfig};
+pub use crate::throttle::{ThrottleBackend, ThrottleConfig, TokenBucket};
