@@ -13,6 +13,7 @@ mod listing;
 mod metrics;
 mod retry;
 mod throttle;
+mod webhdfs;
 
 #[doc(hidden)]
 pub mod testing;
@@ -30,3 +31,4 @@ pub use crate::layout::NameLayout;
 pub use crate::metrics::{BackendMetrics, MetricsBackend, Operation, OperationStats};
 pub use crate::retry::{RetryBackend, RetryConfig};
 pub use crate::throttle::{ThrottleBackend, ThrottleConfig, TokenBucket};
+pub use crate::webhdfs::{WebHdfsBackend, WebHdfsConfig};
