@@ -300,32 +300,43 @@ fn into_inner(stream: std::sync::Mutex<ByteStream>) -> ByteStream {
 
 /// Checks that `stream` yields exactly `expected` bytes: an error as soon as it yields more,
 /// or when it ends with fewer. `what` names the stream in the error.
-pub(crate) fn exact_length(
-    mut stream: ByteStream,
-    expected: u64,
-    what: &'static str,
-) -> ByteStream {
+pub(crate) fn exact_length(stream: ByteStream, expected: u64, what: &'static str) -> ByteStream {
     let mut seen = 0u64;
+    checked(stream, move |chunk| match chunk {
+        Some(chunk) => {
+            seen += chunk.len() as u64;
+            if seen > expected {
+                return Err(Error::InvalidResponse(format!(
+                    "{what} is longer than the expected {expected} bytes"
+                )));
+            }
+            Ok(())
+        }
+        None if seen < expected => Err(Error::InvalidResponse(format!(
+            "{what} ended after {seen} of {expected} bytes"
+        ))),
+        None => Ok(()),
+    })
+}
+
+/// `stream` with `check` run on every chunk (`Some`) and once at the end (`None`); the first
+/// error `check` returns ends the stream with that error.
+pub(crate) fn checked(
+    mut stream: ByteStream,
+    mut check: impl FnMut(Option<&Bytes>) -> Result<()> + Send + 'static,
+) -> ByteStream {
     let mut done = false;
     futures::stream::poll_fn(move |cx| {
         if done {
             return Poll::Ready(None);
         }
         let last = match std::task::ready!(stream.as_mut().poll_next(cx)) {
-            Some(Ok(chunk)) => {
-                seen += chunk.len() as u64;
-                if seen <= expected {
-                    return Poll::Ready(Some(Ok(chunk)));
-                }
-                Some(Err(Error::InvalidResponse(format!(
-                    "{what} is longer than the expected {expected} bytes"
-                ))))
-            }
+            Some(Ok(chunk)) => match check(Some(&chunk)) {
+                Ok(()) => return Poll::Ready(Some(Ok(chunk))),
+                Err(error) => Some(Err(error)),
+            },
             Some(Err(error)) => Some(Err(error)),
-            None if seen < expected => Some(Err(Error::InvalidResponse(format!(
-                "{what} ended after {seen} of {expected} bytes"
-            )))),
-            None => None,
+            None => check(None).err().map(Err),
         };
         // After an error or the end, the stream is over: never poll the inner one again.
         done = true;
