@@ -30,6 +30,13 @@ pub enum Error {
         /// The refused operation, e.g. `"upload"`.
         operation: &'static str,
     },
+    /// No route of the [`Router`](crate::Router) matches the namespace. Add a route (a last
+    /// `.*` route catches everything).
+    #[error("no backend is configured for namespace {namespace:?}")]
+    NoRoute {
+        /// The unrouted namespace.
+        namespace: String,
+    },
     /// The name cannot be mapped to a storage path (it would escape the root, has empty
     /// segments, or is not a digest where the layout needs one). Fix the caller.
     #[error("invalid blob name {name:?}: {reason}")]
@@ -115,6 +122,7 @@ impl Error {
             ),
             Self::NotFound { .. }
             | Self::Unsupported { .. }
+            | Self::NoRoute { .. }
             | Self::InvalidName { .. }
             | Self::RangeNotSatisfiable { .. }
             | Self::Config(_)
