@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap};
-use reqwest::{Response, StatusCode};
+use reqwest::{Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{ByteRange, ByteStream, exact_length};
@@ -52,6 +52,30 @@ impl HttpClientConfig {
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))
     }
+}
+
+/// Parses the base URL of a `backend`, which must be `http(s)://` and able to take a path.
+pub(crate) fn parse_base_url(backend: &str, address: &str) -> Result<Url> {
+    match Url::parse(address) {
+        Ok(url) if !url.cannot_be_a_base() && matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(_) => Err(Error::Config(format!(
+            "{backend} backend: {address:?} is not an http(s) URL"
+        ))),
+        Err(e) => Err(Error::Config(format!(
+            "{backend} backend: {address:?}: {e}"
+        ))),
+    }
+}
+
+/// `base` with `segments` appended to its path, each percent-encoded (a segment cannot add
+/// a `/`, `?` or `#`). Empty segments are skipped.
+pub(crate) fn url_with_path<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty()
+            .extend(segments.into_iter().filter(|s| !s.is_empty()));
+    }
+    url
 }
 
 /// Makes ring the process's default TLS crypto provider, unless one is installed already.

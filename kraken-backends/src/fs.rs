@@ -10,12 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::backend::{Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody};
 use crate::error::{Error, Result};
-use crate::layout::NameLayout;
-use crate::listing::paginate;
+// The upload directory is inside the root, so on the same filesystem: the rename is atomic.
+use crate::layout::{NameLayout, UPLOAD_DIR, temp_upload_path};
+use crate::listing::paginate_paths;
 
-/// Where uploads are written before they are renamed into place. Being inside the root keeps
-/// it on the same filesystem, so the rename is atomic. No name maps below it.
-const UPLOAD_DIR: &str = "_uploads";
 /// Read buffer of downloads.
 const READ_CHUNK: usize = 256 * 1024;
 /// Deepest directory nesting a listing descends into; deeper trees are not blobs we wrote.
@@ -71,14 +69,7 @@ impl FsBackend {
     }
 
     fn blob_path(&self, name: &str) -> Result<PathBuf> {
-        let relative = self.layout.path(name)?;
-        if relative.split('/').next() == Some(UPLOAD_DIR) {
-            return Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason: "the _uploads directory is reserved for uploads in progress",
-            });
-        }
-        Ok(self.root.join(relative))
+        Ok(self.root.join(self.layout.path_outside_uploads(name)?))
     }
 
     /// Metadata of a regular file, with a missing file or a directory reported as not found.
@@ -124,11 +115,7 @@ impl Backend for FsBackend {
 
     async fn upload(&self, _namespace: &str, name: &str, body: UploadBody) -> Result<()> {
         let target = self.blob_path(name)?;
-        let temp = TempFile::new(
-            self.root
-                .join(UPLOAD_DIR)
-                .join(format!("{:016x}", rand::random::<u64>())),
-        );
+        let temp = TempFile::new(self.root.join(temp_upload_path()));
         let mut file = tokio::fs::File::create(&temp.path).await?;
         let mut stream = body.into_stream();
         while let Some(chunk) = stream.next().await {
@@ -156,12 +143,7 @@ impl Backend for FsBackend {
         let relative_paths = tokio::task::spawn_blocking(move || walk_files(&root, &dir))
             .await
             .map_err(|_| Error::Internal("filesystem listing task panicked"))??;
-        let names = relative_paths
-            .iter()
-            .filter(|path| path.split('/').next() != Some(UPLOAD_DIR))
-            .filter_map(|path| layout.name(path))
-            .collect();
-        Ok(paginate(names, prefix, options))
+        Ok(paginate_paths(layout, &relative_paths, prefix, options))
     }
 
     async fn delete(&self, namespace: &str, name: &str) -> Result<()> {

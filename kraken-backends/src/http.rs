@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody};
 use crate::client::{
-    HttpClientConfig, body_stream, content_length, send, status_error, unsatisfiable,
+    HttpClientConfig, body_stream, content_length, parse_base_url, send, status_error,
+    unsatisfiable, url_with_path,
 };
 use crate::error::{Error, Result};
 use crate::layout::NameLayout;
@@ -71,14 +72,7 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// A backend for the server in `config`; sends no request yet.
     pub fn new(config: HttpConfig) -> Result<Self> {
-        let base = Url::parse(&config.url)
-            .map_err(|e| Error::Config(format!("http backend: url {:?}: {e}", config.url)))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::Config(format!(
-                "http backend: {:?} is not an http(s) URL",
-                config.url
-            )));
-        }
+        let base = parse_base_url("http", &config.url)?;
         Ok(Self {
             base,
             layout: config.layout,
@@ -89,12 +83,7 @@ impl HttpBackend {
 
     fn url(&self, name: &str) -> Result<Url> {
         let path = self.layout.path(name)?;
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| Error::Internal("base URL checked to be a base"))?
-            .pop_if_empty()
-            .extend(path.split('/'));
-        Ok(url)
+        Ok(url_with_path(&self.base, path.split('/')))
     }
 
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Directory below a backend's root where the fs and WebHDFS backends write uploads before
+/// renaming them into place. No name maps below it and listings skip it.
+pub(crate) const UPLOAD_DIR: &str = "_uploads";
 /// Where CNCF Distribution keeps blob data inside its storage root.
 const DOCKER_BLOBS: &str = "docker/registry/v2/blobs/";
 /// Longest name any layout accepts; far above real digests and paths, far below what
@@ -53,6 +56,19 @@ impl NameLayout {
         }
     }
 
+    /// Like [`NameLayout::path`], but refusing names that map into [`UPLOAD_DIR`], for
+    /// backends that stage uploads there.
+    pub(crate) fn path_outside_uploads(self, name: &str) -> Result<String> {
+        let path = self.path(name)?;
+        if is_upload_path(&path) {
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "the _uploads directory is reserved for uploads in progress",
+            });
+        }
+        Ok(path)
+    }
+
     /// The name stored at relative `path`, or `None` if no name maps to it (a file some
     /// other program put there).
     pub fn name(self, path: &str) -> Option<String> {
@@ -92,6 +108,16 @@ impl NameLayout {
             },
         }
     }
+}
+
+/// Whether relative `path` lies in [`UPLOAD_DIR`].
+pub(crate) fn is_upload_path(path: &str) -> bool {
+    path.split('/').next() == Some(UPLOAD_DIR)
+}
+
+/// A fresh relative path in [`UPLOAD_DIR`] to stage an upload at.
+pub(crate) fn temp_upload_path() -> String {
+    format!("{UPLOAD_DIR}/{:016x}", rand::random::<u64>())
 }
 
 /// Joins a backend root (may be empty, with or without slashes) and a relative path.

@@ -2,6 +2,7 @@
 //! WebHDFS): the continuation token is the last name of the previous page.
 
 use crate::backend::{ListOptions, ListPage};
+use crate::layout::{NameLayout, is_upload_path};
 
 /// Page size when the caller sets none.
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 1000;
@@ -19,6 +20,22 @@ pub(crate) fn paginate(mut names: Vec<String>, prefix: &str, options: &ListOptio
     names.truncate(limit);
     let token = if more { names.last().cloned() } else { None };
     ListPage::new(names, token)
+}
+
+/// One page of the names stored at `relative_paths` (paths no name maps to, and uploads in
+/// progress, are left out).
+pub(crate) fn paginate_paths(
+    layout: NameLayout,
+    relative_paths: &[String],
+    prefix: &str,
+    options: &ListOptions,
+) -> ListPage {
+    let names = relative_paths
+        .iter()
+        .filter(|path| !is_upload_path(path))
+        .filter_map(|path| layout.name(path))
+        .collect();
+    paginate(names, prefix, options)
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use crate::backend::{
     collect_bytes,
 };
 use crate::client::{
-    HttpClientConfig, body_stream, content_length, send, status_error, transport_error,
-    unsatisfiable,
+    HttpClientConfig, body_stream, content_length, parse_base_url, send, status_error,
+    transport_error, unsatisfiable, url_with_path,
 };
 use crate::error::{Error, Result};
 use crate::listing::DEFAULT_PAGE_SIZE;
@@ -131,18 +131,7 @@ struct TagList {
 impl RegistryBackend {
     /// A backend for the registry in `config`; sends no request yet.
     pub fn new(config: RegistryConfig) -> Result<Self> {
-        let base = Url::parse(&config.address).map_err(|e| {
-            Error::Config(format!(
-                "registry backend: address {:?}: {e}",
-                config.address
-            ))
-        })?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::Config(format!(
-                "registry backend: {:?} is not an http(s) URL",
-                config.address
-            )));
-        }
+        let base = parse_base_url("registry", &config.address)?;
         Ok(Self {
             base,
             credentials: config.username.map(|user| (user, config.password)),
@@ -188,14 +177,11 @@ impl RegistryBackend {
 
     fn url(&self, repository: &str, rest: &[&str]) -> Result<Url> {
         check_repository(repository)?;
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| Error::Internal("base URL checked to be a base"))?
-            .pop_if_empty()
-            .push("v2")
-            .extend(repository.split('/'))
-            .extend(rest);
-        Ok(url)
+        let segments = ["v2"].into_iter().chain(repository.split('/'));
+        Ok(url_with_path(
+            &self.base,
+            segments.chain(rest.iter().copied()),
+        ))
     }
 
     /// Sends a request with whatever authorization is known, answers one auth challenge,

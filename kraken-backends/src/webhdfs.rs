@@ -15,13 +15,13 @@ use crate::backend::{
     Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody, collect_bytes,
     exact_length,
 };
-use crate::client::{HttpClientConfig, send, status_error, transport_error};
+use crate::client::{
+    HttpClientConfig, parse_base_url, send, status_error, transport_error, url_with_path,
+};
 use crate::error::{Error, Result};
-use crate::layout::{NameLayout, join_root};
-use crate::listing::paginate;
+use crate::layout::{NameLayout, UPLOAD_DIR, join_root, temp_upload_path};
+use crate::listing::paginate_paths;
 
-/// Directory below the root where uploads are written before the rename into place.
-const UPLOAD_DIR: &str = "_uploads";
 /// Redirects followed per request (WebHDFS sends one, namenode to datanode).
 const MAX_REDIRECTS: usize = 3;
 /// Largest JSON answer read (a LISTSTATUS of a large directory).
@@ -137,12 +137,7 @@ impl WebHdfsBackend {
         let namenodes = config
             .namenodes
             .iter()
-            .map(|namenode| match Url::parse(namenode) {
-                Ok(url) if !url.cannot_be_a_base() => Ok(url),
-                _ => Err(Error::Config(format!(
-                    "webhdfs backend: namenode {namenode:?} is not an http(s) URL"
-                ))),
-            })
+            .map(|namenode| parse_base_url("webhdfs", namenode))
             .collect::<Result<_>>()?;
         let root = config.root.trim_matches('/').to_owned();
         if !root.is_empty() {
@@ -165,14 +160,7 @@ impl WebHdfsBackend {
 
     /// Path below the root (no leading `/`) of `name`.
     fn relative_path(&self, name: &str) -> Result<String> {
-        let path = self.layout.path(name)?;
-        if path.split('/').next() == Some(UPLOAD_DIR) {
-            return Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason: "the _uploads directory is reserved for uploads in progress",
-            });
-        }
-        Ok(path)
+        self.layout.path_outside_uploads(name)
     }
 
     /// Absolute HDFS path of a path below the root.
@@ -181,15 +169,11 @@ impl WebHdfsBackend {
     }
 
     fn url(&self, namenode: &Url, relative: &str, op: &str, params: &[(&str, &str)]) -> Url {
-        let mut url = namenode.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend(["webhdfs", "v1"]);
-            segments.extend(
-                join_root(&self.root, relative)
-                    .split('/')
-                    .filter(|s| !s.is_empty()),
-            );
-        }
+        let path = join_root(&self.root, relative);
+        let mut url = url_with_path(
+            namenode,
+            ["webhdfs", "v1"].into_iter().chain(path.split('/')),
+        );
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("op", op);
@@ -359,7 +343,7 @@ impl Backend for WebHdfsBackend {
 
     async fn upload(&self, _namespace: &str, name: &str, body: UploadBody) -> Result<()> {
         let relative = self.relative_path(name)?;
-        let temp = format!("{UPLOAD_DIR}/{:016x}", rand::random::<u64>());
+        let temp = temp_upload_path();
         // Step one: the namenode names the datanode that takes the bytes.
         let response = self
             .namenode(Method::PUT, &temp, "CREATE", &[("overwrite", "true")])
@@ -408,13 +392,8 @@ impl Backend for WebHdfsBackend {
         options: &ListOptions,
     ) -> Result<ListPage> {
         let dir = self.layout.list_dir(prefix);
-        let names = self
-            .walk(&dir)
-            .await?
-            .iter()
-            .filter_map(|path| self.layout.name(path))
-            .collect();
-        Ok(paginate(names, prefix, options))
+        let paths = self.walk(&dir).await?;
+        Ok(paginate_paths(self.layout, &paths, prefix, options))
     }
 
     async fn delete(&self, namespace: &str, name: &str) -> Result<()> {
