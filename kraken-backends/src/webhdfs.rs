@@ -280,7 +280,10 @@ impl WebHdfsBackend {
             }
             let reply: ListStatusReply = read_json(response).await?;
             for entry in reply.file_statuses.file_status {
-                if entry.path_suffix.is_empty() || entry.path_suffix.contains('/') {
+                // A name that is not one plain segment would make the walk leave its directory.
+                if matches!(entry.path_suffix.as_str(), "" | "." | "..")
+                    || entry.path_suffix.contains('/')
+                {
                     return Err(Error::InvalidResponse(format!(
                         "LISTSTATUS entry {:?}",
                         entry.path_suffix

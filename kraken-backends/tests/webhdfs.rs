@@ -230,3 +230,29 @@ fn not_found(path: &str) -> Response<Body> {
         ),
     )
 }
+
+#[tokio::test]
+async fn malformed_answers_are_errors_not_panics() {
+    use kraken_backends::{Backend, Error};
+    // A "namenode" that answers every request with 200 and something that is not WebHDFS JSON.
+    let server = FakeServer::start(|request| async move {
+        let body = if request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .contains("LISTSTATUS")
+        {
+            // Structurally valid, but an entry whose name would climb out of the directory.
+            r#"{"FileStatuses":{"FileStatus":[{"pathSuffix":"..","type":"DIRECTORY","length":0}]}}"#
+        } else {
+            r#"{"FileStatus": 42}"#
+        };
+        response(200, &[], body)
+    })
+    .await;
+    let backend = backend(vec![server.url()]);
+    let stat = backend.stat("ns", "a").await;
+    assert!(matches!(stat, Err(Error::InvalidResponse(_))), "{stat:?}");
+    let list = backend.list("ns", "", &Default::default()).await;
+    assert!(matches!(list, Err(Error::InvalidResponse(_))), "{list:?}");
+}
