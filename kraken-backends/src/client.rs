@@ -1,0 +1,213 @@
+//! The HTTP client that the HTTP, WebHDFS and registry backends share, and helpers to read
+//! its answers strictly.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap};
+use reqwest::{Response, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{ByteRange, ByteStream, exact_length};
+use crate::error::{Error, Result};
+
+/// Timeouts of an HTTP client.
+///
+/// ```toml
+/// connect_timeout = "10s"  # default
+/// read_timeout = "60s"     # default
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpClientConfig {
+    /// Longest wait for a connection. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for any read of a response, headers or body; a large blob that keeps
+    /// flowing never times out. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl Default for HttpClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HttpClientConfig {
+    /// A client with these timeouts that follows no redirects (the backends that need
+    /// redirects follow them themselves, a bounded number of times).
+    pub(crate) fn build(&self) -> Result<reqwest::Client> {
+        install_crypto_provider();
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))
+    }
+}
+
+/// Parses the base URL of a `backend`, which must be `http(s)://` and able to take a path.
+pub(crate) fn parse_base_url(backend: &str, address: &str) -> Result<Url> {
+    match Url::parse(address) {
+        Ok(url) if !url.cannot_be_a_base() && matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(_) => Err(Error::Config(format!(
+            "{backend} backend: {address:?} is not an http(s) URL"
+        ))),
+        Err(e) => Err(Error::Config(format!(
+            "{backend} backend: {address:?}: {e}"
+        ))),
+    }
+}
+
+/// `base` with `segments` appended to its path, each percent-encoded (a segment cannot add
+/// a `/`, `?` or `#`). Empty segments are skipped.
+pub(crate) fn url_with_path<'a>(base: &Url, segments: impl IntoIterator<Item = &'a str>) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty()
+            .extend(segments.into_iter().filter(|s| !s.is_empty()));
+    }
+    url
+}
+
+/// Makes ring the process's default TLS crypto provider, unless one is installed already.
+///
+/// reqwest and object_store are built here without a provider of their own (ring is
+/// chosen instead of aws-lc-rs, which needs a C toolchain build). Every backend constructor
+/// calls this; call it yourself before building other reqwest clients in the same process
+/// before any backend exists.
+pub fn install_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // An error means another provider is installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Sends a request, turning a transport failure into [`Error::Transport`] or
+/// [`Error::Timeout`].
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<Response> {
+    request.send().await.map_err(transport_error)
+}
+
+pub(crate) fn transport_error(error: reqwest::Error) -> Error {
+    Error::transport(error.without_url())
+}
+
+/// The error for an unexpected status.
+pub(crate) fn status_error(method: &'static str, response: &Response) -> Error {
+    let mut url = response.url().clone();
+    let _ = url.set_password(None);
+    url.set_query(None);
+    Error::Status {
+        method,
+        url: url.to_string(),
+        status: response.status().as_u16(),
+    }
+}
+
+/// The `Content-Length` of a response.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The body of a successful GET for `range`: checks that a ranged request got the bytes it
+/// asked for (206 with a matching `Content-Range`) and that the body is exactly as long as
+/// announced, so a short or oversized answer is an error, not a corrupt blob.
+pub(crate) fn body_stream(response: Response, range: Option<ByteRange>) -> Result<ByteStream> {
+    let expected = match range {
+        Some(range) if range.offset() > 0 || range.length().is_some() => {
+            if response.status() != StatusCode::PARTIAL_CONTENT {
+                return Err(Error::InvalidResponse(format!(
+                    "asked for {}, got HTTP {} instead of 206",
+                    range.http_header(),
+                    response.status()
+                )));
+            }
+            let (first, last) = content_range(response.headers())?;
+            if first != range.offset()
+                || range.length().is_some_and(|length| last - first >= length)
+            {
+                return Err(Error::InvalidResponse(format!(
+                    "asked for {}, got bytes {first}-{last}",
+                    range.http_header()
+                )));
+            }
+            Some(last - first + 1)
+        }
+        _ => content_length(response.headers()),
+    };
+    let stream = response.bytes_stream().map_err(transport_error).boxed();
+    Ok(match expected {
+        Some(length) => exact_length(stream, length, "response body"),
+        None => stream,
+    })
+}
+
+/// The size a 416 answer reports in `Content-Range: bytes */SIZE`, if any.
+pub(crate) fn unsatisfiable(range: Option<ByteRange>, headers: &HeaderMap) -> Error {
+    let size = headers
+        .get(CONTENT_RANGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("bytes */"))
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(0);
+    Error::RangeNotSatisfiable {
+        offset: range.map_or(0, |range| range.offset()),
+        size,
+    }
+}
+
+/// First and last byte of `Content-Range: bytes FIRST-LAST/SIZE`.
+fn content_range(headers: &HeaderMap) -> Result<(u64, u64)> {
+    let invalid = || Error::InvalidResponse("206 without a valid Content-Range".into());
+    let value = headers
+        .get(CONTENT_RANGE)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(invalid)?;
+    let (span, _size) = value
+        .strip_prefix("bytes ")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(invalid)?;
+    let (first, last) = span.split_once('-').ok_or_else(invalid)?;
+    let first: u64 = first.parse().map_err(|_| invalid())?;
+    let last: u64 = last.parse().map_err(|_| invalid())?;
+    if last < first {
+        return Err(invalid());
+    }
+    Ok((first, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn content_range_is_parsed_strictly() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 5-9/100"));
+        assert_eq!(content_range(&headers).unwrap(), (5, 9));
+        for bad in ["bytes 9-5/100", "bytes x-9/100", "5-9/100", "bytes 5-9"] {
+            headers.insert(CONTENT_RANGE, HeaderValue::from_static(bad));
+            assert!(content_range(&headers).is_err(), "{bad}");
+        }
+        headers.insert(CONTENT_RANGE, HeaderValue::from_static("bytes */42"));
+        let error = unsatisfiable(Some(ByteRange::new(50, 1).unwrap()), &headers);
+        assert!(matches!(
+            error,
+            Error::RangeNotSatisfiable {
+                offset: 50,
+                size: 42
+            }
+        ));
+    }
+}

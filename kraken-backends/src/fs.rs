@@ -1,0 +1,221 @@
+//! A backend on the local filesystem (or anything mounted there: NFS, a FUSE bucket).
+
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::backend::{Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody};
+use crate::error::{Error, Result};
+// The upload directory is inside the root, so on the same filesystem: the rename is atomic.
+use crate::layout::{NameLayout, UPLOAD_DIR, temp_upload_path};
+use crate::listing::paginate_paths;
+
+/// Read buffer of downloads.
+const READ_CHUNK: usize = 256 * 1024;
+/// Deepest directory nesting a listing descends into; deeper trees are not blobs we wrote.
+const MAX_LIST_DEPTH: usize = 64;
+
+/// Configuration of a [`FsBackend`].
+///
+/// ```toml
+/// type = "fs"
+/// root = "/var/lib/kraken/backend"
+/// layout = "identity"   # default
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// Directory that holds the blobs; created if missing. Required.
+    pub root: PathBuf,
+    /// How names map to paths below the root. Default: `identity`.
+    #[serde(default)]
+    pub layout: NameLayout,
+}
+
+impl FsConfig {
+    /// Blobs under `root`, named by the identity layout.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            layout: NameLayout::default(),
+        }
+    }
+}
+
+/// Blobs as files below a root directory. Uploads are written to a temporary file and
+/// renamed into place, so readers never see a partial blob; names never leave the root.
+#[derive(Debug)]
+pub struct FsBackend {
+    root: PathBuf,
+    layout: NameLayout,
+}
+
+impl FsBackend {
+    /// Opens (and creates, if needed) the root directory.
+    pub fn new(config: FsConfig) -> Result<Self> {
+        if config.root.as_os_str().is_empty() {
+            return Err(Error::Config("fs backend: `root` is empty".into()));
+        }
+        std::fs::create_dir_all(config.root.join(UPLOAD_DIR))?;
+        Ok(Self {
+            root: config.root,
+            layout: config.layout,
+        })
+    }
+
+    fn blob_path(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.root.join(self.layout.path_outside_uploads(name)?))
+    }
+
+    /// Metadata of a regular file, with a missing file or a directory reported as not found.
+    async fn file_size(&self, path: &Path, namespace: &str, name: &str) -> Result<u64> {
+        match tokio::fs::metadata(path).await {
+            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            Ok(_) => Err(Error::not_found(namespace, name)),
+            Err(error) => Err(not_found_or_io(error, namespace, name)),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    async fn stat(&self, namespace: &str, name: &str) -> Result<BlobInfo> {
+        let path = self.blob_path(name)?;
+        Ok(BlobInfo::new(self.file_size(&path, namespace, name).await?))
+    }
+
+    async fn download(
+        &self,
+        namespace: &str,
+        name: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream> {
+        let path = self.blob_path(name)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|error| not_found_or_io(error, namespace, name))?;
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Err(Error::not_found(namespace, name));
+        }
+        let (offset, length) = match range {
+            Some(range) => (range.offset(), range.clamp_to(meta.len())?),
+            None => (0, meta.len()),
+        };
+        file.seek(SeekFrom::Start(offset)).await?;
+        let reader = file.take(length);
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
+        Ok(stream.map_err(Error::from).boxed())
+    }
+
+    async fn upload(&self, _namespace: &str, name: &str, body: UploadBody) -> Result<()> {
+        let target = self.blob_path(name)?;
+        let temp = TempFile::new(self.root.join(temp_upload_path()));
+        let mut file = tokio::fs::File::create(&temp.path).await?;
+        let mut stream = body.into_stream();
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk?).await?;
+        }
+        file.sync_all().await?;
+        drop(file);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::rename(&temp.path, &target).await?;
+        temp.keep();
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        _namespace: &str,
+        prefix: &str,
+        options: &ListOptions,
+    ) -> Result<ListPage> {
+        let root = self.root.clone();
+        let layout = self.layout;
+        let dir = layout.list_dir(prefix);
+        let relative_paths = tokio::task::spawn_blocking(move || walk_files(&root, &dir))
+            .await
+            .map_err(|_| Error::Internal("filesystem listing task panicked"))??;
+        Ok(paginate_paths(layout, &relative_paths, prefix, options))
+    }
+
+    async fn delete(&self, namespace: &str, name: &str) -> Result<()> {
+        let path = self.blob_path(name)?;
+        self.file_size(&path, namespace, name).await?;
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|error| not_found_or_io(error, namespace, name))
+    }
+}
+
+/// A temporary upload file, removed on drop unless [`TempFile::keep`] says it was renamed.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn new(path: PathBuf) -> Self {
+        Self { path, armed: true }
+    }
+
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: a leftover only wastes space in _uploads, it is never listed.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn not_found_or_io(error: io::Error, namespace: &str, name: &str) -> Error {
+    if error.kind() == io::ErrorKind::NotFound {
+        Error::not_found(namespace, name)
+    } else {
+        Error::Io(error)
+    }
+}
+
+/// Relative paths (with `/` separators) of the regular files below `root/dir`, not following
+/// symlinks. Files whose names are not UTF-8 are skipped: no blob name maps to them.
+fn walk_files(root: &Path, dir: &str) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut pending = vec![(dir.trim_end_matches('/').to_owned(), 0usize)];
+    while let Some((relative, depth)) = pending.pop() {
+        let entries = match std::fs::read_dir(root.join(&relative)) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(file_name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let child = if relative.is_empty() {
+                file_name
+            } else {
+                format!("{relative}/{file_name}")
+            };
+            let kind = entry.file_type()?;
+            if kind.is_file() {
+                files.push(child);
+            } else if kind.is_dir() && depth < MAX_LIST_DEPTH {
+                pending.push((child, depth + 1));
+            }
+        }
+    }
+    Ok(files)
+}

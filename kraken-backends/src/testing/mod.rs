@@ -1,0 +1,13 @@
+//! Test support: a backend with injected faults and the conformance suite every writable
+//! backend passes. Public so that crates building on backends can reuse them; not part of
+//! the stable API.
+
+mod conformance;
+mod faulty;
+
+pub use conformance::{
+    LARGE_BLOB_SIZE, SuiteOptions, delete_removes_blobs, generated_blob,
+    invalid_names_are_rejected, large_blob_streams, list_paginates_with_prefix,
+    missing_blobs_are_not_found, overwrite_replaces_blob, ranged_reads, round_trip, run_suite,
+};
+pub use faulty::FaultyBackend;
