@@ -6,6 +6,7 @@
 //! receiver are re-rated: the cost of an event is the degree of two hosts, never the size of
 //! the network.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::swarm::ConnId;
@@ -31,7 +32,11 @@ pub(super) struct Flow {
     remaining: f64,
     rate: f64,
     updated: Instant,
-    /// Bumped at every re-rating, so that stale completion checks are ignored.
+    /// When the pending completion check fires. A check is only added when the flow would
+    /// finish before it; a check that comes early reschedules itself. This keeps the event
+    /// queue near one entry per flow, although every flow start re-rates its neighbours.
+    check_at: Option<Instant>,
+    /// Bumped at every scheduled check, so that superseded checks are ignored.
     generation: u64,
 }
 
@@ -54,9 +59,36 @@ impl Flow {
             remaining: length as f64,
             rate: 0.0,
             updated: Instant::now(),
+            check_at: None,
             generation: 0,
         }
     }
+}
+
+impl Flow {
+    /// Moves the flow forward to `now` at its current rate.
+    fn settle(&mut self, now: Instant) {
+        let elapsed = (now - self.updated).as_secs_f64();
+        self.remaining = (self.remaining - self.rate * elapsed).max(0.0);
+        self.updated = now;
+    }
+
+    /// Time to finish at the current rate, rounded up to whole nanoseconds so the flow has
+    /// surely finished by then.
+    fn time_left(&self) -> Duration {
+        Duration::from_nanos((self.remaining / self.rate * 1e9).ceil() as u64 + 1)
+    }
+}
+
+/// What a completion check found.
+#[derive(Debug)]
+pub(super) enum Check {
+    /// The flow finished; its neighbours' checks to schedule.
+    Done(Flow, Vec<Completion>),
+    /// Not yet: check again then.
+    NotYet(Completion),
+    /// A later check replaced this one, or the flow was cut.
+    Superseded,
 }
 
 /// When a flow will finish at its current rate; the caller schedules a check then.
@@ -76,6 +108,8 @@ pub(super) struct Flows {
     inbound: Vec<Vec<usize>>,
     up: Vec<f64>,
     down: Vec<f64>,
+    /// Pieces waiting behind the one their connection is sending, by sender and connection.
+    queued: HashMap<(HostId, ConnId), VecDeque<Flow>>,
 }
 
 impl Flows {
@@ -86,8 +120,24 @@ impl Flows {
         self.down.push(down);
     }
 
-    /// Starts `flow` at `now`; returns the completion checks to schedule.
-    pub(super) fn start(&mut self, now: Instant, mut flow: Flow) -> Vec<Completion> {
+    /// Starts `flow` at `now`, or queues it behind the piece its connection is sending (a
+    /// connection sends one piece at a time, as the node's connection writer does); returns
+    /// the completion checks to schedule.
+    pub(super) fn start(&mut self, now: Instant, flow: Flow) -> Vec<Completion> {
+        let key = (flow.from, flow.from_conn);
+        let busy = self.outbound[flow.from].iter().any(|&slot| {
+            self.slots[slot]
+                .as_ref()
+                .is_some_and(|f| f.from_conn == flow.from_conn)
+        });
+        if busy {
+            self.queued.entry(key).or_default().push_back(flow);
+            return Vec::new();
+        }
+        self.activate(now, flow)
+    }
+
+    fn activate(&mut self, now: Instant, mut flow: Flow) -> Vec<Completion> {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -100,41 +150,77 @@ impl Flows {
         self.rerate(now, from, to)
     }
 
-    /// The flow named by a completion check, if that check is still current: the flow has
-    /// not been re-rated or ended since.
-    pub(super) fn is_current(&self, id: FlowId) -> bool {
-        self.slots
-            .get(id.slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|f| f.generation == id.generation)
+    /// A completion check fired: the flow ended (returned with the checks to reschedule for
+    /// its neighbours), or it is not done yet (a check to schedule later), or the check was
+    /// superseded.
+    pub(super) fn check(&mut self, now: Instant, id: FlowId) -> Check {
+        let Some(flow) = self.slots.get_mut(id.slot).and_then(Option::as_mut) else {
+            return Check::Superseded;
+        };
+        if flow.generation != id.generation {
+            return Check::Superseded;
+        }
+        flow.settle(now);
+        // Less than a byte left is done: rates and times are rounded.
+        if flow.remaining >= 1.0 {
+            flow.check_at = None;
+            return Check::NotYet(self.schedule_check(now, id.slot));
+        }
+        let flow = self.remove_slot(id.slot).expect("present");
+        let mut checks = self.rerate(now, flow.from, flow.to);
+        let key = (flow.from, flow.from_conn);
+        if let Some(queue) = self.queued.get_mut(&key) {
+            let next = queue.pop_front().expect("queues are never left empty");
+            if queue.is_empty() {
+                self.queued.remove(&key);
+            }
+            checks.extend(self.activate(now, next));
+        }
+        Check::Done(flow, checks)
     }
 
-    /// Ends a flow (finished or cut); returns it and the completion checks to reschedule.
-    pub(super) fn end(&mut self, now: Instant, id: FlowId) -> Option<(Flow, Vec<Completion>)> {
-        let flow = self.remove_slot(id.slot)?;
-        let checks = self.rerate(now, flow.from, flow.to);
-        Some((flow, checks))
-    }
-
-    /// Ends every flow matching `cut`; returns the completion checks to reschedule.
-    pub(super) fn cut(
+    /// Ends the flows over one link, both ways, and the pieces queued on it; returns the
+    /// completion checks to reschedule.
+    pub(super) fn cut_link(
         &mut self,
         now: Instant,
-        hosts: &[HostId],
+        a: (HostId, ConnId),
+        b: (HostId, ConnId),
+    ) -> Vec<Completion> {
+        self.queued.remove(&a);
+        self.queued.remove(&b);
+        self.cut(now, a.0, |f| {
+            (f.from, f.from_conn) == a || (f.from, f.from_conn) == b
+        })
+    }
+
+    /// Ends every flow and queued piece to or from `host`; returns the completion checks to
+    /// reschedule.
+    pub(super) fn cut_host(&mut self, now: Instant, host: HostId) -> Vec<Completion> {
+        self.queued.retain(|&(from, _), queue| {
+            queue.retain(|f| f.to != host);
+            from != host && !queue.is_empty()
+        });
+        self.cut(now, host, |_| true)
+    }
+
+    /// Ends the flows to or from `host` that match `cut`.
+    fn cut(
+        &mut self,
+        now: Instant,
+        host: HostId,
         mut cut: impl FnMut(&Flow) -> bool,
     ) -> Vec<Completion> {
+        let slots: Vec<usize> = self.outbound[host]
+            .iter()
+            .chain(&self.inbound[host])
+            .copied()
+            .collect();
         let mut touched = Vec::new();
-        for &host in hosts {
-            let slots: Vec<usize> = self.outbound[host]
-                .iter()
-                .chain(&self.inbound[host])
-                .copied()
-                .collect();
-            for slot in slots {
-                if self.slots[slot].as_ref().is_some_and(&mut cut) {
-                    let flow = self.remove_slot(slot).expect("listed");
-                    touched.push((flow.from, flow.to));
-                }
+        for slot in slots {
+            if self.slots[slot].as_ref().is_some_and(&mut cut) {
+                let flow = self.remove_slot(slot).expect("listed");
+                touched.push((flow.from, flow.to));
             }
         }
         let mut checks = Vec::new();
@@ -162,31 +248,32 @@ impl Flows {
             .collect();
         for slot in affected {
             let flow = self.slots[slot].as_mut().expect("listed flows exist");
-            let elapsed = (now - flow.updated).as_secs_f64();
-            flow.remaining = (flow.remaining - flow.rate * elapsed).max(0.0);
-            flow.updated = now;
+            flow.settle(now);
             let up = self.up[flow.from] / self.outbound[flow.from].len() as f64;
             let down = self.down[flow.to] / self.inbound[flow.to].len() as f64;
-            let rate = up.min(down);
-            // An unchanged rate keeps its scheduled check valid (this also skips the second
-            // listing of a flow between `from` and `to` themselves).
-            if flow.generation != 0 && rate == flow.rate {
-                continue;
+            flow.rate = up.min(down);
+            let finish = now + flow.time_left();
+            if flow.check_at.is_none_or(|at| finish < at) {
+                checks.push(self.schedule_check(now, slot));
             }
-            flow.rate = rate;
-            self.generation += 1;
-            flow.generation = self.generation;
-            // Round up to whole nanoseconds, so the flow has surely finished at the check.
-            let after = Duration::from_nanos((flow.remaining / rate * 1e9).ceil() as u64 + 1);
-            checks.push(Completion {
-                flow: FlowId {
-                    slot,
-                    generation: flow.generation,
-                },
-                after,
-            });
         }
         checks
+    }
+
+    /// Schedules a check for when the flow in `slot` finishes at its current rate.
+    fn schedule_check(&mut self, now: Instant, slot: usize) -> Completion {
+        self.generation += 1;
+        let flow = self.slots[slot].as_mut().expect("present");
+        let after = flow.time_left();
+        flow.check_at = Some(now + after);
+        flow.generation = self.generation;
+        Completion {
+            flow: FlowId {
+                slot,
+                generation: flow.generation,
+            },
+            after,
+        }
     }
 
     /// Flows in progress.
