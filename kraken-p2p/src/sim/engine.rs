@@ -173,6 +173,11 @@ impl Sim {
         self.tracker_interval = interval;
     }
 
+    /// How links are shared among the flows through them. Default: [`Sharing::EqualSplit`].
+    pub fn set_sharing(&mut self, sharing: super::Sharing) {
+        self.flows.set_sharing(sharing);
+    }
+
     /// Whether every swarm event is kept for [`events`](Self::events) (default: yes). Large
     /// simulations turn it off: a progress event per piece per host adds up.
     pub fn set_record_events(&mut self, record: bool) {
@@ -361,18 +366,17 @@ impl Sim {
         self.events_handled
     }
 
-    /// Open links, each once, as pairs of hosts (two hosts may share several links, one per
-    /// torrent).
+    /// Established links (both ends past the handshake), each once, as pairs of hosts (two
+    /// hosts may share several links, one per torrent).
     pub fn links(&self) -> impl Iterator<Item = (HostId, HostId)> + '_ {
         self.links
             .iter()
-            .filter(|((a, ca), (b, cb))| (a, ca) < (b, cb))
+            .filter(|((a, ca), (b, cb))| {
+                (a, ca) < (b, cb)
+                    && self.hosts[*a].swarm.is_established(*ca)
+                    && self.hosts[*b].swarm.is_established(*cb)
+            })
             .map(|((a, _), (b, _))| (*a, *b))
-    }
-
-    /// Number of open links.
-    pub fn link_count(&self) -> usize {
-        self.links.len() / 2
     }
 
     /// Runs until `done` holds or `limit` of virtual time from the start has passed; returns

@@ -588,6 +588,13 @@ impl Swarm {
         next
     }
 
+    /// Whether `conn` has exchanged handshakes and carries pieces.
+    pub fn is_established(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.state == ConnState::Active)
+    }
+
     /// This node's peer id.
     pub fn local_peer(&self) -> PeerId {
         self.local_peer
