@@ -173,7 +173,7 @@ impl Sim {
         self.tracker_interval = interval;
     }
 
-    /// How links are shared among the flows through them. Default: [`Sharing::EqualSplit`].
+    /// How links are shared among the flows through them. Default: [`Sharing::EqualSplit`](super::Sharing::EqualSplit).
     pub fn set_sharing(&mut self, sharing: super::Sharing) {
         self.flows.set_sharing(sharing);
     }
