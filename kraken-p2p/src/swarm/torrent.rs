@@ -11,6 +11,11 @@ use rand::rngs::StdRng;
 use super::conn::Backoff;
 use super::{ConnId, SwarmConfig, TorrentStats};
 
+/// In endgame, how many neighbours may be asked for the same piece at once. Asking every
+/// neighbour that has it (twenty, say) mostly multiplies the bytes sent for nothing; a second
+/// copy already covers a slow or stalled first sender.
+const ENDGAME_COPIES: usize = 2;
+
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(super) enum Phase {
     /// Pieces are missing.
@@ -183,11 +188,11 @@ impl Torrent {
             {
                 continue;
             }
-            let requested_elsewhere = self
+            let elsewhere = self
                 .requests
                 .get(&index)
-                .is_some_and(|r| r.iter().any(|r| r.conn != conn));
-            if requested_elsewhere && !endgame {
+                .map_or(0, |r| r.iter().filter(|r| r.conn != conn).count());
+            if elsewhere > 0 && !endgame || elsewhere >= ENDGAME_COPIES {
                 continue;
             }
             let rarity = self.availability[index as usize];
