@@ -37,6 +37,9 @@ pub(crate) struct SwarmArgs {
     /// Piece length; default: the standard table's choice for the blob size.
     #[arg(long)]
     piece_length: Option<ByteSize>,
+    /// Most connections per blob on every node (default: the scheduler's).
+    #[arg(long)]
+    max_conns: Option<usize>,
     /// Also run the same swarm with aria2c and opentracker (Debian packages `aria2`,
     /// `opentracker`, `mktorrent`).
     #[arg(long)]
@@ -178,12 +181,17 @@ fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec
     let rate = args.rate.0.bytes().to_string();
     let (_tracker, tracker_url) = spawn_tracker()?;
     let piece_length = args.piece_length.map(|l| l.bytes().to_string());
+    let max_conns: Vec<String> = args
+        .max_conns
+        .map(|m| vec!["--max-conns".to_owned(), m.to_string()])
+        .unwrap_or_default();
     let (_seeder, digest) = spawn_seeder(
         dir,
         file,
         &tracker_url,
         Some(&rate),
         piece_length.as_deref(),
+        &max_conns,
     )?;
     settle_disk()?;
     let t0 = Instant::now();
@@ -199,6 +207,7 @@ fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec
             &dir.join(format!("out{i}")),
         )?
         .args(["--seed-after", "--rate", &rate, "--announce-interval", "1s"])
+        .args(&max_conns)
         .stdout(Stdio::piped())
         .spawn()?;
         let stdout = child.stdout.take().expect("piped");
@@ -369,6 +378,7 @@ fn transfer(args: TransferArgs) -> anyhow::Result<()> {
         &tracker_url,
         None,
         piece_length.as_deref(),
+        &[],
     )?;
     // Let the kernel write back the file and the seeder's copy first: write-back running
     // during the timed part swings results by 2x on this kind of machine.
@@ -489,6 +499,7 @@ fn spawn_seeder(
     tracker: &str,
     rate: Option<&str>,
     piece_length: Option<&str>,
+    extra_args: &[String],
 ) -> anyhow::Result<(Process, String)> {
     let listen = format!("127.0.0.2:{}", free_port("127.0.0.2")?);
     let mut command = kraken_command()?;
@@ -513,6 +524,7 @@ fn spawn_seeder(
     if let Some(length) = piece_length {
         command.args(["--piece-length", length]);
     }
+    command.args(extra_args);
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let process = Process(child);

@@ -43,6 +43,9 @@ pub(crate) struct PeerArgs {
     /// Announce interval until the tracker says otherwise (e.g. `3s`).
     #[arg(long, value_parser = parse_duration)]
     announce_interval: Option<Duration>,
+    /// Most connections per blob (default: the scheduler's, 10).
+    #[arg(long)]
+    max_conns: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +156,9 @@ async fn start_node(
     config.ingress_rate = rate;
     if let Some(interval) = args.announce_interval {
         config.swarm.announce_interval = interval;
+    }
+    if let Some(max) = args.max_conns {
+        config.swarm.max_conns_per_torrent = max;
     }
     configure(&mut config);
     Node::builder(config)

@@ -58,7 +58,7 @@ pub(crate) struct SimArgs {
     /// The tracker hands out origins only: a star instead of a swarm (for comparison).
     #[arg(long)]
     star: bool,
-    /// Most connections per torrent per host (the swarm's default: 20).
+    /// Most connections per torrent per host (the swarm's default: 10).
     #[arg(long)]
     max_conns: Option<usize>,
     /// Seed of every random choice.
