@@ -53,6 +53,14 @@ pub(crate) enum Command {
         store: BlobStore,
         reply: oneshot::Sender<Result<MetaInfo>>,
     },
+    SeedStored {
+        digest: Digest,
+        namespace: String,
+        reply: oneshot::Sender<Result<MetaInfo>>,
+    },
+    Unseed {
+        digest: Digest,
+    },
     Stats {
         digest: Digest,
         reply: oneshot::Sender<Option<TorrentStats>>,
@@ -358,6 +366,50 @@ impl Actor {
                         })
                         .await;
                 });
+            }
+            Command::SeedStored {
+                digest,
+                namespace,
+                reply,
+            } => {
+                if let Some(torrent) = self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|info_hash| self.torrents.get_mut(info_hash))
+                    && matches!(torrent.source, PieceSource::Blob(_))
+                {
+                    // Already seeding: only make sure it stays in the swarm.
+                    torrent.keep = true;
+                    let _ = reply.send(Ok((*torrent.meta).clone()));
+                    return;
+                }
+                let store = self.store.clone();
+                let tracker = Arc::clone(&self.tracker);
+                let events = self.events_tx.clone();
+                self.spawn_task(async move {
+                    let result = seed_stored(store, tracker, &namespace, digest).await;
+                    let _ = events
+                        .send(ActorEvent::Seeded {
+                            result,
+                            namespace,
+                            reply,
+                        })
+                        .await;
+                });
+            }
+            Command::Unseed { digest } => {
+                let seeding = self.by_digest.get(&digest).and_then(|info_hash| {
+                    let torrent = self.torrents.get(info_hash)?;
+                    matches!(torrent.source, PieceSource::Blob(_)).then_some(*info_hash)
+                });
+                // Downloads in progress are left alone: their waiters expect a blob.
+                if let Some(info_hash) = seeding {
+                    self.by_digest.remove(&digest);
+                    self.swarm.remove_torrent(&info_hash);
+                    // Dropping the torrent closes its blob file, so an evicted blob's
+                    // disk space is freed.
+                    self.torrents.remove(&info_hash);
+                }
             }
             Command::Stats { digest, reply } => {
                 let stats = self
@@ -962,6 +1014,24 @@ async fn fetch_metainfo(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_secs(2));
     }
+}
+
+/// Opens a blob already cached in the store and publishes its metainfo.
+async fn seed_stored(
+    store: BlobStore,
+    tracker: Arc<dyn Tracker>,
+    namespace: &str,
+    digest: Digest,
+) -> Result<(MetaInfo, Blob)> {
+    let (meta, blob) = tokio::task::spawn_blocking(move || {
+        let meta = store.metainfo(&digest)?;
+        let blob = store.open_blob(&digest)?;
+        Ok::<_, kraken_core::Error>((meta, blob))
+    })
+    .await
+    .map_err(|_| Error::Internal("store task failed"))??;
+    tracker.publish_metainfo(namespace, &meta).await?;
+    Ok((meta, blob))
 }
 
 async fn seed_file(
