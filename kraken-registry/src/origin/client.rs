@@ -73,7 +73,11 @@ impl OriginClient {
         );
         let response = self.send(origin, self.http.head(url)).await?;
         match response.status() {
-            StatusCode::OK => Ok(response.content_length()),
+            // reqwest reports a HEAD answer's (empty) body length, not the header.
+            StatusCode::OK => Ok(response
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())),
             StatusCode::NOT_FOUND => Ok(None),
             status => Err(origin_error(origin, status, "")),
         }
