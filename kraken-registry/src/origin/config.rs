@@ -245,3 +245,51 @@ impl Default for LimitsConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_loads_with_defaults_and_unknown_keys_are_refused() {
+        let example = r#"
+            listen = "10.0.0.1:15002"
+            peer_listen = "10.0.0.1:16001"
+            data_dir = "/var/lib/kraken/origin"
+            tracker = "http://tracker:15003"
+
+            [cluster]
+            members = { static = ["10.0.0.1:15002", "10.0.0.2:15002", "10.0.0.3:15002"] }
+            replicas = 2
+            refresh_interval = "5s"
+
+            [write_back]
+            max_backoff = "5m"
+
+            [cleanup]
+            high_watermark = "500GiB"
+
+            [[backends.routes]]
+            namespace = ".*"
+            backend = { type = "s3", bucket = "kraken" }
+        "#;
+        let config: OriginConfig = toml::from_str(example).unwrap();
+        assert_eq!(config.self_name(), "10.0.0.1:15002");
+        assert_eq!(config.cluster.replicas, 2);
+        assert_eq!(config.cluster.refresh_interval, Duration::from_secs(5));
+        assert_eq!(config.cluster.fails, 3);
+        assert_eq!(config.write_back.max_backoff, Duration::from_secs(300));
+        assert_eq!(config.write_back.concurrency, 4);
+        assert_eq!(config.cleanup.high_watermark, Some(ByteSize(500 << 30)));
+        assert_eq!(config.backends.routes.len(), 1);
+        assert!(matches!(config.cluster.members, MembersConfig::Static(ref m) if m.len() == 3));
+
+        let dns: ClusterConfig = toml::from_str(r#"members = { dns = "origins:15002" }"#).unwrap();
+        assert!(matches!(dns.members, MembersConfig::Dns(ref name) if name == "origins:15002"));
+        let typo = toml::from_str::<OriginConfig>(&format!("replica = 3\n{example}"));
+        assert!(typo.is_err());
+        let mut zero = ClusterConfig::default();
+        zero.replicas = 0;
+        assert!(zero.validate().is_err());
+    }
+}
