@@ -1,6 +1,7 @@
 //! The `kraken` command: one subcommand per role or client verb.
 
 mod bench;
+mod bench_origin;
 mod config;
 mod metainfo;
 mod origin;
