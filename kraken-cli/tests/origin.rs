@@ -10,25 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{KRAKEN, Process, free_port, wait_for_port};
-use kraken_backends::testing::MotoServer;
+use kraken_backends::testing::{MotoServer, pseudo_random_bytes};
 use kraken_backends::{BackendConfig, BackendsConfig, RetryConfig, RouteConfig, UploadBody};
 use kraken_core::Digest;
 use kraken_registry::origin::{CommitKind, MembersConfig, OriginClient, OriginConfig};
 
 const BUCKET: &str = "kraken-cli-test";
 const NS: &str = "library/app";
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// A single-origin cluster config whose backend is S3 at `endpoint`.
 fn origin_config(
@@ -77,7 +65,7 @@ async fn fetch_obtains_a_blob_that_exists_only_in_s3() {
     let Some(moto) = MotoServer::start(BUCKET, &dir.path().join("moto.log")).await else {
         return;
     };
-    let data = random_bytes((5 << 20) + 123, 1);
+    let data = pseudo_random_bytes((5 << 20) + 123, 1);
     let digest = Digest::sha256_of(&data);
     let s3 = BackendConfig::S3(moto.s3_config(moto.endpoint(), "blobs"))
         .build()
@@ -156,7 +144,9 @@ async fn acknowledged_uploads_reach_s3_after_the_origin_is_killed() {
     let mut config = origin_config(&moto, &unreachable, dir.path(), None);
     let mut origin = start_origin(&config, dir.path());
     let client = OriginClient::new().unwrap();
-    let blobs: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(300_000, 10 + i)).collect();
+    let blobs: Vec<Vec<u8>> = (0..3)
+        .map(|i| pseudo_random_bytes(300_000, 10 + i))
+        .collect();
     for data in &blobs {
         client
             .upload_bytes(

@@ -11,7 +11,7 @@ use kraken_backends::UploadBody;
 use kraken_core::{BlobStatus, Digest};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
 use reqwest::StatusCode;
-use support::{S3, blob_bytes, eventually, free_addr, origin_config};
+use support::{S3, blob_bytes, eventually, free_addr, origin_config, single_origin};
 
 const NS: &str = "library/ubuntu";
 
@@ -150,10 +150,8 @@ async fn uploads_replicate_are_served_anywhere_and_heal_after_an_origin_dies() {
 async fn bad_uploads_and_unknown_blobs_are_refused() {
     let Some(s3) = S3::start().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr("127.0.0.1");
-    let mut config = origin_config(addr, &[addr], dir.path());
-    config.backends = s3.backends();
-    let origin = Origin::spawn(config).await.unwrap();
+    let (origin, config) = single_origin(&s3, dir.path()).await;
+    let addr = config.listen;
     let client = OriginClient::new().unwrap();
     let http = reqwest::Client::new();
     let entry = origin.local_addr().to_string();
@@ -227,10 +225,8 @@ async fn bad_uploads_and_unknown_blobs_are_refused() {
 async fn concurrent_misses_read_the_backend_once() {
     let Some(s3) = S3::start().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr("127.0.0.1");
-    let mut config = origin_config(addr, &[addr], dir.path());
-    config.backends = s3.backends();
-    let origin = Origin::spawn(config).await.unwrap();
+    let (origin, config) = single_origin(&s3, dir.path()).await;
+    let addr = config.listen;
 
     // The blob exists only in S3, put there directly (not through the proxy).
     let data = blob_bytes(4 << 20, 11);
@@ -308,11 +304,9 @@ async fn concurrent_misses_read_the_backend_once() {
 async fn uploads_during_a_backend_outage_are_written_back_after_it_even_across_a_restart() {
     let Some(s3) = S3::start().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr("127.0.0.1");
-    let mut config = origin_config(addr, &[addr], dir.path());
-    config.backends = s3.backends();
     s3.proxy.set_down(true);
-    let origin = Origin::spawn(config.clone()).await.unwrap();
+    let (origin, config) = single_origin(&s3, dir.path()).await;
+    let addr = config.listen;
     let client = OriginClient::new().unwrap();
     let blobs: Vec<Vec<u8>> = (0..3).map(|i| blob_bytes(256 << 10, 100 + i)).collect();
     let digests: Vec<Digest> = blobs.iter().map(|b| Digest::sha256_of(b)).collect();

@@ -15,3 +15,17 @@ pub use conformance::{
 pub use faulty::FaultyBackend;
 pub use moto::MotoServer;
 pub use servers::{ServerGuard, free_port, require_program};
+
+/// `len` deterministic pseudo-random (incompressible) bytes; different seeds give different
+/// bytes. For tests that need a blob in memory rather than [`generated_blob`]'s stream.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

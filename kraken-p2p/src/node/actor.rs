@@ -294,6 +294,30 @@ impl Actor {
         tracing::debug_span!(parent: &self.span, "torrent", torrent = %info_hash.fmt_short())
     }
 
+    /// Runs `prepare` (which opens a blob and publishes its metainfo) as a task, and hands
+    /// its outcome back to the actor as [`ActorEvent::Seeded`].
+    fn spawn_seeding<F, Fut>(
+        &self,
+        namespace: String,
+        reply: oneshot::Sender<Result<MetaInfo>>,
+        prepare: F,
+    ) where
+        F: FnOnce(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(MetaInfo, Blob)>> + Send,
+    {
+        let events = self.events_tx.clone();
+        self.spawn_task(async move {
+            let result = prepare(namespace.clone()).await;
+            let _ = events
+                .send(ActorEvent::Seeded {
+                    result,
+                    namespace,
+                    reply,
+                })
+                .await;
+        });
+    }
+
     fn spawn_task<F>(&self, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -355,16 +379,8 @@ impl Actor {
                 let policy = self.config.piece_lengths.clone();
                 let tracker = Arc::clone(&self.tracker);
                 let namespace = self.config.namespace.clone();
-                let events = self.events_tx.clone();
-                self.spawn_task(async move {
-                    let result = seed_file(path, store, policy, tracker, &namespace).await;
-                    let _ = events
-                        .send(ActorEvent::Seeded {
-                            result,
-                            namespace,
-                            reply,
-                        })
-                        .await;
+                self.spawn_seeding(namespace, reply, |namespace| async move {
+                    seed_file(path, store, policy, tracker, &namespace).await
                 });
             }
             Command::SeedStored {
@@ -385,16 +401,8 @@ impl Actor {
                 }
                 let store = self.store.clone();
                 let tracker = Arc::clone(&self.tracker);
-                let events = self.events_tx.clone();
-                self.spawn_task(async move {
-                    let result = seed_stored(store, tracker, &namespace, digest).await;
-                    let _ = events
-                        .send(ActorEvent::Seeded {
-                            result,
-                            namespace,
-                            reply,
-                        })
-                        .await;
+                self.spawn_seeding(namespace, reply, move |namespace| async move {
+                    seed_stored(store, tracker, &namespace, digest).await
                 });
             }
             Command::Unseed { digest } => {

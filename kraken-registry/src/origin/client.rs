@@ -117,14 +117,7 @@ impl OriginClient {
             }
             StatusCode::ACCEPTED => Ok(MetaInfoLookup::Pending),
             StatusCode::NOT_FOUND => Ok(MetaInfoLookup::NotFound),
-            status => {
-                let body = self.body(origin, response).await.unwrap_or_default();
-                Err(origin_error(
-                    origin,
-                    status,
-                    &String::from_utf8_lossy(&body),
-                ))
-            }
+            _ => Err(self.status_error(origin, response).await),
         }
     }
 
@@ -237,14 +230,7 @@ impl OriginClient {
         let response = self.send(origin, self.http.put(commit)).await?;
         match response.status() {
             StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
-            status => {
-                let body = self.body(origin, response).await.unwrap_or_default();
-                Err(origin_error(
-                    origin,
-                    status,
-                    &String::from_utf8_lossy(&body),
-                ))
-            }
+            _ => Err(self.status_error(origin, response).await),
         }
     }
 
@@ -257,6 +243,13 @@ impl OriginClient {
             origin: origin.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// The error for an unexpected answer, with the start of its body.
+    async fn status_error(&self, origin: &str, response: reqwest::Response) -> Error {
+        let status = response.status();
+        let body = self.body(origin, response).await.unwrap_or_default();
+        origin_error(origin, status, &String::from_utf8_lossy(&body))
     }
 
     async fn body(&self, origin: &str, response: reqwest::Response) -> Result<Bytes> {

@@ -288,8 +288,10 @@ mod tests {
         assert!(matches!(dns.members, MembersConfig::Dns(ref name) if name == "origins:15002"));
         let typo = toml::from_str::<OriginConfig>(&format!("replica = 3\n{example}"));
         assert!(typo.is_err());
-        let mut zero = ClusterConfig::default();
-        zero.replicas = 0;
+        let zero = ClusterConfig {
+            replicas: 0,
+            ..ClusterConfig::default()
+        };
         assert!(zero.validate().is_err());
     }
 }

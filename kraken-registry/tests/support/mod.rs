@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use kraken_backends::testing::MotoServer;
 use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
-use kraken_registry::origin::{MembersConfig, OriginConfig};
+use kraken_registry::origin::{MembersConfig, Origin, OriginConfig};
 
+pub use kraken_backends::testing::pseudo_random_bytes as blob_bytes;
 pub use proxy::CountingProxy;
 
 pub const BUCKET: &str = "kraken-origin-test";
@@ -66,6 +67,14 @@ pub fn free_addr(ip: &str) -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// A one-origin cluster on 127.0.0.1 whose backend is `s3`.
+pub async fn single_origin(s3: &S3, dir: &Path) -> (Origin, OriginConfig) {
+    let addr = free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], dir);
+    config.backends = s3.backends();
+    (Origin::spawn(config.clone()).await.unwrap(), config)
+}
+
 /// An origin config for a loopback cluster with fast health checks and repair.
 pub fn origin_config(listen: SocketAddr, members: &[SocketAddr], data: &Path) -> OriginConfig {
     let mut config = OriginConfig::new(listen, data);
@@ -95,17 +104,4 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
