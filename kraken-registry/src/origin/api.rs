@@ -91,10 +91,12 @@ async fn get_blob(
     digest: &Digest,
     headers: &hyper::HeaderMap,
 ) -> Response<Body> {
-    let callback = on_fetched(state, namespace);
     // A miss waits for the one backend read every concurrent request shares, then serves.
-    if let Err(e) = state.fetcher.ensure(namespace, digest, callback).await {
-        return error_response(&e);
+    if !matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        let callback = on_fetched(state, namespace);
+        if let Err(e) = state.fetcher.ensure(namespace, digest, callback).await {
+            return error_response(&e);
+        }
     }
     let store = state.store.clone();
     let digest = *digest;

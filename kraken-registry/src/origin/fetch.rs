@@ -11,6 +11,7 @@ use kraken_core::{BlobStatus, BlobStore, Digest, MetaInfo, PieceLengthPolicy};
 use tokio::sync::watch;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result, error_chain};
@@ -68,6 +69,7 @@ pub(crate) struct Fetcher {
     max_blob: u64,
     flights: Mutex<HashMap<Digest, Flight>>,
     tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Fetcher {
@@ -77,6 +79,7 @@ impl Fetcher {
         pieces: PieceLengthPolicy,
         max_blob: u64,
         tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
@@ -85,6 +88,7 @@ impl Fetcher {
             max_blob,
             flights: Mutex::new(HashMap::new()),
             tasks,
+            shutdown,
         }
     }
 
@@ -116,7 +120,12 @@ impl Fetcher {
         let namespace = namespace.to_owned();
         let digest = *digest;
         self.tasks.spawn(async move {
-            let result = this.fetch(&namespace, &digest).await;
+            // On shutdown the fetch stops; its waiters see the channel close.
+            let fetched = this
+                .shutdown
+                .run_until_cancelled(this.fetch(&namespace, &digest))
+                .await;
+            let Some(result) = fetched else { return };
             let result = match result {
                 Ok(meta) => {
                     this.forget(&digest);

@@ -92,7 +92,13 @@ pub(crate) async fn repair_loop(state: Arc<OriginState>) {
                 }
             }
         }
-        let copies = repair_pass(&state).await;
+        let Some(copies) = state
+            .shutdown
+            .run_until_cancelled(repair_pass(&state))
+            .await
+        else {
+            return;
+        };
         if copies > 0 {
             tracing::info!(copies, "repair pass restored replicas");
         }

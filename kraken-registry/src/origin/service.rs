@@ -109,6 +109,7 @@ impl OriginBuilder {
             kraken_core::PieceLengthPolicy::default(),
             config.limits.max_blob.bytes(),
             tasks.clone(),
+            shutdown.clone(),
         ));
         let state = Arc::new(OriginState {
             config,

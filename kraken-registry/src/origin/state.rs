@@ -131,8 +131,12 @@ impl OriginState {
         let this = Arc::clone(self);
         let namespace = namespace.to_owned();
         let digest = *digest;
+        let shutdown = self.shutdown.clone();
+        // A push of a large blob may take long: shutdown does not wait for it.
         self.tasks.spawn(async move {
-            replicate::replicate(&this, &namespace, &digest).await;
+            shutdown
+                .run_until_cancelled(replicate::replicate(&this, &namespace, &digest))
+                .await;
         });
     }
 
