@@ -11,7 +11,9 @@ use kraken_backends::UploadBody;
 use kraken_core::{BlobStatus, Digest};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
 use reqwest::StatusCode;
-use support::{S3, blob_bytes, eventually, free_addr, origin_config, single_origin};
+use support::{
+    S3, blob_bytes, eventually, free_addr, origin_config, single_origin, single_origin_with,
+};
 
 const NS: &str = "library/ubuntu";
 
@@ -358,5 +360,43 @@ async fn uploads_during_a_backend_outage_are_written_back_after_it_even_across_a
             "unpinned after write-back"
         );
     }
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_evicts_idle_blobs_but_never_one_awaiting_write_back() {
+    let Some(s3) = S3::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    s3.proxy.set_down(true);
+    let (origin, config) = single_origin_with(&s3, dir.path(), |config| {
+        config.cleanup.interval = Duration::from_millis(100);
+        config.cleanup.idle_ttl = Some(Duration::from_millis(300));
+    })
+    .await;
+    let data = blob_bytes(100_000, 21);
+    let digest = Digest::sha256_of(&data);
+    OriginClient::new()
+        .unwrap()
+        .upload_bytes(
+            &config.listen.to_string(),
+            NS,
+            &digest,
+            data.into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    // Idle for many cleanup passes, but its write-back is pending: it stays.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(holds(&origin, &digest), "evicted before write-back");
+    // Once written back it is unpinned, and the next passes evict it.
+    s3.proxy.set_down(false);
+    eventually(
+        Duration::from_secs(30),
+        "evicted after write-back",
+        || async { !holds(&origin, &digest) },
+    )
+    .await;
+    assert!(s3.direct().stat(NS, &digest.to_string()).await.is_ok());
     origin.shutdown().await;
 }

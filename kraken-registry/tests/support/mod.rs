@@ -69,9 +69,19 @@ pub fn free_addr(ip: &str) -> SocketAddr {
 
 /// A one-origin cluster on 127.0.0.1 whose backend is `s3`.
 pub async fn single_origin(s3: &S3, dir: &Path) -> (Origin, OriginConfig) {
+    single_origin_with(s3, dir, |_| {}).await
+}
+
+/// [`single_origin`] with `configure` applied to its config first.
+pub async fn single_origin_with(
+    s3: &S3,
+    dir: &Path,
+    configure: impl FnOnce(&mut OriginConfig),
+) -> (Origin, OriginConfig) {
     let addr = free_addr("127.0.0.1");
     let mut config = origin_config(addr, &[addr], dir);
     config.backends = s3.backends();
+    configure(&mut config);
     (Origin::spawn(config.clone()).await.unwrap(), config)
 }
 
