@@ -115,12 +115,27 @@ impl Bitfield {
 
     /// The set bits, in increasing order.
     pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len).filter(|&i| self.get(i))
+        bits_of(self.bytes.iter().copied())
     }
 
     /// The unset bits, in increasing order.
     pub fn iter_zeros(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len).filter(|&i| !self.get(i))
+        let last = self.bytes.len().saturating_sub(1);
+        let mask = last_byte_mask(self.len);
+        bits_of(
+            self.bytes
+                .iter()
+                .enumerate()
+                .map(move |(i, &b)| if i == last { !b & mask } else { !b }),
+        )
+    }
+
+    /// The bits set here and not in `other`, in increasing order: the pieces a peer holding
+    /// `self` could give a host holding `other`. Bits of `other` past its length count as
+    /// unset.
+    pub fn iter_difference<'a>(&'a self, other: &'a Self) -> impl Iterator<Item = u32> + 'a {
+        let theirs = other.bytes.iter().copied().chain(std::iter::repeat(0));
+        bits_of(self.bytes.iter().zip(theirs).map(|(&a, b)| a & !b))
     }
 
     /// The compact encoding: `ceil(len / 8)` bytes, piece 0 in the high bit of byte 0.
@@ -170,6 +185,21 @@ fn last_byte_mask(len: u32) -> u8 {
         0 => 0xff,
         used => !(0xff >> used),
     }
+}
+
+/// The positions of the set bits in a byte sequence (piece 0 in the high bit of byte 0), a
+/// byte at a time, so that long runs of empty bytes cost one test each.
+fn bits_of(bytes: impl Iterator<Item = u8>) -> impl Iterator<Item = u32> {
+    bytes.enumerate().flat_map(|(i, mut bits)| {
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let offset = bits.leading_zeros();
+            bits &= !(0x80 >> offset);
+            Some(i as u32 * 8 + offset)
+        })
+    })
 }
 
 #[cfg(test)]
@@ -243,6 +273,15 @@ mod tests {
             let ones: Vec<u32> = (0..len).filter(|&i| model[i as usize]).collect();
             let zeros: Vec<u32> = (0..len).filter(|&i| !model[i as usize]).collect();
             prop_assert_eq!(b.iter_ones().collect::<Vec<_>>(), ones.clone());
+            // Against every other bit set, and the empty and full fields.
+            let mut half = Bitfield::new(len);
+            for i in (0..len).step_by(2) {
+                half.set(i).unwrap();
+            }
+            let without_half: Vec<u32> = ones.iter().copied().filter(|i| i % 2 == 1).collect();
+            prop_assert_eq!(b.iter_difference(&half).collect::<Vec<_>>(), without_half);
+            prop_assert_eq!(b.iter_difference(&Bitfield::new(len)).collect::<Vec<_>>(), ones.clone());
+            prop_assert_eq!(b.iter_difference(&Bitfield::full(len)).count(), 0);
             prop_assert_eq!(b.iter_zeros().collect::<Vec<_>>(), zeros);
             prop_assert_eq!(b.count_ones() as usize, ones.len());
             prop_assert_eq!(b.count_zeros() + b.count_ones(), len);

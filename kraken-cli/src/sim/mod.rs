@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use kraken_core::ByteSize;
-use kraken_p2p::sim::{HandoutPolicy, Percentiles, Report, Scenario};
+use kraken_p2p::sim::{HandoutPolicy, Percentiles, Report, Scenario, Sharing};
 use serde::Serialize;
 
 use crate::p2p::parse_duration;
@@ -51,6 +51,10 @@ pub(crate) struct SimArgs {
     /// One origin fails at this time.
     #[arg(long, value_parser = parse_duration)]
     origin_failure_at: Option<Duration>,
+    /// How a link is shared among its flows: `equal-split` (simple, pessimistic) or
+    /// `water-fill` (max-min-like, as TCP converges to; about four times slower).
+    #[arg(long, default_value = "equal-split", value_parser = parse_sharing)]
+    sharing: Sharing,
     /// The tracker hands out origins only: a star instead of a swarm (for comparison).
     #[arg(long)]
     star: bool,
@@ -129,6 +133,7 @@ fn scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
     scenario.churn = args.churn;
     scenario.churn_at = args.churn_at;
     scenario.origin_failure_at = args.origin_failure_at;
+    scenario.sharing = args.sharing;
     if args.star {
         scenario.handout = HandoutPolicy::OriginsOnly;
     }
@@ -138,6 +143,14 @@ fn scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
     scenario.seed = args.seed;
     scenario.time_limit = args.time_limit;
     Ok(scenario)
+}
+
+fn parse_sharing(s: &str) -> Result<Sharing, String> {
+    match s {
+        "water-fill" => Ok(Sharing::WaterFill),
+        "equal-split" => Ok(Sharing::EqualSplit),
+        _ => Err(format!("{s:?}: use water-fill or equal-split")),
+    }
 }
 
 fn table(output: &Output<'_>) -> String {
@@ -152,12 +165,13 @@ fn table(output: &Output<'_>) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "{} hosts at {}/s, {} origins at {}/s; image {} in {} blob(s), pieces {}; seed {}",
+        "{} hosts at {:.0} MB/s, {} origins at {:.0} MB/s; image {:.2} GB in {} blob(s), \
+         pieces {}; seed {}",
         s.hosts,
-        ByteSize(s.host_bandwidth as u64),
+        s.host_bandwidth / 1e6,
         s.origins,
-        ByteSize(s.origin_bandwidth as u64),
-        ByteSize(r.image_bytes),
+        s.origin_bandwidth / 1e6,
+        r.image_bytes as f64 / 1e9,
         s.blobs.len(),
         pieces.join(","),
         s.seed,
@@ -191,10 +205,10 @@ fn table(output: &Output<'_>) -> String {
     let total = (r.bytes_from_peers + r.bytes_from_origins).max(1) as f64;
     let _ = writeln!(
         out,
-        "received: {} from peers ({:.1}%), {} from origins",
-        ByteSize(r.bytes_from_peers),
+        "received: {:.2} GB from peers ({:.1}%), {:.2} GB from origins",
+        r.bytes_from_peers as f64 / 1e9,
         100.0 * r.bytes_from_peers as f64 / total,
-        ByteSize(r.bytes_from_origins),
+        r.bytes_from_origins as f64 / 1e9,
     );
     if let Some(t) = r.median_throughput_ratio {
         let _ = writeln!(out, "median throughput: {t:.2} of the host's downlink");
@@ -226,9 +240,10 @@ fn table(output: &Output<'_>) -> String {
         r.events,
         r.virtual_seconds,
         output.wall_seconds,
-        output
-            .peak_rss_bytes
-            .map_or_else(|| "unknown".into(), |b| ByteSize(b).to_string()),
+        output.peak_rss_bytes.map_or_else(
+            || "unknown".into(),
+            |b| format!("{:.0} MiB", b as f64 / 1048576.0)
+        ),
     );
     out
 }

@@ -1,6 +1,6 @@
 //! The event loop: many [`Swarm`]s, a tracker and a network over a virtual clock.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use kraken_core::{Bitfield, InfoHash, MetaInfo, PeerId, PeerInfo};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::flows::{Completion, Flow, FlowId, Flows};
+use super::flows::{Check, Completion, Flow, FlowId, Flows};
 use super::{HandoutPolicy, HostId, HostSpec};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, PieceWriteError, Swarm, TorrentStats};
 use crate::tracker::MemoryPeerStore;
@@ -84,31 +84,14 @@ enum Delivery {
     },
 }
 
+/// A queue entry: small, so the heap moves little; the delivery waits in a slab.
+#[derive(Clone, Copy, Debug, Eq, Ord, PartialEq, PartialOrd)]
 struct Scheduled {
-    at: Instant,
+    /// Nanoseconds from the start of the simulation.
+    at: u64,
+    /// Ties are delivered in the order they were scheduled.
     seq: u64,
-    what: Delivery,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Scheduled {}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Scheduled {
-    /// Reversed, so that `BinaryHeap` pops the earliest first; ties in order of scheduling.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
+    slot: u32,
 }
 
 /// A deterministic network of swarm cores over virtual time.
@@ -130,7 +113,9 @@ pub struct Sim {
     tracker_interval: Duration,
     latency: Duration,
     loss: f64,
-    queue: BinaryHeap<Scheduled>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    deliveries: Vec<Option<Delivery>>,
+    free_slots: Vec<u32>,
     seq: u64,
     /// Each end of a link, keyed by the other.
     links: HashMap<(HostId, ConnId), (HostId, ConnId)>,
@@ -169,6 +154,8 @@ impl Sim {
             latency,
             loss,
             queue: BinaryHeap::new(),
+            deliveries: Vec::new(),
+            free_slots: Vec::new(),
             seq: 0,
             links: HashMap::new(),
             flows: Flows::default(),
@@ -184,6 +171,11 @@ impl Sim {
         self.handout_limit = limit;
         self.handout_policy = policy;
         self.tracker_interval = interval;
+    }
+
+    /// How links are shared among the flows through them. Default: [`Sharing::EqualSplit`](super::Sharing::EqualSplit).
+    pub fn set_sharing(&mut self, sharing: super::Sharing) {
+        self.flows.set_sharing(sharing);
     }
 
     /// Whether every swarm event is kept for [`events`](Self::events) (default: yes). Large
@@ -280,12 +272,14 @@ impl Sim {
         for h in hashes {
             self.tracker.remove(&h, &peer_id);
         }
-        let ends: Vec<((HostId, ConnId), (HostId, ConnId))> = self
+        let mut ends: Vec<((HostId, ConnId), (HostId, ConnId))> = self
             .links
             .iter()
             .filter(|((n, _), _)| *n == host)
             .map(|(a, b)| (*a, *b))
             .collect();
+        // The map's order is random per process; the deliveries' order must not be.
+        ends.sort_unstable();
         for (end, (other, other_conn)) in ends {
             self.links.remove(&end);
             self.links.remove(&(other, other_conn));
@@ -297,7 +291,7 @@ impl Sim {
                 },
             );
         }
-        let checks = self.flows.cut(self.now, &[host], |_| true);
+        let checks = self.flows.cut_host(self.now, host);
         self.schedule_checks(checks);
     }
 
@@ -372,18 +366,17 @@ impl Sim {
         self.events_handled
     }
 
-    /// Open links, each once, as pairs of hosts (two hosts may share several links, one per
-    /// torrent).
+    /// Established links (both ends past the handshake), each once, as pairs of hosts (two
+    /// hosts may share several links, one per torrent).
     pub fn links(&self) -> impl Iterator<Item = (HostId, HostId)> + '_ {
         self.links
             .iter()
-            .filter(|((a, ca), (b, cb))| (a, ca) < (b, cb))
+            .filter(|((a, ca), (b, cb))| {
+                (a, ca) < (b, cb)
+                    && self.hosts[*a].swarm.is_established(*ca)
+                    && self.hosts[*b].swarm.is_established(*cb)
+            })
             .map(|((a, _), (b, _))| (*a, *b))
-    }
-
-    /// Number of open links.
-    pub fn link_count(&self) -> usize {
-        self.links.len() / 2
     }
 
     /// Runs until `done` holds or `limit` of virtual time from the start has passed; returns
@@ -396,14 +389,19 @@ impl Sim {
             }
             // Bounded: the queue only grows by reactions to deliveries, and virtual time
             // advances to `deadline` at the latest.
-            let Some(next) = self.queue.peek() else {
+            let Some(&Reverse(next)) = self.queue.peek() else {
                 return false;
             };
-            if next.at > deadline {
+            let at = self.start + Duration::from_nanos(next.at);
+            if at > deadline {
                 self.now = deadline;
                 return done(self);
             }
-            let Scheduled { at, what, .. } = self.queue.pop().expect("peeked");
+            self.queue.pop();
+            let what = self.deliveries[next.slot as usize]
+                .take()
+                .expect("a scheduled delivery");
+            self.free_slots.push(next.slot);
             self.now = self.now.max(at);
             self.events_handled += 1;
             self.deliver(what);
@@ -430,11 +428,22 @@ impl Sim {
 
     fn schedule_at(&mut self, at: Instant, what: Delivery) {
         self.seq += 1;
-        self.queue.push(Scheduled {
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.deliveries[slot as usize] = Some(what);
+                slot
+            }
+            None => {
+                self.deliveries.push(Some(what));
+                u32::try_from(self.deliveries.len() - 1).expect("fewer than 2^32 pending")
+            }
+        };
+        let at = u64::try_from((at - self.start).as_nanos()).unwrap_or(u64::MAX);
+        self.queue.push(Reverse(Scheduled {
             at,
             seq: self.seq,
-            what,
-        });
+            slot,
+        }));
     }
 
     fn schedule_checks(&mut self, checks: Vec<Completion>) {
@@ -551,10 +560,14 @@ impl Sim {
                 }
             }
             Delivery::FlowCheck(id) => {
-                if !self.flows.is_current(id) {
-                    return;
-                }
-                let (flow, checks) = self.flows.end(now, id).expect("current flow");
+                let (flow, checks) = match self.flows.check(now, id) {
+                    Check::Done(flow, checks) => (flow, checks),
+                    Check::NotYet(check) => {
+                        self.schedule_checks(vec![check]);
+                        return;
+                    }
+                    Check::Superseded => return,
+                };
                 self.schedule_checks(checks);
                 self.hosts[flow.from].sent += flow.length;
                 if self.hosts[flow.from].online {
@@ -652,9 +665,7 @@ impl Sim {
                 Action::Close { conn } => {
                     if let Some((to, peer_conn)) = self.links.remove(&(id, conn)) {
                         self.links.remove(&(to, peer_conn));
-                        let checks = self.flows.cut(now, &[id], |f| {
-                            f.from == id && f.from_conn == conn || f.to == id && f.to_conn == conn
-                        });
+                        let checks = self.flows.cut_link(now, (id, conn), (to, peer_conn));
                         self.schedule_checks(checks);
                         self.schedule(
                             self.latency,

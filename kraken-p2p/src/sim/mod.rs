@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::swarm::SwarmConfig;
 
 pub use self::engine::Sim;
+pub use self::flows::Sharing;
 pub use self::overlay::{DegreeStats, Overlay};
 #[cfg(test)]
 pub(crate) use self::scenario::synthetic_blob;

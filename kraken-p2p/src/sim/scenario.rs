@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::overlay::Overlay;
-use super::{HandoutPolicy, HostId, HostSpec, Sim, fluid_bound};
+use super::{HandoutPolicy, HostId, HostSpec, Sharing, Sim, fluid_bound};
 use crate::swarm::SwarmConfig;
 
 /// One experiment: origins seed an image (one or more blobs, its layers) and hosts fetch all
@@ -50,6 +50,8 @@ pub struct Scenario {
     /// When one origin fails (leaves for good); `None`: none fails. Default: none.
     #[serde(with = "humantime_serde")]
     pub origin_failure_at: Option<Duration>,
+    /// How links are shared among flows. Default: equal split.
+    pub sharing: Sharing,
     /// Whom the tracker hands out. Default: its real policy.
     pub handout: HandoutPolicy,
     /// Peers per handout. Default: 50.
@@ -79,6 +81,7 @@ impl Default for Scenario {
             churn: 0.0,
             churn_at: None,
             origin_failure_at: None,
+            sharing: Sharing::default(),
             handout: HandoutPolicy::Random,
             handout_limit: crate::tracker::DEFAULT_HANDOUT_LIMIT,
             swarm: SwarmConfig::default(),
@@ -209,6 +212,7 @@ impl Scenario {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut sim = Sim::new(rng.random(), self.latency, 0.0);
         sim.set_record_events(false);
+        sim.set_sharing(self.sharing);
         sim.set_tracker(
             self.handout_limit,
             self.handout,
@@ -299,8 +303,9 @@ impl Scenario {
                 return false;
             }
             next_sample = sim.elapsed() + sample_every;
-            if sim.link_count() > overlay_links.len() {
-                overlay_links = sim.links().collect();
+            let links: Vec<(HostId, HostId)> = sim.links().collect();
+            if links.len() > overlay_links.len() {
+                overlay_links = links;
                 overlay_at = sim.elapsed().as_secs_f64();
             }
             // Counting completions is cheap; checking who completed is not, so it waits for

@@ -43,7 +43,7 @@ pub(super) struct Conn {
     /// violation.
     pub(super) cancelled: BTreeSet<u32>,
     /// Pieces this peer refused or failed to deliver, and until when not to ask it again.
-    pub(super) avoid: BTreeMap<u32, Instant>,
+    pub(super) avoid: Backoff,
     /// Pieces the driver is sending to the peer.
     pub(super) queued_uploads: usize,
     pub(super) last_activity: Instant,
@@ -73,7 +73,7 @@ impl Conn {
             have: Bitfield::new(0),
             requested: BTreeMap::new(),
             cancelled: BTreeSet::new(),
-            avoid: BTreeMap::new(),
+            avoid: Backoff::default(),
             queued_uploads: 0,
             last_activity: now,
             neighbours: Vec::new(),
@@ -88,5 +88,38 @@ impl Conn {
             && self.requested.is_empty()
             && self.queued_uploads == 0
             && self.have == *ours
+    }
+}
+
+/// Pieces not to ask a peer for again until a time: it refused them or let them time out.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    until: BTreeMap<u32, Instant>,
+    /// The earliest entry's end, kept so that the swarm's timeout needs no scan.
+    earliest: Option<Instant>,
+}
+
+impl Backoff {
+    pub(super) fn insert(&mut self, index: u32, until: Instant) {
+        self.until.insert(index, until);
+        self.earliest = Some(self.earliest.map_or(until, |e| e.min(until)));
+    }
+
+    pub(super) fn contains(&self, index: u32, now: Instant) -> bool {
+        self.until.get(&index).is_some_and(|until| *until > now)
+    }
+
+    pub(super) fn earliest(&self) -> Option<Instant> {
+        self.earliest
+    }
+
+    /// Forgets the entries that ended by `now`; returns whether any did.
+    pub(super) fn expire(&mut self, now: Instant) -> bool {
+        if self.earliest.is_none_or(|e| e > now) {
+            return false;
+        }
+        self.until.retain(|_, until| *until > now);
+        self.earliest = self.until.values().min().copied();
+        true
     }
 }

@@ -24,6 +24,7 @@ mod config;
 mod conn;
 mod torrent;
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -411,12 +412,15 @@ impl Swarm {
             return None;
         }
         torrent.forget_request(index, conn);
-        if torrent.have.get(index) || torrent.writing.contains(&index) {
+        if torrent.have.get(index) || torrent.writing.contains_key(&index) {
             // An endgame duplicate.
             self.fill_requests(now, conn);
             return None;
         }
-        torrent.writing.insert(index);
+        // The sender is remembered with the piece: the link may be gone by the time the
+        // piece is written, and the piece must still be credited (or blamed) to it.
+        let sender = self.conns.get(&conn).and_then(|c| c.peer_id);
+        torrent.writing.insert(index, sender);
         self.fill_requests(now, conn);
         Some((info_hash, piece))
     }
@@ -433,13 +437,13 @@ impl Swarm {
         let Some(torrent) = self.torrents.get_mut(&info_hash) else {
             return;
         };
-        torrent.writing.remove(&index.get());
+        let sender = torrent.writing.remove(&index.get()).flatten();
         match result {
             Ok(()) => {
                 if torrent.have.set(index.get()).unwrap_or(false) {
                     let length = torrent.meta.piece_len(index);
                     torrent.last_progress = now;
-                    if let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer_id) {
+                    if let Some(peer) = sender {
                         *torrent.stats.received_from.entry(peer).or_default() += length;
                     }
                     self.on_piece_done(now, info_hash, index.get());
@@ -448,7 +452,12 @@ impl Swarm {
             Err(PieceWriteError::Corrupt) => {
                 torrent.stats.corrupt_pieces += 1;
                 tracing::warn!(%conn, torrent = %info_hash.fmt_short(), piece = index.get(), "peer sent a corrupt piece");
-                self.violation(now, conn, "corrupt piece");
+                if self.conns.contains_key(&conn) {
+                    self.violation(now, conn, "corrupt piece");
+                } else if let Some(peer) = sender {
+                    self.blacklist
+                        .insert((peer, info_hash), now + self.config.blacklist_duration);
+                }
                 self.fill_all_requests(now, info_hash);
             }
             Err(PieceWriteError::Storage) => self.fail(info_hash, FailReason::Storage),
@@ -572,11 +581,18 @@ impl Swarm {
             consider(conn.last_activity + self.config.conn_idle_timeout);
             // A piece that may be asked of this peer again: nothing else would wake the
             // picker when the peer has nothing new to say.
-            if let Some(&until) = conn.avoid.values().min() {
+            if let Some(until) = conn.avoid.earliest() {
                 consider(until);
             }
         }
         next
+    }
+
+    /// Whether `conn` has exchanged handshakes and carries pieces.
+    pub fn is_established(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.state == ConnState::Active)
     }
 
     /// This node's peer id.
@@ -696,13 +712,15 @@ impl Swarm {
         let torrent = self.torrents.get(&info_hash).expect("caller checked");
         if torrent.conns.len() >= self.config.max_conns_per_torrent {
             // A peer with few neighbours may be stuck in a cluster that has no pieces; a
-            // link inside a clique of ours is worth less than being its way in.
-            let underconnected = h.neighbours.len() < self.config.max_conns_per_torrent / 2;
-            match underconnected
-                .then(|| self.most_redundant_link(info_hash))
-                .flatten()
+            // link inside a clique of ours is worth less than being its way in. Only a peer
+            // with at least two neighbours fewer than the one it displaces is let in, so
+            // degrees even out instead of links churning.
+            let dialer_degree = h.neighbours.len();
+            match self
+                .most_redundant_link(info_hash)
+                .filter(|&(_, degree)| dialer_degree + 1 < degree)
             {
-                Some(redundant) => {
+                Some((redundant, _)) => {
                     tracing::debug!(conn = %redundant, "making room for an under-connected peer");
                     self.drop_conn_state(redundant);
                     self.actions.push_back(Action::Close { conn: redundant });
@@ -761,9 +779,10 @@ impl Swarm {
         self.activate(now, conn, &h);
     }
 
-    /// The active link to a downloading, non-origin peer with nothing in flight that shares
-    /// the most neighbours with us (at least two): the cheapest link to give up.
-    fn most_redundant_link(&self, info_hash: InfoHash) -> Option<ConnId> {
+    /// The active link to a downloading, non-origin peer that shares the most neighbours
+    /// with us (at least two; then the fewest requests in flight): the cheapest link to give
+    /// up. Returns it with the peer's degree.
+    fn most_redundant_link(&self, info_hash: InfoHash) -> Option<(ConnId, usize)> {
         let torrent = self.torrents.get(&info_hash)?;
         let ours: Vec<PeerId> = torrent
             .conns
@@ -776,20 +795,15 @@ impl Swarm {
             .conns
             .iter()
             .filter_map(|&id| Some((id, self.conns.get(&id)?)))
-            .filter(|(_, c)| {
-                c.state == ConnState::Active
-                    && !c.origin
-                    && !c.have.is_full()
-                    && c.requested.is_empty()
-                    && c.queued_uploads == 0
-            })
+            .filter(|(_, c)| c.state == ConnState::Active && !c.origin && !c.have.is_full())
             .map(|(id, c)| {
                 let mutual = c.neighbours.iter().filter(|p| ours.contains(p)).count();
-                (mutual, id)
+                let in_flight = c.requested.len() + c.queued_uploads;
+                (mutual, Reverse(in_flight), id, c.neighbours.len() + 1)
             })
-            .filter(|&(mutual, _)| mutual >= 2)
+            .filter(|&(mutual, ..)| mutual >= 2)
             .max()
-            .map(|(_, id)| id)
+            .map(|(_, _, id, degree)| (id, degree))
     }
 
     /// Both handshakes are exchanged: record the peer's pieces and start requesting.
@@ -1164,9 +1178,7 @@ impl Swarm {
     fn expire_avoidance(&mut self, now: Instant) {
         let mut retry = Vec::new();
         for (&id, conn) in &mut self.conns {
-            let before = conn.avoid.len();
-            conn.avoid.retain(|_, until| *until > now);
-            if conn.avoid.len() < before {
+            if conn.avoid.expire(now) {
                 retry.push(id);
             }
         }

@@ -1,13 +1,14 @@
 //! The swarm's view of one torrent, and piece selection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kraken_core::{Bitfield, MetaInfo, PeerInfo};
+use kraken_core::{Bitfield, MetaInfo, PeerId, PeerInfo};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
+use super::conn::Backoff;
 use super::{ConnId, SwarmConfig, TorrentStats};
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -38,8 +39,8 @@ pub(super) struct Torrent {
     pub(super) availability: Vec<u16>,
     /// Outstanding requests by piece; more than one only in endgame.
     pub(super) requests: BTreeMap<u32, Vec<Request>>,
-    /// Pieces received and being verified and written by the driver.
-    pub(super) writing: BTreeSet<u32>,
+    /// Pieces received and being verified and written by the driver, with their senders.
+    pub(super) writing: BTreeMap<u32, Option<PeerId>>,
     /// How many times we have started uploading each piece (seeding only).
     pub(super) uploads: Vec<u32>,
     /// Peers from the last announce not yet dialed.
@@ -74,7 +75,7 @@ impl Torrent {
             conns: Vec::new(),
             availability: vec![0; pieces],
             requests: BTreeMap::new(),
-            writing: BTreeSet::new(),
+            writing: BTreeMap::new(),
             uploads: vec![0; pieces],
             candidates: Vec::new(),
             next_announce: now,
@@ -165,7 +166,7 @@ impl Torrent {
         &self,
         peer_has: &Bitfield,
         requested_here: &BTreeMap<u32, Instant>,
-        avoid: &BTreeMap<u32, Instant>,
+        avoid: &Backoff,
         now: Instant,
         conn: ConnId,
         endgame: bool,
@@ -175,11 +176,10 @@ impl Torrent {
         let window = window.max(1);
         let mut rarest = u16::MAX;
         let mut candidates: Vec<u32> = Vec::with_capacity(window);
-        for index in peer_has.iter_ones() {
-            if self.have.get(index)
-                || self.writing.contains(&index)
+        for index in peer_has.iter_difference(&self.have) {
+            if self.writing.contains_key(&index)
                 || requested_here.contains_key(&index)
-                || avoid.get(&index).is_some_and(|until| *until > now)
+                || avoid.contains(index, now)
             {
                 continue;
             }
