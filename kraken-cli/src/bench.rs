@@ -21,6 +21,9 @@ pub(crate) enum BenchCommand {
     /// One seeder to one fetcher, uncapped: throughput against `openssl dgst -sha256` on the
     /// same file, and the fetcher's peak memory.
     Transfer(TransferArgs),
+    /// `GET` of a blob cached by a `kraken origin` against CNCF Distribution
+    /// (`docker-registry`) serving the same blob from its filesystem.
+    Origin(crate::bench_origin::OriginBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,7 +69,7 @@ pub(crate) struct TransferArgs {
 }
 
 /// Kills the process when dropped.
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -115,6 +118,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Swarm(args) => swarm(args),
         BenchCommand::Transfer(args) => transfer(args),
+        BenchCommand::Origin(args) => crate::bench_origin::run(args),
     }
 }
 
@@ -450,13 +454,13 @@ fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn settle_disk() -> anyhow::Result<()> {
+pub(crate) fn settle_disk() -> anyhow::Result<()> {
     let status = Command::new("sync").status().context("running sync")?;
     anyhow::ensure!(status.success(), "sync failed");
     Ok(())
 }
 
-fn kraken_command() -> anyhow::Result<Command> {
+pub(crate) fn kraken_command() -> anyhow::Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command.env("RUST_LOG", "error");
     Ok(command)
@@ -534,11 +538,11 @@ fn spawn_seeder(
     Ok((process, digest.trim().to_owned()))
 }
 
-fn free_port(ip: &str) -> anyhow::Result<u16> {
+pub(crate) fn free_port(ip: &str) -> anyhow::Result<u16> {
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
-fn wait_for_port(addr: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_for_port(addr: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
         anyhow::ensure!(Instant::now() < deadline, "{addr} did not come up");
@@ -547,7 +551,7 @@ fn wait_for_port(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(tool))
@@ -563,7 +567,7 @@ fn now_unix() -> f64 {
 }
 
 /// Incompressible content, written in one pass.
-fn write_random_file(path: &Path, size: u64) -> anyhow::Result<()> {
+pub(crate) fn write_random_file(path: &Path, size: u64) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut block = [0u8; 8192];

@@ -1,7 +1,10 @@
 //! The `kraken` command: one subcommand per role or client verb.
 
 mod bench;
+mod bench_origin;
+mod config;
 mod metainfo;
+mod origin;
 mod p2p;
 mod rate;
 mod sim;
@@ -30,6 +33,9 @@ enum Command {
     Metainfo(metainfo::MetainfoArgs),
     /// Run a tracker: peers announce to it and learn about each other.
     Tracker(p2p::TrackerArgs),
+    /// Run an origin: the blob store of the cluster, backed by remote storage, seeding to the
+    /// swarm.
+    Origin(origin::OriginArgs),
     /// Seed a file to the swarm until interrupted.
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file, verified.
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Metainfo(args) => metainfo::run(args),
         Command::Tracker(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
+        Command::Origin(args) => p2p::runtime().and_then(|rt| rt.block_on(origin::run(args))),
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),
@@ -65,7 +72,7 @@ fn main() -> ExitCode {
 /// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, and info from kraken).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,kraken_p2p=info".into());
+        .unwrap_or_else(|_| "warn,kraken_p2p=info,kraken_registry=info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

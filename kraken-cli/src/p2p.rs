@@ -10,9 +10,44 @@ use anyhow::Context as _;
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::{TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use kraken_registry::origin::{ClusterConfig, OriginMetaInfoSource};
 use serde::Serialize;
 
 use crate::rate::Rate;
+
+/// `kraken tracker --config FILE`:
+///
+/// ```toml
+/// listen = "127.0.0.1:15003"
+/// announce_interval = "3s"
+///
+/// [origins]    # optional: ask these origins for metainfo nobody published
+/// members = { static = ["127.0.0.1:15002"] }
+/// replicas = 3
+/// ```
+#[non_exhaustive]
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrackerFileConfig {
+    /// Address to serve HTTP on. Default: `127.0.0.1:15003`.
+    #[serde(default = "default_tracker_listen")]
+    listen: SocketAddr,
+    /// Interval announcers are told to keep. Default: 3s.
+    #[serde(default = "default_announce_interval", with = "humantime_serde")]
+    announce_interval: Duration,
+    /// The origin ring to ask for metainfo (see `kraken_registry::origin::ClusterConfig`).
+    /// Default: none (only published metainfo is served).
+    #[serde(default)]
+    origins: Option<ClusterConfig>,
+}
+
+fn default_tracker_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15003))
+}
+
+fn default_announce_interval() -> Duration {
+    Duration::from_secs(3)
+}
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrackerArgs {
@@ -22,6 +57,10 @@ pub(crate) struct TrackerArgs {
     /// Interval announcers are told to keep (e.g. `3s`, `500ms`).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     announce_interval: Duration,
+    /// A TOML config file (listen address, announce interval, the origins to ask for
+    /// metainfo; see docs/origin.md). Replaces the flags above.
+    #[arg(long, conflicts_with_all = ["listen", "announce_interval"])]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +105,9 @@ pub(crate) struct FetchArgs {
     /// Where to write the verified blob.
     #[arg(long)]
     out: PathBuf,
+    /// The blob's namespace (repository), which origins use to pick its backend.
+    #[arg(long, default_value = "")]
+    namespace: String,
     /// Print a JSON summary (bytes received by sender, time taken) on stdout.
     #[arg(long)]
     json: bool,
@@ -125,11 +167,26 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => crate::config::load::<TrackerFileConfig>(path)?,
+        None => TrackerFileConfig {
+            listen: args.listen,
+            announce_interval: args.announce_interval,
+            origins: None,
+        },
+    };
     let mut config = TrackerConfig::default();
-    config.announce_interval = args.announce_interval;
-    let server = TrackerServer::bind(args.listen, Arc::new(TrackerService::new(config)))
+    config.announce_interval = file.announce_interval;
+    let mut service = TrackerService::new(config);
+    if let Some(origins) = file.origins {
+        let source = OriginMetaInfoSource::start(origins)
+            .await
+            .context("resolving the origins")?;
+        service = service.with_metainfo_source(Arc::new(source));
+    }
+    let server = TrackerServer::bind(file.listen, Arc::new(service))
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {}", file.listen))?;
     eprintln!("tracker listening on http://{}", server.local_addr());
     wait_for_signal().await?;
     server.shutdown().await;
@@ -207,7 +264,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         config.metainfo_timeout = args.metainfo_timeout;
     })
     .await?;
-    let download = node.download(&args.digest);
+    let download = node.download_in(&args.namespace, &args.digest);
     let mut progress = download.progress();
     let quiet = args.quiet;
     let reporter = tokio::spawn(async move {
@@ -322,7 +379,7 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

@@ -1,32 +1,15 @@
 //! `kraken tracker`, `seed` and `fetch` as real processes on loopback.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kraken_core::{BlobStore, MetaInfo, PieceLengthPolicy};
 
-const KRAKEN: &str = env!("CARGO_BIN_EXE_kraken");
+mod common;
 
-/// Kills the process when dropped, so a failing test leaves nothing running.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port(host: &str) -> u16 {
-    TcpListener::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{KRAKEN, Process, free_port, wait_for_port};
 
 fn random_file(path: &Path, len: usize) {
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -50,14 +33,6 @@ fn start_tracker() -> (Process, String) {
     let tracker = Process(child);
     wait_for_port(&addr);
     (tracker, format!("http://{addr}"))
-}
-
-fn wait_for_port(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Starts a seeder and returns it once it printed the digest.

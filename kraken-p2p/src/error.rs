@@ -51,6 +51,10 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// A tracker's [`MetaInfoSource`](crate::tracker::MetaInfoSource) could not be asked
+    /// (every origin unreachable, say); the message says why.
+    #[error("metainfo source: {0}")]
+    MetaInfoSource(String),
     /// An internal invariant was violated: a bug. Please report it.
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -195,4 +196,54 @@ async fn the_egress_limit_holds_across_connections() {
         "the seeder sent {sent} bytes in {elapsed:.2}s, over {RATE} B/s"
     );
     swarm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_already_in_the_store_is_seeded_until_unseeded() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
+    // The blob arrives in the store some other way (an origin's upload), not by seed_file.
+    let file = random_file(dir.path(), 3 << 20, 41);
+    let meta = seeder
+        .store()
+        .import(std::fs::File::open(&file).unwrap(), 1 << 20, None)
+        .unwrap();
+    assert!(seeder.torrent_stats(meta.digest()).await.is_none());
+    let seeded = seeder.seed("models", meta.digest()).await.unwrap();
+    assert_eq!(seeded.info_hash(), meta.info_hash());
+    // Seeding again is harmless.
+    seeder.seed("models", meta.digest()).await.unwrap();
+    assert!(seeder.torrent_stats(meta.digest()).await.is_some());
+
+    let fetcher = node(3, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
+    let blob = tokio::time::timeout(
+        Duration::from_secs(30),
+        fetcher.download_in("models", meta.digest()).into_future(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        std::fs::read(blob.path()).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+
+    seeder.unseed(meta.digest());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seeder.torrent_stats(meta.digest()).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "still seeding");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A blob that is not in the store cannot be seeded.
+    assert!(
+        seeder
+            .seed("models", &Digest::sha256_of(b"absent"))
+            .await
+            .is_err()
+    );
+    fetcher.shutdown().await;
+    seeder.shutdown().await;
+    tracker.shutdown().await;
 }

@@ -1,9 +1,18 @@
 //! The Kraken cluster services over HTTP.
 //!
-//! This crate is not filled yet. It will hold the origin (blob API, hash ring with replicas,
-//! fetch-on-miss, durable write-back), the tracker service, the build-index (tags and
-//! cross-cluster replication), the proxy (the OCI push API) and the agent (the OCI pull API
-//! over P2P), each as a library service that `kraken-cli` wires to a listener.
+//! - [`origin`]: the origin cluster — a blob API on Go Kraken's paths, a rendezvous ring of
+//!   origins with replicas and health checks, fetch-on-miss from a backend with one backend
+//!   read per blob however many ask, a durable write-back queue, re-replication when
+//!   membership changes, P2P seeding of every blob held, and the [`MetaInfoSource`] through
+//!   which a tracker asks the origins for metainfo.
 //!
-//! See `docs/architecture.md` at the root of the workspace.
+//! The build-index, proxy and agent come next. See `docs/origin.md` and
+//! `docs/architecture.md` at the root of the workspace.
+//!
+//! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
 #![warn(missing_docs)]
+
+mod error;
+pub mod origin;
+
+pub use crate::error::{Error, Result};

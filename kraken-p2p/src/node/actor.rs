@@ -53,6 +53,14 @@ pub(crate) enum Command {
         store: BlobStore,
         reply: oneshot::Sender<Result<MetaInfo>>,
     },
+    SeedStored {
+        digest: Digest,
+        namespace: String,
+        reply: oneshot::Sender<Result<MetaInfo>>,
+    },
+    Unseed {
+        digest: Digest,
+    },
     Stats {
         digest: Digest,
         reply: oneshot::Sender<Option<TorrentStats>>,
@@ -286,6 +294,30 @@ impl Actor {
         tracing::debug_span!(parent: &self.span, "torrent", torrent = %info_hash.fmt_short())
     }
 
+    /// Runs `prepare` (which opens a blob and publishes its metainfo) as a task, and hands
+    /// its outcome back to the actor as [`ActorEvent::Seeded`].
+    fn spawn_seeding<F, Fut>(
+        &self,
+        namespace: String,
+        reply: oneshot::Sender<Result<MetaInfo>>,
+        prepare: F,
+    ) where
+        F: FnOnce(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(MetaInfo, Blob)>> + Send,
+    {
+        let events = self.events_tx.clone();
+        self.spawn_task(async move {
+            let result = prepare(namespace.clone()).await;
+            let _ = events
+                .send(ActorEvent::Seeded {
+                    result,
+                    namespace,
+                    reply,
+                })
+                .await;
+        });
+    }
+
     fn spawn_task<F>(&self, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -347,17 +379,45 @@ impl Actor {
                 let policy = self.config.piece_lengths.clone();
                 let tracker = Arc::clone(&self.tracker);
                 let namespace = self.config.namespace.clone();
-                let events = self.events_tx.clone();
-                self.spawn_task(async move {
-                    let result = seed_file(path, store, policy, tracker, &namespace).await;
-                    let _ = events
-                        .send(ActorEvent::Seeded {
-                            result,
-                            namespace,
-                            reply,
-                        })
-                        .await;
+                self.spawn_seeding(namespace, reply, |namespace| async move {
+                    seed_file(path, store, policy, tracker, &namespace).await
                 });
+            }
+            Command::SeedStored {
+                digest,
+                namespace,
+                reply,
+            } => {
+                if let Some(torrent) = self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|info_hash| self.torrents.get_mut(info_hash))
+                    && matches!(torrent.source, PieceSource::Blob(_))
+                {
+                    // Already seeding: only make sure it stays in the swarm.
+                    torrent.keep = true;
+                    let _ = reply.send(Ok((*torrent.meta).clone()));
+                    return;
+                }
+                let store = self.store.clone();
+                let tracker = Arc::clone(&self.tracker);
+                self.spawn_seeding(namespace, reply, move |namespace| async move {
+                    seed_stored(store, tracker, &namespace, digest).await
+                });
+            }
+            Command::Unseed { digest } => {
+                let seeding = self.by_digest.get(&digest).and_then(|info_hash| {
+                    let torrent = self.torrents.get(info_hash)?;
+                    matches!(torrent.source, PieceSource::Blob(_)).then_some(*info_hash)
+                });
+                // Downloads in progress are left alone: their waiters expect a blob.
+                if let Some(info_hash) = seeding {
+                    self.by_digest.remove(&digest);
+                    self.swarm.remove_torrent(&info_hash);
+                    // Dropping the torrent closes its blob file, so an evicted blob's
+                    // disk space is freed.
+                    self.torrents.remove(&info_hash);
+                }
             }
             Command::Stats { digest, reply } => {
                 let stats = self
@@ -962,6 +1022,24 @@ async fn fetch_metainfo(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_secs(2));
     }
+}
+
+/// Opens a blob already cached in the store and publishes its metainfo.
+async fn seed_stored(
+    store: BlobStore,
+    tracker: Arc<dyn Tracker>,
+    namespace: &str,
+    digest: Digest,
+) -> Result<(MetaInfo, Blob)> {
+    let (meta, blob) = tokio::task::spawn_blocking(move || {
+        let meta = store.metainfo(&digest)?;
+        let blob = store.open_blob(&digest)?;
+        Ok::<_, kraken_core::Error>((meta, blob))
+    })
+    .await
+    .map_err(|_| Error::Internal("store task failed"))??;
+    tracker.publish_metainfo(namespace, &meta).await?;
+    Ok((meta, blob))
 }
 
 async fn seed_file(

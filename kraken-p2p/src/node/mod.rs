@@ -312,6 +312,25 @@ impl Node {
         result.await.map_err(|_| Error::Shutdown)?
     }
 
+    /// Seeds a blob already cached in the node's store until shutdown (or
+    /// [`unseed`](Self::unseed)): publishes its metainfo under `namespace` and announces it.
+    /// Seeding a blob already seeded does nothing more. Fails if the blob is not cached.
+    pub async fn seed(&self, namespace: &str, digest: &Digest) -> Result<MetaInfo> {
+        let (reply, result) = oneshot::channel();
+        self.send(actor::Command::SeedStored {
+            digest: *digest,
+            namespace: namespace.to_owned(),
+            reply,
+        })?;
+        result.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Stops seeding a blob and closes its connections and its file (so that deleting it
+    /// from the store frees its space). Does nothing if the blob is not in the swarm.
+    pub fn unseed(&self, digest: &Digest) {
+        let _ = self.send(actor::Command::Unseed { digest: *digest });
+    }
+
     /// Counters of a blob's torrent, if it is in the swarm.
     pub async fn torrent_stats(&self, digest: &Digest) -> Option<TorrentStats> {
         let (reply, result) = oneshot::channel();

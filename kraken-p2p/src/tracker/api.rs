@@ -49,8 +49,7 @@ pub struct AnnounceResponse {
 }
 
 /// Percent-encodes a namespace into one path segment.
-#[cfg_attr(not(feature = "runtime-tokio"), allow(dead_code))]
-pub(crate) fn encode_segment(s: &str) -> String {
+pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -63,8 +62,7 @@ pub(crate) fn encode_segment(s: &str) -> String {
 }
 
 /// Decodes a percent-encoded path segment; `None` if it is malformed or not UTF-8.
-#[cfg_attr(not(feature = "runtime-tokio"), allow(dead_code))]
-pub(crate) fn decode_segment(s: &str) -> Option<String> {
+pub fn decode_segment(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -8,7 +8,9 @@
 //!
 //! The pure parts ([`MemoryPeerStore`], [`handout`]) have no I/O; the HTTP service
 //! ([`TrackerService`], [`TrackerServer`]) and its client ([`TrackerClient`]) are behind the
-//! `runtime-tokio` feature. The protocol is described in [`api`].
+//! `runtime-tokio` feature. The protocol is described in [`api`]. A tracker answers metainfo
+//! requests from what seeders published to it and, for blobs nobody published, from a
+//! [`MetaInfoSource`] such as the origin cluster.
 
 pub mod api;
 #[cfg(feature = "runtime-tokio")]
@@ -16,9 +18,13 @@ mod client;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
 mod service;
+#[cfg(feature = "runtime-tokio")]
+mod source;
 
 #[cfg(feature = "runtime-tokio")]
 pub use self::client::{Tracker, TrackerClient};
 pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
 #[cfg(feature = "runtime-tokio")]
 pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};
+#[cfg(feature = "runtime-tokio")]
+pub use self::source::{MetaInfoLookup, MetaInfoSource};

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::api::{AnnounceRequest, AnnounceResponse, decode_segment};
+use super::source::{MetaInfoLookup, MetaInfoSource};
 use super::{MemoryPeerStore, handout};
 use crate::error::Result;
 
@@ -109,6 +110,7 @@ pub struct TrackerService {
     config: TrackerConfig,
     peers: Arc<dyn PeerStore>,
     metainfos: Mutex<MetaInfoRegistry>,
+    source: Option<Arc<dyn MetaInfoSource>>,
     rng: Mutex<StdRng>,
 }
 
@@ -125,8 +127,17 @@ impl TrackerService {
             config,
             peers,
             metainfos: Mutex::new(MetaInfoRegistry::default()),
+            source: None,
             rng: Mutex::new(rand::make_rng()),
         }
+    }
+
+    /// The same service, asking `source` for metainfo nobody published: a found one is kept
+    /// in the registry, "still being made" answers `202 Accepted`, and a source that cannot
+    /// be asked answers `502 Bad Gateway`.
+    pub fn with_metainfo_source(mut self, source: Arc<dyn MetaInfoSource>) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Handles one HTTP request.
@@ -150,13 +161,13 @@ impl TrackerService {
                 }
             }
             (method, ["namespace", namespace, "blobs", digest, "metainfo"]) => {
-                let (Some(_namespace), Ok(digest)) =
+                let (Some(namespace), Ok(digest)) =
                     (decode_segment(namespace), digest.parse::<Digest>())
                 else {
                     return text(StatusCode::BAD_REQUEST, "invalid namespace or digest");
                 };
                 match *method {
-                    Method::GET => self.metainfo(&digest),
+                    Method::GET => self.metainfo(&namespace, &digest).await,
                     Method::POST => {
                         let limit = kraken_core::METAINFO_HEADER_LEN
                             + kraken_core::MAX_PIECE_COUNT as usize * 32;
@@ -195,15 +206,36 @@ impl TrackerService {
         json(&response)
     }
 
-    fn metainfo(&self, digest: &Digest) -> Response<Full<Bytes>> {
-        let registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
-        match registry.by_digest.get(digest) {
-            Some(bytes) => Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", "application/octet-stream")
-                .body(Full::new(bytes.clone()))
-                .expect("static response parts"),
-            None => text(StatusCode::NOT_FOUND, "metainfo not found"),
+    async fn metainfo(&self, namespace: &str, digest: &Digest) -> Response<Full<Bytes>> {
+        let published = {
+            let registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
+            registry.by_digest.get(digest).cloned()
+        };
+        if let Some(bytes) = published {
+            return metainfo_response(bytes);
+        }
+        let Some(source) = &self.source else {
+            return text(StatusCode::NOT_FOUND, "metainfo not found");
+        };
+        match source.metainfo(namespace, digest).await {
+            Ok(MetaInfoLookup::Found(meta)) if meta.digest() == digest => {
+                let bytes = Bytes::from(meta.encode());
+                self.remember(digest, bytes.clone());
+                metainfo_response(bytes)
+            }
+            Ok(MetaInfoLookup::Found(_)) => text(
+                StatusCode::BAD_GATEWAY,
+                "the metainfo source answered with another blob's metainfo",
+            ),
+            Ok(MetaInfoLookup::Pending) => text(
+                StatusCode::ACCEPTED,
+                "the blob is being fetched; ask again shortly",
+            ),
+            Ok(MetaInfoLookup::NotFound) => text(StatusCode::NOT_FOUND, "metainfo not found"),
+            Err(e) => text(
+                StatusCode::BAD_GATEWAY,
+                &format!("metainfo source failed: {e}"),
+            ),
         }
     }
 
@@ -215,8 +247,14 @@ impl TrackerService {
         if meta.digest() != digest {
             return text(StatusCode::BAD_REQUEST, "metainfo names another blob");
         }
+        self.remember(digest, body);
+        text(StatusCode::CREATED, "created")
+    }
+
+    /// Keeps an encoded metainfo, dropping the oldest beyond the configured bound.
+    fn remember(&self, digest: &Digest, encoded: Bytes) {
         let mut registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
-        if registry.by_digest.insert(*digest, body).is_none() {
+        if registry.by_digest.insert(*digest, encoded).is_none() {
             registry.order.push_back(*digest);
         }
         while registry.order.len() > self.config.max_metainfos {
@@ -224,7 +262,6 @@ impl TrackerService {
                 registry.by_digest.remove(&oldest);
             }
         }
-        text(StatusCode::CREATED, "created")
     }
 }
 
@@ -306,6 +343,14 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<
             "request body too large or unreadable",
         )),
     }
+}
+
+fn metainfo_response(encoded: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(encoded))
+        .expect("static response parts")
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {

@@ -1,0 +1,190 @@
+//! `kraken bench origin`: an origin's `GET` of a cached blob against CNCF Distribution
+//! (`docker-registry`) serving the same blob from its filesystem, both read by `curl` on
+//! loopback in the same invocation.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+use kraken_core::{ByteSize, Digest, Hasher};
+use kraken_registry::origin::{CommitKind, MembersConfig, OriginClient, OriginConfig};
+use serde::Serialize;
+
+use crate::bench::{
+    Process, free_port, kraken_command, settle_disk, wait_for_port, which, write_random_file,
+};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct OriginBenchArgs {
+    /// Blob size.
+    #[arg(long, default_value = "1GiB")]
+    size: ByteSize,
+    /// Rounds; each server keeps its best.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct OriginBenchReport {
+    size: u64,
+    rounds: u32,
+    registry_seconds: f64,
+    origin_seconds: f64,
+    registry_mb_s: f64,
+    origin_mb_s: f64,
+    /// Origin throughput over the registry's: ≥ 1.0 means the origin is at least as fast.
+    ratio: f64,
+}
+
+const REPO: &str = "bench/blob";
+
+pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
+    let Some(registry_bin) = which("docker-registry") else {
+        bail!("docker-registry not found; install it with: apt-get install docker-registry");
+    };
+    which("curl").context("curl must be installed")?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("blob");
+    write_random_file(&file, args.size.bytes())?;
+    let digest = digest_of(&file)?;
+
+    // CNCF Distribution: the blob placed in its filesystem layout and linked into a
+    // repository, as a push would leave it.
+    let root = dir.path().join("registry");
+    let hex = digest.hex();
+    let blob_dir = root.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}",
+        &hex[..2]
+    ));
+    std::fs::create_dir_all(&blob_dir)?;
+    std::fs::copy(&file, blob_dir.join("data"))?;
+    let link = root.join(format!(
+        "docker/registry/v2/repositories/{REPO}/_layers/sha256/{hex}"
+    ));
+    std::fs::create_dir_all(&link)?;
+    std::fs::write(link.join("link"), digest.to_string())?;
+    let registry_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+    let registry_config = dir.path().join("registry.yml");
+    std::fs::write(
+        &registry_config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {registry_addr}\nhealth:\n  storagedriver:\n    enabled: false\n",
+            root.display()
+        ),
+    )?;
+    let _registry = Process(
+        Command::new(registry_bin)
+            .arg("serve")
+            .arg(&registry_config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry")?,
+    );
+    wait_for_port(&registry_addr)?;
+
+    // The origin, with the blob uploaded (so cached) before the timed part.
+    let origin_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+    let mut config = OriginConfig::new(origin_addr.parse()?, dir.path().join("origin"));
+    config.cluster.members = MembersConfig::Static(vec![origin_addr.clone()]);
+    let origin_config = dir.path().join("origin.toml");
+    std::fs::write(&origin_config, toml::to_string(&config)?)?;
+    let _origin = Process(
+        kraken_command()?
+            .args(["origin", "--config"])
+            .arg(&origin_config)
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for_port(&origin_addr)?;
+    crate::p2p::runtime()?.block_on(async {
+        OriginClient::new()?
+            .upload_file(&origin_addr, REPO, &digest, &file, CommitKind::Primary)
+            .await
+    })?;
+
+    let registry_url = format!("http://{registry_addr}/v2/{REPO}/blobs/{digest}");
+    let origin_url = format!(
+        "http://{origin_addr}/namespace/{}/blobs/{digest}",
+        REPO.replace('/', "%2F")
+    );
+    let mut registry_seconds = f64::MAX;
+    let mut origin_seconds = f64::MAX;
+    for _ in 0..args.rounds.max(1) {
+        settle_disk()?;
+        registry_seconds = registry_seconds.min(curl_seconds(&registry_url, args.size.bytes())?);
+        origin_seconds = origin_seconds.min(curl_seconds(&origin_url, args.size.bytes())?);
+    }
+    let mb = args.size.bytes() as f64 / 1e6;
+    let report = OriginBenchReport {
+        size: args.size.bytes(),
+        rounds: args.rounds,
+        registry_seconds,
+        origin_seconds,
+        registry_mb_s: mb / registry_seconds,
+        origin_mb_s: mb / origin_seconds,
+        ratio: registry_seconds / origin_seconds,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} cached blob, GET by curl on loopback, best of {}",
+            args.size, args.rounds
+        );
+        println!(
+            "docker-registry (CNCF Distribution)  {:>8.1} MB/s",
+            report.registry_mb_s
+        );
+        println!(
+            "kraken origin                        {:>8.1} MB/s   ratio {:.2}",
+            report.origin_mb_s, report.ratio
+        );
+    }
+    Ok(())
+}
+
+/// Seconds `curl` takes to `GET` `url` into /dev/null, checking the byte count.
+fn curl_seconds(url: &str, expected: u64) -> anyhow::Result<f64> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{time_total}",
+        ])
+        .arg(url)
+        .output()
+        .context("running curl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let (size, seconds) = text.trim().split_once(' ').context("curl output")?;
+    anyhow::ensure!(
+        size.parse::<u64>()? == expected,
+        "curl {url}: got {size} bytes"
+    );
+    Ok(seconds.parse()?)
+}
+
+fn digest_of(path: &Path) -> anyhow::Result<Digest> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+    }
+}

@@ -1,0 +1,77 @@
+//! The crate's error type.
+
+use kraken_core::Digest;
+
+/// What can go wrong in the cluster services.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The local blob store failed (disk full, permissions, a corrupt entry).
+    #[error("blob store")]
+    Store(#[from] kraken_core::Error),
+    /// A remote backend failed; [`kraken_backends::Error::is_transient`] tells whether a retry
+    /// may help.
+    #[error("backend")]
+    Backend(#[from] kraken_backends::Error),
+    /// The P2P node or tracker failed.
+    #[error("p2p")]
+    P2p(#[from] kraken_p2p::Error),
+    /// A file of the service's own (the write-back queue, an upload) could not be used.
+    #[error("I/O")]
+    Io(#[from] std::io::Error),
+    /// Uploaded bytes do not hash to the digest they were uploaded as; nothing was stored.
+    #[error("uploaded content has digest {actual}, not {expected}")]
+    DigestMismatch {
+        /// The digest in the request.
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
+    /// The blob is neither here nor in the backend.
+    #[error("blob {0} not found")]
+    NotFound(Digest),
+    /// Another origin answered with an error or could not be reached.
+    #[error("origin {origin}: {reason}")]
+    Origin {
+        /// The origin's address.
+        origin: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A configuration value is invalid; the message says which and why.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The service is shutting down.
+    #[error("shutting down")]
+    Shutdown,
+    /// A bug: an internal invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the blob is missing, as opposed to a failure.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound(_) => true,
+            Self::Store(kraken_core::Error::NotFound(_)) => true,
+            Self::Backend(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+}
+
+/// An error and its causes on one line, for logs and response bodies.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

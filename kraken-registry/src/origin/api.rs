@@ -1,0 +1,354 @@
+//! The origin's HTTP API on Go Kraken's paths (see `docs/origin.md` for the table).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use kraken_core::{BlobStatus, Digest, MetaInfo};
+use kraken_p2p::tracker::api::decode_segment;
+
+use super::body::{self, Body};
+use super::client::CommitKind;
+use super::fetch::{Availability, FetchFailure};
+use super::namespaces::MAX_NAMESPACE_LEN;
+use super::range::RangeRequest;
+use super::state::OriginState;
+use super::uploads::Uploads;
+use crate::error::{Error, error_chain};
+
+/// Content type of blob bytes, as Go Kraken's origin sends it.
+const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
+
+/// Handles one request.
+pub(crate) async fn handle(state: Arc<OriginState>, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let query = parts.uri.query().unwrap_or_default();
+    let method = parts.method.clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"] | ["readiness"]) => text(StatusCode::OK, "OK"),
+        (&Method::GET, ["blobs", digest, "locations"]) => {
+            let Ok(digest) = digest.parse::<Digest>() else {
+                return bad_digest();
+            };
+            let owners = state.membership.view().owners(&digest).join(",");
+            let mut response = text(StatusCode::OK, "");
+            if let Ok(value) = HeaderValue::from_str(&owners) {
+                response.headers_mut().insert("origin-locations", value);
+            }
+            response
+        }
+        (_, ["namespace", ns, "blobs", digest, rest @ ..])
+        | (_, ["internal", "namespace", ns, "blobs", digest, rest @ ..]) => {
+            let Some((namespace, digest)) = parse_blob(ns, digest) else {
+                return bad_blob();
+            };
+            match (&method, rest) {
+                (&Method::GET, []) => get_blob(&state, &namespace, &digest, &parts.headers).await,
+                (&Method::HEAD, []) => {
+                    head_blob(&state, &namespace, &digest, query.contains("local=true")).await
+                }
+                (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
+                (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
+                (&Method::POST, ["uploads"]) => start_upload(&state, &digest),
+                (&Method::PATCH, ["uploads", id]) => {
+                    patch_upload(&state, &digest, id, &parts.headers, body).await
+                }
+                (&Method::PUT, ["uploads", id]) => {
+                    commit(&state, &namespace, &digest, id, CommitKind::Primary).await
+                }
+                _ => not_found_route(),
+            }
+        }
+        (
+            &Method::PUT,
+            [
+                "internal",
+                "duplicate",
+                "namespace",
+                ns,
+                "blobs",
+                digest,
+                "uploads",
+                id,
+            ],
+        ) => {
+            let Some((namespace, digest)) = parse_blob(ns, digest) else {
+                return bad_blob();
+            };
+            commit(&state, &namespace, &digest, id, CommitKind::Replica).await
+        }
+        _ => not_found_route(),
+    }
+}
+
+async fn get_blob(
+    state: &Arc<OriginState>,
+    namespace: &str,
+    digest: &Digest,
+    headers: &hyper::HeaderMap,
+) -> Response<Body> {
+    // A miss waits for the one backend read every concurrent request shares, then serves.
+    if !matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        let callback = on_fetched(state, namespace);
+        if let Err(e) = state.fetcher.ensure(namespace, digest, callback).await {
+            return error_response(&e);
+        }
+    }
+    let store = state.store.clone();
+    let digest = *digest;
+    let opened = tokio::task::spawn_blocking(move || store.open_blob(&digest)).await;
+    let blob = match opened {
+        Ok(Ok(blob)) => blob,
+        Ok(Err(e)) => return error_response(&e.into()),
+        Err(_) => return error_response(&Error::Internal("open task failed")),
+    };
+    let size = blob.len();
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, offset, length) = match RangeRequest::parse(range_header, size) {
+        RangeRequest::Whole => (StatusCode::OK, 0, size),
+        RangeRequest::Part { offset, length } => (StatusCode::PARTIAL_CONTENT, offset, length),
+        RangeRequest::Unsatisfiable => {
+            let mut response = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            return response;
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, BLOB_CONTENT_TYPE)
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {offset}-{}/{size}", offset + length - 1),
+        );
+    }
+    builder
+        .body(body::blob_range(blob, offset, length))
+        .expect("valid response parts")
+}
+
+async fn head_blob(
+    state: &OriginState,
+    namespace: &str,
+    digest: &Digest,
+    local_only: bool,
+) -> Response<Body> {
+    let size = match state.store.status(digest) {
+        BlobStatus::Cached { length } => Some(length),
+        _ if local_only => None,
+        _ => match state.backend.stat(namespace, &digest.to_string()).await {
+            Ok(info) => Some(info.size),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return error_response(&e.into()),
+        },
+    };
+    match size {
+        Some(size) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size)
+            .header(header::CONTENT_TYPE, BLOB_CONTENT_TYPE)
+            .body(body::empty())
+            .expect("valid response parts"),
+        None => {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+/// `200` with the metainfo when the blob is here; `202` while it is fetched from the
+/// backend (the fetch starts on the first ask); `404` when the backend lacks it.
+fn metainfo(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Response<Body> {
+    match state
+        .fetcher
+        .availability(namespace, digest, on_fetched(state, namespace))
+    {
+        Availability::Cached(meta) => {
+            // Asked for means wanted: make sure it is announced.
+            state.seed(namespace, digest);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(body::full(meta.encode()))
+                .expect("valid response parts")
+        }
+        Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching the blob; ask again"),
+        Availability::Failed(failure) => failure_response(digest, failure),
+    }
+}
+
+fn prefetch(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Response<Body> {
+    match state
+        .fetcher
+        .availability(namespace, digest, on_fetched(state, namespace))
+    {
+        Availability::Cached(_) => text(StatusCode::OK, "cached"),
+        Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching"),
+        Availability::Failed(failure) => failure_response(digest, failure),
+    }
+}
+
+fn start_upload(state: &OriginState, digest: &Digest) -> Response<Body> {
+    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        return text(StatusCode::CONFLICT, "blob already exists");
+    }
+    match state.uploads.create() {
+        Ok(id) => {
+            let mut response = text(StatusCode::OK, "");
+            response
+                .headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_str(&id).expect("hex"));
+            response
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn patch_upload(
+    state: &OriginState,
+    digest: &Digest,
+    id: &str,
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+) -> Response<Body> {
+    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        return text(StatusCode::CONFLICT, "blob already exists");
+    }
+    let Some(path) = state.uploads.path(id) else {
+        return text(StatusCode::NOT_FOUND, "unknown upload");
+    };
+    // Go Kraken's form: `Content-Range: <start>-<end>`, end exclusive.
+    let range = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.trim()
+                .strip_prefix("bytes ")
+                .unwrap_or(v.trim())
+                .split_once('-')
+        })
+        .and_then(|(start, end)| Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?)));
+    let Some((start, end)) = range.filter(|(start, end)| start <= end) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Content-Range must be <start>-<end> (end exclusive)",
+        );
+    };
+    let limits = &state.config.limits;
+    if end > limits.max_blob.bytes() {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "blob larger than limits.max_blob",
+        );
+    }
+    let length = end - start;
+    if length > limits.max_chunk.bytes() {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "chunk larger than limits.max_chunk",
+        );
+    }
+    let data = match Limited::new(body, length as usize).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "body longer than its Content-Range or unreadable",
+            );
+        }
+    };
+    if data.len() as u64 != length {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "body shorter than its Content-Range",
+        );
+    }
+    let written = tokio::task::spawn_blocking(move || Uploads::write_at(&path, start, &data)).await;
+    match written {
+        Ok(Ok(())) => text(StatusCode::OK, ""),
+        Ok(Err(e)) => error_response(&e),
+        Err(_) => error_response(&Error::Internal("upload write task failed")),
+    }
+}
+
+async fn commit(
+    state: &Arc<OriginState>,
+    namespace: &str,
+    digest: &Digest,
+    id: &str,
+    kind: CommitKind,
+) -> Response<Body> {
+    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        return text(StatusCode::CONFLICT, "blob already exists");
+    }
+    let Some(path) = state.uploads.path(id) else {
+        return text(StatusCode::NOT_FOUND, "unknown upload");
+    };
+    if let Err(e) = state.import_upload(&path, digest).await {
+        return error_response(&e);
+    }
+    match state.accept(namespace, digest, kind).await {
+        Ok(()) => text(StatusCode::CREATED, ""),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn on_fetched(state: &Arc<OriginState>, namespace: &str) -> impl FnOnce(MetaInfo) + Send + 'static {
+    let state = Arc::clone(state);
+    let namespace = namespace.to_owned();
+    move |meta| state.fetched(&namespace, &meta)
+}
+
+fn parse_blob(namespace: &str, digest: &str) -> Option<(String, Digest)> {
+    let namespace = decode_segment(namespace).filter(|ns| ns.len() <= MAX_NAMESPACE_LEN)?;
+    Some((namespace, digest.parse().ok()?))
+}
+
+fn failure_response(digest: &Digest, failure: FetchFailure) -> Response<Body> {
+    error_response(&failure.into_error(digest))
+}
+
+fn error_response(error: &Error) -> Response<Body> {
+    let status = match error {
+        e if e.is_not_found() => StatusCode::NOT_FOUND,
+        Error::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+        Error::Origin { .. } | Error::Backend(_) => StatusCode::BAD_GATEWAY,
+        Error::Config(_) => StatusCode::BAD_REQUEST,
+        Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::warn!(error = %error_chain(error), "request failed");
+    }
+    text(status, &error_chain(error))
+}
+
+fn bad_digest() -> Response<Body> {
+    text(StatusCode::BAD_REQUEST, "invalid digest")
+}
+
+fn bad_blob() -> Response<Body> {
+    text(StatusCode::BAD_REQUEST, "invalid namespace or digest")
+}
+
+fn not_found_route() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "no such route")
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body::full(Bytes::from(message.to_owned())))
+        .expect("valid response parts")
+}

@@ -1,0 +1,304 @@
+//! An HTTP client of the origin blob API: what origins use to replicate to each other, what
+//! a tracker uses to ask them for metainfo, and what a proxy or a test uses to upload.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kraken_core::{Digest, MetaInfo};
+use kraken_p2p::tracker::MetaInfoLookup;
+use kraken_p2p::tracker::api::encode_segment;
+use reqwest::StatusCode;
+
+use crate::error::{Error, Result};
+
+/// Bytes sent per upload `PATCH`, as Go Kraken's uploader does.
+pub const UPLOAD_CHUNK: u64 = 32 << 20;
+/// Largest metainfo answer read.
+const MAX_METAINFO: usize =
+    kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
+
+/// Which commit ends an upload.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum CommitKind {
+    /// A client's upload: the receiving origin writes the blob back to the backend at once
+    /// and replicates it to the blob's other owners.
+    Primary,
+    /// Origin to origin: the receiver keeps a replica and writes it back only after
+    /// [`ClusterConfig::replica_write_back_delay`](super::ClusterConfig::replica_write_back_delay).
+    Replica,
+}
+
+/// A client of any number of origins, named by `host:port`. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OriginClient {
+    http: reqwest::Client,
+}
+
+impl OriginClient {
+    /// A client with a 5 s connect timeout and a 5 min timeout per request.
+    pub fn new() -> Result<Self> {
+        kraken_backends::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(300))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Self { http })
+    }
+
+    /// Whether `origin` answers `GET /health` with 200 within `timeout`.
+    pub async fn is_healthy(&self, origin: &str, timeout: Duration) -> bool {
+        let request = self
+            .http
+            .get(format!("http://{origin}/health"))
+            .timeout(timeout);
+        matches!(request.send().await, Ok(r) if r.status() == StatusCode::OK)
+    }
+
+    /// The blob's size if `origin` has it — on its disk only when `local`, else also in its
+    /// backend — or `None`.
+    pub async fn stat(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        local: bool,
+    ) -> Result<Option<u64>> {
+        let url = format!(
+            "{}?local={local}",
+            blob_url(origin, "/namespace", namespace, digest)
+        );
+        let response = self.send(origin, self.http.head(url)).await?;
+        match response.status() {
+            // reqwest reports a HEAD answer's (empty) body length, not the header.
+            StatusCode::OK => Ok(response
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(origin_error(origin, status, "")),
+        }
+    }
+
+    /// Asks `origin` for a blob's metainfo; an origin that does not hold the blob fetches it
+    /// from its backend and answers [`MetaInfoLookup::Pending`] meanwhile.
+    pub async fn metainfo(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+    ) -> Result<MetaInfoLookup> {
+        let url = format!(
+            "{}/metainfo",
+            blob_url(origin, "/namespace", namespace, digest)
+        );
+        let response = self.send(origin, self.http.get(url)).await?;
+        match response.status() {
+            StatusCode::OK => {
+                if response.content_length().unwrap_or(0) > MAX_METAINFO as u64 {
+                    return Err(origin_error(origin, StatusCode::OK, "metainfo too large"));
+                }
+                let body = self.body(origin, response).await?;
+                let meta = MetaInfo::decode(&body).map_err(|e| Error::Origin {
+                    origin: origin.to_owned(),
+                    reason: format!("invalid metainfo: {e}"),
+                })?;
+                if meta.digest() != digest {
+                    return Err(origin_error(
+                        origin,
+                        StatusCode::OK,
+                        "metainfo of another blob",
+                    ));
+                }
+                Ok(MetaInfoLookup::Found(meta))
+            }
+            StatusCode::ACCEPTED => Ok(MetaInfoLookup::Pending),
+            StatusCode::NOT_FOUND => Ok(MetaInfoLookup::NotFound),
+            _ => Err(self.status_error(origin, response).await),
+        }
+    }
+
+    /// The origins that own `digest` in `origin`'s view of the ring.
+    pub async fn locations(&self, origin: &str, digest: &Digest) -> Result<Vec<String>> {
+        let url = format!("http://{origin}/blobs/{digest}/locations");
+        let response = self.send(origin, self.http.get(url)).await?;
+        if response.status() != StatusCode::OK {
+            return Err(origin_error(origin, response.status(), ""));
+        }
+        let header = response
+            .headers()
+            .get("origin-locations")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Ok(header
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Uploads a blob held in memory (start, chunks, commit). An origin that already has the
+    /// blob answers `409`, which counts as success.
+    pub async fn upload_bytes(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        data: Bytes,
+        kind: CommitKind,
+    ) -> Result<()> {
+        let length = data.len() as u64;
+        self.upload(
+            origin,
+            namespace,
+            digest,
+            length,
+            kind,
+            &ChunkSource::Memory(data),
+        )
+        .await
+    }
+
+    /// Uploads a blob from a file, [`UPLOAD_CHUNK`] bytes per request.
+    pub async fn upload_file(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        path: &Path,
+        kind: CommitKind,
+    ) -> Result<()> {
+        let length = tokio::fs::metadata(path).await?.len();
+        let source = ChunkSource::File(path.to_owned());
+        self.upload(origin, namespace, digest, length, kind, &source)
+            .await
+    }
+
+    async fn upload(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        length: u64,
+        kind: CommitKind,
+        source: &ChunkSource,
+    ) -> Result<()> {
+        let uploads = format!(
+            "{}/uploads",
+            blob_url(origin, "/namespace", namespace, digest)
+        );
+        let started = self.send(origin, self.http.post(&uploads)).await?;
+        match started.status() {
+            StatusCode::OK => {}
+            StatusCode::CONFLICT => return Ok(()),
+            status => return Err(origin_error(origin, status, "start upload")),
+        }
+        let upload_id = started
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| origin_error(origin, StatusCode::OK, "no upload id in Location"))?
+            .to_owned();
+        let mut offset = 0;
+        while offset < length {
+            let end = (offset + UPLOAD_CHUNK).min(length);
+            let chunk = source.read(offset, end - offset).await?;
+            let request = self
+                .http
+                .patch(format!("{uploads}/{upload_id}"))
+                .header("content-range", format!("{offset}-{end}"))
+                .body(chunk);
+            let response = self.send(origin, request).await?;
+            match response.status() {
+                StatusCode::OK => {}
+                StatusCode::CONFLICT => return Ok(()),
+                status => return Err(origin_error(origin, status, "upload chunk")),
+            }
+            offset = end;
+        }
+        let commit = match kind {
+            CommitKind::Primary => format!("{uploads}/{upload_id}"),
+            CommitKind::Replica => format!(
+                "{}/uploads/{upload_id}",
+                blob_url(origin, "/internal/duplicate/namespace", namespace, digest)
+            ),
+        };
+        let response = self.send(origin, self.http.put(commit)).await?;
+        match response.status() {
+            StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
+            _ => Err(self.status_error(origin, response).await),
+        }
+    }
+
+    async fn send(
+        &self,
+        origin: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        request.send().await.map_err(|e| Error::Origin {
+            origin: origin.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The error for an unexpected answer, with the start of its body.
+    async fn status_error(&self, origin: &str, response: reqwest::Response) -> Error {
+        let status = response.status();
+        let body = self.body(origin, response).await.unwrap_or_default();
+        origin_error(origin, status, &String::from_utf8_lossy(&body))
+    }
+
+    async fn body(&self, origin: &str, response: reqwest::Response) -> Result<Bytes> {
+        response.bytes().await.map_err(|e| Error::Origin {
+            origin: origin.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Where upload chunks come from.
+enum ChunkSource {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+impl ChunkSource {
+    async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+        match self {
+            Self::Memory(data) => Ok(data.slice(offset as usize..(offset + length) as usize)),
+            Self::File(path) => {
+                let path = path.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let file = std::fs::File::open(&path)?;
+                    let mut buf = vec![0; length as usize];
+                    file.read_exact_at(&mut buf, offset)?;
+                    Ok::<_, std::io::Error>(Bytes::from(buf))
+                });
+                Ok(read
+                    .await
+                    .map_err(|_| Error::Internal("chunk read task failed"))??)
+            }
+        }
+    }
+}
+
+/// `http://origin{prefix}/{namespace}/blobs/{digest}`.
+pub(crate) fn blob_url(origin: &str, prefix: &str, namespace: &str, digest: &Digest) -> String {
+    format!(
+        "http://{origin}{prefix}/{}/blobs/{digest}",
+        encode_segment(namespace)
+    )
+}
+
+fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {
+    let what: String = what.chars().take(200).collect();
+    Error::Origin {
+        origin: origin.to_owned(),
+        reason: format!("{status}: {what}"),
+    }
+}

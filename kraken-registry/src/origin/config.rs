@@ -1,0 +1,297 @@
+//! The origin's settings, as loaded from a TOML file by `kraken origin --config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kraken_backends::BackendsConfig;
+use kraken_core::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Settings of an [`Origin`](super::Origin).
+///
+/// ```toml
+/// listen = "10.0.0.1:15002"
+/// peer_listen = "10.0.0.1:16001"
+/// data_dir = "/var/lib/kraken/origin"
+/// tracker = "http://tracker:15003"
+///
+/// [cluster]
+/// members = { static = ["10.0.0.1:15002", "10.0.0.2:15002", "10.0.0.3:15002"] }
+/// replicas = 3
+///
+/// [[backends.routes]]
+/// namespace = ".*"
+/// backend = { type = "s3", bucket = "kraken" }
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// Address the blob API listens on. Required.
+    pub listen: SocketAddr,
+    /// This origin's name in the ring, as the other members list it (`host:port`).
+    /// Default: `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Address of the P2P peer listener that seeds blobs. Default: `listen`'s IP, any port.
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Directory of the blob store, the write-back queue and uploads in progress. Required.
+    pub data_dir: PathBuf,
+    /// The tracker to announce blobs to (`http://host:port`). Default: none (no P2P seeding).
+    #[serde(default)]
+    pub tracker: Option<String>,
+    /// The origin ring: members, replicas, health checks.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Remote storage, routed by namespace. Default: no routes (blobs are kept only here).
+    #[serde(default)]
+    pub backends: BackendsConfig,
+    /// Writing committed blobs to the backend.
+    #[serde(default)]
+    pub write_back: WriteBackConfig,
+    /// Disk cleanup.
+    #[serde(default)]
+    pub cleanup: CleanupConfig,
+    /// Limits of the HTTP API.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+impl OriginConfig {
+    /// A config with defaults for everything but the listen address and data directory.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            advertise: None,
+            peer_listen: None,
+            data_dir: data_dir.into(),
+            tracker: None,
+            cluster: ClusterConfig::default(),
+            backends: BackendsConfig::default(),
+            write_back: WriteBackConfig::default(),
+            cleanup: CleanupConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+
+    /// The name this origin has in the ring.
+    pub fn self_name(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+/// Who the members of a ring are: a fixed list, or a DNS name re-resolved periodically.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MembersConfig {
+    /// `host:port` of every member.
+    Static(Vec<String>),
+    /// `name:port`: every A/AAAA record of `name`, with `port`, is a member.
+    Dns(String),
+}
+
+impl Default for MembersConfig {
+    fn default() -> Self {
+        Self::Static(Vec::new())
+    }
+}
+
+/// A ring of origins, as an origin or a tracker sees it.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The members. Default: an empty static list (an origin then rings only itself).
+    pub members: MembersConfig,
+    /// Origins that hold each blob, capped at the number of healthy members. Default: 3.
+    pub replicas: usize,
+    /// How often members are health-checked and DNS is re-resolved. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Time allowed for one health check. Default: 3s.
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
+    /// Consecutive failed checks after which a member is left out of the ring. Default: 3.
+    pub fails: u32,
+    /// Consecutive passed checks after which a left-out member is back. Default: 2.
+    pub passes: u32,
+    /// How often every held blob is checked against its owners and re-replicated where
+    /// missing (also run whenever membership changes). Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub repair_interval: Duration,
+    /// Replicas pushed by another origin write the blob back to the backend this long after
+    /// receiving it (skipped if the backend has it by then): a safety net should the
+    /// primary die before its own write-back. Default: 30m.
+    #[serde(with = "humantime_serde")]
+    pub replica_write_back_delay: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            members: MembersConfig::default(),
+            replicas: 3,
+            refresh_interval: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(3),
+            fails: 3,
+            passes: 2,
+            repair_interval: Duration::from_secs(300),
+            replica_write_back_delay: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the values that have no sensible meaning.
+    pub fn validate(&self) -> Result<()> {
+        if self.replicas == 0 {
+            return Err(Error::Config("cluster.replicas must be at least 1".into()));
+        }
+        if self.fails == 0 || self.passes == 0 {
+            return Err(Error::Config(
+                "cluster.fails and cluster.passes must be at least 1".into(),
+            ));
+        }
+        if self.refresh_interval.is_zero() || self.repair_interval.is_zero() {
+            return Err(Error::Config(
+                "cluster intervals must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Writing blobs back to the backend.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteBackConfig {
+    /// Delay before the first retry of a failed write-back; it doubles with every failure.
+    /// Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest delay between retries. Default: 1m.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Write-backs run at once. Default: 4.
+    pub concurrency: usize,
+}
+
+impl Default for WriteBackConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            concurrency: 4,
+        }
+    }
+}
+
+/// Removing blobs from the local disk. Blobs waiting for write-back are never removed.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleanupConfig {
+    /// How often a cleanup pass runs. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Blobs not read for this long are removed; `None` keeps them. Default: 6h.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Option<Duration>,
+    /// Above this many bytes, least recently used blobs are removed. Default: none.
+    pub high_watermark: Option<ByteSize>,
+    /// Watermark cleanup stops at this many bytes. Default: 90% of `high_watermark`.
+    pub low_watermark: Option<ByteSize>,
+    /// Uploads neither committed nor touched for this long are deleted. Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub upload_ttl: Duration,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            idle_ttl: Some(Duration::from_secs(6 * 3600)),
+            high_watermark: None,
+            low_watermark: None,
+            upload_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Bounds on what one request may ask.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest body of one upload `PATCH`; larger chunks get `413`. Default: 64MiB.
+    pub max_chunk: ByteSize,
+    /// Largest blob accepted by an upload or fetched from a backend. Default: 64GiB.
+    pub max_blob: ByteSize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_chunk: ByteSize(64 << 20),
+            max_blob: ByteSize(64 << 30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_loads_with_defaults_and_unknown_keys_are_refused() {
+        let example = r#"
+            listen = "10.0.0.1:15002"
+            peer_listen = "10.0.0.1:16001"
+            data_dir = "/var/lib/kraken/origin"
+            tracker = "http://tracker:15003"
+
+            [cluster]
+            members = { static = ["10.0.0.1:15002", "10.0.0.2:15002", "10.0.0.3:15002"] }
+            replicas = 2
+            refresh_interval = "5s"
+
+            [write_back]
+            max_backoff = "5m"
+
+            [cleanup]
+            high_watermark = "500GiB"
+
+            [[backends.routes]]
+            namespace = ".*"
+            backend = { type = "s3", bucket = "kraken" }
+        "#;
+        let config: OriginConfig = toml::from_str(example).unwrap();
+        assert_eq!(config.self_name(), "10.0.0.1:15002");
+        assert_eq!(config.cluster.replicas, 2);
+        assert_eq!(config.cluster.refresh_interval, Duration::from_secs(5));
+        assert_eq!(config.cluster.fails, 3);
+        assert_eq!(config.write_back.max_backoff, Duration::from_secs(300));
+        assert_eq!(config.write_back.concurrency, 4);
+        assert_eq!(config.cleanup.high_watermark, Some(ByteSize(500 << 30)));
+        assert_eq!(config.backends.routes.len(), 1);
+        assert!(matches!(config.cluster.members, MembersConfig::Static(ref m) if m.len() == 3));
+
+        let dns: ClusterConfig = toml::from_str(r#"members = { dns = "origins:15002" }"#).unwrap();
+        assert!(matches!(dns.members, MembersConfig::Dns(ref name) if name == "origins:15002"));
+        let typo = toml::from_str::<OriginConfig>(&format!("replica = 3\n{example}"));
+        assert!(typo.is_err());
+        let zero = ClusterConfig {
+            replicas: 0,
+            ..ClusterConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+}

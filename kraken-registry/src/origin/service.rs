@@ -1,0 +1,233 @@
+//! [`Origin`]: assembles the store, queue, ring, backend, P2P node and HTTP listener, and
+//! runs the background loops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kraken_backends::{Backend, Router};
+use kraken_core::{BlobStore, StoreConfig};
+use kraken_p2p::node::{Node, NodeConfig};
+use kraken_p2p::tracker::TrackerClient;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::cleanup::cleanup_loop;
+use super::client::OriginClient;
+use super::config::OriginConfig;
+use super::fetch::Fetcher;
+use super::membership::{Membership, RingView};
+use super::namespaces::NamespaceIndex;
+use super::queue::WriteBackQueue;
+use super::replicate::{repair_loop, repair_pass};
+use super::server::serve;
+use super::state::OriginState;
+use super::uploads::Uploads;
+use super::writeback::write_back_loop;
+use crate::error::{Error, Result};
+
+/// Builds an [`Origin`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until spawned"]
+pub struct OriginBuilder {
+    config: OriginConfig,
+    backend: Option<Arc<dyn Backend>>,
+}
+
+impl OriginBuilder {
+    /// Uses `backend` for every namespace instead of building
+    /// [`OriginConfig::backends`] (for embedders with their own backend, and tests).
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Opens the data directory, resumes pending write-backs, binds the listeners and starts
+    /// serving.
+    pub async fn spawn(self) -> Result<Origin> {
+        let config = self.config;
+        config.cluster.validate()?;
+        let data = &config.data_dir;
+        let mut store_config = StoreConfig::default();
+        store_config.idle_ttl = config.cleanup.idle_ttl;
+        store_config.high_watermark = config.cleanup.high_watermark;
+        store_config.low_watermark = config.cleanup.low_watermark;
+        let (store, queue, namespaces, uploads) = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let store = BlobStore::open_with_config(data.join("store"), store_config)?;
+                let queue = WriteBackQueue::open(&data)?;
+                let namespaces = NamespaceIndex::open(&data.join("namespaces"))?;
+                let uploads = Uploads::open(&data.join("uploads"))?;
+                reconcile_pins(&store, &queue)?;
+                Ok((store, queue, namespaces, uploads))
+            })
+            .await
+            .map_err(|_| Error::Internal("startup task failed"))??
+        };
+        let backend: Arc<dyn Backend> = match self.backend {
+            Some(backend) => backend,
+            None => Arc::new(Router::from_config(&config.backends)?),
+        };
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let name = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let client = OriginClient::new()?;
+        let membership = Membership::start(
+            config.cluster.clone(),
+            Some(name.clone()),
+            client.clone(),
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
+        let node = match &config.tracker {
+            Some(tracker) => {
+                let mut node_config = NodeConfig::default();
+                node_config.listen = config
+                    .peer_listen
+                    .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
+                node_config.swarm.origin = true;
+                let node = Node::builder(node_config)
+                    .store(store.clone())
+                    .tracker(Arc::new(TrackerClient::new(tracker)?))
+                    .spawn()
+                    .await?;
+                Some(node)
+            }
+            None => None,
+        };
+        let fetcher = Arc::new(Fetcher::new(
+            store.clone(),
+            Arc::clone(&backend),
+            kraken_core::PieceLengthPolicy::default(),
+            config.limits.max_blob.bytes(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        let state = Arc::new(OriginState {
+            config,
+            name,
+            store,
+            queue,
+            namespaces,
+            uploads,
+            backend,
+            fetcher,
+            membership,
+            client,
+            node,
+            write_back_queued: Notify::new(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        });
+        for digest in state.store.cached() {
+            let namespace = state.namespaces.get(&digest).unwrap_or_default();
+            state.seed(&namespace, &digest);
+        }
+        tasks.spawn(write_back_loop(Arc::clone(&state)));
+        tasks.spawn(repair_loop(Arc::clone(&state)));
+        tasks.spawn(cleanup_loop(Arc::clone(&state)));
+        tasks.spawn(serve(listener, Arc::clone(&state)));
+        tracing::info!(addr = %local_addr, name = %state.name, "origin started");
+        Ok(Origin { state, local_addr })
+    }
+}
+
+/// A running origin: the blob API, its place in the ring, write-back, replication, cleanup
+/// and P2P seeding. See the [module docs](super).
+#[derive(Debug)]
+pub struct Origin {
+    state: Arc<OriginState>,
+    local_addr: SocketAddr,
+}
+
+impl Origin {
+    /// A builder with `config`.
+    pub fn builder(config: OriginConfig) -> OriginBuilder {
+        OriginBuilder {
+            config,
+            backend: None,
+        }
+    }
+
+    /// Starts an origin with `config` and the backends it describes.
+    pub async fn spawn(config: OriginConfig) -> Result<Self> {
+        Self::builder(config).spawn().await
+    }
+
+    /// The address the blob API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This origin's name in the ring.
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The local blob store.
+    pub fn store(&self) -> &BlobStore {
+        &self.state.store
+    }
+
+    /// The current ring, as this origin sees it.
+    pub fn ring(&self) -> RingView {
+        self.state.membership.view()
+    }
+
+    /// The P2P address blobs are seeded from, if the origin has a tracker.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.state.node.as_ref().map(Node::advertise_addr)
+    }
+
+    /// Blobs waiting to be written to the backend.
+    pub fn pending_write_backs(&self) -> usize {
+        self.state.queue.pending().len()
+    }
+
+    /// Runs one repair pass now (it also runs periodically and on membership changes);
+    /// returns how many copies it made.
+    pub async fn repair(&self) -> usize {
+        repair_pass(&self.state).await
+    }
+
+    /// Stops accepting requests, lets those in flight finish (up to 10 s), stops the loops
+    /// and the P2P node, and returns when every task has ended. Pending write-backs stay in
+    /// the queue for the next start.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        if let Some(node) = &self.state.node {
+            node.shutdown().await;
+        }
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
+    }
+}
+
+/// Pins every blob with a pending write-back and unpins blobs pinned by a crash between a
+/// pin and its queue record (pins are the origin's and mean "not yet in the backend").
+fn reconcile_pins(store: &BlobStore, queue: &WriteBackQueue) -> Result<()> {
+    for task in queue.pending() {
+        match store.pin(&task.digest) {
+            Ok(()) => {}
+            Err(kraken_core::Error::NotFound(_)) => {
+                tracing::error!(digest = %task.digest, "a blob waiting for write-back is missing from disk");
+                queue.complete(&task.digest)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for digest in store.cached() {
+        if store.is_pinned(&digest) && !queue.contains(&digest) {
+            store.unpin(&digest)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Shared parts of the origin tests: moto behind a counting proxy, origins on loopback, and
+//! bounded waiting.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+pub mod proxy;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kraken_backends::testing::MotoServer;
+use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
+use kraken_registry::origin::{MembersConfig, Origin, OriginConfig};
+
+pub use kraken_backends::testing::pseudo_random_bytes as blob_bytes;
+pub use proxy::CountingProxy;
+
+pub const BUCKET: &str = "kraken-origin-test";
+pub const ROOT: &str = "blobs";
+
+/// moto with a counting proxy in front; origins talk to the proxy.
+pub struct S3 {
+    pub moto: MotoServer,
+    pub proxy: CountingProxy,
+    _dir: tempfile::TempDir,
+}
+
+impl S3 {
+    pub async fn start() -> Option<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let moto = MotoServer::start(BUCKET, &dir.path().join("moto.log")).await?;
+        let proxy = CountingProxy::start(moto.endpoint()).await;
+        Some(Self {
+            moto,
+            proxy,
+            _dir: dir,
+        })
+    }
+
+    /// The backends config origins use: everything to S3 through the proxy, no retries in
+    /// the backend layer (the write-back queue retries).
+    pub fn backends(&self) -> BackendsConfig {
+        let s3 = self.moto.s3_config(&self.proxy.url(), ROOT);
+        let mut route = RouteConfig::new(".*", BackendConfig::S3(s3));
+        let mut retry = RetryConfig::default();
+        retry.max_attempts = 1;
+        route.retry = retry;
+        BackendsConfig::new(vec![route])
+    }
+
+    /// A client of moto itself (not counted by the proxy).
+    pub fn direct(&self) -> Arc<dyn Backend> {
+        let s3 = self.moto.s3_config(self.moto.endpoint(), ROOT);
+        BackendConfig::S3(s3).build().unwrap()
+    }
+}
+
+/// A free port on `ip` (a loopback address such as 127.0.0.2).
+pub fn free_addr(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A one-origin cluster on 127.0.0.1 whose backend is `s3`.
+pub async fn single_origin(s3: &S3, dir: &Path) -> (Origin, OriginConfig) {
+    single_origin_with(s3, dir, |_| {}).await
+}
+
+/// [`single_origin`] with `configure` applied to its config first.
+pub async fn single_origin_with(
+    s3: &S3,
+    dir: &Path,
+    configure: impl FnOnce(&mut OriginConfig),
+) -> (Origin, OriginConfig) {
+    let addr = free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], dir);
+    config.backends = s3.backends();
+    configure(&mut config);
+    (Origin::spawn(config.clone()).await.unwrap(), config)
+}
+
+/// An origin config for a loopback cluster with fast health checks and repair.
+pub fn origin_config(listen: SocketAddr, members: &[SocketAddr], data: &Path) -> OriginConfig {
+    let mut config = OriginConfig::new(listen, data);
+    config.cluster.members =
+        MembersConfig::Static(members.iter().map(ToString::to_string).collect());
+    config.cluster.refresh_interval = Duration::from_millis(200);
+    config.cluster.health_timeout = Duration::from_millis(500);
+    config.cluster.fails = 2;
+    config.cluster.passes = 1;
+    config.cluster.repair_interval = Duration::from_secs(2);
+    config.write_back.initial_backoff = Duration::from_millis(200);
+    config.write_back.max_backoff = Duration::from_secs(1);
+    config
+}
+
+/// Polls `check` every 100 ms until it returns true; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
