@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::{TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use kraken_p2p::tracker::{
+    Tracker, TrackerClient, TrackerConfig, TrackerPool, TrackerServer, TrackerService,
+};
 use kraken_registry::origin::{ClusterConfig, OriginMetaInfoSource};
 use serde::Serialize;
 
@@ -65,7 +67,8 @@ pub(crate) struct TrackerArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct PeerArgs {
-    /// The tracker's URL.
+    /// The tracker's URL; several, comma-separated, share the load (each torrent goes to
+    /// one of them by rendezvous hashing, and to the next when that one is down).
     #[arg(long)]
     tracker: String,
     /// Address of this node's peer listener (distinct 127.0.0.x addresses make distinct
@@ -205,7 +208,11 @@ async fn start_node(
     });
     let store = BlobStore::open(&store_dir)
         .with_context(|| format!("opening the blob store at {}", store_dir.display()))?;
-    let tracker = TrackerClient::new(&args.tracker).context("tracker URL")?;
+    let urls: Vec<&str> = args.tracker.split(',').map(str::trim).collect();
+    let tracker: Arc<dyn Tracker> = match urls.as_slice() {
+        [url] => Arc::new(TrackerClient::new(url).context("tracker URL")?),
+        _ => Arc::new(TrackerPool::new(&urls).context("tracker URLs")?),
+    };
     let mut config = NodeConfig::default();
     config.listen = args.listen;
     let rate: Option<ByteSize> = args.rate.map(|r| r.0);
@@ -220,7 +227,7 @@ async fn start_node(
     configure(&mut config);
     Node::builder(config)
         .store(store)
-        .tracker(Arc::new(tracker))
+        .tracker(tracker)
         .spawn()
         .await
         .with_context(|| format!("starting a node on {}", args.listen))

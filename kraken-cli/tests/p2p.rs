@@ -145,6 +145,34 @@ fn seed_and_fetch_between_processes() {
 }
 
 #[test]
+fn nodes_listing_several_trackers_in_any_order_meet_and_survive_one_being_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    random_file(&file, 1 << 20);
+    let (_first, first) = start_tracker();
+    let (_second, second) = start_tracker();
+    // A tracker that is down: a port nobody listens on any more.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let seeder_list = format!("{first},{second},{dead}");
+    let fetcher_list = format!("{dead},{second},{first}");
+    let (_seeder, digest) =
+        start_seeder(&file, &seeder_list, &dir.path().join("seeder"), "100MB");
+    let out = dir.path().join("out");
+    let output = fetch_command(&digest, &fetcher_list, 30, &dir.path().join("f"), &out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(out).unwrap(), std::fs::read(&file).unwrap());
+}
+
+#[test]
 fn fetch_fails_clearly_for_an_unknown_blob() {
     let dir = tempfile::tempdir().unwrap();
     let (_tracker, url) = start_tracker();

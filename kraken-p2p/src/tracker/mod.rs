@@ -17,6 +17,8 @@ pub mod api;
 mod client;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
+mod pool;
+#[cfg(feature = "runtime-tokio")]
 mod service;
 #[cfg(feature = "runtime-tokio")]
 mod source;
@@ -24,6 +26,8 @@ mod source;
 #[cfg(feature = "runtime-tokio")]
 pub use self::client::{Tracker, TrackerClient};
 pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
+#[cfg(feature = "runtime-tokio")]
+pub use self::pool::TrackerPool;
 #[cfg(feature = "runtime-tokio")]
 pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};
 #[cfg(feature = "runtime-tokio")]
