@@ -158,8 +158,7 @@ fn nodes_listing_several_trackers_in_any_order_meet_and_survive_one_being_down()
     };
     let seeder_list = format!("{first},{second},{dead}");
     let fetcher_list = format!("{dead},{second},{first}");
-    let (_seeder, digest) =
-        start_seeder(&file, &seeder_list, &dir.path().join("seeder"), "100MB");
+    let (_seeder, digest) = start_seeder(&file, &seeder_list, &dir.path().join("seeder"), "100MB");
     let out = dir.path().join("out");
     let output = fetch_command(&digest, &fetcher_list, 30, &dir.path().join("f"), &out)
         .output()

@@ -311,32 +311,44 @@ impl Flows {
             .collect();
         receivers.sort_unstable();
         receivers.dedup();
-        let mut affected = Vec::new();
-        for &sender in &senders {
-            let slots = self.outbound[sender].clone();
-            let caps: Vec<f64> = slots
-                .iter()
-                .map(|&s| self.equal_down(self.flow(s).to))
-                .collect();
-            for (slot, share) in slots.iter().zip(water_fill(self.up[sender], &caps)) {
-                self.slots[*slot].as_mut().expect("listed").send_share = share;
-            }
-            affected.extend(slots);
-        }
-        for &receiver in &receivers {
-            let slots = self.inbound[receiver].clone();
-            let caps: Vec<f64> = slots
-                .iter()
-                .map(|&s| self.equal_up(self.flow(s).from))
-                .collect();
-            for (slot, share) in slots.iter().zip(water_fill(self.down[receiver], &caps)) {
-                self.slots[*slot].as_mut().expect("listed").receive_share = share;
-            }
-            affected.extend(slots);
+        let mut affected: Vec<usize> = senders
+            .into_iter()
+            .flat_map(|host| self.fill(host, End::Up))
+            .collect();
+        for host in receivers {
+            affected.extend(self.fill(host, End::Down));
         }
         affected.sort_unstable();
         affected.dedup();
         affected
+    }
+
+    /// Water-fills one end of `host`'s links — its uplink over its outbound flows, each capped
+    /// by its receiver's equal share, or its downlink over its inbound flows, each capped by
+    /// its sender's — and returns the flows it re-shared.
+    fn fill(&mut self, host: HostId, end: End) -> Vec<usize> {
+        let (slots, capacity) = match end {
+            End::Up => (self.outbound[host].clone(), self.up[host]),
+            End::Down => (self.inbound[host].clone(), self.down[host]),
+        };
+        let caps: Vec<f64> = slots
+            .iter()
+            .map(|&slot| {
+                let flow = self.flow(slot);
+                match end {
+                    End::Up => self.equal_down(flow.to),
+                    End::Down => self.equal_up(flow.from),
+                }
+            })
+            .collect();
+        for (&slot, share) in slots.iter().zip(water_fill(capacity, &caps)) {
+            let flow = self.slots[slot].as_mut().expect("listed flows exist");
+            match end {
+                End::Up => flow.send_share = share,
+                End::Down => flow.receive_share = share,
+            }
+        }
+        slots
     }
 
     fn flow(&self, slot: usize) -> &Flow {
@@ -363,6 +375,13 @@ impl Flows {
     pub(super) fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }
+}
+
+/// A host's uplink or downlink.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Up,
+    Down,
 }
 
 /// How a link's capacity is divided among the flows through it.

@@ -136,3 +136,22 @@ fn percentiles_use_the_nearest_rank_and_count_unfinished_hosts() {
     assert_eq!(p.p50, Some(6.0));
     assert_eq!((p.p90, p.p99, p.max), (None, None, None));
 }
+
+#[test]
+fn water_filling_finishes_and_is_not_slower_than_the_equal_split() {
+    let mut scenario = small(30, 16 << 20, 10.0 * MB);
+    scenario.heterogeneity = 0.6;
+    let equal = scenario.run();
+    scenario.sharing = Sharing::WaterFill;
+    let filled = scenario.run();
+    assert_eq!(filled.completed, 30);
+    let (equal_p50, filled_p50) = (
+        equal.completion.p50.unwrap(),
+        filled.completion.p50.unwrap(),
+    );
+    // Never below the equal split per flow, so not slower beyond scheduling noise.
+    assert!(
+        filled_p50 <= equal_p50 * 1.05,
+        "water-fill p50 {filled_p50:.2}s, equal split {equal_p50:.2}s"
+    );
+}
