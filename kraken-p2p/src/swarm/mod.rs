@@ -887,37 +887,20 @@ impl Swarm {
 
     /// Dials tracker-given peers until the torrent is at its connection limit.
     fn fill_conns(&mut self, now: Instant, info_hash: InfoHash) {
-        let Some(torrent) = self.torrents.get_mut(&info_hash) else {
+        let Some(torrent) = self.torrents.get(&info_hash) else {
             return;
         };
         if torrent.phase != Phase::Leeching {
             // Complete peers don't go looking for neighbours; leechers find them.
             return;
         }
-        while let Some(peer) = torrent.candidates.pop() {
-            if torrent.conns.len() >= self.config.max_conns_per_torrent {
-                // Full: a seeder or origin may take the place of a link over which nothing
-                // can flow either way. Candidates come best first, so one that is neither
-                // ends the search.
-                let twin = (peer.complete || peer.origin)
-                    .then(|| {
-                        torrent.conns.iter().copied().find(|c| {
-                            self.conns
-                                .get(c)
-                                .is_some_and(|c| c.is_idle_twin(&torrent.have))
-                        })
-                    })
-                    .flatten();
-                let Some(twin) = twin else {
-                    torrent.candidates.push(peer);
-                    break;
-                };
-                tracing::debug!(conn = %twin, "replacing a link that has nothing to exchange");
-                let c = self.conns.remove(&twin).expect("listed");
-                torrent.conns.retain(|&x| x != twin);
-                torrent.remove_availability(&c.have);
-                self.actions.push_back(Action::Close { conn: twin });
-            }
+        loop {
+            let Some(torrent) = self.torrents.get_mut(&info_hash) else {
+                return;
+            };
+            let Some(peer) = torrent.candidates.pop() else {
+                return;
+            };
             let blacklisted = self
                 .blacklist
                 .get(&(peer.peer_id, info_hash))
@@ -929,18 +912,52 @@ impl Swarm {
             if blacklisted || connected || peer.peer_id == self.local_peer {
                 continue;
             }
+            if torrent.conns.len() >= self.config.max_conns_per_torrent {
+                // Full: a seeder or origin may take the place of a link over which nothing
+                // can flow either way. Candidates come best first, so one that is neither
+                // ends the search.
+                let twin = if peer.complete || peer.origin {
+                    self.idle_twin(info_hash)
+                } else {
+                    None
+                };
+                let Some(twin) = twin else {
+                    if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                        torrent.candidates.push(peer);
+                    }
+                    return;
+                };
+                tracing::debug!(conn = %twin, "replacing a link that has nothing to exchange");
+                self.drop_conn_state(twin);
+                self.actions.push_back(Action::Close { conn: twin });
+            }
             self.next_conn += 1;
             let id = ConnId(self.next_conn);
             let mut c = Conn::new(Direction::Outbound, peer.addr(), Some(info_hash), now);
             c.peer_id = Some(peer.peer_id);
             self.conns.insert(id, c);
-            torrent.conns.push(id);
+            self.torrents
+                .get_mut(&info_hash)
+                .expect("checked above")
+                .conns
+                .push(id);
             self.actions.push_back(Action::Dial {
                 conn: id,
                 peer,
                 info_hash,
             });
         }
+    }
+
+    /// An active link of the torrent over which nothing can flow either way (see
+    /// `Conn::is_idle_twin`), if there is one.
+    fn idle_twin(&self, info_hash: InfoHash) -> Option<ConnId> {
+        let torrent = self.torrents.get(&info_hash)?;
+        torrent.conns.iter().copied().find(|c| {
+            self.conns
+                .get(c)
+                .is_some_and(|c| c.is_idle_twin(&torrent.have))
+        })
     }
 
     fn expire_conns(&mut self, now: Instant) {
@@ -1250,18 +1267,14 @@ impl Swarm {
         let interval = torrent.announce_interval(&self.config);
         torrent.last_announce = Some(now);
         let full = torrent.conns.len() >= self.config.max_conns_per_torrent;
-        if torrent.phase == Phase::Leeching
-            && full
-            && !torrent.conns.iter().any(|c| {
-                self.conns
-                    .get(c)
-                    .is_some_and(|c| c.is_idle_twin(&torrent.have))
-            })
-        {
+        let leeching = torrent.phase == Phase::Leeching;
+        if leeching && full && self.idle_twin(info_hash).is_none() {
+            let torrent = self.torrents.get_mut(&info_hash).expect("checked above");
             // A full torrent needs no new peers; look again later.
             torrent.next_announce = now + interval;
             return;
         }
+        let torrent = self.torrents.get_mut(&info_hash).expect("checked above");
         torrent.announce_in_flight = true;
         torrent.next_announce = now + interval;
         // Spread announces of many torrents a little so they don't all fire in one tick.
