@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
+use kraken_p2p::http_server::ServeConfig;
 use kraken_p2p::node::{Node, NodeConfig};
+use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
     Tracker, TrackerClient, TrackerConfig, TrackerPool, TrackerServer, TrackerService,
 };
-use kraken_registry::origin::{ClusterConfig, OriginMetaInfoSource};
+use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
 
 use crate::rate::Rate;
@@ -26,6 +28,13 @@ use crate::rate::Rate;
 /// [origins]    # optional: ask these origins for metainfo nobody published
 /// members = { static = ["127.0.0.1:15002"] }
 /// replicas = 3
+///
+/// [tls]        # optional: serve HTTPS (see kraken_p2p::tls)
+/// cert = "tracker.pem"
+/// key = "tracker.key"
+///
+/// [client_tls] # optional: reach the origins over HTTPS
+/// ca = "ca.pem"
 /// ```
 #[non_exhaustive]
 #[derive(Debug, serde::Deserialize)]
@@ -41,6 +50,12 @@ pub(crate) struct TrackerFileConfig {
     /// Default: none (only published metainfo is served).
     #[serde(default)]
     origins: Option<ClusterConfig>,
+    /// TLS on the tracker's listener. Default: plain HTTP.
+    #[serde(default)]
+    tls: Option<ServerTlsConfig>,
+    /// TLS toward the origins. Default: plain HTTP.
+    #[serde(default)]
+    client_tls: Option<ClientTlsConfig>,
 }
 
 fn default_tracker_listen() -> SocketAddr {
@@ -88,6 +103,15 @@ pub(crate) struct PeerArgs {
     /// Most connections per blob (default: the scheduler's, 10).
     #[arg(long)]
     max_conns: Option<usize>,
+    /// CA certificate (PEM) an `https://` tracker's certificate must chain to.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a tracker that asks for one; needs `--tls-key`.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// Key of `--tls-cert` (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,21 +200,28 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
             listen: args.listen,
             announce_interval: args.announce_interval,
             origins: None,
+            tls: None,
+            client_tls: None,
         },
     };
+    let tls = file.tls.as_ref().map(|tls| tls.load()).transpose()?;
+    let client_tls = file.client_tls.as_ref().map(|tls| tls.load()).transpose()?;
     let mut config = TrackerConfig::default();
     config.announce_interval = file.announce_interval;
     let mut service = TrackerService::new(config);
     if let Some(origins) = file.origins {
-        let source = OriginMetaInfoSource::start(origins)
+        let client = OriginClient::with_tls(client_tls.as_ref())?;
+        let source = OriginMetaInfoSource::start_with(origins, client)
             .await
             .context("resolving the origins")?;
         service = service.with_metainfo_source(Arc::new(source));
     }
-    let server = TrackerServer::bind(file.listen, Arc::new(service))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let serve = ServeConfig::new("tracker").tls(tls);
+    let server = TrackerServer::bind_with(file.listen, Arc::new(service), serve)
         .await
         .with_context(|| format!("binding {}", file.listen))?;
-    eprintln!("tracker listening on http://{}", server.local_addr());
+    eprintln!("tracker listening on {scheme}://{}", server.local_addr());
     wait_for_signal().await?;
     server.shutdown().await;
     Ok(())
@@ -208,10 +239,21 @@ async fn start_node(
     });
     let store = BlobStore::open(&store_dir)
         .with_context(|| format!("opening the blob store at {}", store_dir.display()))?;
+    let tls = args
+        .tls_ca
+        .as_ref()
+        .map(|ca| {
+            let mut config = ClientTlsConfig::new(ca);
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                config = config.with_identity(cert, key);
+            }
+            config.load()
+        })
+        .transpose()?;
     let urls: Vec<&str> = args.tracker.split(',').map(str::trim).collect();
     let tracker: Arc<dyn Tracker> = match urls.as_slice() {
-        [url] => Arc::new(TrackerClient::new(url).context("tracker URL")?),
-        _ => Arc::new(TrackerPool::new(&urls).context("tracker URLs")?),
+        [url] => Arc::new(TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?),
+        _ => Arc::new(TrackerPool::with_tls(&urls, tls.as_ref()).context("tracker URLs")?),
     };
     let mut config = NodeConfig::default();
     config.listen = args.listen;

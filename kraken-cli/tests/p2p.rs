@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kraken_core::{BlobStore, MetaInfo, PieceLengthPolicy};
+use kraken_p2p::tls::TestPki;
 
 mod common;
 
@@ -37,6 +38,17 @@ fn start_tracker() -> (Process, String) {
 
 /// Starts a seeder and returns it once it printed the digest.
 fn start_seeder(file: &Path, tracker: &str, store: &Path, rate: &str) -> (Process, String) {
+    start_seeder_with(file, tracker, store, rate, &[])
+}
+
+/// [`start_seeder`] with `extra` arguments.
+fn start_seeder_with(
+    file: &Path,
+    tracker: &str,
+    store: &Path,
+    rate: &str,
+    extra: &[&str],
+) -> (Process, String) {
     let listen = format!("127.0.0.2:{}", free_port("127.0.0.2"));
     let mut child = Command::new(KRAKEN)
         .args([
@@ -55,6 +67,7 @@ fn start_seeder(file: &Path, tracker: &str, store: &Path, rate: &str) -> (Proces
             "--store",
             store.to_str().unwrap(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -261,4 +274,78 @@ fn pieces_on_disk(store: &Path, meta: &MetaInfo) -> u32 {
         .ok()
         .and_then(|bytes| kraken_core::Bitfield::from_bytes(meta.piece_count(), &bytes).ok())
         .map_or(0, |b| b.count_ones())
+}
+
+#[test]
+fn seed_and_fetch_through_a_tracker_that_demands_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let path = |name: &str| pki.path(name).to_str().unwrap().to_owned();
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let config = dir.path().join("tracker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\nannounce_interval = \"500ms\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nclient_auth = \"writes\"\n",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem"),
+        ),
+    )
+    .unwrap();
+    let _tracker = Process(
+        Command::new(KRAKEN)
+            .args(["tracker", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(&addr);
+    let url = format!("https://{addr}");
+    let certified = [
+        "--tls-ca".to_owned(),
+        path("ca.pem"),
+        "--tls-cert".to_owned(),
+        path("client.pem"),
+        "--tls-key".to_owned(),
+        path("client.key"),
+    ];
+    let certified: Vec<&str> = certified.iter().map(String::as_str).collect();
+
+    let file = dir.path().join("blob");
+    random_file(&file, 1 << 20);
+    let (_seeder, digest) =
+        start_seeder_with(&file, &url, &dir.path().join("seeder"), "100MB", &certified);
+    assert!(
+        digest.starts_with("sha256:"),
+        "the seeder failed: {digest:?}"
+    );
+
+    let out = dir.path().join("out");
+    let fetched = fetch_command(&digest, &url, 10, &dir.path().join("f"), &out)
+        .args(&certified)
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap());
+
+    // Without a certificate the fetcher may read metainfo but not announce (a POST): the
+    // tracker's 403 fails the download at once.
+    let anonymous = fetch_command(
+        &digest,
+        &url,
+        11,
+        &dir.path().join("g"),
+        &dir.path().join("out2"),
+    )
+    .args(["--tls-ca", &path("ca.pem")])
+    .output()
+    .unwrap();
+    assert!(!anonymous.status.success());
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("TrackerRefused"), "{stderr}");
 }

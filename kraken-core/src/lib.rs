@@ -54,7 +54,7 @@ pub mod store;
 
 pub use crate::bitfield::{Bitfield, encoded_len as bitfield_encoded_len};
 pub use crate::digest::{Algorithm, Digest, DigestError, Hasher};
-pub use crate::error::{Error, Result};
+pub use crate::error::{Error, Result, error_chain};
 pub use crate::metainfo::{
     HEADER_LEN as METAINFO_HEADER_LEN, InfoHash, MAX_PIECE_COUNT, MAX_PIECE_LENGTH, MetaInfo,
     MetaInfoError, MetaInfoGenerator, PieceIndex,

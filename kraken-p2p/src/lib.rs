@@ -14,6 +14,8 @@
 //!   [`kraken_core`]'s blob store;
 //! - [`tracker`]: the peer store and handout policy (pure), and the HTTP tracker service and
 //!   client (feature `runtime-tokio`);
+//! - [`tls`] and [`http_server`] (feature `runtime-tokio`): the HTTP listener every Kraken
+//!   service uses, plain or TLS with client certificates for writes, and the clients' TLS;
 //! - `sim` (feature `sim`): thousands of swarm cores over virtual time and a network model —
 //!   the real scheduler at scale, deterministic for a seed.
 //!
@@ -66,10 +68,14 @@
 
 mod error;
 #[cfg(feature = "runtime-tokio")]
+pub mod http_server;
+#[cfg(feature = "runtime-tokio")]
 pub mod node;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod swarm;
+#[cfg(feature = "runtime-tokio")]
+pub mod tls;
 pub mod tracker;
 pub mod wire;
 

@@ -38,6 +38,9 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A TLS certificate, key or CA file could not be read or used.
+    #[error("TLS")]
+    Tls(#[from] kraken_p2p::tls::TlsError),
     /// A configuration value is invalid; the message says which and why.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -64,14 +67,4 @@ impl Error {
     }
 }
 
-/// An error and its causes on one line, for logs and response bodies.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use kraken_core::error_chain;

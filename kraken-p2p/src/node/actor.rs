@@ -552,7 +552,11 @@ impl Actor {
                 }
                 Err(e) => {
                     tracing::warn!(torrent = %info_hash.fmt_short(), error = %e, "announce failed");
-                    self.swarm.handle_announce_failed(now, info_hash);
+                    if is_refusal(&e) {
+                        self.swarm.handle_announce_refused(now, info_hash);
+                    } else {
+                        self.swarm.handle_announce_failed(now, info_hash);
+                    }
                 }
             },
             ActorEvent::Resolved { conn, found } => {
@@ -1069,4 +1073,10 @@ async fn seed_file(
     .map_err(|_| Error::Internal("store task failed"))??;
     tracker.publish_metainfo(namespace, &meta).await?;
     Ok((meta, blob))
+}
+
+/// Whether a tracker's answer refuses the announce for good: a client error other than a
+/// timeout or rate limit, which a retry would get again.
+fn is_refusal(error: &Error) -> bool {
+    matches!(error, Error::Tracker { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
 }

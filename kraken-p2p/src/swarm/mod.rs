@@ -158,6 +158,10 @@ pub enum FailReason {
     DigestMismatch,
     /// The local store failed.
     Storage,
+    /// The tracker refused to hand out peers (a `4xx` answer to the announce, such as `403`
+    /// for a missing client certificate): no peer can be found, so the download fails now
+    /// instead of after [`SwarmConfig::leecher_idle_timeout`].
+    TrackerRefused,
 }
 
 /// How a connection ended, as the driver saw it.
@@ -524,6 +528,18 @@ impl Swarm {
         if let Some(torrent) = self.torrents.get_mut(&info_hash) {
             torrent.announce_in_flight = false;
             torrent.next_announce = now + torrent.announce_interval(&self.config);
+        }
+    }
+
+    /// The tracker refused an announce for good (a client error, not an outage). A download
+    /// fails with [`FailReason::TrackerRefused`]; a seeding torrent keeps its links and
+    /// retries like [`handle_announce_failed`](Self::handle_announce_failed).
+    pub fn handle_announce_refused(&mut self, now: Instant, info_hash: InfoHash) {
+        match self.torrents.get(&info_hash) {
+            Some(torrent) if torrent.phase == Phase::Leeching => {
+                self.fail(info_hash, FailReason::TrackerRefused);
+            }
+            _ => self.handle_announce_failed(now, info_hash),
         }
     }
 

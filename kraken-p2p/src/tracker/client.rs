@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::http::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -14,6 +15,7 @@ use kraken_core::{Digest, InfoHash, MetaInfo};
 
 use super::api::{AnnounceRequest, AnnounceResponse, encode_segment};
 use crate::error::{Error, Result};
+use crate::tls::ClientTls;
 
 /// Largest tracker answer read: the largest metainfo plus slack.
 const MAX_RESPONSE: usize =
@@ -39,7 +41,7 @@ pub trait Tracker: Send + Sync + fmt::Debug + 'static {
 #[derive(Clone)]
 pub struct TrackerClient {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -54,16 +56,48 @@ impl fmt::Debug for TrackerClient {
 impl TrackerClient {
     /// A client of the tracker at `url` (`http://host:port`). Requests time out after 10 s.
     pub fn new(url: &str) -> Result<Self> {
+        Self::connect(url, None)
+    }
+
+    /// A client of the tracker at `url` (`https://host:port`) over TLS with `tls` (the pinned
+    /// CA, and a client certificate if the tracker asks for one). Requests time out after 10 s.
+    pub fn with_tls(url: &str, tls: &ClientTls) -> Result<Self> {
+        Self::connect(url, Some(tls))
+    }
+
+    /// [`with_tls`](Self::with_tls) when `tls` is given, else [`new`](Self::new). An
+    /// `https://` URL needs `tls`.
+    pub fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let uri: Uri = base
             .parse()
             .map_err(|_| Error::Config("tracker URL is not a valid URI"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(Error::Config("tracker URL must be http://host:port"));
+        let scheme = uri.scheme_str();
+        if uri.host().is_none() || !matches!(scheme, Some("http" | "https")) {
+            return Err(Error::Config(
+                "tracker URL must be http://host:port or https://host:port",
+            ));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        if scheme == Some("https") && tls.is_none() {
+            return Err(Error::Config(
+                "an https tracker URL needs a client TLS configuration",
+            ));
+        }
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        // Plain clients still go through the TLS connector (it passes http:// through), so
+        // there is one client type; without a configuration nothing is trusted.
+        let config = match tls {
+            Some(tls) => tls.config().as_ref().clone(),
+            None => untrusting_config(),
+        };
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Self {
             base,
             client: Client::builder(TokioExecutor::new()).build(connector),
@@ -94,7 +128,7 @@ impl TrackerClient {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(|e| unreachable(kraken_core::error_chain(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
@@ -107,6 +141,17 @@ impl TrackerClient {
             .await
             .map_err(|_| unreachable("timed out".into()))?
     }
+}
+
+/// A TLS configuration that trusts no server: what a plain-HTTP client carries.
+fn untrusting_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth()
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> Error {

@@ -11,6 +11,7 @@ use kraken_core::{Digest, InfoHash, MetaInfo, Ring};
 use super::api::{AnnounceRequest, AnnounceResponse};
 use super::{Tracker, TrackerClient};
 use crate::error::{Error, Result};
+use crate::tls::ClientTls;
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
@@ -37,10 +38,16 @@ impl fmt::Debug for TrackerPool {
 impl TrackerPool {
     /// HTTP clients of the trackers at `urls` (`http://host:port` each).
     pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Self> {
+        Self::with_tls(urls, None)
+    }
+
+    /// HTTP clients of the trackers at `urls`, over TLS with `tls` where a URL is
+    /// `https://`.
+    pub fn with_tls<S: AsRef<str>>(urls: &[S], tls: Option<&ClientTls>) -> Result<Self> {
         let trackers = urls
             .iter()
             .map(|url| {
-                let client = TrackerClient::new(url.as_ref())?;
+                let client = TrackerClient::connect(url.as_ref(), tls)?;
                 Ok((
                     url.as_ref().to_owned(),
                     Arc::new(client) as Arc<dyn Tracker>,

@@ -21,6 +21,7 @@ use super::api::{AnnounceRequest, AnnounceResponse, decode_segment};
 use super::source::{MetaInfoLookup, MetaInfoSource};
 use super::{MemoryPeerStore, handout};
 use crate::error::Result;
+use crate::http_server::{ServeConfig, serve};
 
 /// Largest announce body accepted: 16 KiB.
 const MAX_ANNOUNCE_BODY: usize = 16 << 10;
@@ -274,47 +275,33 @@ pub struct TrackerServer {
 }
 
 impl TrackerServer {
-    /// Binds `addr` and serves `service` until [`shutdown`](Self::shutdown).
+    /// Binds `addr` and serves `service` over plain HTTP until [`shutdown`](Self::shutdown).
     pub async fn bind(addr: SocketAddr, service: Arc<TrackerService>) -> Result<Self> {
+        Self::bind_with(addr, service, ServeConfig::new("tracker")).await
+    }
+
+    /// Binds `addr` and serves `service` with `config` (TLS, drain time) until
+    /// [`shutdown`](Self::shutdown).
+    pub async fn bind_with(
+        addr: SocketAddr,
+        service: Arc<TrackerService>,
+        config: ServeConfig,
+    ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let token = shutdown.clone();
-        let conn_tasks = tasks.clone();
-        tasks.spawn(async move {
-            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    accepted = listener.accept() => {
-                        let (stream, _) = match accepted {
-                            Ok(accepted) => accepted,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "tracker accept failed");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        };
-                        let service = Arc::clone(&service);
-                        let conn = hyper::server::conn::http1::Builder::new().serve_connection(
-                            hyper_util::rt::TokioIo::new(stream),
-                            hyper::service::service_fn(move |req| {
-                                let service = Arc::clone(&service);
-                                async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
-                            }),
-                        );
-                        let conn = graceful.watch(conn);
-                        conn_tasks.spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(error = %e, "tracker connection ended with an error");
-                            }
-                        });
-                    }
-                }
-            }
-            graceful.shutdown().await;
-        });
+        let handler = move |request| {
+            let service = Arc::clone(&service);
+            async move { service.handle(request).await }
+        };
+        tasks.spawn(serve(
+            listener,
+            config,
+            handler,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         tasks.close();
         Ok(Self {
             local_addr,

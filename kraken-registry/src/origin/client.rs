@@ -10,6 +10,8 @@ use kraken_p2p::tracker::MetaInfoLookup;
 use kraken_p2p::tracker::api::encode_segment;
 use reqwest::StatusCode;
 
+use kraken_p2p::tls::ClientTls;
+
 use crate::error::{Error, Result};
 
 /// Bytes sent per upload `PATCH`, as Go Kraken's uploader does.
@@ -34,27 +36,51 @@ pub enum CommitKind {
 #[derive(Clone, Debug)]
 pub struct OriginClient {
     http: reqwest::Client,
+    /// `http` or, with TLS, `https`.
+    scheme: &'static str,
 }
 
 impl OriginClient {
-    /// A client with a 5 s connect timeout and a 5 min timeout per request.
+    /// A plain-HTTP client with a 5 s connect timeout and a 5 min timeout per request.
     pub fn new() -> Result<Self> {
+        Self::with_tls(None)
+    }
+
+    /// A client that speaks HTTPS to every origin with `tls` (the pinned CA, and the
+    /// certificate origins ask for on writes), or plain HTTP without. Timeouts as
+    /// [`new`](Self::new).
+    pub fn with_tls(tls: Option<&ClientTls>) -> Result<Self> {
         kraken_backends::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = tls {
+            builder = builder.tls_backend_preconfigured(tls.config().as_ref().clone());
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
-        Ok(Self { http })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(Self { http, scheme })
+    }
+
+    /// `{scheme}://{origin}{path}`.
+    fn url(&self, origin: &str, path: &str) -> String {
+        format!("{}://{origin}{path}", self.scheme)
+    }
+
+    /// `{scheme}://origin{prefix}/{namespace}/blobs/{digest}`.
+    fn blob_url(&self, origin: &str, prefix: &str, namespace: &str, digest: &Digest) -> String {
+        self.url(
+            origin,
+            &format!("{prefix}/{}/blobs/{digest}", encode_segment(namespace)),
+        )
     }
 
     /// Whether `origin` answers `GET /health` with 200 within `timeout`.
     pub async fn is_healthy(&self, origin: &str, timeout: Duration) -> bool {
-        let request = self
-            .http
-            .get(format!("http://{origin}/health"))
-            .timeout(timeout);
+        let request = self.http.get(self.url(origin, "/health")).timeout(timeout);
         matches!(request.send().await, Ok(r) if r.status() == StatusCode::OK)
     }
 
@@ -69,7 +95,7 @@ impl OriginClient {
     ) -> Result<Option<u64>> {
         let url = format!(
             "{}?local={local}",
-            blob_url(origin, "/namespace", namespace, digest)
+            self.blob_url(origin, "/namespace", namespace, digest)
         );
         let response = self.send(origin, self.http.head(url)).await?;
         match response.status() {
@@ -93,7 +119,7 @@ impl OriginClient {
     ) -> Result<MetaInfoLookup> {
         let url = format!(
             "{}/metainfo",
-            blob_url(origin, "/namespace", namespace, digest)
+            self.blob_url(origin, "/namespace", namespace, digest)
         );
         let response = self.send(origin, self.http.get(url)).await?;
         match response.status() {
@@ -123,7 +149,7 @@ impl OriginClient {
 
     /// The origins that own `digest` in `origin`'s view of the ring.
     pub async fn locations(&self, origin: &str, digest: &Digest) -> Result<Vec<String>> {
-        let url = format!("http://{origin}/blobs/{digest}/locations");
+        let url = self.url(origin, &format!("/blobs/{digest}/locations"));
         let response = self.send(origin, self.http.get(url)).await?;
         if response.status() != StatusCode::OK {
             return Err(origin_error(origin, response.status(), ""));
@@ -188,7 +214,7 @@ impl OriginClient {
     ) -> Result<()> {
         let uploads = format!(
             "{}/uploads",
-            blob_url(origin, "/namespace", namespace, digest)
+            self.blob_url(origin, "/namespace", namespace, digest)
         );
         let started = self.send(origin, self.http.post(&uploads)).await?;
         match started.status() {
@@ -224,7 +250,7 @@ impl OriginClient {
             CommitKind::Primary => format!("{uploads}/{upload_id}"),
             CommitKind::Replica => format!(
                 "{}/uploads/{upload_id}",
-                blob_url(origin, "/internal/duplicate/namespace", namespace, digest)
+                self.blob_url(origin, "/internal/duplicate/namespace", namespace, digest)
             ),
         };
         let response = self.send(origin, self.http.put(commit)).await?;
@@ -285,14 +311,6 @@ impl ChunkSource {
             }
         }
     }
-}
-
-/// `http://origin{prefix}/{namespace}/blobs/{digest}`.
-pub(crate) fn blob_url(origin: &str, prefix: &str, namespace: &str, digest: &Digest) -> String {
-    format!(
-        "http://{origin}{prefix}/{}/blobs/{digest}",
-        encode_segment(namespace)
-    )
 }
 
 fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {

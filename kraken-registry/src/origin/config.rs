@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
+use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -59,6 +60,14 @@ pub struct OriginConfig {
     /// Limits of the HTTP API.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// TLS on the blob API, and which requests need a client certificate. Default: plain
+    /// HTTP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS toward the other origins and the tracker (pinned CA, this origin's client
+    /// certificate). With it, origins are reached over `https`. Default: plain HTTP.
+    #[serde(default)]
+    pub client_tls: Option<ClientTlsConfig>,
 }
 
 impl OriginConfig {
@@ -75,6 +84,8 @@ impl OriginConfig {
             write_back: WriteBackConfig::default(),
             cleanup: CleanupConfig::default(),
             limits: LimitsConfig::default(),
+            tls: None,
+            client_tls: None,
         }
     }
 

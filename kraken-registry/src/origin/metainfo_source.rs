@@ -39,9 +39,13 @@ pub struct OriginMetaInfoSource {
 }
 
 impl OriginMetaInfoSource {
-    /// Resolves the ring once and starts health-checking it.
+    /// Resolves the ring once and starts health-checking it, over plain HTTP.
     pub async fn start(cluster: ClusterConfig) -> Result<Self> {
-        let client = OriginClient::new()?;
+        Self::start_with(cluster, OriginClient::new()?).await
+    }
+
+    /// As [`start`](Self::start), reaching the origins through `client` (for TLS).
+    pub async fn start_with(cluster: ClusterConfig, client: OriginClient) -> Result<Self> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let membership =

@@ -78,7 +78,13 @@ impl OriginBuilder {
             .unwrap_or_else(|| local_addr.to_string());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let client = OriginClient::new()?;
+        let server_tls = config.tls.as_ref().map(|tls| tls.load()).transpose()?;
+        let client_tls = config
+            .client_tls
+            .as_ref()
+            .map(|tls| tls.load())
+            .transpose()?;
+        let client = OriginClient::with_tls(client_tls.as_ref())?;
         let membership = Membership::start(
             config.cluster.clone(),
             Some(name.clone()),
@@ -96,7 +102,10 @@ impl OriginBuilder {
                 node_config.swarm.origin = true;
                 let node = Node::builder(node_config)
                     .store(store.clone())
-                    .tracker(Arc::new(TrackerClient::new(tracker)?))
+                    .tracker(Arc::new(TrackerClient::connect(
+                        tracker,
+                        client_tls.as_ref(),
+                    )?))
                     .spawn()
                     .await?;
                 Some(node)
@@ -134,7 +143,7 @@ impl OriginBuilder {
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(repair_loop(Arc::clone(&state)));
         tasks.spawn(cleanup_loop(Arc::clone(&state)));
-        tasks.spawn(serve(listener, Arc::clone(&state)));
+        tasks.spawn(serve(listener, server_tls, Arc::clone(&state)));
         tracing::info!(addr = %local_addr, name = %state.name, "origin started");
         Ok(Origin { state, local_addr })
     }

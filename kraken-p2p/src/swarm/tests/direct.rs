@@ -346,3 +346,20 @@ fn an_origin_spreads_its_uploads() {
             .any(|x| matches!(x, Action::SendPiece { conn, .. } if *conn == b))
     );
 }
+
+#[test]
+fn a_refused_announce_fails_a_download_but_not_a_seed() {
+    let (mut swarm, meta, now) = leeching(SwarmConfig::default(), 4);
+    swarm.handle_announce_refused(now, meta.info_hash());
+    let events: Vec<Event> = std::iter::from_fn(|| swarm.poll_event()).collect();
+    assert!(events.contains(&Event::Failed {
+        info_hash: meta.info_hash(),
+        reason: crate::swarm::FailReason::TrackerRefused,
+    }));
+
+    let (mut swarm, meta, now) = seeding(4);
+    let _ = std::iter::from_fn(|| swarm.poll_event()).count();
+    swarm.handle_announce_refused(now, meta.info_hash());
+    assert!(std::iter::from_fn(|| swarm.poll_event()).all(|e| !matches!(e, Event::Failed { .. })));
+    assert!(swarm.torrent_stats(&meta.info_hash()).is_some());
+}

@@ -1,0 +1,94 @@
+//! Certificates made at run time for tests (feature `testing`): a CA, a server certificate
+//! for loopback, a client certificate, and a client certificate from a CA nobody trusts.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+use super::{ClientAuth, ClientTlsConfig, ServerTlsConfig};
+
+/// PEM files under a directory: `ca.pem`; `server.pem`/`server.key` for `localhost`,
+/// `127.0.0.1` and the rest of 127.0.0.0/8 that tests use (127.0.0.1–127.0.0.9);
+/// `client.pem`/`client.key` signed by the CA; `rogue.pem`/`rogue.key` signed by another CA.
+#[derive(Debug)]
+pub struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    /// Makes the files under `dir` (created if missing).
+    ///
+    /// # Panics
+    /// If the directory cannot be written or a certificate cannot be made: test set-up only.
+    pub fn create(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).expect("create the PKI directory");
+        let ca = ca("Kraken test CA");
+        write(&dir, "ca.pem", &ca.pem());
+        let mut server_names = vec!["localhost".to_owned()];
+        server_names.extend((1..10).map(|i| format!("127.0.0.{i}")));
+        leaf(&dir, "server", server_names, &ca);
+        leaf(&dir, "client", vec!["kraken-client".to_owned()], &ca);
+        leaf(
+            &dir,
+            "rogue",
+            vec!["kraken-client".to_owned()],
+            &self::ca("Rogue CA"),
+        );
+        Self { dir }
+    }
+
+    /// Path of `name` (`ca.pem`, `server.key`, …) in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A server serving `server.pem`, demanding `client.pem`'s CA for `auth`.
+    pub fn server(&self, auth: ClientAuth) -> ServerTlsConfig {
+        let config = ServerTlsConfig::new(self.path("server.pem"), self.path("server.key"));
+        match auth {
+            ClientAuth::None => config,
+            auth => config.with_client_auth(self.path("ca.pem"), auth),
+        }
+    }
+
+    /// A client trusting the CA, without a certificate.
+    pub fn anonymous_client(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new(self.path("ca.pem"))
+    }
+
+    /// A client trusting the CA and presenting `client.pem`.
+    pub fn client(&self) -> ClientTlsConfig {
+        self.anonymous_client()
+            .with_identity(self.path("client.pem"), self.path("client.key"))
+    }
+
+    /// A client trusting the CA and presenting `rogue.pem`, which the CA did not sign.
+    pub fn rogue_client(&self) -> ClientTlsConfig {
+        self.anonymous_client()
+            .with_identity(self.path("rogue.pem"), self.path("rogue.key"))
+    }
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA")
+}
+
+fn leaf(dir: &Path, name: &str, names: Vec<String>, ca: &CertifiedIssuer<'_, KeyPair>) {
+    let key = KeyPair::generate().expect("leaf key");
+    let cert = CertificateParams::new(names)
+        .expect("leaf parameters")
+        .signed_by(&key, ca)
+        .expect("leaf certificate");
+    write(dir, &format!("{name}.pem"), &cert.pem());
+    write(dir, &format!("{name}.key"), &key.serialize_pem());
+}
+
+fn write(dir: &Path, name: &str, contents: &str) {
+    std::fs::write(dir.join(name), contents).expect("write a PEM file");
+}

@@ -1,0 +1,115 @@
+//! Origins serving TLS with client certificates required for writes: certified clients and
+//! origins upload and replicate, anonymous clients read but cannot write, and nobody gets in
+//! with a certificate from another CA.
+
+mod support;
+
+use std::time::Duration;
+
+use kraken_core::{BlobStatus, Digest};
+use kraken_p2p::tls::{ClientAuth, ClientTls, TestPki};
+use kraken_registry::origin::{CommitKind, Origin, OriginClient};
+use reqwest::StatusCode;
+use support::{blob_bytes, eventually, free_addr, origin_config};
+
+const NS: &str = "library/ubuntu";
+
+fn https(tls: &ClientTls) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.config().as_ref().clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let addrs = [free_addr("127.0.0.1"), free_addr("127.0.0.2")];
+    let mut origins = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut config = origin_config(*addr, &addrs, &dir.path().join(format!("origin{i}")));
+        config.cluster.replicas = 2;
+        config.tls = Some(pki.server(ClientAuth::Writes));
+        config.client_tls = Some(pki.client());
+        origins.push(Origin::spawn(config).await.unwrap());
+    }
+    // Health checks go over TLS too: each origin must see both members.
+    eventually(
+        Duration::from_secs(10),
+        "both origins healthy in each ring",
+        || async { origins.iter().all(|o| o.ring().healthy().len() == 2) },
+    )
+    .await;
+
+    let data = blob_bytes(1 << 20, 3);
+    let digest = Digest::sha256_of(&data);
+    let entry = origins[0].local_addr().to_string();
+
+    let anonymous_tls = pki.anonymous_client().load().unwrap();
+    let anonymous = OriginClient::with_tls(Some(&anonymous_tls)).unwrap();
+    let refused = anonymous
+        .upload_bytes(
+            &entry,
+            NS,
+            &digest,
+            data.clone().into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    assert!(matches!(
+        origins[0].store().status(&digest),
+        BlobStatus::Absent
+    ));
+
+    let certified = OriginClient::with_tls(Some(&pki.client().load().unwrap())).unwrap();
+    certified
+        .upload_bytes(
+            &entry,
+            NS,
+            &digest,
+            data.clone().into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    // The entry origin pushes the replica to the other one with its own client certificate.
+    eventually(
+        Duration::from_secs(10),
+        "the replica reaches the second origin",
+        || async {
+            matches!(
+                origins[1].store().status(&digest),
+                BlobStatus::Cached { .. }
+            )
+        },
+    )
+    .await;
+
+    // Reads are open to anyone who trusts the CA.
+    let url = format!(
+        "https://{}/namespace/library%2Fubuntu/blobs/{digest}",
+        origins[1].local_addr()
+    );
+    let read = https(&anonymous_tls).get(&url).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.bytes().await.unwrap(), data);
+    // Plain HTTP gets nothing from a TLS listener.
+    assert!(
+        reqwest::get(url.replacen("https", "http", 1))
+            .await
+            .is_err()
+    );
+    // A certificate from a CA the origins do not trust fails the handshake, even for reads.
+    let rogue = https(&pki.rogue_client().load().unwrap())
+        .get(&url)
+        .send()
+        .await;
+    assert!(rogue.is_err(), "{rogue:?}");
+
+    for origin in origins {
+        origin.shutdown().await;
+    }
+}
