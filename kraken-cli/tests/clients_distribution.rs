@@ -110,8 +110,12 @@ fn skopeo_copies_indexes_and_mutated_tags() {
     timed("skopeo copy, 3 layers", || {
         scenarios::skopeo_copy(&endpoints, &skopeo)
     });
-    timed("multi-arch index", || scenarios::multi_arch(&endpoints, &skopeo));
-    timed("tag mutation", || scenarios::tag_mutation(&endpoints, &skopeo));
+    timed("multi-arch index", || {
+        scenarios::multi_arch(&endpoints, &skopeo)
+    });
+    timed("tag mutation", || {
+        scenarios::tag_mutation(&endpoints, &skopeo)
+    });
     println!(
         "requests to the push registry:\n{}",
         summary(&registries.origin.requests())
@@ -155,7 +159,10 @@ fn containerd_pulls_directly_and_through_a_mirror() {
             request.target
         );
     }
-    println!("requests to the pull-through cache:\n{}", summary(&requests));
+    println!(
+        "requests to the pull-through cache:\n{}",
+        summary(&requests)
+    );
 }
 
 /// (c) docker builds, pushes, removes and pulls back an image, directly and through
@@ -209,4 +216,8 @@ fn podman_pulls() {
     timed("podman pull", || {
         scenarios::podman_pull(&endpoints, &podman, &skopeo)
     });
+    println!(
+        "requests to the pull-through cache:\n{}",
+        summary(&registries.cache.requests())
+    );
 }

@@ -109,11 +109,22 @@ fn parse_access_line(line: &str) -> Option<Request> {
     })
 }
 
-/// Requests as `METHOD TARGET STATUS` lines, digests shortened, for messages and docs.
+/// Requests as `METHOD TARGET STATUS [CLIENT]` lines (the client: the first word of the
+/// user agent), for messages and docs.
 pub fn summary(requests: &[Request]) -> String {
     requests
         .iter()
-        .map(|request| format!("{} {} {}", request.method, request.target, request.status))
+        .map(|request| {
+            let client = request
+                .user_agent
+                .split(['/', ' '])
+                .next()
+                .unwrap_or_default();
+            format!(
+                "{} {} {} [{client}]",
+                request.method, request.target, request.status
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -73,10 +73,7 @@ impl Dockerd {
             .args(["version", "--format", "{{.Server.Version}}"]);
         let probe_socket = socket.clone();
         daemon.wait_ready(|| {
-            probe_socket.exists()
-                && probe
-                    .output()
-                    .is_ok_and(|output| output.status.success())
+            probe_socket.exists() && probe.output().is_ok_and(|output| output.status.success())
         })?;
         Ok(Self {
             socket,

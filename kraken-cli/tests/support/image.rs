@@ -74,7 +74,7 @@ pub struct Image {
 impl Image {
     /// Every blob of the image: config, then layers.
     pub fn blobs(&self) -> Vec<Digest> {
-        std::iter::once(self.config.clone())
+        std::iter::once(self.config)
             .chain(self.layers.iter().cloned())
             .collect()
     }
@@ -152,8 +152,7 @@ impl OciLayout {
 
     fn write_image(&self, spec: &ImageSpec) -> Result<Image> {
         let mut contents: Vec<Vec<(String, Vec<u8>, u32)>> = Vec::new();
-        let runnable =
-            spec.busybox && spec.architecture == "amd64" && Path::new(BUSYBOX).is_file();
+        let runnable = spec.busybox && spec.architecture == "amd64" && Path::new(BUSYBOX).is_file();
         if runnable {
             let busybox = std::fs::read(BUSYBOX).context("read busybox")?;
             contents.push(vec![("bin/busybox".to_owned(), busybox, 0o755)]);
@@ -168,7 +167,8 @@ impl OciLayout {
             let tar = tar_of(files)?;
             diff_ids.push(Digest::sha256_of(&tar));
             let (digest, size) = self.write_blob(&gzip(&tar)?)?;
-            descriptors.push(json!({"mediaType": LAYER_TYPE, "digest": digest.to_string(), "size": size}));
+            descriptors
+                .push(json!({"mediaType": LAYER_TYPE, "digest": digest.to_string(), "size": size}));
             layers.push(digest);
         }
         let cmd = if runnable {
@@ -216,13 +216,7 @@ impl OciLayout {
         self.dir.join("blobs/sha256").join(digest.hex())
     }
 
-    fn add_ref(
-        &mut self,
-        tag: &str,
-        media_type: &str,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<()> {
+    fn add_ref(&mut self, tag: &str, media_type: &str, digest: &Digest, size: u64) -> Result<()> {
         self.refs
             .retain(|entry| entry["annotations"]["org.opencontainers.image.ref.name"] != tag);
         let entry = json!({
@@ -266,9 +260,12 @@ pub fn check_layout(dir: &Path, tag: &str) -> Result<LayoutCheck> {
     let top: Digest = entry["digest"].as_str().context("digest")?.parse()?;
     let media_type = entry["mediaType"].as_str().unwrap_or_default().to_owned();
     let mut blobs = Vec::new();
-    let mut pending = vec![top.clone()];
+    let mut pending = vec![top];
     while let Some(digest) = pending.pop() {
-        let path = dir.join("blobs").join(digest.algorithm().name()).join(digest.hex());
+        let path = dir
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex());
         let content =
             std::fs::read(&path).with_context(|| format!("blob {digest} missing in the layout"))?;
         ensure!(
@@ -332,7 +329,14 @@ pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
     let mut dirs: Vec<String> = Vec::new();
     for (path, content, mode) in files {
         let mut parent = String::new();
-        for part in path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+        for part in path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             parent = format!("{parent}{part}/");
             if !dirs.contains(&parent) {
                 append(&mut builder, &parent, tar::EntryType::Directory, 0o755, &[])?;

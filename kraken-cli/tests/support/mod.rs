@@ -28,10 +28,11 @@ pub fn require(program: &str, package: &str) -> Option<PathBuf> {
 
 /// Whether every `(program, package)` is installed; see [`require`]. Reports every missing one.
 pub fn require_all(programs: &[(&str, &str)]) -> bool {
-    programs
+    let missing = programs
         .iter()
-        .map(|(program, package)| require(program, package).is_some())
-        .fold(true, |all, found| all && found)
+        .filter(|(program, package)| require(program, package).is_none())
+        .count();
+    missing == 0
 }
 
 /// A private scratch directory under the system temp dir, with a short path (unix sockets

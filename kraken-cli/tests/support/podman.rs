@@ -71,10 +71,20 @@ impl Podman {
         Ok(output.stdout.trim().to_owned())
     }
 
+    /// `podman rmi`: the image and its layers leave the storage, so the next pull fetches them.
+    pub fn rmi(&self, reference: &str) -> Result<()> {
+        self.run(&["rmi", reference])?;
+        Ok(())
+    }
+
     /// The manifest digest podman recorded for a local image.
     pub fn image_digest(&self, reference: &str) -> Result<Digest> {
         let output = self.run(&["image", "inspect", "--format", "{{.Digest}}", reference])?;
-        output.stdout.trim().parse().context("podman's image digest")
+        output
+            .stdout
+            .trim()
+            .parse()
+            .context("podman's image digest")
     }
 
     /// `podman run --rm --network none IMAGE ARGS…` (with the ulimits podman needs here),

@@ -66,7 +66,10 @@ pub fn skopeo_copy(endpoints: &Endpoints, skopeo: &Skopeo) -> Result<Image> {
         tag,
         &ImageSpec::new(&[256 * KIB, 1024 * KIB], 1),
     )?;
-    ensure!(image.layers.len() == 3, "the image has busybox and two data layers");
+    ensure!(
+        image.layers.len() == 3,
+        "the image has busybox and two data layers"
+    );
     for (i, pull) in endpoints.pulls.iter().enumerate() {
         let out = skopeo.scratch(&format!("out-skopeo-{i}"));
         skopeo
@@ -84,7 +87,10 @@ pub fn skopeo_copy(endpoints: &Endpoints, skopeo: &Skopeo) -> Result<Image> {
             image.manifest
         );
         for blob in image.blobs() {
-            ensure!(check.blobs.contains(&blob), "{blob} missing from {pull}'s copy");
+            ensure!(
+                check.blobs.contains(&blob),
+                "{blob} missing from {pull}'s copy"
+            );
         }
     }
     Ok(image)
@@ -220,7 +226,10 @@ pub fn docker_mirror_pull(push: &str, dockerd: &Dockerd) -> Result<DockerPushed>
         "docker pulled {digest} through the mirror, pushed {manifest}"
     );
     let pulled_id = dockerd.image_id("e2e-docker-mirror:v1")?;
-    ensure!(pulled_id == image_id, "image ID {pulled_id}, built {image_id}");
+    ensure!(
+        pulled_id == image_id,
+        "image ID {pulled_id}, built {image_id}"
+    );
     dockerd.rmi(&["e2e-docker-mirror:v1"])?;
     Ok(DockerPushed { manifest, image_id })
 }
@@ -256,7 +265,7 @@ pub fn multi_arch(endpoints: &Endpoints, skopeo: &Skopeo) -> Result<ImageIndex> 
         let check = check_layout(&out, tag)?;
         ensure!(check.top == index.index, "copied {} from {pull}", check.top);
         for image in &index.manifests {
-            for blob in std::iter::once(image.manifest.clone()).chain(image.blobs()) {
+            for blob in std::iter::once(image.manifest).chain(image.blobs()) {
                 ensure!(
                     check.blobs.contains(&blob),
                     "{} blob {blob} missing from {pull}'s copy",
@@ -281,7 +290,10 @@ pub fn tag_mutation(endpoints: &Endpoints, skopeo: &Skopeo) -> Result<(Image, Im
     )?;
     for pull in &endpoints.pulls {
         let digest = skopeo.manifest_digest(&format!("docker://{pull}/{repo}:{tag}"))?;
-        ensure!(digest == first.manifest, "{pull} serves {digest} before the change");
+        ensure!(
+            digest == first.manifest,
+            "{pull} serves {digest} before the change"
+        );
     }
     let second = push_image(
         skopeo,
@@ -311,15 +323,23 @@ pub fn tag_mutation(endpoints: &Endpoints, skopeo: &Skopeo) -> Result<(Image, Im
         let out = skopeo.scratch(&format!("out-mutable-{i}"));
         skopeo.copy(&reference, &format!("oci:{}:{tag}", out.display()), false)?;
         let check = check_layout(&out, tag)?;
-        ensure!(check.top == second.manifest, "copied {} from {pull}", check.top);
+        ensure!(
+            check.top == second.manifest,
+            "copied {} from {pull}",
+            check.top
+        );
         for blob in second.blobs() {
-            ensure!(check.blobs.contains(&blob), "{blob} missing from {pull}'s copy");
+            ensure!(
+                check.blobs.contains(&blob),
+                "{blob} missing from {pull}'s copy"
+            );
         }
     }
     Ok((first, second))
 }
 
-/// (f) podman pulls an image from every pull endpoint (same manifest digest), and runs it.
+/// (f) podman pulls an image from every pull endpoint (same manifest digest; the image is
+/// removed between pulls, so each fetches every blob), and runs it.
 pub fn podman_pull(endpoints: &Endpoints, podman: &Podman, skopeo: &Skopeo) -> Result<Image> {
     let image = push_image(
         skopeo,
@@ -337,11 +357,11 @@ pub fn podman_pull(endpoints: &Endpoints, podman: &Podman, skopeo: &Skopeo) -> R
             "podman pulled {digest} from {pull}, pushed {}",
             image.manifest
         );
-    }
-    if image.runnable {
-        let reference = format!("{}/e2e/podman:v1", endpoints.pulls[0]);
-        let output = podman.run_image(&reference, &["/bin/busybox", "echo", "ran"])?;
-        ensure!(output.trim() == "ran", "podman run printed {output:?}");
+        if image.runnable {
+            let output = podman.run_image(&reference, &["/bin/busybox", "echo", "ran"])?;
+            ensure!(output.trim() == "ran", "podman run printed {output:?}");
+        }
+        podman.rmi(&reference)?;
     }
     Ok(image)
 }

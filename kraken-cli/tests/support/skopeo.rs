@@ -24,7 +24,10 @@ impl Skopeo {
 
     fn command(&self) -> Command {
         let mut command = Command::new("skopeo");
-        command.arg("--insecure-policy").arg("--tmpdir").arg(self.tmp.path());
+        command
+            .arg("--insecure-policy")
+            .arg("--tmpdir")
+            .arg(self.tmp.path());
         command
     }
 
