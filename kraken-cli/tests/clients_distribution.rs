@@ -96,6 +96,27 @@ fn generated_images_are_consistent() {
     assert_eq!(same, image);
 }
 
+/// A failing client command is an error that names the command and carries its stderr.
+#[test]
+fn client_failures_carry_the_clients_stderr() {
+    let Some(registries) = Registries::start() else {
+        return;
+    };
+    if support::require("skopeo", "skopeo").is_none() {
+        return;
+    }
+    let skopeo = Skopeo::new();
+    let missing = format!("docker://{}/e2e/never-pushed:v1", registries.origin.host());
+    let error = skopeo
+        .manifest_digest(&missing)
+        .expect_err("a tag never pushed");
+    let message = format!("{error:#}");
+    assert!(message.contains("skopeo"), "{message}");
+    assert!(message.contains("never-pushed"), "{message}");
+    assert!(message.contains("manifest unknown"), "{message}");
+    println!("{message}");
+}
+
 /// (a) copy in and out, (d) a multi-platform index, (e) a tag pushed again.
 #[test]
 fn skopeo_copies_indexes_and_mutated_tags() {
