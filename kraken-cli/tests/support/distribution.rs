@@ -2,19 +2,21 @@
 //! temp dir: the stand-in for the devcluster's push and pull endpoints. It records every
 //! request it served (its access log), so tests can check what a client sent.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
+use std::time::Duration;
 
-use anyhow::Result;
-use kraken_backends::testing::{ServerGuard, free_port};
+use anyhow::{Context, Result};
+use kraken_backends::testing::free_port;
 
-/// A running registry, killed on drop.
+use super::process::Daemon;
+
+/// A running registry, stopped on drop (a [`Daemon`]: also when the test process is killed).
 #[derive(Debug)]
 pub struct Distribution {
     host: String,
     log: PathBuf,
-    _server: ServerGuard,
+    _server: Daemon,
     _dir: tempfile::TempDir,
 }
 
@@ -67,10 +69,13 @@ health:
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
-        let mut command = Command::new("docker-registry");
-        command.arg("serve").arg(&config_path);
+        let program =
+            super::require("docker-registry", "docker-registry").context("docker-registry")?;
         let log = dir.path().join("log");
-        let server = ServerGuard::start("docker-registry", command, addr, &log);
+        let config_arg = config_path.to_str().context("path")?;
+        let mut server = Daemon::spawn("docker-registry", &program, &["serve", config_arg], &log)?;
+        server
+            .wait_ready(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())?;
         Ok(Self {
             host: addr.to_string(),
             log,

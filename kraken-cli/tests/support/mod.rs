@@ -4,10 +4,14 @@
 //! ([`skopeo`], [`containerd`], [`docker`], [`podman`]), and the scenarios themselves,
 //! parameterised by the endpoints they push to and pull from ([`scenarios`]).
 //!
-//! A test file uses it with `mod support;`. Programs are gated with [`require`]: a missing one
+//! A test file uses it with `mod support;` (which brings [`common`] along). Programs are gated with [`require`]: a missing one
 //! fails the test under `CI=true` and skips it elsewhere.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
+/// The helpers every CLI test shares (the `kraken` binary, processes killed on drop, ports),
+/// so a test file needs only `mod support;`.
+#[path = "../common/mod.rs"]
+pub mod common;
 pub mod containerd;
 pub mod distribution;
 pub mod docker;

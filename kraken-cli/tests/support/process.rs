@@ -93,8 +93,10 @@ pub fn command_line(command: &Command) -> String {
 /// A long-running daemon (containerd, dockerd) with its output in a log file. Dropping it sends
 /// SIGTERM, waits a bounded time for a clean exit (dockerd then stops its own containerd),
 /// sends SIGKILL if needed, and reaps it: also when the test panics. Started under
-/// `setpriv --pdeathsig KILL` when available, so a test process killed outright (no unwinding)
-/// takes its daemons with it.
+/// `setpriv --pdeathsig TERM` when available, so a test process killed outright (no unwinding,
+/// e.g. a nextest timeout) still stops its daemons, cleanly: dockerd killed with SIGKILL would
+/// leave its containers' shims and its mounts under the temp dir behind. The signal comes when
+/// the *thread* that spawned the daemon ends: start a daemon on the thread that owns it.
 #[derive(Debug)]
 pub struct Daemon {
     name: &'static str,
@@ -110,7 +112,7 @@ impl Daemon {
         let setpriv = Path::new("/usr/bin/setpriv");
         let mut command = if setpriv.is_file() {
             let mut command = Command::new(setpriv);
-            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            command.args(["--pdeathsig", "TERM", "--"]).arg(program);
             command
         } else {
             Command::new(program)
