@@ -222,7 +222,7 @@ fn docker_pushes_and_pulls() {
     );
 }
 
-/// (f) podman pulls and runs.
+/// (f) podman pulls and runs, directly and through a `registries.conf` mirror.
 #[test]
 fn podman_pulls() {
     let Some(registries) = Registries::start() else {
@@ -233,12 +233,23 @@ fn podman_pulls() {
     }
     let endpoints = registries.endpoints();
     let skopeo = Skopeo::new();
-    let podman = Podman::new(&[]).expect("podman storage");
+    let podman = Podman::new(&[("docker.io", registries.cache.host())]).expect("podman storage");
     timed("podman pull", || {
         scenarios::podman_pull(&endpoints, &podman, &skopeo)
     });
+    timed("podman pull through a registries.conf mirror", || {
+        scenarios::podman_mirror_pull(&endpoints.push, &podman, &skopeo)
+    });
+    let requests = registries.cache.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|request| request.target.starts_with("/v2/library/e2e-podman-mirror/")),
+        "the mirror saw no request for the image: {}",
+        summary(&requests)
+    );
     println!(
         "requests to the pull-through cache:\n{}",
-        summary(&registries.cache.requests())
+        summary(&requests)
     );
 }

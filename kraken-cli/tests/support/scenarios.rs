@@ -365,3 +365,22 @@ pub fn podman_pull(endpoints: &Endpoints, podman: &Podman, skopeo: &Skopeo) -> R
     }
     Ok(image)
 }
+
+/// (f, mirror) podman pulls `docker.io/library/e2e-podman-mirror:v1`, pushed to the push
+/// endpoint as `library/e2e-podman-mirror`: `podman` must have been made with the pull endpoint
+/// under test as its docker.io mirror (`Podman::new(&[("docker.io", PULL)])`; no internet
+/// here, so the pull can only succeed through the mirror).
+pub fn podman_mirror_pull(push: &str, podman: &Podman, skopeo: &Skopeo) -> Result<Image> {
+    let spec = ImageSpec::new(&[128 * KIB], 12);
+    let image = push_image(skopeo, push, "library/e2e-podman-mirror", "v1", &spec)?;
+    let reference = "docker.io/library/e2e-podman-mirror:v1";
+    podman.pull(reference)?;
+    let digest = podman.image_digest(reference)?;
+    ensure!(
+        digest == image.manifest,
+        "podman pulled {digest} through the mirror, pushed {}",
+        image.manifest
+    );
+    podman.rmi(reference)?;
+    Ok(image)
+}
