@@ -1,0 +1,374 @@
+//! Test images written as OCI image layouts, with no internet: gzip'd tar layers of
+//! deterministic pseudo-random content (and a static busybox, so the image can run), a config
+//! whose `diff_ids` are the uncompressed layers' digests, a manifest, and `index.json` naming
+//! each image by tag (`org.opencontainers.image.ref.name`). Also multi-platform image indexes.
+//! Every writer returns the digests a pull must give back.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use kraken_core::Digest;
+use serde_json::{Value, json};
+
+pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+pub const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Docker's media types, which `docker push` rewrites OCI images into.
+pub const DOCKER_MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Where the static busybox comes from (Debian's `busybox-static`).
+pub const BUSYBOX: &str = "/bin/busybox";
+/// Fixed modification time of every file in a layer, so layers are reproducible.
+const MTIME: u64 = 1_700_000_000;
+
+/// What to put in one image.
+#[derive(Clone, Debug)]
+pub struct ImageSpec {
+    /// Sizes of the pseudo-random data layers, one file each.
+    pub layer_sizes: Vec<usize>,
+    /// Seed of the data layers: images with different seeds share no data layer.
+    pub seed: u64,
+    /// Adds a first layer with `/bin/busybox` (when [`BUSYBOX`] exists and the architecture
+    /// is amd64) and makes it the image's command, so `ctr run`/`docker run` can run it.
+    pub busybox: bool,
+    /// The config's `architecture` (`amd64`, `arm64`, …); the OS is `linux`.
+    pub architecture: String,
+}
+
+impl ImageSpec {
+    /// An amd64 image with busybox and data layers of these sizes.
+    pub fn new(layer_sizes: &[usize], seed: u64) -> Self {
+        Self {
+            layer_sizes: layer_sizes.to_vec(),
+            seed,
+            busybox: true,
+            architecture: "amd64".to_owned(),
+        }
+    }
+
+    /// The same image for another architecture (busybox only goes into amd64 images).
+    pub fn for_architecture(mut self, architecture: &str) -> Self {
+        architecture.clone_into(&mut self.architecture);
+        self
+    }
+}
+
+/// The digests of an image that was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Digest of the manifest: what a pull by tag must resolve to.
+    pub manifest: Digest,
+    pub manifest_size: u64,
+    pub config: Digest,
+    /// The compressed layers, in order: the blobs a pull downloads.
+    pub layers: Vec<Digest>,
+    /// The uncompressed layers, as the config lists them.
+    pub diff_ids: Vec<Digest>,
+    /// Whether the image has `/bin/busybox` as its command.
+    pub runnable: bool,
+    pub architecture: String,
+}
+
+impl Image {
+    /// Every blob of the image: config, then layers.
+    pub fn blobs(&self) -> Vec<Digest> {
+        std::iter::once(self.config)
+            .chain(self.layers.iter().cloned())
+            .collect()
+    }
+}
+
+/// The digests of a multi-platform index that was written.
+#[derive(Clone, Debug)]
+pub struct ImageIndex {
+    pub index: Digest,
+    pub manifests: Vec<Image>,
+}
+
+/// An OCI image layout directory being written.
+#[derive(Debug)]
+pub struct OciLayout {
+    dir: PathBuf,
+    refs: Vec<Value>,
+}
+
+impl OciLayout {
+    /// Creates an empty layout in `dir` (created if missing).
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let layout = Self {
+            dir: dir.to_owned(),
+            refs: Vec::new(),
+        };
+        layout.write_index()?;
+        Ok(layout)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The skopeo reference of a tag: `oci:DIR:TAG`.
+    pub fn reference(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.dir.display())
+    }
+
+    /// Writes an image and names it `tag`.
+    pub fn add_image(&mut self, tag: &str, spec: &ImageSpec) -> Result<Image> {
+        let image = self.write_image(spec)?;
+        self.add_ref(tag, MANIFEST_TYPE, &image.manifest, image.manifest_size)?;
+        Ok(image)
+    }
+
+    /// Writes one image per spec and an index of them (platform `linux/ARCH` each), and names
+    /// the index `tag`.
+    pub fn add_index(&mut self, tag: &str, specs: &[ImageSpec]) -> Result<ImageIndex> {
+        let manifests = specs
+            .iter()
+            .map(|spec| self.write_image(spec))
+            .collect::<Result<Vec<_>>>()?;
+        let entries: Vec<Value> = manifests
+            .iter()
+            .map(|image| {
+                json!({
+                    "mediaType": MANIFEST_TYPE,
+                    "digest": image.manifest.to_string(),
+                    "size": image.manifest_size,
+                    "platform": {"architecture": image.architecture, "os": "linux"},
+                })
+            })
+            .collect();
+        let index = json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": entries});
+        let (digest, size) = self.write_blob(&serde_json::to_vec(&index)?)?;
+        self.add_ref(tag, INDEX_TYPE, &digest, size)?;
+        Ok(ImageIndex {
+            index: digest,
+            manifests,
+        })
+    }
+
+    fn write_image(&self, spec: &ImageSpec) -> Result<Image> {
+        let mut contents: Vec<Vec<(String, Vec<u8>, u32)>> = Vec::new();
+        let runnable = spec.busybox && spec.architecture == "amd64" && Path::new(BUSYBOX).is_file();
+        if runnable {
+            let busybox = std::fs::read(BUSYBOX).context("read busybox")?;
+            contents.push(vec![("bin/busybox".to_owned(), busybox, 0o755)]);
+        }
+        for (i, &size) in spec.layer_sizes.iter().enumerate() {
+            let seed = spec.seed.wrapping_mul(1000).wrapping_add(i as u64);
+            let name = format!("data/{}-{i}.bin", spec.seed);
+            contents.push(vec![(name, pseudo_random(size, seed), 0o644)]);
+        }
+        let (mut layers, mut diff_ids, mut descriptors) = (Vec::new(), Vec::new(), Vec::new());
+        for files in &contents {
+            let tar = tar_of(files)?;
+            diff_ids.push(Digest::sha256_of(&tar));
+            let (digest, size) = self.write_blob(&gzip(&tar)?)?;
+            descriptors
+                .push(json!({"mediaType": LAYER_TYPE, "digest": digest.to_string(), "size": size}));
+            layers.push(digest);
+        }
+        let cmd = if runnable {
+            json!(["/bin/busybox", "echo", "hello from kraken e2e"])
+        } else {
+            json!(["/nothing-to-run"])
+        };
+        let config = json!({
+            "created": "2023-11-14T22:13:20Z",
+            "architecture": spec.architecture,
+            "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            },
+            "history": contents.iter().map(|_| json!({"created_by": "kraken e2e test"})).collect::<Vec<_>>(),
+        });
+        let (config_digest, config_size) = self.write_blob(&serde_json::to_vec(&config)?)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
+            "layers": descriptors,
+        });
+        let (manifest_digest, manifest_size) = self.write_blob(&serde_json::to_vec(&manifest)?)?;
+        Ok(Image {
+            manifest: manifest_digest,
+            manifest_size,
+            config: config_digest,
+            layers,
+            diff_ids,
+            runnable,
+            architecture: spec.architecture.clone(),
+        })
+    }
+
+    fn write_blob(&self, content: &[u8]) -> Result<(Digest, u64)> {
+        let digest = Digest::sha256_of(content);
+        std::fs::write(self.blob_path(&digest), content)?;
+        Ok((digest, content.len() as u64))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn add_ref(&mut self, tag: &str, media_type: &str, digest: &Digest, size: u64) -> Result<()> {
+        self.refs
+            .retain(|entry| entry["annotations"]["org.opencontainers.image.ref.name"] != tag);
+        let entry = json!({
+            "mediaType": media_type,
+            "digest": digest.to_string(),
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        });
+        self.refs.push(entry);
+        self.write_index()
+    }
+
+    fn write_index(&self) -> Result<()> {
+        let index = json!({"schemaVersion": 2, "manifests": self.refs});
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index)?)?;
+        Ok(())
+    }
+}
+
+/// What [`check_layout`] found under a tag of a layout a client wrote.
+#[derive(Debug)]
+pub struct LayoutCheck {
+    /// Digest of the manifest or index the tag names.
+    pub top: Digest,
+    pub media_type: String,
+    /// Digests of every blob reachable from it (manifests, configs, layers), each present and
+    /// matching its digest.
+    pub blobs: Vec<Digest>,
+}
+
+/// Checks the OCI layout in `dir` (as `skopeo copy … oci:DIR:TAG` writes it): `tag` is in
+/// `index.json`, and every blob reachable from it is present and hashes to its name.
+pub fn check_layout(dir: &Path, tag: &str) -> Result<LayoutCheck> {
+    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+    let entry = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .with_context(|| format!("no {tag:?} in {}/index.json: {index}", dir.display()))?;
+    let top: Digest = entry["digest"].as_str().context("digest")?.parse()?;
+    let media_type = entry["mediaType"].as_str().unwrap_or_default().to_owned();
+    let mut blobs = Vec::new();
+    let mut pending = vec![top];
+    while let Some(digest) = pending.pop() {
+        let path = dir
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex());
+        let content =
+            std::fs::read(&path).with_context(|| format!("blob {digest} missing in the layout"))?;
+        ensure!(
+            Digest::sha256_of(&content) == digest,
+            "blob {digest} has other content"
+        );
+        if let Ok(document) = serde_json::from_slice::<Value>(&content) {
+            for child in children(&document) {
+                pending.push(child?);
+            }
+        }
+        blobs.push(digest);
+    }
+    Ok(LayoutCheck {
+        top,
+        media_type,
+        blobs,
+    })
+}
+
+/// The digests a manifest (config and layers) or an index (manifests) refers to; nothing for
+/// other JSON (a config).
+pub fn children(document: &Value) -> Vec<Result<Digest>> {
+    // An image config has a `config` too, but no `schemaVersion`.
+    if document.get("schemaVersion").is_none() {
+        return Vec::new();
+    }
+    let descriptors = document["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(document.get("config"))
+        .chain(document["layers"].as_array().into_iter().flatten());
+    descriptors
+        .map(|descriptor| match descriptor["digest"].as_str() {
+            Some(digest) => digest.parse().context("a descriptor's digest"),
+            None => bail!("descriptor without a digest: {descriptor}"),
+        })
+        .collect()
+}
+
+/// `len` deterministic pseudo-random (incompressible) bytes; different seeds give different
+/// bytes. Eight bytes per step: fast enough for megabytes in an unoptimised test build.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        bytes.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// A tar archive of `(path, content, mode)` files, with their parent directories, all owned by
+/// root and dated [`MTIME`].
+pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dirs: Vec<String> = Vec::new();
+    for (path, content, mode) in files {
+        let mut parent = String::new();
+        for part in path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            parent = format!("{parent}{part}/");
+            if !dirs.contains(&parent) {
+                append(&mut builder, &parent, tar::EntryType::Directory, 0o755, &[])?;
+                dirs.push(parent.clone());
+            }
+        }
+        append(&mut builder, path, tar::EntryType::Regular, *mode, content)?;
+    }
+    Ok(builder.into_inner()?)
+}
+
+fn append(
+    builder: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    kind: tar::EntryType,
+    mode: u32,
+    content: &[u8],
+) -> Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    header.set_size(content.len() as u64);
+    builder.append_data(&mut header, path, content)?;
+    Ok(())
+}
+
+/// `data` gzip'd (no file name, modification time 0: reproducible).
+pub fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data)?;
+    Ok(encoder.finish()?)
+}
