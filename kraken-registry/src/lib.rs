@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod http;
 pub mod origin;
 
 pub use crate::error::{Error, Result};
