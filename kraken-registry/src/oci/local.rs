@@ -414,7 +414,7 @@ impl RegistryStorage for LocalRegistry {
                 })?;
                 descriptors.push(descriptor);
             }
-            descriptors.sort_by(|a, b| a.digest.cmp(&b.digest));
+            descriptors.sort_by_key(|d| d.digest);
             Ok(descriptors)
         })
         .await

@@ -192,8 +192,18 @@ pub struct Page<'a> {
 /// The content behind a `/v2/` API: blobs, manifests, tags, referrers.
 ///
 /// Object-safe, for `Arc<dyn RegistryStorage>`. Every argument has been validated by the
-/// handler (names, tags and digests parse; a blob's digest has been verified). See the
-/// [module docs](self) for capabilities and errors.
+/// handler (names, tags and digests parse; a blob's digest has been verified).
+///
+/// **Capabilities.** Writes, deletes and listings have default implementations that answer
+/// [`StorageError::Unsupported`] (405 `UNSUPPORTED`), so a read-only implementation writes
+/// only [`blob_stat`](Self::blob_stat), [`blob_read`](Self::blob_read) and
+/// [`manifest_get`](Self::manifest_get). Refusing by policy is [`StorageError::Denied`]
+/// (403 `DENIED`); override [`allows`](Self::allows) too, so that the handler refuses a push
+/// before it reads any bytes.
+///
+/// **Errors.** A missing thing is one of the `*Unknown` variants — never a failure — so the
+/// handler answers 404 with the right code; [`StorageError::Failed`] is for everything that
+/// went wrong (a disk, an origin, a timeout) and becomes a 500.
 #[async_trait::async_trait]
 pub trait RegistryStorage: fmt::Debug + Send + Sync + 'static {
     /// Whether `operation` may be attempted at all, so that the handler can refuse a push
