@@ -6,6 +6,9 @@
 //!   membership changes, P2P seeding of every blob held, and the [`MetaInfoSource`] through
 //!   which a tracker asks the origins for metainfo.
 //!
+//! - [`oci`]: the OCI distribution API (`/v2/…`) as a handler over a storage trait, with
+//!   [`LocalRegistry`](oci::LocalRegistry), a complete registry on a local directory.
+//!
 //! The build-index, proxy and agent come next. See `docs/origin.md` and
 //! `docs/architecture.md` at the root of the workspace.
 //!
@@ -13,6 +16,8 @@
 #![warn(missing_docs)]
 
 mod error;
+mod http;
+pub mod oci;
 pub mod origin;
 
 pub use crate::error::{Error, Result};

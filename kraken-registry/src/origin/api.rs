@@ -9,14 +9,14 @@ use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kraken_core::{BlobStatus, Digest, MetaInfo};
 use kraken_p2p::tracker::api::decode_segment;
 
-use super::body::{self, Body};
 use super::client::CommitKind;
 use super::fetch::{Availability, FetchFailure};
 use super::namespaces::MAX_NAMESPACE_LEN;
-use super::range::RangeRequest;
 use super::state::OriginState;
 use super::uploads::Uploads;
 use crate::error::{Error, error_chain};
+use crate::http::body::{self, Body};
+use crate::http::range::RangeRequest;
 
 /// Content type of blob bytes, as Go Kraken's origin sends it.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";

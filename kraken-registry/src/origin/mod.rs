@@ -48,7 +48,6 @@
 //! ```
 
 mod api;
-mod body;
 mod cleanup;
 mod client;
 mod config;
@@ -58,7 +57,6 @@ mod membership;
 mod metainfo_source;
 mod namespaces;
 mod queue;
-mod range;
 mod replicate;
 mod server;
 mod service;

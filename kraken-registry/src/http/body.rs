@@ -1,12 +1,13 @@
 //! Response bodies: short texts, and blob bytes streamed from disk.
 
 use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use kraken_core::Blob;
 
-/// The body type of every origin response.
+/// The body type of every response of this crate's services.
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Bytes read from disk per chunk handed to the connection.
@@ -27,6 +28,29 @@ pub(crate) fn empty() -> Body {
 /// `length` bytes of `blob` from `offset`, read with positional reads on the blocking pool
 /// a bounded number of chunks ahead of the client.
 pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
+    let chunks = read_chunks(
+        move |position, buf| {
+            blob.read_exact_at(position, buf)
+                .map_err(std::io::Error::other)
+        },
+        offset,
+        length,
+    );
+    StreamBody::new(chunks.map_ok(Frame::data)).boxed()
+}
+
+/// `length` bytes from `offset` of whatever `read_exact_at` reads (a file, a blob), as a
+/// stream of chunks read on the blocking pool at most [`READ_AHEAD`] chunks ahead of the
+/// consumer, so memory stays bounded however large the range. Reading stops when the stream
+/// is dropped.
+pub(crate) fn read_chunks<F>(
+    read_exact_at: F,
+    offset: u64,
+    length: u64,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static
+where
+    F: Fn(u64, &mut [u8]) -> std::io::Result<()> + Send + 'static,
+{
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         let end = offset + length;
@@ -34,10 +58,7 @@ pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
         while position < end {
             let n = (end - position).min(READ_CHUNK) as usize;
             let mut buf = vec![0; n];
-            let chunk = blob
-                .read_exact_at(position, &mut buf)
-                .map(|()| Bytes::from(buf))
-                .map_err(std::io::Error::other);
+            let chunk = read_exact_at(position, &mut buf).map(|()| Bytes::from(buf));
             let failed = chunk.is_err();
             // A closed channel means the client went away: stop reading.
             if sender.blocking_send(chunk).is_err() || failed {
@@ -46,9 +67,8 @@ pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
             position += n as u64;
         }
     });
-    let frames = futures::stream::unfold(receiver, |mut receiver| async move {
+    futures::stream::unfold(receiver, |mut receiver| async move {
         let chunk = receiver.recv().await?;
-        Some((chunk.map(Frame::data), receiver))
-    });
-    StreamBody::new(frames).boxed()
+        Some((chunk, receiver))
+    })
 }
