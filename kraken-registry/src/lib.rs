@@ -12,7 +12,9 @@
 //! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
 #![warn(missing_docs)]
 
+mod durable;
 mod error;
+mod http;
 pub mod origin;
 
 pub use crate::error::{Error, Result};

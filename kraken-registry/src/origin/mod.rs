@@ -48,7 +48,6 @@
 //! ```
 
 mod api;
-mod body;
 mod cleanup;
 mod client;
 mod config;
@@ -60,7 +59,6 @@ mod namespaces;
 mod queue;
 mod range;
 mod replicate;
-mod server;
 mod service;
 mod state;
 mod uploads;

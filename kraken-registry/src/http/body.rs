@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use kraken_core::Blob;
 
-/// The body type of every origin response.
+/// The body type of every service response.
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Bytes read from disk per chunk handed to the connection.
