@@ -339,7 +339,10 @@ mod tests {
         // The rewrite dropped the torn record: appending goes on after a whole line.
         journal.insert(item("b", 1)).unwrap();
         assert_eq!(
-            Journal::<Item>::open(dir.path(), "j").unwrap().entries().len(),
+            Journal::<Item>::open(dir.path(), "j")
+                .unwrap()
+                .entries()
+                .len(),
             2
         );
     }

@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cleanup::cleanup_loop;
 use super::api;
+use super::cleanup::cleanup_loop;
 use super::client::OriginClient;
 use super::config::OriginConfig;
 use super::fetch::Fetcher;
