@@ -30,6 +30,8 @@ use crate::error::{Error, Result, error_chain};
 /// Largest tag value read from a backend (`sha256:` and 64 hex digits, with room for a
 /// newline).
 const MAX_BACKEND_VALUE: usize = 1024;
+/// Most rounds of asking every build-index for records to fill one page of a listing.
+const LIST_ROUNDS: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct BuildIndexState {
@@ -240,8 +242,30 @@ impl BuildIndexState {
 
     /// Up to `limit` live tags starting with `prefix`, after `after`, merged from this
     /// build-index and its neighbours (newest record of each tag wins), and where the next
-    /// page starts (`None` at the end).
+    /// page starts (`None` at the end). Deleted tags are skipped without shortening the page.
     pub(crate) async fn list(
+        self: &Arc<Self>,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, Option<String>) {
+        let mut names = Vec::new();
+        let mut after = after.map(str::to_owned);
+        // Bounded: a listing full of tombstones returns a short page with a next link.
+        for _ in 0..LIST_ROUNDS {
+            let (more, next) = self
+                .list_round(prefix, after.as_deref(), limit - names.len())
+                .await;
+            names.extend(more);
+            after = next;
+            if names.len() == limit || after.is_none() {
+                break;
+            }
+        }
+        (names, after)
+    }
+
+    async fn list_round(
         self: &Arc<Self>,
         prefix: &str,
         after: Option<&str>,
