@@ -34,7 +34,7 @@ pub(crate) async fn handle(
         (method, ["tags", tag]) => {
             let tag = match parse_tag(tag) {
                 Ok(tag) => tag,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             match *method {
                 Method::GET => match state.digest(&tag).await {
@@ -58,7 +58,7 @@ pub(crate) async fn handle(
         (&Method::PUT, ["tags", tag, "digest", digest]) => {
             let (tag, digest) = match parse_tag(tag).and_then(|t| Ok((t, parse_digest(digest)?))) {
                 Ok(parsed) => parsed,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             let replicate = match query.get("replicate").as_deref() {
                 None | Some("false") => false,
@@ -103,7 +103,7 @@ pub(crate) async fn handle(
         (&Method::GET, ["internal", "tags", tag]) => {
             let tag = match parse_tag(tag) {
                 Ok(tag) => tag,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             match state.tags.get(&tag.to_string()) {
                 Some(record) => json(&record),
@@ -115,21 +115,21 @@ pub(crate) async fn handle(
             let after = query.get("after");
             let limit = match page_limit(&state, &query) {
                 Ok(limit) => limit,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             json(&state.local_records(&prefix, after.as_deref(), limit))
         }
         (&Method::PUT, ["internal", "duplicate", "tags", tag, "digest", digest]) => {
             let (tag, digest) = match parse_tag(tag).and_then(|t| Ok((t, parse_digest(digest)?))) {
                 Ok(parsed) => parsed,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             duplicate(&state, tag, Some(digest), body).await
         }
         (&Method::DELETE, ["internal", "duplicate", "tags", tag]) => {
             let tag = match parse_tag(tag) {
                 Ok(tag) => tag,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             duplicate(&state, tag, None, body).await
         }
@@ -186,7 +186,7 @@ async fn list(
 ) -> Response<Body> {
     let limit = match page_limit(state, query) {
         Ok(limit) => limit,
-        Err(response) => return response,
+        Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
     };
     let offset = query.get("offset").filter(|o| !o.is_empty());
     let (names, next) = state.list(prefix, offset.as_deref(), limit).await;
@@ -207,15 +207,15 @@ async fn list(
     })
 }
 
-fn page_limit(state: &BuildIndexState, query: &Query<'_>) -> Result<usize, Response<Body>> {
+/// Parsers of request parts answer a reason for a `400` when the part is bad.
+type Parsed<T> = Result<T, String>;
+
+fn page_limit(state: &BuildIndexState, query: &Query<'_>) -> Parsed<usize> {
     let max = state.config.limits.max_page;
     match query.get("limit") {
         None => Ok(max),
         Some(limit) => match limit.parse::<usize>() {
-            Ok(0) | Err(_) => Err(text(
-                StatusCode::BAD_REQUEST,
-                "limit must be a positive integer",
-            )),
+            Ok(0) | Err(_) => Err("limit must be a positive integer".into()),
             Ok(limit) => Ok(limit.min(max)),
         },
     }
@@ -235,27 +235,16 @@ impl Query<'_> {
     }
 }
 
-fn parse_tag(segment: &str) -> Result<TagName, Response<Body>> {
-    let decoded = decode_segment(segment).ok_or_else(|| {
-        text(
-            StatusCode::BAD_REQUEST,
-            "invalid percent-encoding of the tag",
-        )
-    })?;
-    decoded
-        .parse()
-        .map_err(|e: Error| text(StatusCode::BAD_REQUEST, &e.to_string()))
+fn parse_tag(segment: &str) -> Parsed<TagName> {
+    let decoded =
+        decode_segment(segment).ok_or_else(|| "invalid percent-encoding of the tag".to_owned())?;
+    decoded.parse().map_err(|e: Error| e.to_string())
 }
 
-fn parse_digest(segment: &str) -> Result<Digest, Response<Body>> {
+fn parse_digest(segment: &str) -> Parsed<Digest> {
     decode_segment(segment)
         .and_then(|d| d.parse().ok())
-        .ok_or_else(|| {
-            text(
-                StatusCode::BAD_REQUEST,
-                "invalid digest: expected sha256:<64 hex digits>",
-            )
-        })
+        .ok_or_else(|| "invalid digest: expected sha256:<64 hex digits>".to_owned())
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Body> {

@@ -114,10 +114,11 @@ impl BuildIndexConfig {
 }
 
 fn default_replication() -> WriteBackConfig {
-    let mut config = WriteBackConfig::default();
-    config.initial_backoff = Duration::from_secs(5);
-    config.max_backoff = Duration::from_secs(300);
-    config
+    WriteBackConfig {
+        initial_backoff: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(300),
+        ..WriteBackConfig::default()
+    }
 }
 
 /// A build-index of another cluster and the repositories replicated to it.
