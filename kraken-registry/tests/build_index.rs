@@ -43,6 +43,13 @@ async fn start_origin(dir: &Path) -> Origin {
     Origin::spawn(config).await.unwrap()
 }
 
+/// One origin and one build-index without neighbours.
+async fn start_cluster(dir: &Path) -> (Origin, BuildIndex) {
+    let origin = start_origin(dir).await;
+    let config = bi_config(free_addr("127.0.0.1"), &dir.join("bi"), &origin, &[]);
+    (origin, BuildIndex::spawn(config).await.unwrap())
+}
+
 fn bi_config(
     listen: SocketAddr,
     dir: &Path,
@@ -247,15 +254,7 @@ async fn a_restart_keeps_tags_and_queued_write_backs_finish_once_the_backend_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_wait_for_every_blob_of_the_image_through_indexes() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = start_origin(dir.path()).await;
-    let bi = BuildIndex::spawn(bi_config(
-        free_addr("127.0.0.1"),
-        &dir.path().join("bi"),
-        &origin,
-        &[],
-    ))
-    .await
-    .unwrap();
+    let (origin, bi) = start_cluster(dir.path()).await;
     let bi_client = client(&bi);
 
     // An image whose layer is not in the origins yet.
@@ -397,15 +396,7 @@ async fn listings_paginate_across_neighbours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_400_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = start_origin(dir.path()).await;
-    let bi = BuildIndex::spawn(bi_config(
-        free_addr("127.0.0.1"),
-        &dir.path().join("bi"),
-        &origin,
-        &[],
-    ))
-    .await
-    .unwrap();
+    let (origin, bi) = start_cluster(dir.path()).await;
     let base = format!("http://{}", bi.local_addr());
     let digest = Digest::sha256_of(b"x");
     let http = reqwest::Client::new();

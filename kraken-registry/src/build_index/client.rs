@@ -2,7 +2,6 @@
 //! use.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use kraken_core::Digest;
@@ -120,13 +119,7 @@ impl BuildIndexClient {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        kraken_backends::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = crate::http::client()?;
         let addresses: Arc<[String]> = addresses.into_iter().map(Into::into).collect();
         if addresses.is_empty() {
             return Err(Error::Config(
@@ -237,20 +230,8 @@ impl BuildIndexClient {
 
     /// The build-index's own record of `tag` (a neighbour's version check; no fan-out).
     pub(crate) async fn record(&self, tag: &str) -> Result<Option<TagRecord>> {
-        let path = format!("/internal/tags/{}", encode_segment(tag));
-        let (address, response) = self
-            .send(|http, base| http.get(format!("{base}{path}")))
-            .await?;
-        match response.status() {
-            StatusCode::OK => {
-                let body = read_body(&address, response).await?;
-                serde_json::from_slice(&body)
-                    .map(Some)
-                    .map_err(|e| peer_error(&address, StatusCode::OK, &e.to_string()))
-            }
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(status_error(&address, response).await),
-        }
+        self.get_json(&format!("/internal/tags/{}", encode_segment(tag)))
+            .await
     }
 
     /// A page of the build-index's own records starting with `prefix`, after `after`.
@@ -267,15 +248,12 @@ impl BuildIndexClient {
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode_segment(after)));
         }
-        let (address, response) = self
-            .send(|http, base| http.get(format!("{base}{path}")))
-            .await?;
-        if response.status() != StatusCode::OK {
-            return Err(status_error(&address, response).await);
-        }
-        let body = read_body(&address, response).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| peer_error(&address, StatusCode::OK, &e.to_string()))
+        self.get_json(&path)
+            .await?
+            .ok_or_else(|| Error::BuildIndex {
+                address: self.addresses.join(","),
+                reason: "no record listing".into(),
+            })
     }
 
     /// Gives a neighbour a version of a tag (it keeps it if newer than its own).
@@ -312,21 +290,34 @@ impl BuildIndexClient {
         if let Some(offset) = &options.offset {
             query.push(format!("offset={}", encode_segment(offset)));
         }
-        let url_path = format!("{path}?{}", query.join("&"));
-        let (address, response) = self
-            .send(|http, base| http.get(format!("{base}{url_path}")))
-            .await?;
-        if response.status() != StatusCode::OK {
-            return Err(status_error(&address, response).await);
-        }
-        let body = read_body(&address, response).await?;
-        let page: ListResponse = serde_json::from_slice(&body)
-            .map_err(|e| peer_error(&address, StatusCode::OK, &e.to_string()))?;
-        let next = next_offset(&page.links.next);
+        let page: ListResponse = self
+            .get_json(&format!("{path}?{}", query.join("&")))
+            .await?
+            .ok_or_else(|| Error::BuildIndex {
+                address: self.addresses.join(","),
+                reason: "no such listing".into(),
+            })?;
         Ok(TagPage {
             names: page.result,
-            next,
+            next: next_offset(&page.links.next),
         })
+    }
+
+    /// `GET path` decoded from JSON; `None` on `404`.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let (address, response) = self
+            .send(|http, base| http.get(format!("{base}{path}")))
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                let body = read_body(&address, response).await?;
+                serde_json::from_slice(&body)
+                    .map(Some)
+                    .map_err(|e| peer_error(&address, StatusCode::OK, &e.to_string()))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(&address, response).await),
+        }
     }
 
     /// Sends the request built for each address in turn until one answers.

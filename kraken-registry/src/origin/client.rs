@@ -39,13 +39,7 @@ pub struct OriginClient {
 impl OriginClient {
     /// A client with a 5 s connect timeout and a 5 min timeout per request.
     pub fn new() -> Result<Self> {
-        kraken_backends::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = crate::http::client()?;
         Ok(Self { http })
     }
 
