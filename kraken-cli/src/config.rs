@@ -1,4 +1,4 @@
-//! Loading the TOML config files of `kraken origin` and `kraken tracker`.
+//! Loading the TOML config files of `kraken origin`, `kraken build-index` and `kraken tracker`.
 
 use std::path::Path;
 

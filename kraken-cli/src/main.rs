@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_origin;
+mod build_index;
 mod config;
 mod metainfo;
 mod origin;
@@ -36,6 +37,9 @@ enum Command {
     /// Run an origin: the blob store of the cluster, backed by remote storage, seeding to the
     /// swarm.
     Origin(origin::OriginArgs),
+    /// Run a build-index: tag → digest for the cluster, backed by remote storage,
+    /// replicating tags to other clusters.
+    BuildIndex(build_index::BuildIndexArgs),
     /// Seed a file to the swarm until interrupted.
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file, verified.
@@ -55,6 +59,9 @@ fn main() -> ExitCode {
         Command::Metainfo(args) => metainfo::run(args),
         Command::Tracker(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
         Command::Origin(args) => p2p::runtime().and_then(|rt| rt.block_on(origin::run(args))),
+        Command::BuildIndex(args) => {
+            p2p::runtime().and_then(|rt| rt.block_on(build_index::run(args)))
+        }
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),

@@ -41,6 +41,37 @@ pub enum Error {
     /// A TLS certificate, key or CA file could not be read or used.
     #[error("TLS")]
     Tls(#[from] kraken_p2p::tls::TlsError),
+    /// A tag name is not `repository:tag` as the OCI distribution spec defines them.
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The name as given (cut at 300 characters).
+        tag: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The tag is not in the build-index.
+    #[error("tag {0} not found")]
+    TagNotFound(String),
+    /// A manifest refers to a blob (layer, config or child manifest) that the origin cluster
+    /// does not have; push the blob first. Nothing was stored.
+    #[error("missing dependency {0}: not in the origin cluster")]
+    MissingDependency(Digest),
+    /// A manifest could not be read; the message says why.
+    #[error("invalid manifest {digest}: {reason}")]
+    InvalidManifest {
+        /// The manifest's digest.
+        digest: Digest,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A build-index answered with an error or could not be reached.
+    #[error("build-index {address}: {reason}")]
+    BuildIndex {
+        /// The build-index's address.
+        address: String,
+        /// What happened.
+        reason: String,
+    },
     /// A configuration value is invalid; the message says which and why.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -56,10 +87,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Whether the blob is missing, as opposed to a failure.
+    /// Whether the blob or tag is missing, as opposed to a failure.
     pub fn is_not_found(&self) -> bool {
         match self {
-            Self::NotFound(_) => true,
+            Self::NotFound(_) | Self::TagNotFound(_) => true,
             Self::Store(kraken_core::Error::NotFound(_)) => true,
             Self::Backend(e) => e.is_not_found(),
             _ => false,

@@ -9,12 +9,18 @@
 //! - [`oci`]: the OCI distribution API (`/v2/…`) as a handler over a storage trait, with
 //!   [`LocalRegistry`](oci::LocalRegistry), a complete registry on a local directory.
 //!
-//! The build-index, proxy and agent come next. See `docs/origin.md` and
+//! - [`build_index`]: tag → digest on Go Kraken's paths, with dependency checks against the
+//!   origins, mutable tags read fresh on every build-index of the cluster, a durable
+//!   write-back to a backend, and replication of tags and their blobs to other clusters.
+//!
+//! The proxy and agent come next. See `docs/origin.md` and
 //! `docs/architecture.md` at the root of the workspace.
 //!
 //! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
 #![warn(missing_docs)]
 
+pub mod build_index;
+mod durable;
 mod error;
 mod http;
 pub mod oci;

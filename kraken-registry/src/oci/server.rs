@@ -1,18 +1,14 @@
-//! The plain-TCP HTTP/1 listener of an [`OciHandler`]: accepts connections and serves each
-//! until shutdown, then lets requests in flight finish. Kept apart from the handler so that
-//! a TLS listener can take its place.
+//! An [`OciHandler`] behind the workspace's HTTP/TLS listener
+//! ([`kraken_p2p::http_server`]): plain or TLS, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use kraken_p2p::http_server::{ServeConfig, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::OciHandler;
-
-/// How long requests in flight may run after shutdown starts (a blob download can be long).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An [`OciHandler`] served on a TCP listener.
 ///
@@ -37,20 +33,35 @@ pub struct OciServer {
 }
 
 impl OciServer {
-    /// Binds `addr` and starts serving `handler`.
+    /// Binds `addr` and starts serving `handler` over plain HTTP.
     pub async fn bind(addr: SocketAddr, handler: OciHandler) -> crate::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Self::serve(listener, handler)
     }
 
-    /// Serves `handler` on a bound listener.
+    /// Serves `handler` on a bound listener over plain HTTP.
     pub fn serve(listener: TcpListener, handler: OciHandler) -> crate::Result<Self> {
+        Self::serve_with(listener, handler, ServeConfig::new("registry"))
+    }
+
+    /// Serves `handler` on a bound listener with `config` (TLS, client certificates for
+    /// pushes, drain time).
+    pub fn serve_with(
+        listener: TcpListener,
+        handler: OciHandler,
+        config: ServeConfig,
+    ) -> crate::Result<Self> {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(accept_loop(
+        let handle = move |request| {
+            let handler = handler.clone();
+            async move { handler.handle(request).await }
+        };
+        tasks.spawn(serve(
             listener,
-            handler,
+            config,
+            handle,
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -66,54 +77,11 @@ impl OciServer {
         self.local_addr
     }
 
-    /// Stops accepting, gives requests in flight up to 10 s to finish, and returns when
+    /// Stops accepting, gives requests in flight their drain time (10 s by default) to finish, and returns when
     /// every connection task has ended.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    handler: OciHandler,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registry accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler.handle(request).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tasks.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "registry connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("registry requests still running after the drain timeout");
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -17,6 +16,7 @@ use super::uploads::Uploads;
 use crate::error::{Error, error_chain};
 use crate::http::body::{self, Body};
 use crate::http::range::RangeRequest;
+use crate::http::text;
 
 /// Content type of blob bytes, as Go Kraken's origin sends it.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
@@ -343,12 +343,4 @@ fn bad_blob() -> Response<Body> {
 
 fn not_found_route() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "no such route")
-}
-
-fn text(status: StatusCode, message: &str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(body::full(Bytes::from(message.to_owned())))
-        .expect("valid response parts")
 }

@@ -50,17 +50,7 @@ impl OriginClient {
     /// certificate origins ask for on writes), or plain HTTP without. Timeouts as
     /// [`new`](Self::new).
     pub fn with_tls(tls: Option<&ClientTls>) -> Result<Self> {
-        kraken_backends::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(tls) = tls {
-            builder = builder.tls_backend_preconfigured(tls.config().as_ref().clone());
-        }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = crate::http::client(tls)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(Self { http, scheme })
     }
@@ -164,6 +154,101 @@ impl OriginClient {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+
+    /// Downloads a blob of at most `max_len` bytes into memory (for manifests), verified
+    /// against `digest`. [`Error::NotFound`] if neither `origin` nor its backend has it.
+    pub async fn download(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        max_len: u64,
+    ) -> Result<Bytes> {
+        let mut data = Vec::new();
+        self.download_with(origin, namespace, digest, max_len, |chunk| {
+            data.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(data.into())
+    }
+
+    /// Downloads a blob of at most `max_len` bytes into the file `path` (created or
+    /// truncated), verified against `digest`; returns its size. On an error the file may
+    /// hold part of the blob.
+    pub async fn download_to_file(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        path: &Path,
+        max_len: u64,
+    ) -> Result<u64> {
+        use std::io::Write as _;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // Small writes to a buffered file: not worth a trip to the blocking pool each.
+        let size = self
+            .download_with(origin, namespace, digest, max_len, |chunk| {
+                file.write_all(chunk)
+            })
+            .await?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(size)
+    }
+
+    /// Streams a blob's bytes into `sink`, checking the length bound as they come and the
+    /// digest at the end.
+    async fn download_with(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        max_len: u64,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        let url = self.blob_url(origin, "/namespace", namespace, digest);
+        let mut response = self.send(origin, self.http.get(url)).await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Err(Error::NotFound(*digest)),
+            _ => return Err(self.status_error(origin, response).await),
+        }
+        if response.content_length().is_some_and(|len| len > max_len) {
+            return Err(origin_error(
+                origin,
+                StatusCode::OK,
+                "blob larger than the limit",
+            ));
+        }
+        let mut hasher = kraken_core::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            let chunk = response.chunk().await.map_err(|e| Error::Origin {
+                origin: origin.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let Some(chunk) = chunk else { break };
+            size += chunk.len() as u64;
+            if size > max_len {
+                return Err(origin_error(
+                    origin,
+                    StatusCode::OK,
+                    "blob larger than the limit",
+                ));
+            }
+            hasher.update(&chunk);
+            sink(&chunk)?;
+        }
+        let actual = hasher.finalize();
+        if actual != *digest {
+            return Err(Error::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(size)
     }
 
     /// Uploads a blob held in memory (start, chunks, commit). An origin that already has the

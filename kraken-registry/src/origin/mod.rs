@@ -58,7 +58,6 @@ mod metainfo_source;
 mod namespaces;
 mod queue;
 mod replicate;
-mod server;
 mod service;
 mod state;
 mod uploads;

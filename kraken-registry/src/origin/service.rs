@@ -9,23 +9,23 @@ use kraken_core::{BlobStore, StoreConfig};
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::TrackerClient;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::api;
 use super::cleanup::cleanup_loop;
 use super::client::OriginClient;
 use super::config::OriginConfig;
 use super::fetch::Fetcher;
 use super::membership::{Membership, RingView};
 use super::namespaces::NamespaceIndex;
-use super::queue::WriteBackQueue;
+use super::queue::{self, WriteBackQueue};
 use super::replicate::{repair_loop, repair_pass};
-use super::server::serve;
 use super::state::OriginState;
 use super::uploads::Uploads;
 use super::writeback::write_back_loop;
 use crate::error::{Error, Result};
+use crate::http::serve;
 
 /// Builds an [`Origin`].
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl OriginBuilder {
             let data = data.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let store = BlobStore::open_with_config(data.join("store"), store_config)?;
-                let queue = WriteBackQueue::open(&data)?;
+                let queue = queue::open(&data)?;
                 let namespaces = NamespaceIndex::open(&data.join("namespaces"))?;
                 let uploads = Uploads::open(&data.join("uploads"))?;
                 reconcile_pins(&store, &queue)?;
@@ -132,7 +132,6 @@ impl OriginBuilder {
             membership,
             client,
             node,
-            write_back_queued: Notify::new(),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
@@ -143,7 +142,15 @@ impl OriginBuilder {
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(repair_loop(Arc::clone(&state)));
         tasks.spawn(cleanup_loop(Arc::clone(&state)));
-        tasks.spawn(serve(listener, server_tls, Arc::clone(&state)));
+        tasks.spawn(serve(
+            "origin",
+            listener,
+            server_tls,
+            Arc::clone(&state),
+            api::handle,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(addr = %local_addr, name = %state.name, "origin started");
         Ok(Origin { state, local_addr })
     }
@@ -198,7 +205,7 @@ impl Origin {
 
     /// Blobs waiting to be written to the backend.
     pub fn pending_write_backs(&self) -> usize {
-        self.state.queue.pending().len()
+        self.state.queue.entries().len()
     }
 
     /// Runs one repair pass now (it also runs periodically and on membership changes);
@@ -223,12 +230,12 @@ impl Origin {
 /// Pins every blob with a pending write-back and unpins blobs pinned by a crash between a
 /// pin and its queue record (pins are the origin's and mean "not yet in the backend").
 fn reconcile_pins(store: &BlobStore, queue: &WriteBackQueue) -> Result<()> {
-    for task in queue.pending() {
+    for task in queue.entries() {
         match store.pin(&task.digest) {
             Ok(()) => {}
             Err(kraken_core::Error::NotFound(_)) => {
                 tracing::error!(digest = %task.digest, "a blob waiting for write-back is missing from disk");
-                queue.complete(&task.digest)?;
+                queue.remove(&task.digest)?;
             }
             Err(e) => return Err(e.into()),
         }

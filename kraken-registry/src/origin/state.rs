@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use kraken_backends::Backend;
 use kraken_core::{BlobStore, Digest, MetaInfo};
 use kraken_p2p::node::Node;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,8 +34,6 @@ pub(crate) struct OriginState {
     pub(crate) membership: Membership,
     pub(crate) client: OriginClient,
     pub(crate) node: Option<Node>,
-    /// Wakes the write-back loop when a task is queued.
-    pub(crate) write_back_queued: Notify,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -91,11 +88,10 @@ impl OriginState {
             sync_parent_dirs(blob.path())?;
             this.namespaces.set(&task.digest, &task.namespace)?;
             this.store.pin(&task.digest)?;
-            this.queue.push(task)
+            this.queue.insert(task).map(drop)
         })
         .await
         .map_err(|_| Error::Internal("commit task failed"))??;
-        self.write_back_queued.notify_one();
         self.seed(namespace, digest);
         if kind == CommitKind::Primary {
             self.spawn_replication(namespace, digest);

@@ -1,0 +1,289 @@
+//! The build-index's HTTP API on Go Kraken's paths (see `docs/build-index.md` for the
+//! table). Tags appear percent-encoded in paths (`library%2Fubuntu:22.04`).
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::http::{Method, Request, Response, StatusCode, header};
+use kraken_core::Digest;
+use kraken_p2p::tracker::api::{decode_segment, encode_segment};
+
+use super::client::{DuplicateBody, Links, ListResponse};
+use super::state::BuildIndexState;
+use super::store::{TagRecord, next_version};
+use super::tag::TagName;
+use crate::error::{Error, error_chain};
+use crate::http::{Body, body, text};
+
+/// Largest request body read (only the internal duplicate calls have one).
+const MAX_REQUEST_BODY: usize = 64 << 10;
+
+/// Handles one request.
+pub(crate) async fn handle(
+    state: Arc<BuildIndexState>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let query = Query(parts.uri.query().unwrap_or_default());
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["health"] | ["readiness"]) => text(StatusCode::OK, "OK"),
+        (&Method::GET, ["origin"]) => text(StatusCode::OK, &state.origins.address()),
+        (method, ["tags", tag]) => {
+            let tag = match parse_tag(tag) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            match *method {
+                Method::GET => match state.digest(&tag).await {
+                    Ok(Some(digest)) => text(StatusCode::OK, &digest.to_string()),
+                    Ok(None) => tag_not_found(&tag),
+                    Err(e) => error_response(&e),
+                },
+                Method::HEAD => match state.digest(&tag).await {
+                    Ok(Some(_)) => empty(StatusCode::OK),
+                    Ok(None) => empty(StatusCode::NOT_FOUND),
+                    Err(e) => error_response(&e),
+                },
+                Method::DELETE => match state.delete(&tag).await {
+                    Ok(true) => text(StatusCode::OK, ""),
+                    Ok(false) => tag_not_found(&tag),
+                    Err(e) => error_response(&e),
+                },
+                _ => method_not_allowed(),
+            }
+        }
+        (&Method::PUT, ["tags", tag, "digest", digest]) => {
+            let (tag, digest) = match parse_tag(tag).and_then(|t| Ok((t, parse_digest(digest)?))) {
+                Ok(parsed) => parsed,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            let replicate = match query.get("replicate").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return text(StatusCode::BAD_REQUEST, "replicate must be true or false"),
+            };
+            match state.put(&tag, &digest, replicate).await {
+                Ok(()) => text(StatusCode::OK, ""),
+                Err(e) => error_response(&e),
+            }
+        }
+        (&Method::GET, ["repositories", repo, "tags"]) => {
+            let Some(repo) = decode_segment(repo) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "invalid percent-encoding of the repository",
+                );
+            };
+            if TagName::new(&repo, "x").is_err() {
+                return text(StatusCode::BAD_REQUEST, "invalid repository name");
+            }
+            let prefix = format!("{repo}:");
+            list(&state, &path, &query, &prefix, |name| {
+                name[prefix.len()..].to_owned()
+            })
+            .await
+        }
+        (&Method::GET, ["list", rest @ ..]) => {
+            let Some(prefix) = rest
+                .iter()
+                .map(|segment| decode_segment(segment))
+                .collect::<Option<Vec<String>>>()
+            else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "invalid percent-encoding of the prefix",
+                );
+            };
+            let prefix = prefix.join("/");
+            list(&state, &path, &query, &prefix, str::to_owned).await
+        }
+        (&Method::GET, ["internal", "tags", tag]) => {
+            let tag = match parse_tag(tag) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            match state.tags.get(&tag.to_string()) {
+                Some(record) => json(&record),
+                None => tag_not_found(&tag),
+            }
+        }
+        (&Method::GET, ["internal", "list"]) => {
+            let prefix = query.get("prefix").unwrap_or_default();
+            let after = query.get("after");
+            let limit = match page_limit(&state, &query) {
+                Ok(limit) => limit,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            json(&state.local_records(&prefix, after.as_deref(), limit))
+        }
+        (&Method::PUT, ["internal", "duplicate", "tags", tag, "digest", digest]) => {
+            let (tag, digest) = match parse_tag(tag).and_then(|t| Ok((t, parse_digest(digest)?))) {
+                Ok(parsed) => parsed,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            duplicate(&state, tag, Some(digest), body).await
+        }
+        (&Method::DELETE, ["internal", "duplicate", "tags", tag]) => {
+            let tag = match parse_tag(tag) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            duplicate(&state, tag, None, body).await
+        }
+        _ => text(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+/// A neighbour's copy of a write: kept if newer than ours.
+async fn duplicate(
+    state: &Arc<BuildIndexState>,
+    tag: TagName,
+    digest: Option<Digest>,
+    body: Incoming,
+) -> Response<Body> {
+    let bytes = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "body unreadable or larger than 64KiB",
+            );
+        }
+    };
+    let copy: DuplicateBody = if bytes.is_empty() {
+        DuplicateBody::default()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(copy) => copy,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")),
+        }
+    };
+    let tag_name = tag.to_string();
+    let record = TagRecord {
+        version: copy
+            .version
+            .unwrap_or_else(|| next_version(state.tags.get(&tag_name).as_ref())),
+        writer: copy.writer.unwrap_or_default(),
+        tag: tag_name,
+        digest,
+    };
+    match state.store_record(record).await {
+        Ok(_) => text(StatusCode::OK, ""),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A Go Kraken paginated listing: `{size, result, links: {next, self}}`.
+async fn list(
+    state: &Arc<BuildIndexState>,
+    path: &str,
+    query: &Query<'_>,
+    prefix: &str,
+    show: impl Fn(&str) -> String,
+) -> Response<Body> {
+    let limit = match page_limit(state, query) {
+        Ok(limit) => limit,
+        Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+    };
+    let offset = query.get("offset").filter(|o| !o.is_empty());
+    let (names, next) = state.list(prefix, offset.as_deref(), limit).await;
+    let link = |offset: Option<&str>| {
+        let mut link = format!("{path}?limit={limit}");
+        if let Some(offset) = offset {
+            link.push_str(&format!("&offset={}", encode_segment(offset)));
+        }
+        link
+    };
+    json(&ListResponse {
+        size: names.len(),
+        result: names.iter().map(|n| show(n)).collect(),
+        links: Links {
+            next: next.as_deref().map(|n| link(Some(n))).unwrap_or_default(),
+            this: link(offset.as_deref()),
+        },
+    })
+}
+
+/// Parsers of request parts answer a reason for a `400` when the part is bad.
+type Parsed<T> = Result<T, String>;
+
+fn page_limit(state: &BuildIndexState, query: &Query<'_>) -> Parsed<usize> {
+    let max = state.config.limits.max_page;
+    match query.get("limit") {
+        None => Ok(max),
+        Some(limit) => match limit.parse::<usize>() {
+            Ok(0) | Err(_) => Err("limit must be a positive integer".into()),
+            Ok(limit) => Ok(limit.min(max)),
+        },
+    }
+}
+
+/// The query string of a request.
+struct Query<'a>(&'a str);
+
+impl Query<'_> {
+    /// The decoded value of `key` (the first one), if present and well-encoded.
+    fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| decode_segment(v))
+    }
+}
+
+fn parse_tag(segment: &str) -> Parsed<TagName> {
+    let decoded =
+        decode_segment(segment).ok_or_else(|| "invalid percent-encoding of the tag".to_owned())?;
+    decoded.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_digest(segment: &str) -> Parsed<Digest> {
+    decode_segment(segment)
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| "invalid digest: expected sha256:<64 hex digits>".to_owned())
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body::full(serde_json::to_vec(value).expect("serialisable")))
+        .expect("valid response parts")
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+fn tag_not_found(tag: &TagName) -> Response<Body> {
+    text(StatusCode::NOT_FOUND, &format!("tag {tag} not found"))
+}
+
+fn method_not_allowed() -> Response<Body> {
+    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn error_response(error: &Error) -> Response<Body> {
+    let status = match error {
+        e if e.is_not_found() => StatusCode::NOT_FOUND,
+        // The body starts with the missing digest, for clients to recognise.
+        Error::MissingDependency(_) | Error::InvalidManifest { .. } | Error::InvalidTag { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        Error::Origin { .. } | Error::Backend(_) | Error::BuildIndex { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
+        Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::warn!(error = %error_chain(error), "request failed");
+    }
+    text(status, &error_chain(error))
+}
