@@ -49,7 +49,24 @@ pub trait Backend: fmt::Debug + Send + Sync {
 
     /// Removes a blob; [`Error::NotFound`] if there was none.
     async fn delete(&self, namespace: &str, name: &str) -> Result<()>;
+
+    /// Whether the backend answers, for services' `/readiness`: a stat of
+    /// [`READINESS_NAME`], a name nobody stores, where [`Error::NotFound`] is the healthy
+    /// answer (Go Kraken's readiness digest). Decorators check their inner backend without
+    /// retrying; a [`Router`](crate::Router) checks every route.
+    async fn check_ready(&self) -> Result<()> {
+        match self.stat("", READINESS_NAME).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
+
+/// The name [`Backend::check_ready`] looks up: the SHA-256 of "kraken readiness check", in
+/// digest form so that every name layout accepts it.
+pub const READINESS_NAME: &str =
+    "sha256:999cf22668b590c7276105ed624a841306a57d7cb8f846522b88154fed0b5efe";
 
 /// What [`Backend::stat`] knows about a blob.
 #[non_exhaustive]

@@ -57,6 +57,9 @@ pub enum Error {
     /// The configuration cannot be used; the message says which field and why.
     #[error("invalid backend configuration: {0}")]
     Config(String),
+    /// A readiness check failed; the message names each failing route and why.
+    #[error("backends not ready: {0}")]
+    NotReady(String),
     /// The server answered with a status this client does not expect.
     #[error("{method} {url} answered HTTP {status}")]
     Status {
@@ -126,6 +129,7 @@ impl Error {
             | Self::InvalidName { .. }
             | Self::RangeNotSatisfiable { .. }
             | Self::Config(_)
+            | Self::NotReady(_)
             | Self::InvalidResponse(_)
             | Self::Internal(_) => false,
         }

@@ -83,7 +83,8 @@ mod webhdfs;
 pub mod testing;
 
 pub use crate::backend::{
-    Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody, collect_bytes,
+    Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, READINESS_NAME, UploadBody,
+    collect_bytes,
 };
 pub use crate::client::{HttpClientConfig, install_crypto_provider};
 pub use crate::cloud::{CloudBackend, MultipartConfig};

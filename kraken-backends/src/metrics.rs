@@ -245,6 +245,10 @@ impl Backend for MetricsBackend {
         let call = self.inner.delete(namespace, name);
         self.timed(Operation::Delete, namespace, name, call).await
     }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.inner.check_ready().await
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,10 @@ impl Backend for RetryBackend {
         self.retry("delete", || self.inner.delete(namespace, name))
             .await
     }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.inner.check_ready().await
+    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,27 @@ impl Backend for Router {
     async fn delete(&self, namespace: &str, name: &str) -> Result<()> {
         self.backend_for(namespace)?.delete(namespace, name).await
     }
+
+    /// Checks every route's backend at once; the error names each failing route's pattern.
+    async fn check_ready(&self) -> Result<()> {
+        let checks = self.routes.iter().map(|route| async move {
+            route
+                .backend
+                .check_ready()
+                .await
+                .map_err(|e| format!("{:?}: {}", route.source, kraken_core::error_chain(&e)))
+        });
+        let failures: Vec<String> = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NotReady(failures.join("; ")))
+        }
+    }
 }
 
 #[cfg(test)]

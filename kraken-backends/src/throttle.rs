@@ -193,6 +193,10 @@ impl Backend for ThrottleBackend {
     async fn delete(&self, namespace: &str, name: &str) -> Result<()> {
         self.inner.delete(namespace, name).await
     }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.inner.check_ready().await
+    }
 }
 
 #[cfg(test)]

@@ -584,3 +584,62 @@ async fn a_replicated_tag_reaches_the_remote_cluster_with_all_its_blobs() {
     here.shutdown().await;
     there.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_backends_and_the_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr("127.0.0.1");
+    let faulty = Arc::new(FaultyBackend::failing_first(0));
+    let router = kraken_backends::Router::new()
+        .with_route(".*", faulty.clone())
+        .unwrap();
+    let origin = Origin::builder(origin_config(addr, &[addr], &dir.path().join("origin")))
+        .backend(Arc::new(router))
+        .spawn()
+        .await
+        .unwrap();
+    let mut config = bi_config(free_addr("127.0.0.1"), &dir.path().join("bi"), &origin, &[]);
+    config.origins.refresh_interval = Duration::from_millis(200);
+    config.origins.health_timeout = Duration::from_millis(500);
+    config.origins.fails = 1;
+    let bi = BuildIndex::spawn(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let readiness = |addr: SocketAddr| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(format!("http://{addr}/readiness"))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the build-index is ready",
+        || async { readiness(bi.local_addr()).await.0 == StatusCode::OK },
+    )
+    .await;
+    assert_eq!(readiness(origin.local_addr()).await.0, StatusCode::OK);
+
+    // A backend that fails makes the origin unready, naming the route.
+    faulty.fail_next(1);
+    let (status, text) = readiness(origin.local_addr()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("backends") && text.contains(".*"), "{text}");
+    assert_eq!(readiness(origin.local_addr()).await.0, StatusCode::OK);
+
+    // Without a healthy origin the build-index is not ready.
+    origin.shutdown().await;
+    eventually(
+        Duration::from_secs(10),
+        "the build-index notices",
+        || async {
+            let (status, text) = readiness(bi.local_addr()).await;
+            status == StatusCode::SERVICE_UNAVAILABLE && text.contains("origins")
+        },
+    )
+    .await;
+    bi.shutdown().await;
+}

@@ -29,7 +29,16 @@ pub(crate) async fn handle(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let query = Query(parts.uri.query().unwrap_or_default());
     match (&parts.method, segments.as_slice()) {
-        (&Method::GET, ["health"] | ["readiness"]) => text(StatusCode::OK, "OK"),
+        (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
+        (&Method::GET, ["readiness"]) => {
+            let backends = crate::http::backend_ready(&*state.backend);
+            let origins = state.origins.check_ready();
+            crate::http::readiness(vec![
+                ("backends", futures::future::Either::Left(backends)),
+                ("origins", futures::future::Either::Right(origins)),
+            ])
+            .await
+        }
         (&Method::GET, ["origin"]) => text(StatusCode::OK, &state.origins.address()),
         (method, ["tags", tag]) => {
             let tag = match parse_tag(tag) {

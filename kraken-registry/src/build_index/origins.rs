@@ -50,6 +50,15 @@ impl OriginCluster {
         }
     }
 
+    /// Ready when at least one origin passes its health checks.
+    pub(crate) async fn check_ready(&self) -> std::result::Result<(), String> {
+        if self.membership.view().healthy().is_empty() {
+            Err("no origin passes its health check".into())
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether the cluster has the blob: true if any owner (or its backend) has it, false
     /// if every owner said no, an error if none could say.
     pub(crate) async fn has(&self, namespace: &str, digest: &Digest) -> Result<bool> {

@@ -39,3 +39,39 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
         .body(body::full(Bytes::from(message.to_owned())))
         .expect("valid response parts")
 }
+
+/// Time a readiness check may take before it counts as a failure.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers `/readiness`: `200 OK` when every check passes within 5 s, else `503` listing
+/// what failed, one line per check.
+pub(crate) async fn readiness<F>(checks: Vec<(&'static str, F)>) -> Response<Body>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let results = futures::future::join_all(checks.into_iter().map(|(what, check)| async move {
+        match tokio::time::timeout(READINESS_TIMEOUT, check).await {
+            Ok(Ok(())) => None,
+            Ok(Err(reason)) => Some(format!("{what}: {reason}")),
+            Err(_) => Some(format!("{what}: no answer within {READINESS_TIMEOUT:?}")),
+        }
+    }))
+    .await;
+    let failures: Vec<String> = results.into_iter().flatten().collect();
+    if failures.is_empty() {
+        text(StatusCode::OK, "OK")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &(failures.join("\n") + "\n"),
+        )
+    }
+}
+
+/// A backend's readiness as a [`readiness`] check.
+pub(crate) async fn backend_ready(backend: &dyn kraken_backends::Backend) -> Result<(), String> {
+    backend
+        .check_ready()
+        .await
+        .map_err(|e| kraken_core::error_chain(&e))
+}

@@ -29,7 +29,14 @@ pub(crate) async fn handle(state: Arc<OriginState>, request: Request<Incoming>) 
     let query = parts.uri.query().unwrap_or_default();
     let method = parts.method.clone();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"] | ["readiness"]) => text(StatusCode::OK, "OK"),
+        (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
+        (&Method::GET, ["readiness"]) => {
+            crate::http::readiness(vec![(
+                "backends",
+                crate::http::backend_ready(&*state.backend),
+            )])
+            .await
+        }
         (&Method::GET, ["blobs", digest, "locations"]) => {
             let Ok(digest) = digest.parse::<Digest>() else {
                 return bad_digest();
