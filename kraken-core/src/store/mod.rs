@@ -429,6 +429,15 @@ impl BlobStore {
             .is_some_and(|e| e.pinned)
     }
 
+    /// When a blob was last opened or added, or `None` if it is not in the store.
+    pub fn last_access(&self, digest: &Digest) -> Option<SystemTime> {
+        self.inner
+            .index()
+            .entries
+            .get(digest)
+            .map(|e| e.last_access)
+    }
+
     /// Byte and blob counts.
     pub fn usage(&self) -> StoreUsage {
         let index = self.inner.index();

@@ -37,6 +37,18 @@ pub(crate) async fn handle(state: Arc<OriginState>, request: Request<Incoming>) 
             )])
             .await
         }
+        (&Method::POST, ["forcecleanup"]) => {
+            let Some(hours) = query_param(query, "ttl_hr").and_then(|v| v.parse::<u64>().ok())
+            else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "forcecleanup needs ttl_hr=<hours> (a whole number)",
+                );
+            };
+            let ttl = std::time::Duration::from_secs(hours.saturating_mul(3600));
+            let report = super::cleanup::force_cleanup(&state, ttl).await;
+            json_response(&report)
+        }
         (&Method::GET, ["blobs", digest, "locations"]) => {
             let Ok(digest) = digest.parse::<Digest>() else {
                 return bad_digest();
@@ -350,4 +362,26 @@ fn bad_blob() -> Response<Body> {
 
 fn not_found_route() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// The value of `key` in a query string (`a=1&b=2`), undecoded.
+fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut response = Response::new(body::full(bytes));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "unserialisable report"),
+    }
 }
