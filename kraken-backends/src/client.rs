@@ -1,6 +1,7 @@
 //! The HTTP client that the HTTP, WebHDFS and registry backends share, and helpers to read
 //! its answers strictly.
 
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -12,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{ByteRange, ByteStream, exact_length};
 use crate::error::{Error, Result};
 
-/// Timeouts of an HTTP client.
+/// Timeouts and TLS of an HTTP client.
 ///
 /// ```toml
 /// connect_timeout = "10s"  # default
 /// read_timeout = "60s"     # default
+/// ca = "/etc/kraken/tls/storage-ca.pem"        # optional: trust only this CA
+/// cert = "/etc/kraken/tls/kraken-client.pem"   # optional: client certificate...
+/// key = "/etc/kraken/tls/kraken-client.key"    # ...and its key
 /// ```
 #[non_exhaustive]
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
@@ -29,6 +33,13 @@ pub struct HttpClientConfig {
     /// flowing never times out. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// CA certificates (PEM) that `https` servers must chain to; the system's roots are then
+    /// not trusted (the CA is pinned). Default: none (the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to servers that ask. Default: none.
+    pub cert: Option<PathBuf>,
+    /// The key of `cert` (PEM). Required with `cert`.
+    pub key: Option<PathBuf>,
 }
 
 impl Default for HttpClientConfig {
@@ -36,6 +47,9 @@ impl Default for HttpClientConfig {
         Self {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            ca: None,
+            cert: None,
+            key: None,
         }
     }
 }
@@ -45,13 +59,47 @@ impl HttpClientConfig {
     /// redirects follow them themselves, a bounded number of times).
     pub(crate) fn build(&self) -> Result<reqwest::Client> {
         install_crypto_provider();
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.read_timeout)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.ca {
+            let pem = read_pem(ca)?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
+            if roots.is_empty() {
+                return Err(Error::Config(format!(
+                    "CA file {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            builder = builder.tls_certs_only(roots);
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_pem(cert)?;
+                pem.push(b'\n');
+                pem.extend(read_pem(key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    Error::Config(format!("client certificate {}: {e}", cert.display()))
+                })?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(
+                    "a client certificate needs both `cert` and `key`".into(),
+                ));
+            }
+        }
+        builder
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))
     }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Config(format!("TLS file {}: {e}", path.display())))
 }
 
 /// Parses the base URL of a `backend`, which must be `http(s)://` and able to take a path.
