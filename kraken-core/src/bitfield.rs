@@ -65,6 +65,7 @@ impl Bitfield {
     }
 
     /// Sets bit `index`; returns whether it was unset before. Out-of-range indexes are errors.
+    #[inline]
     pub fn set(&mut self, index: u32) -> Result<bool> {
         let (byte, mask) = self.locate(index)?;
         let was_unset = self.bytes[byte] & mask == 0;
@@ -74,6 +75,7 @@ impl Bitfield {
     }
 
     /// Clears bit `index`; returns whether it was set before. Out-of-range indexes are errors.
+    #[inline]
     pub fn unset(&mut self, index: u32) -> Result<bool> {
         let (byte, mask) = self.locate(index)?;
         let was_set = self.bytes[byte] & mask != 0;
@@ -93,6 +95,7 @@ impl Bitfield {
     }
 
     /// Whether bit `index` is set; `false` for out-of-range indexes.
+    #[inline]
     pub fn get(&self, index: u32) -> bool {
         self.locate(index)
             .is_ok_and(|(byte, mask)| self.bytes[byte] & mask != 0)
@@ -133,6 +136,7 @@ impl Bitfield {
     /// The bits set here and not in `other`, in increasing order: the pieces a peer holding
     /// `self` could give a host holding `other`. Bits of `other` past its length count as
     /// unset.
+    #[inline]
     pub fn iter_difference<'a>(&'a self, other: &'a Self) -> impl Iterator<Item = u32> + 'a {
         let theirs = other.bytes.iter().copied().chain(std::iter::repeat(0));
         bits_of(self.bytes.iter().zip(theirs).map(|(&a, b)| a & !b))
@@ -150,6 +154,7 @@ impl Bitfield {
         Ok((byte, self.bytes[byte]))
     }
 
+    #[inline]
     fn locate(&self, index: u32) -> Result<(usize, u8)> {
         if index >= self.len {
             return Err(Error::PieceIndexOutOfRange {
@@ -189,6 +194,7 @@ fn last_byte_mask(len: u32) -> u8 {
 
 /// The positions of the set bits in a byte sequence (piece 0 in the high bit of byte 0), a
 /// byte at a time, so that long runs of empty bytes cost one test each.
+#[inline]
 fn bits_of(bytes: impl Iterator<Item = u8>) -> impl Iterator<Item = u32> {
     bytes.enumerate().flat_map(|(i, mut bits)| {
         std::iter::from_fn(move || {

@@ -424,7 +424,7 @@ impl Swarm {
             return None;
         }
         torrent.forget_request(index, conn);
-        if torrent.have.get(index) || torrent.writing.contains_key(&index) {
+        if torrent.have.get(index) || torrent.is_writing(index) {
             // An endgame duplicate.
             self.fill_requests(now, conn);
             return None;
@@ -432,7 +432,7 @@ impl Swarm {
         // The sender is remembered with the piece: the link may be gone by the time the
         // piece is written, and the piece must still be credited (or blamed) to it.
         let sender = self.conns.get(&conn).and_then(|c| c.peer_id);
-        torrent.writing.insert(index, sender);
+        torrent.start_writing(index, sender);
         self.fill_requests(now, conn);
         Some((info_hash, piece))
     }
@@ -449,7 +449,7 @@ impl Swarm {
         let Some(torrent) = self.torrents.get_mut(&info_hash) else {
             return;
         };
-        let sender = torrent.writing.remove(&index.get()).flatten();
+        let sender = torrent.finish_writing(index.get());
         match result {
             Ok(()) => {
                 if torrent.have.set(index.get()).unwrap_or(false) {
@@ -606,10 +606,8 @@ impl Swarm {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| lower(&mut next, t);
         for torrent in self.torrents.values() {
-            for requests in torrent.requests.values() {
-                for r in requests {
-                    consider(r.deadline);
-                }
+            for deadline in torrent.request_deadlines() {
+                consider(deadline);
             }
         }
         for conn in self.conns.values() {
@@ -1103,7 +1101,7 @@ impl Swarm {
     /// duplicates, and finish the torrent if it was the last.
     fn on_piece_done(&mut self, now: Instant, info_hash: InfoHash, index: u32) {
         let torrent = self.torrents.get_mut(&info_hash).expect("caller checked");
-        let duplicates = torrent.requests.remove(&index).unwrap_or_default();
+        let duplicates = torrent.take_requests(index);
         for request in duplicates {
             if let Some(c) = self.conns.get_mut(&request.conn)
                 && c.requested.remove(&index).is_some()
@@ -1204,7 +1202,7 @@ impl Swarm {
         // With more neighbours, picking the same pieces as they do costs more: widen the
         // window of candidates as the neighbourhood grows.
         let window = self.config.sequential_window * torrent.conns.len().max(1);
-        while c.requested.len() < limit && torrent.writing.len() < self.config.max_pending_writes {
+        while c.requested.len() < limit && torrent.writing_count() < self.config.max_pending_writes {
             let endgame = torrent.missing() <= self.config.endgame_threshold as u32;
             let Some(index) = torrent.pick(
                 &c.have,
@@ -1245,16 +1243,9 @@ impl Swarm {
     fn expire_requests(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (info_hash, torrent) in &mut self.torrents {
-            for (index, requests) in &mut torrent.requests {
-                requests.retain(|r| {
-                    let live = r.deadline > now;
-                    if !live {
-                        expired.push((*info_hash, *index, r.conn));
-                    }
-                    live
-                });
-            }
-            torrent.requests.retain(|_, r| !r.is_empty());
+            let mut timed_out = Vec::new();
+            torrent.expire_requests(now, &mut timed_out);
+            expired.extend(timed_out.into_iter().map(|(index, conn)| (*info_hash, index, conn)));
         }
         for (info_hash, index, conn) in expired {
             if let Some(c) = self.conns.get_mut(&conn) {

@@ -43,9 +43,12 @@ pub(super) struct Torrent {
     /// How many active neighbours have each piece.
     pub(super) availability: Vec<u16>,
     /// Outstanding requests by piece; more than one only in endgame.
-    pub(super) requests: BTreeMap<u32, Vec<Request>>,
+    requests: BTreeMap<u32, Vec<Request>>,
     /// Pieces received and being verified and written by the driver, with their senders.
-    pub(super) writing: BTreeMap<u32, Option<PeerId>>,
+    writing: BTreeMap<u32, Option<PeerId>>,
+    /// Pieces in `requests` or `writing`: one bit test instead of two map lookups for each
+    /// piece [`pick`](Self::pick) considers. Kept in step by [`sync_in_flight`](Self::sync_in_flight).
+    in_flight: Bitfield,
     /// How many times we have started uploading each piece (seeding only).
     pub(super) uploads: Vec<u32>,
     /// Peers from the last announce not yet dialed.
@@ -81,6 +84,7 @@ impl Torrent {
             availability: vec![0; pieces],
             requests: BTreeMap::new(),
             writing: BTreeMap::new(),
+            in_flight: Bitfield::new(pieces as u32),
             uploads: vec![0; pieces],
             candidates: Vec::new(),
             next_announce: now,
@@ -135,6 +139,7 @@ impl Torrent {
             .entry(index)
             .or_default()
             .push(Request { conn, deadline });
+        self.sync_in_flight(index);
     }
 
     pub(super) fn forget_request(&mut self, index: u32, conn: ConnId) {
@@ -144,6 +149,72 @@ impl Torrent {
                 self.requests.remove(&index);
             }
         }
+        self.sync_in_flight(index);
+    }
+
+    /// Every outstanding request for `index`, removed.
+    pub(super) fn take_requests(&mut self, index: u32) -> Vec<Request> {
+        let taken = self.requests.remove(&index).unwrap_or_default();
+        self.sync_in_flight(index);
+        taken
+    }
+
+    /// Removes the requests past their deadline, reporting each as `(index, conn)`.
+    pub(super) fn expire_requests(&mut self, now: Instant, expired: &mut Vec<(u32, ConnId)>) {
+        let mut emptied = Vec::new();
+        for (&index, requests) in &mut self.requests {
+            requests.retain(|r| {
+                let live = r.deadline > now;
+                if !live {
+                    expired.push((index, r.conn));
+                }
+                live
+            });
+            if requests.is_empty() {
+                emptied.push(index);
+            }
+        }
+        for index in emptied {
+            self.requests.remove(&index);
+            self.sync_in_flight(index);
+        }
+    }
+
+    /// Records that `index` arrived from `sender` and is being verified and written.
+    pub(super) fn start_writing(&mut self, index: u32, sender: Option<PeerId>) {
+        self.writing.insert(index, sender);
+        self.sync_in_flight(index);
+    }
+
+    /// `index` is written (or failed); returns its sender.
+    pub(super) fn finish_writing(&mut self, index: u32) -> Option<PeerId> {
+        let sender = self.writing.remove(&index).flatten();
+        self.sync_in_flight(index);
+        sender
+    }
+
+    /// Whether `index` is being verified and written.
+    pub(super) fn is_writing(&self, index: u32) -> bool {
+        self.writing.contains_key(&index)
+    }
+
+    /// Pieces being verified and written.
+    pub(super) fn writing_count(&self) -> usize {
+        self.writing.len()
+    }
+
+    /// The deadline of every outstanding request.
+    pub(super) fn request_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.requests.values().flatten().map(|r| r.deadline)
+    }
+
+    fn sync_in_flight(&mut self, index: u32) {
+        let busy = self.requests.contains_key(&index) || self.writing.contains_key(&index);
+        let _ = if busy {
+            self.in_flight.set(index)
+        } else {
+            self.in_flight.unset(index)
+        };
     }
 
     /// Whether a complete torrent should refuse to upload `index` to a peer lacking
@@ -182,18 +253,25 @@ impl Torrent {
         let mut rarest = u16::MAX;
         let mut candidates: Vec<u32> = Vec::with_capacity(window);
         for index in peer_has.iter_difference(&self.have) {
-            if self.writing.contains_key(&index)
-                || requested_here.contains_key(&index)
-                || avoid.contains(index, now)
-            {
+            if requested_here.contains_key(&index) || avoid.contains(index, now) {
                 continue;
             }
-            let elsewhere = self
-                .requests
-                .get(&index)
-                .map_or(0, |r| r.iter().filter(|r| r.conn != conn).count());
-            if elsewhere > 0 && !endgame || elsewhere >= ENDGAME_COPIES {
-                continue;
+            debug_assert_eq!(
+                self.in_flight.get(index),
+                self.requests.contains_key(&index) || self.writing.contains_key(&index),
+                "in_flight out of step for piece {index}"
+            );
+            if self.in_flight.get(index) {
+                if !endgame || self.writing.contains_key(&index) {
+                    continue;
+                }
+                let elsewhere = self
+                    .requests
+                    .get(&index)
+                    .map_or(0, |r| r.iter().filter(|r| r.conn != conn).count());
+                if elsewhere >= ENDGAME_COPIES {
+                    continue;
+                }
             }
             let rarity = self.availability[index as usize];
             if rarity < rarest {
