@@ -1202,7 +1202,8 @@ impl Swarm {
         // With more neighbours, picking the same pieces as they do costs more: widen the
         // window of candidates as the neighbourhood grows.
         let window = self.config.sequential_window * torrent.conns.len().max(1);
-        while c.requested.len() < limit && torrent.writing_count() < self.config.max_pending_writes {
+        while c.requested.len() < limit && torrent.writing_count() < self.config.max_pending_writes
+        {
             let endgame = torrent.missing() <= self.config.endgame_threshold as u32;
             let Some(index) = torrent.pick(
                 &c.have,
@@ -1245,7 +1246,11 @@ impl Swarm {
         for (info_hash, torrent) in &mut self.torrents {
             let mut timed_out = Vec::new();
             torrent.expire_requests(now, &mut timed_out);
-            expired.extend(timed_out.into_iter().map(|(index, conn)| (*info_hash, index, conn)));
+            expired.extend(
+                timed_out
+                    .into_iter()
+                    .map(|(index, conn)| (*info_hash, index, conn)),
+            );
         }
         for (info_hash, index, conn) in expired {
             if let Some(c) = self.conns.get_mut(&conn) {
