@@ -110,6 +110,9 @@ struct CachedToken {
 enum Reference {
     Digest(Digest),
     Tag(String),
+    /// `repo:tag`, the name a build-index gives a tag: the repository comes from the name,
+    /// not the namespace (Go Kraken's `registry_tag` backend reads tags this way).
+    RepositoryTag(String, String),
 }
 
 #[derive(Deserialize)]
@@ -347,12 +350,37 @@ impl RegistryBackend {
     }
 }
 
+impl RegistryBackend {
+    /// A tag's content as a backend sees it: its digest as text (`range` of it).
+    async fn tag_content(
+        &self,
+        repository: &str,
+        tag: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream> {
+        let text = Bytes::from(self.resolve_tag(repository, tag).await?.to_string());
+        let text = match range {
+            Some(range) => {
+                let length = range.clamp_to(text.len() as u64)?;
+                let start = range.offset() as usize;
+                text.slice(start..start + length as usize)
+            }
+            None => text,
+        };
+        Ok(futures::stream::once(async move { Ok(text) }).boxed())
+    }
+}
+
 #[async_trait]
 impl Backend for RegistryBackend {
     async fn stat(&self, namespace: &str, name: &str) -> Result<BlobInfo> {
         match Reference::parse(name)? {
             Reference::Tag(tag) => {
                 let digest = self.resolve_tag(namespace, &tag).await?;
+                Ok(BlobInfo::new(digest.to_string().len() as u64))
+            }
+            Reference::RepositoryTag(repository, tag) => {
+                let digest = self.resolve_tag(&repository, &tag).await?;
                 Ok(BlobInfo::new(digest.to_string().len() as u64))
             }
             Reference::Digest(digest) => {
@@ -379,19 +407,11 @@ impl Backend for RegistryBackend {
         range: Option<ByteRange>,
     ) -> Result<ByteStream> {
         let digest = match Reference::parse(name)? {
-            Reference::Tag(tag) => {
-                let text = Bytes::from(self.resolve_tag(namespace, &tag).await?.to_string());
-                let text = match range {
-                    Some(range) => {
-                        let length = range.clamp_to(text.len() as u64)?;
-                        let start = range.offset() as usize;
-                        text.slice(start..start + length as usize)
-                    }
-                    None => text,
-                };
-                return Ok(futures::stream::once(async move { Ok(text) }).boxed());
-            }
             Reference::Digest(digest) => digest,
+            Reference::Tag(tag) => return self.tag_content(namespace, &tag, range).await,
+            Reference::RepositoryTag(repository, tag) => {
+                return self.tag_content(&repository, &tag, range).await;
+            }
         };
         let response = self
             .blob_or_manifest(Method::GET, namespace, &digest, range)
@@ -468,6 +488,18 @@ impl Backend for RegistryBackend {
 
 impl Reference {
     fn parse(name: &str) -> Result<Self> {
+        if let Some((repository, tag)) = name.rsplit_once(':')
+            && !repository.starts_with("sha256")
+            && check_repository(repository).is_ok()
+        {
+            return match Self::parse(tag)? {
+                Self::Tag(tag) => Ok(Self::RepositoryTag(repository.to_owned(), tag)),
+                _ => Err(Error::InvalidName {
+                    name: name.to_owned(),
+                    reason: "not repository:tag",
+                }),
+            };
+        }
         if name.contains(':') {
             return Digest::from_str(name)
                 .map(Self::Digest)

@@ -152,6 +152,26 @@ async fn reads_blobs_and_tags_from_cncf_distribution() {
         read(&backend, &manifest_digest.to_string(), None).await,
         manifest.as_bytes()
     );
+    // A build-index names a tag `repo:tag` (namespace and name alike); the repository
+    // then comes from the name, whatever the namespace.
+    let tag_name = format!("{REPO}:v1");
+    let stream = backend.download(&tag_name, &tag_name, None).await.unwrap();
+    assert_eq!(
+        collect_bytes(stream, 1 << 10).await.unwrap(),
+        manifest_digest.to_string().as_bytes()
+    );
+    assert_eq!(
+        backend.stat(&tag_name, &tag_name).await.unwrap().size,
+        manifest_digest.to_string().len() as u64
+    );
+    let absent = format!("{REPO}:v9");
+    assert!(
+        backend
+            .stat(&absent, &absent)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     let missing = Digest::sha256_of(b"never pushed").to_string();
     assert!(
