@@ -13,13 +13,13 @@ use tokio_util::task::TaskTracker;
 use super::api;
 use super::client::BuildIndexClient;
 use super::config::BuildIndexConfig;
-use super::origins::OriginCluster;
 use super::replicate::{SPOOL_DIR, replication_loop};
 use super::state::BuildIndexState;
 use super::writeback::write_back_loop;
 use crate::durable::Journal;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use crate::origin::OriginCluster;
 use crate::origin::{Membership, OriginClient};
 
 /// Builds a [`BuildIndex`].
