@@ -300,8 +300,9 @@ impl RegistryStorage for ProxyStorage {
 
     async fn tags(&self, repo: &RepoName, page: Page<'_>) -> StorageResult<Vec<Tag>> {
         let mut tags = Vec::new();
-        let mut offset = page.last.map(str::to_owned);
-        // The build-index caps its pages; ask until the page is full or the listing ends.
+        // The build-index's offsets are full names (`repo:tag`), its pages capped: ask until
+        // the page is full or the listing ends.
+        let mut offset = page.last.map(|last| format!("{repo}:{last}"));
         loop {
             let options = PageOptions {
                 limit: Some(page.limit - tags.len()),
