@@ -326,4 +326,16 @@ mod tests {
         bad.limits.max_manifest_size = ByteSize(5 << 20);
         assert!(bad.validate().is_err());
     }
+
+    #[test]
+    fn the_configuration_in_docs_proxy_md_loads() {
+        let doc = include_str!("../../../docs/proxy.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let config: ProxyConfig = toml::from_str(&doc[start..end]).unwrap();
+        assert_eq!(config.build_index.addresses.len(), 2);
+        assert_eq!(config.auth.users[0].name, "ci");
+        assert_eq!(config.limits.max_catalog_scan, 1_000_000);
+        assert!(config.tls.is_some() && config.client_tls.is_some());
+    }
 }

@@ -10,21 +10,7 @@ use super::{OCI_MANIFEST, image_manifest};
 /// Whether the test can run: true with skopeo installed; without it, a skip (`false`)
 /// unless `CI=true`, where it fails with an install hint.
 pub fn skopeo_required() -> bool {
-    if skopeo_available() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("skopeo is not installed; install it with `apt-get install -y skopeo`");
-    }
-    eprintln!("skipping: skopeo is not installed (apt-get install -y skopeo)");
-    false
-}
-
-pub fn skopeo_available() -> bool {
-    Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    kraken_backends::testing::require_program("skopeo", "apt-get install -y skopeo").is_some()
 }
 
 /// Runs skopeo on the blocking pool: the registry serves on this test's runtime.
