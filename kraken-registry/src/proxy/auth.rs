@@ -138,7 +138,7 @@ impl Authenticator {
         }
         let hash = Digest::sha256_of(token.as_bytes()).hex();
         // Comparing hashes: the time taken says nothing about the token.
-        self.tokens.iter().any(|t| *t == hash)
+        self.tokens.contains(&hash)
     }
 
     async fn is_password(&self, name: String, password: String) -> bool {
@@ -242,9 +242,11 @@ mod tests {
         let htpasswd = dir.path().join("htpasswd");
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         std::fs::write(&htpasswd, format!("# users\n\nci:{hash}\n")).unwrap();
-        let mut config = AuthConfig::default();
-        config.htpasswd = Some(htpasswd.clone());
-        config.tokens_sha256 = vec![Digest::sha256_of(b"tok").hex().to_ascii_uppercase()];
+        let mut config = AuthConfig {
+            htpasswd: Some(htpasswd.clone()),
+            tokens_sha256: vec![Digest::sha256_of(b"tok").hex().to_ascii_uppercase()],
+            ..AuthConfig::default()
+        };
         let auth = Authenticator::load(&config).unwrap().unwrap();
         let put = Method::PUT;
         let path = "/v2/a/manifests/x";

@@ -17,6 +17,9 @@ use crate::oci::{
 };
 use crate::origin::OriginCluster;
 
+/// A lock per (repository, subject) whose referrers index is being updated.
+type ReferrerLocks = HashMap<(RepoName, Digest), Arc<tokio::sync::Mutex<()>>>;
+
 /// Rounds of read, merge, write and read back of a referrers index before giving up.
 const REFERRERS_ROUNDS: usize = 5;
 
@@ -41,7 +44,7 @@ pub struct ProxyStorage {
     max_manifest: u64,
     max_catalog_scan: usize,
     /// One lock per (repository, subject) whose referrers index is being updated here.
-    referrer_locks: std::sync::Mutex<HashMap<(RepoName, Digest), Arc<tokio::sync::Mutex<()>>>>,
+    referrer_locks: std::sync::Mutex<ReferrerLocks>,
 }
 
 /// How a [`ProxyStorage`] behaves, from [`ProxyConfig`](super::ProxyConfig).
@@ -181,9 +184,7 @@ impl ProxyStorage {
         )))
     }
 
-    fn lock_referrers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(RepoName, Digest), Arc<tokio::sync::Mutex<()>>>> {
+    fn lock_referrers(&self) -> std::sync::MutexGuard<'_, ReferrerLocks> {
         // The map holds no invariant a panic could break.
         self.referrer_locks
             .lock()
