@@ -4,24 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-
-use common::{KRAKEN, Process, free_port, wait_for_port};
+use common::{free_port, start_role};
 use kraken_core::Digest;
 use kraken_registry::build_index::{BuildIndexClient, TagName};
-
-fn start(role: &str, config: &str, dir: &Path, listen: &str) -> Process {
-    let path = dir.join(format!("{role}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(KRAKEN)
-        .args([role, "--config", path.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(listen);
-    Process(child)
-}
 
 fn listen() -> String {
     format!("127.0.0.1:{}", free_port("127.0.0.1"))
@@ -31,7 +16,7 @@ fn listen() -> String {
 async fn an_image_pushed_through_the_proxy_process_is_tagged_and_pulled_back() {
     let dir = tempfile::tempdir().unwrap();
     let (origin, bi, proxy) = (listen(), listen(), listen());
-    let _origin = start(
+    let _origin = start_role(
         "origin",
         &format!(
             "listen = \"{origin}\"\ndata_dir = \"{}\"\n\n[cluster]\nmembers = {{ static = [\"{origin}\"] }}\n",
@@ -40,7 +25,7 @@ async fn an_image_pushed_through_the_proxy_process_is_tagged_and_pulled_back() {
         dir.path(),
         &origin,
     );
-    let _bi = start(
+    let _bi = start_role(
         "build-index",
         &format!(
             "listen = \"{bi}\"\ndata_dir = \"{}\"\n\n[origins]\nmembers = {{ static = [\"{origin}\"] }}\n",
@@ -50,7 +35,7 @@ async fn an_image_pushed_through_the_proxy_process_is_tagged_and_pulled_back() {
         &bi,
     );
     let token = "a-robot-token";
-    let _proxy = start(
+    let _proxy = start_role(
         "proxy",
         &format!(
             "listen = \"{proxy}\"\ndata_dir = \"{}\"\n\n[origins]\nmembers = {{ static = [\"{origin}\"] }}\n\n\

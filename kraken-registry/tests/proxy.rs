@@ -15,7 +15,7 @@ use kraken_core::Digest;
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
-use oci_common::skopeo::{skopeo, skopeo_required, write_layout};
+use oci_common::skopeo::{copy_across_and_out, skopeo, skopeo_required, write_layout};
 use oci_common::{
     JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, error_of, header, image_manifest, push_image,
 };
@@ -457,25 +457,14 @@ async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
         assert_eq!(header(&pushed, "oci-subject"), subject.0.to_string());
     }
     let sbom_manifest = artifact(subject, "application/vnd.example.sbom", (sbom, 7));
-    let pushed = client
-        .put_manifest(
-            repo,
-            &Digest::sha256_of(&sbom_manifest).to_string(),
-            OCI_MANIFEST,
-            &sbom_manifest,
-        )
-        .await;
-    assert_eq!(pushed.status(), StatusCode::CREATED);
-    // Pushing one again changes nothing.
-    let again = client
-        .put_manifest(
-            repo,
-            &Digest::sha256_of(&sbom_manifest).to_string(),
-            OCI_MANIFEST,
-            &sbom_manifest,
-        )
-        .await;
-    assert_eq!(again.status(), StatusCode::CREATED);
+    let sbom_reference = Digest::sha256_of(&sbom_manifest).to_string();
+    // Pushing one twice lists it once.
+    for _ in 0..2 {
+        let pushed = client
+            .put_manifest(repo, &sbom_reference, OCI_MANIFEST, &sbom_manifest)
+            .await;
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+    }
 
     let all = get(client, &referrers).await;
     assert_eq!(header(&all, "content-type"), OCI_INDEX);
@@ -634,32 +623,7 @@ async fn skopeo_copies_an_image_into_and_out_of_the_proxy() {
         Some(image.manifest)
     );
     // Into a second repository (mounting the blobs), and back out of it.
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        "--dest-creds=ci:s3cret",
-        "--preserve-digests",
-        &format!("docker://{host}/test/image:v1"),
-        &format!("docker://{host}/copy/of/image:v1"),
-    ])
-    .await;
     let out = dir.path().join("out");
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds=ci:s3cret",
-        "--preserve-digests",
-        &format!("docker://{host}/copy/of/image:v1"),
-        &format!("oci:{}:v1", out.display()),
-    ])
-    .await;
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["digest"], image.manifest.to_string());
-    for blob in image.blobs.iter().chain([&image.manifest]) {
-        let data = std::fs::read(out.join("blobs/sha256").join(blob.hex())).unwrap();
-        assert_eq!(Digest::sha256_of(&data), *blob);
-    }
+    copy_across_and_out(&host, Some("ci:s3cret"), &out, &image).await;
     cluster.shutdown().await;
 }

@@ -61,19 +61,12 @@ impl OriginCluster {
     /// Whether the cluster has the blob: true if any owner (or its backend) has it, false
     /// if every owner said no, an error if none could say.
     pub(crate) async fn has(&self, namespace: &str, digest: &Digest) -> Result<bool> {
-        let mut failures = Vec::new();
-        let mut answered = false;
-        for origin in self.membership.view().owners(digest) {
-            match self.client.stat(&origin, namespace, digest, false).await {
-                Ok(Some(_)) => return Ok(true),
-                Ok(None) => answered = true,
-                Err(e) => failures.push(error_chain(&e)),
-            }
-        }
-        if answered {
-            return Ok(false);
-        }
-        Err(no_origin(failures))
+        let owners = self.membership.view().owners(digest);
+        let found = first_found(owners, |origin| async move {
+            self.client.stat(&origin, namespace, digest, false).await
+        })
+        .await?;
+        Ok(found.is_some())
     }
 
     /// A blob of at most `max_len` bytes, verified, from the first owner that has it.
@@ -158,19 +151,10 @@ impl OriginCluster {
     /// (on disk or in its backend under `namespace`); `None` if every origin asked said no,
     /// an error if none could say.
     pub(crate) async fn stat(&self, namespace: &str, digest: &Digest) -> Result<Option<u64>> {
-        let mut failures = Vec::new();
-        let mut answered = false;
-        for origin in self.candidates(digest) {
-            match self.client.stat(&origin, namespace, digest, false).await {
-                Ok(Some(size)) => return Ok(Some(size)),
-                Ok(None) => answered = true,
-                Err(e) => failures.push(error_chain(&e)),
-            }
-        }
-        if answered {
-            return Ok(None);
-        }
-        Err(no_origin(failures))
+        first_found(self.candidates(digest), |origin| async move {
+            self.client.stat(&origin, namespace, digest, false).await
+        })
+        .await
     }
 
     /// Bytes `range` of a blob (all of it when `None`) from the first of its
@@ -183,26 +167,15 @@ impl OriginCluster {
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<BlobStream>> {
-        let mut failures = Vec::new();
-        let mut answered = false;
-        for origin in self.candidates(digest) {
-            match self
-                .client
-                .read(&origin, namespace, digest, range.clone())
-                .await
-            {
-                Ok(Some(response)) => {
-                    let verify = range.is_none().then_some(*digest);
-                    return Ok(Some(stream_body(origin, response, verify)));
-                }
-                Ok(None) => answered = true,
-                Err(e) => failures.push(error_chain(&e)),
+        let verify = range.is_none().then_some(*digest);
+        first_found(self.candidates(digest), |origin| {
+            let range = range.clone();
+            async move {
+                let response = self.client.read(&origin, namespace, digest, range).await?;
+                Ok(response.map(|response| stream_body(origin, response, verify)))
             }
-        }
-        if answered {
-            return Ok(None);
-        }
-        Err(no_origin(failures))
+        })
+        .await
     }
 
     /// [`download`](Self::download) from any of the blob's
@@ -226,18 +199,13 @@ impl OriginCluster {
         digest: &Digest,
         file: &Path,
     ) -> Result<()> {
-        let mut failures = Vec::new();
-        for origin in self.membership.view().owners(digest) {
-            match self
-                .client
+        let owners = self.membership.view().owners(digest);
+        first_ok(owners, |origin| async move {
+            self.client
                 .upload_file(&origin, namespace, digest, file, CommitKind::Primary)
                 .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => failures.push(error_chain(&e)),
-            }
-        }
-        Err(no_origin(failures))
+        })
+        .await
     }
 
     /// [`upload_file`](Self::upload_file) for a blob in memory (a manifest).
@@ -247,24 +215,16 @@ impl OriginCluster {
         digest: &Digest,
         data: Bytes,
     ) -> Result<()> {
-        let mut failures = Vec::new();
-        for origin in self.membership.view().owners(digest) {
-            match self
-                .client
-                .upload_bytes(
-                    &origin,
-                    namespace,
-                    digest,
-                    data.clone(),
-                    CommitKind::Primary,
-                )
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => failures.push(error_chain(&e)),
+        let owners = self.membership.view().owners(digest);
+        first_ok(owners, |origin| {
+            let data = data.clone();
+            async move {
+                self.client
+                    .upload_bytes(&origin, namespace, digest, data, CommitKind::Primary)
+                    .await
             }
-        }
-        Err(no_origin(failures))
+        })
+        .await
     }
 
     /// Every blob the image `root` consists of — `root` itself, the manifests below it if it
@@ -338,6 +298,44 @@ impl OriginCluster {
         }
         Ok(all)
     }
+}
+
+/// Asks each of `origins` in turn until one has the thing: its answer; `None` if every
+/// origin said it has not, an error if none could say.
+async fn first_found<T, F, Fut>(origins: Vec<String>, mut ask: F) -> Result<Option<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let mut failures = Vec::new();
+    let mut answered = false;
+    for origin in origins {
+        match ask(origin).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => answered = true,
+            Err(e) => failures.push(error_chain(&e)),
+        }
+    }
+    if answered {
+        return Ok(None);
+    }
+    Err(no_origin(failures))
+}
+
+/// Tries each of `origins` in turn until one succeeds.
+async fn first_ok<F, Fut>(origins: Vec<String>, mut attempt: F) -> Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut failures = Vec::new();
+    for origin in origins {
+        match attempt(origin).await {
+            Ok(()) => return Ok(()),
+            Err(e) => failures.push(error_chain(&e)),
+        }
+    }
+    Err(no_origin(failures))
 }
 
 /// The body of an origin's answer as a stream fed by a task that reads [`READ_AHEAD`] chunks
