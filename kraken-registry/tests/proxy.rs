@@ -558,29 +558,17 @@ async fn pushes_need_credentials_when_auth_is_configured() {
     }
     // Nothing reached the origins.
     let head = format!("/v2/library/app/blobs/{digest}");
-    assert_eq!(
-        client
-            .request(Method::HEAD, &head)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    let head_status = || async {
+        let head = client.request(Method::HEAD, &head).send().await.unwrap();
+        head.status()
+    };
+    assert_eq!(head_status().await, StatusCode::NOT_FOUND);
     let ok = push(Some(basic("ci", "s3cret"))).await.unwrap();
     assert_eq!(ok.status(), StatusCode::CREATED);
     let ok = push(Some("Bearer robot-token".to_owned())).await.unwrap();
     assert_eq!(ok.status(), StatusCode::CREATED);
     // Reads are open; the ping asks for credentials so that clients send them.
-    assert_eq!(
-        client
-            .request(Method::HEAD, &head)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(head_status().await, StatusCode::OK);
     let ping = get(client, "/v2/").await;
     assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
     let ping = client

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use kraken_core::Digest;
 
-use super::{CommitKind, MembersConfig, Membership, OriginClient};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{ClusterConfig, CommitKind, MembersConfig, Membership, OriginClient};
 use crate::build_index::deps::manifest_dependencies;
 use crate::error::{Error, Result, error_chain};
 
@@ -32,16 +35,21 @@ pub(crate) struct OriginCluster {
 }
 
 impl OriginCluster {
-    pub(crate) fn new(
-        membership: Membership,
-        members: MembersConfig,
+    /// Watches the ring of `config` (resolving, health-checking) on `tasks` until
+    /// `shutdown`, and reaches its members with `client`.
+    pub(crate) async fn start(
+        config: &ClusterConfig,
         client: OriginClient,
-    ) -> Self {
-        Self {
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let membership =
+            Membership::start(config.clone(), None, client.clone(), tasks, shutdown).await?;
+        Ok(Self {
             membership,
-            members,
+            members: config.members.clone(),
             client,
-        }
+        })
     }
 
     /// The client used to reach origins (this cluster's and remote ones).

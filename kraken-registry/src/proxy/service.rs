@@ -17,7 +17,7 @@ use crate::build_index::BuildIndexClient;
 use crate::error::Result;
 use crate::http::{Body, serve, text};
 use crate::oci::OciHandler;
-use crate::origin::{Membership, OriginClient, OriginCluster};
+use crate::origin::{OriginClient, OriginCluster};
 
 /// Builds a [`Proxy`].
 #[derive(Debug)]
@@ -44,15 +44,8 @@ impl ProxyBuilder {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let origin_client = OriginClient::with_tls(client_tls.as_ref())?;
-        let membership = Membership::start(
-            config.origins.clone(),
-            None,
-            origin_client.clone(),
-            &tasks,
-            shutdown.clone(),
-        )
-        .await?;
-        let origins = OriginCluster::new(membership, config.origins.members.clone(), origin_client);
+        let origins =
+            OriginCluster::start(&config.origins, origin_client, &tasks, shutdown.clone()).await?;
         let build_index =
             BuildIndexClient::with_tls(config.build_index.addresses.clone(), client_tls.as_ref())?;
         let storage = Arc::new(ProxyStorage::new(
