@@ -1,4 +1,5 @@
-//! Loading the TOML config files of `kraken origin`, `kraken build-index` and `kraken tracker`.
+//! Loading the TOML config files of `kraken origin`, `kraken build-index`, `kraken proxy` and
+//! `kraken tracker`.
 
 use std::path::Path;
 

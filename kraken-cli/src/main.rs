@@ -7,6 +7,7 @@ mod config;
 mod metainfo;
 mod origin;
 mod p2p;
+mod proxy;
 mod rate;
 mod sim;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Run a build-index: tag → digest for the cluster, backed by remote storage,
     /// replicating tags to other clusters.
     BuildIndex(build_index::BuildIndexArgs),
+    /// Run a proxy: the registry API that images are pushed through, into the origins
+    /// (blobs, manifests) and the build-index (tags).
+    Proxy(proxy::ProxyArgs),
     /// Seed a file to the swarm until interrupted.
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file, verified.
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::BuildIndex(args) => {
             p2p::runtime().and_then(|rt| rt.block_on(build_index::run(args)))
         }
+        Command::Proxy(args) => p2p::runtime().and_then(|rt| rt.block_on(proxy::run(args))),
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),

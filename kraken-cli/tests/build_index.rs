@@ -5,33 +5,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KRAKEN, Process, free_port, wait_for_port};
+use common::{free_port, start_role};
 use kraken_backends::{BackendConfig, FsConfig};
 use kraken_core::Digest;
 use kraken_registry::Error;
 use kraken_registry::build_index::{BuildIndexClient, TagName};
 use kraken_registry::origin::{CommitKind, OriginClient};
 
-fn start(role: &str, config: &str, dir: &Path, listen: &str) -> Process {
-    let path = dir.join(format!("{role}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(KRAKEN)
-        .args([role, "--config", path.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(listen);
-    Process(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_put_through_the_process_survive_a_kill_and_reach_the_backend() {
     let dir = tempfile::tempdir().unwrap();
     let origin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let _origin = start(
+    let _origin = start_role(
         "origin",
         &format!(
             "listen = \"{origin}\"\ndata_dir = \"{}\"\n\n[cluster]\nmembers = {{ static = [\"{origin}\"] }}\n\n\
@@ -58,7 +45,7 @@ async fn tags_put_through_the_process_survive_a_kill_and_reach_the_backend() {
     let blocked = dir.path().join("blocked");
     std::fs::create_dir_all(&blocked).unwrap();
     std::fs::write(blocked.join("library"), b"").unwrap();
-    let mut bi = start("build-index", &config(&blocked), dir.path(), &listen);
+    let mut bi = start_role("build-index", &config(&blocked), dir.path(), &listen);
 
     let data = b"an image".to_vec();
     let digest = Digest::sha256_of(&data);
@@ -87,7 +74,7 @@ async fn tags_put_through_the_process_survive_a_kill_and_reach_the_backend() {
     bi.0.kill().unwrap();
     bi.0.wait().unwrap();
     drop(bi);
-    let _bi = start("build-index", &config(&tags_dir), dir.path(), &listen);
+    let _bi = start_role("build-index", &config(&tags_dir), dir.path(), &listen);
     assert_eq!(client.get_tag(&tag).await.unwrap(), Some(digest));
     let fs = BackendConfig::Fs(FsConfig::new(&tags_dir)).build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

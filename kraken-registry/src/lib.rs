@@ -13,7 +13,11 @@
 //!   origins, mutable tags read fresh on every build-index of the cluster, a durable
 //!   write-back to a backend, and replication of tags and their blobs to other clusters.
 //!
-//! The proxy and agent come next. See `docs/origin.md` and
+//! - [`proxy`]: the push side — the OCI distribution API over the origin cluster (blobs and
+//!   manifests, namespaced by repository) and the build-index (tags, referrers indexes),
+//!   with basic-auth and token checks on writes.
+//!
+//! The agent comes next. See `docs/origin.md` and
 //! `docs/architecture.md` at the root of the workspace.
 //!
 //! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
@@ -25,5 +29,6 @@ mod error;
 mod http;
 pub mod oci;
 pub mod origin;
+pub mod proxy;
 
 pub use crate::error::{Error, Result};

@@ -2,7 +2,8 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 use std::net::TcpListener;
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const KRAKEN: &str = env!("CARGO_BIN_EXE_kraken");
@@ -31,4 +32,18 @@ pub fn wait_for_port(addr: &str) {
         assert!(Instant::now() < deadline, "{addr} never came up");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `kraken ROLE --config FILE` with `config` written to `dir/ROLE.toml`, and waits until
+/// it listens on `listen`.
+pub fn start_role(role: &str, config: &str, dir: &Path, listen: &str) -> Process {
+    let path = dir.join(format!("{role}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(KRAKEN)
+        .args([role, "--config", path.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(listen);
+    Process(child)
 }

@@ -41,8 +41,7 @@
 mod api;
 mod client;
 mod config;
-mod deps;
-mod origins;
+pub(crate) mod deps;
 mod replicate;
 mod service;
 mod state;

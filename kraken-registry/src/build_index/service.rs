@@ -13,14 +13,14 @@ use tokio_util::task::TaskTracker;
 use super::api;
 use super::client::BuildIndexClient;
 use super::config::BuildIndexConfig;
-use super::origins::OriginCluster;
 use super::replicate::{SPOOL_DIR, replication_loop};
 use super::state::BuildIndexState;
 use super::writeback::write_back_loop;
 use crate::durable::Journal;
 use crate::error::{Error, Result};
 use crate::http::serve;
-use crate::origin::{Membership, OriginClient};
+use crate::origin::OriginClient;
+use crate::origin::OriginCluster;
 
 /// Builds a [`BuildIndex`].
 #[derive(Debug)]
@@ -91,15 +91,8 @@ impl BuildIndexBuilder {
             .map(|tls| tls.load())
             .transpose()?;
         let origin_client = OriginClient::with_tls(client_tls.as_ref())?;
-        let membership = Membership::start(
-            config.origins.clone(),
-            None,
-            origin_client.clone(),
-            &tasks,
-            shutdown.clone(),
-        )
-        .await?;
-        let origins = OriginCluster::new(membership, config.origins.members.clone(), origin_client);
+        let origins =
+            OriginCluster::start(&config.origins, origin_client, &tasks, shutdown.clone()).await?;
         let peers = BuildIndexClient::with_tls([name.clone()], client_tls.as_ref())?;
         let neighbours = config
             .neighbours

@@ -21,11 +21,11 @@ use tokio_util::task::TaskTracker;
 
 use super::client::{BuildIndexClient, RecordPage};
 use super::config::BuildIndexConfig;
-use super::origins::OriginCluster;
 use super::store::{ReplicationTask, TagRecord, WriteBackTask, next_version};
 use super::tag::TagName;
 use crate::durable::Journal;
 use crate::error::{Error, Result, error_chain};
+use crate::origin::OriginCluster;
 
 /// Largest tag value read from a backend (`sha256:` and 64 hex digits, with room for a
 /// newline).

@@ -251,6 +251,48 @@ impl OriginClient {
         Ok(size)
     }
 
+    /// Starts reading blob `digest` from `origin` — bytes `range` of it (start inclusive, end
+    /// exclusive), or all of it — and returns the response whose body is to be streamed, or
+    /// `None` if neither `origin` nor its backend has the blob. The caller verifies the
+    /// bytes (a whole blob's digest); the status and length are checked here.
+    pub(crate) async fn read(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<reqwest::Response>> {
+        let url = self.blob_url(origin, "/namespace", namespace, digest);
+        let mut request = self.http.get(url);
+        let expected = match &range {
+            Some(range) if range.start >= range.end => {
+                return Err(Error::Internal("an empty range of a blob was asked for"));
+            }
+            Some(range) => {
+                let header = format!("bytes={}-{}", range.start, range.end - 1);
+                request = request.header(reqwest::header::RANGE, header);
+                StatusCode::PARTIAL_CONTENT
+            }
+            None => StatusCode::OK,
+        };
+        let response = self.send(origin, request).await?;
+        match response.status() {
+            status if status == expected => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(self.status_error(origin, response).await),
+        }
+        if let (Some(range), Some(length)) = (&range, response.content_length())
+            && length != range.end - range.start
+        {
+            return Err(origin_error(
+                origin,
+                response.status(),
+                "answer length differs from the range asked for",
+            ));
+        }
+        Ok(Some(response))
+    }
+
     /// Uploads a blob held in memory (start, chunks, commit). An origin that already has the
     /// blob answers `409`, which counts as success.
     pub async fn upload_bytes(

@@ -50,6 +50,7 @@
 mod api;
 mod cleanup;
 mod client;
+mod cluster;
 mod config;
 mod fetch;
 mod health;
@@ -64,6 +65,7 @@ mod uploads;
 mod writeback;
 
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
+pub(crate) use self::cluster::OriginCluster;
 pub use self::config::{
     CleanupConfig, ClusterConfig, LimitsConfig, MembersConfig, OriginConfig, WriteBackConfig,
 };

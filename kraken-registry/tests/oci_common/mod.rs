@@ -1,6 +1,8 @@
 //! Shared parts of the OCI API tests: a `LocalRegistry` served on loopback, and helpers.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
+pub mod skopeo;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,6 +56,19 @@ impl Registry {
             server: Some(server),
             root: dir.path().join("registry"),
             uploads,
+            base,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A client of a registry served elsewhere (at `base`, `http://host:port`), for tests
+    /// of other storages; `dir` is kept for as long as the client.
+    pub fn remote(base: String, dir: tempfile::TempDir) -> Self {
+        Self {
+            server: None,
+            root: dir.path().join("registry"),
+            uploads: dir.path().join("uploads"),
             base,
             http: reqwest::Client::new(),
             _dir: dir,

@@ -1,0 +1,413 @@
+//! The way to an origin cluster for the services in front of it (build-index, proxy): stat,
+//! read, download and upload blobs on their owners on the ring, and walk a manifest's
+//! dependencies.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use kraken_core::Digest;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{ClusterConfig, CommitKind, MembersConfig, Membership, OriginClient};
+use crate::build_index::deps::manifest_dependencies;
+use crate::error::{Error, Result, error_chain};
+
+/// Blobs checked at once in a dependency check.
+const STAT_CONCURRENCY: usize = 8;
+/// Chunks of a blob read from an origin ahead of the consumer.
+const READ_AHEAD: usize = 4;
+
+/// A blob's bytes as they arrive from an origin; an error ends the stream (a whole blob
+/// whose bytes do not hash to its digest ends with one).
+pub(crate) type BlobStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
+
+/// An origin cluster seen through its health-checked ring.
+#[derive(Debug)]
+pub(crate) struct OriginCluster {
+    membership: Membership,
+    members: MembersConfig,
+    client: OriginClient,
+}
+
+impl OriginCluster {
+    /// Watches the ring of `config` (resolving, health-checking) on `tasks` until
+    /// `shutdown`, and reaches its members with `client`.
+    pub(crate) async fn start(
+        config: &ClusterConfig,
+        client: OriginClient,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let membership =
+            Membership::start(config.clone(), None, client.clone(), tasks, shutdown).await?;
+        Ok(Self {
+            membership,
+            members: config.members.clone(),
+            client,
+        })
+    }
+
+    /// The client used to reach origins (this cluster's and remote ones).
+    pub(crate) fn client(&self) -> &OriginClient {
+        &self.client
+    }
+
+    /// Ready when at least one origin passes its health checks.
+    pub(crate) async fn check_ready(&self) -> std::result::Result<(), String> {
+        if self.membership.view().healthy().is_empty() {
+            Err("no origin passes its health check".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// How a remote build-index reaches these origins: the DNS name, or the listed members
+    /// joined by commas.
+    pub(crate) fn address(&self) -> String {
+        match &self.members {
+            MembersConfig::Dns(name) => name.clone(),
+            _ => self.membership.view().listed().join(","),
+        }
+    }
+
+    /// Whether the cluster has the blob: true if any owner (or its backend) has it, false
+    /// if every owner said no, an error if none could say.
+    pub(crate) async fn has(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let owners = self.membership.view().owners(digest);
+        let found = first_found(owners, |origin| async move {
+            self.client.stat(&origin, namespace, digest, false).await
+        })
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// A blob of at most `max_len` bytes, verified, from the first owner that has it.
+    pub(crate) async fn download(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        max_len: u64,
+    ) -> Result<Bytes> {
+        let owners = self.membership.view().owners(digest);
+        self.download_among(owners, namespace, digest, max_len)
+            .await
+    }
+
+    async fn download_among(
+        &self,
+        origins: Vec<String>,
+        namespace: &str,
+        digest: &Digest,
+        max_len: u64,
+    ) -> Result<Bytes> {
+        let mut failures = Vec::new();
+        let mut not_found = false;
+        for origin in origins {
+            match self
+                .client
+                .download(&origin, namespace, digest, max_len)
+                .await
+            {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) if e.is_not_found() => not_found = true,
+                Err(e) => failures.push(error_chain(&e)),
+            }
+        }
+        if not_found {
+            return Err(Error::NotFound(*digest));
+        }
+        Err(no_origin(failures))
+    }
+
+    /// [`OriginCluster::download`] into a file.
+    pub(crate) async fn download_to_file(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        path: &Path,
+        max_len: u64,
+    ) -> Result<u64> {
+        let mut failures = Vec::new();
+        for origin in self.membership.view().owners(digest) {
+            match self
+                .client
+                .download_to_file(&origin, namespace, digest, path, max_len)
+                .await
+            {
+                Ok(size) => return Ok(size),
+                Err(e) => failures.push(error_chain(&e)),
+            }
+        }
+        Err(no_origin(failures))
+    }
+
+    /// The origins to ask about `digest`, best first: its owners, then the other healthy
+    /// members, then the members listed but not healthy (an owner may have lost a blob
+    /// that a former owner still holds after a membership change).
+    pub(crate) fn candidates(&self, digest: &Digest) -> Vec<String> {
+        let view = self.membership.view();
+        let mut all = view.owners(digest);
+        for member in view
+            .healthy()
+            .into_iter()
+            .chain(view.listed().iter().cloned())
+        {
+            if !all.contains(&member) {
+                all.push(member);
+            }
+        }
+        all
+    }
+
+    /// The blob's size, from the first of its [`candidates`](Self::candidates) that has it
+    /// (on disk or in its backend under `namespace`); `None` if every origin asked said no,
+    /// an error if none could say.
+    pub(crate) async fn stat(&self, namespace: &str, digest: &Digest) -> Result<Option<u64>> {
+        first_found(self.candidates(digest), |origin| async move {
+            self.client.stat(&origin, namespace, digest, false).await
+        })
+        .await
+    }
+
+    /// Bytes `range` of a blob (all of it when `None`) from the first of its
+    /// [`candidates`](Self::candidates) that has it, as a stream read a few chunks ahead of
+    /// the consumer. A whole blob is verified as it streams: bytes that do not hash to
+    /// `digest` end the stream with an error. `None` if no origin has it.
+    pub(crate) async fn read(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<BlobStream>> {
+        let verify = range.is_none().then_some(*digest);
+        first_found(self.candidates(digest), |origin| {
+            let range = range.clone();
+            async move {
+                let response = self.client.read(&origin, namespace, digest, range).await?;
+                Ok(response.map(|response| stream_body(origin, response, verify)))
+            }
+        })
+        .await
+    }
+
+    /// [`download`](Self::download) from any of the blob's
+    /// [`candidates`](Self::candidates), owners first.
+    pub(crate) async fn download_any(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        max_len: u64,
+    ) -> Result<Bytes> {
+        self.download_among(self.candidates(digest), namespace, digest, max_len)
+            .await
+    }
+
+    /// Uploads a blob from `file` (verified by the caller) to the first of its owners that
+    /// takes it; that origin writes it back to the backend of `namespace` and replicates it
+    /// to the other owners.
+    pub(crate) async fn upload_file(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        file: &Path,
+    ) -> Result<()> {
+        let owners = self.membership.view().owners(digest);
+        first_ok(owners, |origin| async move {
+            self.client
+                .upload_file(&origin, namespace, digest, file, CommitKind::Primary)
+                .await
+        })
+        .await
+    }
+
+    /// [`upload_file`](Self::upload_file) for a blob in memory (a manifest).
+    pub(crate) async fn upload_bytes(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<()> {
+        let owners = self.membership.view().owners(digest);
+        first_ok(owners, |origin| {
+            let data = data.clone();
+            async move {
+                self.client
+                    .upload_bytes(&origin, namespace, digest, data, CommitKind::Primary)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Every blob the image `root` consists of — `root` itself, the manifests below it if it
+    /// is an index, their configs and layers — after checking that the cluster has each:
+    /// [`Error::MissingDependency`] names the first one missing. A `root` that is no
+    /// manifest is its own only dependency. Reads at most `max_manifests` manifests of at
+    /// most `max_manifest` bytes each.
+    pub(crate) async fn dependencies(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+    ) -> Result<Vec<Digest>> {
+        let mut all = vec![*root];
+        let mut seen: BTreeSet<Digest> = all.iter().copied().collect();
+        let mut manifests = vec![*root];
+        let mut read = 0;
+        while let Some(manifest) = manifests.pop() {
+            read += 1;
+            if read > max_manifests {
+                return Err(Error::InvalidManifest {
+                    digest: *root,
+                    reason: format!("refers to more than {max_manifests} manifests"),
+                });
+            }
+            let bytes = match self.download(namespace, &manifest, max_manifest).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() => return Err(Error::MissingDependency(manifest)),
+                // A blob bigger than a manifest can be is not a manifest: it is a plain blob
+                // (only the root may be one; children must be manifests).
+                Err(Error::Origin { reason, .. })
+                    if manifest == *root && reason.contains("larger than the limit") =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let deps = manifest_dependencies(&bytes).map_err(|reason| Error::InvalidManifest {
+                digest: manifest,
+                reason,
+            })?;
+            let Some(deps) = deps else {
+                if manifest != *root {
+                    return Err(Error::InvalidManifest {
+                        digest: manifest,
+                        reason: "an index refers to it as a manifest, but it is not one".into(),
+                    });
+                }
+                continue;
+            };
+            let blobs: Vec<Digest> = deps.blobs.into_iter().filter(|d| seen.insert(*d)).collect();
+            futures::stream::iter(blobs.iter().copied())
+                .map(|digest| async move {
+                    match self.has(namespace, &digest).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(Error::MissingDependency(digest)),
+                        Err(e) => Err(e),
+                    }
+                })
+                .buffered(STAT_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+            all.extend(blobs);
+            for child in deps.manifests {
+                if seen.insert(child) {
+                    all.push(child);
+                    manifests.push(child);
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// Asks each of `origins` in turn until one has the thing: its answer; `None` if every
+/// origin said it has not, an error if none could say.
+async fn first_found<T, F, Fut>(origins: Vec<String>, mut ask: F) -> Result<Option<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let mut failures = Vec::new();
+    let mut answered = false;
+    for origin in origins {
+        match ask(origin).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => answered = true,
+            Err(e) => failures.push(error_chain(&e)),
+        }
+    }
+    if answered {
+        return Ok(None);
+    }
+    Err(no_origin(failures))
+}
+
+/// Tries each of `origins` in turn until one succeeds.
+async fn first_ok<F, Fut>(origins: Vec<String>, mut attempt: F) -> Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut failures = Vec::new();
+    for origin in origins {
+        match attempt(origin).await {
+            Ok(()) => return Ok(()),
+            Err(e) => failures.push(error_chain(&e)),
+        }
+    }
+    Err(no_origin(failures))
+}
+
+/// The body of an origin's answer as a stream fed by a task that reads [`READ_AHEAD`] chunks
+/// ahead, hashing them when `verify` names the digest of the whole blob. The task stops
+/// when the stream is dropped.
+fn stream_body(
+    origin: String,
+    mut response: reqwest::Response,
+    verify: Option<Digest>,
+) -> BlobStream {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+    tokio::spawn(async move {
+        let mut hasher = verify.map(|_| kraken_core::Hasher::new());
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    let error = std::io::Error::other(format!("origin {origin}: {e}"));
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&chunk);
+            }
+            if sender.send(Ok(chunk)).await.is_err() {
+                return; // the consumer went away
+            }
+        }
+        if let (Some(hasher), Some(expected)) = (hasher, verify) {
+            let actual = hasher.finalize();
+            if actual != expected {
+                let error = Error::DigestMismatch { expected, actual };
+                tracing::warn!(%origin, error = %error, "an origin served corrupt bytes");
+                let _ = sender.send(Err(std::io::Error::other(error))).await;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(
+        receiver,
+        |mut receiver| async move {
+            let chunk = receiver.recv().await?;
+            Some((chunk, receiver))
+        },
+    ))
+}
+
+fn no_origin(failures: Vec<String>) -> Error {
+    Error::Origin {
+        origin: "origin cluster".into(),
+        reason: if failures.is_empty() {
+            "no origins configured".into()
+        } else {
+            failures.join("; ")
+        },
+    }
+}

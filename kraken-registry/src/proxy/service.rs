@@ -1,0 +1,147 @@
+//! [`Proxy`]: the `/v2/` handler over [`ProxyStorage`], behind authentication, on the
+//! workspace's HTTP/TLS listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::http::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::Authenticator;
+use super::config::ProxyConfig;
+use super::storage::{ProxyStorage, StorageOptions};
+use crate::build_index::BuildIndexClient;
+use crate::error::Result;
+use crate::http::{Body, serve, text};
+use crate::oci::OciHandler;
+use crate::origin::{OriginClient, OriginCluster};
+
+/// Builds a [`Proxy`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until spawned"]
+pub struct ProxyBuilder {
+    config: ProxyConfig,
+}
+
+impl ProxyBuilder {
+    /// Checks the config, reads the htpasswd file, starts watching the origin ring, binds
+    /// the listener and starts serving.
+    pub async fn spawn(self) -> Result<Proxy> {
+        let config = self.config;
+        config.validate()?;
+        let auth = Authenticator::load(&config.auth)?;
+        let server_tls = config.tls.as_ref().map(|tls| tls.load()).transpose()?;
+        let client_tls = config
+            .client_tls
+            .as_ref()
+            .map(|tls| tls.load())
+            .transpose()?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let origin_client = OriginClient::with_tls(client_tls.as_ref())?;
+        let origins =
+            OriginCluster::start(&config.origins, origin_client, &tasks, shutdown.clone()).await?;
+        let build_index =
+            BuildIndexClient::with_tls(config.build_index.addresses.clone(), client_tls.as_ref())?;
+        let storage = Arc::new(ProxyStorage::new(
+            origins,
+            build_index,
+            StorageOptions {
+                replicate: config.build_index.replicate,
+                delete_tags: config.delete_tags,
+                max_manifest: config.limits.max_manifest_size.bytes(),
+                max_catalog_scan: config.limits.max_catalog_scan,
+            },
+        ));
+        let handler = OciHandler::new(Arc::clone(&storage) as _, config.oci())?;
+        let frontend = Arc::new(Frontend { handler, auth });
+        tasks.spawn(serve(
+            "proxy",
+            listener,
+            server_tls,
+            frontend,
+            handle,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(addr = %local_addr, "proxy started");
+        Ok(Proxy {
+            local_addr,
+            storage,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// A running proxy: the OCI distribution API for pushes (and pulls) over the origin
+/// cluster and the build-index. See the [module docs](super).
+#[derive(Debug)]
+pub struct Proxy {
+    local_addr: SocketAddr,
+    storage: Arc<ProxyStorage>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Proxy {
+    /// A builder with `config`.
+    pub fn builder(config: ProxyConfig) -> ProxyBuilder {
+        ProxyBuilder { config }
+    }
+
+    /// Starts a proxy with `config`.
+    pub async fn spawn(config: ProxyConfig) -> Result<Self> {
+        Self::builder(config).spawn().await
+    }
+
+    /// The address the registry API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The storage behind the API, for embedders that serve it in their own
+    /// [`OciHandler`].
+    pub fn storage(&self) -> &Arc<ProxyStorage> {
+        &self.storage
+    }
+
+    /// Stops accepting requests, lets those in flight finish (up to 10 s), stops watching
+    /// the ring and returns when every task has ended. Uploads in progress are lost.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// What the listener serves: `/health`, and `/v2/…` behind authentication.
+#[derive(Debug)]
+struct Frontend {
+    handler: OciHandler,
+    auth: Option<Authenticator>,
+}
+
+async fn handle(frontend: Arc<Frontend>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    if path == "/health" || path == "/readiness" {
+        return match *request.method() {
+            Method::GET | Method::HEAD => text(StatusCode::OK, "OK\n"),
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        };
+    }
+    if path != "/v2" && !path.starts_with("/v2/") {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if let Some(auth) = &frontend.auth
+        && let Err(refusal) = auth.check(request.method(), path, request.headers()).await
+    {
+        return *refusal;
+    }
+    frontend.handler.handle(request).await
+}

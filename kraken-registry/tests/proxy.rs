@@ -1,0 +1,617 @@
+//! The proxy on loopback in front of an origin and a build-index (filesystem backends):
+//! pushes and pulls through a real HTTP client and skopeo, blobs in the origins under the
+//! repository's namespace, tags in the build-index read fresh, listings, image indexes,
+//! referrers, mounts, refused manifests and authentication.
+
+mod oci_common;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
+use kraken_core::Digest;
+use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
+use kraken_registry::origin::{MembersConfig, Origin};
+use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
+use oci_common::skopeo::{copy_across_and_out, skopeo, skopeo_required, write_layout};
+use oci_common::{
+    JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, error_of, header, image_manifest, push_image,
+};
+use reqwest::{Method, StatusCode};
+use support::{blob_bytes, eventually, free_addr, origin_config};
+
+/// An origin (its backend routes `library/…` apart from the rest), a build-index and a
+/// proxy, and a registry client of the proxy.
+struct Cluster {
+    origin: Origin,
+    build_index: BuildIndex,
+    proxy: Proxy,
+    client: Registry,
+    /// The origin's backend for namespaces `library/…`.
+    library_backend: PathBuf,
+    /// The origin's backend for every other namespace.
+    other_backend: PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut ProxyConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (library_backend, other_backend) = (
+            dir.path().join("library-backend"),
+            dir.path().join("other-backend"),
+        );
+        let addr = free_addr("127.0.0.1");
+        let mut config = origin_config(addr, &[addr], &dir.path().join("origin"));
+        config.backends = BackendsConfig::new(vec![
+            RouteConfig::new(
+                "library/.*",
+                BackendConfig::Fs(FsConfig::new(&library_backend)),
+            ),
+            RouteConfig::new(".*", BackendConfig::Fs(FsConfig::new(&other_backend))),
+        ]);
+        let origin = Origin::spawn(config).await.unwrap();
+        let members = MembersConfig::Static(vec![origin.local_addr().to_string()]);
+        let mut bi = BuildIndexConfig::new(free_addr("127.0.0.1"), dir.path().join("bi"));
+        bi.origins.members = members.clone();
+        let build_index = BuildIndex::spawn(bi).await.unwrap();
+        let mut config = ProxyConfig::new(free_addr("127.0.0.1"), dir.path().join("proxy"));
+        config.origins.members = members;
+        config.origins.refresh_interval = Duration::from_millis(200);
+        config.build_index = BuildIndexTarget::new([build_index.local_addr().to_string()]);
+        configure(&mut config);
+        let proxy = Proxy::builder(config).spawn().await.unwrap();
+        let client = Registry::remote(format!("http://{}", proxy.local_addr()), dir);
+        Self {
+            origin,
+            build_index,
+            proxy,
+            client,
+            library_backend,
+            other_backend,
+        }
+    }
+
+    fn tags(&self) -> BuildIndexClient {
+        BuildIndexClient::new([self.build_index.local_addr().to_string()]).unwrap()
+    }
+
+    async fn shutdown(self) {
+        self.proxy.shutdown().await;
+        self.build_index.shutdown().await;
+        self.origin.shutdown().await;
+    }
+}
+
+/// Whether a file whose path holds `digest`'s hex is under `dir`.
+fn holds(dir: &Path, digest: &Digest) -> bool {
+    fn walk(dir: &Path, hex: &str) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, hex)
+            } else {
+                path.to_string_lossy().contains(hex)
+            }
+        })
+    }
+    walk(dir, &digest.hex())
+}
+
+async fn get(client: &Registry, path: &str) -> reqwest::Response {
+    client.request(Method::GET, path).send().await.unwrap()
+}
+
+fn digest_of(response: &reqwest::Response) -> Digest {
+    header(response, "docker-content-digest").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index() {
+    let cluster = Cluster::start().await;
+    let client = &cluster.client;
+    let repo = "library/app";
+    let manifest = push_image(client, repo, "one").await;
+    let pushed = client
+        .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+    let digest = Digest::sha256_of(&manifest);
+    assert_eq!(digest_of(&pushed), digest);
+
+    // The tag is in the build-index; the manifest and blobs are in the origins, written
+    // back to the backend of the repository's namespace.
+    let tag = TagName::new(repo, "v1").unwrap();
+    assert_eq!(cluster.tags().get_tag(&tag).await.unwrap(), Some(digest));
+    let doc: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer: Digest = doc["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let config: Digest = doc["config"]["digest"].as_str().unwrap().parse().unwrap();
+    eventually(Duration::from_secs(10), "written back", || async {
+        [digest, layer, config]
+            .iter()
+            .all(|d| holds(&cluster.library_backend, d))
+    })
+    .await;
+    assert!(!holds(&cluster.other_backend, &layer));
+
+    // Pulled back by tag and by digest.
+    for reference in ["v1".to_owned(), digest.to_string()] {
+        let pulled = get(client, &format!("/v2/{repo}/manifests/{reference}")).await;
+        assert_eq!(pulled.status(), StatusCode::OK, "{reference}");
+        assert_eq!(header(&pulled, "content-type"), OCI_MANIFEST);
+        assert_eq!(digest_of(&pulled), digest);
+        assert_eq!(pulled.bytes().await.unwrap(), manifest);
+    }
+    let blob = get(client, &format!("/v2/{repo}/blobs/{layer}")).await;
+    assert_eq!(blob.status(), StatusCode::OK);
+    assert_eq!(blob.bytes().await.unwrap(), "layer one one".as_bytes());
+    let part = client
+        .request(Method::GET, &format!("/v2/{repo}/blobs/{layer}"))
+        .header("range", "bytes=6-8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(header(&part, "content-range"), "bytes 6-8/13");
+    assert_eq!(part.bytes().await.unwrap(), "one".as_bytes());
+    let head = client
+        .request(Method::HEAD, &format!("/v2/{repo}/blobs/{layer}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&head, "content-length"), "13");
+    // A blob of several chunks streams back whole and in parts, verified on the way.
+    let big = blob_bytes(3 << 20, 7);
+    let big_digest = client.push_blob(repo, &big).await;
+    let whole = get(client, &format!("/v2/{repo}/blobs/{big_digest}")).await;
+    assert_eq!(whole.bytes().await.unwrap(), big);
+    let part = client
+        .request(Method::GET, &format!("/v2/{repo}/blobs/{big_digest}"))
+        .header("range", "bytes=1000000-2999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.bytes().await.unwrap(), big[1_000_000..3_000_000]);
+    let missing = Digest::sha256_of(b"never pushed");
+    let (status, code) = error_of(get(client, &format!("/v2/{repo}/blobs/{missing}")).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+    );
+    // A layer is no manifest.
+    let (status, code) =
+        error_of(get(client, &format!("/v2/{repo}/manifests/{layer}")).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+
+    // Re-pointing the tag is seen at once.
+    let manifest2 = push_image(client, repo, "two").await;
+    let digest2 = Digest::sha256_of(&manifest2);
+    let pushed = client
+        .put_manifest(repo, "v1", OCI_MANIFEST, &manifest2)
+        .await;
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+    let pulled = get(client, &format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(digest_of(&pulled), digest2);
+    cluster.tags().put_tag(&tag, &digest, false).await.unwrap();
+    let pulled = get(client, &format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(
+        digest_of(&pulled),
+        digest,
+        "a tag put behind the proxy's back"
+    );
+
+    // A manifest whose layer was never pushed: refused, and nothing tagged.
+    let broken = image_manifest((config, 15), &[(missing, 5)]);
+    let refused = client
+        .put_manifest(repo, "broken", OCI_MANIFEST, &broken)
+        .await;
+    let (status, code) = error_of(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
+    );
+    let broken_tag = TagName::new(repo, "broken").unwrap();
+    assert_eq!(cluster.tags().get_tag(&broken_tag).await.unwrap(), None);
+    let (status, _) = error_of(get(client, &format!("/v2/{repo}/manifests/broken")).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A cross-repository mount of a blob in the origins: 201, no upload.
+    let mounted = client
+        .request(
+            Method::POST,
+            &format!("/v2/other/app/blobs/uploads/?mount={layer}&from={repo}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mounted.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&mounted, "location"),
+        format!("/v2/other/app/blobs/{layer}")
+    );
+    let unknown = client
+        .request(
+            Method::POST,
+            &format!("/v2/other/app/blobs/uploads/?mount={missing}&from={repo}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status(),
+        StatusCode::ACCEPTED,
+        "an upload starts instead"
+    );
+
+    // An image index over two images.
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": digest2.to_string(), "size": manifest2.len(),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let pushed = client.put_manifest(repo, "multi", OCI_INDEX, &index).await;
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+    let pulled = get(client, &format!("/v2/{repo}/manifests/multi")).await;
+    assert_eq!(header(&pulled, "content-type"), OCI_INDEX);
+    assert_eq!(pulled.bytes().await.unwrap(), index);
+    // An index whose child is missing is refused.
+    let orphan = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": missing.to_string(), "size": 5}],
+    }))
+    .unwrap();
+    let (status, code) = error_of(
+        client
+            .put_manifest(repo, "orphan", OCI_INDEX, &orphan)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
+    );
+
+    // Deletes are off by default.
+    let deleted = client
+        .request(Method::DELETE, &format!("/v2/{repo}/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_of(deleted).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_list_and_catalog_paginate_and_tag_deletes_when_enabled() {
+    let cluster = Cluster::start_with(|config| config.delete_tags = true).await;
+    let client = &cluster.client;
+    let manifest = push_image(client, "a/one", "x").await;
+    for tag in ["t3", "t1", "t2"] {
+        let pushed = client
+            .put_manifest("a/one", tag, OCI_MANIFEST, &manifest)
+            .await;
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+    }
+    for repo in ["a-b", "a/two", "b"] {
+        let manifest = push_image(client, repo, repo).await;
+        let pushed = client
+            .put_manifest(repo, "latest", OCI_MANIFEST, &manifest)
+            .await;
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+    }
+
+    let page = get(client, "/v2/a/one/tags/list?n=2").await;
+    assert_eq!(
+        header(&page, "link"),
+        "</v2/a/one/tags/list?n=2&last=t2>; rel=\"next\""
+    );
+    let body = page.json().await.unwrap();
+    assert_eq!(body["name"], "a/one");
+    assert_eq!(body["tags"], serde_json::json!(["t1", "t2"]));
+    let page = get(client, "/v2/a/one/tags/list?n=2&last=t2").await;
+    assert_eq!(header(&page, "link"), "");
+    assert_eq!(
+        page.json().await.unwrap()["tags"],
+        serde_json::json!(["t3"])
+    );
+    let (status, code) = error_of(get(client, "/v2/nothing/here/tags/list").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+    );
+
+    let page = get(client, "/v2/_catalog?n=2").await;
+    assert_eq!(
+        header(&page, "link"),
+        "</v2/_catalog?n=2&last=a/one>; rel=\"next\""
+    );
+    let body = page.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["a-b", "a/one"]));
+    let page = get(client, "/v2/_catalog?n=2&last=a/one").await;
+    assert_eq!(header(&page, "link"), "");
+    let body = page.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["a/two", "b"]));
+    let page = get(client, "/v2/_catalog?n=2&last=a-b").await;
+    let body = page.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["a/one", "a/two"]));
+
+    // With delete_tags, a tag can be deleted (the manifest stays); digests cannot.
+    let deleted = client
+        .request(Method::DELETE, "/v2/a/one/manifests/t1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let (status, _) = error_of(get(client, "/v2/a/one/manifests/t1").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let digest = Digest::sha256_of(&manifest);
+    assert_eq!(
+        get(client, &format!("/v2/a/one/manifests/{digest}"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let by_digest = client
+        .request(Method::DELETE, &format!("/v2/a/one/manifests/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_digest.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let again = client
+        .request(Method::DELETE, "/v2/a/one/manifests/t1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    cluster.shutdown().await;
+}
+
+/// An artifact manifest with `subject`, over the empty config and one blob.
+fn artifact(subject: (Digest, usize), artifact_type: &str, blob: (Digest, usize)) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": blob.0.to_string(), "size": blob.1}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0.to_string(), "size": subject.1},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
+    let cluster = Cluster::start().await;
+    let client = &cluster.client;
+    let repo = "library/app";
+    let manifest = push_image(client, repo, "base").await;
+    let subject = (Digest::sha256_of(&manifest), manifest.len());
+    let referrers = format!("/v2/{repo}/referrers/{}", subject.0);
+    // None yet (the subject need not even exist).
+    let empty = get(client, &referrers).await;
+    assert_eq!(empty.status(), StatusCode::OK);
+    assert_eq!(
+        empty.json().await.unwrap()["manifests"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        client
+            .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    client.push_blob(repo, b"{}").await;
+    let signature = client.push_blob(repo, b"a signature").await;
+    let sbom = client.push_blob(repo, b"an sbom").await;
+
+    // Three signatures pushed at once (serialised per subject), then an SBOM.
+    let mut artifacts = Vec::new();
+    for i in 0..3 {
+        let mut doc: serde_json::Value = serde_json::from_slice(&artifact(
+            subject,
+            "application/vnd.example.signature",
+            (signature, 11),
+        ))
+        .unwrap();
+        doc["annotations"] = serde_json::json!({"n": i.to_string()});
+        artifacts.push(serde_json::to_vec(&doc).unwrap());
+    }
+    let references: Vec<String> = artifacts
+        .iter()
+        .map(|bytes| Digest::sha256_of(bytes).to_string())
+        .collect();
+    let pushes = artifacts
+        .iter()
+        .zip(&references)
+        .map(|(bytes, reference)| client.put_manifest(repo, reference, OCI_MANIFEST, bytes));
+    for pushed in futures::future::join_all(pushes).await {
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+        assert_eq!(header(&pushed, "oci-subject"), subject.0.to_string());
+    }
+    let sbom_manifest = artifact(subject, "application/vnd.example.sbom", (sbom, 7));
+    let sbom_reference = Digest::sha256_of(&sbom_manifest).to_string();
+    // Pushing one twice lists it once.
+    for _ in 0..2 {
+        let pushed = client
+            .put_manifest(repo, &sbom_reference, OCI_MANIFEST, &sbom_manifest)
+            .await;
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+    }
+
+    let all = get(client, &referrers).await;
+    assert_eq!(header(&all, "content-type"), OCI_INDEX);
+    let all = all.json().await.unwrap();
+    let listed = all["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 4, "{all}");
+    for bytes in artifacts.iter().chain([&sbom_manifest]) {
+        let digest = Digest::sha256_of(bytes).to_string();
+        let entry = listed
+            .iter()
+            .find(|d| d["digest"] == digest.as_str())
+            .unwrap();
+        assert_eq!(entry["size"], bytes.len());
+        assert_eq!(entry["mediaType"], OCI_MANIFEST);
+    }
+    let filtered = get(
+        client,
+        &format!("{referrers}?artifactType=application/vnd.example.sbom"),
+    )
+    .await;
+    assert_eq!(header(&filtered, "oci-filters-applied"), "artifactType");
+    let filtered = filtered.json().await.unwrap();
+    assert_eq!(filtered["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        filtered["manifests"][0]["digest"],
+        Digest::sha256_of(&sbom_manifest).to_string()
+    );
+    assert_eq!(
+        filtered["manifests"][0]["artifactType"],
+        "application/vnd.example.sbom"
+    );
+
+    // The index lives in the origins behind the referrers tag schema's tag.
+    let tag = TagName::new(repo, &format!("sha256-{}", subject.0.hex())).unwrap();
+    let index_digest = cluster.tags().get_tag(&tag).await.unwrap().unwrap();
+    let index = get(client, &format!("/v2/{repo}/manifests/{index_digest}")).await;
+    assert_eq!(
+        index.json().await.unwrap()["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    cluster.shutdown().await;
+}
+
+fn basic(name: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+    format!("Basic {encoded}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_need_credentials_when_auth_is_configured() {
+    let cluster = Cluster::start_with(|config| {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        config.auth.users = vec![UserConfig::new("ci", hash)];
+        config.auth.tokens_sha256 = vec![Digest::sha256_of(b"robot-token").hex()];
+    })
+    .await;
+    let client = &cluster.client;
+    let data = b"authenticated layer";
+    let digest = Digest::sha256_of(data);
+    let push = |authorization: Option<String>| {
+        let mut request = client
+            .request(
+                Method::POST,
+                &format!("/v2/library/app/blobs/uploads/?digest={digest}"),
+            )
+            .body(data.to_vec());
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+    for refused in [
+        None,
+        Some(basic("ci", "wrong")),
+        Some("Bearer nope".to_owned()),
+    ] {
+        let response = push(refused.clone()).await.unwrap();
+        assert_eq!(
+            header(&response, "www-authenticate"),
+            "Basic realm=\"kraken\"",
+            "{refused:?}"
+        );
+        let (status, code) = error_of(response).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        );
+    }
+    // Nothing reached the origins.
+    let head = format!("/v2/library/app/blobs/{digest}");
+    let head_status = || async {
+        let head = client.request(Method::HEAD, &head).send().await.unwrap();
+        head.status()
+    };
+    assert_eq!(head_status().await, StatusCode::NOT_FOUND);
+    let ok = push(Some(basic("ci", "s3cret"))).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let ok = push(Some("Bearer robot-token".to_owned())).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    // Reads are open; the ping asks for credentials so that clients send them.
+    assert_eq!(head_status().await, StatusCode::OK);
+    let ping = get(client, "/v2/").await;
+    assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
+    let ping = client
+        .request(Method::GET, "/v2/")
+        .header("authorization", basic("ci", "s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::OK);
+    assert_eq!(get(client, "/health").await.status(), StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_an_image_into_and_out_of_the_proxy() {
+    if !skopeo_required() {
+        return;
+    }
+    let cluster = Cluster::start_with(|config| {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        config.auth.users = vec![UserConfig::new("ci", hash)];
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("image");
+    let image = write_layout(&layout, "v1");
+    let host = cluster.proxy.local_addr().to_string();
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds=ci:s3cret",
+        "--preserve-digests",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{host}/test/image:v1"),
+    ])
+    .await;
+    let tag = TagName::new("test/image", "v1").unwrap();
+    assert_eq!(
+        cluster.tags().get_tag(&tag).await.unwrap(),
+        Some(image.manifest)
+    );
+    // Into a second repository (mounting the blobs), and back out of it.
+    let out = dir.path().join("out");
+    copy_across_and_out(&host, Some("ci:s3cret"), &out, &image).await;
+    cluster.shutdown().await;
+}
