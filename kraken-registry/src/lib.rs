@@ -13,12 +13,16 @@
 //!   origins, mutable tags read fresh on every build-index of the cluster, a durable
 //!   write-back to a backend, and replication of tags and their blobs to other clusters.
 //!
-//! The proxy and agent come next. See `docs/origin.md` and
+//! - [`agent`]: the pull side on every host — `/v2/` over the build-index and P2P, streaming
+//!   blobs as they arrive, and Go Kraken's agent endpoints.
+//!
+//! The proxy comes next. See `docs/origin.md` and
 //! `docs/architecture.md` at the root of the workspace.
 //!
 //! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod build_index;
 mod durable;
 mod error;
