@@ -250,7 +250,7 @@ fn blob_digest(segment: &str) -> Result<Digest, Response<Body>> {
 }
 
 /// With `ns_as_prefix`: `/v2/<name>/…?ns=<registry>` becomes `/v2/<registry>/<name>/…`.
-fn with_ns_prefix(mut request: Request<Incoming>) -> Request<Incoming> {
+fn with_ns_prefix<B>(mut request: Request<B>) -> Request<B> {
     let uri = request.uri();
     let Some(query) = uri.query() else {
         return request;
@@ -318,5 +318,30 @@ mod tests {
         let tag = tag_name(&["library", "ubuntu:22.04"]).unwrap();
         assert_eq!(tag.repository(), "library/ubuntu");
         assert!(tag_name(&["no-tag"]).is_err());
+    }
+
+    #[test]
+    fn ns_prefixes_the_repository_of_v2_paths_only() {
+        let rewrite = |uri: &str| {
+            let request = Request::builder().uri(uri).body(()).unwrap();
+            with_ns_prefix(request).uri().to_string()
+        };
+        assert_eq!(
+            rewrite("/v2/library/alpine/manifests/3?ns=docker.io"),
+            "/v2/docker.io/library/alpine/manifests/3?ns=docker.io"
+        );
+        assert_eq!(
+            rewrite("/v2/a/blobs/sha256:00?x=1&ns=registry.local"),
+            "/v2/registry.local/a/blobs/sha256:00?x=1&ns=registry.local"
+        );
+        for unchanged in [
+            "/v2/a/manifests/3",
+            "/v2/?ns=docker.io",
+            "/v2/_catalog?ns=docker.io",
+            "/v2/a/manifests/3?ns=",
+            "/v2/a/manifests/3?ns=%zz",
+        ] {
+            assert_eq!(rewrite(unchanged), unchanged);
+        }
     }
 }
