@@ -49,7 +49,7 @@ pub(crate) async fn handle(state: Arc<AgentState>, request: Request<Incoming>) -
         (&Method::GET, ["tags", rest @ ..]) if !rest.is_empty() => {
             let tag = match tag_name(rest) {
                 Ok(tag) => tag,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             match state.storage.resolve_tag(&tag).await {
                 Ok(Some(digest)) => text(StatusCode::OK, &digest.to_string()),
@@ -66,21 +66,21 @@ pub(crate) async fn handle(state: Arc<AgentState>, request: Request<Incoming>) -
             };
             let digest = match blob_digest(digest) {
                 Ok(digest) => digest,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             namespace_blob(&state, &namespace, &digest).await
         }
         (&Method::DELETE, ["blobs", digest]) => {
             let digest = match blob_digest(digest) {
                 Ok(digest) => digest,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             delete_blob(&state, digest).await
         }
         (&Method::GET, ["preload", "tags", rest @ ..]) if !rest.is_empty() => {
             let tag = match tag_name(rest) {
                 Ok(tag) => tag,
-                Err(response) => return response,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
             let limits = &state.config.limits;
             match preload(
@@ -222,23 +222,17 @@ async fn delete_blob(state: &AgentState, digest: Digest) -> Response<Body> {
     }
 }
 
-/// A `repo:tag` from the path segments after the endpoint's prefix: slashes as written or
+/// A `repo:tag` (or why not: a `400`'s reason) from the path segments after the endpoint's prefix: slashes as written or
 /// percent-encoded (`library%2Fubuntu%3A22.04`, as Go Kraken sends them).
-fn tag_name(segments: &[&str]) -> Result<TagName, Response<Body>> {
+fn tag_name(segments: &[&str]) -> Result<TagName, String> {
     let joined = segments.join("/");
-    let decoded = decode_segment(&joined).ok_or_else(|| {
-        text(
-            StatusCode::BAD_REQUEST,
-            "invalid percent-encoding of the tag",
-        )
-    })?;
-    decoded
-        .parse()
-        .map_err(|e: crate::Error| text(StatusCode::BAD_REQUEST, &e.to_string()))
+    let decoded =
+        decode_segment(&joined).ok_or_else(|| "invalid percent-encoding of the tag".to_owned())?;
+    decoded.parse().map_err(|e: crate::Error| e.to_string())
 }
 
 /// A digest as Go Kraken's agent takes it: `sha256:<hex>` or a bare hex.
-fn blob_digest(segment: &str) -> Result<Digest, Response<Body>> {
+fn blob_digest(segment: &str) -> Result<Digest, String> {
     let decoded = decode_segment(segment).unwrap_or_default();
     let full = if decoded.contains(':') {
         decoded
@@ -246,7 +240,7 @@ fn blob_digest(segment: &str) -> Result<Digest, Response<Body>> {
         format!("sha256:{decoded}")
     };
     full.parse()
-        .map_err(|e: kraken_core::DigestError| text(StatusCode::BAD_REQUEST, &e.to_string()))
+        .map_err(|e: kraken_core::DigestError| e.to_string())
 }
 
 /// With `ns_as_prefix`: `/v2/<name>/…?ns=<registry>` becomes `/v2/<registry>/<name>/…`.
