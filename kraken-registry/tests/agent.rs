@@ -6,7 +6,6 @@ mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -557,18 +556,14 @@ async fn preload_fills_the_cache_and_probes_see_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_an_image_out_of_an_agent() {
-    if !skopeo_available() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("skopeo is not installed; install it with `apt-get install -y skopeo`");
-        }
-        eprintln!("skipping: skopeo is not installed (apt-get install -y skopeo)");
+    if !support::skopeo_or_skip() {
         return;
     }
     let cluster = Cluster::start(1, |_, _| {}).await;
     let image = cluster.push_image("v1", 6, [5000, 70_000]).await;
     let out = cluster._dir.path().join("out");
     let addr: SocketAddr = cluster.agents[0].local_addr();
-    skopeo(&[
+    support::skopeo(&[
         "copy",
         "--src-tls-verify=false",
         "--preserve-digests",
@@ -593,27 +588,4 @@ fn check_layout(out: &Path, image: &Image) {
         let copied = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(copied, *data, "{digest}");
     }
-}
-
-fn skopeo_available() -> bool {
-    Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs skopeo on the blocking pool: the cluster serves on this test's runtime.
-async fn skopeo(args: &[&str]) {
-    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let output = tokio::task::spawn_blocking(move || Command::new("skopeo").args(&owned).output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "skopeo {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

@@ -5,9 +5,9 @@
 //! unless `CI=true`, where it fails.
 
 mod oci_common;
+mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use kraken_core::Digest;
 use oci_common::*;
@@ -15,11 +15,7 @@ use reqwest::{Method, StatusCode};
 
 #[tokio::test]
 async fn skopeo_copies_an_image_in_and_out() {
-    if !skopeo_available() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("skopeo is not installed; install it with `apt-get install -y skopeo`");
-        }
-        eprintln!("skipping: skopeo is not installed (apt-get install -y skopeo)");
+    if !support::skopeo_or_skip() {
         return;
     }
     let registry = Registry::start().await;
@@ -28,7 +24,7 @@ async fn skopeo_copies_an_image_in_and_out() {
     let image = write_layout(&layout, "v1");
     let host = registry.base.trim_start_matches("http://").to_owned();
 
-    skopeo(&[
+    support::skopeo(&[
         "copy",
         "--dest-tls-verify=false",
         "--preserve-digests",
@@ -57,7 +53,7 @@ async fn skopeo_copies_an_image_in_and_out() {
     }
 
     // A second repository: skopeo mounts the blobs from the first.
-    skopeo(&[
+    support::skopeo(&[
         "copy",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
@@ -69,7 +65,7 @@ async fn skopeo_copies_an_image_in_and_out() {
 
     // And back out.
     let out = dir.path().join("out");
-    skopeo(&[
+    support::skopeo(&[
         "copy",
         "--src-tls-verify=false",
         "--preserve-digests",
@@ -90,29 +86,6 @@ async fn skopeo_copies_an_image_in_and_out() {
         assert_eq!(Digest::sha256_of(&data), *blob);
     }
     registry.shutdown().await;
-}
-
-fn skopeo_available() -> bool {
-    Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs skopeo on the blocking pool: the registry serves on this test's runtime.
-async fn skopeo(args: &[&str]) {
-    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let output = tokio::task::spawn_blocking(move || Command::new("skopeo").args(&owned).output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "skopeo {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 struct Image {

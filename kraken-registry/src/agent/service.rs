@@ -17,9 +17,10 @@ use super::config::AgentConfig;
 use super::state::AgentState;
 use super::storage::AgentStorage;
 use crate::build_index::BuildIndexClient;
-use crate::error::{Error, Result, error_chain};
+use crate::error::{Error, Result};
 use crate::http::serve;
 use crate::oci::{OciConfig, OciHandler};
+use crate::origin::eviction_loop;
 
 /// Builds an [`Agent`].
 #[derive(Debug)]
@@ -187,35 +188,10 @@ impl Agent {
 
 /// Evicts idle blobs and, above the high watermark, the least recently used ones.
 async fn cleanup_loop(state: Arc<AgentState>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(state.config.cleanup.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let node = state.storage.node();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let store = node.store().clone();
-        let report = match tokio::task::spawn_blocking(move || store.evict(SystemTime::now())).await
-        {
-            Ok(Ok(report)) => report,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %error_chain(&e), "cleanup pass failed");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        for digest in report.idle.iter().chain(&report.watermark) {
-            // The seeding torrent holds the file open; closing it frees the space.
-            node.unseed(digest);
-        }
-        if report.freed_bytes > 0 {
-            tracing::info!(
-                idle = report.idle.len(),
-                watermark = report.watermark.len(),
-                freed_bytes = report.freed_bytes,
-                "cleanup evicted blobs"
-            );
-        }
-    }
+    let store = node.store().clone();
+    let evict = move || store.evict(SystemTime::now());
+    // The seeding torrent holds the file open; closing it frees the space.
+    let evicted = |digest: &kraken_core::Digest| node.unseed(digest);
+    eviction_loop(state.config.cleanup.interval, shutdown, evict, evicted).await;
 }

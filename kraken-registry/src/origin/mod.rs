@@ -63,6 +63,7 @@ mod state;
 mod uploads;
 mod writeback;
 
+pub(crate) use self::cleanup::eviction_loop;
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
 pub use self::config::{
     CleanupConfig, ClusterConfig, LimitsConfig, MembersConfig, OriginConfig, WriteBackConfig,
