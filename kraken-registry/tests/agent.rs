@@ -14,9 +14,7 @@ use kraken_core::{BlobStatus, ByteSize, Digest};
 use kraken_p2p::tracker::{TrackerConfig, TrackerServer, TrackerService};
 use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
-use kraken_registry::origin::{
-    ClusterConfig, CommitKind, MembersConfig, Origin, OriginClient, OriginMetaInfoSource,
-};
+use kraken_registry::origin::{ClusterConfig, MembersConfig, Origin, OriginMetaInfoSource};
 use reqwest::StatusCode;
 use support::{blob_bytes, free_addr, origin_config};
 
@@ -87,19 +85,7 @@ impl Cluster {
 
     /// Uploads `data` to the origin under the repository's namespace.
     async fn upload(&self, data: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(data);
-        OriginClient::new()
-            .unwrap()
-            .upload_bytes(
-                &self.origin.local_addr().to_string(),
-                REPO,
-                &digest,
-                data.to_vec().into(),
-                CommitKind::Primary,
-            )
-            .await
-            .unwrap();
-        digest
+        support::upload(&self.origin, REPO, data).await
     }
 
     /// Uploads a two-layer image (layers of `sizes`) and points `tag` at it.

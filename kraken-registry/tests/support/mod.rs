@@ -1,5 +1,5 @@
-//! Shared parts of the registry tests: moto behind a counting proxy, origins on loopback, skopeo, and
-//! bounded waiting.
+//! Shared parts of the registry tests: moto behind a counting proxy, origins on loopback,
+//! uploads, skopeo, and bounded waiting.
 #![allow(dead_code, unreachable_pub, unused_imports)] // each test binary uses a different part
 
 pub mod proxy;
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use kraken_backends::testing::MotoServer;
 use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
-use kraken_registry::origin::{MembersConfig, Origin, OriginConfig};
+use kraken_core::Digest;
+use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient, OriginConfig};
 
 pub use kraken_backends::testing::pseudo_random_bytes as blob_bytes;
 pub use proxy::CountingProxy;
@@ -149,4 +150,21 @@ pub async fn skopeo(args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Uploads `data` to `origin` under `namespace` (a client's upload) and returns its digest.
+pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
+    let digest = Digest::sha256_of(data);
+    OriginClient::new()
+        .unwrap()
+        .upload_bytes(
+            &origin.local_addr().to_string(),
+            namespace,
+            &digest,
+            data.to_vec().into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    digest
 }
