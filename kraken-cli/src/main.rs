@@ -1,5 +1,6 @@
 //! The `kraken` command: one subcommand per role or client verb.
 
+mod agent;
 mod bench;
 mod bench_origin;
 mod build_index;
@@ -44,6 +45,8 @@ enum Command {
     /// Run a proxy: the registry API that images are pushed through, into the origins
     /// (blobs, manifests) and the build-index (tags).
     Proxy(proxy::ProxyArgs),
+    /// Run an agent: the OCI pull API on every host, downloading over P2P.
+    Agent(agent::AgentArgs),
     /// Seed a file to the swarm until interrupted.
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file, verified.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             p2p::runtime().and_then(|rt| rt.block_on(build_index::run(args)))
         }
         Command::Proxy(args) => p2p::runtime().and_then(|rt| rt.block_on(proxy::run(args))),
+        Command::Agent(args) => p2p::runtime().and_then(|rt| rt.block_on(agent::run(args))),
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),

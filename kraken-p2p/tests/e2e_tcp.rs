@@ -247,3 +247,67 @@ async fn a_blob_already_in_the_store_is_seeded_until_unseeded() {
     seeder.shutdown().await;
     tracker.shutdown().await;
 }
+
+/// Reads `stream` to its end.
+async fn collect(mut stream: kraken_p2p::node::BlobStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("the stream makes progress")
+    {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_read_exact_bytes_while_downloading_and_after() {
+    // 4 MiB of 256 KiB pieces at 4 MB/s: about a second to download.
+    let swarm = TestSwarm::start(4 << 20, 7, Some(4_000_000), 1, None).await;
+    let reader = &swarm.fetchers[0];
+    let digest = swarm.meta.digest();
+    let expected = std::fs::read(&swarm.file).unwrap();
+    reader.ping().await.unwrap();
+    // Across a piece boundary, while the blob downloads.
+    let across = (256 << 10) - 100..(512 << 10) + 100;
+    let stream = reader
+        .read_in("", digest, Some(across.clone()))
+        .await
+        .unwrap();
+    let while_downloading = reader.torrent_stats(digest).await.unwrap();
+    assert!(while_downloading.have < while_downloading.total);
+    let received = collect(stream).await;
+    assert_eq!(
+        received,
+        expected[across.start as usize..across.end as usize]
+    );
+    // The rest of the blob arrives anyway.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        reader.download(digest).into_future(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // From a complete blob: a range in the middle, and one cut at the blob's end.
+    let len = expected.len() as u64;
+    let middle = 3..len - 3;
+    let stream = reader
+        .read_in("", digest, Some(middle.clone()))
+        .await
+        .unwrap();
+    assert_eq!(collect(stream).await, expected[3..expected.len() - 3]);
+    let stream = reader
+        .read_in("", digest, Some(len - 10..len + 1000))
+        .await
+        .unwrap();
+    assert_eq!(collect(stream).await, expected[expected.len() - 10..]);
+    let stream = reader
+        .read_in("", digest, Some(len + 5..len + 10))
+        .await
+        .unwrap();
+    assert!(collect(stream).await.is_empty());
+    let node = reader.clone();
+    swarm.shutdown().await;
+    assert!(node.ping().await.is_err(), "a stopped node does not answer");
+}

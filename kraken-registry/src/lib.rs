@@ -17,12 +17,18 @@
 //!   manifests, namespaced by repository) and the build-index (tags, referrers indexes),
 //!   with basic-auth and token checks on writes.
 //!
-//! The agent comes next. See `docs/origin.md` and
+//! - [`agent`]: the pull side on every host — `/v2/` over the build-index and P2P, streaming
+//!   blobs as they arrive, and Go Kraken's agent endpoints.
+//!
+//! - [`devcluster`]: all of them in one process on loopback.
+//!
+//! See `docs/origin.md` and
 //! `docs/architecture.md` at the root of the workspace.
 //!
 //! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod build_index;
 mod durable;
 mod error;

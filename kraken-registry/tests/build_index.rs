@@ -69,19 +69,7 @@ fn bi_config(
 
 /// Uploads `data` to the origin and returns its digest.
 async fn push_blob(origin: &Origin, data: &[u8]) -> Digest {
-    let digest = Digest::sha256_of(data);
-    OriginClient::new()
-        .unwrap()
-        .upload_bytes(
-            &origin.local_addr().to_string(),
-            REPO,
-            &digest,
-            data.to_vec().into(),
-            CommitKind::Primary,
-        )
-        .await
-        .unwrap();
-    digest
+    support::upload(origin, REPO, data).await
 }
 
 fn client(bi: &BuildIndex) -> BuildIndexClient {

@@ -65,6 +65,9 @@ pub(crate) enum Command {
         digest: Digest,
         reply: oneshot::Sender<Option<TorrentStats>>,
     },
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// What connection and I/O tasks report to the actor.
@@ -425,6 +428,9 @@ impl Actor {
                     .get(&digest)
                     .and_then(|h| self.swarm.torrent_stats(h));
                 let _ = reply.send(stats);
+            }
+            Command::Ping { reply } => {
+                let _ = reply.send(());
             }
         }
     }

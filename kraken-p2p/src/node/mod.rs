@@ -280,7 +280,22 @@ impl Node {
     /// Streams a blob's bytes in order as its pieces arrive, starting the download if needed:
     /// a client gets the first bytes long before the last piece lands.
     pub async fn read(&self, digest: &Digest) -> Result<BlobStream> {
-        let fetch = self.download(digest);
+        self.read_in("", digest, None).await
+    }
+
+    /// Streams bytes `range` of a blob of `namespace` (empty: the node's default), or the
+    /// whole blob when `None`, as its pieces arrive: the download (started if needed) fetches
+    /// every piece, but the stream waits only for the pieces the range covers. A range that
+    /// reaches past the blob's end is cut at the end. Fails as the download does when the
+    /// blob's metainfo cannot be found ([`Error::MetaInfoNotFound`] after
+    /// [`NodeConfig::metainfo_timeout`]).
+    pub async fn read_in(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<BlobStream> {
+        let fetch = self.download_in(namespace, digest);
         let mut progress = fetch.progress();
         // Wait for the metainfo (or the end, for blobs already here or failures).
         loop {
@@ -300,7 +315,15 @@ impl Node {
             reply,
         })?;
         let source = source.await.map_err(|_| Error::Shutdown)??;
-        Ok(BlobStream::new(source, progress))
+        Ok(BlobStream::new(source, progress, range))
+    }
+
+    /// Checks that the node's actor is running and answering commands: what a health probe
+    /// asks. Fails with [`Error::Shutdown`] once the node has stopped.
+    pub async fn ping(&self) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(actor::Command::Ping { reply })?;
+        answer.await.map_err(|_| Error::Shutdown)
     }
 
     /// Imports a file into the store, publishes its metainfo and seeds it until shutdown.

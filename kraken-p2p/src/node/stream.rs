@@ -36,7 +36,7 @@ impl PartialSource {
 /// [`Node::read`](super::Node::read). Each chunk is verified: a piece is only read once its
 /// hash has been checked.
 pub struct BlobStream {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send + Sync>>,
 }
 
 impl std::fmt::Debug for BlobStream {
@@ -48,16 +48,31 @@ impl std::fmt::Debug for BlobStream {
 struct State {
     source: PartialSource,
     progress: watch::Receiver<Progress>,
-    /// Next piece (partial) or byte offset (complete) to read.
+    /// Next byte to read.
     next: u64,
+    /// End of the range read (exclusive), within the blob.
+    end: u64,
 }
 
 impl BlobStream {
-    pub(crate) fn new(source: PartialSource, progress: watch::Receiver<Progress>) -> Self {
+    /// Streams bytes `range` of `source` (cut to the blob's length; the whole blob when
+    /// `None`).
+    pub(crate) fn new(
+        source: PartialSource,
+        progress: watch::Receiver<Progress>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Self {
+        let length = match &source {
+            PartialSource::Complete(blob) => blob.len(),
+            PartialSource::Partial(meta, _) => meta.length(),
+        };
+        let range = range.unwrap_or(0..length);
+        let end = range.end.min(length);
         let state = State {
             source,
             progress,
-            next: 0,
+            next: range.start.min(end),
+            end,
         };
         let stream = futures::stream::unfold(state, |mut state| async move {
             let item = state.next_chunk().await;
@@ -71,12 +86,13 @@ impl BlobStream {
 
 impl State {
     async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let offset = self.next;
         match &self.source {
             PartialSource::Complete(blob) => {
-                if self.next >= blob.len() {
-                    return None;
-                }
-                let (offset, len) = (self.next, CHUNK.min(blob.len() - self.next));
+                let len = CHUNK.min(self.end - offset);
                 self.next += len;
                 let blob = blob.clone();
                 Some(
@@ -89,7 +105,10 @@ impl State {
                 )
             }
             PartialSource::Partial(meta, download) => {
-                let index = meta.piece_index(u32::try_from(self.next).ok()?).ok()?;
+                // The piece `offset` falls in; only the part of it inside the range is read.
+                let index = u32::try_from(offset / meta.piece_length()).ok()?;
+                let index = meta.piece_index(index).ok()?;
+                let len = meta.piece_range(index).end.min(self.end) - offset;
                 // Wait for the piece: every verified write bumps the progress watch.
                 while !download.has_piece(index) {
                     if self.progress.changed().await.is_err() && !download.has_piece(index) {
@@ -99,9 +118,16 @@ impl State {
                         }));
                     }
                 }
-                self.next += 1;
+                self.next += len;
                 let download = download.clone();
-                Some(blocking(move || Ok(Bytes::from(download.read_piece(index)?))).await)
+                Some(
+                    blocking(move || {
+                        let mut buf = vec![0; len as usize];
+                        download.read_exact_at(offset, &mut buf)?;
+                        Ok(Bytes::from(buf))
+                    })
+                    .await,
+                )
             }
         }
     }

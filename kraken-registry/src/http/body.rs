@@ -25,6 +25,14 @@ pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A body of the chunks of `stream`; an error aborts the response.
+pub(crate) fn stream<S>(stream: S) -> Body
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+{
+    StreamBody::new(stream.map_ok(Frame::data)).boxed()
+}
+
 /// `length` bytes of `blob` from `offset`, read with positional reads on the blocking pool
 /// a bounded number of chunks ahead of the client.
 pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
@@ -36,7 +44,7 @@ pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
         offset,
         length,
     );
-    StreamBody::new(chunks.map_ok(Frame::data)).boxed()
+    stream(chunks)
 }
 
 /// `length` bytes from `offset` of whatever `read_exact_at` reads (a file, a blob), as a

@@ -232,9 +232,7 @@ impl OciHandler {
         let body = if with_body {
             let range = (status == StatusCode::PARTIAL_CONTENT).then_some(offset..offset + length);
             let stream = self.store().blob_read(repo, digest, range).await?;
-            BodyExt::boxed(http_body_util::StreamBody::new(
-                stream.map_ok(hyper::body::Frame::data),
-            ))
+            body::stream(stream)
         } else {
             body::empty()
         };

@@ -4,28 +4,56 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kraken_core::Digest;
+use kraken_core::{Digest, EvictionReport};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::state::OriginState;
 use crate::error::error_chain;
 
 pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
-    let mut ticker = tokio::time::interval(state.config.cleanup.interval);
+    let this = Arc::clone(&state);
+    let evict = move || {
+        let now = SystemTime::now();
+        this.uploads.sweep(now, this.config.cleanup.upload_ttl);
+        this.store.evict(now)
+    };
+    let evicted = |digest: &Digest| {
+        state.namespaces.remove(digest);
+        // The seeding torrent holds the file open; closing it frees the space.
+        if let Some(node) = &state.node {
+            node.unseed(digest);
+        }
+    };
+    eviction_loop(
+        state.config.cleanup.interval,
+        state.shutdown.clone(),
+        evict,
+        evicted,
+    )
+    .await;
+}
+
+/// Every `interval` until `shutdown`: runs `evict` (a store's eviction pass) on the blocking
+/// pool, calls `evicted` for each blob it removed, and logs what was freed. The origin's and
+/// the agent's cleanup.
+pub(crate) async fn eviction_loop<E, F>(
+    interval: Duration,
+    shutdown: CancellationToken,
+    evict: E,
+    evicted: F,
+) where
+    E: Fn() -> kraken_core::Result<EvictionReport> + Clone + Send + 'static,
+    F: Fn(&Digest),
+{
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = state.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let this = Arc::clone(&state);
-        let pass = tokio::task::spawn_blocking(move || {
-            let now = SystemTime::now();
-            this.uploads.sweep(now, this.config.cleanup.upload_ttl);
-            this.store.evict(now)
-        })
-        .await;
-        let report = match pass {
+        let report = match tokio::task::spawn_blocking(evict.clone()).await {
             Ok(Ok(report)) => report,
             Ok(Err(e)) => {
                 tracing::warn!(error = %error_chain(&e), "cleanup pass failed");
@@ -34,11 +62,7 @@ pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
             Err(_) => continue,
         };
         for digest in report.idle.iter().chain(&report.watermark) {
-            state.namespaces.remove(digest);
-            // The seeding torrent holds the file open; closing it frees the space.
-            if let Some(node) = &state.node {
-                node.unseed(digest);
-            }
+            evicted(digest);
         }
         if report.freed_bytes > 0 {
             tracing::info!(

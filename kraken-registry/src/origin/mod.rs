@@ -64,6 +64,7 @@ mod state;
 mod uploads;
 mod writeback;
 
+pub(crate) use self::cleanup::eviction_loop;
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
 pub(crate) use self::cluster::OriginCluster;
 pub use self::config::{

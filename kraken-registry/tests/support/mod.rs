@@ -1,6 +1,6 @@
-//! Shared parts of the origin tests: moto behind a counting proxy, origins on loopback, and
-//! bounded waiting.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+//! Shared parts of the registry tests: moto behind a counting proxy, origins on loopback,
+//! uploads, skopeo, and bounded waiting.
+#![allow(dead_code, unreachable_pub, unused_imports)] // each test binary uses a different part
 
 pub mod proxy;
 
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use kraken_backends::testing::MotoServer;
 use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
-use kraken_registry::origin::{MembersConfig, Origin, OriginConfig};
+use kraken_core::Digest;
+use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient, OriginConfig};
 
 pub use kraken_backends::testing::pseudo_random_bytes as blob_bytes;
 pub use proxy::CountingProxy;
@@ -114,4 +115,56 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether skopeo can run. Without it a test skips (returns false), unless `CI=true`, where
+/// it fails with an install hint.
+pub fn skopeo_or_skip() -> bool {
+    let found = std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("skopeo is not installed; install it with `apt-get install -y skopeo`");
+        }
+        eprintln!("skipping: skopeo is not installed (apt-get install -y skopeo)");
+    }
+    found
+}
+
+/// Runs skopeo on the blocking pool (the servers under test run on the test's runtime) and
+/// fails the test if it fails.
+pub async fn skopeo(args: &[&str]) {
+    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("skopeo").args(&owned).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "skopeo {}: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Uploads `data` to `origin` under `namespace` (a client's upload) and returns its digest.
+pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
+    let digest = Digest::sha256_of(data);
+    OriginClient::new()
+        .unwrap()
+        .upload_bytes(
+            &origin.local_addr().to_string(),
+            namespace,
+            &digest,
+            data.to_vec().into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    digest
 }

@@ -1,0 +1,341 @@
+//! The registry port: the allowed-CIDR check, Go Kraken's agent endpoints, and `/v2/`.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use kraken_core::{BlobStatus, Digest};
+use kraken_p2p::http_server::ConnectionInfo;
+use kraken_p2p::tracker::api::decode_segment;
+
+use super::preload::preload;
+use super::state::AgentState;
+use crate::build_index::TagName;
+use crate::error::error_chain;
+use crate::http::{Body, body, text};
+use crate::oci::{ApiError, ErrorCode, StorageError};
+
+pub(crate) async fn handle(state: Arc<AgentState>, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    match (&method, path.as_str()) {
+        // Probes answer everyone: they reveal nothing and kubelets probe from the node's IP.
+        (&Method::GET, "/health") => return health(&state).await,
+        (&Method::GET, "/readiness") => return readiness(&state).await,
+        _ => {}
+    }
+    let remote = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| info.remote.ip());
+    if !remote.is_some_and(|ip| state.config.allowed_cidrs.iter().any(|c| c.contains(ip))) {
+        let who = remote.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        tracing::debug!(client = %who, %path, "refused: not in allowed_cidrs");
+        return api_error(&ApiError::new(
+            ErrorCode::Denied,
+            format!("client {who} is not in the agent's allowed_cidrs"),
+        ));
+    }
+    if path == "/v2" || path.starts_with("/v2/") {
+        let request = if state.config.ns_as_prefix {
+            with_ns_prefix(request)
+        } else {
+            request
+        };
+        return state.oci.handle(request).await;
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["tags", rest @ ..]) if !rest.is_empty() => {
+            let tag = match tag_name(rest) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            match state.storage.resolve_tag(&tag).await {
+                Ok(Some(digest)) => text(StatusCode::OK, &digest.to_string()),
+                Ok(None) => text(StatusCode::NOT_FOUND, &format!("tag {tag} not found")),
+                Err(e) => failure(&e),
+            }
+        }
+        (&Method::GET, ["namespace", ns, "blobs", digest]) => {
+            let Some(namespace) = decode_segment(ns) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "invalid percent-encoding of the namespace",
+                );
+            };
+            let digest = match blob_digest(digest) {
+                Ok(digest) => digest,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            namespace_blob(&state, &namespace, &digest).await
+        }
+        (&Method::DELETE, ["blobs", digest]) => {
+            let digest = match blob_digest(digest) {
+                Ok(digest) => digest,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            delete_blob(&state, digest).await
+        }
+        (&Method::GET, ["preload", "tags", rest @ ..]) if !rest.is_empty() => {
+            let tag = match tag_name(rest) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            let limits = &state.config.limits;
+            match preload(
+                &state.storage,
+                &tag,
+                limits.preload_max_manifests,
+                limits.preload_concurrency,
+            )
+            .await
+            {
+                Ok(Some(report)) => json(&report),
+                Ok(None) => text(StatusCode::NOT_FOUND, &format!("tag {tag} not found")),
+                Err(e) if e.is_not_found() => text(StatusCode::NOT_FOUND, &error_chain(&e)),
+                Err(e) => failure(&e),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// `200 OK` when the node's actor answers within the probe timeout, else `500`.
+async fn health(state: &AgentState) -> Response<Body> {
+    match tokio::time::timeout(
+        state.config.limits.probe_timeout,
+        state.storage.node().ping(),
+    )
+    .await
+    {
+        Ok(Ok(())) => text(StatusCode::OK, "OK"),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("node: {e}")),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "node: no answer"),
+    }
+}
+
+/// `200 OK` when the node answers, a build-index is ready and a tracker is healthy, all
+/// checked at once; else `503` listing what failed.
+async fn readiness(state: &AgentState) -> Response<Body> {
+    let timeout = state.config.limits.probe_timeout;
+    let node = async {
+        match tokio::time::timeout(timeout, state.storage.node().ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("node: {e}")),
+            Err(_) => Err("node: no answer".to_owned()),
+        }
+    };
+    let build_index = any_ready(
+        state,
+        "build-index",
+        state
+            .config
+            .build_index
+            .iter()
+            .map(|a| format!("{}://{a}/readiness", state.scheme))
+            .collect(),
+    );
+    let tracker = any_ready(
+        state,
+        "tracker",
+        state
+            .config
+            .trackers
+            .iter()
+            .map(|t| format!("{}/health", t.trim_end_matches('/')))
+            .collect(),
+    );
+    let (node, build_index, tracker) = tokio::join!(node, build_index, tracker);
+    let failures: Vec<String> = [node, build_index, tracker]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        text(StatusCode::OK, "OK")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, &failures.join("\n"))
+    }
+}
+
+/// `Ok` when one of `urls` answers `200` within the probe timeout.
+async fn any_ready(state: &AgentState, what: &str, urls: Vec<String>) -> Result<(), String> {
+    let timeout = state.config.limits.probe_timeout;
+    let probes = urls.into_iter().map(|url| async move {
+        let answer = tokio::time::timeout(timeout, state.probe.get(&url).send()).await;
+        match answer {
+            Ok(Ok(response)) if response.status() == StatusCode::OK => Ok(()),
+            Ok(Ok(response)) => Err(format!("{url}: {}", response.status())),
+            Ok(Err(e)) => Err(format!("{url}: {}", error_chain(&e))),
+            Err(_) => Err(format!("{url}: no answer")),
+        }
+    });
+    let results = futures::future::join_all(probes).await;
+    if results.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    let reasons: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    Err(format!("{what}: {}", reasons.join("; ")))
+}
+
+/// Go Kraken's blob download: the whole blob, streamed as it arrives (Go blocks until the
+/// download ends).
+async fn namespace_blob(state: &AgentState, namespace: &str, digest: &Digest) -> Response<Body> {
+    let storage = &state.storage;
+    let size = match storage.blob_size(namespace, digest).await {
+        Ok(size) => size,
+        Err(e) if e.is_not_found() => return text(StatusCode::NOT_FOUND, &error_chain(&e)),
+        Err(e) => return failure(&e),
+    };
+    let stream = match storage.blob_stream(namespace, digest, None).await {
+        Ok(stream) => stream,
+        Err(e) if e.is_not_found() => return text(StatusCode::NOT_FOUND, &error_chain(&e)),
+        Err(e) => return failure(&e),
+    };
+    let mut response = Response::new(body::stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+/// Drops a blob from the local cache (and from the swarm).
+async fn delete_blob(state: &AgentState, digest: Digest) -> Response<Body> {
+    let node = state.storage.node();
+    let store = node.store().clone();
+    if store.status(&digest) == BlobStatus::Downloading {
+        return text(StatusCode::CONFLICT, &format!("{digest} is downloading"));
+    }
+    node.unseed(&digest);
+    let deleted = tokio::task::spawn_blocking(move || store.delete(&digest)).await;
+    match deleted {
+        Ok(Ok(true)) => text(StatusCode::OK, ""),
+        Ok(Ok(false)) => text(StatusCode::NOT_FOUND, &format!("{digest} is not cached")),
+        Ok(Err(kraken_core::Error::Pinned(_))) => {
+            text(StatusCode::CONFLICT, &format!("{digest} is pinned"))
+        }
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &error_chain(&e)),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "delete task failed"),
+    }
+}
+
+/// A `repo:tag` (or why not: a `400`'s reason) from the path segments after the endpoint's prefix: slashes as written or
+/// percent-encoded (`library%2Fubuntu%3A22.04`, as Go Kraken sends them).
+fn tag_name(segments: &[&str]) -> Result<TagName, String> {
+    let joined = segments.join("/");
+    let decoded =
+        decode_segment(&joined).ok_or_else(|| "invalid percent-encoding of the tag".to_owned())?;
+    decoded.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+/// A digest as Go Kraken's agent takes it: `sha256:<hex>` or a bare hex.
+fn blob_digest(segment: &str) -> Result<Digest, String> {
+    let decoded = decode_segment(segment).unwrap_or_default();
+    let full = if decoded.contains(':') {
+        decoded
+    } else {
+        format!("sha256:{decoded}")
+    };
+    full.parse()
+        .map_err(|e: kraken_core::DigestError| e.to_string())
+}
+
+/// With `ns_as_prefix`: `/v2/<name>/…?ns=<registry>` becomes `/v2/<registry>/<name>/…`.
+fn with_ns_prefix<B>(mut request: Request<B>) -> Request<B> {
+    let uri = request.uri();
+    let Some(query) = uri.query() else {
+        return request;
+    };
+    let ns = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ns="))
+        .and_then(decode_segment)
+        .filter(|ns| !ns.is_empty());
+    let (Some(ns), Some(rest)) = (ns, uri.path().strip_prefix("/v2/")) else {
+        return request;
+    };
+    if rest.is_empty() || rest == "_catalog" {
+        return request;
+    }
+    let rewritten = format!("/v2/{ns}/{rest}?{query}");
+    match rewritten.parse::<Uri>() {
+        Ok(uri) => *request.uri_mut() = uri,
+        // An `ns` that cannot be in a path: the handler answers for the name as sent.
+        Err(_) => tracing::debug!(%ns, "ns cannot prefix a path; ignored"),
+    }
+    request
+}
+
+fn api_error(error: &ApiError) -> Response<Body> {
+    let mut response = Response::new(body::full(error.to_json()));
+    *response.status_mut() = error.status();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn failure(error: &StorageError) -> Response<Body> {
+    let message = error_chain(error);
+    tracing::warn!(error = %message, "agent request failed");
+    text(StatusCode::INTERNAL_SERVER_ERROR, &message)
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(body::full(bytes));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_and_tags_parse_as_go_kraken_sends_them() {
+        let hex = "a".repeat(64);
+        let digest: Digest = format!("sha256:{hex}").parse().unwrap();
+        assert_eq!(blob_digest(&hex).unwrap(), digest);
+        assert_eq!(blob_digest(&format!("sha256%3A{hex}")).unwrap(), digest);
+        assert!(blob_digest("zz").is_err());
+        assert!(blob_digest("%zz").is_err());
+        let tag = tag_name(&["library%2Fubuntu%3A22.04"]).unwrap();
+        assert_eq!(tag.as_str(), "library/ubuntu:22.04");
+        let tag = tag_name(&["library", "ubuntu:22.04"]).unwrap();
+        assert_eq!(tag.repository(), "library/ubuntu");
+        assert!(tag_name(&["no-tag"]).is_err());
+    }
+
+    #[test]
+    fn ns_prefixes_the_repository_of_v2_paths_only() {
+        let rewrite = |uri: &str| {
+            let request = Request::builder().uri(uri).body(()).unwrap();
+            with_ns_prefix(request).uri().to_string()
+        };
+        assert_eq!(
+            rewrite("/v2/library/alpine/manifests/3?ns=docker.io"),
+            "/v2/docker.io/library/alpine/manifests/3?ns=docker.io"
+        );
+        assert_eq!(
+            rewrite("/v2/a/blobs/sha256:00?x=1&ns=registry.local"),
+            "/v2/registry.local/a/blobs/sha256:00?x=1&ns=registry.local"
+        );
+        for unchanged in [
+            "/v2/a/manifests/3",
+            "/v2/?ns=docker.io",
+            "/v2/_catalog?ns=docker.io",
+            "/v2/a/manifests/3?ns=",
+            "/v2/a/manifests/3?ns=%zz",
+        ] {
+            assert_eq!(rewrite(unchanged), unchanged);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Address ranges in CIDR notation, for the registry port's allowed clients (what Go Kraken's
+//! nginx `allow`/`deny` lines do).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A range of IP addresses: `10.0.0.0/8`, `fd00::/8`, or a bare address for one host.
+/// IPv4 clients that reach an IPv6 listener as IPv4-mapped addresses (`::ffff:10.0.0.1`)
+/// match IPv4 ranges.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// Why a CIDR did not parse.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[error("invalid CIDR {input:?}: {reason}")]
+pub struct CidrError {
+    input: String,
+    reason: &'static str,
+}
+
+impl Cidr {
+    /// `127.0.0.0/8`.
+    pub const LOOPBACK_V4: Self = Self {
+        network: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+        prefix: 8,
+    };
+    /// `::1/128`.
+    pub const LOOPBACK_V6: Self = Self {
+        network: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        prefix: 128,
+    };
+
+    /// The range of `prefix` leading bits of `address` (the other bits are cleared).
+    /// `None` when `prefix` is longer than the address.
+    pub fn new(address: IpAddr, prefix: u8) -> Option<Self> {
+        let network = match address {
+            IpAddr::V4(a) if prefix <= 32 => {
+                IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask_v4(prefix)))
+            }
+            IpAddr::V6(a) if prefix <= 128 => {
+                IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask_v6(prefix)))
+            }
+            _ => return None,
+        };
+        Some(Self { network, prefix })
+    }
+
+    /// Whether `address` is in the range.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.network, address.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => a.to_bits() & mask_v4(self.prefix) == net.to_bits(),
+            (IpAddr::V6(net), IpAddr::V6(a)) => a.to_bits() & mask_v6(self.prefix) == net.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn mask_v6(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let error = |reason| CidrError {
+            input: s.chars().take(64).collect(),
+            reason,
+        };
+        let (address, prefix) = match s.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (s.trim(), None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| error("not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| error("prefix too long"))?
+            }
+            Some(_) => return Err(error("the prefix length is not a number")),
+        };
+        Self::new(address, prefix).ok_or_else(|| error("prefix longer than the address"))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_match_their_addresses_only() {
+        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("10.1.255.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped");
+        assert!(!net.contains(ip("fd00::1")));
+        let host: Cidr = "127.0.0.1".parse().unwrap();
+        assert_eq!(host.to_string(), "127.0.0.1/32");
+        assert!(host.contains(ip("127.0.0.1")) && !host.contains(ip("127.0.0.5")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("::2")));
+        // Host bits are cleared.
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        assert!(Cidr::LOOPBACK_V6.contains(ip("::1")));
+        assert!(Cidr::LOOPBACK_V4.contains(ip("127.0.0.5")));
+        assert!("::/0".parse::<Cidr>().unwrap().contains(ip("::1")));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "x/8",
+            "10.0.0.0/8/8",
+            "10.0.0.0/999",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The agent's settings, as loaded from a TOML file by `kraken agent --config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kraken_core::ByteSize;
+use kraken_p2p::swarm::SwarmConfig;
+use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
+use serde::{Deserialize, Serialize};
+
+use super::cidr::Cidr;
+use crate::error::{Error, Result};
+
+/// Settings of an [`Agent`](super::Agent).
+///
+/// ```toml
+/// listen = "0.0.0.0:16000"
+/// peer_listen = "0.0.0.0:16001"
+/// peer_advertise = "10.0.0.7:16001"
+/// data_dir = "/var/cache/kraken/agent"
+/// trackers = ["http://tracker-1:15003", "http://tracker-2:15003"]
+/// build_index = ["build-index-1:15004", "build-index-2:15004"]
+/// allowed_cidrs = ["127.0.0.0/8", "::1/128", "172.17.0.1/32", "10.0.0.0/8"]
+///
+/// [p2p]
+/// ingress_rate = "200MiB"
+/// egress_rate = "100MiB"
+///
+/// [cleanup]
+/// high_watermark = "50GiB"
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address of the registry port: the OCI pull API (`/v2/…`) and the agent's own
+    /// endpoints (`/health`, `/readiness`, `/tags/…`, `/namespace/…`, `/blobs/…`,
+    /// `/preload/…`). Required.
+    pub listen: SocketAddr,
+    /// Address the P2P peer listener binds. Default: `listen`'s IP, any port.
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address announced to the tracker, where other peers reach this agent. Default: the
+    /// peer listener's address (which must then not be a wildcard address).
+    #[serde(default)]
+    pub peer_advertise: Option<SocketAddr>,
+    /// Directory of the blob cache (`blobs/`) and of the handler's scratch space. Required.
+    pub data_dir: PathBuf,
+    /// Trackers (`http://host:port`): each blob meets at the first in its rendezvous order
+    /// that answers. Required, at least one.
+    pub trackers: Vec<String>,
+    /// Build-indexes of the cluster (`host:port`), tried in order. Required, at least one.
+    pub build_index: Vec<String>,
+    /// Clients allowed on the registry port, as CIDRs (`10.0.0.0/8`, `::1/128`, or a bare
+    /// address for one host). Replaces the default, so list loopback if it is wanted.
+    /// `/health` and `/readiness` answer everyone. Default: `127.0.0.0/8` and `::1/128`.
+    #[serde(default = "defaults::allowed_cidrs")]
+    pub allowed_cidrs: Vec<Cidr>,
+    /// Serve a containerd mirror request (`?ns=<registry>`) from repository
+    /// `<registry>/<name>` instead of `<name>`, for clusters that push mirrored images under
+    /// their upstream registry's name. The `ns` value must then be a valid repository
+    /// component (a host name without a port). Default: false (`ns` is ignored).
+    #[serde(default)]
+    pub ns_as_prefix: bool,
+    /// The P2P node: rates and scheduler limits.
+    #[serde(default)]
+    pub p2p: P2pConfig,
+    /// Removing blobs from the local cache.
+    #[serde(default)]
+    pub cleanup: CleanupConfig,
+    /// Bounds on what one request may ask or cause.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// TLS on the registry port. Default: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS toward trackers and build-indexes (pinned CA, this agent's client certificate).
+    /// Default: plain HTTP.
+    #[serde(default)]
+    pub client_tls: Option<ClientTlsConfig>,
+}
+
+impl AgentConfig {
+    /// A config with defaults for everything but the listen address, data directory,
+    /// trackers and build-indexes.
+    pub fn new(
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        trackers: Vec<String>,
+        build_index: Vec<String>,
+    ) -> Self {
+        Self {
+            listen,
+            peer_listen: None,
+            peer_advertise: None,
+            data_dir: data_dir.into(),
+            trackers,
+            build_index,
+            allowed_cidrs: defaults::allowed_cidrs(),
+            ns_as_prefix: false,
+            p2p: P2pConfig::default(),
+            cleanup: CleanupConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: None,
+            client_tls: None,
+        }
+    }
+
+    /// Checks the values that have no sensible meaning.
+    pub fn validate(&self) -> Result<()> {
+        if self.trackers.is_empty() {
+            return Err(Error::Config(
+                "trackers: at least one tracker is needed".into(),
+            ));
+        }
+        if self.build_index.is_empty() {
+            return Err(Error::Config(
+                "build_index: at least one build-index is needed".into(),
+            ));
+        }
+        if self.limits.preload_concurrency == 0 {
+            return Err(Error::Config(
+                "limits.preload_concurrency must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The agent's P2P node.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Most bytes per second sent to all peers together. Default: unlimited.
+    pub egress_rate: Option<ByteSize>,
+    /// Most bytes per second received from all peers together. Default: unlimited.
+    pub ingress_rate: Option<ByteSize>,
+    /// Time allowed to open a connection to a peer. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub dial_timeout: Duration,
+    /// How long a download, and a `HEAD` whose blob an origin is still fetching from its
+    /// backend, wait for the blob's metainfo. Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_timeout: Duration,
+    /// The scheduler's settings (connections per torrent, pipelining, timeouts).
+    pub swarm: SwarmConfig,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            egress_rate: None,
+            ingress_rate: None,
+            dial_timeout: Duration::from_secs(5),
+            metainfo_timeout: Duration::from_secs(60),
+            swarm: SwarmConfig::default(),
+        }
+    }
+}
+
+/// Removing blobs from the local cache.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleanupConfig {
+    /// How often a cleanup pass runs. Default: 5m.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Blobs not read for this long are removed; `None` keeps them. Default: 6h.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Option<Duration>,
+    /// Above this many bytes, least recently used blobs are removed. Default: none.
+    pub high_watermark: Option<ByteSize>,
+    /// Watermark cleanup stops at this many bytes. Default: 90% of `high_watermark`.
+    pub low_watermark: Option<ByteSize>,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            idle_ttl: Some(Duration::from_secs(6 * 3600)),
+            high_watermark: None,
+            low_watermark: None,
+        }
+    }
+}
+
+/// Bounds on what one request may ask or cause.
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest manifest served or walked; a larger one fails (`500`). At most 4MiB, the
+    /// parser's own bound. Default: 4MiB.
+    pub max_manifest: ByteSize,
+    /// Most manifests one preload reads (an index, its children). Default: 256.
+    pub preload_max_manifests: usize,
+    /// Blobs one preload downloads at once. Default: 4.
+    pub preload_concurrency: usize,
+    /// Time allowed to each health check of `/readiness`. Default: 3s.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_manifest: ByteSize(crate::oci::manifest::MAX_MANIFEST_SIZE as u64),
+            preload_max_manifests: 256,
+            preload_concurrency: 4,
+            probe_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+mod defaults {
+    use super::Cidr;
+
+    pub(super) fn allowed_cidrs() -> Vec<Cidr> {
+        vec![Cidr::LOOPBACK_V4, Cidr::LOOPBACK_V6]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_loads_with_defaults_and_unknown_keys_are_refused() {
+        let example = r#"
+            listen = "0.0.0.0:16000"
+            peer_listen = "0.0.0.0:16001"
+            peer_advertise = "10.0.0.7:16001"
+            data_dir = "/var/cache/kraken/agent"
+            trackers = ["http://tracker-1:15003", "http://tracker-2:15003"]
+            build_index = ["build-index-1:15004", "build-index-2:15004"]
+            allowed_cidrs = ["127.0.0.0/8", "::1/128", "172.17.0.1/32", "10.0.0.0/8"]
+
+            [p2p]
+            ingress_rate = "200MiB"
+            egress_rate = "100MiB"
+
+            [cleanup]
+            high_watermark = "50GiB"
+        "#;
+        let config: AgentConfig = toml::from_str(example).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.allowed_cidrs.len(), 4);
+        assert_eq!(config.p2p.ingress_rate, Some(ByteSize(200 << 20)));
+        assert_eq!(config.p2p.metainfo_timeout, Duration::from_secs(60));
+        assert_eq!(config.cleanup.high_watermark, Some(ByteSize(50 << 30)));
+        assert_eq!(config.limits.preload_concurrency, 4);
+        assert!(!config.ns_as_prefix);
+
+        let minimal: AgentConfig = toml::from_str(
+            "listen = \"127.0.0.1:16000\"\ndata_dir = \"d\"\ntrackers = [\"http://t:1\"]\nbuild_index = [\"b:1\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            minimal.allowed_cidrs,
+            [Cidr::LOOPBACK_V4, Cidr::LOOPBACK_V6]
+        );
+        assert!(toml::from_str::<AgentConfig>(&format!("bogus = 1\n{example}")).is_err());
+        assert!(
+            toml::from_str::<AgentConfig>(&example.replace("10.0.0.0/8", "10.0.0.0/33")).is_err()
+        );
+        let mut none = minimal.clone();
+        none.trackers.clear();
+        assert!(none.validate().is_err());
+    }
+}

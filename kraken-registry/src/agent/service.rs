@@ -1,0 +1,197 @@
+//! [`Agent`]: assembles the blob cache, P2P node, storage, `/v2/` handler and listener, and
+//! runs cache cleanup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kraken_core::{BlobStore, StoreConfig};
+use kraken_p2p::node::{Node, NodeConfig};
+use kraken_p2p::tracker::{Tracker, TrackerPool};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::api;
+use super::config::AgentConfig;
+use super::state::AgentState;
+use super::storage::AgentStorage;
+use crate::build_index::BuildIndexClient;
+use crate::error::{Error, Result};
+use crate::http::serve;
+use crate::oci::{OciConfig, OciHandler};
+use crate::origin::eviction_loop;
+
+/// Builds an [`Agent`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until spawned"]
+pub struct AgentBuilder {
+    config: AgentConfig,
+    tracker: Option<Arc<dyn Tracker>>,
+}
+
+impl AgentBuilder {
+    /// Uses `tracker` instead of a pool of [`AgentConfig::trackers`] for downloads and blob
+    /// sizes (for embedders and tests). `/readiness` still probes the configured trackers.
+    pub fn tracker(mut self, tracker: Arc<dyn Tracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// Opens the blob cache, starts the P2P node, binds the registry port and starts
+    /// serving.
+    pub async fn spawn(self) -> Result<Agent> {
+        let config = self.config;
+        config.validate()?;
+        let client_tls = config
+            .client_tls
+            .as_ref()
+            .map(|tls| tls.load())
+            .transpose()?;
+        let server_tls = config.tls.as_ref().map(|tls| tls.load()).transpose()?;
+        let tracker: Arc<dyn Tracker> = match self.tracker {
+            Some(tracker) => tracker,
+            None => Arc::new(TrackerPool::with_tls(
+                &config.trackers,
+                client_tls.as_ref(),
+            )?),
+        };
+        let store = {
+            let mut store_config = StoreConfig::default();
+            store_config.idle_ttl = config.cleanup.idle_ttl;
+            store_config.high_watermark = config.cleanup.high_watermark;
+            store_config.low_watermark = config.cleanup.low_watermark;
+            let root = config.data_dir.join("blobs");
+            tokio::task::spawn_blocking(move || BlobStore::open_with_config(root, store_config))
+                .await
+                .map_err(|_| Error::Internal("startup task failed"))??
+        };
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let mut node_config = NodeConfig::default();
+        node_config.listen = config
+            .peer_listen
+            .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
+        node_config.advertise = config.peer_advertise;
+        node_config.egress_rate = config.p2p.egress_rate;
+        node_config.ingress_rate = config.p2p.ingress_rate;
+        node_config.dial_timeout = config.p2p.dial_timeout;
+        node_config.metainfo_timeout = config.p2p.metainfo_timeout;
+        node_config.swarm = config.p2p.swarm.clone();
+        let node = Node::builder(node_config)
+            .store(store)
+            .tracker(Arc::clone(&tracker))
+            .spawn()
+            .await?;
+        let build_index =
+            BuildIndexClient::with_tls(config.build_index.clone(), client_tls.as_ref())?;
+        let storage = Arc::new(
+            AgentStorage::new(node.clone(), tracker, build_index)
+                .with_max_manifest(config.limits.max_manifest.bytes())
+                .with_metainfo_timeout(config.p2p.metainfo_timeout),
+        );
+        // Pushes are refused before an upload starts; the directory stays empty.
+        let oci_config = OciConfig::new(config.data_dir.join("uploads"));
+        let oci = OciHandler::new(storage.clone(), oci_config)?;
+        let state = Arc::new(AgentState {
+            probe: crate::http::client(client_tls.as_ref())?,
+            scheme: if client_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            config,
+            storage,
+            oci,
+        });
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(cleanup_loop(Arc::clone(&state), shutdown.clone()));
+        tasks.spawn(serve(
+            "agent",
+            listener,
+            server_tls,
+            Arc::clone(&state),
+            api::handle,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(
+            addr = %local_addr,
+            peer_addr = %node.advertise_addr(),
+            "agent started"
+        );
+        Ok(Agent {
+            state,
+            node,
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// A running agent: the OCI pull API and Go Kraken's agent endpoints on the registry port,
+/// downloading over P2P and seeding what it holds. See the [module docs](super).
+#[derive(Debug)]
+pub struct Agent {
+    state: Arc<AgentState>,
+    node: Node,
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Agent {
+    /// A builder with `config`.
+    pub fn builder(config: AgentConfig) -> AgentBuilder {
+        AgentBuilder {
+            config,
+            tracker: None,
+        }
+    }
+
+    /// Starts an agent with `config`.
+    pub async fn spawn(config: AgentConfig) -> Result<Self> {
+        Self::builder(config).spawn().await
+    }
+
+    /// The address of the registry port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the P2P peer listener, as announced to the tracker.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.node.advertise_addr()
+    }
+
+    /// The P2P node (its blob cache is [`Node::store`]).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The registry storage behind `/v2/`.
+    pub fn storage(&self) -> &Arc<AgentStorage> {
+        &self.state.storage
+    }
+
+    /// Stops accepting requests, lets those in flight finish (up to 10 s), stops cleanup and
+    /// the P2P node, and returns when every task has ended.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.node.shutdown().await;
+    }
+}
+
+/// Evicts idle blobs and, above the high watermark, the least recently used ones.
+async fn cleanup_loop(state: Arc<AgentState>, shutdown: CancellationToken) {
+    let node = state.storage.node();
+    let store = node.store().clone();
+    let evict = move || store.evict(SystemTime::now());
+    // The seeding torrent holds the file open; closing it frees the space.
+    let evicted = |digest: &kraken_core::Digest| node.unseed(digest);
+    eviction_loop(state.config.cleanup.interval, shutdown, evict, evicted).await;
+}

@@ -1,0 +1,18 @@
+//! What the agent's request handlers share.
+
+use std::sync::Arc;
+
+use super::config::AgentConfig;
+use super::storage::AgentStorage;
+use crate::oci::OciHandler;
+
+#[derive(Debug)]
+pub(crate) struct AgentState {
+    pub(crate) config: AgentConfig,
+    pub(crate) storage: Arc<AgentStorage>,
+    pub(crate) oci: OciHandler,
+    /// The client of `/readiness` probes of build-indexes and trackers.
+    pub(crate) probe: reqwest::Client,
+    /// `http`, or `https` with `client_tls`: how build-indexes are reached.
+    pub(crate) scheme: &'static str,
+}

@@ -1,0 +1,577 @@
+//! Agents on loopback in front of a real cluster — an origin on a filesystem backend, a
+//! tracker that asks the origin for metainfo, a build-index — pulled from with a real HTTP
+//! client following the OCI flow, and with skopeo.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
+use kraken_core::{BlobStatus, ByteSize, Digest};
+use kraken_p2p::tracker::{TrackerConfig, TrackerServer, TrackerService};
+use kraken_registry::agent::{Agent, AgentConfig};
+use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
+use kraken_registry::origin::{ClusterConfig, MembersConfig, Origin, OriginMetaInfoSource};
+use reqwest::StatusCode;
+use support::{blob_bytes, free_addr, origin_config};
+
+const REPO: &str = "library/app";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// An origin, a tracker over it, a build-index, and agents on 127.0.0.2, 127.0.0.3, ….
+struct Cluster {
+    _dir: tempfile::TempDir,
+    tracker: Option<TrackerServer>,
+    origin: Origin,
+    build_index: BuildIndex,
+    agents: Vec<Agent>,
+}
+
+impl Cluster {
+    /// Starts the cluster with `agents` agents, each config adjusted by `configure`.
+    async fn start(agents: u8, configure: impl Fn(usize, &mut AgentConfig)) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let origin_addr = free_addr("127.0.0.1");
+        let mut cluster = ClusterConfig::default();
+        cluster.members = MembersConfig::Static(vec![origin_addr.to_string()]);
+        cluster.refresh_interval = Duration::from_millis(200);
+        let source = OriginMetaInfoSource::start(cluster).await.unwrap();
+        let service =
+            TrackerService::new(TrackerConfig::default()).with_metainfo_source(Arc::new(source));
+        let tracker = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(service))
+            .await
+            .unwrap();
+        let tracker_url = format!("http://{}", tracker.local_addr());
+
+        let mut config = origin_config(origin_addr, &[origin_addr], &dir.path().join("origin"));
+        config.backends = BackendsConfig::new(vec![RouteConfig::new(
+            ".*",
+            BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
+        )]);
+        config.tracker = Some(tracker_url.clone());
+        let origin = Origin::spawn(config).await.unwrap();
+
+        let mut config = BuildIndexConfig::new(free_addr("127.0.0.1"), dir.path().join("bi"));
+        config.origins.members = MembersConfig::Static(vec![origin_addr.to_string()]);
+        let build_index = BuildIndex::spawn(config).await.unwrap();
+
+        let mut started = Vec::new();
+        for i in 0..agents {
+            let mut config = AgentConfig::new(
+                format!("127.0.0.{}:0", i + 2).parse().unwrap(),
+                dir.path().join(format!("agent-{i}")),
+                vec![tracker_url.clone()],
+                vec![build_index.local_addr().to_string()],
+            );
+            config.p2p.metainfo_timeout = Duration::from_secs(5);
+            configure(usize::from(i), &mut config);
+            started.push(Agent::spawn(config).await.unwrap());
+        }
+        Self {
+            _dir: dir,
+            tracker: Some(tracker),
+            origin,
+            build_index,
+            agents: started,
+        }
+    }
+
+    /// Uploads `data` to the origin under the repository's namespace.
+    async fn upload(&self, data: &[u8]) -> Digest {
+        support::upload(&self.origin, REPO, data).await
+    }
+
+    /// Uploads a two-layer image (layers of `sizes`) and points `tag` at it.
+    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+        let layers = vec![blob_bytes(sizes[0], seed), blob_bytes(sizes[1], seed + 1)];
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| Digest::sha256_of(l).to_string())
+            .collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "config": {"Labels": {"seed": seed.to_string()}},
+        }))
+        .unwrap();
+        let descriptor = |media_type: &str, data: &[u8]| {
+            serde_json::json!({
+                "mediaType": media_type,
+                "digest": Digest::sha256_of(data).to_string(),
+                "size": data.len(),
+            })
+        };
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": layers
+                .iter()
+                .map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        for blob in layers.iter().chain([&config, &manifest]) {
+            self.upload(blob).await;
+        }
+        let image = Image {
+            digest: Digest::sha256_of(&manifest),
+            manifest,
+            config,
+            layers,
+        };
+        self.tag(tag, &image.digest).await;
+        image
+    }
+
+    async fn tag(&self, tag: &str, digest: &Digest) {
+        BuildIndexClient::new([self.build_index.local_addr().to_string()])
+            .unwrap()
+            .put_tag(&TagName::new(REPO, tag).unwrap(), digest, false)
+            .await
+            .unwrap();
+    }
+
+    fn base(&self, agent: usize) -> String {
+        format!("http://{}", self.agents[agent].local_addr())
+    }
+
+    async fn shutdown(mut self) {
+        for agent in self.agents.drain(..) {
+            agent.shutdown().await;
+        }
+        self.build_index.shutdown().await;
+        self.origin.shutdown().await;
+        if let Some(tracker) = self.tracker.take() {
+            tracker.shutdown().await;
+        }
+    }
+}
+
+struct Image {
+    manifest: Vec<u8>,
+    digest: Digest,
+    config: Vec<u8>,
+    layers: Vec<Vec<u8>>,
+}
+
+/// A client whose connections leave from `ip`.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The body as JSON.
+async fn json(response: reqwest::Response) -> serde_json::Value {
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// The status and first error code of an OCI error answer.
+async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body = json(response).await;
+    (
+        status,
+        body["errors"][0]["code"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Pulls `repo:tag` as containerd does: HEAD the tag, GET the manifest by digest, then the
+/// config and layers; checks every digest and returns the manifest's.
+async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) -> Digest {
+    let head = client
+        .head(format!("{base}/v2/{REPO}/manifests/{tag}"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let digest: Digest = header(&head, "docker-content-digest").parse().unwrap();
+    let manifest = client
+        .get(format!("{base}/v2/{REPO}/manifests/{digest}"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), StatusCode::OK);
+    assert_eq!(header(&manifest, "content-type"), OCI_MANIFEST);
+    let bytes = manifest.bytes().await.unwrap();
+    assert_eq!(Digest::sha256_of(&bytes), digest);
+    assert_eq!(bytes, image.manifest);
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let mut blobs = vec![parsed["config"]["digest"].as_str().unwrap().to_owned()];
+    for layer in parsed["layers"].as_array().unwrap() {
+        blobs.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<&Vec<u8>> = [&image.config].into_iter().chain(&image.layers).collect();
+    for (blob, data) in blobs.iter().zip(expected) {
+        let response = client
+            .get(format!("{base}/v2/{REPO}/blobs/{blob}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{blob}");
+        assert_eq!(header(&response, "docker-content-digest"), *blob);
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(Digest::sha256_of(&bytes).to_string(), *blob);
+        assert_eq!(bytes, *data);
+    }
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agent_pulls_an_image_by_tag_and_head_downloads_nothing() {
+    let cluster = Cluster::start(2, |_, _| {}).await;
+    let image = cluster.push_image("v1", 1, [300_000, (1 << 20) + 7]).await;
+    let client = client_from("127.0.0.1");
+
+    // HEAD of a blob on agent B, before anything is pulled there: the size, no download.
+    let b = &cluster.agents[1];
+    let layer = Digest::sha256_of(&image.layers[1]);
+    let head = client
+        .head(format!("{}/v2/{REPO}/blobs/{layer}", cluster.base(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        header(&head, "content-length"),
+        image.layers[1].len().to_string()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.node().store().status(&layer), BlobStatus::Absent);
+    assert!(b.node().torrent_stats(&layer).await.is_none());
+
+    for agent in 0..2 {
+        assert_eq!(
+            pull(&client, &cluster.base(agent), "v1", &image).await,
+            image.digest
+        );
+        // The last bytes reach the client as the whole-blob check starts; then it is cached.
+        let store = cluster.agents[agent].node().store().clone();
+        support::eventually(Duration::from_secs(10), "the layer is cached", || async {
+            store.status(&layer)
+                == BlobStatus::Cached {
+                    length: image.layers[1].len() as u64,
+                }
+        })
+        .await;
+    }
+
+    let base = cluster.base(0);
+    // Through a containerd mirror: `?ns=docker.io` is ignored by default.
+    let mirrored = client
+        .get(format!("{base}/v2/{REPO}/manifests/v1?ns=docker.io"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirrored.status(), StatusCode::OK);
+    assert_eq!(
+        header(&mirrored, "docker-content-digest"),
+        image.digest.to_string()
+    );
+    let blob = client
+        .get(format!("{base}/v2/{REPO}/blobs/{layer}?ns=docker.io"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.bytes().await.unwrap(), image.layers[1]);
+
+    // A range of a cached blob.
+    let range = client
+        .get(format!("{base}/v2/{REPO}/blobs/{layer}"))
+        .header("range", "bytes=1000-299999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(range.bytes().await.unwrap(), image.layers[1][1000..300_000]);
+
+    // tags/list through the build-index.
+    let tags = json(
+        client
+            .get(format!("{base}/v2/{REPO}/tags/list"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tags, serde_json::json!({"name": REPO, "tags": ["v1"]}));
+
+    // Go Kraken's endpoints: the tag, and a blob by namespace (bare hex digest).
+    let tag = client
+        .get(format!("{base}/tags/library%2Fapp%3Av1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tag.status(), StatusCode::OK);
+    assert_eq!(tag.text().await.unwrap(), image.digest.to_string());
+    let config = Digest::sha256_of(&image.config);
+    let blob = client
+        .get(format!(
+            "{base}/namespace/library%2Fapp/blobs/{}",
+            config.hex()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), StatusCode::OK);
+    assert_eq!(blob.bytes().await.unwrap(), image.config);
+    let missing = Digest::sha256_of(b"nobody has this");
+    for path in [
+        format!("/namespace/library%2Fapp/blobs/{missing}"),
+        "/tags/library%2Fapp%3Anope".to_owned(),
+    ] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_streams_before_its_download_ends() {
+    // The agent receives at 1 MiB/s: a 3 MiB layer takes about three seconds.
+    let cluster = Cluster::start(1, |_, config| {
+        config.p2p.ingress_rate = Some(ByteSize(1 << 20));
+    })
+    .await;
+    let image = cluster.push_image("big", 2, [1000, 3 << 20]).await;
+    let layer = Digest::sha256_of(&image.layers[1]);
+    let store = cluster.agents[0].node().store().clone();
+    let mut response = client_from("127.0.0.1")
+        .get(format!("{}/v2/{REPO}/blobs/{layer}", cluster.base(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-length"), (3 << 20).to_string());
+    let first = response.chunk().await.unwrap().expect("a first chunk");
+    // The first bytes are here; the blob is not.
+    assert_eq!(store.status(&layer), BlobStatus::Downloading);
+    let mut received = first.to_vec();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.extend_from_slice(&chunk);
+    }
+    assert_eq!(Digest::sha256_of(&received), layer);
+    support::eventually(Duration::from_secs(10), "the layer is cached", || async {
+        matches!(store.status(&layer), BlobStatus::Cached { .. })
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
+    // Agent B lets in only 127.0.0.1.
+    let cluster = Cluster::start(2, |i, config| {
+        if i == 1 {
+            config.allowed_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        }
+    })
+    .await;
+    let v1 = cluster.push_image("latest", 3, [1000, 2000]).await;
+    let client = client_from("127.0.0.1");
+    let base = cluster.base(0);
+    let digest_of = |response: &reqwest::Response| header(response, "docker-content-digest");
+    let url = format!("{base}/v2/{REPO}/manifests/latest");
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(digest_of(&first), v1.digest.to_string());
+    // Re-pointed in the build-index: served at once.
+    let v2 = cluster.push_image("latest", 4, [1500, 2500]).await;
+    let second = client.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(digest_of(&second), v2.digest.to_string());
+    assert_eq!(second.bytes().await.unwrap(), v2.manifest);
+
+    let unknown = client
+        .get(format!("{base}/v2/{REPO}/manifests/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(unknown).await,
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
+    );
+    let missing = Digest::sha256_of(b"missing");
+    let unknown_blob = client
+        .head(format!("{base}/v2/{REPO}/blobs/{missing}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_blob.status(), StatusCode::NOT_FOUND);
+
+    // Writes: the agent is a pull cache.
+    let refused = [
+        client.post(format!("{base}/v2/{REPO}/blobs/uploads/")),
+        client
+            .put(format!("{base}/v2/{REPO}/manifests/v9"))
+            .header("content-type", OCI_MANIFEST)
+            .body(v1.manifest.clone()),
+        client.delete(format!("{base}/v2/{REPO}/manifests/{}", v1.digest)),
+        client.delete(format!("{base}/v2/{REPO}/blobs/{missing}")),
+    ];
+    for request in refused {
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::FORBIDDEN, "DENIED".into())
+        );
+    }
+    let catalog = client
+        .get(format!("{base}/v2/_catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(catalog).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".into())
+    );
+
+    // Allowed CIDRs on agent B: 127.0.0.5 is refused, except for the probes.
+    let stranger = client_from("127.0.0.5");
+    let b = cluster.base(1);
+    for path in ["/v2/", "/tags/library%2Fapp%3Alatest"] {
+        let response = stranger.get(format!("{b}{path}")).send().await.unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::FORBIDDEN, "DENIED".into()),
+            "{path}"
+        );
+    }
+    let health = stranger.get(format!("{b}/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let allowed = client.get(format!("{b}/v2/")).send().await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    // Agent A keeps the default (loopback): 127.0.0.5 is in 127.0.0.0/8.
+    let response = stranger.get(format!("{base}/v2/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preload_fills_the_cache_and_probes_see_the_cluster() {
+    let mut cluster = Cluster::start(1, |_, _| {}).await;
+    let image = cluster.push_image("v1", 5, [4000, 200_000]).await;
+    let client = client_from("127.0.0.1");
+    let base = cluster.base(0);
+    let store = cluster.agents[0].node().store().clone();
+    let blobs: Vec<Digest> = [&image.config]
+        .into_iter()
+        .chain(&image.layers)
+        .map(|b| Digest::sha256_of(b))
+        .collect();
+    assert!(blobs.iter().all(|d| store.status(d) == BlobStatus::Absent));
+
+    let preload = client
+        .get(format!("{base}/preload/tags/library%2Fapp%3Av1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preload.status(), StatusCode::OK);
+    let report = json(preload).await;
+    assert_eq!(report["digest"], image.digest.to_string());
+    assert_eq!(report["manifests"], 1);
+    assert_eq!(report["blobs"], 3);
+    for (digest, data) in blobs
+        .iter()
+        .zip([&image.config].into_iter().chain(&image.layers))
+    {
+        assert_eq!(
+            store.status(digest),
+            BlobStatus::Cached {
+                length: data.len() as u64
+            }
+        );
+    }
+    let unknown = client
+        .get(format!("{base}/preload/tags/library/app:nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    // DELETE drops a blob from the cache; a second time there is nothing to drop.
+    let url = format!("{base}/blobs/{}", blobs[1]);
+    assert_eq!(
+        client.delete(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(store.status(&blobs[1]), BlobStatus::Absent);
+    assert_eq!(
+        client.delete(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+
+    for path in ["/health", "/readiness"] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // Without the tracker the agent is not ready, and says why.
+    cluster.tracker.take().unwrap().shutdown().await;
+    let response = client
+        .get(format!("{base}/readiness"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with("tracker:"), "{body}");
+    let response = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_an_image_out_of_an_agent() {
+    if !support::skopeo_or_skip() {
+        return;
+    }
+    let cluster = Cluster::start(1, |_, _| {}).await;
+    let image = cluster.push_image("v1", 6, [5000, 70_000]).await;
+    let out = cluster._dir.path().join("out");
+    let addr: SocketAddr = cluster.agents[0].local_addr();
+    support::skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--preserve-digests",
+        &format!("docker://{addr}/{REPO}:v1"),
+        &format!("oci:{}:v1", out.display()),
+    ])
+    .await;
+    check_layout(&out, &image);
+    cluster.shutdown().await;
+}
+
+fn check_layout(out: &Path, image: &Image) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], image.digest.to_string());
+    for data in [&image.manifest, &image.config]
+        .into_iter()
+        .chain(&image.layers)
+    {
+        let digest = Digest::sha256_of(data);
+        let path = out.join("blobs/sha256").join(digest.hex());
+        let copied = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(copied, *data, "{digest}");
+    }
+}
