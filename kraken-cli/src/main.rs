@@ -5,6 +5,7 @@ mod bench;
 mod bench_origin;
 mod build_index;
 mod config;
+mod devcluster;
 mod metainfo;
 mod origin;
 mod p2p;
@@ -47,6 +48,9 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Run an agent: the OCI pull API on every host, downloading over P2P.
     Agent(agent::AgentArgs),
+    /// Run a whole cluster in one process on loopback (tracker, origin, build-index, proxy,
+    /// agents) with local-directory backends, on Go Kraken's devcluster ports.
+    Devcluster(devcluster::DevClusterArgs),
     /// Seed a file to the swarm until interrupted.
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file, verified.
@@ -71,6 +75,9 @@ fn main() -> ExitCode {
         }
         Command::Proxy(args) => p2p::runtime().and_then(|rt| rt.block_on(proxy::run(args))),
         Command::Agent(args) => p2p::runtime().and_then(|rt| rt.block_on(agent::run(args))),
+        Command::Devcluster(args) => {
+            p2p::runtime().and_then(|rt| rt.block_on(devcluster::run(args)))
+        }
         Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),

@@ -30,6 +30,7 @@
 
 pub mod agent;
 pub mod build_index;
+pub mod devcluster;
 mod durable;
 mod error;
 mod http;

@@ -1,0 +1,50 @@
+//! `kraken devcluster`: the whole cluster in one process on loopback.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kraken_registry::devcluster::{DevCluster, DevClusterConfig, PortPlan};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevClusterArgs {
+    /// Directory of every component's data and of the local-directory backends.
+    #[arg(long, default_value = "/tmp/kraken-devcluster")]
+    data_dir: PathBuf,
+    /// How many agents (pull endpoints).
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
+    /// Listen on free ports instead of Go Kraken's devcluster ports (15000–15004, 16000, …).
+    #[arg(long)]
+    ephemeral_ports: bool,
+    /// Print the addresses as one JSON object on stdout once everything listens.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
+    let mut config = DevClusterConfig::new(&args.data_dir);
+    config.agents = args.agents;
+    if args.ephemeral_ports {
+        config.ports = PortPlan::Ephemeral;
+    }
+    let cluster = DevCluster::start(config)
+        .await
+        .context("starting the devcluster")?;
+    eprint!("{}", cluster.describe());
+    eprintln!("Ctrl-C stops it.");
+    if args.json {
+        let a = cluster.addrs();
+        let addrs = serde_json::json!({
+            "proxy": a.proxy.to_string(),
+            "origin": a.origin.to_string(),
+            "tracker": a.tracker.to_string(),
+            "build_index": a.build_index.to_string(),
+            "agents": a.agents.iter().map(|(registry, _)| registry.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{addrs}");
+    }
+    crate::p2p::wait_for_signal().await?;
+    eprintln!("stopping");
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The end-to-end scenarios with real clients against `kraken devcluster`: pushes go to the
+//! proxy, pulls to the agents (blobs over P2P from the origin and each other). The same
+//! scenarios as `clients_distribution.rs`, which runs them against CNCF Distribution.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use support::common::{KRAKEN, Process};
+use support::containerd::Containerd;
+use support::docker::{Dockerd, DockerdOptions};
+use support::podman::Podman;
+use support::scenarios::{self, Endpoints};
+use support::skopeo::Skopeo;
+
+/// A `kraken devcluster` process on free ports with two agents.
+struct Cluster {
+    _process: Process,
+    _dir: tempfile::TempDir,
+    proxy: String,
+    agents: Vec<String>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(KRAKEN)
+            .args(["devcluster", "--ephemeral-ports", "--json", "--agents", "2"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kraken devcluster");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let process = Process(child);
+        let addrs: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+        Self {
+            _process: process,
+            _dir: dir,
+            proxy: addrs["proxy"].as_str().unwrap().to_owned(),
+            agents: addrs["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
+        }
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        let pulls: Vec<&str> = self.agents.iter().map(String::as_str).collect();
+        Endpoints::new(&self.proxy, &pulls)
+    }
+}
+
+/// Runs `scenario`, printing how long it took; panics with its error chain.
+fn timed<T>(name: &str, scenario: impl FnOnce() -> anyhow::Result<T>) -> T {
+    let started = Instant::now();
+    let result = scenario();
+    println!("{name}: {:.2?}", started.elapsed());
+    result.unwrap_or_else(|e| panic!("{name}: {e:?}"))
+}
+
+/// skopeo: a 3-layer image into the proxy and out of every agent; a multi-platform index;
+/// a tag pushed again is pulled new at once.
+#[test]
+fn skopeo_through_proxy_and_agents() {
+    if support::require("skopeo", "skopeo").is_none() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let endpoints = cluster.endpoints();
+    let skopeo = Skopeo::new();
+    timed("skopeo copy, 3 layers", || {
+        scenarios::skopeo_copy(&endpoints, &skopeo)
+    });
+    timed("multi-arch index", || {
+        scenarios::multi_arch(&endpoints, &skopeo)
+    });
+    timed("tag mutation", || {
+        scenarios::tag_mutation(&endpoints, &skopeo)
+    });
+}
+
+/// containerd pulls from an agent directly and through a hosts.toml mirror entry.
+#[test]
+fn containerd_pulls_from_agents() {
+    if !support::require_all(&[
+        ("skopeo", "skopeo"),
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+    ]) {
+        return;
+    }
+    let cluster = Cluster::start();
+    let endpoints = cluster.endpoints();
+    let skopeo = Skopeo::new();
+    let containerd = timed("containerd start", Containerd::start);
+    let pushed = timed("containerd pulls", || {
+        scenarios::containerd_pulls(&endpoints, &containerd, &skopeo)
+    });
+    if pushed.direct.runnable {
+        assert_eq!(pushed.run_output.as_deref().map(str::trim), Some("ran"));
+    }
+}
+
+/// The Docker engine pushes to the proxy and pulls from the agents, directly and through
+/// `registry-mirrors`.
+#[test]
+fn docker_pushes_to_the_proxy_and_pulls_from_agents() {
+    if !support::require_all(&[("dockerd", "docker.io"), ("docker", "docker.io")]) {
+        return;
+    }
+    let cluster = Cluster::start();
+    let endpoints = cluster.endpoints();
+    let options = DockerdOptions {
+        registry_mirrors: vec![format!("http://{}", cluster.agents[0])],
+    };
+    let dockerd = timed("dockerd start", || Dockerd::start(&options));
+    timed("docker push and pull", || {
+        scenarios::docker_push_pull(&endpoints, &dockerd)
+    });
+    timed("docker pull through registry-mirrors", || {
+        scenarios::docker_mirror_pull(&endpoints.push, &dockerd)
+    });
+}
+
+/// podman pulls from the agents, directly and through a `registries.conf` mirror.
+#[test]
+fn podman_pulls_from_agents() {
+    if !support::require_all(&[("podman", "podman"), ("skopeo", "skopeo")]) {
+        return;
+    }
+    let cluster = Cluster::start();
+    let endpoints = cluster.endpoints();
+    let skopeo = Skopeo::new();
+    let podman = Podman::new(&[("docker.io", cluster.agents[0].as_str())]).expect("podman storage");
+    timed("podman pull", || {
+        scenarios::podman_pull(&endpoints, &podman, &skopeo)
+    });
+    timed("podman pull through a registries.conf mirror", || {
+        scenarios::podman_mirror_pull(&endpoints.push, &podman, &skopeo)
+    });
+}
