@@ -105,10 +105,12 @@ impl DevCluster {
             )])
         };
         let tracker_url = format!("http://{}", ports.tracker);
-        let mut origins = ClusterConfig::default();
-        origins.members = MembersConfig::Static(vec![ports.origin.to_string()]);
-        origins.replicas = 1;
-        origins.refresh_interval = Duration::from_secs(2);
+        let origins = ClusterConfig {
+            members: MembersConfig::Static(vec![ports.origin.to_string()]),
+            replicas: 1,
+            refresh_interval: Duration::from_secs(2),
+            ..ClusterConfig::default()
+        };
 
         let mut origin_config = OriginConfig::new(ports.origin, dir.join("origin"));
         origin_config.peer_listen = Some(ports.origin_peer);
