@@ -182,7 +182,7 @@ impl BuildIndexState {
 
     /// The newest record of `tag` here and at every neighbour that answers in time; a newer
     /// one from a neighbour replaces the local copy.
-    async fn newest_in_cluster(self: &Arc<Self>, tag: &TagName) -> Option<TagRecord> {
+    pub(crate) async fn newest_in_cluster(self: &Arc<Self>, tag: &TagName) -> Option<TagRecord> {
         let local = self.tags.get(&tag.to_string());
         let timeout = self.config.limits.neighbour_timeout;
         let asks = self.neighbours.iter().map(|neighbour| async move {

@@ -1,6 +1,8 @@
-//! Writing tags to the backend: the tag's current record, whatever version the task was
-//! queued for, so that a late task never puts an older digest over a newer one. A deleted
-//! tag is deleted from the backend. The value is Go Kraken's: the text `sha256:<hex>`.
+//! Writing tags to the backend: the tag's newest record in the cluster, whatever version the
+//! task was queued for, so that a late task never puts an older digest over a newer one —
+//! also when this build-index was down while another took a newer write (then that one
+//! writes it back, and this task is dropped). A deleted tag is deleted from the backend. The
+//! value is Go Kraken's: the text `sha256:<hex>`.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use kraken_backends::UploadBody;
 
 use super::state::BuildIndexState;
 use super::store::WriteBackTask;
+use super::tag::TagName;
 use crate::durable::{Outcome, drain};
 use crate::error::Result;
 
@@ -27,10 +30,20 @@ pub(crate) async fn write_back_loop(state: Arc<BuildIndexState>) {
     .await;
 }
 
-async fn write_back(state: &BuildIndexState, task: &WriteBackTask) -> Result<Outcome> {
-    let Some(record) = state.tags.get(&task.tag) else {
+async fn write_back(state: &Arc<BuildIndexState>, task: &WriteBackTask) -> Result<Outcome> {
+    let newest = match task.tag.parse::<TagName>() {
+        Ok(tag) => state.newest_in_cluster(&tag).await,
+        Err(_) => state.tags.get(&task.tag),
+    };
+    let Some(record) = newest else {
         return Ok(Outcome::Dropped("the tag is not in the store".into()));
     };
+    if record.writer != state.name {
+        return Ok(Outcome::Dropped(format!(
+            "superseded by a newer write through {}, which writes it back",
+            record.writer
+        )));
+    }
     let name = record.tag.as_str();
     let written = match record.digest {
         Some(digest) => {
