@@ -24,6 +24,9 @@ pub(crate) enum BenchCommand {
     /// `GET` of a blob cached by a `kraken origin` against CNCF Distribution
     /// (`docker-registry`) serving the same blob from its filesystem.
     Origin(crate::bench_origin::OriginBenchArgs),
+    /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
+    /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
+    Registry(crate::bench_registry::RegistryBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +122,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Swarm(args) => swarm(args),
         BenchCommand::Transfer(args) => transfer(args),
         BenchCommand::Origin(args) => crate::bench_origin::run(args),
+        BenchCommand::Registry(args) => crate::bench_registry::run(args),
     }
 }
 

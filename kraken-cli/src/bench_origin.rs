@@ -149,7 +149,7 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Seconds `curl` takes to `GET` `url` into /dev/null, checking the byte count.
-fn curl_seconds(url: &str, expected: u64) -> anyhow::Result<f64> {
+pub(crate) fn curl_seconds(url: &str, expected: u64) -> anyhow::Result<f64> {
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -176,7 +176,7 @@ fn curl_seconds(url: &str, expected: u64) -> anyhow::Result<f64> {
     Ok(seconds.parse()?)
 }
 
-fn digest_of(path: &Path) -> anyhow::Result<Digest> {
+pub(crate) fn digest_of(path: &Path) -> anyhow::Result<Digest> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Hasher::new();
     let mut buf = vec![0; 1 << 20];

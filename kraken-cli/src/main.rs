@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod bench_origin;
+mod bench_registry;
 mod build_index;
 mod config;
 mod devcluster;

@@ -1,0 +1,382 @@
+//! `kraken bench registry`: the registry front-ends end to end, against CNCF Distribution
+//! (`docker-registry`, filesystem storage) in the same invocation, every request made by
+//! `curl` on loopback:
+//!
+//! 1. push an image with one large layer to the devcluster's proxy, and to Distribution;
+//! 2. pull it through two agents at once (the blobs travel over P2P), and from Distribution;
+//! 3. `GET` of the now cached layer from an agent against Distribution, best of `--rounds`;
+//! 4. `--concurrency` simultaneous pulls of the layer from one agent against as many from
+//!    Distribution.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail, ensure};
+use kraken_core::{ByteSize, Digest};
+use serde::Serialize;
+
+use crate::bench::{Process, free_port, kraken_command, settle_disk, wait_for_port, which};
+use crate::bench_origin::{curl_seconds, digest_of};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RegistryBenchArgs {
+    /// Size of the image's one layer.
+    #[arg(long, default_value = "1GiB")]
+    size: ByteSize,
+    /// Rounds of the cached `GET`; each server keeps its best.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Simultaneous pulls of the layer from one agent (and from Distribution).
+    #[arg(long, default_value_t = 50)]
+    concurrency: u32,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct RegistryBenchReport {
+    layer_bytes: u64,
+    /// Push of the image (config, layer, manifest by tag), seconds.
+    push_proxy_seconds: f64,
+    push_registry_seconds: f64,
+    /// Pull of the image by tag (manifest, config, layer), seconds: two agents at once.
+    pull_agent_seconds: Vec<f64>,
+    pull_registry_seconds: f64,
+    /// Cached layer `GET`, best of the rounds, MB/s; ratio = agent over registry.
+    cached_agent_mb_s: f64,
+    cached_registry_mb_s: f64,
+    cached_ratio: f64,
+    /// `concurrency` simultaneous layer pulls: wall seconds and aggregate MB/s.
+    concurrency: u32,
+    concurrent_agent_seconds: f64,
+    concurrent_registry_seconds: f64,
+    concurrent_agent_mb_s: f64,
+    concurrent_registry_mb_s: f64,
+    concurrent_ratio: f64,
+}
+
+const REPO: &str = "bench/image";
+const TAG: &str = "v1";
+
+/// The image's files and digests.
+struct Image {
+    layer: PathBuf,
+    layer_digest: Digest,
+    config: PathBuf,
+    config_digest: Digest,
+    manifest: PathBuf,
+}
+
+pub(crate) fn run(args: RegistryBenchArgs) -> anyhow::Result<()> {
+    let Some(registry_bin) = which("docker-registry") else {
+        bail!("docker-registry not found; install it with: apt-get install docker-registry");
+    };
+    which("curl").context("curl must be installed")?;
+    let dir = tempfile::tempdir()?;
+    let image = write_image(dir.path(), args.size.bytes())?;
+
+    let registry = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+    let registry_config = dir.path().join("registry.yml");
+    std::fs::write(
+        &registry_config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\nhealth:\n  storagedriver:\n    enabled: false\n",
+            dir.path().join("registry").display()
+        ),
+    )?;
+    let _registry = Process(
+        Command::new(registry_bin)
+            .arg("serve")
+            .arg(&registry_config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry")?,
+    );
+    wait_for_port(&registry)?;
+
+    let mut cluster_command = kraken_command()?;
+    cluster_command
+        .args(["devcluster", "--ephemeral-ports", "--json", "--agents", "2"])
+        .arg("--data-dir")
+        .arg(dir.path().join("devcluster"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cluster_command
+        .spawn()
+        .context("starting kraken devcluster")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().context("devcluster stdout")?),
+        &mut line,
+    )?;
+    let _cluster = Process(child);
+    let addrs: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("devcluster printed {line:?}"))?;
+    let proxy = addrs["proxy"].as_str().context("proxy address")?.to_owned();
+    let agents: Vec<String> = addrs["agents"]
+        .as_array()
+        .context("agent addresses")?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    ensure!(agents.len() == 2, "the devcluster has two agents");
+
+    let mut report = RegistryBenchReport {
+        layer_bytes: args.size.bytes(),
+        concurrency: args.concurrency,
+        ..RegistryBenchReport::default()
+    };
+    settle_disk()?;
+    report.push_proxy_seconds = timed(|| push(&proxy, &image))?;
+    settle_disk()?;
+    report.push_registry_seconds = timed(|| push(&registry, &image))?;
+
+    settle_disk()?;
+    let pulls: Vec<_> = agents
+        .iter()
+        .map(|agent| {
+            let agent = agent.clone();
+            let (layer, config, size) =
+                (image.layer_digest, image.config_digest, args.size.bytes());
+            std::thread::spawn(move || timed(|| pull(&agent, &layer, &config, size)))
+        })
+        .collect();
+    for pull in pulls {
+        let seconds = pull
+            .join()
+            .map_err(|_| anyhow::anyhow!("a pull thread panicked"))??;
+        report.pull_agent_seconds.push(seconds);
+    }
+    settle_disk()?;
+    report.pull_registry_seconds = timed(|| {
+        pull(
+            &registry,
+            &image.layer_digest,
+            &image.config_digest,
+            args.size.bytes(),
+        )
+    })?;
+
+    let agent_url = blob_url(&agents[0], &image.layer_digest);
+    let registry_url = blob_url(&registry, &image.layer_digest);
+    let (mut agent_best, mut registry_best) = (f64::MAX, f64::MAX);
+    for _ in 0..args.rounds.max(1) {
+        settle_disk()?;
+        registry_best = registry_best.min(curl_seconds(&registry_url, args.size.bytes())?);
+        agent_best = agent_best.min(curl_seconds(&agent_url, args.size.bytes())?);
+    }
+    let mb = args.size.bytes() as f64 / 1e6;
+    report.cached_agent_mb_s = mb / agent_best;
+    report.cached_registry_mb_s = mb / registry_best;
+    report.cached_ratio = registry_best / agent_best;
+
+    settle_disk()?;
+    let second_agent_url = blob_url(&agents[1], &image.layer_digest);
+    report.concurrent_registry_seconds =
+        concurrent_gets(&registry_url, args.concurrency, args.size.bytes())?;
+    report.concurrent_agent_seconds =
+        concurrent_gets(&second_agent_url, args.concurrency, args.size.bytes())?;
+    let total_mb = mb * f64::from(args.concurrency);
+    report.concurrent_agent_mb_s = total_mb / report.concurrent_agent_seconds;
+    report.concurrent_registry_mb_s = total_mb / report.concurrent_registry_seconds;
+    report.concurrent_ratio = report.concurrent_registry_seconds / report.concurrent_agent_seconds;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, args.size);
+    }
+    Ok(())
+}
+
+fn print_report(r: &RegistryBenchReport, size: ByteSize) {
+    println!("image with one {size} layer; curl on loopback; reference: CNCF Distribution");
+    println!(
+        "push            proxy {:>7.2} s    docker-registry {:>7.2} s",
+        r.push_proxy_seconds, r.push_registry_seconds
+    );
+    let agents: Vec<String> = r
+        .pull_agent_seconds
+        .iter()
+        .map(|s| format!("{s:.2} s"))
+        .collect();
+    println!(
+        "pull            2 agents at once: {}    docker-registry {:.2} s",
+        agents.join(", "),
+        r.pull_registry_seconds
+    );
+    println!(
+        "cached GET      agent {:>7.0} MB/s  docker-registry {:>7.0} MB/s  ratio {:.2}",
+        r.cached_agent_mb_s, r.cached_registry_mb_s, r.cached_ratio
+    );
+    println!(
+        "{} at once   agent {:>7.2} s ({:.0} MB/s)  docker-registry {:>7.2} s ({:.0} MB/s)  ratio {:.2}",
+        r.concurrency,
+        r.concurrent_agent_seconds,
+        r.concurrent_agent_mb_s,
+        r.concurrent_registry_seconds,
+        r.concurrent_registry_mb_s,
+        r.concurrent_ratio
+    );
+}
+
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    f()?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn blob_url(host: &str, digest: &Digest) -> String {
+    format!("http://{host}/v2/{REPO}/blobs/{digest}")
+}
+
+/// A random layer of `size` bytes, a config naming it, and an OCI manifest of both.
+fn write_image(dir: &Path, size: u64) -> anyhow::Result<Image> {
+    let layer = dir.join("layer");
+    crate::bench::write_random_file(&layer, size)?;
+    let layer_digest = digest_of(&layer)?;
+    let config = dir.join("config.json");
+    let config_bytes = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    );
+    std::fs::write(&config, &config_bytes)?;
+    let config_digest = Digest::sha256_of(config_bytes.as_bytes());
+    let manifest = dir.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{size}}}]}}"#,
+            config_bytes.len()
+        ),
+    )?;
+    Ok(Image {
+        layer,
+        layer_digest,
+        config,
+        config_digest,
+        manifest,
+    })
+}
+
+/// Pushes the config and the layer (each `POST` then one `PUT ?digest=` with the whole
+/// body, as skopeo does) and the manifest by tag.
+fn push(host: &str, image: &Image) -> anyhow::Result<()> {
+    for (file, digest) in [
+        (&image.config, &image.config_digest),
+        (&image.layer, &image.layer_digest),
+    ] {
+        let location = start_upload(host)?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-T",
+            path_str(file)?,
+            &format!("{location}{separator}digest={digest}"),
+        ])?;
+    }
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", path_str(&image.manifest)?),
+        &format!("http://{host}/v2/{REPO}/manifests/{TAG}"),
+    ])?;
+    Ok(())
+}
+
+/// `POST /v2/REPO/blobs/uploads/`; the absolute upload URL.
+fn start_upload(host: &str) -> anyhow::Result<String> {
+    let headers = curl(&[
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://{host}/v2/{REPO}/blobs/uploads/"),
+    ])?;
+    let location = headers
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .context("the upload answer has no Location")?;
+    Ok(if location.starts_with('/') {
+        format!("http://{host}{location}")
+    } else {
+        location
+    })
+}
+
+/// Pulls by tag: the manifest, then the config and the layer (into /dev/null, size checked).
+fn pull(host: &str, layer: &Digest, config: &Digest, size: u64) -> anyhow::Result<()> {
+    let manifest = curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://{host}/v2/{REPO}/manifests/{TAG}"),
+    ])?;
+    ensure!(
+        manifest.contains(&layer.to_string()),
+        "{host} served another manifest: {manifest}"
+    );
+    curl(&["-o", "/dev/null", &blob_url(host, config)])?;
+    curl_seconds(&blob_url(host, layer), size)?;
+    Ok(())
+}
+
+/// Wall seconds for `n` simultaneous `curl` GETs of `url`, each checked for `size` bytes.
+fn concurrent_gets(url: &str, n: u32, size: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let children: Vec<_> = (0..n.max(1))
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}"])
+                .arg(url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()
+        .context("running curl")?;
+    for child in children {
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        ensure!(got == size, "curl {url}: got {got} bytes of {size}");
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs `curl -sS --fail` with `args`; its stdout.
+fn curl(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .output()
+        .context("running curl")?;
+    ensure!(
+        out.status.success(),
+        "curl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("a non-UTF-8 temporary path")
+}
