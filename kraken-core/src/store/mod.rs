@@ -391,6 +391,74 @@ impl BlobStore {
         self.metainfo(meta.digest())
     }
 
+    /// Adds the file at `path` by moving it into the store: reads it once to compute its
+    /// metainfo with pieces of `piece_length` bytes, checks it against `expected` when given,
+    /// then renames it in — no second copy of the bytes when the file is on the store's
+    /// filesystem (across filesystems it is copied, and the original removed).
+    ///
+    /// On a digest mismatch or any failure nothing is stored and the file stays where it
+    /// was. If the blob is already cached, the stored copy and its metainfo are kept and the
+    /// file is removed.
+    pub fn import_file(
+        &self,
+        path: &Path,
+        piece_length: u64,
+        expected: Option<&Digest>,
+    ) -> Result<MetaInfo> {
+        let meta = {
+            let mut file = File::open(path).map_err(|source| Error::io(path, source))?;
+            let mut generator = MetaInfoGenerator::new(piece_length)?;
+            let mut buf = vec![0; 1 << 20];
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::Read(e)),
+                };
+                generator.update(&buf[..n]);
+            }
+            generator.finish()?
+        };
+        if let Some(expected) = expected
+            && expected != meta.digest()
+        {
+            return Err(Error::DigestMismatch {
+                expected: *expected,
+                actual: *meta.digest(),
+            });
+        }
+        let staging = self.inner.layout.tmp_path("import");
+        layout::create_dir_all(&staging)?;
+        let result = (|| {
+            let data_path = staging.join(layout::DATA);
+            match fs::rename(path, &data_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    fs::copy(path, &data_path).map_err(|source| Error::io(&data_path, source))?;
+                }
+                Err(source) => return Err(Error::io(path, source)),
+            }
+            File::open(&data_path)
+                .and_then(|file| file.sync_data())
+                .map_err(|source| Error::io(&data_path, source))?;
+            layout::write_atomically(&staging.join(layout::METAINFO), &meta.encode())
+        })();
+        if let Err(e) = result {
+            // Put the file back where the caller had it, so nothing is lost.
+            let _ = fs::rename(staging.join(layout::DATA), path);
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        if let Err(e) = self.inner.install(&staging, meta.digest(), meta.length()) {
+            let _ = fs::rename(staging.join(layout::DATA), path);
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let _ = fs::remove_file(path);
+        self.metainfo(meta.digest())
+    }
+
     /// Deletes a blob, cached or downloading. Pinned blobs are refused with [`Error::Pinned`].
     /// Returns whether there was anything to delete.
     pub fn delete(&self, digest: &Digest) -> Result<bool> {

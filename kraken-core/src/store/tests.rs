@@ -486,3 +486,35 @@ fn config_loads_with_units_and_defaults() {
     assert!(config.verify_on_resume);
     assert!(serde_json::from_str::<StoreConfig>(r#"{"idle_tll": "1h"}"#).is_err());
 }
+
+#[test]
+fn import_file_moves_the_file_in_and_keeps_it_on_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let data = blob(10 * 1024 + 7, 3);
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, &data).unwrap();
+
+    // A wrong expected digest: nothing stored, the file stays for the caller.
+    let wrong = Digest::sha256_of(b"something else");
+    let error = store.import_file(&upload, PIECE, Some(&wrong)).unwrap_err();
+    assert!(matches!(error, Error::DigestMismatch { .. }), "{error:?}");
+    assert_eq!(std::fs::read(&upload).unwrap(), data);
+    assert!(store.cached().is_empty());
+
+    let digest = Digest::sha256_of(&data);
+    let meta = store.import_file(&upload, PIECE, Some(&digest)).unwrap();
+    assert_eq!(meta, MetaInfo::from_bytes(&data, PIECE).unwrap());
+    assert!(!upload.exists(), "moved, not copied");
+    assert_eq!(read_all(&store.open_blob(&digest).unwrap()), data);
+
+    // Already cached: the stored copy stays and the new file is removed.
+    std::fs::write(&upload, &data).unwrap();
+    store.import_file(&upload, PIECE, None).unwrap();
+    assert!(!upload.exists());
+    assert_eq!(store.cached(), vec![digest]);
+    // The store survives a reopen with the moved blob.
+    drop(store);
+    let reopened = BlobStore::open(dir.path().join("store")).unwrap();
+    assert_eq!(read_all(&reopened.open_blob(&digest).unwrap()), data);
+}

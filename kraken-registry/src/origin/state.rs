@@ -47,9 +47,10 @@ impl OriginState {
         let pieces = self.config_piece_lengths();
         let expected = *digest;
         tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&upload)?;
-            let size = file.metadata()?.len();
-            let imported = store.import(file, pieces.piece_length_for(size), Some(&expected));
+            let size = std::fs::metadata(&upload)?.len();
+            // Moved into the store, not copied: the upload is on the same disk.
+            let imported =
+                store.import_file(&upload, pieces.piece_length_for(size), Some(&expected));
             let _ = std::fs::remove_file(&upload);
             match imported {
                 Ok(meta) => Ok(meta),
