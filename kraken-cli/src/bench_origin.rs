@@ -67,25 +67,7 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
     ));
     std::fs::create_dir_all(&link)?;
     std::fs::write(link.join("link"), digest.to_string())?;
-    let registry_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
-    let registry_config = dir.path().join("registry.yml");
-    std::fs::write(
-        &registry_config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {registry_addr}\nhealth:\n  storagedriver:\n    enabled: false\n",
-            root.display()
-        ),
-    )?;
-    let _registry = Process(
-        Command::new(registry_bin)
-            .arg("serve")
-            .arg(&registry_config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry")?,
-    );
-    wait_for_port(&registry_addr)?;
+    let (_registry, registry_addr) = start_distribution(&registry_bin, &root, dir.path())?;
 
     // The origin, with the blob uploaded (so cached) before the timed part.
     let origin_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
@@ -146,6 +128,35 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Starts CNCF Distribution on a free loopback port with filesystem storage under `root`
+/// (its config written into `dir`); returns it and its `host:port` once it listens.
+pub(crate) fn start_distribution(
+    binary: &Path,
+    root: &Path,
+    dir: &Path,
+) -> anyhow::Result<(Process, String)> {
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nhealth:\n  storagedriver:\n    enabled: false\n",
+            root.display()
+        ),
+    )?;
+    let process = Process(
+        Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry")?,
+    );
+    wait_for_port(&addr)?;
+    Ok((process, addr))
 }
 
 /// Seconds `curl` takes to `GET` `url` into /dev/null, checking the byte count.

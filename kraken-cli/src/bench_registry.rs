@@ -16,8 +16,8 @@ use anyhow::{Context as _, bail, ensure};
 use kraken_core::{ByteSize, Digest};
 use serde::Serialize;
 
-use crate::bench::{Process, free_port, kraken_command, settle_disk, wait_for_port, which};
-use crate::bench_origin::{curl_seconds, digest_of};
+use crate::bench::{Process, kraken_command, settle_disk, which};
+use crate::bench_origin::{curl_seconds, digest_of, start_distribution};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RegistryBenchArgs {
@@ -77,25 +77,8 @@ pub(crate) fn run(args: RegistryBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let image = write_image(dir.path(), args.size.bytes())?;
 
-    let registry = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
-    let registry_config = dir.path().join("registry.yml");
-    std::fs::write(
-        &registry_config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\nhealth:\n  storagedriver:\n    enabled: false\n",
-            dir.path().join("registry").display()
-        ),
-    )?;
-    let _registry = Process(
-        Command::new(registry_bin)
-            .arg("serve")
-            .arg(&registry_config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry")?,
-    );
-    wait_for_port(&registry)?;
+    let (_registry, registry) =
+        start_distribution(&registry_bin, &dir.path().join("registry"), dir.path())?;
 
     let mut cluster_command = kraken_command()?;
     cluster_command

@@ -6,13 +6,12 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use support::common::{KRAKEN, Process};
 use support::containerd::Containerd;
 use support::docker::{Dockerd, DockerdOptions};
 use support::podman::Podman;
-use support::scenarios::{self, Endpoints};
+use support::scenarios::{self, Endpoints, timed};
 use support::skopeo::Skopeo;
 
 /// A `kraken devcluster` process on free ports with two agents.
@@ -58,14 +57,6 @@ impl Cluster {
         let pulls: Vec<&str> = self.agents.iter().map(String::as_str).collect();
         Endpoints::new(&self.proxy, &pulls)
     }
-}
-
-/// Runs `scenario`, printing how long it took; panics with its error chain.
-fn timed<T>(name: &str, scenario: impl FnOnce() -> anyhow::Result<T>) -> T {
-    let started = Instant::now();
-    let result = scenario();
-    println!("{name}: {:.2?}", started.elapsed());
-    result.unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 /// skopeo: a 3-layer image into the proxy and out of every agent; a multi-platform index;

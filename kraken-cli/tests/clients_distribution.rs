@@ -7,7 +7,6 @@
 mod support;
 
 use std::io::Read as _;
-use std::time::Instant;
 
 use kraken_core::Digest;
 use support::containerd::Containerd;
@@ -15,7 +14,7 @@ use support::distribution::{Distribution, summary};
 use support::docker::{Dockerd, DockerdOptions};
 use support::image::{ImageSpec, OciLayout, check_layout};
 use support::podman::Podman;
-use support::scenarios::{self, Endpoints};
+use support::scenarios::{self, Endpoints, timed};
 use support::skopeo::Skopeo;
 
 /// The push registry and its pull-through cache.
@@ -37,14 +36,6 @@ impl Registries {
     fn endpoints(&self) -> Endpoints {
         Endpoints::new(self.origin.host(), &[self.origin.host(), self.cache.host()])
     }
-}
-
-/// Runs `scenario`, printing how long it took; panics with its error chain.
-fn timed<T>(name: &str, scenario: impl FnOnce() -> anyhow::Result<T>) -> T {
-    let started = Instant::now();
-    let result = scenario();
-    println!("{name}: {:.2?}", started.elapsed());
-    result.unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 #[test]

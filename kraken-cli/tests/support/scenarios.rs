@@ -384,3 +384,11 @@ pub fn podman_mirror_pull(push: &str, podman: &Podman, skopeo: &Skopeo) -> Resul
     podman.rmi(reference)?;
     Ok(image)
 }
+
+/// Runs `scenario`, printing how long it took; panics with its error chain.
+pub fn timed<T>(name: &str, scenario: impl FnOnce() -> Result<T>) -> T {
+    let started = Instant::now();
+    let result = scenario();
+    println!("{name}: {:.2?}", started.elapsed());
+    result.unwrap_or_else(|e| panic!("{name}: {e:?}"))
+}
