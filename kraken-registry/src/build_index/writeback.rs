@@ -62,6 +62,12 @@ async fn write_back(state: &Arc<BuildIndexState>, task: &WriteBackTask) -> Resul
         Err(kraken_backends::Error::NoRoute { .. }) => {
             Ok(Outcome::Dropped(format!("no backend serves tag {name:?}")))
         }
+        // A read-only backend (a `registry` one, for pull-through from an existing
+        // registry) can never take the write: retrying would keep the task forever. The tag
+        // stays on the build-indexes.
+        Err(kraken_backends::Error::Unsupported { .. }) => Ok(Outcome::Dropped(format!(
+            "the backend of tag {name:?} is read-only"
+        ))),
         Err(e) => Err(e.into()),
     }
 }
