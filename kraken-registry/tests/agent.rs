@@ -2,6 +2,7 @@
 //! tracker that asks the origin for metainfo, a build-index — pulled from with a real HTTP
 //! client following the OCI flow, and with skopeo.
 
+mod oci_common;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
@@ -542,14 +543,14 @@ async fn preload_fills_the_cache_and_probes_see_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_an_image_out_of_an_agent() {
-    if !support::skopeo_or_skip() {
+    if !oci_common::skopeo::skopeo_required() {
         return;
     }
     let cluster = Cluster::start(1, |_, _| {}).await;
     let image = cluster.push_image("v1", 6, [5000, 70_000]).await;
     let out = cluster._dir.path().join("out");
     let addr: SocketAddr = cluster.agents[0].local_addr();
-    support::skopeo(&[
+    oci_common::skopeo::skopeo(&[
         "copy",
         "--src-tls-verify=false",
         "--preserve-digests",

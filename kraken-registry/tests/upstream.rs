@@ -5,6 +5,7 @@
 //! manifest, config and layers over P2P from the origin (which fetches them from
 //! Distribution on a miss).
 
+mod oci_common;
 mod support;
 
 use std::net::SocketAddr;
@@ -397,10 +398,10 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
     assert_eq!(blob.status(), StatusCode::NOT_FOUND);
 
     // skopeo copies the OCI image out of the agent, digests preserved.
-    if support::skopeo_or_skip() {
+    if oci_common::skopeo::skopeo_required() {
         let out = dir.path().join("skopeo-out");
         let addr: SocketAddr = cluster.agent.local_addr();
-        support::skopeo(&[
+        oci_common::skopeo::skopeo(&[
             "copy",
             "--src-tls-verify=false",
             "--preserve-digests",

@@ -117,41 +117,6 @@ where
     }
 }
 
-/// Whether skopeo can run. Without it a test skips (returns false), unless `CI=true`, where
-/// it fails with an install hint.
-pub fn skopeo_or_skip() -> bool {
-    let found = std::process::Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("skopeo is not installed; install it with `apt-get install -y skopeo`");
-        }
-        eprintln!("skipping: skopeo is not installed (apt-get install -y skopeo)");
-    }
-    found
-}
-
-/// Runs skopeo on the blocking pool (the servers under test run on the test's runtime) and
-/// fails the test if it fails.
-pub async fn skopeo(args: &[&str]) {
-    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("skopeo").args(&owned).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "skopeo {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Uploads `data` to `origin` under `namespace` (a client's upload) and returns its digest.
 pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
     let digest = Digest::sha256_of(data);
