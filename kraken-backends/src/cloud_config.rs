@@ -1,6 +1,7 @@
 //! Configurations that build a [`CloudBackend`] for S3 (and S3-compatible servers such as
 //! MinIO, Garage and Ceph RGW), Google Cloud Storage and Azure Blob Storage.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,10 @@ pub struct S3Config {
     /// How names map to keys below the root. Default: `identity`.
     #[serde(default)]
     pub layout: NameLayout,
+    /// CA certificates (PEM) trusted in addition to the system's roots, for an endpoint with
+    /// a private CA (the object store client cannot drop the system's roots). Default: none.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// Multipart uploads. Default: see [`MultipartConfig`].
     #[serde(default)]
     pub upload: MultipartConfig,
@@ -96,6 +101,7 @@ impl S3Config {
             root: String::new(),
             layout: NameLayout::default(),
             upload: MultipartConfig::default(),
+            ca: None,
         }
     }
 
@@ -106,7 +112,7 @@ impl S3Config {
             .with_bucket_name(&self.bucket)
             .with_region(&self.region)
             .with_virtual_hosted_style_request(!self.force_path_style)
-            .with_client_options(client_options(self.allow_http))
+            .with_client_options(client_options(self.allow_http, self.ca.as_deref())?)
             .with_retry(store_retries());
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint);
@@ -154,6 +160,10 @@ pub struct GcsConfig {
     /// How names map to keys below the root. Default: `identity`.
     #[serde(default)]
     pub layout: NameLayout,
+    /// CA certificates (PEM) trusted in addition to the system's roots, for an endpoint with
+    /// a private CA (the object store client cannot drop the system's roots). Default: none.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// Multipart uploads. Default: see [`MultipartConfig`].
     #[serde(default)]
     pub upload: MultipartConfig,
@@ -165,7 +175,7 @@ impl GcsConfig {
         install_crypto_provider();
         let mut builder = GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(&self.bucket)
-            .with_client_options(client_options(false))
+            .with_client_options(client_options(false, self.ca.as_deref())?)
             .with_retry(store_retries());
         if let Some(path) = &self.service_account_path {
             builder = builder.with_service_account_path(path);
@@ -212,6 +222,10 @@ pub struct AzureConfig {
     /// How names map to keys below the root. Default: `identity`.
     #[serde(default)]
     pub layout: NameLayout,
+    /// CA certificates (PEM) trusted in addition to the system's roots, for an endpoint with
+    /// a private CA. Default: none.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// Block uploads. Default: see [`MultipartConfig`].
     #[serde(default)]
     pub upload: MultipartConfig,
@@ -224,7 +238,7 @@ impl AzureConfig {
         let mut builder = MicrosoftAzureBuilder::from_env()
             .with_account(&self.account)
             .with_container_name(&self.container)
-            .with_client_options(client_options(self.allow_http))
+            .with_client_options(client_options(self.allow_http, self.ca.as_deref())?)
             .with_retry(store_retries());
         if let Some(key) = &self.access_key {
             builder = builder.with_access_key(key);
@@ -242,12 +256,28 @@ impl AzureConfig {
     }
 }
 
-fn client_options(allow_http: bool) -> ClientOptions {
+fn client_options(allow_http: bool, ca: Option<&Path>) -> Result<ClientOptions> {
     // No overall request timeout: a large part or download may take long while it flows.
-    ClientOptions::new()
+    let mut options = ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(Duration::from_secs(10))
-        .with_timeout_disabled()
+        .with_timeout_disabled();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
+        let roots = object_store::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
+        if roots.is_empty() {
+            return Err(Error::Config(format!(
+                "CA file {}: no PEM certificate in it",
+                ca.display()
+            )));
+        }
+        for root in roots {
+            options = options.with_root_certificate(root);
+        }
+    }
+    Ok(options)
 }
 
 fn store_retries() -> StoreRetryConfig {

@@ -113,3 +113,66 @@ async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
         origin.shutdown().await;
     }
 }
+
+/// The origin's S3 backend reached over TLS with a private CA (`ca` in the S3 config): the
+/// write-back lands in S3; without the CA the same endpoint is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_backend_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(moto) =
+        kraken_backends::testing::MotoServer::start(support::BUCKET, &dir.path().join("moto.log"))
+            .await
+    else {
+        return;
+    };
+    let pki = TestPki::create(dir.path().join("pki"));
+    let tls = pki.server(ClientAuth::None).load().unwrap();
+    let front = support::CountingProxy::start_with(moto.endpoint(), Some(tls)).await;
+    assert!(front.url().starts_with("https://"));
+
+    let mut s3 = moto.s3_config(&front.url(), support::ROOT);
+    let untrusting = kraken_backends::BackendConfig::S3(s3.clone())
+        .build()
+        .unwrap();
+    let name = Digest::sha256_of(b"anything").to_string();
+    let error = untrusting.stat("ns", &name).await.unwrap_err();
+    let chain = kraken_core::error_chain(&error);
+    assert!(
+        chain.contains("certificate") || chain.contains("Certificate"),
+        "{chain}"
+    );
+
+    s3.ca = Some(pki.path("ca.pem"));
+    let addr = free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], &dir.path().join("origin"));
+    config.backends =
+        kraken_backends::BackendsConfig::new(vec![kraken_backends::RouteConfig::new(
+            ".*",
+            kraken_backends::BackendConfig::S3(s3),
+        )]);
+    let origin = Origin::spawn(config).await.unwrap();
+    let data = blob_bytes(300_000, 9);
+    let digest = Digest::sha256_of(&data);
+    OriginClient::new()
+        .unwrap()
+        .upload_bytes(
+            &addr.to_string(),
+            NS,
+            &digest,
+            data.into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the write-back reaches S3 over TLS",
+        || async { origin.pending_write_backs() == 0 },
+    )
+    .await;
+    assert!(
+        front.count("PUT", &digest.hex()) >= 1,
+        "the upload went through the TLS front"
+    );
+    origin.shutdown().await;
+}

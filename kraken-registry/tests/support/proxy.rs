@@ -2,7 +2,6 @@
 //! play a backend outage (every request answered `503`).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +10,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use kraken_p2p::http_server::{ServeConfig, serve};
+use kraken_p2p::tls::ServerTls;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -24,44 +25,48 @@ struct Shared {
 
 pub struct CountingProxy {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    shutdown: CancellationToken,
 }
 
 impl CountingProxy {
     pub async fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, None).await
+    }
+
+    /// A proxy that serves TLS with `tls` (clients reach it at `https://`).
+    pub async fn start_with(upstream: &str, tls: Option<ServerTls>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
-        let upstream = upstream.trim_end_matches('/').to_owned();
+        let upstream: Arc<str> = upstream.trim_end_matches('/').into();
         let client = reqwest::Client::new();
         let state = Arc::clone(&shared);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (state, client, upstream) =
-                    (Arc::clone(&state), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let (state, client, upstream) =
-                            (Arc::clone(&state), client.clone(), upstream.clone());
-                        async move {
-                            Ok::<_, Infallible>(forward(&state, &client, &upstream, request).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, shared, task }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let handler = move |request| {
+            let (state, client, upstream) =
+                (Arc::clone(&state), client.clone(), Arc::clone(&upstream));
+            async move { forward(&state, &client, &upstream, request).await }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            ServeConfig::new("counting-proxy").tls(tls),
+            handler,
+            shutdown.clone(),
+            TaskTracker::new(),
+        ));
+        Self {
+            addr,
+            scheme,
+            shared,
+            shutdown,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Starts or ends an outage.
@@ -82,7 +87,7 @@ impl CountingProxy {
 
 impl Drop for CountingProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        self.shutdown.cancel();
     }
 }
 
