@@ -4,62 +4,19 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kraken_backends::testing::DistributionServer;
 use kraken_backends::{
     Backend, ByteRange, Error, ListOptions, RegistryBackend, RegistryConfig, UploadBody,
     collect_bytes,
 };
 use kraken_core::Digest;
-use support::ServerGuard;
 use support::fake_http::{FakeServer, response};
 
 const REPO: &str = "kraken/test";
-
-/// A docker-registry with filesystem storage in a temp dir, killed on drop.
-struct Distribution {
-    url: String,
-    _server: ServerGuard,
-    _dir: tempfile::TempDir,
-}
-
-fn start_distribution() -> Option<Distribution> {
-    let program = support::require_program("docker-registry", "apt-get install docker-registry")?;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = support::free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = format!(
-        "version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: {}
-  delete:
-    enabled: true
-http:
-  addr: {addr}
-health:
-  storagedriver:
-    enabled: false
-",
-        dir.path().join("data").display()
-    );
-    let config_path = dir.path().join("config.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let mut command = Command::new(program);
-    command.arg("serve").arg(&config_path);
-    let server = ServerGuard::start("docker-registry", command, addr, &dir.path().join("log"));
-    Some(Distribution {
-        url: format!("http://{addr}"),
-        _server: server,
-        _dir: dir,
-    })
-}
 
 /// Pushes a blob the way docker does: POST an upload, PUT its bytes with the digest.
 async fn push_blob(client: &reqwest::Client, registry: &str, content: &[u8]) -> Digest {
@@ -106,7 +63,8 @@ async fn read(backend: &dyn Backend, name: &str, range: Option<ByteRange>) -> Ve
 
 #[tokio::test]
 async fn reads_blobs_and_tags_from_cncf_distribution() {
-    let Some(registry) = start_distribution() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = DistributionServer::start(dir.path()) else {
         return;
     };
     kraken_backends::install_crypto_provider();
@@ -114,17 +72,17 @@ async fn reads_blobs_and_tags_from_cncf_distribution() {
     let layer: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let layer_digest = push_blob(&client, &registry.url, &layer).await;
-    let config_digest = push_blob(&client, &registry.url, config).await;
+    let layer_digest = push_blob(&client, registry.url(), &layer).await;
+    let config_digest = push_blob(&client, registry.url(), config).await;
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
         layer.len()
     );
-    let manifest_digest = push_manifest(&client, &registry.url, "v1", &manifest).await;
-    push_manifest(&client, &registry.url, "v2", &manifest).await;
+    let manifest_digest = push_manifest(&client, registry.url(), "v1", &manifest).await;
+    push_manifest(&client, registry.url(), "v2", &manifest).await;
 
-    let backend = RegistryBackend::new(RegistryConfig::new(&registry.url)).unwrap();
+    let backend = RegistryBackend::new(RegistryConfig::new(registry.url())).unwrap();
     let layer_name = layer_digest.to_string();
     assert_eq!(backend.stat(REPO, &layer_name).await.unwrap().size, 5000);
     assert_eq!(read(&backend, &layer_name, None).await, layer);

@@ -10,11 +10,10 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::testing::{ServerGuard, require_program};
+use kraken_backends::testing::DistributionServer;
 use kraken_backends::{BackendConfig, BackendsConfig, RegistryConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_p2p::tracker::{TrackerConfig, TrackerServer, TrackerService};
@@ -31,44 +30,6 @@ const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// A docker-registry with filesystem storage in a temp dir, killed on drop.
-struct Distribution {
-    url: String,
-    _server: ServerGuard,
-}
-
-/// Starts Distribution on a free 127.0.0.1 port, or `None` (skip) when it is not installed.
-fn start_distribution(dir: &Path) -> Option<Distribution> {
-    let program = require_program("docker-registry", "apt-get install -y docker-registry")?;
-    let addr = free_addr("127.0.0.1");
-    let config = format!(
-        "version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: {}
-  delete:
-    enabled: true
-http:
-  addr: {addr}
-health:
-  storagedriver:
-    enabled: false
-",
-        dir.join("data").display()
-    );
-    let config_path = dir.join("config.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let mut command = Command::new(program);
-    command.arg("serve").arg(&config_path);
-    let server = ServerGuard::start("docker-registry", command, addr, &dir.join("log"));
-    Some(Distribution {
-        url: format!("http://{addr}"),
-        _server: server,
-    })
-}
 
 /// An image as pushed to Distribution.
 struct Image {
@@ -336,7 +297,7 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
         .try_init();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("distribution")).unwrap();
-    let Some(upstream) = start_distribution(&dir.path().join("distribution")) else {
+    let Some(upstream) = DistributionServer::start(&dir.path().join("distribution")) else {
         return;
     };
     kraken_backends::install_crypto_provider();
@@ -345,11 +306,11 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
         .build()
         .unwrap();
     let oci = Image::new(11, [300_000, (1 << 20) + 7], false);
-    oci.push(&http, &upstream.url, "v1").await;
+    oci.push(&http, upstream.url(), "v1").await;
     let docker = Image::new(21, [4000, 70_000], true);
-    docker.push(&http, &upstream.url, "docker").await;
+    docker.push(&http, upstream.url(), "docker").await;
 
-    let cluster = Cluster::start(dir.path(), &upstream.url).await;
+    let cluster = Cluster::start(dir.path(), upstream.url()).await;
     let base = cluster.base();
     // Nothing was pushed to the cluster: the agent, the origin and the build-index start
     // empty, and every byte below comes from Distribution.

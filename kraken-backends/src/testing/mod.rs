@@ -1,8 +1,9 @@
 //! Test support: a backend with injected faults, the conformance suite every writable
-//! backend passes, and helpers that start external servers (moto's S3) for tests. Public so that crates building on backends can reuse them; not part of
+//! backend passes, and helpers that start external servers (moto's S3, CNCF Distribution) for tests. Public so that crates building on backends can reuse them; not part of
 //! the stable API.
 
 mod conformance;
+mod distribution;
 mod faulty;
 mod moto;
 mod servers;
@@ -12,6 +13,7 @@ pub use conformance::{
     invalid_names_are_rejected, large_blob_streams, list_paginates_with_prefix,
     missing_blobs_are_not_found, overwrite_replaces_blob, ranged_reads, round_trip, run_suite,
 };
+pub use distribution::DistributionServer;
 pub use faulty::FaultyBackend;
 pub use moto::MotoServer;
 pub use servers::{ServerGuard, free_port, require_program};
