@@ -17,7 +17,7 @@ use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{ClusterConfig, MembersConfig, Origin, OriginMetaInfoSource};
 use reqwest::StatusCode;
-use support::{blob_bytes, free_addr, origin_config};
+use support::{free_addr, origin_config};
 
 const REPO: &str = "library/app";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -91,40 +91,17 @@ impl Cluster {
 
     /// Uploads a two-layer image (layers of `sizes`) and points `tag` at it.
     async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
-        let layers = vec![blob_bytes(sizes[0], seed), blob_bytes(sizes[1], seed + 1)];
-        let diff_ids: Vec<String> = layers
-            .iter()
-            .map(|l| Digest::sha256_of(l).to_string())
-            .collect();
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "config": {"Labels": {"seed": seed.to_string()}},
-        }))
-        .unwrap();
-        let descriptor = |media_type: &str, data: &[u8]| {
-            serde_json::json!({
-                "mediaType": media_type,
-                "digest": Digest::sha256_of(data).to_string(),
-                "size": data.len(),
-            })
-        };
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
-            "layers": layers
-                .iter()
-                .map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l))
-                .collect::<Vec<_>>(),
-        }))
-        .unwrap();
+        let support::TestImage {
+            manifest,
+            digest,
+            config,
+            layers,
+        } = support::two_layer_image(seed, sizes, &support::OCI_MEDIA_TYPES);
         for blob in layers.iter().chain([&config, &manifest]) {
             self.upload(blob).await;
         }
         let image = Image {
-            digest: Digest::sha256_of(&manifest),
+            digest,
             manifest,
             config,
             layers,

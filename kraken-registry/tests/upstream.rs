@@ -21,12 +21,10 @@ use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{ClusterConfig, MembersConfig, Origin, OriginMetaInfoSource};
 use reqwest::StatusCode;
-use support::{blob_bytes, free_addr, origin_config};
+use support::{MediaTypes, OCI_MEDIA_TYPES, free_addr, origin_config, two_layer_image};
 
 const REPO: &str = "upstream/app";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -43,46 +41,22 @@ struct Image {
 impl Image {
     /// A two-layer image whose manifest is OCI (`docker = false`) or Docker schema 2.
     fn new(seed: u64, sizes: [usize; 2], docker: bool) -> Self {
-        let (manifest_type, config_type, layer_type) = if docker {
-            (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER)
+        let types = if docker {
+            MediaTypes {
+                manifest: DOCKER_MANIFEST,
+                config: DOCKER_CONFIG,
+                layer: DOCKER_LAYER,
+            }
         } else {
-            (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER)
+            OCI_MEDIA_TYPES
         };
-        let layers = vec![blob_bytes(sizes[0], seed), blob_bytes(sizes[1], seed + 1)];
-        let diff_ids: Vec<String> = layers
-            .iter()
-            .map(|l| Digest::sha256_of(l).to_string())
-            .collect();
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "config": {"Labels": {"seed": seed.to_string()}},
-        }))
-        .unwrap();
-        let descriptor = |media_type: &str, data: &[u8]| {
-            serde_json::json!({
-                "mediaType": media_type,
-                "digest": Digest::sha256_of(data).to_string(),
-                "size": data.len(),
-            })
-        };
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": manifest_type,
-            "config": descriptor(config_type, &config),
-            "layers": layers
-                .iter()
-                .map(|l| descriptor(layer_type, l))
-                .collect::<Vec<_>>(),
-        }))
-        .unwrap();
+        let image = two_layer_image(seed, sizes, &types);
         Self {
-            media_type: manifest_type,
-            digest: Digest::sha256_of(&manifest),
-            manifest,
-            config,
-            layers,
+            media_type: types.manifest,
+            digest: image.digest,
+            manifest: image.manifest,
+            config: image.config,
+            layers: image.layers,
         }
     }
 

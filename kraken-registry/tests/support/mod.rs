@@ -133,3 +133,64 @@ pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
         .unwrap();
     digest
 }
+
+/// The blobs and manifest of a generated two-layer image.
+pub struct TestImage {
+    pub manifest: Vec<u8>,
+    pub digest: Digest,
+    pub config: Vec<u8>,
+    pub layers: Vec<Vec<u8>>,
+}
+
+/// Media types of an image's manifest, config and layers.
+pub struct MediaTypes {
+    pub manifest: &'static str,
+    pub config: &'static str,
+    pub layer: &'static str,
+}
+
+pub const OCI_MEDIA_TYPES: MediaTypes = MediaTypes {
+    manifest: "application/vnd.oci.image.manifest.v1+json",
+    config: "application/vnd.oci.image.config.v1+json",
+    layer: "application/vnd.oci.image.layer.v1.tar",
+};
+
+/// A two-layer image with layers of `sizes` bytes (different `seed`s give different images):
+/// a config whose `diff_ids` name the layers, and a manifest of `types`.
+pub fn two_layer_image(seed: u64, sizes: [usize; 2], types: &MediaTypes) -> TestImage {
+    let layers = vec![blob_bytes(sizes[0], seed), blob_bytes(sizes[1], seed + 1)];
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| Digest::sha256_of(l).to_string())
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {"Labels": {"seed": seed.to_string()}},
+    }))
+    .unwrap();
+    let descriptor = |media_type: &str, data: &[u8]| {
+        serde_json::json!({
+            "mediaType": media_type,
+            "digest": Digest::sha256_of(data).to_string(),
+            "size": data.len(),
+        })
+    };
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": types.manifest,
+        "config": descriptor(types.config, &config),
+        "layers": layers
+            .iter()
+            .map(|l| descriptor(types.layer, l))
+            .collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    TestImage {
+        digest: Digest::sha256_of(&manifest),
+        manifest,
+        config,
+        layers,
+    }
+}
