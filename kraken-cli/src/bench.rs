@@ -133,7 +133,7 @@ fn swarm(args: SwarmArgs) -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("blob");
-    write_random_file(&file, args.size.bytes())?;
+    write_random_file(&file, args.size.bytes(), 0)?;
     let (s, rate, n) = (
         args.size.bytes() as f64,
         args.rate.0.bytes() as f64,
@@ -200,6 +200,7 @@ fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec
         Some(&rate),
         piece_length.as_deref(),
         &max_conns,
+        "seeder",
     )?;
     settle_disk()?;
     let t0 = Instant::now();
@@ -367,73 +368,113 @@ fn aria2_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec<
 struct TransferReport {
     size: u64,
     openssl_seconds: f64,
-    fetch_seconds: f64,
     openssl_mb_s: f64,
-    fetch_mb_s: f64,
-    ratio: f64,
+    /// The seeder sends with `sendfile` (the default).
+    send_file: TransferResult,
+    /// The seeder reads and writes every piece (`--no-send-file`), for comparison.
+    copying: TransferResult,
     fetcher_peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct TransferResult {
+    fetch_seconds: f64,
+    fetch_mb_s: f64,
+    /// openssl's time over the fetch's: the goal is 0.7.
+    ratio: f64,
+}
+
+/// One seeder of its own blob, and the best fetch time seen from it.
+struct TransferSeeder {
+    mode: &'static str,
+    _process: Process,
+    digest: String,
+    best: f64,
 }
 
 fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let file = dir.path().join("blob");
-    write_random_file(&file, args.size.bytes())?;
     let (_tracker, tracker_url) = spawn_tracker()?;
     let piece_length = args.piece_length.map(|l| l.bytes().to_string());
-    let (_seeder, digest) = spawn_seeder(
-        dir.path(),
-        &file,
-        &tracker_url,
-        None,
-        piece_length.as_deref(),
-        &[],
-    )?;
-    // Let the kernel write back the file and the seeder's copy first: write-back running
-    // during the timed part swings results by 2x on this kind of machine.
+    // Two seeders of two blobs of the same size (different bytes, so different digests),
+    // so that a fetch meets only the seeder it measures.
+    let mut seeders = Vec::new();
+    let modes = [
+        ("send-file", &[][..]),
+        ("copying", &["--no-send-file".to_owned()][..]),
+    ];
+    for (seed, (name, extra)) in (0..).zip(modes) {
+        let file = dir.path().join(format!("{name}.blob"));
+        write_random_file(&file, args.size.bytes(), seed)?;
+        let (process, digest) = spawn_seeder(
+            dir.path(),
+            &file,
+            &tracker_url,
+            None,
+            piece_length.as_deref(),
+            extra,
+            &format!("seeder-{name}"),
+        )?;
+        seeders.push(TransferSeeder {
+            mode: name,
+            _process: process,
+            digest,
+            best: f64::MAX,
+        });
+    }
+    let reference = dir.path().join("send-file.blob");
     let mut openssl_seconds = f64::MAX;
-    let mut fetch_seconds = f64::MAX;
     let mut peak_rss = None;
     for round in 0..args.rounds.max(1) {
-        settle_disk()?;
-        let start = Instant::now();
-        let openssl = Command::new("openssl")
-            .args(["dgst", "-sha256"])
-            .arg(&file)
-            .output()
-            .context("openssl must be installed")?;
-        openssl_seconds = openssl_seconds.min(start.elapsed().as_secs_f64());
-        anyhow::ensure!(openssl.status.success(), "openssl failed");
+        for seeder in &mut seeders {
+            // Let the kernel write back the last fetch first: write-back running during the
+            // timed part swings results by 2x on this kind of machine.
+            settle_disk()?;
+            let start = Instant::now();
+            let openssl = Command::new("openssl")
+                .args(["dgst", "-sha256"])
+                .arg(&reference)
+                .output()
+                .context("openssl must be installed")?;
+            openssl_seconds = openssl_seconds.min(start.elapsed().as_secs_f64());
+            anyhow::ensure!(openssl.status.success(), "openssl failed");
 
-        let store = dir.path().join(format!("fetcher{round}"));
-        let out = fetch_command(
-            &digest,
-            &tracker_url,
-            "127.0.0.10",
-            &store,
-            &dir.path().join("out"),
-        )?
-        .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "fetch failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let seconds = report["download_seconds"]
-            .as_f64()
-            .context("download_seconds")?;
-        fetch_seconds = fetch_seconds.min(seconds);
-        peak_rss = peak_rss.max(report["peak_rss_bytes"].as_u64());
-        std::fs::remove_dir_all(dir.path().join(format!("fetcher{round}")))?;
+            let store = dir.path().join(format!("fetcher{round}"));
+            let out = fetch_command(
+                &seeder.digest,
+                &tracker_url,
+                "127.0.0.10",
+                &store,
+                &dir.path().join("out"),
+            )?
+            .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "fetch failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let seconds = report["download_seconds"]
+                .as_f64()
+                .context("download_seconds")?;
+            eprintln!("round {round}: {} {seconds:.2} s", seeder.mode);
+            seeder.best = seeder.best.min(seconds);
+            peak_rss = peak_rss.max(report["peak_rss_bytes"].as_u64());
+            std::fs::remove_dir_all(&store)?;
+        }
     }
     let mb = args.size.bytes() as f64 / 1e6;
+    let result = |seconds: f64| TransferResult {
+        fetch_seconds: seconds,
+        fetch_mb_s: mb / seconds,
+        ratio: openssl_seconds / seconds,
+    };
     let report = TransferReport {
         size: args.size.bytes(),
         openssl_seconds,
-        fetch_seconds,
         openssl_mb_s: mb / openssl_seconds,
-        fetch_mb_s: mb / fetch_seconds,
-        ratio: openssl_seconds / fetch_seconds,
+        send_file: result(seeders[0].best),
+        copying: result(seeders[1].best),
         fetcher_peak_rss_bytes: peak_rss,
     };
     if args.json {
@@ -443,14 +484,22 @@ fn transfer(args: TransferArgs) -> anyhow::Result<()> {
             "{} blob, one seeder -> one fetcher, uncapped, loopback, best of {}",
             args.size, args.rounds
         );
-        println!("openssl dgst -sha256   {:>8.1} MB/s", report.openssl_mb_s);
         println!(
-            "kraken fetch           {:>8.1} MB/s   ratio {:.2}",
-            report.fetch_mb_s, report.ratio
+            "openssl dgst -sha256            {:>8.1} MB/s",
+            report.openssl_mb_s
         );
+        for (what, result) in [
+            ("kraken fetch (sendfile)", &report.send_file),
+            ("kraken fetch (copying seeder)", &report.copying),
+        ] {
+            println!(
+                "{what:<31} {:>8.1} MB/s   ratio {:.2}",
+                result.fetch_mb_s, result.ratio
+            );
+        }
         if let Some(rss) = report.fetcher_peak_rss_bytes {
             println!(
-                "fetcher peak RSS       {} (highest of the rounds)",
+                "fetcher peak RSS                {} (highest of the rounds)",
                 ByteSize(rss)
             );
         }
@@ -508,6 +557,7 @@ fn spawn_seeder(
     rate: Option<&str>,
     piece_length: Option<&str>,
     extra_args: &[String],
+    store: &str,
 ) -> anyhow::Result<(Process, String)> {
     let listen = format!("127.0.0.2:{}", free_port("127.0.0.2")?);
     let mut command = kraken_command()?;
@@ -523,7 +573,7 @@ fn spawn_seeder(
             "1s",
         ])
         .arg("--store")
-        .arg(dir.join("seeder"))
+        .arg(dir.join(store))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(rate) = rate {
@@ -571,9 +621,10 @@ fn now_unix() -> f64 {
 }
 
 /// Incompressible content, written in one pass.
-pub(crate) fn write_random_file(path: &Path, size: u64) -> anyhow::Result<()> {
+/// A file of `size` pseudo-random bytes; the same `seed` makes the same bytes.
+pub(crate) fn write_random_file(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
     let mut block = [0u8; 8192];
     let mut written = 0;
     while written < size {

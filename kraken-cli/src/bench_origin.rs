@@ -49,7 +49,7 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
     which("curl").context("curl must be installed")?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("blob");
-    write_random_file(&file, args.size.bytes())?;
+    write_random_file(&file, args.size.bytes(), 0)?;
     let digest = digest_of(&file)?;
 
     // CNCF Distribution: the blob placed in its filesystem layout and linked into a

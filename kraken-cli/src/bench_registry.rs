@@ -219,7 +219,7 @@ fn blob_url(host: &str, digest: &Digest) -> String {
 /// A random layer of `size` bytes, a config naming it, and an OCI manifest of both.
 fn write_image(dir: &Path, size: u64) -> anyhow::Result<Image> {
     let layer = dir.join("layer");
-    crate::bench::write_random_file(&layer, size)?;
+    crate::bench::write_random_file(&layer, size, 0)?;
     let layer_digest = digest_of(&layer)?;
     let config = dir.join("config.json");
     let config_bytes = format!(

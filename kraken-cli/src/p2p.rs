@@ -103,6 +103,10 @@ pub(crate) struct PeerArgs {
     /// Most connections per blob (default: the scheduler's, 10).
     #[arg(long)]
     max_conns: Option<usize>,
+    /// Send pieces by reading and writing them instead of with `sendfile` (for file systems
+    /// whose page cache does not reflect the file, and for comparison).
+    #[arg(long)]
+    no_send_file: bool,
     /// CA certificate (PEM) an `https://` tracker's certificate must chain to.
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
@@ -266,6 +270,7 @@ async fn start_node(
     if let Some(max) = args.max_conns {
         config.swarm.max_conns_per_torrent = max;
     }
+    config.send_file = !args.no_send_file;
     configure(&mut config);
     Node::builder(config)
         .store(store)

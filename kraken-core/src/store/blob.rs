@@ -51,6 +51,12 @@ impl Blob {
         &self.path
     }
 
+    /// The open data file, for zero-copy sends (`sendfile`): it stays valid after eviction,
+    /// like the handle. It holds exactly [`len`](Self::len) bytes.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Fills `buf` from `offset`; reading past the end is an error.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         if offset.saturating_add(buf.len() as u64) > self.length {

@@ -31,6 +31,11 @@ pub(super) struct DownloadShared {
     meta: MetaInfo,
     dir: PathBuf,
     data: File,
+    /// Held while a piece is written: the kernel serialises writes to one file anyway, and a
+    /// writer that sleeps here costs less than one spinning on the inode's lock (without it,
+    /// 8–10% of a fetcher's CPU went to that spinning and a 1 GiB fetch took 1.77 s instead
+    /// of 1.50 s, median of five interleaved runs).
+    writing: Mutex<()>,
     progress: Mutex<Progress>,
     /// Held for the whole of `finish`, so concurrent callers verify the blob once.
     finishing: Mutex<Option<Blob>>,
@@ -69,10 +74,12 @@ impl Download {
             return Ok(false);
         }
         let offset = shared.meta.piece_range(index).start;
+        let writing = lock(&shared.writing);
         shared
             .data
             .write_all_at(data, offset)
             .map_err(|source| Error::io(&shared.dir.join(layout::DATA), source))?;
+        drop(writing);
         let mut progress = lock(&shared.progress);
         if !progress.have.set(index.get())? {
             // Another writer recorded the same piece meanwhile; it wrote the same bytes.
@@ -133,6 +140,16 @@ impl Download {
         Ok(())
     }
 
+    /// Makes the pieces written so far durable (`fdatasync`). [`finish`](Self::finish) does
+    /// this too; calling it as the download goes (say every 64 MiB) lets the disk write while
+    /// pieces still arrive, so that `finish` does not wait for the whole blob to reach it.
+    pub fn write_back(&self) -> Result<()> {
+        self.shared
+            .data
+            .sync_data()
+            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+    }
+
     /// The blob's metainfo.
     pub fn meta(&self) -> &MetaInfo {
         &self.shared.meta
@@ -162,8 +179,18 @@ impl Download {
     /// Reads `buf.len()` bytes at `offset` of the blob, if every piece they fall in has been
     /// verified; otherwise fails with [`Error::PieceMissing`] naming the first missing piece.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.verified_file(offset..offset.saturating_add(buf.len() as u64))?
+            .read_exact_at(buf, offset)
+            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+    }
+
+    /// The data file, once every piece that `range` falls in has been verified (otherwise
+    /// [`Error::PieceMissing`] naming the first missing piece): for zero-copy sends
+    /// (`sendfile`) of verified bytes. The file stays valid after [`finish`](Self::finish)
+    /// moves it into the cache. Bytes outside verified pieces are not the blob's.
+    pub fn verified_file(&self, range: std::ops::Range<u64>) -> Result<&File> {
         let meta = &self.shared.meta;
-        let end = offset.saturating_add(buf.len() as u64);
+        let (offset, end) = (range.start, range.end.max(range.start));
         if end > meta.length() {
             return Err(Error::PieceIndexOutOfRange {
                 index: meta.pieces_covering(offset..end).end,
@@ -179,10 +206,7 @@ impl Download {
                 return Err(Error::PieceMissing { index });
             }
         }
-        self.shared
-            .data
-            .read_exact_at(buf, offset)
-            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+        Ok(&self.shared.data)
     }
 
     /// Reads one verified piece.
@@ -274,6 +298,7 @@ impl DownloadShared {
             meta: meta.clone(),
             dir,
             data,
+            writing: Mutex::new(()),
             progress: Mutex::new(progress),
             finishing: Mutex::new(None),
             prefix: Mutex::new(PrefixHash::default()),
@@ -366,6 +391,21 @@ fn resume(
     )))
 }
 
+/// Sizes a fresh data file to `length`, reserving its blocks where the file system can, so
+/// that a download fails at once on a full disk instead of midway and its file is not
+/// fragmented by other writers. File systems without `fallocate` get a sparse file.
+fn reserve_space(data: &File, length: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if length > 0 {
+        match rustix::fs::fallocate(data, rustix::fs::FallocateFlags::empty(), 0, length) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::NOSPC => return Err(e.into()),
+            Err(e) => tracing::debug!(error = %e, "fallocate unavailable; the data file is sparse"),
+        }
+    }
+    data.set_len(length)
+}
+
 /// Creates a fresh download directory: metainfo, pre-sized data file, empty bitfield.
 fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<(File, Progress)> {
     layout::remove_entry(&store.layout, dir)?;
@@ -378,8 +418,7 @@ fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<
         .truncate(true)
         .open(&data_path)
         .map_err(|source| Error::io(&data_path, source))?;
-    data.set_len(meta.length())
-        .map_err(|source| Error::io(&data_path, source))?;
+    reserve_space(&data, meta.length()).map_err(|source| Error::io(&data_path, source))?;
     let have = Bitfield::new(meta.piece_count());
     let bitfield_path = dir.join(layout::BITFIELD);
     layout::write_atomically(&bitfield_path, have.as_bytes())?;

@@ -256,6 +256,31 @@ fn readers_see_verified_pieces_of_an_incomplete_blob() {
     ));
     let mut past_end = [0u8; 10];
     assert!(download.read_exact_at(2995, &mut past_end).is_err());
+    // The file for zero-copy sends is handed out for verified ranges only.
+    let file = download.verified_file(meta.piece_range(second)).unwrap();
+    let mut sent = vec![0u8; PIECE as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut sent, PIECE).unwrap();
+    assert_eq!(sent, piece(&meta, &data, second));
+    assert!(matches!(
+        download.verified_file(0..PIECE + 1),
+        Err(Error::PieceMissing { index: 0 })
+    ));
+    assert!(download.verified_file(2000..3001).is_err());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_fresh_download_reserves_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(1 << 20, 8);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let download = store.begin_download(&meta).unwrap();
+    let file = download.verified_file(0..0).unwrap();
+    let blocks = std::os::unix::fs::MetadataExt::blocks(&file.metadata().unwrap());
+    assert_eq!(file.metadata().unwrap().len(), 1 << 20);
+    // In 512-byte units; a sparse file would have none. ext4, XFS and tmpfs have fallocate.
+    assert!(blocks * 512 >= 1 << 20, "only {blocks} blocks allocated");
 }
 
 #[test]

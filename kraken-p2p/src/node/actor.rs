@@ -99,6 +99,9 @@ pub(crate) enum ActorEvent {
         index: kraken_core::PieceIndex,
         result: Result<(), PieceWriteError>,
     },
+    WrittenBack {
+        info_hash: InfoHash,
+    },
     Finished {
         info_hash: InfoHash,
         result: std::result::Result<Blob, FinishError>,
@@ -154,7 +157,17 @@ struct Torrent {
     progress: Vec<watch::Sender<Progress>>,
     /// Seeded on purpose: keep announcing it even when idle.
     keep: bool,
+    /// Bytes written since the last write-back started.
+    unsynced: u64,
+    /// Whether a write-back is running.
+    writing_back: bool,
 }
+
+/// A download's written pieces are made durable every this many bytes, in the background:
+/// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last
+/// 64 MiB instead of all of it (a 1 GiB fetch on loopback: 1.50 s instead of 1.92 s, median
+/// of five interleaved runs). It also keeps a large download from piling up dirty pages.
+const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 struct Actor {
     swarm: Swarm,
@@ -186,7 +199,11 @@ pub(crate) fn spawn(parts: ActorParts) {
         swarm_config.rng_seed = Some(rand::random());
     }
     let actor = Actor {
-        swarm: Swarm::new(swarm_config, parts.peer_id),
+        swarm: {
+            let mut swarm = Swarm::new(swarm_config, parts.peer_id);
+            swarm.set_local_addr(parts.advertise);
+            swarm
+        },
         ingress: limiter(parts.config.ingress_rate),
         egress: limiter(parts.config.egress_rate),
         config: parts.config,
@@ -535,9 +552,18 @@ impl Actor {
                 info_hash,
                 index,
                 result,
-            } => self
-                .swarm
-                .handle_piece_written(now, conn, info_hash, index, result),
+            } => {
+                if result.is_ok() {
+                    self.write_back_if_due(&info_hash, index);
+                }
+                self.swarm
+                    .handle_piece_written(now, conn, info_hash, index, result);
+            }
+            ActorEvent::WrittenBack { info_hash } => {
+                if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                    torrent.writing_back = false;
+                }
+            }
             ActorEvent::Finished { info_hash, result } => {
                 let result = result.map(|blob| {
                     if let Some(torrent) = self.torrents.get_mut(&info_hash) {
@@ -634,6 +660,35 @@ impl Actor {
         );
     }
 
+    /// Counts piece `index` as written and starts a background write-back when
+    /// [`WRITE_BACK_EVERY`] bytes await one.
+    fn write_back_if_due(&mut self, info_hash: &InfoHash, index: kraken_core::PieceIndex) {
+        let Some(torrent) = self.torrents.get_mut(info_hash) else {
+            return;
+        };
+        let PieceSource::Partial(download) = &torrent.source else {
+            return;
+        };
+        torrent.unsynced += torrent.meta.piece_len(index);
+        if torrent.writing_back || torrent.unsynced < WRITE_BACK_EVERY {
+            return;
+        }
+        torrent.unsynced = 0;
+        torrent.writing_back = true;
+        let download = download.clone();
+        let info_hash = *info_hash;
+        self.spawn_blocking(
+            self.torrent_span(&info_hash),
+            move || {
+                if let Err(e) = download.write_back() {
+                    // Not fatal: finishing the download syncs again and reports failure.
+                    tracing::warn!(error = %e, "background write-back failed");
+                }
+            },
+            move |()| ActorEvent::WrittenBack { info_hash },
+        );
+    }
+
     fn on_download_ready(
         &mut self,
         now: Instant,
@@ -675,6 +730,8 @@ impl Actor {
                         waiters,
                         progress: watchers,
                         keep: false,
+                        unsynced: 0,
+                        writing_back: false,
                     },
                 );
                 if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
@@ -712,6 +769,8 @@ impl Actor {
             waiters: Vec::new(),
             progress: Vec::new(),
             keep,
+            unsynced: 0,
+            writing_back: false,
         });
         torrent.keep |= keep;
         let full = Bitfield::full(meta.piece_count());

@@ -1,11 +1,15 @@
 //! Connection tasks: they move bytes and nothing else.
 
-use std::sync::Arc;
+use std::fs::File;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use kraken_core::{Blob, Download, PieceIndex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -42,6 +46,34 @@ impl PieceSource {
             Self::Blob(blob) => blob.read_exact_at(range.start, buf),
             Self::Partial(download) => download.read_exact_at(range.start, buf),
         }
+    }
+
+    /// The file holding the bytes of `range` (one verified piece), for zero-copy sending.
+    fn file_for(&self, range: std::ops::Range<u64>) -> io::Result<&File> {
+        match self {
+            Self::Blob(blob) if range.end <= blob.len() => Ok(blob.file()),
+            Self::Blob(_) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "piece past the end of the blob",
+            )),
+            Self::Partial(download) => download.verified_file(range).map_err(io::Error::other),
+        }
+    }
+
+    /// Asks the kernel to start reading `range` into the page cache, so that the `sendfile`
+    /// which follows finds it there instead of blocking the runtime on the disk. Only a hint.
+    fn prefetch(&self, range: std::ops::Range<u64>) {
+        #[cfg(target_os = "linux")]
+        if let Ok(file) = self.file_for(range.clone()) {
+            let _ = rustix::fs::fadvise(
+                file,
+                range.start,
+                std::num::NonZeroU64::new(range.end - range.start),
+                rustix::fs::Advice::WillNeed,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = range;
     }
 }
 
@@ -90,7 +122,8 @@ impl ConnTask {
             ingress,
             egress,
         } = self;
-        let (reader, writer) = tokio::io::split(stream);
+        let stream = Mutex::new(stream);
+        let (reader, writer) = (ReadSide(&stream), WriteSide(&stream));
         let how = async {
             tokio::select! {
                 () = cancel.cancelled() => ConnClosed::Normal,
@@ -105,9 +138,89 @@ impl ConnTask {
     }
 }
 
+/// The reading side of a connection's stream. The reader and the writer run in the same task
+/// and each holds the lock only for one poll, so they never wait on each other; unlike
+/// `tokio::io::split`, the writer keeps access to [`PeerStream::poll_send_file`].
+///
+/// [`PeerStream::poll_send_file`]: super::transport::PeerStream::poll_send_file
+struct ReadSide<'a>(&'a Mutex<BoxStream>);
+
+/// The writing side; see [`ReadSide`].
+struct WriteSide<'a>(&'a Mutex<BoxStream>);
+
+fn lock_stream(stream: &Mutex<BoxStream>) -> MutexGuard<'_, BoxStream> {
+    // A panic while polling would have ended the task that shares this lock.
+    stream.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl AsyncRead for ReadSide<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut **lock_stream(self.0)).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteSide<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut **lock_stream(self.0)).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut **lock_stream(self.0)).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut **lock_stream(self.0)).poll_shutdown(cx)
+    }
+}
+
+impl WriteSide<'_> {
+    fn supports_send_file(&self) -> bool {
+        lock_stream(self.0).supports_send_file()
+    }
+
+    /// Sends exactly `range` of `file`, in chunks that each pass the egress limiter first.
+    async fn send_file(
+        &mut self,
+        file: &File,
+        range: std::ops::Range<u64>,
+        egress: Option<&RateLimiter>,
+    ) -> io::Result<()> {
+        let mut offset = range.start;
+        while offset < range.end {
+            let chunk_end = range.end.min(offset + SEND_CHUNK as u64);
+            if let Some(limiter) = egress {
+                limiter.acquire((chunk_end - offset) as usize).await;
+            }
+            while offset < chunk_end {
+                let len = (chunk_end - offset) as usize;
+                let sent = std::future::poll_fn(|cx| {
+                    lock_stream(self.0).poll_send_file(cx, file, offset, len)
+                })
+                .await?;
+                if sent == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file ended before the piece",
+                    ));
+                }
+                offset += sent as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn read_loop(
     conn: ConnId,
-    mut reader: tokio::io::ReadHalf<BoxStream>,
+    mut reader: ReadSide<'_>,
     events: &mpsc::Sender<ActorEvent>,
     max_payload: &AtomicU32,
     ingress: Option<&RateLimiter>,
@@ -154,20 +267,40 @@ async fn read_loop(
     }
 }
 
-/// A queued item whose piece (if any) is already being read from disk.
+/// A queued item whose piece (if any) is already coming off the disk.
 enum Ready {
     Message(Message),
+    /// Read into a buffer, then written.
     Piece {
         index: PieceIndex,
         read: tokio::task::JoinHandle<(Vec<u8>, kraken_core::Result<()>)>,
     },
+    /// Sent from the file by the kernel (`sendfile`) once the prefetch hint is given.
+    FilePiece {
+        index: PieceIndex,
+        range: std::ops::Range<u64>,
+        prefetch: tokio::task::JoinHandle<PieceSource>,
+    },
 }
 
 impl Ready {
-    /// Starts reading a piece at once into `buf`, so the disk read overlaps the previous send.
-    fn start(item: Outgoing, spare: &mut Vec<Vec<u8>>) -> Self {
+    /// Starts reading a piece at once (into `buf`, or into the page cache when it will be
+    /// sent zero-copy), so the disk read overlaps the previous send.
+    fn start(item: Outgoing, spare: &mut Vec<Vec<u8>>, zero_copy: bool) -> Self {
         match item {
             Outgoing::Message(message) => Self::Message(message),
+            Outgoing::Piece {
+                index,
+                range,
+                source,
+            } if zero_copy => Self::FilePiece {
+                index,
+                range: range.clone(),
+                prefetch: tokio::task::spawn_blocking(move || {
+                    source.prefetch(range);
+                    source
+                }),
+            },
             Outgoing::Piece {
                 index,
                 range,
@@ -188,7 +321,7 @@ impl Ready {
 
 async fn write_loop(
     conn: ConnId,
-    mut writer: tokio::io::WriteHalf<BoxStream>,
+    mut writer: WriteSide<'_>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<ActorEvent>,
     egress: Option<&RateLimiter>,
@@ -197,11 +330,12 @@ async fn write_loop(
     let mut next: Option<Ready> = None;
     // Two piece buffers cycle between the one being sent and the one being read ahead.
     let mut spare: Vec<Vec<u8>> = Vec::with_capacity(2);
+    let zero_copy = writer.supports_send_file();
     loop {
         let item = match next.take() {
             Some(item) => item,
             None => match outgoing.recv().await {
-                Some(item) => Ready::start(item, &mut spare),
+                Some(item) => Ready::start(item, &mut spare, zero_copy),
                 None => break,
             },
         };
@@ -222,7 +356,7 @@ async fn write_loop(
                     result.map_err(std::io::Error::other)?;
                     // Read ahead: one more piece comes off the disk while this one is sent.
                     if let Ok(item) = outgoing.try_recv() {
-                        next = Some(Ready::start(item, &mut spare));
+                        next = Some(Ready::start(item, &mut spare, zero_copy));
                     }
                     frame.clear();
                     wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
@@ -240,6 +374,27 @@ async fn write_loop(
                         })
                         .await;
                     spare.push(data);
+                }
+                Ready::FilePiece {
+                    index,
+                    range,
+                    prefetch,
+                } => {
+                    let source = prefetch
+                        .await
+                        .map_err(|_| std::io::Error::other("piece prefetch task failed"))?;
+                    let file = source.file_for(range.clone())?;
+                    if let Ok(item) = outgoing.try_recv() {
+                        next = Some(Ready::start(item, &mut spare, zero_copy));
+                    }
+                    let len = range.end - range.start;
+                    frame.clear();
+                    wire::encode_payload_header(index.get(), len as u32, &mut frame);
+                    writer.write_all(&frame).await?;
+                    writer.send_file(file, range, egress).await?;
+                    let _ = events
+                        .send(ActorEvent::PieceSent { conn, bytes: len })
+                        .await;
                 }
             }
             Ok(())

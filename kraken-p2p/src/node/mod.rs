@@ -66,6 +66,10 @@ pub struct NodeConfig {
     /// How long a download waits for its metainfo to be published. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
+    /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
+    /// Default: true.
+    pub send_file: bool,
     /// The scheduler's settings.
     pub swarm: SwarmConfig,
 }
@@ -81,6 +85,7 @@ impl Default for NodeConfig {
             piece_lengths: PieceLengthPolicy::default(),
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            send_file: true,
             swarm: SwarmConfig::default(),
         }
     }
@@ -154,11 +159,12 @@ impl NodeBuilder {
         let config = self.config;
         let transport = self.transport.unwrap_or_else(|| {
             let ip = config.listen.ip();
-            Arc::new(if ip.is_unspecified() {
+            let tcp = if ip.is_unspecified() {
                 TcpTransport::new()
             } else {
                 TcpTransport::with_source_ip(ip)
-            })
+            };
+            Arc::new(tcp.send_file(config.send_file))
         });
         let listener = transport.bind(config.listen).await?;
         let local_addr = listener.local_addr()?;

@@ -234,6 +234,9 @@ pub struct TorrentStats {
 pub struct Swarm {
     config: SwarmConfig,
     local_peer: PeerId,
+    /// Where other peers reach this node, if known: a candidate there is this node under an
+    /// older peer id (a restart the tracker has not forgotten yet), never worth a dial.
+    local_addr: Option<SocketAddr>,
     rng: StdRng,
     torrents: BTreeMap<InfoHash, Torrent>,
     conns: BTreeMap<ConnId, Conn>,
@@ -259,6 +262,7 @@ impl Swarm {
         Self {
             config,
             local_peer,
+            local_addr: None,
             rng,
             torrents: BTreeMap::new(),
             conns: BTreeMap::new(),
@@ -268,6 +272,13 @@ impl Swarm {
             events: VecDeque::new(),
             timer_floor: None,
         }
+    }
+
+    /// Tells the swarm the address other peers reach it at (the one it announces), so that
+    /// it never dials that address: a tracker may still list it there under the peer id of
+    /// a previous run.
+    pub fn set_local_addr(&mut self, addr: SocketAddr) {
+        self.local_addr = Some(addr);
     }
 
     /// Starts downloading (or seeding, if `have` is full) the torrent of `meta`, and
@@ -520,13 +531,13 @@ impl Swarm {
         }
         let next = torrent.announce_interval(&self.config);
         torrent.next_announce = now + next;
-        let local = self.local_peer;
+        let (local, local_addr) = (self.local_peer, self.local_addr);
         // Best last: candidates are taken from the end, and the tracker lists complete
         // peers and origins first.
         torrent.candidates = peers
             .into_iter()
             .rev()
-            .filter(|p| p.peer_id != local)
+            .filter(|p| p.peer_id != local && Some(p.addr()) != local_addr)
             .collect();
         self.fill_conns(now, info_hash);
     }

@@ -1,6 +1,7 @@
 //! Which peers announced which torrent, and whom to hand out.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kraken_core::{InfoHash, PeerId, PeerInfo};
@@ -45,10 +46,26 @@ struct TorrentPeers {
     classes: [Vec<(PeerInfo, Instant)>; 3],
     /// Where each peer is: its class and position.
     index: HashMap<PeerId, (usize, usize)>,
+    /// Which peer listens at each address.
+    by_addr: HashMap<SocketAddr, PeerId>,
 }
 
 impl TorrentPeers {
+    /// Records `peer`. A peer announcing an address that another peer id holds replaces
+    /// that one: only one process listens at an address, so the other is an earlier run of
+    /// this node (restarted with a new id) or gone, and handing it out would send peers —
+    /// this node among them — to a peer that is not there.
     fn insert(&mut self, peer: PeerInfo, expires: Instant) {
+        if let Some(&previous) = self.by_addr.get(&peer.addr())
+            && previous != peer.peer_id
+        {
+            self.remove(&previous);
+        }
+        if let Some(&(class, position)) = self.index.get(&peer.peer_id) {
+            // The same peer at a new address no longer holds the old one.
+            self.by_addr.remove(&self.classes[class][position].0.addr());
+        }
+        self.by_addr.insert(peer.addr(), peer.peer_id);
         let class = class_of(&peer);
         match self.index.get(&peer.peer_id).copied() {
             Some((old, position)) if old == class => {
@@ -77,6 +94,9 @@ impl TorrentPeers {
     fn remove_at(&mut self, class: usize, position: usize) {
         let (removed, _) = self.classes[class].swap_remove(position);
         self.index.remove(&removed.peer_id);
+        if self.by_addr.get(&removed.addr()) == Some(&removed.peer_id) {
+            self.by_addr.remove(&removed.addr());
+        }
         if let Some((moved, _)) = self.classes[class].get(position) {
             self.index.insert(moved.peer_id, (class, position));
         }
@@ -331,6 +351,40 @@ mod tests {
                 .handout(now, &info_hash, &peer(9, true, false), 20, &mut rng)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_peer_announcing_another_peers_address_replaces_it() {
+        let mut store = MemoryPeerStore::new(Duration::from_secs(10));
+        let now = Instant::now();
+        let info_hash = InfoHash::from_bytes([1; 32]);
+        let at = |n: u8, addr: &str| {
+            PeerInfo::new(
+                PeerId::from_bytes([n; 20]),
+                addr.parse().unwrap(),
+                false,
+                false,
+            )
+        };
+        store.announce(now, info_hash, at(1, "127.0.0.1:7000"));
+        store.announce(now, info_hash, at(2, "127.0.0.2:7000"));
+        // Peer 1 restarted as peer 3 on the same address.
+        store.announce(now, info_hash, at(3, "127.0.0.1:7000"));
+        let ids = |store: &MemoryPeerStore| -> Vec<u8> {
+            store
+                .peers(now, &info_hash)
+                .iter()
+                .map(|p| p.peer_id.as_bytes()[0])
+                .collect()
+        };
+        assert_eq!(ids(&store), vec![2, 3]);
+        // Peer 2 moves; whoever takes its old address next replaces nobody.
+        store.announce(now, info_hash, at(2, "127.0.0.9:7000"));
+        store.announce(now, info_hash, at(4, "127.0.0.2:7000"));
+        assert_eq!(ids(&store), vec![2, 3, 4]);
+        store.remove(&info_hash, &PeerId::from_bytes([4; 20]));
+        store.announce(now, info_hash, at(5, "127.0.0.2:7000"));
+        assert_eq!(ids(&store), vec![2, 3, 5]);
     }
 
     #[test]

@@ -30,11 +30,23 @@ pub async fn tracker(addr: SocketAddr) -> TrackerServer {
 /// A node listening on 127.0.0.`host`, storing under `dir`, capped at `rate` bytes/s each
 /// way if given.
 pub async fn node(host: u8, dir: &Path, tracker: SocketAddr, rate: Option<u64>) -> Node {
+    node_sending_files(host, dir, tracker, rate, true).await
+}
+
+/// [`node`], sending pieces with `sendfile` or, if `send_file` is false, by copying them.
+pub async fn node_sending_files(
+    host: u8,
+    dir: &Path,
+    tracker: SocketAddr,
+    rate: Option<u64>,
+    send_file: bool,
+) -> Node {
     let mut config = NodeConfig::default();
     config.listen = SocketAddr::from(([127, 0, 0, host], 0));
     config.egress_rate = rate.map(ByteSize);
     config.ingress_rate = rate.map(ByteSize);
     config.swarm.announce_interval = std::time::Duration::from_millis(500);
+    config.send_file = send_file;
     Node::builder(config)
         .store(BlobStore::open(dir).unwrap())
         .tracker(Arc::new(

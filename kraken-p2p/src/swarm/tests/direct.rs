@@ -262,6 +262,25 @@ fn complete_peers_drop_their_link_and_idle_seeds_expire() {
 }
 
 #[test]
+fn a_candidate_at_our_own_address_is_never_dialed() {
+    let (mut s, meta, now) = leeching(SwarmConfig::default(), 4);
+    s.set_local_addr(addr(1));
+    drain(&mut s);
+    // Ourselves under the peer id of an earlier run, and a real neighbour.
+    let stale_self = PeerInfo::new(peer(7), addr(1), false, false);
+    let other = PeerInfo::new(peer(9), addr(9), false, false);
+    s.handle_announce_response(now, meta.info_hash(), vec![stale_self, other.clone()], None);
+    let dialed: Vec<PeerInfo> = drain(&mut s)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Dial { peer, .. } => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialed, vec![other]);
+}
+
+#[test]
 fn idle_links_are_replaced_by_new_neighbours() {
     let config = SwarmConfig {
         max_conns_per_torrent: 1,
