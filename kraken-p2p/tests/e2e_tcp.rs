@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kraken_core::Digest;
 
-use common::{TestSwarm, init_tracing, node, node_sending_files, random_file, tracker};
+use common::{TestSwarm, init_tracing, node, random_file, tracker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_and_three_fetchers() {
@@ -29,57 +29,27 @@ async fn a_seeder_and_three_fetchers() {
 }
 
 /// Pieces sent by copying (the path of TLS and of `send_file(false)`) and by `sendfile` (the
-/// fetchers relaying to each other) arrive the same.
+/// fetchers relaying to each other, which the seeder's cap makes worth their while) arrive
+/// the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_that_copies_pieces_feeds_fetchers_that_send_files() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node_sending_files(
-        2,
-        &dir.path().join("seeder"),
-        tracker.local_addr(),
-        None,
-        false,
-    )
-    .await;
-    let file = random_file(dir.path(), 3 << 20 | 777, 9);
-    let meta = seeder.seed_file(&file).await.unwrap();
-    let mut fetchers = Vec::new();
-    for i in 0..3 {
-        let store = dir.path().join(format!("f{i}"));
-        fetchers.push(node(10 + i, &store, tracker.local_addr(), Some(4_000_000)).await);
-    }
-    let downloads = fetchers
-        .iter()
-        .map(|f| f.download(meta.digest()).into_future());
-    let blobs = tokio::time::timeout(
-        Duration::from_secs(60),
-        futures::future::try_join_all(downloads),
-    )
-    .await
-    .expect("downloads finish in time")
-    .expect("downloads succeed");
-    let expected = std::fs::read(&file).unwrap();
-    for blob in blobs {
+    let swarm = TestSwarm::start_with(3 << 20 | 777, 9, Some(4_000_000), 3, None, false).await;
+    let expected = std::fs::read(&swarm.file).unwrap();
+    for blob in swarm.download_all(Duration::from_secs(60)).await {
         assert_eq!(std::fs::read(blob.path()).unwrap(), expected);
     }
     let mut relayed = 0;
-    for f in &fetchers {
-        let stats = f.torrent_stats(meta.digest()).await.unwrap();
+    for f in &swarm.fetchers {
+        let stats = f.torrent_stats(swarm.meta.digest()).await.unwrap();
         relayed += stats
             .received_from
             .iter()
-            .filter(|(peer, _)| **peer != seeder.peer_id())
+            .filter(|(peer, _)| **peer != swarm.seeder.peer_id())
             .map(|(_, bytes)| bytes)
             .sum::<u64>();
     }
     assert!(relayed > 0, "no fetcher sent a piece to another");
-    for f in fetchers {
-        f.shutdown().await;
-    }
-    seeder.shutdown().await;
-    tracker.shutdown().await;
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,14 +94,28 @@ impl TestSwarm {
         fetchers: u8,
         fetcher_rate: Option<u64>,
     ) -> Self {
+        Self::start_with(len, seed, seeder_rate, fetchers, fetcher_rate, true).await
+    }
+
+    /// [`start`](Self::start), with a seeder that sends pieces by copying them if
+    /// `seeder_sends_files` is false.
+    pub async fn start_with(
+        len: usize,
+        seed: u64,
+        seeder_rate: Option<u64>,
+        fetchers: u8,
+        fetcher_rate: Option<u64>,
+        seeder_sends_files: bool,
+    ) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-        let seeder = node(
+        let seeder = node_sending_files(
             2,
             &dir.path().join("seeder"),
             tracker.local_addr(),
             seeder_rate,
+            seeder_sends_files,
         )
         .await;
         let file = random_file(dir.path(), len, seed);
