@@ -59,42 +59,80 @@ impl HttpClientConfig {
     /// redirects follow them themselves, a bounded number of times).
     pub(crate) fn build(&self) -> Result<reqwest::Client> {
         install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
+        let tls = ClientTls::load(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )?;
+        let builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.read_timeout)
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &self.ca {
-            let pem = read_pem(ca)?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
-            if roots.is_empty() {
-                return Err(Error::Config(format!(
-                    "CA file {}: no PEM certificate in it",
-                    ca.display()
-                )));
+        tls.apply(builder)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))
+    }
+}
+
+/// The TLS settings of a reqwest client, loaded from PEM files: a pinned CA and a client
+/// certificate. [`HttpClientConfig`] and the S3, GCS and Azure backends' clients (see
+/// `cloud_client`) both load theirs here, so the files mean the same everywhere.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientTls {
+    /// The only roots trusted; `None`: the system's roots.
+    roots: Option<Vec<reqwest::Certificate>>,
+    /// The certificate chain and key presented to servers that ask for one.
+    identity: Option<reqwest::Identity>,
+}
+
+impl ClientTls {
+    /// Reads `ca` (PEM certificates, at least one; they become the only trusted roots) and
+    /// `cert` + `key` (a PEM certificate chain and its key; both or neither).
+    pub(crate) fn load(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Self> {
+        let roots = match ca {
+            Some(ca) => {
+                let pem = read_pem(ca)?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
+                if roots.is_empty() {
+                    return Err(Error::Config(format!(
+                        "CA file {}: no PEM certificate in it",
+                        ca.display()
+                    )));
+                }
+                Some(roots)
             }
-            builder = builder.tls_certs_only(roots);
-        }
-        match (&self.cert, &self.key) {
+            None => None,
+        };
+        let identity = match (cert, key) {
             (Some(cert), Some(key)) => {
                 let mut pem = read_pem(cert)?;
                 pem.push(b'\n');
                 pem.extend(read_pem(key)?);
-                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
                     Error::Config(format!("client certificate {}: {e}", cert.display()))
-                })?;
-                builder = builder.identity(identity);
+                })?)
             }
-            (None, None) => {}
+            (None, None) => None,
             _ => {
                 return Err(Error::Config(
                     "a client certificate needs both `cert` and `key`".into(),
                 ));
             }
+        };
+        Ok(Self { roots, identity })
+    }
+
+    /// `builder` trusting only the pinned CA (if any) and presenting the client certificate
+    /// (if any).
+    pub(crate) fn apply(&self, mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        if let Some(roots) = &self.roots {
+            builder = builder.tls_certs_only(roots.iter().cloned());
+        }
+        if let Some(identity) = &self.identity {
+            builder = builder.identity(identity.clone());
         }
         builder
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))
     }
 }
 

@@ -11,8 +11,9 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::{ClientOptions, RetryConfig as StoreRetryConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::client::install_crypto_provider;
+use crate::client::{ClientTls, install_crypto_provider};
 use crate::cloud::{CloudBackend, MultipartConfig};
+use crate::cloud_client::CloudConnector;
 use crate::error::{Error, Result};
 use crate::layout::NameLayout;
 
@@ -36,6 +37,9 @@ const REQUEST_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// secret_access_key = "..."
 /// root = "kraken"                      # default: the bucket's top
 /// layout = "docker_blob"               # default identity
+/// ca = "/etc/kraken/tls/s3-ca.pem"      # optional: trust only this CA
+/// cert = "/etc/kraken/tls/client.pem"   # optional: client certificate...
+/// key = "/etc/kraken/tls/client.key"    # ...and its key
 /// [upload]
 /// part_size = "64MiB"
 /// concurrency = 4
@@ -73,10 +77,17 @@ pub struct S3Config {
     /// How names map to keys below the root. Default: `identity`.
     #[serde(default)]
     pub layout: NameLayout,
-    /// CA certificates (PEM) trusted in addition to the system's roots, for an endpoint with
-    /// a private CA (the object store client cannot drop the system's roots). Default: none.
+    /// CA certificates (PEM) that `https` endpoints must chain to; the system's roots are then
+    /// not trusted (the CA is pinned), for every request of the backend, credential requests
+    /// over HTTPS (STS) included. Default: none (the system's roots).
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to endpoints that ask. Default: none.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The key of `cert` (PEM). Required with `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// Multipart uploads. Default: see [`MultipartConfig`].
     #[serde(default)]
     pub upload: MultipartConfig,
@@ -102,6 +113,8 @@ impl S3Config {
             layout: NameLayout::default(),
             upload: MultipartConfig::default(),
             ca: None,
+            cert: None,
+            key: None,
         }
     }
 
@@ -112,7 +125,12 @@ impl S3Config {
             .with_bucket_name(&self.bucket)
             .with_region(&self.region)
             .with_virtual_hosted_style_request(!self.force_path_style)
-            .with_client_options(client_options(self.allow_http, self.ca.as_deref())?)
+            .with_client_options(client_options(self.allow_http))
+            .with_http_connector(connector(
+                self.ca.as_deref(),
+                self.cert.as_deref(),
+                self.key.as_deref(),
+            )?)
             .with_retry(store_retries());
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint);
@@ -160,10 +178,17 @@ pub struct GcsConfig {
     /// How names map to keys below the root. Default: `identity`.
     #[serde(default)]
     pub layout: NameLayout,
-    /// CA certificates (PEM) trusted in addition to the system's roots, for an endpoint with
-    /// a private CA (the object store client cannot drop the system's roots). Default: none.
+    /// CA certificates (PEM) that `https` endpoints must chain to; the system's roots are then
+    /// not trusted (the CA is pinned), for every request of the backend, credential requests
+    /// over HTTPS (the OAuth token endpoint) included. Default: none (the system's roots).
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to endpoints that ask. Default: none.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The key of `cert` (PEM). Required with `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// Multipart uploads. Default: see [`MultipartConfig`].
     #[serde(default)]
     pub upload: MultipartConfig,
@@ -175,7 +200,12 @@ impl GcsConfig {
         install_crypto_provider();
         let mut builder = GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(&self.bucket)
-            .with_client_options(client_options(false, self.ca.as_deref())?)
+            .with_client_options(client_options(false))
+            .with_http_connector(connector(
+                self.ca.as_deref(),
+                self.cert.as_deref(),
+                self.key.as_deref(),
+            )?)
             .with_retry(store_retries());
         if let Some(path) = &self.service_account_path {
             builder = builder.with_service_account_path(path);
@@ -222,10 +252,17 @@ pub struct AzureConfig {
     /// How names map to keys below the root. Default: `identity`.
     #[serde(default)]
     pub layout: NameLayout,
-    /// CA certificates (PEM) trusted in addition to the system's roots, for an endpoint with
-    /// a private CA. Default: none.
+    /// CA certificates (PEM) that `https` endpoints must chain to; the system's roots are then
+    /// not trusted (the CA is pinned), for every request of the backend, credential requests
+    /// over HTTPS (the Entra ID token endpoint) included. Default: none (the system's roots).
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to endpoints that ask. Default: none.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The key of `cert` (PEM). Required with `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// Block uploads. Default: see [`MultipartConfig`].
     #[serde(default)]
     pub upload: MultipartConfig,
@@ -238,7 +275,12 @@ impl AzureConfig {
         let mut builder = MicrosoftAzureBuilder::from_env()
             .with_account(&self.account)
             .with_container_name(&self.container)
-            .with_client_options(client_options(self.allow_http, self.ca.as_deref())?)
+            .with_client_options(client_options(self.allow_http))
+            .with_http_connector(connector(
+                self.ca.as_deref(),
+                self.cert.as_deref(),
+                self.key.as_deref(),
+            )?)
             .with_retry(store_retries());
         if let Some(key) = &self.access_key {
             builder = builder.with_access_key(key);
@@ -256,28 +298,18 @@ impl AzureConfig {
     }
 }
 
-fn client_options(allow_http: bool, ca: Option<&Path>) -> Result<ClientOptions> {
+fn client_options(allow_http: bool) -> ClientOptions {
     // No overall request timeout: a large part or download may take long while it flows.
-    let mut options = ClientOptions::new()
+    ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(Duration::from_secs(10))
-        .with_timeout_disabled();
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
-        let roots = object_store::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
-        if roots.is_empty() {
-            return Err(Error::Config(format!(
-                "CA file {}: no PEM certificate in it",
-                ca.display()
-            )));
-        }
-        for root in roots {
-            options = options.with_root_certificate(root);
-        }
-    }
-    Ok(options)
+        .with_timeout_disabled()
+}
+
+/// The connector that builds the store's HTTP clients with `ca`, `cert` and `key`, read now
+/// so that a bad file is a configuration error of the backend.
+fn connector(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<CloudConnector> {
+    Ok(CloudConnector::new(ClientTls::load(ca, cert, key)?))
 }
 
 fn store_retries() -> StoreRetryConfig {
@@ -290,4 +322,126 @@ fn store_retries() -> StoreRetryConfig {
 
 fn config_error(kind: &str, error: object_store::Error) -> Error {
     Error::Config(format!("{kind} backend: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use kraken_p2p::tls::TestPki;
+
+    use super::*;
+
+    /// Builds the `kind` backend with these TLS files (and dummy credentials).
+    fn build(
+        kind: &str,
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<CloudBackend> {
+        let (ca, cert, key) = (
+            ca.map(Path::to_owned),
+            cert.map(Path::to_owned),
+            key.map(Path::to_owned),
+        );
+        match kind {
+            "s3" => {
+                let mut config = S3Config::new("bucket");
+                config.access_key_id = Some("test".into());
+                config.secret_access_key = Some("test".into());
+                (config.ca, config.cert, config.key) = (ca, cert, key);
+                config.build()
+            }
+            "gcs" => {
+                let mut config: GcsConfig = serde_json::from_str(r#"{"bucket": "b"}"#).unwrap();
+                (config.ca, config.cert, config.key) = (ca, cert, key);
+                config.build()
+            }
+            "azure" => {
+                let mut config: AzureConfig = serde_json::from_str(
+                    r#"{"account": "a", "container": "c", "access_key": "a2V5"}"#,
+                )
+                .unwrap();
+                (config.ca, config.cert, config.key) = (ca, cert, key);
+                config.build()
+            }
+            other => unreachable!("{other}"),
+        }
+    }
+
+    const KINDS: [&str; 3] = ["s3", "gcs", "azure"];
+
+    /// `ca`, `cert` and `key`.
+    type TlsFiles<'a> = (Option<&'a Path>, Option<&'a Path>, Option<&'a Path>);
+
+    #[test]
+    fn a_pinned_ca_and_a_client_certificate_build_every_cloud_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::create(dir.path());
+        let (ca, cert, key) = (
+            pki.path("ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key"),
+        );
+        for kind in KINDS {
+            build(kind, Some(&ca), Some(&cert), Some(&key))
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            build(kind, None, Some(&cert), Some(&key)).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            build(kind, Some(&ca), None, None).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+    }
+
+    #[test]
+    fn tls_file_problems_are_config_errors_that_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::create(dir.path().join("pki"));
+        let (ca, cert, key) = (
+            pki.path("ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key"),
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let both = "a client certificate needs both `cert` and `key`".to_owned();
+        let cases: [(&str, TlsFiles<'_>, String); 6] = [
+            ("cert without key", (None, Some(&cert), None), both.clone()),
+            ("key without cert", (Some(&ca), None, Some(&key)), both),
+            (
+                "missing CA file",
+                (Some(&missing), None, None),
+                format!("TLS file {}", missing.display()),
+            ),
+            (
+                "empty CA file",
+                (Some(&empty), None, None),
+                format!("CA file {}: no PEM certificate in it", empty.display()),
+            ),
+            (
+                "missing key file",
+                (None, Some(&cert), Some(&missing)),
+                format!("TLS file {}", missing.display()),
+            ),
+            (
+                "a key that is not one",
+                (None, Some(&cert), Some(&garbage)),
+                format!("client certificate {}", cert.display()),
+            ),
+        ];
+        for kind in KINDS {
+            for (case, (ca, cert, key), expected) in &cases {
+                let error = build(kind, *ca, *cert, *key).unwrap_err();
+                assert!(
+                    matches!(error, Error::Config(_)),
+                    "{kind}, {case}: {error:?}"
+                );
+                assert!(
+                    error.to_string().contains(expected.as_str()),
+                    "{kind}, {case}: {error}"
+                );
+            }
+        }
+    }
 }

@@ -65,6 +65,7 @@
 mod backend;
 mod client;
 mod cloud;
+mod cloud_client;
 mod cloud_config;
 mod config;
 mod error;

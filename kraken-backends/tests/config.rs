@@ -88,3 +88,31 @@ fn a_config_error_names_the_problem() {
         "{error}"
     );
 }
+
+#[test]
+fn cloud_backends_take_the_tls_settings_of_the_others() {
+    for backend in [
+        "{ type = 's3', bucket = 'b'",
+        "{ type = 'gcs', bucket = 'b'",
+        "{ type = 'azure', account = 'a', container = 'c', access_key = 'a2V5'",
+    ] {
+        let route =
+            |tls: &str| format!("[[routes]]\nnamespace = '.*'\nbackend = {backend}, {tls} }}");
+        let half: BackendsConfig =
+            toml::from_str(&route("cert = '/etc/kraken/client.pem'")).unwrap();
+        let error = Router::from_config(&half).unwrap_err();
+        assert!(
+            error.to_string().contains("needs both `cert` and `key`"),
+            "{backend}: {error}"
+        );
+        let missing: BackendsConfig = toml::from_str(&route(
+            "ca = '/nonexistent/ca.pem', cert = '/nonexistent/c.pem', key = '/nonexistent/c.key'",
+        ))
+        .unwrap();
+        let error = Router::from_config(&missing).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/ca.pem"),
+            "{backend}: {error}"
+        );
+    }
+}
