@@ -5,6 +5,7 @@
 mod conformance;
 mod distribution;
 mod faulty;
+mod forward;
 mod moto;
 mod servers;
 
@@ -15,6 +16,7 @@ pub use conformance::{
 };
 pub use distribution::DistributionServer;
 pub use faulty::FaultyBackend;
+pub use forward::forward_to_upstream;
 pub use moto::MotoServer;
 pub use servers::{ServerGuard, free_port, require_program};
 

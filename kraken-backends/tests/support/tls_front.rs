@@ -104,40 +104,7 @@ async fn forward(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut upstream_request = client.request(
-        reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap(),
-        format!("{upstream}{path_and_query}"),
-    );
-    for (name, value) in &parts.headers {
-        if name != hyper::header::HOST && !is_hop_by_hop(name.as_str()) {
-            upstream_request = upstream_request.header(name.as_str(), value.as_bytes());
-        }
-    }
-    let answer = match upstream_request.body(body).send().await {
-        Ok(answer) => answer,
-        Err(e) => {
-            return Response::builder()
-                .status(502)
-                .body(Full::new(Bytes::from(e.to_string())))
-                .unwrap();
-        }
-    };
-    let mut response = Response::builder().status(answer.status().as_u16());
-    for (name, value) in answer.headers() {
-        // Content-Length stays: a HEAD answer's length is its only content.
-        if name == hyper::header::CONTENT_LENGTH || !is_hop_by_hop(name.as_str()) {
-            response = response.header(name.as_str(), value.as_bytes());
-        }
-    }
-    let bytes = answer.bytes().await.unwrap_or_default();
-    response.body(Full::new(bytes)).unwrap()
-}
-
-/// Headers that describe one connection's framing, recomputed on each side of the proxy.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "content-length" | "transfer-encoding" | "keep-alive" | "upgrade"
-    )
+    kraken_backends::testing::forward_to_upstream(client, upstream, &parts, body)
+        .await
+        .map(Full::new)
 }
