@@ -1,7 +1,7 @@
 //! The event loop: many [`Swarm`]s, a tracker and a network over a virtual clock.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use kraken_core::{Bitfield, InfoHash, MetaInfo, PeerId, PeerInfo};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::fast_hash::FastMap;
 use super::flows::{Check, Completion, Flow, FlowId, Flows};
 use super::{HandoutPolicy, HostId, HostSpec};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, PieceWriteError, Swarm, TorrentStats};
@@ -25,8 +26,10 @@ struct Host {
     corrupt: bool,
     online: bool,
     /// What this host holds, as its blob store would.
-    store: HashMap<InfoHash, (Arc<MetaInfo>, Bitfield)>,
-    completed: HashMap<InfoHash, Instant>,
+    store: FastMap<InfoHash, (Arc<MetaInfo>, Bitfield)>,
+    completed: FastMap<InfoHash, Instant>,
+    /// The other end of each of this host's links, by this end's connection.
+    links: FastMap<ConnId, (HostId, ConnId)>,
     /// When the host's swarm wants `handle_timeout`, as last scheduled.
     timer: Option<Instant>,
     events: Vec<Event>,
@@ -106,7 +109,7 @@ pub struct Sim {
     start: Instant,
     rng: StdRng,
     hosts: Vec<Host>,
-    by_addr: HashMap<SocketAddr, HostId>,
+    by_addr: FastMap<SocketAddr, HostId>,
     tracker: MemoryPeerStore,
     handout_limit: usize,
     handout_policy: HandoutPolicy,
@@ -117,8 +120,6 @@ pub struct Sim {
     deliveries: Vec<Option<Delivery>>,
     free_slots: Vec<u32>,
     seq: u64,
-    /// Each end of a link, keyed by the other.
-    links: HashMap<(HostId, ConnId), (HostId, ConnId)>,
     flows: Flows,
     record_events: bool,
     completions: usize,
@@ -130,7 +131,10 @@ impl std::fmt::Debug for Sim {
         f.debug_struct("Sim")
             .field("hosts", &self.hosts.len())
             .field("elapsed", &self.elapsed())
-            .field("links", &(self.links.len() / 2))
+            .field(
+                "links",
+                &(self.hosts.iter().map(|h| h.links.len()).sum::<usize>() / 2),
+            )
             .field("flows", &self.flows.len())
             .finish_non_exhaustive()
     }
@@ -146,7 +150,7 @@ impl Sim {
             start,
             rng: StdRng::seed_from_u64(seed),
             hosts: Vec::new(),
-            by_addr: HashMap::new(),
+            by_addr: FastMap::default(),
             tracker: MemoryPeerStore::default(),
             handout_limit: crate::tracker::DEFAULT_HANDOUT_LIMIT,
             handout_policy: HandoutPolicy::Random,
@@ -157,7 +161,6 @@ impl Sim {
             deliveries: Vec::new(),
             free_slots: Vec::new(),
             seq: 0,
-            links: HashMap::new(),
             flows: Flows::default(),
             record_events: true,
             completions: 0,
@@ -197,8 +200,9 @@ impl Sim {
             addr,
             corrupt: spec.corrupt,
             online: true,
-            store: HashMap::new(),
-            completed: HashMap::new(),
+            store: FastMap::default(),
+            completed: FastMap::default(),
+            links: FastMap::default(),
             timer: None,
             events: Vec::new(),
             sent: 0,
@@ -272,17 +276,11 @@ impl Sim {
         for h in hashes {
             self.tracker.remove(&h, &peer_id);
         }
-        let mut ends: Vec<((HostId, ConnId), (HostId, ConnId))> = self
-            .links
-            .iter()
-            .filter(|((n, _), _)| *n == host)
-            .map(|(a, b)| (*a, *b))
-            .collect();
-        // The map's order is random per process; the deliveries' order must not be.
+        let mut ends: Vec<(ConnId, (HostId, ConnId))> = self.hosts[host].links.drain().collect();
+        // Deliveries go out in connection order, whatever the map's.
         ends.sort_unstable();
-        for (end, (other, other_conn)) in ends {
-            self.links.remove(&end);
-            self.links.remove(&(other, other_conn));
+        for (_, (other, other_conn)) in ends {
+            self.hosts[other].links.remove(&other_conn);
             self.schedule(
                 self.latency,
                 Delivery::Closed {
@@ -369,14 +367,16 @@ impl Sim {
     /// Established links (both ends past the handshake), each once, as pairs of hosts (two
     /// hosts may share several links, one per torrent).
     pub fn links(&self) -> impl Iterator<Item = (HostId, HostId)> + '_ {
-        self.links
+        self.hosts
             .iter()
+            .enumerate()
+            .flat_map(|(a, host)| host.links.iter().map(move |(ca, end)| ((a, *ca), *end)))
             .filter(|((a, ca), (b, cb))| {
                 (a, ca) < (b, cb)
                     && self.hosts[*a].swarm.is_established(*ca)
                     && self.hosts[*b].swarm.is_established(*cb)
             })
-            .map(|((a, _), (b, _))| (*a, *b))
+            .map(|((a, _), (b, _))| (a, b))
     }
 
     /// Runs until `done` holds or `limit` of virtual time from the start has passed; returns
@@ -493,8 +493,8 @@ impl Sim {
                 }
                 let from_addr = self.hosts[from].addr;
                 let conn = self.hosts[to].swarm.handle_incoming(now, from_addr);
-                self.links.insert((to, conn), (from, from_conn));
-                self.links.insert((from, from_conn), (to, conn));
+                self.hosts[to].links.insert(conn, (from, from_conn));
+                self.hosts[from].links.insert(from_conn, (to, conn));
                 self.schedule(
                     self.latency,
                     Delivery::Connected {
@@ -505,7 +505,7 @@ impl Sim {
                 self.drain(to);
             }
             Delivery::Connected { to, conn } => {
-                if self.links.contains_key(&(to, conn)) {
+                if self.hosts[to].links.contains_key(&conn) {
                     self.hosts[to].swarm.handle_connected(now, conn);
                     self.drain(to);
                 }
@@ -519,7 +519,7 @@ impl Sim {
                 }
             }
             Delivery::Message { to, conn, message } => {
-                if self.links.contains_key(&(to, conn)) && self.hosts[to].online {
+                if self.hosts[to].links.contains_key(&conn) && self.hosts[to].online {
                     self.hosts[to].swarm.handle_message(now, conn, message);
                     self.drain(to);
                 }
@@ -531,7 +531,7 @@ impl Sim {
                 length,
                 corrupt,
             } => {
-                if !self.links.contains_key(&(to, conn)) || !self.hosts[to].online {
+                if !self.hosts[to].links.contains_key(&conn) || !self.hosts[to].online {
                     return;
                 }
                 let host = &mut self.hosts[to];
@@ -552,7 +552,7 @@ impl Sim {
             }
             Delivery::Closed { to, conn } => {
                 if self.hosts[to].online {
-                    self.links.remove(&(to, conn));
+                    self.hosts[to].links.remove(&conn);
                     self.hosts[to]
                         .swarm
                         .handle_closed(now, conn, ConnClosed::Normal);
@@ -630,7 +630,7 @@ impl Sim {
                     None => self.schedule(self.latency, Delivery::DialFailed { to: id, conn }),
                 },
                 Action::Send { conn, message } => {
-                    if let Some(&(to, peer_conn)) = self.links.get(&(id, conn)) {
+                    if let Some(&(to, peer_conn)) = self.hosts[id].links.get(&conn) {
                         let delay = self.message_delay();
                         self.schedule(
                             delay,
@@ -647,7 +647,7 @@ impl Sim {
                     info_hash,
                     index,
                 } => {
-                    let Some(&(to, peer_conn)) = self.links.get(&(id, conn)) else {
+                    let Some(&(to, peer_conn)) = self.hosts[id].links.get(&conn) else {
                         continue;
                     };
                     let host = &self.hosts[id];
@@ -663,8 +663,8 @@ impl Sim {
                     self.schedule_checks(checks);
                 }
                 Action::Close { conn } => {
-                    if let Some((to, peer_conn)) = self.links.remove(&(id, conn)) {
-                        self.links.remove(&(to, peer_conn));
+                    if let Some((to, peer_conn)) = self.hosts[id].links.remove(&conn) {
+                        self.hosts[to].links.remove(&peer_conn);
                         let checks = self.flows.cut_link(now, (id, conn), (to, peer_conn));
                         self.schedule_checks(checks);
                         self.schedule(

@@ -6,7 +6,7 @@
 //! receiver are re-rated: the cost of an event is the degree of two hosts, never the size of
 //! the network.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::swarm::ConnId;
 
 use super::HostId;
+use super::fast_hash::FastMap;
 
 /// Names a flow; reused after the flow ends, with a new generation.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -117,7 +118,7 @@ pub(super) struct Flows {
     up: Vec<f64>,
     down: Vec<f64>,
     /// Pieces waiting behind the one their connection is sending, by sender and connection.
-    queued: HashMap<(HostId, ConnId), VecDeque<Flow>>,
+    queued: FastMap<(HostId, ConnId), VecDeque<Flow>>,
     sharing: Sharing,
 }
 

@@ -30,6 +30,7 @@
 //! ```
 
 mod engine;
+mod fast_hash;
 mod flows;
 mod overlay;
 mod scenario;

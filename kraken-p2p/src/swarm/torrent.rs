@@ -253,6 +253,14 @@ impl Torrent {
         let mut rarest = u16::MAX;
         let mut candidates: Vec<u32> = Vec::with_capacity(window);
         for index in peer_has.iter_difference(&self.have) {
+            // Rarity first: it is one array read, and a piece that cannot make the candidate
+            // list needs none of the lookups below (most pieces, once a rare one is found).
+            // Whether a piece may be asked for does not depend on the others, so the result
+            // is the same as checking everything.
+            let rarity = self.availability[index as usize];
+            if rarity > rarest || (rarity == rarest && candidates.len() >= window) {
+                continue;
+            }
             if requested_here.contains_key(&index) || avoid.contains(index, now) {
                 continue;
             }
@@ -273,14 +281,11 @@ impl Torrent {
                     continue;
                 }
             }
-            let rarity = self.availability[index as usize];
             if rarity < rarest {
                 rarest = rarity;
                 candidates.clear();
             }
-            if rarity == rarest && candidates.len() < window {
-                candidates.push(index);
-            }
+            candidates.push(index);
         }
         match candidates.len() {
             0 => None,
