@@ -1,7 +1,7 @@
 //! The event loop: many [`Swarm`]s, a tracker and a network over a virtual clock.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,6 +117,10 @@ pub struct Sim {
     latency: Duration,
     loss: f64,
     queue: BinaryHeap<Reverse<Scheduled>>,
+    /// Deliveries one latency from when they were scheduled — most messages — in the order
+    /// they were scheduled, which is their time order, so they skip the heap; the next
+    /// delivery is the earlier of this lane's front and the heap's top.
+    latency_lane: VecDeque<Scheduled>,
     deliveries: Vec<Option<Delivery>>,
     free_slots: Vec<u32>,
     seq: u64,
@@ -158,6 +162,7 @@ impl Sim {
             latency,
             loss,
             queue: BinaryHeap::new(),
+            latency_lane: VecDeque::new(),
             deliveries: Vec::new(),
             free_slots: Vec::new(),
             seq: 0,
@@ -389,7 +394,7 @@ impl Sim {
             }
             // Bounded: the queue only grows by reactions to deliveries, and virtual time
             // advances to `deadline` at the latest.
-            let Some(&Reverse(next)) = self.queue.peek() else {
+            let Some(next) = self.next_scheduled() else {
                 return false;
             };
             let at = self.start + Duration::from_nanos(next.at);
@@ -397,7 +402,7 @@ impl Sim {
                 self.now = deadline;
                 return done(self);
             }
-            self.queue.pop();
+            self.pop_scheduled(next);
             let what = self.deliveries[next.slot as usize]
                 .take()
                 .expect("a scheduled delivery");
@@ -422,11 +427,45 @@ impl Sim {
         })
     }
 
+    /// The earliest pending delivery, ties in the order they were scheduled.
+    fn next_scheduled(&self) -> Option<Scheduled> {
+        let heap = self.queue.peek().map(|&Reverse(next)| next);
+        match (self.latency_lane.front().copied(), heap) {
+            (Some(lane), Some(heap)) => Some(lane.min(heap)),
+            (lane, heap) => lane.or(heap),
+        }
+    }
+
+    /// Removes `next`, which [`next_scheduled`](Self::next_scheduled) returned.
+    fn pop_scheduled(&mut self, next: Scheduled) {
+        if self.latency_lane.front() == Some(&next) {
+            self.latency_lane.pop_front();
+        } else {
+            self.queue.pop();
+        }
+    }
+
     fn schedule(&mut self, delay: Duration, delivery: Delivery) {
-        self.schedule_at(self.now + delay, delivery);
+        let scheduled = self.store_delivery(self.now + delay, delivery);
+        // Times in the lane only grow while virtual time does; anything else takes the heap.
+        let in_order = self
+            .latency_lane
+            .back()
+            .is_none_or(|last| last.at <= scheduled.at);
+        if delay == self.latency && in_order {
+            self.latency_lane.push_back(scheduled);
+        } else {
+            self.queue.push(Reverse(scheduled));
+        }
     }
 
     fn schedule_at(&mut self, at: Instant, what: Delivery) {
+        let scheduled = self.store_delivery(at, what);
+        self.queue.push(Reverse(scheduled));
+    }
+
+    /// Stores `what` for delivery at `at`; the caller queues the returned entry.
+    fn store_delivery(&mut self, at: Instant, what: Delivery) -> Scheduled {
         self.seq += 1;
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -439,11 +478,11 @@ impl Sim {
             }
         };
         let at = u64::try_from((at - self.start).as_nanos()).unwrap_or(u64::MAX);
-        self.queue.push(Reverse(Scheduled {
+        Scheduled {
             at,
             seq: self.seq,
             slot,
-        }));
+        }
     }
 
     fn schedule_checks(&mut self, checks: Vec<Completion>) {
