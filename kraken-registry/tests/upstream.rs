@@ -10,16 +10,15 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use kraken_backends::testing::DistributionServer;
 use kraken_backends::{BackendConfig, BackendsConfig, RegistryConfig, RouteConfig};
 use kraken_core::Digest;
-use kraken_p2p::tracker::{TrackerConfig, TrackerServer, TrackerService};
+use kraken_p2p::tracker::TrackerServer;
 use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
-use kraken_registry::origin::{ClusterConfig, MembersConfig, Origin, OriginMetaInfoSource};
+use kraken_registry::origin::{MembersConfig, Origin};
 use reqwest::StatusCode;
 use support::{MediaTypes, OCI_MEDIA_TYPES, free_addr, origin_config, two_layer_image};
 
@@ -130,16 +129,7 @@ struct Cluster {
 impl Cluster {
     async fn start(dir: &Path, upstream: &str) -> Self {
         let origin_addr = free_addr("127.0.0.1");
-        let mut cluster = ClusterConfig::default();
-        cluster.members = MembersConfig::Static(vec![origin_addr.to_string()]);
-        cluster.refresh_interval = Duration::from_millis(200);
-        let source = OriginMetaInfoSource::start(cluster).await.unwrap();
-        let service =
-            TrackerService::new(TrackerConfig::default()).with_metainfo_source(Arc::new(source));
-        let tracker = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(service))
-            .await
-            .unwrap();
-        let tracker_url = format!("http://{}", tracker.local_addr());
+        let (tracker, tracker_url) = support::tracker_for_origins(&[origin_addr]).await;
 
         let mut config = origin_config(origin_addr, &[origin_addr], &dir.join("origin"));
         config.backends = registry_backends(upstream);

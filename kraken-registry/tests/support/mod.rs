@@ -87,6 +87,26 @@ pub async fn single_origin_with(
 }
 
 /// An origin config for a loopback cluster with fast health checks and repair.
+/// A tracker on 127.0.0.1 that asks the origins at `origins` for metainfo, and its URL.
+pub async fn tracker_for_origins(
+    origins: &[SocketAddr],
+) -> (kraken_p2p::tracker::TrackerServer, String) {
+    use kraken_p2p::tracker::{TrackerConfig, TrackerServer, TrackerService};
+    let mut cluster = kraken_registry::origin::ClusterConfig::default();
+    cluster.members = MembersConfig::Static(origins.iter().map(ToString::to_string).collect());
+    cluster.refresh_interval = Duration::from_millis(200);
+    let source = kraken_registry::origin::OriginMetaInfoSource::start(cluster)
+        .await
+        .unwrap();
+    let service =
+        TrackerService::new(TrackerConfig::default()).with_metainfo_source(Arc::new(source));
+    let tracker = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(service))
+        .await
+        .unwrap();
+    let url = format!("http://{}", tracker.local_addr());
+    (tracker, url)
+}
+
 pub fn origin_config(listen: SocketAddr, members: &[SocketAddr], data: &Path) -> OriginConfig {
     let mut config = OriginConfig::new(listen, data);
     config.cluster.members =
