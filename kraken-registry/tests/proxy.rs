@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::Digest;
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, TestPki};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
@@ -20,7 +21,7 @@ use oci_common::{
     JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, error_of, header, image_manifest, push_image,
 };
 use reqwest::{Method, StatusCode};
-use support::{blob_bytes, eventually, free_addr, origin_config};
+use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
 
 /// An origin (its backend routes `library/…` apart from the rest), a build-index and a
 /// proxy, and a registry client of the proxy.
@@ -579,6 +580,92 @@ async fn pushes_need_credentials_when_auth_is_configured() {
         .unwrap();
     assert_eq!(ping.status(), StatusCode::OK);
     assert_eq!(get(client, "/health").await.status(), StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+/// A registry client of `proxy` over HTTPS, presenting whatever certificate `tls` holds.
+fn https_registry(proxy: &Proxy, tls: &ClientTlsConfig) -> Registry {
+    let mut registry = Registry::remote(
+        format!("https://{}", proxy.local_addr()),
+        tempfile::tempdir().unwrap(),
+    );
+    registry.http = https_client(&tls.load().unwrap());
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_a_client_certificate_when_tls_asks_for_one_on_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let cluster =
+        Cluster::start_with(|config| config.tls = Some(pki.server(ClientAuth::Writes))).await;
+    let certified = https_registry(&cluster.proxy, &pki.client());
+    let anonymous = https_registry(&cluster.proxy, &pki.anonymous_client());
+    let repo = "library/app";
+    let manifest = push_image(&certified, repo, "certified").await;
+    let pushed = certified
+        .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+
+    // An upload session a certified client opened is no way in for an anonymous one.
+    let session = certified
+        .request(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), StatusCode::ACCEPTED);
+    let location = header(&session, "location");
+    let data = b"an anonymous layer";
+    let digest = Digest::sha256_of(data);
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let writes = [
+        anonymous
+            .request(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+            )
+            .body(data.to_vec()),
+        anonymous.request(Method::POST, &format!("/v2/{repo}/blobs/uploads/")),
+        anonymous
+            .request(Method::PATCH, &location)
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec()),
+        anonymous
+            .request(
+                Method::PUT,
+                &format!("{location}{separator}digest={digest}"),
+            )
+            .body(data.to_vec()),
+        anonymous
+            .request(Method::PUT, &format!("/v2/{repo}/manifests/anonymous"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone()),
+        anonymous.request(Method::DELETE, &format!("/v2/{repo}/manifests/v1")),
+    ];
+    for write in writes {
+        let request = write.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url());
+        let response = anonymous.http.execute(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+    }
+
+    // Nothing was stored; reads are open to anyone who trusts the CA.
+    let tag = |name: &str| TagName::new(repo, name).unwrap();
+    assert_eq!(
+        cluster.tags().get_tag(&tag("anonymous")).await.unwrap(),
+        None
+    );
+    let head = anonymous
+        .request(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(&anonymous, "/v2/").await.status(), StatusCode::OK);
+    let pulled = get(&anonymous, &format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(pulled.status(), StatusCode::OK);
+    assert_eq!(pulled.bytes().await.unwrap(), manifest);
     cluster.shutdown().await;
 }
 
