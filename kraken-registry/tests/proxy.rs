@@ -18,7 +18,8 @@ use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
 use oci_common::skopeo::{copy_across_and_out, skopeo, skopeo_required, write_layout};
 use oci_common::{
-    JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, error_of, header, image_manifest, push_image,
+    JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, artifact, error_of, header, image_manifest,
+    push_image,
 };
 use reqwest::{Method, StatusCode};
 use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
@@ -391,20 +392,6 @@ async fn tags_list_and_catalog_paginate_and_tag_deletes_when_enabled() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     cluster.shutdown().await;
-}
-
-/// An artifact manifest with `subject`, over the empty config and one blob.
-fn artifact(subject: (Digest, usize), artifact_type: &str, blob: (Digest, usize)) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
-        "layers": [{"mediaType": "application/octet-stream", "digest": blob.0.to_string(), "size": blob.1}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0.to_string(), "size": subject.1},
-    }))
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
