@@ -76,13 +76,14 @@ impl Cluster {
         }
     }
 
-    /// Uploads `data` to the origin under the repository's namespace.
-    async fn upload(&self, data: &[u8]) -> Digest {
-        support::upload(&self.origin, REPO, data).await
+    /// Uploads a two-layer image (layers of `sizes`) to `REPO` and points `tag` at it.
+    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+        self.push_image_to(REPO, tag, seed, sizes).await
     }
 
-    /// Uploads a two-layer image (layers of `sizes`) and points `tag` at it.
-    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+    /// Uploads a two-layer image (layers of `sizes`) to the origin under the namespace
+    /// `repo` and points `repo:tag` at it.
+    async fn push_image_to(&self, repo: &str, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
         let support::TestImage {
             manifest,
             digest,
@@ -90,24 +91,19 @@ impl Cluster {
             layers,
         } = support::two_layer_image(seed, sizes, &support::OCI_MEDIA_TYPES);
         for blob in layers.iter().chain([&config, &manifest]) {
-            self.upload(blob).await;
+            support::upload(&self.origin, repo, blob).await;
         }
-        let image = Image {
+        BuildIndexClient::new([self.build_index.local_addr().to_string()])
+            .unwrap()
+            .put_tag(&TagName::new(repo, tag).unwrap(), &digest, false)
+            .await
+            .unwrap();
+        Image {
             digest,
             manifest,
             config,
             layers,
-        };
-        self.tag(tag, &image.digest).await;
-        image
-    }
-
-    async fn tag(&self, tag: &str, digest: &Digest) {
-        BuildIndexClient::new([self.build_index.local_addr().to_string()])
-            .unwrap()
-            .put_tag(&TagName::new(REPO, tag).unwrap(), digest, false)
-            .await
-            .unwrap();
+        }
     }
 
     /// A proxy in front of the cluster's origin and build-index, and a registry client of it.
@@ -524,6 +520,70 @@ async fn referrers_pushed_through_the_proxy_are_listed_by_an_agent() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(response).await["manifests"], serde_json::json!([]));
     proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ns_as_prefix_serves_the_repository_under_the_upstream_registry_name() {
+    // Agent 0 prefixes the repository with containerd's `ns`; agent 1 ignores it (default).
+    let cluster = Cluster::start(2, |i, config| config.ns_as_prefix = i == 0).await;
+    let mirrored = cluster
+        .push_image_to(&format!("example.com/{REPO}"), "v1", 8, [1000, 2000])
+        .await;
+    let pushed = cluster.push_image("v1", 9, [1500, 2500]).await;
+    let client = client_from("127.0.0.1");
+    let manifest_digest = |agent: usize, query: &'static str| {
+        let request = client.get(format!(
+            "{}/v2/{REPO}/manifests/v1{query}",
+            cluster.base(agent)
+        ));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            header(&response, "docker-content-digest")
+        }
+    };
+    assert_eq!(
+        manifest_digest(0, "?ns=example.com").await,
+        mirrored.digest.to_string()
+    );
+    // The blobs come from the prefixed repository's namespace, and so do its tags.
+    let layer = Digest::sha256_of(&mirrored.layers[1]);
+    let base = cluster.base(0);
+    let blob = client
+        .get(format!("{base}/v2/{REPO}/blobs/{layer}?ns=example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), StatusCode::OK);
+    assert_eq!(blob.bytes().await.unwrap(), mirrored.layers[1]);
+    let tags = client
+        .get(format!("{base}/v2/{REPO}/tags/list?ns=example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(tags).await,
+        serde_json::json!({"name": format!("example.com/{REPO}"), "tags": ["v1"]})
+    );
+    // Without `ns`, or on an agent without the option, the name in the path is the repository.
+    assert_eq!(manifest_digest(0, "").await, pushed.digest.to_string());
+    assert_eq!(
+        manifest_digest(1, "?ns=example.com").await,
+        pushed.digest.to_string()
+    );
+    // An `ns` that is no repository component (a port) is a bad name, not a silent fallback.
+    let with_port = client
+        .get(format!(
+            "{base}/v2/{REPO}/manifests/v1?ns=registry.local:5000"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(with_port).await,
+        (StatusCode::BAD_REQUEST, "NAME_INVALID".into())
+    );
     cluster.shutdown().await;
 }
 
