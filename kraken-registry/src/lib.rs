@@ -37,5 +37,6 @@ mod http;
 pub mod oci;
 pub mod origin;
 pub mod proxy;
+mod referrers;
 
 pub use crate::error::{Error, Result};

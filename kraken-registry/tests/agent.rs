@@ -15,6 +15,8 @@ use kraken_p2p::tracker::TrackerServer;
 use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
+use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig};
+use oci_common::{OCI_INDEX, Registry, artifact};
 use reqwest::StatusCode;
 use support::{free_addr, origin_config};
 
@@ -74,13 +76,14 @@ impl Cluster {
         }
     }
 
-    /// Uploads `data` to the origin under the repository's namespace.
-    async fn upload(&self, data: &[u8]) -> Digest {
-        support::upload(&self.origin, REPO, data).await
+    /// Uploads a two-layer image (layers of `sizes`) to `REPO` and points `tag` at it.
+    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+        self.push_image_to(REPO, tag, seed, sizes).await
     }
 
-    /// Uploads a two-layer image (layers of `sizes`) and points `tag` at it.
-    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+    /// Uploads a two-layer image (layers of `sizes`) to the origin under the namespace
+    /// `repo` and points `repo:tag` at it.
+    async fn push_image_to(&self, repo: &str, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
         let support::TestImage {
             manifest,
             digest,
@@ -88,24 +91,32 @@ impl Cluster {
             layers,
         } = support::two_layer_image(seed, sizes, &support::OCI_MEDIA_TYPES);
         for blob in layers.iter().chain([&config, &manifest]) {
-            self.upload(blob).await;
+            support::upload(&self.origin, repo, blob).await;
         }
-        let image = Image {
+        BuildIndexClient::new([self.build_index.local_addr().to_string()])
+            .unwrap()
+            .put_tag(&TagName::new(repo, tag).unwrap(), &digest, false)
+            .await
+            .unwrap();
+        Image {
             digest,
             manifest,
             config,
             layers,
-        };
-        self.tag(tag, &image.digest).await;
-        image
+        }
     }
 
-    async fn tag(&self, tag: &str, digest: &Digest) {
-        BuildIndexClient::new([self.build_index.local_addr().to_string()])
-            .unwrap()
-            .put_tag(&TagName::new(REPO, tag).unwrap(), digest, false)
-            .await
-            .unwrap();
+    /// A proxy in front of the cluster's origin and build-index, and a registry client of it.
+    async fn proxy(&self) -> (Proxy, Registry) {
+        let mut config = ProxyConfig::new(free_addr("127.0.0.1"), self._dir.path().join("proxy"));
+        config.origins.members = MembersConfig::Static(vec![self.origin.local_addr().to_string()]);
+        config.build_index = BuildIndexTarget::new([self.build_index.local_addr().to_string()]);
+        let proxy = Proxy::spawn(config).await.unwrap();
+        let client = Registry::remote(
+            format!("http://{}", proxy.local_addr()),
+            tempfile::tempdir().unwrap(),
+        );
+        (proxy, client)
     }
 
     fn base(&self, agent: usize) -> String {
@@ -432,6 +443,147 @@ async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
     // Agent A keeps the default (loopback): 127.0.0.5 is in 127.0.0.0/8.
     let response = stranger.get(format!("{base}/v2/")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_pushed_through_the_proxy_are_listed_by_an_agent() {
+    let cluster = Cluster::start(1, |_, _| {}).await;
+    let (proxy, pushing) = cluster.proxy().await;
+    let image = cluster.push_image("v1", 7, [1000, 2000]).await;
+    let subject = (image.digest, image.manifest.len());
+    let client = client_from("127.0.0.1");
+    let referrers = format!("{}/v2/{REPO}/referrers/{}", cluster.base(0), subject.0);
+    let list = |query: &'static str| {
+        let request = client.get(format!("{referrers}{query}"));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            assert_eq!(header(&response, "content-type"), OCI_INDEX, "{query}");
+            let filtered = header(&response, "oci-filters-applied");
+            (filtered, json(response).await["manifests"].clone())
+        }
+    };
+    // No referrers yet: an empty index, not an error.
+    assert_eq!(list("").await, (String::new(), serde_json::json!([])));
+
+    pushing.push_blob(REPO, b"{}").await;
+    let mut pushed = Vec::new();
+    for (artifact_type, data) in [
+        ("application/vnd.example.signature", &b"a signature"[..]),
+        ("application/vnd.example.sbom", b"an sbom"),
+    ] {
+        let blob = pushing.push_blob(REPO, data).await;
+        let manifest = artifact(subject, artifact_type, (blob, data.len()));
+        let digest = Digest::sha256_of(&manifest);
+        let put = pushing
+            .put_manifest(REPO, &digest.to_string(), OCI_MANIFEST, &manifest)
+            .await;
+        assert_eq!(put.status(), StatusCode::CREATED);
+        pushed.push((artifact_type, digest, manifest.len()));
+
+        // Listed by the agent as soon as the proxy has answered: the index is looked up
+        // afresh on every request.
+        let (filtered, listed) = list("").await;
+        assert_eq!(filtered, "");
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), pushed.len(), "{listed:?}");
+        for (artifact_type, digest, size) in &pushed {
+            let entry = listed
+                .iter()
+                .find(|d| d["digest"] == digest.to_string())
+                .unwrap_or_else(|| panic!("{digest} not listed: {listed:?}"));
+            assert_eq!(entry["artifactType"], *artifact_type);
+            assert_eq!(entry["size"], *size);
+            assert_eq!(entry["mediaType"], OCI_MANIFEST);
+        }
+    }
+    let (filtered, listed) = list("?artifactType=application/vnd.example.sbom").await;
+    assert_eq!(filtered, "artifactType");
+    let (_, sbom, _) = pushed[1];
+    assert_eq!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["digest"])
+            .collect::<Vec<_>>(),
+        [&serde_json::json!(sbom.to_string())]
+    );
+    // Another subject has none.
+    let other = format!(
+        "{}/v2/{REPO}/referrers/{}",
+        cluster.base(0),
+        Digest::sha256_of(b"no one refers to this")
+    );
+    let response = client.get(other).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["manifests"], serde_json::json!([]));
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ns_as_prefix_serves_the_repository_under_the_upstream_registry_name() {
+    // Agent 0 prefixes the repository with containerd's `ns`; agent 1 ignores it (default).
+    let cluster = Cluster::start(2, |i, config| config.ns_as_prefix = i == 0).await;
+    let mirrored = cluster
+        .push_image_to(&format!("example.com/{REPO}"), "v1", 8, [1000, 2000])
+        .await;
+    let pushed = cluster.push_image("v1", 9, [1500, 2500]).await;
+    let client = client_from("127.0.0.1");
+    let manifest_digest = |agent: usize, query: &'static str| {
+        let request = client.get(format!(
+            "{}/v2/{REPO}/manifests/v1{query}",
+            cluster.base(agent)
+        ));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            header(&response, "docker-content-digest")
+        }
+    };
+    assert_eq!(
+        manifest_digest(0, "?ns=example.com").await,
+        mirrored.digest.to_string()
+    );
+    // The blobs come from the prefixed repository's namespace, and so do its tags.
+    let layer = Digest::sha256_of(&mirrored.layers[1]);
+    let base = cluster.base(0);
+    let blob = client
+        .get(format!("{base}/v2/{REPO}/blobs/{layer}?ns=example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), StatusCode::OK);
+    assert_eq!(blob.bytes().await.unwrap(), mirrored.layers[1]);
+    let tags = client
+        .get(format!("{base}/v2/{REPO}/tags/list?ns=example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(tags).await,
+        serde_json::json!({"name": format!("example.com/{REPO}"), "tags": ["v1"]})
+    );
+    // Without `ns`, or on an agent without the option, the name in the path is the repository.
+    assert_eq!(manifest_digest(0, "").await, pushed.digest.to_string());
+    assert_eq!(
+        manifest_digest(1, "?ns=example.com").await,
+        pushed.digest.to_string()
+    );
+    // An `ns` that is no repository component (a port) is a bad name, not a silent fallback.
+    let with_port = client
+        .get(format!(
+            "{base}/v2/{REPO}/manifests/v1?ns=registry.local:5000"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(with_port).await,
+        (StatusCode::BAD_REQUEST, "NAME_INVALID".into())
+    );
     cluster.shutdown().await;
 }
 

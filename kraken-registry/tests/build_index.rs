@@ -14,13 +14,14 @@ use kraken_backends::{
     Backend, BackendConfig, BackendsConfig, FsBackend, FsConfig, RouteConfig, collect_bytes,
 };
 use kraken_core::Digest;
+use kraken_p2p::tls::{ClientAuth, TestPki};
 use kraken_registry::Error;
 use kraken_registry::build_index::{
     BuildIndex, BuildIndexClient, BuildIndexConfig, PageOptions, RemoteConfig, TagName,
 };
 use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient};
 use reqwest::StatusCode;
-use support::{blob_bytes, eventually, free_addr, origin_config};
+use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
 
 const REPO: &str = "library/app";
 
@@ -378,6 +379,54 @@ async fn listings_paginate_across_neighbours() {
     );
     a.shutdown().await;
     b.shutdown().await;
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_a_client_certificate_when_tls_asks_for_one_on_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let origin = start_origin(dir.path()).await;
+    let mut config = bi_config(free_addr("127.0.0.1"), &dir.path().join("bi"), &origin, &[]);
+    config.tls = Some(pki.server(ClientAuth::Writes));
+    let bi = BuildIndex::spawn(config).await.unwrap();
+    let address = [bi.local_addr().to_string()];
+    let anonymous_tls = pki.anonymous_client().load().unwrap();
+    let anonymous = BuildIndexClient::with_tls(address.clone(), Some(&anonymous_tls)).unwrap();
+    let certified =
+        BuildIndexClient::with_tls(address, Some(&pki.client().load().unwrap())).unwrap();
+    let (v1, v2) = (
+        push_blob(&origin, b"version one").await,
+        push_blob(&origin, b"version two").await,
+    );
+    let (latest, other) = (tag("latest"), tag("other"));
+    certified.put_tag(&latest, &v1, false).await.unwrap();
+
+    let refused = anonymous.put_tag(&latest, &v2, false).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let refused = anonymous.put_tag(&other, &v2, false).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let refused = anonymous.delete_tag(&latest).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    // The replication endpoint other clusters write to is a write too.
+    let duplicate = https_client(&anonymous_tls)
+        .put(format!(
+            "https://{}/internal/duplicate/tags/{}/digest/{v2}",
+            bi.local_addr(),
+            other.as_str().replace('/', "%2F"),
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), StatusCode::FORBIDDEN);
+
+    // Nothing changed, and anonymous clients still read.
+    assert_eq!(anonymous.get_tag(&latest).await.unwrap(), Some(v1));
+    assert_eq!(anonymous.get_tag(&other).await.unwrap(), None);
+    certified.put_tag(&latest, &v2, false).await.unwrap();
+    assert_eq!(anonymous.get_tag(&latest).await.unwrap(), Some(v2));
+    bi.shutdown().await;
     origin.shutdown().await;
 }
 

@@ -7,19 +7,12 @@ mod support;
 use std::time::Duration;
 
 use kraken_core::{BlobStatus, Digest};
-use kraken_p2p::tls::{ClientAuth, ClientTls, TestPki};
+use kraken_p2p::tls::{ClientAuth, TestPki};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
 use reqwest::StatusCode;
-use support::{blob_bytes, eventually, free_addr, origin_config};
+use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
 
 const NS: &str = "library/ubuntu";
-
-fn https(tls: &ClientTls) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls.config().as_ref().clone())
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
@@ -93,7 +86,7 @@ async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
         "https://{}/namespace/library%2Fubuntu/blobs/{digest}",
         origins[1].local_addr()
     );
-    let read = https(&anonymous_tls).get(&url).send().await.unwrap();
+    let read = https_client(&anonymous_tls).get(&url).send().await.unwrap();
     assert_eq!(read.status(), StatusCode::OK);
     assert_eq!(read.bytes().await.unwrap(), data);
     // Plain HTTP gets nothing from a TLS listener.
@@ -103,7 +96,7 @@ async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
             .is_err()
     );
     // A certificate from a CA the origins do not trust fails the handshake, even for reads.
-    let rogue = https(&pki.rogue_client().load().unwrap())
+    let rogue = https_client(&pki.rogue_client().load().unwrap())
         .get(&url)
         .send()
         .await;

@@ -12,15 +12,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::Digest;
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, TestPki};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
 use oci_common::skopeo::{copy_across_and_out, skopeo, skopeo_required, write_layout};
 use oci_common::{
-    JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, error_of, header, image_manifest, push_image,
+    JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, artifact, error_of, header, image_manifest,
+    push_image,
 };
 use reqwest::{Method, StatusCode};
-use support::{blob_bytes, eventually, free_addr, origin_config};
+use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
 
 /// An origin (its backend routes `library/…` apart from the rest), a build-index and a
 /// proxy, and a registry client of the proxy.
@@ -392,20 +394,6 @@ async fn tags_list_and_catalog_paginate_and_tag_deletes_when_enabled() {
     cluster.shutdown().await;
 }
 
-/// An artifact manifest with `subject`, over the empty config and one blob.
-fn artifact(subject: (Digest, usize), artifact_type: &str, blob: (Digest, usize)) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
-        "layers": [{"mediaType": "application/octet-stream", "digest": blob.0.to_string(), "size": blob.1}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0.to_string(), "size": subject.1},
-    }))
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
     let cluster = Cluster::start().await;
@@ -516,69 +504,209 @@ fn basic(name: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
+const REFUSED_LAYER: &[u8] = b"a layer nobody may push";
+/// The tag of the manifest PUT that must be refused.
+const REFUSED_TAG: &str = "refused";
+
+/// What the refused writes of the authentication tests aim at, made by a client allowed to
+/// write: an image tagged `v1` and an open upload session.
+struct WriteTargets {
+    repo: &'static str,
+    manifest: Vec<u8>,
+    /// The upload session's URL.
+    location: String,
+}
+
+impl WriteTargets {
+    async fn create(allowed: &Registry, repo: &'static str) -> Self {
+        let manifest = push_image(allowed, repo, "allowed").await;
+        let pushed = allowed
+            .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+            .await;
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+        let session = allowed
+            .request(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(session.status(), StatusCode::ACCEPTED);
+        Self {
+            repo,
+            manifest,
+            location: header(&session, "location"),
+        }
+    }
+
+    /// A blob upload in one request.
+    fn post_blob(&self, client: &Registry) -> reqwest::RequestBuilder {
+        let digest = Digest::sha256_of(REFUSED_LAYER);
+        client
+            .request(
+                Method::POST,
+                &format!("/v2/{}/blobs/uploads/?digest={digest}", self.repo),
+            )
+            .body(REFUSED_LAYER)
+    }
+
+    /// Every kind of write, on `client`: uploads (in one request, opened, and the PATCH and
+    /// closing PUT of the open session), a manifest PUT by tag, and deletes of the tag `v1`
+    /// and of the session.
+    fn writes(&self, client: &Registry) -> Vec<reqwest::RequestBuilder> {
+        let (repo, location) = (self.repo, &self.location);
+        let digest = Digest::sha256_of(REFUSED_LAYER);
+        let separator = if location.contains('?') { '&' } else { '?' };
+        vec![
+            self.post_blob(client),
+            client.request(Method::POST, &format!("/v2/{repo}/blobs/uploads/")),
+            client
+                .request(Method::PATCH, location)
+                .header("content-type", "application/octet-stream")
+                .body(REFUSED_LAYER),
+            client
+                .request(
+                    Method::PUT,
+                    &format!("{location}{separator}digest={digest}"),
+                )
+                .body(REFUSED_LAYER),
+            client
+                .request(Method::PUT, &format!("/v2/{repo}/manifests/{REFUSED_TAG}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(self.manifest.clone()),
+            client.request(Method::DELETE, &format!("/v2/{repo}/manifests/v1")),
+            client.request(Method::DELETE, location),
+        ]
+    }
+
+    /// The refused writes left no trace: the blob is unknown, the session holds no bytes, the
+    /// refused tag does not exist and `v1` still does. Read through `reader`.
+    async fn assert_untouched(&self, cluster: &Cluster, reader: &Registry) {
+        let repo = self.repo;
+        let digest = Digest::sha256_of(REFUSED_LAYER);
+        let head = reader
+            .request(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::NOT_FOUND);
+        let session = get(reader, &self.location).await;
+        assert_eq!(session.status(), StatusCode::NO_CONTENT);
+        assert_eq!(header(&session, "range"), "0-0");
+        let tag = |name: &str| TagName::new(repo, name).unwrap();
+        assert_eq!(
+            cluster.tags().get_tag(&tag(REFUSED_TAG)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            cluster.tags().get_tag(&tag("v1")).await.unwrap(),
+            Some(Digest::sha256_of(&self.manifest))
+        );
+    }
+}
+
+/// Sends `request` on `client`; returns "METHOD URL" for messages, and the response.
+async fn send(client: &Registry, request: reqwest::RequestBuilder) -> (String, reqwest::Response) {
+    let request = request.build().unwrap();
+    let what = format!("{} {}", request.method(), request.url());
+    (what, client.http.execute(request).await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_need_credentials_when_auth_is_configured() {
     let cluster = Cluster::start_with(|config| {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         config.auth.users = vec![UserConfig::new("ci", hash)];
         config.auth.tokens_sha256 = vec![Digest::sha256_of(b"robot-token").hex()];
+        config.delete_tags = true;
     })
     .await;
     let client = &cluster.client;
-    let data = b"authenticated layer";
-    let digest = Digest::sha256_of(data);
-    let push = |authorization: Option<String>| {
-        let mut request = client
-            .request(
-                Method::POST,
-                &format!("/v2/library/app/blobs/uploads/?digest={digest}"),
-            )
-            .body(data.to_vec());
-        if let Some(value) = authorization {
-            request = request.header("authorization", value);
-        }
-        request.send()
-    };
+    let authorized = basic("ci", "s3cret");
+    let with =
+        |request: reqwest::RequestBuilder, authorization: &Option<String>| match authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        };
+    let mut pushing = Registry::remote(client.base.clone(), tempfile::tempdir().unwrap());
+    pushing.http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, authorized.parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    let targets = WriteTargets::create(&pushing, "library/app").await;
+
     for refused in [
         None,
         Some(basic("ci", "wrong")),
+        Some(basic("nobody", "s3cret")),
         Some("Bearer nope".to_owned()),
     ] {
-        let response = push(refused.clone()).await.unwrap();
-        assert_eq!(
-            header(&response, "www-authenticate"),
-            "Basic realm=\"kraken\"",
-            "{refused:?}"
-        );
-        let (status, code) = error_of(response).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
-        );
+        for write in targets.writes(client) {
+            let (what, response) = send(client, with(write, &refused)).await;
+            assert_eq!(
+                header(&response, "www-authenticate"),
+                "Basic realm=\"kraken\"",
+                "{what} with {refused:?}"
+            );
+            let (status, code) = error_of(response).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+                "{what} with {refused:?}"
+            );
+        }
     }
-    // Nothing reached the origins.
-    let head = format!("/v2/library/app/blobs/{digest}");
-    let head_status = || async {
-        let head = client.request(Method::HEAD, &head).send().await.unwrap();
-        head.status()
-    };
-    assert_eq!(head_status().await, StatusCode::NOT_FOUND);
-    let ok = push(Some(basic("ci", "s3cret"))).await.unwrap();
-    assert_eq!(ok.status(), StatusCode::CREATED);
-    let ok = push(Some("Bearer robot-token".to_owned())).await.unwrap();
-    assert_eq!(ok.status(), StatusCode::CREATED);
+    targets.assert_untouched(&cluster, client).await;
+
+    for allowed in [authorized.clone(), "Bearer robot-token".to_owned()] {
+        let pushed = with(targets.post_blob(client), &Some(allowed))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+    }
     // Reads are open; the ping asks for credentials so that clients send them.
-    assert_eq!(head_status().await, StatusCode::OK);
+    let blob = format!("/v2/library/app/blobs/{}", Digest::sha256_of(REFUSED_LAYER));
+    assert_eq!(get(client, &blob).await.status(), StatusCode::OK);
     let ping = get(client, "/v2/").await;
     assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
-    let ping = client
-        .request(Method::GET, "/v2/")
-        .header("authorization", basic("ci", "s3cret"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ping.status(), StatusCode::OK);
+    assert_eq!(get(&pushing, "/v2/").await.status(), StatusCode::OK);
     assert_eq!(get(client, "/health").await.status(), StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+/// A registry client of `proxy` over HTTPS, presenting whatever certificate `tls` holds.
+fn https_registry(proxy: &Proxy, tls: &ClientTlsConfig) -> Registry {
+    let mut registry = Registry::remote(
+        format!("https://{}", proxy.local_addr()),
+        tempfile::tempdir().unwrap(),
+    );
+    registry.http = https_client(&tls.load().unwrap());
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_a_client_certificate_when_tls_asks_for_one_on_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let cluster =
+        Cluster::start_with(|config| config.tls = Some(pki.server(ClientAuth::Writes))).await;
+    let certified = https_registry(&cluster.proxy, &pki.client());
+    let anonymous = https_registry(&cluster.proxy, &pki.anonymous_client());
+    let targets = WriteTargets::create(&certified, "library/app").await;
+
+    for write in targets.writes(&anonymous) {
+        let (what, response) = send(&anonymous, write).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+    }
+    // Reads are open to anyone who trusts the CA.
+    targets.assert_untouched(&cluster, &anonymous).await;
+    assert_eq!(get(&anonymous, "/v2/").await.status(), StatusCode::OK);
+    let pulled = get(&anonymous, "/v2/library/app/manifests/v1").await;
+    assert_eq!(pulled.status(), StatusCode::OK);
+    assert_eq!(pulled.bytes().await.unwrap(), targets.manifest);
     cluster.shutdown().await;
 }
 

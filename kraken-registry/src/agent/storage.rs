@@ -12,8 +12,8 @@ use kraken_p2p::tracker::Tracker;
 
 use crate::build_index::{BuildIndexClient, PageOptions, TagName};
 use crate::oci::{
-    ByteStream, Manifest, Operation, Page, Reference, RegistryStorage, RepoName, StorageError,
-    StorageResult, StoredManifest, Tag,
+    ByteStream, Descriptor, Manifest, Operation, Page, Reference, RegistryStorage, RepoName,
+    StorageError, StorageResult, StoredManifest, Tag,
 };
 
 /// The agent's view of the cluster as a read-only [`RegistryStorage`].
@@ -27,7 +27,9 @@ use crate::oci::{
 /// - A blob's bytes: streamed from the node as its pieces arrive
 ///   ([`Node::read_in`]); a range waits only for the pieces it covers.
 /// - Tags: listed through the build-index.
-/// - Pushes, mounts and deletes: [`StorageError::Denied`]; the catalog and referrers:
+/// - Referrers: the index the proxy keeps under the referrers tag schema, its tag resolved
+///   through the build-index and the index read over P2P.
+/// - Pushes, mounts and deletes: [`StorageError::Denied`]; the catalog:
 ///   [`StorageError::Unsupported`].
 #[derive(Clone, Debug)]
 pub struct AgentStorage {
@@ -172,8 +174,11 @@ impl AgentStorage {
 impl RegistryStorage for AgentStorage {
     fn allows(&self, operation: Operation) -> StorageResult<()> {
         match operation {
-            Operation::ReadBlob | Operation::ReadManifest | Operation::ListTags => Ok(()),
-            Operation::Catalog | Operation::Referrers => Err(StorageError::Unsupported(operation)),
+            Operation::ReadBlob
+            | Operation::ReadManifest
+            | Operation::ListTags
+            | Operation::Referrers => Ok(()),
+            Operation::Catalog => Err(StorageError::Unsupported(operation)),
             // Pushes and deletes go to the proxy: the agent is a pull cache by role.
             _ => Err(StorageError::Denied(operation)),
         }
@@ -250,5 +255,16 @@ impl RegistryStorage for AgentStorage {
             .collect();
         tags.sort();
         Ok(tags)
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> StorageResult<Vec<Descriptor>> {
+        crate::referrers::read_index(&self.build_index, repo, subject, |digest| async move {
+            match self.manifest_blob(repo.as_str(), &digest).await {
+                Ok((_, index)) => Ok(Some(index)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 }

@@ -102,24 +102,19 @@ impl ProxyStorage {
         }
     }
 
-    /// The descriptors in the referrers index of `subject`, and the index's digest; empty
-    /// when there is none.
+    /// The descriptors in the referrers index of `subject`; empty when there is none.
     async fn referrers_index(
         &self,
         repo: &RepoName,
         subject: &Digest,
     ) -> StorageResult<Vec<Descriptor>> {
-        let tag = referrers_tag(repo, subject)?;
-        let Some(digest) = self.build_index.get_tag(&tag).await? else {
-            return Ok(Vec::new());
-        };
-        match self.fetch_manifest(repo, &digest).await? {
-            Some((_, index)) if index.kind().is_index() => Ok(index.manifests().to_vec()),
-            _ => Err(StorageError::failed(format!(
-                "the referrers tag {tag} points at {digest}, which is no image index in the \
-                 origins"
-            ))),
-        }
+        crate::referrers::read_index(&self.build_index, repo, subject, |digest| async move {
+            Ok(self
+                .fetch_manifest(repo, &digest)
+                .await?
+                .map(|(_, index)| index))
+        })
+        .await
     }
 
     /// Adds `manifest` to its subject's referrers index: read the index the tag points at,
@@ -154,7 +149,7 @@ impl ProxyStorage {
         subject: &Digest,
         ours: Descriptor,
     ) -> StorageResult<()> {
-        let tag = referrers_tag(repo, subject)?;
+        let tag = crate::referrers::index_tag(repo, subject)?;
         for round in 0..=REFERRERS_ROUNDS {
             let mut descriptors = self.referrers_index(repo, subject).await?;
             if descriptors.iter().any(|d| d.digest == ours.digest) {
@@ -373,10 +368,4 @@ impl RegistryStorage for ProxyStorage {
 /// `repo:tag` for the build-index.
 fn tag_name(repo: &RepoName, tag: &str) -> StorageResult<TagName> {
     TagName::new(repo.as_str(), tag).map_err(StorageError::failed)
-}
-
-/// The tag of `subject`'s referrers index: `repo:sha256-<hex>`, the distribution spec's
-/// referrers tag schema.
-pub(crate) fn referrers_tag(repo: &RepoName, subject: &Digest) -> StorageResult<TagName> {
-    tag_name(repo, &format!("sha256-{}", subject.hex()))
 }

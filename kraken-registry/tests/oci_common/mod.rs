@@ -188,6 +188,20 @@ pub fn image_manifest(config: (Digest, usize), layers: &[(Digest, usize)]) -> Ve
     .unwrap()
 }
 
+/// An artifact manifest with `subject`, over the empty config and one blob.
+pub fn artifact(subject: (Digest, usize), artifact_type: &str, blob: (Digest, usize)) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": blob.0.to_string(), "size": blob.1}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0.to_string(), "size": subject.1},
+    }))
+    .unwrap()
+}
+
 /// Pushes a config and two layers and returns an image manifest over them.
 pub async fn push_image(registry: &Registry, repo: &str, seed: &str) -> Vec<u8> {
     let config = format!("{{\"seed\":\"{seed}\"}}");

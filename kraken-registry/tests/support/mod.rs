@@ -121,6 +121,14 @@ pub fn origin_config(listen: SocketAddr, members: &[SocketAddr], data: &Path) ->
     config
 }
 
+/// An HTTPS client that trusts the test CA and presents whatever certificate `tls` holds.
+pub fn https_client(tls: &kraken_p2p::tls::ClientTls) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.config().as_ref().clone())
+        .build()
+        .unwrap()
+}
+
 /// Polls `check` every 100 ms until it returns true; panics with `what` after `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
