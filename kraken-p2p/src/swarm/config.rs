@@ -79,7 +79,8 @@ pub struct SwarmConfig {
     #[serde(with = "humantime_serde")]
     pub announce_interval: Duration,
     /// Shortest announce interval of a downloading torrent that has nothing to request from
-    /// its neighbours: new neighbours are its only way forward. Default: 1s.
+    /// its neighbours, or fewer connections than `max_conns_per_torrent` and no peer left to
+    /// dial: new neighbours are its way forward. Default: 1s.
     #[serde(with = "humantime_serde")]
     pub starving_announce_interval: Duration,
     /// Announce interval of complete torrents, which only need to stay in the tracker's peer

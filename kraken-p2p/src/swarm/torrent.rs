@@ -104,15 +104,22 @@ impl Torrent {
     }
 
     /// When the torrent should next announce: at its interval, or sooner while it is
-    /// starving — downloading with nothing requested — since only new neighbours can help.
+    /// downloading and starving (nothing requested: only new neighbours can help) or
+    /// under-connected (a free connection slot and no candidate left to dial). Hosts that
+    /// start together announce together, and the first ones learn of few peers: waiting a
+    /// whole interval for more left 300 hosts at 25 of 40 connections for 3 s (p50 1.16 ×
+    /// T* against 1.10 with this).
     pub(super) fn announce_due(&self, config: &SwarmConfig) -> Option<Instant> {
         if self.announce_in_flight {
             return None;
         }
-        let starving =
-            self.phase == Phase::Leeching && self.requests.is_empty() && self.writing.is_empty();
+        let leeching = self.phase == Phase::Leeching;
+        let starving = leeching && self.requests.is_empty() && self.writing.is_empty();
+        let under_connected = leeching
+            && self.candidates.is_empty()
+            && self.conns.len() < config.max_conns_per_torrent;
         match self.last_announce {
-            Some(last) if starving => Some(
+            Some(last) if starving || under_connected => Some(
                 self.next_announce
                     .min(last + config.starving_announce_interval),
             ),
