@@ -1321,6 +1321,7 @@ impl Swarm {
         }
         let torrent = self.torrents.get_mut(&info_hash).expect("checked above");
         torrent.announce_in_flight = true;
+        torrent.announces = torrent.announces.saturating_add(1);
         torrent.next_announce = now + interval;
         // Spread announces of many torrents a little so they don't all fire in one tick.
         let jitter = self.rng.random_range(0..=interval.as_millis() as u64 / 10);

@@ -56,6 +56,8 @@ pub(super) struct Torrent {
     pub(super) next_announce: Instant,
     /// When the torrent last considered announcing (whether or not it did).
     pub(super) last_announce: Option<Instant>,
+    /// Announces sent since the torrent was added.
+    pub(super) announces: u32,
     pub(super) announce_in_flight: bool,
     pub(super) tracker_interval: Option<Duration>,
     /// Last piece written (leeching) or sent (seeding).
@@ -89,6 +91,7 @@ impl Torrent {
             candidates: Vec::new(),
             next_announce: now,
             last_announce: None,
+            announces: 0,
             announce_in_flight: false,
             tracker_interval: None,
             last_progress: now,
@@ -108,7 +111,8 @@ impl Torrent {
     /// under-connected (a free connection slot and no candidate left to dial). Hosts that
     /// start together announce together, and the first ones learn of few peers: waiting a
     /// whole interval for more left 300 hosts at 25 of 40 connections for 3 s (p50 1.16 ×
-    /// T* against 1.10 with this).
+    /// T* against 1.10 with a 1 s wait; 600 hosts in 1 MiB pieces: 1.05 with 1 s, 1.03 with
+    /// 250 ms doubling).
     pub(super) fn announce_due(&self, config: &SwarmConfig) -> Option<Instant> {
         if self.announce_in_flight {
             return None;
@@ -118,11 +122,21 @@ impl Torrent {
         let under_connected = leeching
             && self.candidates.is_empty()
             && self.conns.len() < config.max_conns_per_torrent;
+        let sooner = if under_connected {
+            // Doubling from `quick_announce_interval`: a fast start, then no more tracker load
+            // than a starving download's.
+            let doublings = self.announces.saturating_sub(1).min(16);
+            config
+                .quick_announce_interval
+                .saturating_mul(1 << doublings)
+                .min(config.starving_announce_interval)
+        } else {
+            config.starving_announce_interval
+        };
         match self.last_announce {
-            Some(last) if starving || under_connected => Some(
-                self.next_announce
-                    .min(last + config.starving_announce_interval),
-            ),
+            Some(last) if starving || under_connected => {
+                Some(self.next_announce.min(last + sooner))
+            }
             _ => Some(self.next_announce),
         }
     }

@@ -384,35 +384,41 @@ fn a_refused_announce_fails_a_download_but_not_a_seed() {
 }
 
 #[test]
-fn an_under_connected_download_announces_again_within_the_starving_interval() {
+fn an_under_connected_download_announces_again_soon_then_less_often() {
     let config = SwarmConfig {
         max_conns_per_torrent: 3,
         ..SwarmConfig::default()
     };
-    let starving = config.starving_announce_interval;
-    let (mut s, meta, now) = leeching(config, 8);
-    s.handle_announce_response(now, meta.info_hash(), Vec::new(), None);
+    let (quick, starving) = (
+        config.quick_announce_interval,
+        config.starving_announce_interval,
+    );
+    let (mut s, meta, start) = leeching(config, 8);
+    s.handle_announce_response(start, meta.info_hash(), Vec::new(), None);
     // A seeder keeps requests in flight, so the download is not starving, only short of
     // neighbours with nobody left to dial.
-    let (seeder, actions) = accept(&mut s, now, &meta, 2, &Bitfield::full(8));
+    let (seeder, actions) = accept(&mut s, start, &meta, 2, &Bitfield::full(8));
     assert!(!requests_to(&actions, seeder).is_empty());
-    assert_eq!(s.poll_timeout(), Some(now + starving));
-    s.handle_timeout(now + starving);
-    assert!(
-        drain(&mut s)
+    let mut now = start;
+    for wait in [quick, quick * 2, starving, starving] {
+        assert_eq!(s.poll_timeout(), Some(now + wait));
+        now += wait;
+        s.handle_timeout(now);
+        let announced = drain(&mut s)
             .iter()
-            .any(|a| matches!(a, Action::Announce { .. }))
-    );
+            .any(|a| matches!(a, Action::Announce { .. }));
+        assert!(announced, "no announce {:?} after the start", now - start);
+        s.handle_announce_response(now, meta.info_hash(), Vec::new(), None);
+    }
 
     // With every connection slot taken it waits for its interval.
-    let later = now + starving;
-    s.handle_announce_response(later, meta.info_hash(), Vec::new(), None);
-    accept(&mut s, later, &meta, 3, &Bitfield::full(8));
-    accept(&mut s, later, &meta, 4, &Bitfield::full(8));
-    let next = s.poll_timeout().expect("a timer");
+    accept(&mut s, now, &meta, 3, &Bitfield::full(8));
+    accept(&mut s, now, &meta, 4, &Bitfield::full(8));
+    s.handle_timeout(now + starving);
     assert!(
-        next >= later + SwarmConfig::default().announce_interval,
-        "a full download announced after {:?}",
-        next - later
+        !drain(&mut s)
+            .iter()
+            .any(|a| matches!(a, Action::Announce { .. })),
+        "a full download announced again after {starving:?}"
     );
 }
