@@ -49,6 +49,10 @@ pub(super) struct Torrent {
     /// Pieces in `requests` or `writing`: one bit test instead of two map lookups for each
     /// piece [`pick`](Self::pick) considers. Kept in step by [`sync_in_flight`](Self::sync_in_flight).
     in_flight: Bitfield,
+    /// Pieces held or in flight: outside endgame, [`pick`](Self::pick) scans only what a
+    /// peer has beyond these, skipping the requested pieces word by word instead of one by
+    /// one (the picker's scan was a fifth of the simulator's time).
+    taken: Bitfield,
     /// How many times we have started uploading each piece (seeding only).
     pub(super) uploads: Vec<u32>,
     /// Peers from the last announce not yet dialed.
@@ -73,6 +77,7 @@ impl Torrent {
         now: Instant,
     ) -> Self {
         let pieces = meta.piece_count() as usize;
+        let taken = have.clone();
         Self {
             phase: if have.is_full() {
                 Phase::Seeding
@@ -87,6 +92,7 @@ impl Torrent {
             requests: BTreeMap::new(),
             writing: BTreeMap::new(),
             in_flight: Bitfield::new(pieces as u32),
+            taken,
             uploads: vec![0; pieces],
             candidates: Vec::new(),
             next_announce: now,
@@ -229,12 +235,24 @@ impl Torrent {
         self.requests.values().flatten().map(|r| r.deadline)
     }
 
+    /// Records that `index` is held; returns whether it was new.
+    pub(super) fn mark_have(&mut self, index: u32) -> bool {
+        let new = self.have.set(index).unwrap_or(false);
+        self.sync_in_flight(index);
+        new
+    }
+
     fn sync_in_flight(&mut self, index: u32) {
         let busy = self.requests.contains_key(&index) || self.writing.contains_key(&index);
         let _ = if busy {
             self.in_flight.set(index)
         } else {
             self.in_flight.unset(index)
+        };
+        let _ = if busy || self.have.get(index) {
+            self.taken.set(index)
+        } else {
+            self.taken.unset(index)
         };
     }
 
@@ -273,7 +291,10 @@ impl Torrent {
         let window = window.max(1);
         let mut rarest = u16::MAX;
         let mut candidates: Vec<u32> = Vec::with_capacity(window);
-        for index in peer_has.iter_difference(&self.have) {
+        // Endgame asks again for pieces in flight; it runs with a few pieces missing, so its
+        // scan is short anyway.
+        let skip = if endgame { &self.have } else { &self.taken };
+        for index in peer_has.iter_difference(skip) {
             // Rarity first: it is one array read, and a piece that cannot make the candidate
             // list needs none of the lookups below (most pieces, once a rare one is found).
             // Whether a piece may be asked for does not depend on the others, so the result
