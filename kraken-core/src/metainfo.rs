@@ -757,6 +757,15 @@ mod tests {
         assert!(matches!(err, Error::Read(_)), "{err:?}");
     }
 
+    #[test]
+    fn an_empty_range_covers_no_piece() {
+        // The case proptest once found against an oracle that forgot empty ranges.
+        let meta =
+            MetaInfo::from_parts(Digest::sha256_of(b""), 676, 6, vec![[0; 32]; 113]).unwrap();
+        assert_eq!(meta.pieces_covering(675..675), 0..0);
+        assert_eq!(meta.pieces_covering(675..676), 112..113);
+    }
+
     proptest! {
         #[test]
         fn piece_math_at_the_boundaries(piece_length in 1u64..5000, which in 0usize..5) {
@@ -804,7 +813,8 @@ mod tests {
             let covering = meta.pieces_covering(range.clone());
             for index in meta.pieces() {
                 let r = meta.piece_range(index);
-                let overlaps = r.start < range.end.min(len) && range.start < r.end;
+                // An empty range holds no byte, so it overlaps no piece.
+                let overlaps = !range.is_empty() && r.start < range.end.min(len) && range.start < r.end;
                 prop_assert_eq!(covering.contains(&index.get()), overlaps);
             }
         }
