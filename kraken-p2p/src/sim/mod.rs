@@ -33,6 +33,7 @@ mod engine;
 mod fast_hash;
 mod flows;
 mod overlay;
+mod queue;
 mod scenario;
 #[cfg(test)]
 mod tests;
