@@ -10,6 +10,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::fast_hash::FastMap;
 use super::flows::{Check, Completion, Flow, FlowId, Flows};
+use super::links::{LinkId, LinkTable};
 use super::queue::EventQueue;
 use super::{HandoutPolicy, HostId, HostSpec};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, PieceWriteError, Swarm, TorrentStats};
@@ -28,12 +29,20 @@ struct Host {
     store: FastMap<InfoHash, (Arc<MetaInfo>, Bitfield)>,
     completed: FastMap<InfoHash, Instant>,
     /// The other end of each of this host's links, by this end's connection.
-    links: FastMap<ConnId, (HostId, ConnId)>,
+    links: FastMap<ConnId, FarEnd>,
     /// When the host's swarm wants `handle_timeout`, as last scheduled.
     timer: Option<Instant>,
     events: Vec<Event>,
     /// Payload bytes this host finished sending.
     sent: u64,
+}
+
+/// The other end of a link, and the link.
+#[derive(Clone, Copy, Debug)]
+struct FarEnd {
+    host: HostId,
+    conn: ConnId,
+    link: LinkId,
 }
 
 enum Delivery {
@@ -45,6 +54,7 @@ enum Delivery {
     Connected {
         to: HostId,
         conn: ConnId,
+        link: LinkId,
     },
     DialFailed {
         to: HostId,
@@ -53,11 +63,13 @@ enum Delivery {
     Message {
         to: HostId,
         conn: ConnId,
+        link: LinkId,
         message: Compact,
     },
     Piece {
         to: HostId,
         conn: ConnId,
+        link: LinkId,
         index: u32,
         length: u64,
         corrupt: bool,
@@ -142,6 +154,7 @@ pub struct Sim {
     loss: f64,
     queue: EventQueue<Delivery>,
     flows: Flows,
+    link_table: LinkTable,
     record_events: bool,
     completions: usize,
     events_handled: u64,
@@ -181,6 +194,7 @@ impl Sim {
             loss,
             queue: EventQueue::default(),
             flows: Flows::default(),
+            link_table: LinkTable::default(),
             record_events: true,
             completions: 0,
             events_handled: 0,
@@ -295,16 +309,17 @@ impl Sim {
         for h in hashes {
             self.tracker.remove(&h, &peer_id);
         }
-        let mut ends: Vec<(ConnId, (HostId, ConnId))> = self.hosts[host].links.drain().collect();
+        let mut ends: Vec<(ConnId, FarEnd)> = self.hosts[host].links.drain().collect();
         // Deliveries go out in connection order, whatever the map's.
-        ends.sort_unstable();
-        for (_, (other, other_conn)) in ends {
-            self.hosts[other].links.remove(&other_conn);
+        ends.sort_unstable_by_key(|&(conn, _)| conn);
+        for (_, far) in ends {
+            self.hosts[far.host].links.remove(&far.conn);
+            self.link_table.close(far.link);
             self.schedule(
                 self.latency,
                 Delivery::Closed {
-                    to: other,
-                    conn: other_conn,
+                    to: far.host,
+                    conn: far.conn,
                 },
             );
         }
@@ -389,7 +404,11 @@ impl Sim {
         self.hosts
             .iter()
             .enumerate()
-            .flat_map(|(a, host)| host.links.iter().map(move |(ca, end)| ((a, *ca), *end)))
+            .flat_map(|(a, host)| {
+                host.links
+                    .iter()
+                    .map(move |(ca, far)| ((a, *ca), (far.host, far.conn)))
+            })
             .filter(|((a, ca), (b, cb))| {
                 (a, ca) < (b, cb)
                     && self.hosts[*a].swarm.is_established(*ca)
@@ -504,19 +523,22 @@ impl Sim {
                 }
                 let from_addr = self.hosts[from].addr;
                 let conn = self.hosts[to].swarm.handle_incoming(now, from_addr);
-                self.hosts[to].links.insert(conn, (from, from_conn));
-                self.hosts[from].links.insert(from_conn, (to, conn));
+                let link = self.link_table.open();
+                let far = |host, conn| FarEnd { host, conn, link };
+                self.hosts[to].links.insert(conn, far(from, from_conn));
+                self.hosts[from].links.insert(from_conn, far(to, conn));
                 self.schedule(
                     self.latency,
                     Delivery::Connected {
                         to: from,
                         conn: from_conn,
+                        link,
                     },
                 );
                 self.drain(to);
             }
-            Delivery::Connected { to, conn } => {
-                if self.hosts[to].links.contains_key(&conn) {
+            Delivery::Connected { to, conn, link } => {
+                if self.link_table.is_open(link) {
                     self.hosts[to].swarm.handle_connected(now, conn);
                     self.drain(to);
                 }
@@ -529,8 +551,13 @@ impl Sim {
                     self.drain(to);
                 }
             }
-            Delivery::Message { to, conn, message } => {
-                if self.hosts[to].links.contains_key(&conn) && self.hosts[to].online {
+            Delivery::Message {
+                to,
+                conn,
+                link,
+                message,
+            } => {
+                if self.link_table.is_open(link) && self.hosts[to].online {
                     self.hosts[to]
                         .swarm
                         .handle_message(now, conn, message.into());
@@ -540,11 +567,12 @@ impl Sim {
             Delivery::Piece {
                 to,
                 conn,
+                link,
                 index,
                 length,
                 corrupt,
             } => {
-                if !self.hosts[to].links.contains_key(&conn) || !self.hosts[to].online {
+                if !self.link_table.is_open(link) || !self.hosts[to].online {
                     return;
                 }
                 let host = &mut self.hosts[to];
@@ -594,6 +622,7 @@ impl Sim {
                     Delivery::Piece {
                         to: flow.to,
                         conn: flow.to_conn,
+                        link: flow.link,
                         index: flow.index,
                         length: flow.length,
                         corrupt: flow.corrupt,
@@ -640,13 +669,14 @@ impl Sim {
                     None => self.schedule(self.latency, Delivery::DialFailed { to: id, conn }),
                 },
                 Action::Send { conn, message } => {
-                    if let Some(&(to, peer_conn)) = self.hosts[id].links.get(&conn) {
+                    if let Some(&far) = self.hosts[id].links.get(&conn) {
                         let delay = self.message_delay();
                         self.schedule(
                             delay,
                             Delivery::Message {
-                                to,
-                                conn: peer_conn,
+                                to: far.host,
+                                conn: far.conn,
+                                link: far.link,
                                 message: message.into(),
                             },
                         );
@@ -657,14 +687,15 @@ impl Sim {
                     info_hash,
                     index,
                 } => {
-                    let Some(&(to, peer_conn)) = self.hosts[id].links.get(&conn) else {
+                    let Some(&far) = self.hosts[id].links.get(&conn) else {
                         continue;
                     };
                     let host = &self.hosts[id];
                     let length = host.store[&info_hash].0.piece_len(index);
                     let flow = Flow::new(
                         (id, conn),
-                        (to, peer_conn),
+                        (far.host, far.conn),
+                        far.link,
                         index.get(),
                         length,
                         host.corrupt,
@@ -673,8 +704,10 @@ impl Sim {
                     self.schedule_checks(checks);
                 }
                 Action::Close { conn } => {
-                    if let Some((to, peer_conn)) = self.hosts[id].links.remove(&conn) {
+                    if let Some(far) = self.hosts[id].links.remove(&conn) {
+                        let (to, peer_conn) = (far.host, far.conn);
                         self.hosts[to].links.remove(&peer_conn);
+                        self.link_table.close(far.link);
                         let checks = self.flows.cut_link(now, (id, conn), (to, peer_conn));
                         self.schedule_checks(checks);
                         self.schedule(

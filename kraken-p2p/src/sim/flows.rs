@@ -15,6 +15,7 @@ use crate::swarm::ConnId;
 
 use super::HostId;
 use super::fast_hash::FastMap;
+use super::links::LinkId;
 
 /// Names a flow; reused after the flow ends, with a new generation.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -29,6 +30,8 @@ pub(super) struct Flow {
     pub(super) from_conn: ConnId,
     pub(super) to: HostId,
     pub(super) to_conn: ConnId,
+    /// The link the flow runs over.
+    pub(super) link: LinkId,
     pub(super) index: u32,
     pub(super) length: u64,
     pub(super) corrupt: bool,
@@ -53,6 +56,7 @@ impl Flow {
     pub(super) fn new(
         (from, from_conn): (HostId, ConnId),
         (to, to_conn): (HostId, ConnId),
+        link: LinkId,
         index: u32,
         length: u64,
         corrupt: bool,
@@ -62,6 +66,7 @@ impl Flow {
             from_conn,
             to,
             to_conn,
+            link,
             index,
             length,
             corrupt,

@@ -32,6 +32,7 @@
 mod engine;
 mod fast_hash;
 mod flows;
+mod links;
 mod overlay;
 mod queue;
 mod scenario;
