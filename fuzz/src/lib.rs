@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn targets_accept_seed_inputs() {
-        let meta = MetaInfo::from_bytes(b"seed blob for the fuzzer", 7).unwrap();
+        let meta = MetaInfo::from_bytes(&b"seed blob for the fuzzer".repeat(4), 64).unwrap();
         let encoded = meta.encode();
         metainfo_decode(&encoded);
         metainfo_decode(&encoded[..encoded.len() - 1]);
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn targets_survive_pseudo_random_inputs() {
         // A cheap stand-in for a fuzzing run: mutate the seed encoding byte by byte.
-        let meta = MetaInfo::from_bytes(&[7u8; 100], 16).unwrap();
+        let meta = MetaInfo::from_bytes(&[7u8; 100], 64).unwrap();
         let encoded = meta.encode();
         for i in 0..encoded.len() {
             for flip in [0x01, 0x80, 0xff] {

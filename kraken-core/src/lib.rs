@@ -4,9 +4,10 @@
 //!
 //! - [`Digest`]: the name of a blob (`sha256:<hex>`), with strict parsing and a
 //!   hardware-accelerated streaming [`Hasher`];
-//! - [`MetaInfo`]: how a blob is cut into pieces, with a SHA-256 per piece and an
-//!   [`InfoHash`] over a canonical encoding; [`PieceIndex`] values checked against it; a
-//!   configurable [`PieceLengthPolicy`];
+//! - [`MetaInfo`]: how a blob is cut into pieces, with a SHA-256 chaining value per piece
+//!   (checking every piece computes the blob's digest) and an [`InfoHash`] over a canonical
+//!   encoding; [`PieceIndex`] values checked against it; a configurable
+//!   [`PieceLengthPolicy`];
 //! - [`Bitfield`]: which pieces a host has;
 //! - [`BlobStore`]: the content-addressed store on disk, with resumable downloads, verified
 //!   promotion into the cache, readers of partial blobs, eviction and pins;
@@ -49,6 +50,7 @@ mod peer;
 mod piece_length;
 mod ring;
 mod serde_str;
+mod sha256_chain;
 mod size;
 pub mod store;
 

@@ -1,11 +1,20 @@
 //! Metainfo: how a blob is cut into pieces, and the hash of each piece.
 //!
 //! A blob of `length` bytes is cut into `ceil(length / piece_length)` pieces; every piece but
-//! the last is `piece_length` bytes long and a zero-length blob has no pieces. Each piece has
-//! a SHA-256 hash (Go Kraken uses CRC32, which detects accidents but not forgery), so a host
-//! can check every piece it receives before it writes or re-serves it.
+//! the last is `piece_length` bytes long, a multiple of 64 bytes (SHA-256's block), and a
+//! zero-length blob has no pieces. Each piece has a hash (Go Kraken uses CRC32, which detects
+//! accidents but not forgery), so a host can check every piece it receives before it writes
+//! or re-serves it.
 //!
-//! # Canonical encoding (version 1)
+//! A piece's hash is not the SHA-256 of the piece alone but the state SHA-256 reaches over
+//! the blob at the end of that piece (its *chaining value*; for the last piece, after the
+//! padding, the blob's digest itself). A piece is checked by running SHA-256's compression
+//! from the previous piece's value over its bytes and comparing with its own; because the
+//! chain starts at SHA-256's initial state and ends at the digest, a host that has checked
+//! every piece has computed the blob's SHA-256 without a second pass over it (see
+//! `sha256_chain.rs`). The checks stay independent: any piece, in any order, on any thread.
+//!
+//! # Canonical encoding (version 2)
 //!
 //! The metainfo travels and is stored in exactly one binary form; its SHA-256 is the
 //! [`InfoHash`] that names the torrent. All integers are big-endian.
@@ -13,17 +22,18 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `KRMI` (`4b 52 4d 49`) |
-//! | 4 | 1 | encoding version, `1` |
+//! | 4 | 1 | encoding version, `2` |
 //! | 5 | 1 | blob digest algorithm: `1` = sha256 |
 //! | 6 | 32 | blob digest |
 //! | 38 | 8 | blob length in bytes |
-//! | 46 | 4 | piece length in bytes, `1..=`[`MAX_PIECE_LENGTH`] |
+//! | 46 | 4 | piece length in bytes: a multiple of 64 in `64..=`[`MAX_PIECE_LENGTH`] |
 //! | 50 | 4 | piece count; must equal `ceil(length / piece length)`, at most [`MAX_PIECE_COUNT`] |
-//! | 54 | 32 × count | SHA-256 of each piece, in order |
+//! | 54 | 32 × count | each piece's hash, in order: SHA-256's chaining value after the piece (its eight 32-bit words, big-endian); the last one equals the blob digest |
 //!
 //! Nothing may follow the last piece hash. Because every field is fixed-size or determined by
 //! the ones before it, each metainfo has one encoding, and a decoder checks the total length
-//! against the header before it allocates anything.
+//! against the header before it allocates anything. (Version 1 hashed each piece from
+//! SHA-256's initial state; this build reads only version 2.)
 
 use std::fmt;
 use std::fs::File;
@@ -31,11 +41,11 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::mpsc;
 
-use crate::digest::{Algorithm, Digest, Hasher, hex_decode_into, hex_encode, sha256};
+use crate::digest::{Algorithm, Digest, hex_decode_into, hex_encode, sha256};
 use crate::error::{Error, Result};
 use crate::piece_length::PieceLengthPolicy;
+use crate::sha256_chain::{BLOCK_LEN, ChainingValue, PieceChain};
 
 /// The largest piece length a metainfo may declare: 64 MiB. It bounds the memory a piece
 /// buffer may need anywhere in the system.
@@ -49,7 +59,7 @@ pub const MAX_PIECE_COUNT: u32 = 1 << 20;
 pub const HEADER_LEN: usize = 54;
 
 const MAGIC: &[u8; 4] = b"KRMI";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const ALGORITHM_SHA256: u8 = 1;
 const PIECE_HASH_LEN: usize = 32;
 
@@ -77,9 +87,13 @@ pub enum MetaInfoError {
     /// A digest algorithm code this build does not know.
     #[error("unknown digest algorithm code {0}")]
     UnknownAlgorithm(u8),
-    /// A piece length of zero or above [`MAX_PIECE_LENGTH`].
-    #[error("piece length {0} out of range 1..={MAX_PIECE_LENGTH}")]
+    /// A piece length that is not a multiple of 64 in `64..=`[`MAX_PIECE_LENGTH`].
+    #[error("piece length {0} is not a multiple of 64 bytes in 64..={MAX_PIECE_LENGTH}")]
     BadPieceLength(u64),
+    /// The last piece hash differs from the blob digest (or, for an empty blob, the digest
+    /// is not the SHA-256 of nothing): no bytes could pass every piece check.
+    #[error("the piece hashes do not end at the blob digest")]
+    ChainDoesNotEndAtDigest,
     /// The piece count disagrees with the length and piece length.
     #[error("piece count {found} does not match length / piece length ({expected})")]
     PieceCountMismatch {
@@ -186,16 +200,26 @@ impl MetaInfo {
             }
             .into());
         }
+        check_chain_end(&digest, &piece_hashes)?;
         Ok(Self::assemble(digest, length, piece_length, piece_hashes))
     }
 
     /// Generates the metainfo of everything `reader` yields, in one streaming pass.
     ///
-    /// The whole-blob digest and the piece hashes are computed on two threads, so generation
-    /// runs at the speed of one SHA-256 stream rather than two. Memory use is a few
-    /// megabytes, whatever the blob's size.
-    pub fn from_reader<R: Read>(reader: R, piece_length: u64) -> Result<Self> {
-        generate_parallel(reader, piece_length)
+    /// One SHA-256 pass gives both the digest and the piece hashes, so generation runs at the
+    /// speed of `openssl dgst -sha256`. Memory use is one 1 MiB buffer, whatever the blob's
+    /// size.
+    pub fn from_reader<R: Read>(mut reader: R, piece_length: u64) -> Result<Self> {
+        const BUFFER_LEN: usize = 1 << 20;
+        let mut generator = MetaInfoGenerator::new(piece_length)?;
+        let mut buffer = vec![0; BUFFER_LEN];
+        loop {
+            let filled = read_full(&mut reader, &mut buffer).map_err(Error::Read)?;
+            if filled == 0 {
+                return generator.finish();
+            }
+            generator.update(&buffer[..filled]);
+        }
     }
 
     /// Generates the metainfo of a file, choosing the piece length from its size by `policy`.
@@ -263,10 +287,11 @@ impl MetaInfo {
             }
             std::cmp::Ordering::Equal => {}
         }
-        let piece_hashes = bytes[HEADER_LEN..]
+        let piece_hashes: Vec<[u8; 32]> = bytes[HEADER_LEN..]
             .chunks_exact(PIECE_HASH_LEN)
             .map(|c| c.try_into().expect("32-byte chunk"))
             .collect();
+        check_chain_end(&digest, &piece_hashes)?;
         Ok(Self {
             digest,
             length,
@@ -341,7 +366,8 @@ impl MetaInfo {
         range.end - range.start
     }
 
-    /// The expected SHA-256 of one piece.
+    /// One piece's hash: SHA-256's chaining value over the blob at the end of the piece (the
+    /// blob digest for the last piece; see the module docs).
     pub fn piece_hash(&self, index: PieceIndex) -> &[u8; 32] {
         &self.piece_hashes[index.0 as usize]
     }
@@ -358,7 +384,9 @@ impl MetaInfo {
         first as u32..last as u32 + 1
     }
 
-    /// Checks a piece's bytes against its length and hash.
+    /// Checks a piece's bytes against its length and hash: one SHA-256 pass over them, from
+    /// the previous piece's chaining value. Once every piece has passed, the blob's bytes
+    /// hash to its digest.
     pub fn verify_piece(&self, index: PieceIndex, data: &[u8]) -> Result<()> {
         let expected = self.piece_len(index);
         if data.len() as u64 != expected {
@@ -368,7 +396,19 @@ impl MetaInfo {
                 found: data.len() as u64,
             });
         }
-        if sha256(data) != *self.piece_hash(index) {
+        let i = index.0 as usize;
+        let mut state = match i.checked_sub(1) {
+            None => ChainingValue::INITIAL,
+            Some(previous) => ChainingValue::from_bytes(&self.piece_hashes[previous]),
+        };
+        let reached = if i + 1 == self.piece_hashes.len() {
+            state.finish(data, self.length)
+        } else {
+            // Every piece but the last is whole blocks long (the piece length is checked).
+            state.absorb(data);
+            state.to_bytes()
+        };
+        if reached != self.piece_hashes[i] {
             return Err(Error::PieceHashMismatch { index: index.0 });
         }
         Ok(())
@@ -407,11 +447,10 @@ impl fmt::Debug for MetaInfo {
 /// Computes a metainfo incrementally from bytes fed in order, on the calling thread.
 ///
 /// Use it where the bytes pass by anyway (for example while an upload is written to disk);
-/// [`MetaInfo::from_reader`] is faster when there is a reader to drain.
+/// [`MetaInfo::from_reader`] drains a reader through it.
 #[derive(Debug)]
 pub struct MetaInfoGenerator {
-    whole: Hasher,
-    pieces: PieceHasher,
+    chain: PieceChain,
 }
 
 impl MetaInfoGenerator {
@@ -419,20 +458,26 @@ impl MetaInfoGenerator {
     pub fn new(piece_length: u64) -> Result<Self> {
         check_piece_length(piece_length)?;
         Ok(Self {
-            whole: Hasher::new(),
-            pieces: PieceHasher::new(piece_length),
+            chain: PieceChain::new(piece_length),
         })
     }
 
     /// Feeds the next bytes of the blob.
     pub fn update(&mut self, data: &[u8]) {
-        self.whole.update(data);
-        self.pieces.update(data);
+        self.chain.update(data);
     }
 
     /// The metainfo of everything fed.
     pub fn finish(self) -> Result<MetaInfo> {
-        self.pieces.finish(self.whole.finalize())
+        let piece_length = self.chain.piece_length();
+        let (digest, length, piece_hashes) = self.chain.finish();
+        check_piece_math(length, piece_length)?;
+        Ok(MetaInfo::assemble(
+            Digest::from_sha256_bytes(digest),
+            length,
+            piece_length,
+            piece_hashes,
+        ))
     }
 }
 
@@ -445,110 +490,6 @@ impl io::Write for MetaInfoGenerator {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Hashes a byte stream piece by piece.
-#[derive(Debug)]
-struct PieceHasher {
-    piece_length: u64,
-    current: Hasher,
-    in_current: u64,
-    total: u64,
-    hashes: Vec<[u8; 32]>,
-}
-
-impl PieceHasher {
-    fn new(piece_length: u64) -> Self {
-        Self {
-            piece_length,
-            current: Hasher::new(),
-            in_current: 0,
-            total: 0,
-            hashes: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
-        while !data.is_empty() {
-            let room = self.piece_length - self.in_current;
-            let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-            self.current.update(&data[..take]);
-            self.in_current += take as u64;
-            data = &data[take..];
-            if self.in_current == self.piece_length {
-                self.close_piece();
-            }
-        }
-    }
-
-    fn close_piece(&mut self) {
-        let hasher = std::mem::take(&mut self.current);
-        self.hashes.push(hasher.finalize_bytes());
-        self.in_current = 0;
-    }
-
-    fn finish(mut self, digest: Digest) -> Result<MetaInfo> {
-        if self.in_current > 0 {
-            self.close_piece();
-        }
-        check_piece_math(self.total, self.piece_length)?;
-        Ok(MetaInfo::assemble(
-            digest,
-            self.total,
-            self.piece_length,
-            self.hashes,
-        ))
-    }
-}
-
-/// Reads with one thread hashing the whole blob while a second hashes pieces. Buffers cycle
-/// between the two through channels, so memory stays at `BUFFERS × BUFFER_LEN`.
-fn generate_parallel<R: Read>(mut reader: R, piece_length: u64) -> Result<MetaInfo> {
-    const BUFFER_LEN: usize = 1 << 20;
-    const BUFFERS: usize = 4;
-    check_piece_length(piece_length)?;
-
-    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
-    for _ in 0..BUFFERS {
-        empty_tx
-            .send(vec![0; BUFFER_LEN])
-            .expect("receiver alive and channel sized for every buffer");
-    }
-    std::thread::scope(|scope| {
-        let piece_thread = scope.spawn(move || {
-            let mut pieces = PieceHasher::new(piece_length);
-            for (buffer, filled) in full_rx {
-                pieces.update(&buffer[..filled]);
-                // The reader may have stopped early on an error; then nobody recycles.
-                let _ = empty_tx.send(buffer);
-            }
-            pieces
-        });
-
-        let mut whole = Hasher::new();
-        let read_result = (|| {
-            for mut buffer in &empty_rx {
-                let filled = read_full(&mut reader, &mut buffer).map_err(Error::Read)?;
-                if filled == 0 {
-                    return Ok(());
-                }
-                whole.update(&buffer[..filled]);
-                if full_tx.send((buffer, filled)).is_err() {
-                    return Err(Error::Internal("piece hashing thread stopped"));
-                }
-            }
-            Err(Error::Internal("buffer channel closed"))
-        })();
-        drop(full_tx);
-        drop(empty_rx);
-        let pieces = piece_thread
-            .join()
-            .map_err(|_| Error::Internal("piece hashing thread panicked"))?;
-        read_result?;
-        pieces.finish(whole.finalize())
-    })
 }
 
 /// Fills `buffer` unless the reader ends first; returns how much was read.
@@ -566,8 +507,24 @@ fn read_full<R: Read>(reader: &mut R, buffer: &mut [u8]) -> io::Result<usize> {
 }
 
 fn check_piece_length(piece_length: u64) -> Result<()> {
-    if piece_length == 0 || piece_length > MAX_PIECE_LENGTH {
+    if piece_length == 0
+        || piece_length > MAX_PIECE_LENGTH
+        || !piece_length.is_multiple_of(BLOCK_LEN)
+    {
         return Err(MetaInfoError::BadPieceLength(piece_length).into());
+    }
+    Ok(())
+}
+
+/// Checks that the piece hashes end at the digest, which every piece check relies on: the
+/// last piece's check computes the blob's SHA-256 and compares it with the last hash.
+fn check_chain_end(digest: &Digest, piece_hashes: &[[u8; 32]]) -> Result<()> {
+    let end = match piece_hashes.last() {
+        Some(last) => *last,
+        None => sha256(b""),
+    };
+    if end.as_slice() != digest.as_bytes() {
+        return Err(MetaInfoError::ChainDoesNotEndAtDigest.into());
     }
     Ok(())
 }
@@ -617,18 +574,36 @@ mod tests {
         (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
     }
 
+    /// Made-up piece hashes for `count` pieces that end, as they must, at `digest`.
+    fn hashes_ending_at(digest: &Digest, count: usize) -> Vec<[u8; 32]> {
+        let mut hashes = vec![[0; 32]; count];
+        if let Some(last) = hashes.last_mut() {
+            *last = digest.as_bytes().try_into().unwrap();
+        }
+        hashes
+    }
+
     #[test]
     fn golden_encoding() {
-        let meta = MetaInfo::from_bytes(b"hello", 4).unwrap();
+        let data = b"0123456789".repeat(10);
+        let meta = MetaInfo::from_bytes(&data, 64).unwrap();
         let encoded = meta.encode();
         let mut expected = Vec::new();
-        expected.extend_from_slice(b"KRMI\x01\x01");
-        expected.extend_from_slice(Digest::sha256_of(b"hello").as_bytes());
-        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 5]);
-        expected.extend_from_slice(&[0, 0, 0, 4]);
+        expected.extend_from_slice(b"KRMI\x02\x01");
+        expected.extend_from_slice(Digest::sha256_of(&data).as_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 100]);
+        expected.extend_from_slice(&[0, 0, 0, 64]);
         expected.extend_from_slice(&[0, 0, 0, 2]);
-        expected.extend_from_slice(Digest::sha256_of(b"hell").as_bytes());
-        expected.extend_from_slice(Digest::sha256_of(b"o").as_bytes());
+        // SHA-256's state after the first 64 bytes, computed by an independent
+        // implementation of the compression function (Python, FIPS 180-4).
+        let mut first = [0; 32];
+        hex_decode_into(
+            "f1fe7b0990beace30f0b4ecb81f036bc154ecb060d1b3fda528f9103b9275e1c",
+            &mut first,
+        )
+        .unwrap();
+        expected.extend_from_slice(&first);
+        expected.extend_from_slice(Digest::sha256_of(&data).as_bytes());
         assert_eq!(encoded, expected);
         // Pins the info hash: any change to the encoding changes every torrent's name.
         assert_eq!(
@@ -637,13 +612,13 @@ mod tests {
         );
         assert_eq!(
             meta.info_hash().to_string(),
-            "2c70c770a93a31c42d1c4cfc75d93ae934ebf4a56beccdc3b7e9f361bd0d6404"
+            "60d0279ec22dc068612c0fe49fa8f90c8f322b9cb00488486ded5ce1d01155cf"
         );
     }
 
     #[test]
     fn decode_rejects_damage() {
-        let good = MetaInfo::from_bytes(&blob(100), 32).unwrap().encode();
+        let good = MetaInfo::from_bytes(&blob(200), 64).unwrap().encode();
         let decode_err = |bytes: &[u8]| match MetaInfo::decode(bytes) {
             Err(Error::MetaInfo(e)) => e,
             other => panic!("expected a metainfo error, got {other:?}"),
@@ -663,14 +638,17 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(decode_err(&bad), MetaInfoError::BadMagic);
         let mut bad = good.clone();
-        bad[4] = 2;
-        assert_eq!(decode_err(&bad), MetaInfoError::UnsupportedVersion(2));
+        bad[4] = 1;
+        assert_eq!(decode_err(&bad), MetaInfoError::UnsupportedVersion(1));
         let mut bad = good.clone();
         bad[5] = 9;
         assert_eq!(decode_err(&bad), MetaInfoError::UnknownAlgorithm(9));
         let mut bad = good.clone();
         bad[46..50].copy_from_slice(&0u32.to_be_bytes());
         assert_eq!(decode_err(&bad), MetaInfoError::BadPieceLength(0));
+        let mut bad = good.clone();
+        bad[46..50].copy_from_slice(&100u32.to_be_bytes());
+        assert_eq!(decode_err(&bad), MetaInfoError::BadPieceLength(100));
         let mut bad = good.clone();
         bad[50..54].copy_from_slice(&5u32.to_be_bytes());
         assert!(matches!(
@@ -680,26 +658,36 @@ mod tests {
                 found: 5
             }
         ));
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(decode_err(&bad), MetaInfoError::ChainDoesNotEndAtDigest);
         // A header that claims a huge blob must fail on the count, before any allocation.
         let mut huge = good[..HEADER_LEN].to_vec();
         huge[38..46].copy_from_slice(&u64::MAX.to_be_bytes());
-        huge[46..50].copy_from_slice(&1u32.to_be_bytes());
+        huge[46..50].copy_from_slice(&64u32.to_be_bytes());
         huge[50..54].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(decode_err(&huge), MetaInfoError::TooManyPieces(_)));
     }
 
     #[test]
     fn from_parts_checks_consistency() {
-        let d = Digest::sha256_of(b"");
-        assert!(MetaInfo::from_parts(d, 10, 4, vec![[0; 32]; 3]).is_ok());
-        assert!(MetaInfo::from_parts(d, 10, 4, vec![[0; 32]; 2]).is_err());
-        assert!(MetaInfo::from_parts(d, 10, 0, vec![]).is_err());
-        assert!(MetaInfo::from_parts(d, 10, MAX_PIECE_LENGTH + 1, vec![[0; 32]]).is_err());
+        let d = Digest::sha256_of(b"something");
+        assert!(MetaInfo::from_parts(d, 150, 64, hashes_ending_at(&d, 3)).is_ok());
+        assert!(MetaInfo::from_parts(d, 150, 64, hashes_ending_at(&d, 2)).is_err());
+        assert!(MetaInfo::from_parts(d, 150, 64, vec![[0; 32]; 3]).is_err());
+        assert!(MetaInfo::from_parts(d, 150, 0, vec![]).is_err());
+        assert!(MetaInfo::from_parts(d, 150, 50, hashes_ending_at(&d, 3)).is_err());
+        assert!(
+            MetaInfo::from_parts(d, 150, MAX_PIECE_LENGTH + 64, hashes_ending_at(&d, 1)).is_err()
+        );
+        // An empty blob has no pieces, and only the SHA-256 of nothing as its digest.
+        assert!(MetaInfo::from_parts(Digest::sha256_of(b""), 0, 64, vec![]).is_ok());
+        assert!(MetaInfo::from_parts(d, 0, 64, vec![]).is_err());
     }
 
     #[test]
     fn piece_index_is_validated() {
-        let meta = MetaInfo::from_bytes(&blob(10), 4).unwrap();
+        let meta = MetaInfo::from_bytes(&blob(150), 64).unwrap();
         assert_eq!(meta.piece_index(2).unwrap().get(), 2);
         assert!(matches!(
             meta.piece_index(3),
@@ -710,19 +698,26 @@ mod tests {
 
     #[test]
     fn verify_piece_checks_length_and_hash() {
-        let data = blob(10);
-        let meta = MetaInfo::from_bytes(&data, 4).unwrap();
-        let last = meta.piece_index(2).unwrap();
-        assert!(meta.verify_piece(last, &data[8..]).is_ok());
+        let data = blob(150);
+        let meta = MetaInfo::from_bytes(&data, 64).unwrap();
+        let [first, middle, last] = [0, 1, 2].map(|i| meta.piece_index(i).unwrap());
+        assert!(meta.verify_piece(first, &data[..64]).is_ok());
+        assert!(meta.verify_piece(middle, &data[64..128]).is_ok());
+        assert!(meta.verify_piece(last, &data[128..]).is_ok());
         assert!(matches!(
-            meta.verify_piece(last, &data[7..]),
+            meta.verify_piece(last, &data[127..]),
             Err(Error::PieceLengthMismatch { index: 2, .. })
         ));
-        let mut corrupt = data[8..].to_vec();
+        let mut corrupt = data[128..].to_vec();
         corrupt[0] ^= 1;
         assert!(matches!(
             meta.verify_piece(last, &corrupt),
             Err(Error::PieceHashMismatch { index: 2 })
+        ));
+        // A genuine piece of the blob in the wrong place fails too.
+        assert!(matches!(
+            meta.verify_piece(middle, &data[..64]),
+            Err(Error::PieceHashMismatch { index: 1 })
         ));
     }
 
@@ -731,7 +726,7 @@ mod tests {
         // Sizes around the 1 MiB read buffer and the piece length.
         for len in [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20] {
             let data = blob(len);
-            for piece_length in [1000, 1 << 18, 1 << 20, 3 << 19] {
+            for piece_length in [1024, 1 << 18, 1 << 20, 3 << 19] {
                 let from_reader = MetaInfo::from_reader(&data[..], piece_length).unwrap();
                 let in_memory = MetaInfo::from_bytes(&data, piece_length).unwrap();
                 assert_eq!(from_reader, in_memory, "len {len} piece {piece_length}");
@@ -760,15 +755,17 @@ mod tests {
     #[test]
     fn an_empty_range_covers_no_piece() {
         // The case proptest once found against an oracle that forgot empty ranges.
-        let meta =
-            MetaInfo::from_parts(Digest::sha256_of(b""), 676, 6, vec![[0; 32]; 113]).unwrap();
-        assert_eq!(meta.pieces_covering(675..675), 0..0);
-        assert_eq!(meta.pieces_covering(675..676), 112..113);
+        // Its 676-byte blob of 6-byte pieces, scaled to whole blocks.
+        let d = Digest::sha256_of(b"");
+        let meta = MetaInfo::from_parts(d, 676 * 64, 6 * 64, hashes_ending_at(&d, 113)).unwrap();
+        assert_eq!(meta.pieces_covering(675 * 64..675 * 64), 0..0);
+        assert_eq!(meta.pieces_covering(675 * 64..676 * 64), 112..113);
     }
 
     proptest! {
         #[test]
-        fn piece_math_at_the_boundaries(piece_length in 1u64..5000, which in 0usize..5) {
+        fn piece_math_at_the_boundaries(blocks in 1u64..80, which in 0usize..5) {
+            let piece_length = blocks * 64;
             let len = [0, 1, piece_length - 1, piece_length, piece_length + 1][which];
             let data = blob(len as usize);
             let meta = MetaInfo::from_bytes(&data, piece_length).unwrap();
@@ -789,7 +786,8 @@ mod tests {
         }
 
         #[test]
-        fn encode_decode_round_trip(len in 0usize..3000, piece_length in 1u64..700) {
+        fn encode_decode_round_trip(len in 0usize..3000, blocks in 1u64..12) {
+            let piece_length = blocks * 64;
             let meta = MetaInfo::from_bytes(&blob(len), piece_length).unwrap();
             let encoded = meta.encode();
             let decoded = MetaInfo::decode(&encoded).unwrap();
@@ -806,9 +804,11 @@ mod tests {
         }
 
         #[test]
-        fn pieces_covering_matches_piece_ranges(len in 1u64..10_000, piece_length in 1u64..500, a in 0u64..10_000, b in 0u64..10_000) {
-            let hashes = vec![[0; 32]; len.div_ceil(piece_length) as usize];
-            let meta = MetaInfo::from_parts(Digest::sha256_of(b""), len, piece_length, hashes).unwrap();
+        fn pieces_covering_matches_piece_ranges(len in 1u64..10_000, blocks in 1u64..8, a in 0u64..10_000, b in 0u64..10_000) {
+            let piece_length = blocks * 64;
+            let d = Digest::sha256_of(b"");
+            let hashes = hashes_ending_at(&d, len.div_ceil(piece_length) as usize);
+            let meta = MetaInfo::from_parts(d, len, piece_length, hashes).unwrap();
             let range = a.min(b)..a.max(b);
             let covering = meta.pieces_covering(range.clone());
             for index in meta.pieces() {

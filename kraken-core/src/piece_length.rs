@@ -63,7 +63,8 @@ pub struct PieceLengthPolicy {
 
 impl PieceLengthPolicy {
     /// A policy from its rules, which must start at size 0, have strictly increasing
-    /// thresholds and piece lengths in `1..=MAX_PIECE_LENGTH`.
+    /// thresholds and piece lengths that are multiples of 64 bytes (SHA-256's block) in
+    /// `64..=MAX_PIECE_LENGTH`.
     pub fn new(rules: Vec<PieceLengthRule>) -> Result<Self> {
         let invalid = |reason| Err(Error::InvalidPieceLengthPolicy(reason));
         match rules.first() {
@@ -79,11 +80,12 @@ impl PieceLengthPolicy {
         {
             return invalid("thresholds must be strictly increasing");
         }
-        if rules
-            .iter()
-            .any(|r| r.piece_length.0 == 0 || r.piece_length.0 > MAX_PIECE_LENGTH)
-        {
-            return invalid("piece lengths must be between 1 byte and 64 MiB");
+        if rules.iter().any(|r| {
+            r.piece_length.0 == 0
+                || r.piece_length.0 > MAX_PIECE_LENGTH
+                || !r.piece_length.0.is_multiple_of(64)
+        }) {
+            return invalid("piece lengths must be multiples of 64 bytes, from 64 bytes to 64 MiB");
         }
         Ok(Self { rules })
     }
@@ -176,6 +178,8 @@ mod tests {
         );
         assert!(PieceLengthPolicy::fixed(0).is_err());
         assert!(PieceLengthPolicy::fixed(MAX_PIECE_LENGTH + 1).is_err());
+        assert!(PieceLengthPolicy::fixed(1000).is_err());
+        assert!(PieceLengthPolicy::fixed(1024).is_ok());
     }
 
     #[test]

@@ -128,6 +128,9 @@ fn scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
     scenario.origin_bandwidth = args.origin_bandwidth.0.bytes() as f64;
     scenario.heterogeneity = args.heterogeneity;
     scenario.latency = args.latency;
+    if let Some(length) = args.piece_length {
+        kraken_core::PieceLengthPolicy::fixed(length.bytes()).context("--piece-length")?;
+    }
     scenario.piece_length = args.piece_length.map(|p| p.bytes());
     scenario.arrivals = args.arrivals;
     scenario.churn = args.churn;

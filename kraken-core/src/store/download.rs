@@ -18,8 +18,10 @@ use crate::metainfo::{MetaInfo, PieceIndex};
 ///
 /// Pieces are written with [`write_piece`](Self::write_piece), which checks each against its
 /// hash first; verified pieces can be read back at once (to serve other peers, or a client
-/// streaming the blob). [`finish`](Self::finish) checks the whole blob and moves it into the
-/// cache. Like the rest of the store, every method blocks.
+/// streaming the blob). [`finish`](Self::finish) moves the blob into the cache once its bytes
+/// are known to hash to its digest: checking every piece computes that digest (see
+/// [`MetaInfo::verify_piece`]), so only pieces taken on trust from an earlier run are read
+/// again. Like the rest of the store, every method blocks.
 #[derive(Clone, Debug)]
 pub struct Download {
     shared: Arc<DownloadShared>,
@@ -39,16 +41,10 @@ pub(super) struct DownloadShared {
     progress: Mutex<Progress>,
     /// Held for the whole of `finish`, so concurrent callers verify the blob once.
     finishing: Mutex<Option<Blob>>,
-    /// The whole-blob hash over the longest run of written pieces from the start, advanced
-    /// as pieces arrive so that `finish` only hashes what is left.
-    prefix: Mutex<PrefixHash>,
-}
-
-#[derive(Debug, Default)]
-struct PrefixHash {
-    hasher: Hasher,
-    /// The first piece not yet hashed.
-    next: u32,
+    /// Whether pieces were resumed from disk without being hashed
+    /// ([`StoreConfig::verify_on_resume`](super::StoreConfig::verify_on_resume) off): then
+    /// `finish` hashes the whole blob, since those pieces were never checked.
+    resumed_unhashed: bool,
 }
 
 #[derive(Debug)]
@@ -95,49 +91,7 @@ impl Download {
         }
         drop(progress);
         shared.store.touch_download(&shared.meta);
-        self.advance_digest(index, data);
         Ok(true)
-    }
-
-    /// Extends the running whole-blob hash if `index` (whose bytes are `data`) is the next
-    /// piece in order, and over the pieces after it already written. This spreads the
-    /// hashing that [`finish`](Self::finish) must do over the download (it only hashes what is
-    /// left), which pays off when pieces arrive roughly in order. If another thread is
-    /// advancing the hash, that thread picks this piece up; `finish` covers anything missed.
-    fn advance_digest(&self, index: PieceIndex, data: &[u8]) {
-        let shared = &*self.shared;
-        let Ok(mut prefix) = shared.prefix.try_lock() else {
-            return;
-        };
-        if prefix.next != index.get() {
-            return;
-        }
-        prefix.hasher.update(data);
-        prefix.next += 1;
-        let _ = self.hash_written_pieces(&mut prefix, None);
-    }
-
-    /// Hashes the pieces from `prefix.next` on while they are written (or all of them, if
-    /// `buf` is given for a final pass).
-    fn hash_written_pieces(
-        &self,
-        prefix: &mut PrefixHash,
-        mut buf: Option<&mut Vec<u8>>,
-    ) -> std::io::Result<()> {
-        let meta = &self.shared.meta;
-        let mut local = Vec::new();
-        while let Ok(index) = meta.piece_index(prefix.next) {
-            if !self.has_piece(index) {
-                break;
-            }
-            let range = meta.piece_range(index);
-            let piece = buf.as_deref_mut().unwrap_or(&mut local);
-            piece.resize((range.end - range.start) as usize, 0);
-            self.shared.data.read_exact_at(piece, range.start)?;
-            prefix.hasher.update(piece);
-            prefix.next += 1;
-        }
-        Ok(())
     }
 
     /// Makes the pieces written so far durable (`fdatasync`). [`finish`](Self::finish) does
@@ -217,8 +171,10 @@ impl Download {
         Ok(buf)
     }
 
-    /// Verifies the whole blob against its digest and moves it into the cache.
+    /// Moves the blob into the cache once its bytes are known to hash to its digest.
     ///
+    /// Every piece written here was checked, and checking every piece computes the blob's
+    /// SHA-256; pieces resumed without a check make this hash the whole blob again.
     /// Fails with [`Error::Incomplete`] while pieces are missing. If the bytes do not hash to
     /// the digest, the download is discarded and [`Error::DigestMismatch`] returned: the blob
     /// never reaches the cache. Calling it again after success returns the cached blob.
@@ -236,15 +192,11 @@ impl Download {
             });
         }
         let data_path = shared.dir.join(layout::DATA);
-        let actual = {
-            let mut prefix = lock(&shared.prefix);
-            let mut buf = Vec::new();
-            self.hash_written_pieces(&mut prefix, Some(&mut buf))
-                .map_err(|source| Error::io(&data_path, source))?;
-            if prefix.next != shared.meta.piece_count() {
-                return Err(Error::Internal("whole-blob hash skipped a piece"));
-            }
-            std::mem::take(&mut prefix.hasher).finalize()
+        let actual = if shared.resumed_unhashed {
+            self.hash_whole_blob()
+                .map_err(|source| Error::io(&data_path, source))?
+        } else {
+            *self.digest()
         };
         if actual != *self.digest() {
             tracing::warn!(digest = %self.digest(), %actual, "downloaded blob does not match its digest; discarding");
@@ -271,6 +223,20 @@ impl Download {
         *finished = Some(blob.clone());
         Ok(blob)
     }
+
+    /// The SHA-256 of the data file, read piece by piece.
+    fn hash_whole_blob(&self) -> std::io::Result<Digest> {
+        let meta = &self.shared.meta;
+        let mut hasher = Hasher::new();
+        let mut piece = Vec::new();
+        for index in meta.pieces() {
+            let range = meta.piece_range(index);
+            piece.resize((range.end - range.start) as usize, 0);
+            self.shared.data.read_exact_at(&mut piece, range.start)?;
+            hasher.update(&piece);
+        }
+        Ok(hasher.finalize())
+    }
 }
 
 impl DownloadShared {
@@ -293,6 +259,7 @@ impl DownloadShared {
             Some(parts) => parts,
             None => create(&store, meta, &dir)?,
         };
+        let resumed_unhashed = !verify && progress.have.count_ones() > 0;
         Ok(Self {
             store,
             meta: meta.clone(),
@@ -301,7 +268,7 @@ impl DownloadShared {
             writing: Mutex::new(()),
             progress: Mutex::new(progress),
             finishing: Mutex::new(None),
-            prefix: Mutex::new(PrefixHash::default()),
+            resumed_unhashed,
         })
     }
 

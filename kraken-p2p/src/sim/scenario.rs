@@ -368,14 +368,14 @@ impl Scenario {
 /// since pieces are never hashed here.
 pub(crate) fn synthetic_blob(seed: u64, length: u64, piece_length: u64) -> Arc<MetaInfo> {
     let count = length.div_ceil(piece_length) as usize;
-    let tag = seed.to_be_bytes();
+    let digest = Digest::sha256_of(&seed.to_be_bytes());
+    let mut hashes = vec![[seed as u8; 32]; count];
+    if let Some(last) = hashes.last_mut() {
+        // A metainfo's piece hashes end at its digest.
+        last.copy_from_slice(digest.as_bytes());
+    }
     Arc::new(
-        MetaInfo::from_parts(
-            Digest::sha256_of(&tag),
-            length,
-            piece_length,
-            vec![[seed as u8; 32]; count],
-        )
-        .expect("a consistent piece count"),
+        MetaInfo::from_parts(digest, length, piece_length, hashes)
+            .expect("a piece length in whole SHA-256 blocks and a consistent piece count"),
     )
 }
