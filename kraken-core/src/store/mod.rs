@@ -52,7 +52,8 @@ use self::download::DownloadShared;
 use self::layout::{Layout, State};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::metainfo::{HEADER_LEN, MAX_PIECE_COUNT, MetaInfo, MetaInfoGenerator};
+use crate::metainfo::{HEADER_LEN, MAX_PIECE_COUNT, MetaInfo, MetaInfoError, MetaInfoGenerator};
+use crate::piece_length::PieceLengthPolicy;
 use crate::size::ByteSize;
 
 /// Settings of a [`BlobStore`].
@@ -285,10 +286,45 @@ impl BlobStore {
             .join(layout::METAINFO);
         let bytes =
             layout::read_bounded(&path, max_metainfo_len())?.ok_or(Error::NotFound(*digest))?;
-        let meta = MetaInfo::decode(&bytes)?;
+        let meta = match MetaInfo::decode(&bytes) {
+            Ok(meta) => meta,
+            Err(Error::MetaInfo(MetaInfoError::UnsupportedVersion(version)))
+                if state == State::Cache =>
+            {
+                self.regenerate_metainfo(digest, &bytes, version)?
+            }
+            Err(e) => return Err(e),
+        };
         if meta.digest() != digest {
             return Err(Error::Internal("stored metainfo names another blob"));
         }
+        Ok(meta)
+    }
+
+    /// Rewrites a cached blob's metainfo that an earlier build stored in another encoding
+    /// version (version 1 hashed pieces on their own), from the blob itself: the cache stays
+    /// usable across the upgrade. Keeps the old piece length where it is still valid.
+    fn regenerate_metainfo(&self, digest: &Digest, old: &[u8], version: u8) -> Result<MetaInfo> {
+        let dir = self.inner.layout.entry_dir(State::Cache, digest);
+        let data_path = dir.join(layout::DATA);
+        let file = File::open(&data_path).map_err(|source| Error::io(&data_path, source))?;
+        let length = file
+            .metadata()
+            .map_err(|source| Error::io(&data_path, source))?
+            .len();
+        let old_piece_length = old
+            .get(46..50)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u64::from(u32::from_be_bytes(b)));
+        let piece_length = old_piece_length
+            .filter(|&p| PieceLengthPolicy::fixed(p).is_ok())
+            .unwrap_or_else(|| PieceLengthPolicy::default().piece_length_for(length));
+        let meta = MetaInfo::from_reader(file, piece_length)?;
+        if meta.digest() != digest {
+            return Err(Error::Internal("cached blob does not hash to its digest"));
+        }
+        layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
+        tracing::info!(%digest, from_version = version, "cached blob's metainfo regenerated");
         Ok(meta)
     }
 

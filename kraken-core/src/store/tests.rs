@@ -554,3 +554,31 @@ fn import_file_moves_the_file_in_and_keeps_it_on_a_mismatch() {
     let reopened = BlobStore::open(dir.path().join("store")).unwrap();
     assert_eq!(read_all(&reopened.open_blob(&digest).unwrap()), data);
 }
+
+#[test]
+fn a_cached_blobs_metainfo_from_an_earlier_encoding_is_regenerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(5000, 9);
+    let cached = download_all(&store, &data).unwrap();
+    let meta = store.metainfo(cached.digest()).unwrap();
+    // What an earlier build left: the same header in encoding version 1, whose piece hashes
+    // (each piece on its own) this build does not read.
+    let path = store
+        .inner
+        .layout
+        .entry_dir(State::Cache, cached.digest())
+        .join(layout::METAINFO);
+    let mut old = meta.encode();
+    old[4] = 1;
+    std::fs::write(&path, &old).unwrap();
+    assert!(MetaInfo::decode(&old).is_err());
+
+    assert_eq!(store.metainfo(cached.digest()).unwrap(), meta);
+    let rewritten = std::fs::read(&path).unwrap();
+    assert_eq!(MetaInfo::decode(&rewritten).unwrap(), meta);
+
+    // A file that is not a metainfo at all is still an error, not silently replaced.
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(store.metainfo(cached.digest()).is_err());
+}
