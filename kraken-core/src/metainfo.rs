@@ -33,7 +33,8 @@
 //! Nothing may follow the last piece hash. Because every field is fixed-size or determined by
 //! the ones before it, each metainfo has one encoding, and a decoder checks the total length
 //! against the header before it allocates anything. (Version 1 hashed each piece from
-//! SHA-256's initial state; this build reads only version 2.)
+//! SHA-256's initial state; this build reads only version 2, and the blob store regenerates a
+//! cached blob's version-1 metainfo from the blob.)
 
 use std::fmt;
 use std::fs::File;
