@@ -260,9 +260,7 @@ impl MetaInfo {
         }
         let digest = Digest::from_sha256_bytes(header[6..38].try_into().expect("32-byte slice"));
         let length = u64::from_be_bytes(header[38..46].try_into().expect("8-byte slice"));
-        let piece_length = u64::from(u32::from_be_bytes(
-            header[46..50].try_into().expect("4-byte slice"),
-        ));
+        let piece_length = encoded_piece_length(header).expect("the header holds it");
         let count = u32::from_be_bytes(header[50..54].try_into().expect("4-byte slice"));
         let expected = check_piece_math(length, piece_length)?;
         if count != expected {
@@ -491,6 +489,12 @@ impl io::Write for MetaInfoGenerator {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The piece length field of an encoding's header, of any version, if the bytes reach it.
+pub(crate) fn encoded_piece_length(encoding: &[u8]) -> Option<u64> {
+    let field: [u8; 4] = encoding.get(46..50)?.try_into().ok()?;
+    Some(u64::from(u32::from_be_bytes(field)))
 }
 
 /// Fills `buffer` unless the reader ends first; returns how much was read.

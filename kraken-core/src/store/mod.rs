@@ -52,7 +52,9 @@ use self::download::DownloadShared;
 use self::layout::{Layout, State};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::metainfo::{HEADER_LEN, MAX_PIECE_COUNT, MetaInfo, MetaInfoError, MetaInfoGenerator};
+use crate::metainfo::{
+    self, HEADER_LEN, MAX_PIECE_COUNT, MetaInfo, MetaInfoError, MetaInfoGenerator,
+};
 use crate::piece_length::PieceLengthPolicy;
 use crate::size::ByteSize;
 
@@ -312,11 +314,7 @@ impl BlobStore {
             .metadata()
             .map_err(|source| Error::io(&data_path, source))?
             .len();
-        let old_piece_length = old
-            .get(46..50)
-            .and_then(|b| b.try_into().ok())
-            .map(|b| u64::from(u32::from_be_bytes(b)));
-        let piece_length = old_piece_length
+        let piece_length = metainfo::encoded_piece_length(old)
             .filter(|&p| PieceLengthPolicy::fixed(p).is_ok())
             .unwrap_or_else(|| PieceLengthPolicy::default().piece_length_for(length));
         let meta = MetaInfo::from_reader(file, piece_length)?;
@@ -441,21 +439,8 @@ impl BlobStore {
         piece_length: u64,
         expected: Option<&Digest>,
     ) -> Result<MetaInfo> {
-        let meta = {
-            let mut file = File::open(path).map_err(|source| Error::io(path, source))?;
-            let mut generator = MetaInfoGenerator::new(piece_length)?;
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::Read(e)),
-                };
-                generator.update(&buf[..n]);
-            }
-            generator.finish()?
-        };
+        let file = File::open(path).map_err(|source| Error::io(path, source))?;
+        let meta = MetaInfo::from_reader(file, piece_length)?;
         if let Some(expected) = expected
             && expected != meta.digest()
         {
