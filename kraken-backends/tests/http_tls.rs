@@ -22,7 +22,7 @@ async fn tls_server(pki: &TestPki) -> (String, CancellationToken) {
     );
     let shutdown = CancellationToken::new();
     let tls = pki.server(ClientAuth::All).load().unwrap();
-    let handler = |request: hyper::Request<hyper::body::Incoming>| async move {
+    let handler = |request: hyper::Request<kraken_p2p::http_server::RequestBody>| async move {
         let mut response = Response::new(Full::new(Bytes::new()));
         if request.method() == Method::HEAD {
             response

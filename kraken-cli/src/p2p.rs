@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
-use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::http_server::{HttpLimits, ServeConfig};
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
@@ -36,6 +36,9 @@ use crate::rate::Rate;
 ///
 /// [client_tls] # optional: reach the origins over HTTPS
 /// ca = "ca.pem"
+///
+/// [http]       # optional: timeouts and connection limits (kraken_p2p::http_server::HttpLimits)
+/// max_connections = 4096
 /// ```
 #[non_exhaustive]
 #[derive(Debug, serde::Deserialize)]
@@ -57,6 +60,9 @@ pub(crate) struct TrackerFileConfig {
     /// TLS toward the origins. Default: plain HTTP.
     #[serde(default)]
     client_tls: Option<ClientTlsConfig>,
+    /// Timeouts, header bounds and connection limits of the listener.
+    #[serde(default)]
+    http: HttpLimits,
 }
 
 fn default_tracker_listen() -> SocketAddr {
@@ -181,8 +187,10 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
             origins: None,
             tls: None,
             client_tls: None,
+            http: HttpLimits::default(),
         },
     };
+    file.http.validate().map_err(anyhow::Error::msg)?;
     let tls = file.tls.as_ref().map(|tls| tls.load()).transpose()?;
     let client_tls = file.client_tls.as_ref().map(|tls| tls.load()).transpose()?;
     let mut config = TrackerConfig::default();
@@ -196,7 +204,7 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         service = service.with_metainfo_source(Arc::new(source));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let serve = ServeConfig::new("tracker").tls(tls);
+    let serve = ServeConfig::new("tracker").tls(tls).limits(file.http);
     let server = TrackerServer::bind_with(file.listen, Arc::new(service), serve)
         .await
         .with_context(|| format!("binding {}", file.listen))?;

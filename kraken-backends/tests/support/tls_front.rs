@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::{Request, Response};
+use kraken_p2p::http_server::RequestBody;
 use kraken_p2p::http_server::{ServeConfig, serve};
 use kraken_p2p::tls::ServerTls;
 use tokio::net::TcpListener;
@@ -50,7 +50,7 @@ impl TlsFront {
 
     async fn start<H, F>(tls: ServerTls, handler: H) -> Self
     where
-        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -96,7 +96,7 @@ impl Drop for TlsFront {
 async fn forward(
     client: &reqwest::Client,
     upstream: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = body

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
 use hyper::http::{Method, Request, Response, StatusCode};
 use kraken_core::{Digest, InfoHash, MetaInfo, PeerInfo};
 use rand::rngs::StdRng;
@@ -142,7 +142,11 @@ impl TrackerService {
     }
 
     /// Handles one HTTP request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = request.into_parts();
         let segments: Vec<&str> = parts
             .uri
@@ -322,13 +326,18 @@ impl TrackerServer {
     }
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Response<Full<Bytes>>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(text(
+        Err(e) if e.is::<LengthLimitError>() => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large or unreadable",
+            "request body too large",
         )),
+        Err(_) => Err(text(StatusCode::BAD_REQUEST, "request body unreadable")),
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use kraken_core::{BlobStatus, Digest};
 use kraken_p2p::http_server::ConnectionInfo;
+use kraken_p2p::http_server::RequestBody;
 use kraken_p2p::tracker::api::decode_segment;
 
 use super::preload::preload;
@@ -15,7 +15,10 @@ use crate::error::error_chain;
 use crate::http::{Body, body, text};
 use crate::oci::{ApiError, ErrorCode, StorageError};
 
-pub(crate) async fn handle(state: Arc<AgentState>, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    state: Arc<AgentState>,
+    request: Request<RequestBody>,
+) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match (&method, path.as_str()) {

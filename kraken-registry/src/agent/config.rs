@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kraken_core::ByteSize;
+use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::swarm::SwarmConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,10 @@ pub struct AgentConfig {
     /// Bounds on what one request may ask or cause.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Timeouts, header bounds and connection limits of the HTTP listener (see
+    /// [`HttpLimits`]).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// TLS on the registry port. Default: plain HTTP.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
@@ -103,6 +108,7 @@ impl AgentConfig {
             p2p: P2pConfig::default(),
             cleanup: CleanupConfig::default(),
             limits: LimitsConfig::default(),
+            http: HttpLimits::default(),
             tls: None,
             client_tls: None,
         }
@@ -110,6 +116,7 @@ impl AgentConfig {
 
     /// Checks the values that have no sensible meaning.
     pub fn validate(&self) -> Result<()> {
+        self.http.validate().map_err(Error::Config)?;
         if self.trackers.is_empty() {
             return Err(Error::Config(
                 "trackers: at least one tracker is needed".into(),

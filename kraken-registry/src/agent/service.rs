@@ -21,6 +21,7 @@ use crate::cleanup::eviction_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
 use crate::oci::{OciConfig, OciHandler};
+use kraken_p2p::http_server::ServeConfig;
 
 /// Builds an [`Agent`].
 #[derive(Debug)]
@@ -105,9 +106,10 @@ impl AgentBuilder {
         let tasks = TaskTracker::new();
         tasks.spawn(cleanup_loop(Arc::clone(&state), shutdown.clone()));
         tasks.spawn(serve(
-            "agent",
+            ServeConfig::new("agent")
+                .tls(server_tls)
+                .limits(state.config.http.clone()),
             listener,
-            server_tls,
             Arc::clone(&state),
             api::handle,
             tasks.clone(),

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::http::{Method, Request, Response, StatusCode, header};
 use kraken_core::Digest;
+use kraken_p2p::http_server::RequestBody;
 use kraken_p2p::tracker::api::{decode_segment, encode_segment};
 
 use super::client::{DuplicateBody, Links, ListResponse};
@@ -22,7 +22,7 @@ const MAX_REQUEST_BODY: usize = 64 << 10;
 /// Handles one request.
 pub(crate) async fn handle(
     state: Arc<BuildIndexState>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
@@ -151,7 +151,7 @@ async fn duplicate(
     state: &Arc<BuildIndexState>,
     tag: TagName,
     digest: Option<Digest>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Response<Body> {
     let bytes = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),

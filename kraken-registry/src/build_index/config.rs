@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
+use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,10 @@ pub struct BuildIndexConfig {
     /// Bounds on requests and on the work one request causes.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Timeouts, header bounds and connection limits of the HTTP listener (see
+    /// [`HttpLimits`]).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// TLS on the API, and which requests need a client certificate (see `docs/tls.md`).
     /// Default: plain HTTP.
     #[serde(default)]
@@ -95,6 +100,7 @@ impl BuildIndexConfig {
             write_back: WriteBackConfig::default(),
             replication: default_replication(),
             limits: LimitsConfig::default(),
+            http: HttpLimits::default(),
             tls: None,
             client_tls: None,
         }
@@ -109,6 +115,7 @@ impl BuildIndexConfig {
 
     /// Checks the values that have no sensible meaning.
     pub fn validate(&self) -> Result<()> {
+        self.http.validate().map_err(Error::Config)?;
         self.origins.validate()?;
         for remote in &self.remotes {
             for pattern in &remote.repositories {

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::http::serve;
 use crate::origin::OriginClient;
 use crate::origin::OriginCluster;
+use kraken_p2p::http_server::ServeConfig;
 
 /// Builds a [`BuildIndex`].
 #[derive(Debug)]
@@ -117,9 +118,10 @@ impl BuildIndexBuilder {
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(replication_loop(Arc::clone(&state)));
         tasks.spawn(serve(
-            "build-index",
+            ServeConfig::new("build-index")
+                .tls(server_tls)
+                .limits(state.config.http.clone()),
             listener,
-            server_tls,
             Arc::clone(&state),
             api::handle,
             tasks.clone(),

@@ -48,35 +48,33 @@ pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
 }
 
 /// `length` bytes from `offset` of whatever `read_exact_at` reads (a file, a blob), as a
-/// stream of chunks read on the blocking pool at most [`READ_AHEAD`] chunks ahead of the
-/// consumer, so memory stays bounded however large the range. Reading stops when the stream
-/// is dropped.
+/// stream of chunks. Each chunk is read on the blocking pool, at most [`READ_AHEAD`] of them
+/// ahead of the consumer, so memory stays bounded however large the range; and a blocking
+/// thread is held only while it reads, never while the consumer (a client's socket) is slow
+/// to take the bytes, so clients that stop reading cannot starve commits, journal syncs and
+/// piece reads of threads. Reading stops when the stream is dropped.
 pub(crate) fn read_chunks<F>(
     read_exact_at: F,
     offset: u64,
     length: u64,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static
 where
-    F: Fn(u64, &mut [u8]) -> std::io::Result<()> + Send + 'static,
+    F: Fn(u64, &mut [u8]) -> std::io::Result<()> + Send + Sync + 'static,
 {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let end = offset + length;
-        let mut position = offset;
-        while position < end {
-            let n = (end - position).min(READ_CHUNK) as usize;
-            let mut buf = vec![0; n];
-            let chunk = read_exact_at(position, &mut buf).map(|()| Bytes::from(buf));
-            let failed = chunk.is_err();
-            // A closed channel means the client went away: stop reading.
-            if sender.blocking_send(chunk).is_err() || failed {
-                return;
-            }
-            position += n as u64;
-        }
-    });
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        let chunk = receiver.recv().await?;
-        Some((chunk, receiver))
-    })
+    let read_exact_at = std::sync::Arc::new(read_exact_at);
+    let end = offset + length;
+    let chunks = (offset..end)
+        .step_by(READ_CHUNK as usize)
+        .map(move |position| (position, (end - position).min(READ_CHUNK) as usize));
+    futures::StreamExt::buffered(
+        futures::StreamExt::map(futures::stream::iter(chunks), move |(position, n)| {
+            let read_exact_at = std::sync::Arc::clone(&read_exact_at);
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; n];
+                read_exact_at(position, &mut buf).map(|()| Bytes::from(buf))
+            });
+            async move { read.await.map_err(std::io::Error::other)? }
+        }),
+        READ_AHEAD,
+    )
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kraken_core::{BlobStatus, Digest, MetaInfo};
+use kraken_p2p::http_server::RequestBody;
 use kraken_p2p::tracker::api::decode_segment;
 
 use super::client::CommitKind;
@@ -22,7 +22,10 @@ use crate::http::text;
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
 
 /// Handles one request.
-pub(crate) async fn handle(state: Arc<OriginState>, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    state: Arc<OriginState>,
+    request: Request<RequestBody>,
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -238,7 +241,7 @@ async fn patch_upload(
     digest: &Digest,
     id: &str,
     headers: &hyper::HeaderMap,
-    body: Incoming,
+    body: RequestBody,
 ) -> Response<Body> {
     if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
         return text(StatusCode::CONFLICT, "blob already exists");

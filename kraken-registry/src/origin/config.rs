@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
+use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,10 @@ pub struct OriginConfig {
     /// Limits of the HTTP API.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Timeouts, header bounds and connection limits of the HTTP listener (see
+    /// [`HttpLimits`]).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// TLS on the blob API, and which requests need a client certificate. Default: plain
     /// HTTP.
     #[serde(default)]
@@ -86,6 +91,7 @@ impl OriginConfig {
             write_back: WriteBackConfig::default(),
             cleanup: CleanupConfig::default(),
             limits: LimitsConfig::default(),
+            http: HttpLimits::default(),
             tls: None,
             client_tls: None,
         }
@@ -106,6 +112,7 @@ impl OriginConfig {
 
     /// Checks the values that have no sensible meaning.
     pub fn validate(&self) -> Result<()> {
+        self.http.validate().map_err(Error::Config)?;
         self.cluster.validate()?;
         if self.cleanup.upload_ttl.is_some()
             && self.limits.upload_ttl != LimitsConfig::default().upload_ttl

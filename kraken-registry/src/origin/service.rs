@@ -26,6 +26,7 @@ use super::uploads::Uploads;
 use super::writeback::write_back_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use kraken_p2p::http_server::ServeConfig;
 
 /// Builds an [`Origin`].
 #[derive(Debug)]
@@ -140,9 +141,10 @@ impl OriginBuilder {
         tasks.spawn(repair_loop(Arc::clone(&state)));
         tasks.spawn(cleanup_loop(Arc::clone(&state)));
         tasks.spawn(serve(
-            "origin",
+            ServeConfig::new("origin")
+                .tls(server_tls)
+                .limits(state.config.http.clone()),
             listener,
-            server_tls,
             Arc::clone(&state),
             api::handle,
             tasks.clone(),

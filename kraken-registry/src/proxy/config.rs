@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kraken_core::ByteSize;
+use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,10 @@ pub struct ProxyConfig {
     /// Bounds on uploads, manifests and listings.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Timeouts, header bounds and connection limits of the HTTP listener (see
+    /// [`HttpLimits`]).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// TLS on the API, and which requests need a client certificate (see `docs/tls.md`).
     /// Default: plain HTTP.
     #[serde(default)]
@@ -76,6 +81,7 @@ impl ProxyConfig {
             auth: AuthConfig::default(),
             delete_tags: false,
             limits: LimitsConfig::default(),
+            http: HttpLimits::default(),
             tls: None,
             client_tls: None,
         }
@@ -83,6 +89,7 @@ impl ProxyConfig {
 
     /// Checks the values that have no sensible meaning.
     pub fn validate(&self) -> Result<()> {
+        self.http.validate().map_err(Error::Config)?;
         self.origins.validate()?;
         if self.build_index.addresses.is_empty() {
             return Err(Error::Config(

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use hyper::http::{Method, Request, Response, StatusCode};
+use kraken_p2p::http_server::{RequestBody, ServeConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,9 +61,10 @@ impl ProxyBuilder {
         let handler = OciHandler::new(Arc::clone(&storage) as _, config.oci())?;
         let frontend = Arc::new(Frontend { handler, auth });
         tasks.spawn(serve(
-            "proxy",
+            ServeConfig::new("proxy")
+                .tls(server_tls)
+                .limits(config.http.clone()),
             listener,
-            server_tls,
             frontend,
             handle,
             tasks.clone(),
@@ -127,7 +128,7 @@ struct Frontend {
     auth: Option<Authenticator>,
 }
 
-async fn handle(frontend: Arc<Frontend>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(frontend: Arc<Frontend>, request: Request<RequestBody>) -> Response<Body> {
     let path = request.uri().path();
     if path == "/health" || path == "/readiness" {
         return match *request.method() {

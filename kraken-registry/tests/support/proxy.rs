@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::{Request, Response};
+use kraken_p2p::http_server::RequestBody;
 use kraken_p2p::http_server::{ServeConfig, serve};
 use kraken_p2p::tls::ServerTls;
 use tokio::net::TcpListener;
@@ -95,7 +95,7 @@ async fn forward(
     state: &Shared,
     client: &reqwest::Client,
     upstream: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();

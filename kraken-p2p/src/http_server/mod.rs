@@ -1,0 +1,311 @@
+//! The HTTP/1 listener every Kraken service uses: plain or TLS, client certificates for
+//! writes, connection facts for handlers, and graceful, awaited shutdown.
+//!
+//! The tracker here and the origin, build-index, proxy and agent in `kraken-registry` all
+//! serve through [`serve`], so TLS and the write rule hold on every listener alike.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Incoming};
+use hyper::http::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use self::admission::PerClient;
+pub use self::body::RequestBody;
+use self::body::TrackedBody;
+use self::io::{GuardedIo, Phase};
+pub use self::limits::HttpLimits;
+use crate::tls::{ClientAuth, ServerTls};
+
+mod admission;
+mod body;
+mod io;
+mod limits;
+#[cfg(test)]
+mod tests;
+
+/// Facts about the connection a request came on, in the request's extensions.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Whether the client presented a certificate that chains to the listener's client CA.
+    pub client_certificate: bool,
+}
+
+/// A listener's settings.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Name in logs (`"tracker"`, `"origin"`, …).
+    pub name: &'static str,
+    /// TLS, or plain HTTP when `None`. Default: plain.
+    pub tls: Option<ServerTls>,
+    /// Time requests in flight get to finish after shutdown begins. Default: 10 s.
+    pub drain_timeout: Duration,
+    /// Timeouts, header bounds and connection limits. Default: [`HttpLimits::default`].
+    pub limits: HttpLimits,
+}
+
+impl ServeConfig {
+    /// Plain HTTP, 10 s drain, default limits, logging as `name`.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            tls: None,
+            drain_timeout: Duration::from_secs(10),
+            limits: HttpLimits::default(),
+        }
+    }
+
+    /// Serves TLS.
+    pub fn tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Applies `limits` to every connection.
+    pub fn limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// The body of a response: the handler's, or the listener's own refusal.
+pub type ServedBody<B> = Either<B, Full<Bytes>>;
+
+/// Accepts connections on `listener` and serves each with `handler` until `shutdown` is
+/// cancelled; then lets requests in flight finish for [`ServeConfig::drain_timeout`] and
+/// returns. Connection tasks are spawned on `tasks`.
+///
+/// Every connection is held to [`ServeConfig::limits`]: at most
+/// [`max_connections`](HttpLimits::max_connections) at once (the rest wait in the kernel's
+/// accept queue) and [`max_connections_per_client`](HttpLimits::max_connections_per_client)
+/// per client address; a request head within the header timeout, the next request within the
+/// idle timeout; a request body that stalls and a client that stops reading its response are
+/// cut off. A handler that stops reading a body, or waits on something slow, is not.
+///
+/// With TLS whose [`client_auth`](ServerTls::client_auth) is [`ClientAuth::Writes`], a
+/// request other than `GET`, `HEAD` or `OPTIONS` from a client without a certificate is
+/// answered `403 Forbidden` and never reaches `handler`.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    config: ServeConfig,
+    handler: H,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) where
+    H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let name = config.name;
+    let limits = Arc::new(config.limits.clone());
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = PerClient::new(limits.max_connections_per_client);
+    loop {
+        // A permit first: at the limit, clients wait in the accept queue, costing nothing.
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = per_client.admit(remote.ip()) else {
+            tracing::debug!(listener = name, %remote, "too many connections from this client");
+            refuse_busy(&stream, config.tls.is_some());
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            handler: handler.clone(),
+            watcher: graceful.watcher(),
+            limits: Arc::clone(&limits),
+            name,
+        };
+        let tls = config.tls.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            // Held for the connection's life: its share of the listener's limits.
+            let _permit = permit;
+            let _slot = slot;
+            match tls {
+                None => {
+                    let info = ConnectionInfo {
+                        remote,
+                        tls: false,
+                        client_certificate: false,
+                    };
+                    connection.serve(stream, info, ClientAuth::None).await;
+                }
+                Some(tls) => {
+                    // The handshake runs in the connection's task so a slow client cannot
+                    // hold up the accept loop; connections still handshaking at shutdown
+                    // are dropped.
+                    let handshake = tokio::time::timeout(
+                        connection.limits.tls_handshake_timeout,
+                        tls.acceptor().accept(stream),
+                    );
+                    let stream = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        result = handshake => match result {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(listener = name, %remote, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(listener = name, %remote, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    let info = ConnectionInfo {
+                        remote,
+                        tls: true,
+                        client_certificate: stream.get_ref().1.peer_certificates().is_some(),
+                    };
+                    connection.serve(stream, info, tls.client_auth()).await;
+                }
+            }
+        });
+    }
+    let _ = tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await;
+}
+
+/// Tells a plain-HTTP client over its per-address limit to come back later, if the socket
+/// takes the few bytes at once, and closes the connection.
+fn refuse_busy(stream: &TcpStream, tls: bool) {
+    if !tls {
+        let _ = stream.try_write(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+    }
+}
+
+/// What one connection's task needs to serve it.
+struct Connection<H> {
+    handler: H,
+    watcher: Watcher,
+    limits: Arc<HttpLimits>,
+    name: &'static str,
+}
+
+impl<H> Connection<H> {
+    /// Serves one connection until it closes, a limit ends it, or the listener's graceful
+    /// shutdown does.
+    async fn serve<S, F, B>(self, stream: S, info: ConnectionInfo, client_auth: ClientAuth)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Self {
+            handler,
+            watcher,
+            limits,
+            name,
+        } = self;
+        let phase = Phase::new(limits.header_read_timeout, limits.idle_timeout);
+        let io = GuardedIo::new(stream, Arc::clone(&phase), limits.write_stall_timeout);
+        let body_stall_timeout = limits.body_stall_timeout;
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            phase.request_started();
+            let handler = handler.clone();
+            let phase = Arc::clone(&phase);
+            let span = tracing::debug_span!(
+                "request",
+                listener = name,
+                method = %request.method(),
+                path = %request.uri().path(),
+                remote = %info.remote,
+                status = tracing::field::Empty,
+                duration_ms = tracing::field::Empty,
+            );
+            async move {
+                let started = Instant::now();
+                let (parts, body) = request.into_parts();
+                let mut request =
+                    Request::from_parts(parts, RequestBody::new(body, body_stall_timeout));
+                let response = if needs_certificate(client_auth, request.method())
+                    && !info.client_certificate
+                {
+                    forbidden(request.method())
+                } else {
+                    request.extensions_mut().insert(info);
+                    handler(request).await.map(Either::Left)
+                };
+                let span = tracing::Span::current();
+                span.record("status", response.status().as_u16());
+                span.record("duration_ms", started.elapsed().as_millis() as u64);
+                tracing::debug!("answered");
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase)))
+            }
+            .instrument(span)
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .max_header_size(
+                limits
+                    .max_header_size
+                    .bytes()
+                    .try_into()
+                    .unwrap_or(usize::MAX),
+            )
+            .max_headers(limits.max_headers);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(listener = name, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Whether a request with `method` needs a client certificate under `auth`. (`All` is
+/// enforced by the handshake itself.)
+fn needs_certificate(auth: ClientAuth, method: &Method) -> bool {
+    auth == ClientAuth::Writes && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn forbidden<B>(method: &Method) -> Response<ServedBody<B>> {
+    let message = format!("a client certificate is required for {method} requests\n");
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        hyper::http::header::CONTENT_TYPE,
+        hyper::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
