@@ -1,137 +1,39 @@
 //! The actor that owns the swarm and carries out its actions.
 
+mod drive;
+mod messages;
+mod prepare;
+mod seed;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use kraken_core::{
-    Bitfield, Blob, BlobStatus, BlobStore, Digest, Download, InfoHash, MetaInfo, PeerId, PeerInfo,
-};
-use tokio::sync::{mpsc, oneshot, watch};
+use kraken_core::{BlobStore, Digest, Download, InfoHash, MetaInfo, PeerId};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::conn::{ConnHandle, ConnTask, Outgoing, PieceSource};
+use self::messages::Waiter;
+pub(crate) use self::messages::{ActorEvent, Command};
+use self::seed::{seed_file, seed_stored};
+use super::conn::{ConnHandle, ConnTask, PieceSource};
 use super::rate::RateLimiter;
 use super::stream::PartialSource;
 use super::transport::{BoxStream, Listener, Transport};
 use super::{NodeConfig, Progress};
-use crate::error::{Error, Result};
-use crate::swarm::{
-    Action, ConnClosed, ConnId, Event, FinishError, PieceWriteError, Swarm, TorrentStats,
-};
+use crate::error::Error;
+use crate::swarm::{ConnClosed, ConnId, PieceWriteError, Swarm};
 use crate::tracker::Tracker;
-use crate::tracker::api::{AnnounceRequest, AnnounceResponse};
 use crate::wire::Message;
 
 /// Messages queued for one connection's writer before the peer counts as not reading.
 const OUTGOING_QUEUE: usize = 256;
 /// Events from connection and I/O tasks waiting for the actor.
 const EVENT_QUEUE: usize = 1024;
-
-type Waiter = oneshot::Sender<Result<Blob>>;
-
-/// What a [`Node`](super::Node) handle asks of the actor.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Download {
-        digest: Digest,
-        namespace: String,
-        reply: Waiter,
-        progress: watch::Sender<Progress>,
-    },
-    OpenPartial {
-        digest: Digest,
-        reply: oneshot::Sender<Result<PartialSource>>,
-    },
-    SeedFile {
-        path: PathBuf,
-        store: BlobStore,
-        reply: oneshot::Sender<Result<MetaInfo>>,
-    },
-    SeedStored {
-        digest: Digest,
-        namespace: String,
-        reply: oneshot::Sender<Result<MetaInfo>>,
-    },
-    Unseed {
-        digest: Digest,
-    },
-    Stats {
-        digest: Digest,
-        reply: oneshot::Sender<Option<TorrentStats>>,
-    },
-    Ping {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// What connection and I/O tasks report to the actor.
-pub(crate) enum ActorEvent {
-    Incoming {
-        stream: BoxStream,
-        addr: SocketAddr,
-    },
-    Dialed {
-        conn: ConnId,
-        addr: SocketAddr,
-        result: std::io::Result<BoxStream>,
-    },
-    Message {
-        conn: ConnId,
-        message: Message,
-    },
-    PieceSent {
-        conn: ConnId,
-        bytes: u64,
-    },
-    Closed {
-        conn: ConnId,
-        how: ConnClosed,
-    },
-    PieceWritten {
-        conn: ConnId,
-        info_hash: InfoHash,
-        index: kraken_core::PieceIndex,
-        result: Result<(), PieceWriteError>,
-    },
-    WrittenBack {
-        info_hash: InfoHash,
-    },
-    Finished {
-        info_hash: InfoHash,
-        result: std::result::Result<Blob, FinishError>,
-    },
-    Announced {
-        info_hash: InfoHash,
-        result: Result<AnnounceResponse>,
-    },
-    Resolved {
-        conn: ConnId,
-        found: Option<(Arc<MetaInfo>, Blob)>,
-    },
-    DownloadReady {
-        digest: Digest,
-        namespace: String,
-        result: Result<Prepared>,
-    },
-    Seeded {
-        result: Result<(MetaInfo, Blob)>,
-        namespace: String,
-        reply: oneshot::Sender<Result<MetaInfo>>,
-    },
-}
-
-/// The outcome of preparing a download: the blob is already here, or it can start.
-#[derive(Debug)]
-pub(crate) enum Prepared {
-    Cached(Blob),
-    Started(Arc<MetaInfo>, Download),
-}
 
 pub(crate) struct ActorParts {
     pub(crate) config: NodeConfig,
@@ -314,30 +216,6 @@ impl Actor {
         tracing::debug_span!(parent: &self.span, "torrent", torrent = %info_hash.fmt_short())
     }
 
-    /// Runs `prepare` (which opens a blob and publishes its metainfo) as a task, and hands
-    /// its outcome back to the actor as [`ActorEvent::Seeded`].
-    fn spawn_seeding<F, Fut>(
-        &self,
-        namespace: String,
-        reply: oneshot::Sender<Result<MetaInfo>>,
-        prepare: F,
-    ) where
-        F: FnOnce(String) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<(MetaInfo, Blob)>> + Send,
-    {
-        let events = self.events_tx.clone();
-        self.spawn_task(async move {
-            let result = prepare(namespace.clone()).await;
-            let _ = events
-                .send(ActorEvent::Seeded {
-                    result,
-                    namespace,
-                    reply,
-                })
-                .await;
-        });
-    }
-
     fn spawn_task<F>(&self, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -450,54 +328,6 @@ impl Actor {
                 let _ = reply.send(());
             }
         }
-    }
-
-    fn start_download(
-        &mut self,
-        digest: Digest,
-        namespace: String,
-        reply: Waiter,
-        progress: watch::Sender<Progress>,
-    ) {
-        if let Some(torrent) = self
-            .by_digest
-            .get(&digest)
-            .and_then(|h| self.torrents.get_mut(h))
-        {
-            if let PieceSource::Blob(blob) = &torrent.source {
-                progress.send_replace(done_progress(&torrent.meta));
-                let _ = reply.send(Ok(blob.clone()));
-            } else {
-                torrent.waiters.push(reply);
-                torrent.progress.push(progress);
-            }
-            return;
-        }
-        if let Some((waiters, watchers)) = self.preparing.get_mut(&digest) {
-            waiters.push(reply);
-            watchers.push(progress);
-            return;
-        }
-        self.preparing.insert(digest, (vec![reply], vec![progress]));
-        let namespace = if namespace.is_empty() {
-            self.config.namespace.clone()
-        } else {
-            namespace
-        };
-        let store = self.store.clone();
-        let tracker = Arc::clone(&self.tracker);
-        let events = self.events_tx.clone();
-        let timeout = self.config.metainfo_timeout;
-        self.spawn_task(async move {
-            let result = prepare_download(store, tracker, &namespace, digest, timeout).await;
-            let _ = events
-                .send(ActorEvent::DownloadReady {
-                    digest,
-                    namespace,
-                    result,
-                })
-                .await;
-        });
     }
 
     // ---- events ------------------------------------------------------------------------
@@ -689,96 +519,6 @@ impl Actor {
         );
     }
 
-    fn on_download_ready(
-        &mut self,
-        now: Instant,
-        digest: Digest,
-        namespace: String,
-        result: Result<Prepared>,
-    ) {
-        let Some((waiters, watchers)) = self.preparing.remove(&digest) else {
-            return;
-        };
-        match result {
-            Ok(Prepared::Cached(blob)) => {
-                for watcher in &watchers {
-                    watcher.send_modify(|p| p.done = true);
-                }
-                for waiter in waiters {
-                    let _ = waiter.send(Ok(blob.clone()));
-                }
-            }
-            Ok(Prepared::Started(meta, download)) => {
-                let info_hash = meta.info_hash();
-                let have = download.bitfield();
-                let progress = Progress {
-                    have: have.count_ones(),
-                    total: have.len(),
-                    length: meta.length(),
-                    done: false,
-                };
-                for watcher in &watchers {
-                    watcher.send_replace(progress);
-                }
-                self.by_digest.insert(digest, info_hash);
-                self.torrents.insert(
-                    info_hash,
-                    Torrent {
-                        meta: Arc::clone(&meta),
-                        namespace: namespace.clone(),
-                        source: PieceSource::Partial(download),
-                        waiters,
-                        progress: watchers,
-                        keep: false,
-                        unsynced: 0,
-                        writing_back: false,
-                    },
-                );
-                if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
-                    tracing::error!(error = %e, "could not add torrent");
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                let mut first = Some(e);
-                for waiter in waiters {
-                    let error = first.take().unwrap_or_else(|| Error::TrackerUnreachable {
-                        url: String::new(),
-                        reason: message.clone(),
-                    });
-                    let _ = waiter.send(Err(error));
-                }
-            }
-        }
-    }
-
-    fn add_seed(
-        &mut self,
-        now: Instant,
-        meta: Arc<MetaInfo>,
-        blob: Blob,
-        namespace: String,
-        keep: bool,
-    ) {
-        let info_hash = meta.info_hash();
-        self.by_digest.insert(*meta.digest(), info_hash);
-        let torrent = self.torrents.entry(info_hash).or_insert_with(|| Torrent {
-            meta: Arc::clone(&meta),
-            namespace: namespace.clone(),
-            source: PieceSource::Blob(blob),
-            waiters: Vec::new(),
-            progress: Vec::new(),
-            keep,
-            unsynced: 0,
-            writing_back: false,
-        });
-        torrent.keep |= keep;
-        let full = Bitfield::full(meta.piece_count());
-        if let Err(e) = self.swarm.add_torrent(now, meta, full, namespace) {
-            tracing::error!(error = %e, "could not add torrent");
-        }
-    }
-
     fn start_conn(&mut self, conn: ConnId, stream: BoxStream, addr: SocketAddr, max_payload: u32) {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let cancel = self.shutdown.child_token();
@@ -804,207 +544,6 @@ impl Actor {
         let span = tracing::debug_span!(parent: &self.span, "peer", %conn, %addr);
         self.tasks.spawn(task.run(span));
     }
-
-    // ---- actions -----------------------------------------------------------------------
-
-    /// Carries out the swarm's actions and forwards its events.
-    fn drive(&mut self) {
-        let now = Instant::now();
-        while let Some(action) = self.swarm.poll_action() {
-            self.act(now, action);
-        }
-        while let Some(event) = self.swarm.poll_event() {
-            self.on_swarm_event(now, event);
-        }
-    }
-
-    fn act(&mut self, now: Instant, action: Action) {
-        match action {
-            Action::Dial {
-                conn,
-                peer,
-                info_hash,
-            } => {
-                let max = self
-                    .torrents
-                    .get(&info_hash)
-                    .map_or(0, |t| t.meta.piece_length() as u32);
-                // A placeholder until the dial completes; cancelling it abandons the dial.
-                let cancel = self.shutdown.child_token();
-                let (outgoing, _) = mpsc::channel(1);
-                self.conns.insert(
-                    conn,
-                    ConnHandle {
-                        outgoing,
-                        cancel: cancel.clone(),
-                        max_payload: Arc::new(AtomicU32::new(max)),
-                    },
-                );
-                let transport = Arc::clone(&self.transport);
-                let events = self.events_tx.clone();
-                let timeout = self.config.dial_timeout;
-                let addr = peer.addr();
-                self.spawn_task(async move {
-                    let result = tokio::select! {
-                        () = cancel.cancelled() => return,
-                        r = tokio::time::timeout(timeout, transport.connect(addr)) => {
-                            r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-                        }
-                    };
-                    let _ = events.send(ActorEvent::Dialed { conn, addr, result }).await;
-                });
-            }
-            Action::Send { conn, message } => self.send(now, conn, Outgoing::Message(message)),
-            Action::SendPiece {
-                conn,
-                info_hash,
-                index,
-            } => {
-                let Some(torrent) = self.torrents.get(&info_hash) else {
-                    return;
-                };
-                let item = Outgoing::Piece {
-                    index,
-                    range: torrent.meta.piece_range(index),
-                    source: torrent.source.clone(),
-                };
-                self.send(now, conn, item);
-            }
-            Action::Close { conn } => {
-                if let Some(handle) = self.conns.remove(&conn) {
-                    // Let the writer flush what was queued (a refusal, say) before closing.
-                    drop(handle.outgoing);
-                    let cancel = handle.cancel;
-                    self.spawn_task(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        cancel.cancel();
-                    });
-                }
-            }
-            Action::Announce {
-                info_hash,
-                digest,
-                namespace,
-                complete,
-            } => {
-                let peer = PeerInfo::new(
-                    self.peer_id,
-                    self.advertise,
-                    self.config.swarm.origin,
-                    complete,
-                );
-                let request = AnnounceRequest::new(digest, namespace, peer);
-                let tracker = Arc::clone(&self.tracker);
-                let events = self.events_tx.clone();
-                self.spawn_task(async move {
-                    let result = tracker.announce(info_hash, request).await;
-                    let _ = events
-                        .send(ActorEvent::Announced { info_hash, result })
-                        .await;
-                });
-            }
-            Action::Resolve {
-                conn,
-                info_hash,
-                digest,
-            } => {
-                let store = self.store.clone();
-                self.spawn_blocking(
-                    self.torrent_span(&info_hash),
-                    move || resolve(&store, &digest, &info_hash),
-                    move |found| ActorEvent::Resolved { conn, found },
-                );
-            }
-            Action::Finish { info_hash } => {
-                let Some(download) = self.partial_download(&info_hash) else {
-                    return;
-                };
-                self.spawn_blocking(
-                    self.torrent_span(&info_hash),
-                    move || {
-                        download.finish().map_err(|e| match e {
-                            kraken_core::Error::DigestMismatch { .. } => {
-                                FinishError::DigestMismatch
-                            }
-                            e => {
-                                tracing::error!(error = %e, "finishing a download failed");
-                                FinishError::Storage
-                            }
-                        })
-                    },
-                    move |result| ActorEvent::Finished { info_hash, result },
-                );
-            }
-        }
-    }
-
-    fn send(&mut self, now: Instant, conn: ConnId, item: Outgoing) {
-        let Some(handle) = self.conns.get(&conn) else {
-            return;
-        };
-        if handle.outgoing.try_send(item).is_err() {
-            tracing::debug!(%conn, "peer is not reading; closing");
-            if let Some(handle) = self.conns.remove(&conn) {
-                handle.cancel.cancel();
-            }
-            self.swarm.handle_closed(now, conn, ConnClosed::Normal);
-        }
-    }
-
-    fn on_swarm_event(&mut self, now: Instant, event: Event) {
-        match event {
-            Event::Progress {
-                info_hash,
-                have,
-                total,
-            } => {
-                if let Some(torrent) = self.torrents.get(&info_hash) {
-                    for watcher in &torrent.progress {
-                        watcher.send_modify(|p| {
-                            p.have = have;
-                            p.total = total;
-                        });
-                    }
-                }
-            }
-            Event::Completed { info_hash } => {
-                if let Some(torrent) = self.torrents.get_mut(&info_hash)
-                    && let PieceSource::Blob(blob) = &torrent.source
-                {
-                    tracing::info!(torrent = %info_hash.fmt_short(), digest = %torrent.meta.digest().fmt_short(), "download complete");
-                    for watcher in torrent.progress.drain(..) {
-                        watcher.send_replace(done_progress(&torrent.meta));
-                    }
-                    for waiter in torrent.waiters.drain(..) {
-                        let _ = waiter.send(Ok(blob.clone()));
-                    }
-                }
-            }
-            Event::Failed { info_hash, reason } => {
-                if let Some(torrent) = self.torrents.remove(&info_hash) {
-                    self.by_digest.remove(torrent.meta.digest());
-                    for waiter in torrent.waiters {
-                        let _ = waiter.send(Err(Error::DownloadFailed {
-                            digest: *torrent.meta.digest(),
-                            reason,
-                        }));
-                    }
-                }
-            }
-            Event::Removed { info_hash } => {
-                let Some(torrent) = self.torrents.remove(&info_hash) else {
-                    return;
-                };
-                self.by_digest.remove(torrent.meta.digest());
-                if torrent.keep
-                    && let PieceSource::Blob(blob) = torrent.source
-                {
-                    // Seeded on purpose: stay in the swarm and keep announcing.
-                    self.add_seed(now, torrent.meta, blob, torrent.namespace, true);
-                }
-            }
-        }
-    }
 }
 
 fn done_progress(meta: &MetaInfo) -> Progress {
@@ -1014,130 +553,6 @@ fn done_progress(meta: &MetaInfo) -> Progress {
         length: meta.length(),
         done: true,
     }
-}
-
-/// Finds a complete blob for an inbound handshake.
-fn resolve(
-    store: &BlobStore,
-    digest: &Digest,
-    info_hash: &InfoHash,
-) -> Option<(Arc<MetaInfo>, Blob)> {
-    if !matches!(store.status(digest), BlobStatus::Cached { .. }) {
-        return None;
-    }
-    let meta = store.metainfo(digest).ok()?;
-    if meta.info_hash() != *info_hash {
-        return None;
-    }
-    let blob = store.open_blob(digest).ok()?;
-    Some((Arc::new(meta), blob))
-}
-
-/// Finds the blob in the store, or fetches its metainfo and opens (or resumes) a download.
-async fn prepare_download(
-    store: BlobStore,
-    tracker: Arc<dyn Tracker>,
-    namespace: &str,
-    digest: Digest,
-    timeout: std::time::Duration,
-) -> Result<Prepared> {
-    let cached = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || match store.status(&digest) {
-            BlobStatus::Cached { .. } => store.open_blob(&digest).map(Some),
-            _ => Ok(None),
-        })
-        .await
-        .map_err(|_| Error::Internal("store task failed"))??
-    };
-    if let Some(blob) = cached {
-        return Ok(Prepared::Cached(blob));
-    }
-    let meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
-    let meta = Arc::new(meta);
-    let opened = {
-        let meta = Arc::clone(&meta);
-        tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
-            Ok(download) => Ok(Prepared::Started(meta, download)),
-            Err(kraken_core::Error::AlreadyComplete(_)) => {
-                store.open_blob(&digest).map(Prepared::Cached)
-            }
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(|_| Error::Internal("store task failed"))??
-    };
-    Ok(opened)
-}
-
-/// Polls the tracker until the metainfo is published or `timeout` passes.
-async fn fetch_metainfo(
-    tracker: &dyn Tracker,
-    namespace: &str,
-    digest: &Digest,
-    timeout: std::time::Duration,
-) -> Result<MetaInfo> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = std::time::Duration::from_millis(200);
-    loop {
-        let last_error = match tracker.metainfo(namespace, digest).await {
-            Ok(Some(meta)) => return Ok(meta),
-            Ok(None) => Error::MetaInfoNotFound(*digest),
-            Err(e) => e,
-        };
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(last_error);
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(std::time::Duration::from_secs(2));
-    }
-}
-
-/// Opens a blob already cached in the store and publishes its metainfo.
-async fn seed_stored(
-    store: BlobStore,
-    tracker: Arc<dyn Tracker>,
-    namespace: &str,
-    digest: Digest,
-) -> Result<(MetaInfo, Blob)> {
-    let (meta, blob) = tokio::task::spawn_blocking(move || {
-        let meta = store.metainfo(&digest)?;
-        let blob = store.open_blob(&digest)?;
-        Ok::<_, kraken_core::Error>((meta, blob))
-    })
-    .await
-    .map_err(|_| Error::Internal("store task failed"))??;
-    tracker.publish_metainfo(namespace, &meta).await?;
-    Ok((meta, blob))
-}
-
-async fn seed_file(
-    path: PathBuf,
-    store: BlobStore,
-    policy: kraken_core::PieceLengthPolicy,
-    tracker: Arc<dyn Tracker>,
-    namespace: &str,
-) -> Result<(MetaInfo, Blob)> {
-    let (meta, blob) = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|source| kraken_core::Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|source| kraken_core::Error::Io {
-                path: path.clone(),
-                source,
-            })?
-            .len();
-        let meta = store.import(file, policy.piece_length_for(size), None)?;
-        let blob = store.open_blob(meta.digest())?;
-        Ok::<_, kraken_core::Error>((meta, blob))
-    })
-    .await
-    .map_err(|_| Error::Internal("store task failed"))??;
-    tracker.publish_metainfo(namespace, &meta).await?;
-    Ok((meta, blob))
 }
 
 /// Whether a tracker's answer refuses the announce for good: a client error other than a
