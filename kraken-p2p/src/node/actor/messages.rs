@@ -55,7 +55,7 @@ pub(crate) enum Command {
         digest: Digest,
         reply: oneshot::Sender<Option<TorrentStats>>,
     },
-    /// Answer once every command sent before has been handled.
+    /// Answer at once, showing that the actor is running (a health probe).
     Ping { reply: oneshot::Sender<()> },
 }
 
@@ -71,7 +71,7 @@ pub(crate) enum ActorEvent {
     },
     /// A connection's reader decoded a message.
     Message { conn: ConnId, message: Message },
-    /// A connection's writer sent a piece of `bytes` bytes (or gave up on it).
+    /// A connection's writer sent a piece payload of `bytes` bytes.
     PieceSent { conn: ConnId, bytes: u64 },
     /// A connection ended.
     Closed { conn: ConnId, how: ConnClosed },
