@@ -64,7 +64,7 @@ pub struct Swarm {
     events: VecDeque<Event>,
     /// A lower bound on every request deadline, connection idle expiry and refusal backoff.
     /// [`poll_timeout`](Self::poll_timeout) reports it instead of scanning them all (it runs
-    /// after every input, and the scan was half the simulator's time); whatever adds an
+    /// after every input, and the scan led the simulator's profile); whatever adds an
     /// earlier one lowers it, [`handle_timeout`](Self::handle_timeout) makes it exact. A
     /// stale (too early) floor only costs one extra wake-up.
     timer_floor: Option<Instant>,
