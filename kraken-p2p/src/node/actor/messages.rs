@@ -20,7 +20,7 @@ use crate::wire::Message;
 /// Where a download's blob (or its failure) is sent.
 pub(crate) type Waiter = oneshot::Sender<Result<Blob>>;
 
-/// What a [`Node`](super::Node) handle asks of the actor.
+/// What a [`Node`](crate::node::Node) handle asks of the actor.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Download a blob (or hand over the cached one) and keep `progress` up to date.
