@@ -161,7 +161,7 @@ impl Swarm {
     /// The active link to a downloading, non-origin peer that shares the most neighbours
     /// with us (at least two; then the fewest requests in flight): the cheapest link to give
     /// up. Returns it with the peer's degree.
-    pub(super) fn most_redundant_link(&self, info_hash: InfoHash) -> Option<(ConnId, usize)> {
+    fn most_redundant_link(&self, info_hash: InfoHash) -> Option<(ConnId, usize)> {
         let torrent = self.torrents.get(&info_hash)?;
         let ours: Vec<PeerId> = torrent
             .conns
@@ -186,7 +186,7 @@ impl Swarm {
     }
 
     /// Both handshakes are exchanged: record the peer's pieces and start requesting.
-    pub(super) fn activate(&mut self, now: Instant, conn: ConnId, h: &Handshake) {
+    fn activate(&mut self, now: Instant, conn: ConnId, h: &Handshake) {
         let torrent = self.torrents.get_mut(&h.info_hash).expect("caller checked");
         let Ok(bitfield) = Bitfield::from_bytes(torrent.meta.piece_count(), &h.bitfield) else {
             self.violation(now, conn, "bad bitfield");

@@ -8,10 +8,10 @@ use std::time::Instant;
 use kraken_core::PeerInfo;
 use tokio::sync::mpsc;
 
-use super::super::conn::{ConnHandle, Outgoing, PieceSource};
 use super::seed::resolve;
 use super::{Actor, ActorEvent, done_progress};
 use crate::error::Error;
+use crate::node::conn::{ConnHandle, Outgoing, PieceSource};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, FinishError};
 use crate::tracker::api::AnnounceRequest;
 
@@ -27,7 +27,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn act(&mut self, now: Instant, action: Action) {
+    fn act(&mut self, now: Instant, action: Action) {
         match action {
             Action::Dial {
                 conn,
@@ -147,7 +147,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn send(&mut self, now: Instant, conn: ConnId, item: Outgoing) {
+    fn send(&mut self, now: Instant, conn: ConnId, item: Outgoing) {
         let Some(handle) = self.conns.get(&conn) else {
             return;
         };
@@ -160,7 +160,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn on_swarm_event(&mut self, now: Instant, event: Event) {
+    fn on_swarm_event(&mut self, now: Instant, event: Event) {
         match event {
             Event::Progress {
                 info_hash,

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use kraken_core::{Blob, BlobStore, Digest, InfoHash, MetaInfo};
 use tokio::sync::{oneshot, watch};
 
-use super::super::Progress;
-use super::super::stream::PartialSource;
-use super::super::transport::BoxStream;
 use super::prepare::Prepared;
 use crate::error::Result;
+use crate::node::Progress;
+use crate::node::stream::PartialSource;
+use crate::node::transport::BoxStream;
 use crate::swarm::{ConnClosed, ConnId, FinishError, PieceWriteError, TorrentStats};
 use crate::tracker::api::AnnounceResponse;
 use crate::wire::Message;

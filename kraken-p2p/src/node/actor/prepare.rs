@@ -8,10 +8,10 @@ use std::time::Instant;
 use kraken_core::{Blob, BlobStatus, BlobStore, Digest, Download, MetaInfo};
 use tokio::sync::watch;
 
-use super::super::Progress;
-use super::super::conn::PieceSource;
 use super::{Actor, ActorEvent, Torrent, Waiter, done_progress};
 use crate::error::{Error, Result};
+use crate::node::Progress;
+use crate::node::conn::PieceSource;
 use crate::tracker::Tracker;
 
 /// The outcome of preparing a download: the blob is already here, or it can start.

@@ -8,9 +8,9 @@ use std::time::Instant;
 use kraken_core::{Bitfield, Blob, BlobStatus, BlobStore, Digest, InfoHash, MetaInfo};
 use tokio::sync::oneshot;
 
-use super::super::conn::PieceSource;
 use super::{Actor, ActorEvent, Torrent};
 use crate::error::{Error, Result};
+use crate::node::conn::PieceSource;
 use crate::tracker::Tracker;
 
 impl Actor {
