@@ -51,7 +51,7 @@ pub(super) struct Torrent {
     in_flight: Bitfield,
     /// Pieces held or in flight: outside endgame, [`pick`](Self::pick) scans only what a
     /// peer has beyond these, skipping the requested pieces word by word instead of one by
-    /// one (the picker's scan was a fifth of the simulator's time).
+    /// one (the picker's scan stood out in the simulator's profile).
     taken: Bitfield,
     /// How many times we have started uploading each piece (seeding only).
     pub(super) uploads: Vec<u32>,
@@ -116,9 +116,8 @@ impl Torrent {
     /// downloading and starving (nothing requested: only new neighbours can help) or
     /// under-connected (a free connection slot and no candidate left to dial). Hosts that
     /// start together announce together, and the first ones learn of few peers: waiting a
-    /// whole interval for more left 300 hosts at 25 of 40 connections for 3 s (p50 1.16 ×
-    /// T* against 1.10 with a 1 s wait; 600 hosts in 1 MiB pieces: 1.05 with 1 s, 1.03 with
-    /// 250 ms doubling).
+    /// whole interval for more left them well below their connection limit for seconds,
+    /// which slowed simulated downloads; a quick first retry, doubling after, did better.
     pub(super) fn announce_due(&self, config: &SwarmConfig) -> Option<Instant> {
         if self.announce_in_flight {
             return None;

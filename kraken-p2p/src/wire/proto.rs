@@ -1,7 +1,10 @@
 //! The protobuf messages of the peer protocol, as prost `Message` implementations.
 //!
-//! They are written out by hand rather than derived: `prost-derive` would add a second major
-//! version of `syn` to the build, and these few small messages are easy to state directly.
+//! They are written out by hand rather than derived: `prost-derive` (0.14) is built on `syn`
+//! 2, while every other proc macro kraken-p2p uses is on `syn` 3, so prost's `derive` feature
+//! would add a second major version of `syn` (with `itertools` and `anyhow`) to every build of
+//! this crate, the sans-IO `--no-default-features` one included. These few small messages
+//! are easy to state directly.
 //! The schema they implement is in `docs/protocol.md`; the golden tests in `wire::tests` pin
 //! the bytes.
 

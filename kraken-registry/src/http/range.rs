@@ -1,4 +1,5 @@
-//! The HTTP `Range` header of blob reads: one byte range (RFC 9110 §14.1.2).
+//! Byte ranges in HTTP headers: the `Range` of a blob read (one byte range, RFC 9110
+//! §14.1.2) and the `Content-Range` of an upload chunk.
 
 /// What a `Range` header asks of a blob of a known length.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -66,9 +67,28 @@ impl RangeRequest {
     }
 }
 
+/// The `Content-Range` of an upload chunk: `<start>-<end>`, inclusive, with an optional
+/// `bytes ` or `bytes=` unit and `/<total>`.
+pub(crate) fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let value = value.trim();
+    let value = value
+        .strip_prefix("bytes ")
+        .or_else(|| value.strip_prefix("bytes="))
+        .unwrap_or(value)
+        .trim();
+    let value = value.split_once('/').map_or(value, |(range, _)| range);
+    let (start, end) = value.split_once('-')?;
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let (start, end) = (number(start)?, number(end)?);
+    (start <= end).then_some((start, end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::RangeRequest::{self, *};
+    use super::parse_content_range;
 
     #[test]
     fn ranges_select_exact_bytes() {
@@ -128,5 +148,25 @@ mod tests {
             assert_eq!(parse(ignored), Whole, "{ignored}");
         }
         assert_eq!(RangeRequest::parse(Some("bytes=-5"), 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn content_ranges_parse_strictly() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
+        assert_eq!(parse_content_range("bytes=5-5"), Some((5, 5)));
+        for bad in [
+            "",
+            "5",
+            "9-5",
+            "-5",
+            "5-",
+            "a-b",
+            "0-1-2",
+            "+1-2",
+            "bytes */100",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
-use hyper::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kraken_core::Digest;
 use serde::Serialize;
 
@@ -15,6 +15,11 @@ use super::config::OciConfig;
 use super::error::{ApiError, ErrorCode};
 use super::manifest::{Dependency, Manifest, media_type};
 use super::name::{Reference, RepoName, Tag, parse_digest};
+use super::query::{link, next_page, param, query_pairs};
+use super::request::{Req, chunk_length, content_length, read_limited, repo_name};
+use super::response::{
+    blob_created, empty, error_response, insert, json, method_not_allowed, upload_accepted,
+};
 use super::router::{Route, route};
 use super::storage::{Operation, Page, RegistryStorage, StorageError};
 use super::uploads::{RequestBody, Session, UploadLimits, UploadSessions};
@@ -625,27 +630,6 @@ impl OciHandler {
     }
 }
 
-/// The whole body, or `None` when it is longer than `limit`. (Not `http_body_util::Limited`:
-/// its error conversion makes the handler's future fail to be `Send`.)
-async fn read_limited(mut body: RequestBody, limit: usize) -> Result<Option<Bytes>, ApiError> {
-    let mut data = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                ErrorCode::ManifestInvalid,
-                format!("reading the manifest failed: {e}"),
-            )
-        })?;
-        if let Ok(chunk) = frame.into_data() {
-            if data.len() + chunk.len() > limit {
-                return Ok(None);
-            }
-            data.extend_from_slice(&chunk);
-        }
-    }
-    Ok(Some(data.freeze()))
-}
-
 /// `MANIFEST_BLOB_UNKNOWN` unless `dependency` is in the repository.
 async fn check_dependency(
     storage: &dyn RegistryStorage,
@@ -671,237 +655,5 @@ async fn check_dependency(
         )
         .with_detail(serde_json::json!({"digest": descriptor.digest.to_string()}))),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// The parts of a request the endpoints read.
-struct Req<'a> {
-    method: &'a Method,
-    headers: &'a HeaderMap,
-    query: &'a str,
-}
-
-impl Req<'_> {
-    fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-fn repo_name(name: &str) -> Result<RepoName, ApiError> {
-    name.parse()
-        .map_err(|e: super::name::NameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))
-}
-
-/// `Content-Length`, if present; `400 SIZE_INVALID` when not a number.
-fn content_length(req: &Req<'_>) -> Result<Option<u64>, ApiError> {
-    req.header(header::CONTENT_LENGTH)
-        .map(|v| {
-            v.trim().parse::<u64>().map_err(|_| {
-                ApiError::new(ErrorCode::SizeInvalid, "Content-Length is not a number")
-            })
-        })
-        .transpose()
-}
-
-/// The length a chunk must have: from `Content-Range: <start>-<end>` (inclusive), which must
-/// start where the upload ends (`416 RANGE_INVALID` otherwise), or else from
-/// `Content-Length`; `None` for a streamed chunk.
-fn chunk_length(session: &Session, req: &Req<'_>) -> Result<Option<u64>, ApiError> {
-    let length = content_length(req)?;
-    let Some(range) = req.header(header::CONTENT_RANGE) else {
-        return Ok(length);
-    };
-    let (start, end) = parse_content_range(range).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("Content-Range {range:?} is not <start>-<end>"),
-        )
-    })?;
-    if start != session.size() {
-        let mut error = ApiError::new(
-            ErrorCode::RangeInvalid,
-            format!(
-                "chunk starts at {start} but the upload has {} bytes; chunks must be in order",
-                session.size()
-            ),
-        );
-        error = error.with_detail(serde_json::json!({"size": session.size()}));
-        return Err(error);
-    }
-    let chunk = end - start + 1;
-    if length.is_some_and(|length| length != chunk) {
-        return Err(ApiError::new(
-            ErrorCode::SizeInvalid,
-            "Content-Length does not match Content-Range",
-        ));
-    }
-    Ok(Some(chunk))
-}
-
-/// `<start>-<end>`, inclusive, with an optional `bytes ` or `bytes=` unit and `/<total>`.
-fn parse_content_range(value: &str) -> Option<(u64, u64)> {
-    let value = value.trim();
-    let value = value
-        .strip_prefix("bytes ")
-        .or_else(|| value.strip_prefix("bytes="))
-        .unwrap_or(value)
-        .trim();
-    let value = value.split_once('/').map_or(value, |(range, _)| range);
-    let (start, end) = value.split_once('-')?;
-    let number = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
-    };
-    let (start, end) = (number(start)?, number(end)?);
-    (start <= end).then_some((start, end))
-}
-
-/// Query parameters, percent-decoded (an undecodable value is kept as written, and then
-/// fails validation).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    let decode =
-        |s: &str| kraken_p2p::tracker::api::decode_segment(s).unwrap_or_else(|| s.to_owned());
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key), decode(value))
-        })
-        .collect()
-}
-
-fn param<'q>(query: &'q [(String, String)], key: &str) -> Option<&'q str> {
-    query
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Trims a listing fetched with one extra entry to `limit`, and returns the `last` of the
-/// next page when there is one.
-fn next_page<T>(items: &mut Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Option<String> {
-    if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(key)
-    } else {
-        None
-    }
-}
-
-fn link(response: &mut Response<Body>, path: &str, limit: usize, last: &str) {
-    insert(
-        response.headers_mut(),
-        header::LINK,
-        format!("<{path}?n={limit}&last={last}>; rel=\"next\""),
-    );
-}
-
-fn blob_created(repo: &RepoName, digest: &Digest) -> Response<Body> {
-    let mut response = empty(StatusCode::CREATED);
-    let headers = response.headers_mut();
-    insert(
-        headers,
-        header::LOCATION,
-        format!("/v2/{repo}/blobs/{digest}"),
-    );
-    insert(headers, "docker-content-digest", digest.to_string());
-    response
-}
-
-/// `202` (or `204` for a status query) with the upload's `Location`, id and `Range`.
-fn upload_accepted(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response<Body> {
-    let mut response = empty(status);
-    let headers = response.headers_mut();
-    insert(
-        headers,
-        header::LOCATION,
-        format!("/v2/{repo}/blobs/uploads/{id}"),
-    );
-    insert(headers, "docker-upload-uuid", id.to_owned());
-    // CNCF Distribution's convention: `0-0` for an empty upload, else the last byte held.
-    insert(
-        headers,
-        header::RANGE,
-        format!("0-{}", size.saturating_sub(1)),
-    );
-    insert(headers, header::CONTENT_LENGTH, "0".into());
-    response
-}
-
-fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::Unsupported,
-        "method not allowed on this endpoint",
-    )
-}
-
-fn error_response(error: &ApiError) -> Response<Body> {
-    let mut response = Response::new(body::full(error.to_json()));
-    *response.status_mut() = error.status();
-    insert(
-        response.headers_mut(),
-        header::CONTENT_TYPE,
-        "application/json".into(),
-    );
-    response
-}
-
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(body::full(bytes));
-    *response.status_mut() = status;
-    insert(
-        response.headers_mut(),
-        header::CONTENT_TYPE,
-        "application/json".into(),
-    );
-    response
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    response
-}
-
-/// Sets a header; values built here are ASCII, and one that is not is left out rather than
-/// failing the response.
-fn insert(headers: &mut HeaderMap, name: impl header::IntoHeaderName, value: String) {
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(name, value);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_ranges_parse_strictly() {
-        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
-        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
-        assert_eq!(parse_content_range("bytes=5-5"), Some((5, 5)));
-        for bad in [
-            "",
-            "5",
-            "9-5",
-            "-5",
-            "5-",
-            "a-b",
-            "0-1-2",
-            "+1-2",
-            "bytes */100",
-        ] {
-            assert_eq!(parse_content_range(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        let q = query_pairs("mount=sha256%3Aab&from=a%2Fb&flag&n=");
-        assert_eq!(param(&q, "mount"), Some("sha256:ab"));
-        assert_eq!(param(&q, "from"), Some("a/b"));
-        assert_eq!(param(&q, "flag"), Some(""));
-        assert_eq!(param(&q, "missing"), None);
     }
 }

@@ -1,0 +1,217 @@
+//! Carrying out the swarm's actions (dials, sends, closes, announces, store work) and
+//! passing its events on to waiters and progress watchers.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use kraken_core::PeerInfo;
+use tokio::sync::mpsc;
+
+use super::seed::resolve;
+use super::{Actor, ActorEvent, done_progress};
+use crate::error::Error;
+use crate::node::conn::{ConnHandle, Outgoing, PieceSource};
+use crate::swarm::{Action, ConnClosed, ConnId, Event, FinishError};
+use crate::tracker::api::AnnounceRequest;
+
+impl Actor {
+    /// Carries out the swarm's actions and forwards its events.
+    pub(super) fn drive(&mut self) {
+        let now = Instant::now();
+        while let Some(action) = self.swarm.poll_action() {
+            self.act(now, action);
+        }
+        while let Some(event) = self.swarm.poll_event() {
+            self.on_swarm_event(now, event);
+        }
+    }
+
+    fn act(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Dial {
+                conn,
+                peer,
+                info_hash,
+            } => {
+                let max = self
+                    .torrents
+                    .get(&info_hash)
+                    .map_or(0, |t| t.meta.piece_length() as u32);
+                // A placeholder until the dial completes; cancelling it abandons the dial.
+                let cancel = self.shutdown.child_token();
+                let (outgoing, _) = mpsc::channel(1);
+                self.conns.insert(
+                    conn,
+                    ConnHandle {
+                        outgoing,
+                        cancel: cancel.clone(),
+                        max_payload: Arc::new(AtomicU32::new(max)),
+                    },
+                );
+                let transport = Arc::clone(&self.transport);
+                let events = self.events_tx.clone();
+                let timeout = self.config.dial_timeout;
+                let addr = peer.addr();
+                self.spawn_task(async move {
+                    let result = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        r = tokio::time::timeout(timeout, transport.connect(addr)) => {
+                            r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                        }
+                    };
+                    let _ = events.send(ActorEvent::Dialed { conn, addr, result }).await;
+                });
+            }
+            Action::Send { conn, message } => self.send(now, conn, Outgoing::Message(message)),
+            Action::SendPiece {
+                conn,
+                info_hash,
+                index,
+            } => {
+                let Some(torrent) = self.torrents.get(&info_hash) else {
+                    return;
+                };
+                let item = Outgoing::Piece {
+                    index,
+                    range: torrent.meta.piece_range(index),
+                    source: torrent.source.clone(),
+                };
+                self.send(now, conn, item);
+            }
+            Action::Close { conn } => {
+                if let Some(handle) = self.conns.remove(&conn) {
+                    // Let the writer flush what was queued (a refusal, say) before closing.
+                    drop(handle.outgoing);
+                    let cancel = handle.cancel;
+                    self.spawn_task(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        cancel.cancel();
+                    });
+                }
+            }
+            Action::Announce {
+                info_hash,
+                digest,
+                namespace,
+                complete,
+            } => {
+                let peer = PeerInfo::new(
+                    self.peer_id,
+                    self.advertise,
+                    self.config.swarm.origin,
+                    complete,
+                );
+                let request = AnnounceRequest::new(digest, namespace, peer);
+                let tracker = Arc::clone(&self.tracker);
+                let events = self.events_tx.clone();
+                self.spawn_task(async move {
+                    let result = tracker.announce(info_hash, request).await;
+                    let _ = events
+                        .send(ActorEvent::Announced { info_hash, result })
+                        .await;
+                });
+            }
+            Action::Resolve {
+                conn,
+                info_hash,
+                digest,
+            } => {
+                let store = self.store.clone();
+                self.spawn_blocking(
+                    self.torrent_span(&info_hash),
+                    move || resolve(&store, &digest, &info_hash),
+                    move |found| ActorEvent::Resolved { conn, found },
+                );
+            }
+            Action::Finish { info_hash } => {
+                let Some(download) = self.partial_download(&info_hash) else {
+                    return;
+                };
+                self.spawn_blocking(
+                    self.torrent_span(&info_hash),
+                    move || {
+                        download.finish().map_err(|e| match e {
+                            kraken_core::Error::DigestMismatch { .. } => {
+                                FinishError::DigestMismatch
+                            }
+                            e => {
+                                tracing::error!(error = %e, "finishing a download failed");
+                                FinishError::Storage
+                            }
+                        })
+                    },
+                    move |result| ActorEvent::Finished { info_hash, result },
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, now: Instant, conn: ConnId, item: Outgoing) {
+        let Some(handle) = self.conns.get(&conn) else {
+            return;
+        };
+        if handle.outgoing.try_send(item).is_err() {
+            tracing::debug!(%conn, "peer is not reading; closing");
+            if let Some(handle) = self.conns.remove(&conn) {
+                handle.cancel.cancel();
+            }
+            self.swarm.handle_closed(now, conn, ConnClosed::Normal);
+        }
+    }
+
+    fn on_swarm_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Progress {
+                info_hash,
+                have,
+                total,
+            } => {
+                if let Some(torrent) = self.torrents.get(&info_hash) {
+                    for watcher in &torrent.progress {
+                        watcher.send_modify(|p| {
+                            p.have = have;
+                            p.total = total;
+                        });
+                    }
+                }
+            }
+            Event::Completed { info_hash } => {
+                if let Some(torrent) = self.torrents.get_mut(&info_hash)
+                    && let PieceSource::Blob(blob) = &torrent.source
+                {
+                    tracing::info!(torrent = %info_hash.fmt_short(), digest = %torrent.meta.digest().fmt_short(), "download complete");
+                    for watcher in torrent.progress.drain(..) {
+                        watcher.send_replace(done_progress(&torrent.meta));
+                    }
+                    for waiter in torrent.waiters.drain(..) {
+                        let _ = waiter.send(Ok(blob.clone()));
+                    }
+                }
+            }
+            Event::Failed { info_hash, reason } => {
+                if let Some(torrent) = self.torrents.remove(&info_hash) {
+                    self.by_digest.remove(torrent.meta.digest());
+                    for waiter in torrent.waiters {
+                        let _ = waiter.send(Err(Error::DownloadFailed {
+                            digest: *torrent.meta.digest(),
+                            reason,
+                        }));
+                    }
+                }
+            }
+            Event::Removed { info_hash } => {
+                let Some(torrent) = self.torrents.remove(&info_hash) else {
+                    return;
+                };
+                self.by_digest.remove(torrent.meta.digest());
+                if torrent.keep
+                    && let PieceSource::Blob(blob) = torrent.source
+                {
+                    // Seeded on purpose: stay in the swarm and keep announcing.
+                    self.add_seed(now, torrent.meta, blob, torrent.namespace, true);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The actor that owns the swarm and carries out its actions.
+
+mod drive;
+mod messages;
+mod prepare;
+mod seed;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use kraken_core::{BlobStore, Digest, Download, InfoHash, MetaInfo, PeerId};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use self::messages::Waiter;
+pub(crate) use self::messages::{ActorEvent, Command};
+use self::seed::{seed_file, seed_stored};
+use super::conn::{ConnHandle, ConnTask, PieceSource};
+use super::rate::RateLimiter;
+use super::stream::PartialSource;
+use super::transport::{BoxStream, Listener, Transport};
+use super::{NodeConfig, Progress};
+use crate::error::Error;
+use crate::swarm::{ConnClosed, ConnId, PieceWriteError, Swarm};
+use crate::tracker::Tracker;
+use crate::wire::Message;
+
+/// Messages queued for one connection's writer before the peer counts as not reading.
+const OUTGOING_QUEUE: usize = 256;
+/// Events from connection and I/O tasks waiting for the actor.
+const EVENT_QUEUE: usize = 1024;
+
+pub(crate) struct ActorParts {
+    pub(crate) config: NodeConfig,
+    pub(crate) store: BlobStore,
+    pub(crate) tracker: Arc<dyn Tracker>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) listener: Box<dyn Listener>,
+    pub(crate) peer_id: PeerId,
+    pub(crate) advertise: SocketAddr,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) span: tracing::Span,
+}
+
+/// A torrent the node is downloading or serving.
+#[derive(Debug)]
+struct Torrent {
+    meta: Arc<MetaInfo>,
+    namespace: String,
+    source: PieceSource,
+    waiters: Vec<Waiter>,
+    progress: Vec<watch::Sender<Progress>>,
+    /// Seeded on purpose: keep announcing it even when idle.
+    keep: bool,
+    /// Bytes written since the last write-back started.
+    unsynced: u64,
+    /// Whether a write-back is running.
+    writing_back: bool,
+}
+
+/// A download's written pieces are made durable every this many bytes, in the background:
+/// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last
+/// 64 MiB instead of all of it, which shortens a large fetch. It also keeps a large download
+/// from piling up dirty pages.
+const WRITE_BACK_EVERY: u64 = 64 << 20;
+
+struct Actor {
+    swarm: Swarm,
+    config: NodeConfig,
+    store: BlobStore,
+    tracker: Arc<dyn Tracker>,
+    transport: Arc<dyn Transport>,
+    peer_id: PeerId,
+    advertise: SocketAddr,
+    conns: HashMap<ConnId, ConnHandle>,
+    torrents: HashMap<InfoHash, Torrent>,
+    by_digest: HashMap<Digest, InfoHash>,
+    /// Downloads waiting for metainfo.
+    preparing: HashMap<Digest, (Vec<Waiter>, Vec<watch::Sender<Progress>>)>,
+    events_tx: mpsc::Sender<ActorEvent>,
+    ingress: Option<Arc<RateLimiter>>,
+    egress: Option<Arc<RateLimiter>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    span: tracing::Span,
+}
+
+pub(crate) fn spawn(parts: ActorParts) {
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let limiter =
+        |rate: Option<kraken_core::ByteSize>| rate.map(|r| Arc::new(RateLimiter::new(r.bytes())));
+    let mut swarm_config = parts.config.swarm.clone();
+    if swarm_config.rng_seed.is_none() {
+        swarm_config.rng_seed = Some(rand::random());
+    }
+    let actor = Actor {
+        swarm: {
+            let mut swarm = Swarm::new(swarm_config, parts.peer_id);
+            swarm.set_local_addr(parts.advertise);
+            swarm
+        },
+        ingress: limiter(parts.config.ingress_rate),
+        egress: limiter(parts.config.egress_rate),
+        config: parts.config,
+        store: parts.store,
+        tracker: parts.tracker,
+        transport: parts.transport,
+        peer_id: parts.peer_id,
+        advertise: parts.advertise,
+        conns: HashMap::new(),
+        torrents: HashMap::new(),
+        by_digest: HashMap::new(),
+        preparing: HashMap::new(),
+        events_tx: events_tx.clone(),
+        shutdown: parts.shutdown.clone(),
+        tasks: parts.tasks.clone(),
+        span: parts.span.clone(),
+    };
+    let span = parts.span.clone();
+    parts.tasks.spawn(
+        accept_loop(parts.listener, events_tx, parts.shutdown.clone()).instrument(span.clone()),
+    );
+    parts
+        .tasks
+        .spawn(actor.run(parts.commands, events_rx).instrument(span));
+}
+
+async fn accept_loop(
+    mut listener: Box<dyn Listener>,
+    events: mpsc::Sender<ActorEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                if events
+                    .send(ActorEvent::Incoming { stream, addr })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::Receiver<ActorEvent>,
+    ) {
+        tracing::info!(addr = %self.advertise, "node started");
+        loop {
+            let timeout = self.swarm.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                Some(command) = commands.recv() => self.on_command(command),
+                Some(event) = events.recv() => self.on_event(event),
+                () = sleep => self.swarm.handle_timeout(Instant::now()),
+            }
+            self.drive();
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for (_, conn) in self.conns.drain() {
+            conn.cancel.cancel();
+        }
+        for (_, torrent) in self.torrents.drain() {
+            for waiter in torrent.waiters {
+                let _ = waiter.send(Err(Error::Shutdown));
+            }
+        }
+        for (_, (waiters, _)) in self.preparing.drain() {
+            for waiter in waiters {
+                let _ = waiter.send(Err(Error::Shutdown));
+            }
+        }
+        tracing::info!("node stopped");
+    }
+
+    /// The store's download of a torrent still being fetched.
+    fn partial_download(&self, info_hash: &InfoHash) -> Option<Download> {
+        match &self.torrents.get(info_hash)?.source {
+            PieceSource::Partial(download) => Some(download.clone()),
+            PieceSource::Blob(_) => None,
+        }
+    }
+
+    /// The span of work on one torrent, under the node's.
+    fn torrent_span(&self, info_hash: &InfoHash) -> tracing::Span {
+        tracing::debug_span!(parent: &self.span, "torrent", torrent = %info_hash.fmt_short())
+    }
+
+    fn spawn_task<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(future.instrument(self.span.clone()));
+    }
+
+    /// Runs blocking work on the pool, inside `span`, and reports its result as an event.
+    fn spawn_blocking<T, F>(
+        &self,
+        span: tracing::Span,
+        work: F,
+        report: impl FnOnce(T) -> ActorEvent + Send + 'static,
+    ) where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let events = self.events_tx.clone();
+        self.tasks.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || span.in_scope(work)).await;
+            match result {
+                Ok(value) => {
+                    let _ = events.send(report(value)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "blocking job failed"),
+            }
+        });
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Download {
+                digest,
+                namespace,
+                reply,
+                progress,
+            } => self.start_download(digest, namespace, reply, progress),
+            Command::OpenPartial { digest, reply } => {
+                let source = match self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|h| self.torrents.get(h))
+                {
+                    Some(torrent) => Ok(PartialSource::from_piece_source(
+                        Arc::clone(&torrent.meta),
+                        &torrent.source,
+                    )),
+                    None => self
+                        .store
+                        .open_blob(&digest)
+                        .map(PartialSource::Complete)
+                        .map_err(Error::from),
+                };
+                let _ = reply.send(source);
+            }
+            Command::SeedFile { path, store, reply } => {
+                let policy = self.config.piece_lengths.clone();
+                let tracker = Arc::clone(&self.tracker);
+                let namespace = self.config.namespace.clone();
+                self.spawn_seeding(namespace, reply, |namespace| async move {
+                    seed_file(path, store, policy, tracker, &namespace).await
+                });
+            }
+            Command::SeedStored {
+                digest,
+                namespace,
+                reply,
+            } => {
+                if let Some(torrent) = self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|info_hash| self.torrents.get_mut(info_hash))
+                    && matches!(torrent.source, PieceSource::Blob(_))
+                {
+                    // Already seeding: only make sure it stays in the swarm.
+                    torrent.keep = true;
+                    let _ = reply.send(Ok((*torrent.meta).clone()));
+                    return;
+                }
+                let store = self.store.clone();
+                let tracker = Arc::clone(&self.tracker);
+                self.spawn_seeding(namespace, reply, move |namespace| async move {
+                    seed_stored(store, tracker, &namespace, digest).await
+                });
+            }
+            Command::Unseed { digest } => {
+                let seeding = self.by_digest.get(&digest).and_then(|info_hash| {
+                    let torrent = self.torrents.get(info_hash)?;
+                    matches!(torrent.source, PieceSource::Blob(_)).then_some(*info_hash)
+                });
+                // Downloads in progress are left alone: their waiters expect a blob.
+                if let Some(info_hash) = seeding {
+                    self.by_digest.remove(&digest);
+                    self.swarm.remove_torrent(&info_hash);
+                    // Dropping the torrent closes its blob file, so an evicted blob's
+                    // disk space is freed.
+                    self.torrents.remove(&info_hash);
+                }
+            }
+            Command::Stats { digest, reply } => {
+                let stats = self
+                    .by_digest
+                    .get(&digest)
+                    .and_then(|h| self.swarm.torrent_stats(h));
+                let _ = reply.send(stats);
+            }
+            Command::Ping { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    // ---- events ------------------------------------------------------------------------
+
+    fn on_event(&mut self, event: ActorEvent) {
+        let now = Instant::now();
+        match event {
+            ActorEvent::Incoming { stream, addr } => {
+                let conn = self.swarm.handle_incoming(now, addr);
+                self.start_conn(conn, stream, addr, 0);
+            }
+            ActorEvent::Dialed { conn, addr, result } => match result {
+                Ok(stream) => {
+                    // The swarm may have given up on the dial meanwhile.
+                    let Some(handle) = self.conns.get(&conn) else {
+                        return;
+                    };
+                    let max = handle.max_payload.load(Ordering::Relaxed);
+                    self.conns.remove(&conn);
+                    self.start_conn(conn, stream, addr, max);
+                    self.swarm.handle_connected(now, conn);
+                }
+                Err(e) => {
+                    tracing::debug!(%conn, %addr, error = %e, "dial failed");
+                    self.conns.remove(&conn);
+                    self.swarm.handle_closed(now, conn, ConnClosed::DialFailed);
+                }
+            },
+            ActorEvent::Message { conn, message } => match message {
+                Message::PiecePayload { index, data } => self.on_payload(now, conn, index, data),
+                Message::Handshake(ref h) => {
+                    // Inbound connections learn their torrent (and so the payload limit) here.
+                    if let (Some(handle), Some(torrent)) =
+                        (self.conns.get(&conn), self.torrents.get(&h.info_hash))
+                    {
+                        handle
+                            .max_payload
+                            .store(torrent.meta.piece_length() as u32, Ordering::Relaxed);
+                    }
+                    self.swarm.handle_message(now, conn, message);
+                }
+                message => self.swarm.handle_message(now, conn, message),
+            },
+            ActorEvent::PieceSent { conn, bytes } => self.swarm.handle_piece_sent(now, conn, bytes),
+            ActorEvent::Closed { conn, how } => {
+                if self.conns.remove(&conn).is_some() {
+                    self.swarm.handle_closed(now, conn, how);
+                }
+            }
+            ActorEvent::PieceWritten {
+                conn,
+                info_hash,
+                index,
+                result,
+            } => {
+                if result.is_ok() {
+                    self.write_back_if_due(&info_hash, index);
+                }
+                self.swarm
+                    .handle_piece_written(now, conn, info_hash, index, result);
+            }
+            ActorEvent::WrittenBack { info_hash } => {
+                if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                    torrent.writing_back = false;
+                }
+            }
+            ActorEvent::Finished { info_hash, result } => {
+                let result = result.map(|blob| {
+                    if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                        torrent.source = PieceSource::Blob(blob);
+                    }
+                });
+                self.swarm.handle_finished(now, info_hash, result);
+            }
+            ActorEvent::Announced { info_hash, result } => match result {
+                Ok(response) => {
+                    let interval = std::time::Duration::from_millis(response.interval_ms);
+                    self.swarm.handle_announce_response(
+                        now,
+                        info_hash,
+                        response.peers,
+                        Some(interval),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(torrent = %info_hash.fmt_short(), error = %e, "announce failed");
+                    if is_refusal(&e) {
+                        self.swarm.handle_announce_refused(now, info_hash);
+                    } else {
+                        self.swarm.handle_announce_failed(now, info_hash);
+                    }
+                }
+            },
+            ActorEvent::Resolved { conn, found } => {
+                if let Some((meta, blob)) = found {
+                    if let Some(handle) = self.conns.get(&conn) {
+                        handle
+                            .max_payload
+                            .store(meta.piece_length() as u32, Ordering::Relaxed);
+                    }
+                    self.add_seed(now, meta, blob, String::new(), false);
+                }
+                self.swarm.handle_resolved(now, conn);
+            }
+            ActorEvent::DownloadReady {
+                digest,
+                namespace,
+                result,
+            } => self.on_download_ready(now, digest, namespace, result),
+            ActorEvent::Seeded {
+                result,
+                namespace,
+                reply,
+            } => {
+                let reply_value = match result {
+                    Ok((meta, blob)) => {
+                        self.add_seed(now, Arc::new(meta.clone()), blob, namespace, true);
+                        Ok(meta)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(reply_value);
+            }
+        }
+    }
+
+    fn on_payload(&mut self, now: Instant, conn: ConnId, index: u32, data: bytes::Bytes) {
+        let Some((info_hash, piece)) =
+            self.swarm
+                .handle_piece_received(now, conn, index, data.len() as u64)
+        else {
+            return;
+        };
+        let Some(download) = self.partial_download(&info_hash) else {
+            return;
+        };
+        self.spawn_blocking(
+            self.torrent_span(&info_hash),
+            move || {
+                download
+                    .write_piece(piece, &data)
+                    .map(drop)
+                    .map_err(|e| match e {
+                        kraken_core::Error::PieceHashMismatch { .. }
+                        | kraken_core::Error::PieceLengthMismatch { .. } => {
+                            PieceWriteError::Corrupt
+                        }
+                        e => {
+                            tracing::error!(error = %e, "writing a piece failed");
+                            PieceWriteError::Storage
+                        }
+                    })
+            },
+            move |result| ActorEvent::PieceWritten {
+                conn,
+                info_hash,
+                index: piece,
+                result,
+            },
+        );
+    }
+
+    /// Counts piece `index` as written and starts a background write-back when
+    /// [`WRITE_BACK_EVERY`] bytes await one.
+    fn write_back_if_due(&mut self, info_hash: &InfoHash, index: kraken_core::PieceIndex) {
+        let Some(torrent) = self.torrents.get_mut(info_hash) else {
+            return;
+        };
+        let PieceSource::Partial(download) = &torrent.source else {
+            return;
+        };
+        torrent.unsynced += torrent.meta.piece_len(index);
+        if torrent.writing_back || torrent.unsynced < WRITE_BACK_EVERY {
+            return;
+        }
+        torrent.unsynced = 0;
+        torrent.writing_back = true;
+        let download = download.clone();
+        let info_hash = *info_hash;
+        self.spawn_blocking(
+            self.torrent_span(&info_hash),
+            move || {
+                if let Err(e) = download.write_back() {
+                    // Not fatal: finishing the download syncs again and reports failure.
+                    tracing::warn!(error = %e, "background write-back failed");
+                }
+            },
+            move |()| ActorEvent::WrittenBack { info_hash },
+        );
+    }
+
+    fn start_conn(&mut self, conn: ConnId, stream: BoxStream, addr: SocketAddr, max_payload: u32) {
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let cancel = self.shutdown.child_token();
+        let max_payload = Arc::new(AtomicU32::new(max_payload));
+        self.conns.insert(
+            conn,
+            ConnHandle {
+                outgoing: outgoing_tx,
+                cancel: cancel.clone(),
+                max_payload: Arc::clone(&max_payload),
+            },
+        );
+        let task = ConnTask {
+            conn,
+            stream,
+            events: self.events_tx.clone(),
+            outgoing: outgoing_rx,
+            cancel,
+            max_payload,
+            ingress: self.ingress.clone(),
+            egress: self.egress.clone(),
+        };
+        let span = tracing::debug_span!(parent: &self.span, "peer", %conn, %addr);
+        self.tasks.spawn(task.run(span));
+    }
+}
+
+fn done_progress(meta: &MetaInfo) -> Progress {
+    Progress {
+        have: meta.piece_count(),
+        total: meta.piece_count(),
+        length: meta.length(),
+        done: true,
+    }
+}
+
+/// Whether a tracker's answer refuses the announce for good: a client error other than a
+/// timeout or rate limit, which a retry would get again.
+fn is_refusal(error: &Error) -> bool {
+    matches!(error, Error::Tracker { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
+}

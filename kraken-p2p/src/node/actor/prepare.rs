@@ -1,0 +1,195 @@
+//! Preparing a download: the blob may already be cached; otherwise its metainfo is fetched
+//! from the tracker (waiting for it to be published) and the store opens or resumes the
+//! download before the torrent joins the swarm.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kraken_core::{Blob, BlobStatus, BlobStore, Digest, Download, MetaInfo};
+use tokio::sync::watch;
+
+use super::{Actor, ActorEvent, Torrent, Waiter, done_progress};
+use crate::error::{Error, Result};
+use crate::node::Progress;
+use crate::node::conn::PieceSource;
+use crate::tracker::Tracker;
+
+/// The outcome of preparing a download: the blob is already here, or it can start.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    Cached(Blob),
+    Started(Arc<MetaInfo>, Download),
+}
+
+impl Actor {
+    pub(super) fn start_download(
+        &mut self,
+        digest: Digest,
+        namespace: String,
+        reply: Waiter,
+        progress: watch::Sender<Progress>,
+    ) {
+        if let Some(torrent) = self
+            .by_digest
+            .get(&digest)
+            .and_then(|h| self.torrents.get_mut(h))
+        {
+            if let PieceSource::Blob(blob) = &torrent.source {
+                progress.send_replace(done_progress(&torrent.meta));
+                let _ = reply.send(Ok(blob.clone()));
+            } else {
+                torrent.waiters.push(reply);
+                torrent.progress.push(progress);
+            }
+            return;
+        }
+        if let Some((waiters, watchers)) = self.preparing.get_mut(&digest) {
+            waiters.push(reply);
+            watchers.push(progress);
+            return;
+        }
+        self.preparing.insert(digest, (vec![reply], vec![progress]));
+        let namespace = if namespace.is_empty() {
+            self.config.namespace.clone()
+        } else {
+            namespace
+        };
+        let store = self.store.clone();
+        let tracker = Arc::clone(&self.tracker);
+        let events = self.events_tx.clone();
+        let timeout = self.config.metainfo_timeout;
+        self.spawn_task(async move {
+            let result = prepare_download(store, tracker, &namespace, digest, timeout).await;
+            let _ = events
+                .send(ActorEvent::DownloadReady {
+                    digest,
+                    namespace,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    pub(super) fn on_download_ready(
+        &mut self,
+        now: Instant,
+        digest: Digest,
+        namespace: String,
+        result: Result<Prepared>,
+    ) {
+        let Some((waiters, watchers)) = self.preparing.remove(&digest) else {
+            return;
+        };
+        match result {
+            Ok(Prepared::Cached(blob)) => {
+                for watcher in &watchers {
+                    watcher.send_modify(|p| p.done = true);
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(blob.clone()));
+                }
+            }
+            Ok(Prepared::Started(meta, download)) => {
+                let info_hash = meta.info_hash();
+                let have = download.bitfield();
+                let progress = Progress {
+                    have: have.count_ones(),
+                    total: have.len(),
+                    length: meta.length(),
+                    done: false,
+                };
+                for watcher in &watchers {
+                    watcher.send_replace(progress);
+                }
+                self.by_digest.insert(digest, info_hash);
+                self.torrents.insert(
+                    info_hash,
+                    Torrent {
+                        meta: Arc::clone(&meta),
+                        namespace: namespace.clone(),
+                        source: PieceSource::Partial(download),
+                        waiters,
+                        progress: watchers,
+                        keep: false,
+                        unsynced: 0,
+                        writing_back: false,
+                    },
+                );
+                if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
+                    tracing::error!(error = %e, "could not add torrent");
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let mut first = Some(e);
+                for waiter in waiters {
+                    let error = first.take().unwrap_or_else(|| Error::TrackerUnreachable {
+                        url: String::new(),
+                        reason: message.clone(),
+                    });
+                    let _ = waiter.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// Finds the blob in the store, or fetches its metainfo and opens (or resumes) a download.
+async fn prepare_download(
+    store: BlobStore,
+    tracker: Arc<dyn Tracker>,
+    namespace: &str,
+    digest: Digest,
+    timeout: std::time::Duration,
+) -> Result<Prepared> {
+    let cached = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || match store.status(&digest) {
+            BlobStatus::Cached { .. } => store.open_blob(&digest).map(Some),
+            _ => Ok(None),
+        })
+        .await
+        .map_err(|_| Error::Internal("store task failed"))??
+    };
+    if let Some(blob) = cached {
+        return Ok(Prepared::Cached(blob));
+    }
+    let meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
+    let meta = Arc::new(meta);
+    let opened = {
+        let meta = Arc::clone(&meta);
+        tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
+            Ok(download) => Ok(Prepared::Started(meta, download)),
+            Err(kraken_core::Error::AlreadyComplete(_)) => {
+                store.open_blob(&digest).map(Prepared::Cached)
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|_| Error::Internal("store task failed"))??
+    };
+    Ok(opened)
+}
+
+/// Polls the tracker until the metainfo is published or `timeout` passes.
+async fn fetch_metainfo(
+    tracker: &dyn Tracker,
+    namespace: &str,
+    digest: &Digest,
+    timeout: std::time::Duration,
+) -> Result<MetaInfo> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        let last_error = match tracker.metainfo(namespace, digest).await {
+            Ok(Some(meta)) => return Ok(meta),
+            Ok(None) => Error::MetaInfoNotFound(*digest),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(last_error);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
