@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::http::{Method, Request, Response, StatusCode, header};
 use kraken_core::Digest;
+use kraken_core::name::RepoName;
 use kraken_p2p::tracker::api::{decode_segment, encode_segment};
 
 use super::client::{DuplicateBody, Links, ListResponse};
@@ -86,7 +87,7 @@ pub(crate) async fn handle(
                     "invalid percent-encoding of the repository",
                 );
             };
-            if TagName::new(&repo, "x").is_err() {
+            if RepoName::validate(&repo).is_err() {
                 return text(StatusCode::BAD_REQUEST, "invalid repository name");
             }
             let prefix = format!("{repo}:");
