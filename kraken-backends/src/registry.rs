@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use kraken_core::name::{RepoName, Tag};
 use kraken_core::{Digest, Hasher};
 use reqwest::header::{ACCEPT, LOCATION, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -508,46 +509,23 @@ impl Reference {
                     reason: "neither a digest (sha256:<64 hex>) nor a tag",
                 });
         }
-        // The distribution spec's tag grammar: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
-        let valid_tag = name.len() <= 128
-            && name.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphanumeric() || c == '_' || (i > 0 && (c == '.' || c == '-'))
-            })
-            && !name.is_empty();
-        if valid_tag {
-            Ok(Self::Tag(name.to_owned()))
-        } else {
-            Err(Error::InvalidName {
+        match Tag::validate(name) {
+            Ok(()) => Ok(Self::Tag(name.to_owned())),
+            Err(_) => Err(Error::InvalidName {
                 name: name.to_owned(),
                 reason: "not a valid tag",
-            })
+            }),
         }
     }
 }
 
-/// Rejects repository names outside the distribution spec's grammar (lowercase
-/// alphanumerics separated by `.`, `_`, `-` and `/`), which also keeps them from changing the
-/// URL's path.
+/// Rejects repository names outside the distribution spec's grammar, which also keeps them
+/// from changing the URL's path.
 fn check_repository(repository: &str) -> Result<()> {
-    let valid = !repository.is_empty()
-        && repository.len() <= 255
-        && repository.split('/').all(|component| {
-            component
-                .bytes()
-                .next()
-                .is_some_and(|first| first.is_ascii_alphanumeric())
-                && component.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-                })
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidName {
-            name: repository.to_owned(),
-            reason: "not a valid repository name",
-        })
-    }
+    RepoName::validate(repository).map_err(|_| Error::InvalidName {
+        name: repository.to_owned(),
+        reason: "not a valid repository name",
+    })
 }
 
 /// Authorization to send with a request.

@@ -13,7 +13,9 @@
 //!   promotion into the cache, readers of partial blobs, eviction and pins;
 //! - [`Ring`]: weighted rendezvous hashing, to place blobs on origins;
 //! - [`PeerId`] and [`PeerInfo`]: who takes part in a swarm;
-//! - [`ByteSize`]: sizes as operators write them (`4MiB`).
+//! - [`ByteSize`]: sizes as operators write them (`4MiB`);
+//! - [`name`]: repository names and tags in the OCI distribution spec's grammar, the one
+//!   definition the registry, the build-index and the backends check names against.
 //!
 //! # Quick start
 //!
@@ -46,6 +48,7 @@ mod bitfield;
 mod digest;
 mod error;
 mod metainfo;
+pub mod name;
 mod peer;
 mod piece_length;
 mod ring;

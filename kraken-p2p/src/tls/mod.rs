@@ -211,8 +211,7 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// The rustls configuration, for HTTP clients (`reqwest`'s `use_preconfigured_tls`,
-    /// `hyper-rustls`).
+    /// The rustls configuration, for HTTP clients (`reqwest`'s `tls_backend_preconfigured`).
     pub fn config(&self) -> &Arc<rustls::ClientConfig> {
         &self.config
     }

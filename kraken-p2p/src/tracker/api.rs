@@ -12,6 +12,7 @@
 //! distribute a blob where no origin runs.
 
 use kraken_core::{Digest, PeerInfo};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 /// An announce: "I am `peer`, I take part in this torrent".
@@ -48,35 +49,36 @@ pub struct AnnounceResponse {
     pub interval_ms: u64,
 }
 
+/// What stays literal in an encoded segment: RFC 3986's unreserved characters. Everything
+/// else, `/` included, is escaped, so a namespace is always one segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a namespace into one path segment.
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Decodes a percent-encoded path segment; `None` if it is malformed or not UTF-8.
 pub fn decode_segment(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    // percent-encoding passes a `%` without two hex digits through as it is; a segment that
+    // has one was not encoded by a well-behaved client, so it is refused instead.
+    let well_formed = s.split('%').skip(1).all(|escape| {
+        escape
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -92,5 +94,17 @@ mod tests {
         assert_eq!(decode_segment("%zz"), None);
         assert_eq!(decode_segment("%4"), None);
         assert_eq!(decode_segment("%ff"), None);
+        assert_eq!(decode_segment("a%2fb%2Fc"), Some("a/b/c".to_owned()));
+        assert_eq!(encode_segment("a:b~c d"), "a%3Ab~c%20d");
+        assert_eq!(decode_segment("100%"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_round_trips_as_one_segment(s in ".{0,40}") {
+            let encoded = encode_segment(&s);
+            proptest::prop_assert!(!encoded.contains('/'));
+            proptest::prop_assert_eq!(decode_segment(&encoded), Some(s));
+        }
     }
 }

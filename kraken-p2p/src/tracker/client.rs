@@ -4,14 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::http::{Method, Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use bytes::{Bytes, BytesMut};
 use kraken_core::{Digest, InfoHash, MetaInfo};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode, Url};
 
 use super::api::{AnnounceRequest, AnnounceResponse, encode_segment};
 use crate::error::{Error, Result};
@@ -37,12 +33,16 @@ pub trait Tracker: Send + Sync + fmt::Debug + 'static {
     async fn publish_metainfo(&self, namespace: &str, meta: &MetaInfo) -> Result<()>;
 }
 
+/// Time to establish a connection (TCP, and TLS for `https://`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a whole exchange, from connecting to the last byte of the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An HTTP client of one tracker.
 #[derive(Clone)]
 pub struct TrackerClient {
     base: String,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    timeout: Duration,
+    client: reqwest::Client,
 }
 
 impl fmt::Debug for TrackerClient {
@@ -69,40 +69,38 @@ impl TrackerClient {
     /// `https://` URL needs `tls`.
     pub fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
-        let uri: Uri = base
-            .parse()
-            .map_err(|_| Error::Config("tracker URL is not a valid URI"))?;
-        let scheme = uri.scheme_str();
-        if uri.host().is_none() || !matches!(scheme, Some("http" | "https")) {
+        let parsed =
+            Url::parse(&base).map_err(|_| Error::Config("tracker URL is not a valid URI"))?;
+        let scheme = parsed.scheme();
+        if !parsed.has_host() || !matches!(scheme, "http" | "https") {
             return Err(Error::Config(
                 "tracker URL must be http://host:port or https://host:port",
             ));
         }
-        if scheme == Some("https") && tls.is_none() {
+        if scheme == "https" && tls.is_none() {
             return Err(Error::Config(
                 "an https tracker URL needs a client TLS configuration",
             ));
         }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        // Plain clients still go through the TLS connector (it passes http:// through), so
-        // there is one client type; without a configuration nothing is trusted.
+        // The TLS configuration carries its crypto provider (ring), so nothing depends on a
+        // process-wide default. Without a configuration nothing is trusted: plain http only.
         let config = match tls {
             Some(tls) => tls.config().as_ref().clone(),
             None => untrusting_config(),
         };
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(Self {
-            base,
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout: Duration::from_secs(10),
-        })
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .http1_only()
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // A tracker answers itself: no redirects, and no proxy from the environment
+            // between a node and its tracker.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|_| Error::Config("the tracker's HTTP client could not be built"))?;
+        Ok(Self { base, client })
     }
 
     async fn request(
@@ -110,36 +108,47 @@ impl TrackerClient {
         method: Method,
         path: &str,
         body: Bytes,
-        content_type: &str,
+        content_type: &'static str,
     ) -> Result<(StatusCode, Bytes)> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |reason: String| Error::TrackerUnreachable {
-            url: url.clone(),
-            reason,
+        let unreachable = |error: reqwest::Error| {
+            let reason = if error.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                kraken_core::error_chain(&error.without_url())
+            };
+            Error::TrackerUnreachable {
+                url: url.clone(),
+                reason,
+            }
         };
-        let request = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("content-type", content_type)
-            .body(Full::new(body))
-            .map_err(|e| unreachable(e.to_string()))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| unreachable(kraken_core::error_chain(&e)))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let mut response = self
+            .client
+            .request(method, &url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
             .await
-            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(unreachable)?;
+        let status = response.status();
+        let too_large = || Error::TrackerUnreachable {
+            url: url.clone(),
+            reason: format!("answer larger than {MAX_RESPONSE} bytes"),
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_RESPONSE as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > MAX_RESPONSE {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body.freeze()))
     }
 }
 
@@ -231,5 +240,95 @@ impl Tracker for TrackerClient {
         } else {
             Err(status_error(status, &body))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// The URL of a server that reads each request and answers it with `answer`, or never
+    /// answers when `answer` is `None`.
+    async fn server(answer: Option<String>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = [0; 4096];
+                    let _ = stream.read(&mut request).await;
+                    match answer {
+                        Some(answer) => stream.write_all(answer.as_bytes()).await.unwrap(),
+                        None => std::future::pending().await,
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn digest() -> Digest {
+        Digest::sha256_of(b"x")
+    }
+
+    #[tokio::test]
+    async fn error_statuses_carry_the_answer() {
+        let url = server(Some(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy".into(),
+        ))
+        .await;
+        let error = TrackerClient::new(&url)
+            .unwrap()
+            .metainfo("ns", &digest())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Tracker { status: 503, message } if message == "busy"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_larger_than_any_metainfo_are_refused() {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MAX_RESPONSE + 1
+        );
+        let url = server(Some(answer)).await;
+        let error = TrackerClient::new(&url)
+            .unwrap()
+            .metainfo("ns", &digest())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::TrackerUnreachable { reason, .. } if reason.contains("larger")),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_tracker_times_out() {
+        let url = server(None).await;
+        let client = TrackerClient::new(&url).unwrap();
+        let started = tokio::time::Instant::now();
+        let error = client.metainfo("ns", &digest()).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::TrackerUnreachable { reason, .. } if reason == "timed out"),
+            "{error:?}"
+        );
+        assert_eq!(started.elapsed().as_secs(), REQUEST_TIMEOUT.as_secs());
+    }
+
+    #[test]
+    fn urls_must_be_http_or_https_with_a_host() {
+        for bad in ["", "tracker:15003", "ftp://tracker", "http://", "not a url"] {
+            let error = TrackerClient::new(bad).unwrap_err();
+            assert!(matches!(error, Error::Config(_)), "{bad:?}: {error:?}");
+        }
+        assert!(TrackerClient::new("http://tracker:15003/").is_ok());
     }
 }

@@ -5,16 +5,17 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A range of IP addresses: `10.0.0.0/8`, `fd00::/8`, or a bare address for one host.
 /// IPv4 clients that reach an IPv6 listener as IPv4-mapped addresses (`::ffff:10.0.0.1`)
 /// match IPv4 ranges.
+///
+/// An `ipnet` network with its host bits cleared; this type adds the bare-address form, the
+/// IPv4-mapped matching and the string form in configuration files.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 /// Why a CIDR did not parse.
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
@@ -26,47 +27,28 @@ pub struct CidrError {
 
 impl Cidr {
     /// `127.0.0.0/8`.
-    pub const LOOPBACK_V4: Self = Self {
-        network: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
-        prefix: 8,
-    };
+    pub const LOOPBACK_V4: Self = Self(IpNet::V4(Ipv4Net::new_assert(
+        Ipv4Addr::new(127, 0, 0, 0),
+        8,
+    )));
     /// `::1/128`.
-    pub const LOOPBACK_V6: Self = Self {
-        network: IpAddr::V6(Ipv6Addr::LOCALHOST),
-        prefix: 128,
-    };
+    pub const LOOPBACK_V6: Self = Self(IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)));
 
     /// The range of `prefix` leading bits of `address` (the other bits are cleared).
     /// `None` when `prefix` is longer than the address.
     pub fn new(address: IpAddr, prefix: u8) -> Option<Self> {
-        let network = match address {
-            IpAddr::V4(a) if prefix <= 32 => {
-                IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask_v4(prefix)))
-            }
-            IpAddr::V6(a) if prefix <= 128 => {
-                IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask_v6(prefix)))
-            }
-            _ => return None,
-        };
-        Some(Self { network, prefix })
+        IpNet::new(address, prefix).ok().map(Self::truncated)
     }
 
     /// Whether `address` is in the range.
     pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => a.to_bits() & mask_v4(self.prefix) == net.to_bits(),
-            (IpAddr::V6(net), IpAddr::V6(a)) => a.to_bits() & mask_v6(self.prefix) == net.to_bits(),
-            _ => false,
-        }
+        self.0.contains(&address.to_canonical())
     }
-}
 
-fn mask_v4(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask_v6(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+    /// The range of `net`, its host bits cleared.
+    fn truncated(net: IpNet) -> Self {
+        Self(net.trunc())
+    }
 }
 
 impl FromStr for Cidr {
@@ -77,26 +59,24 @@ impl FromStr for Cidr {
             input: s.chars().take(64).collect(),
             reason,
         };
-        let (address, prefix) = match s.trim().split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (s.trim(), None),
-        };
+        let s = s.trim();
+        // The standard library's address syntax, stricter than ipnet's: `010.0.0.1` could be
+        // meant as octal, so it is refused rather than read as decimal.
+        let address = s.split_once('/').map_or(s, |(address, _)| address);
         let address: IpAddr = address.parse().map_err(|_| error("not an IP address"))?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().map_err(|_| error("prefix too long"))?
-            }
-            Some(_) => return Err(error("the prefix length is not a number")),
-        };
-        Self::new(address, prefix).ok_or_else(|| error("prefix longer than the address"))
+        if !s.contains('/') {
+            return Ok(Self(IpNet::from(address)));
+        }
+        let net: IpNet = s.parse().map_err(|_| {
+            error("the prefix length is not a number of bits within the address (0 to 32, or 128 for IPv6)")
+        })?;
+        Ok(Self::truncated(net))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -153,6 +133,7 @@ mod tests {
             "x/8",
             "10.0.0.0/8/8",
             "10.0.0.0/999",
+            "010.0.0.0/8",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }

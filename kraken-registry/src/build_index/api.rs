@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Limited};
 use hyper::http::{Method, Request, Response, StatusCode, header};
 use kraken_core::Digest;
+use kraken_core::name::RepoName;
 use kraken_p2p::http_server::RequestBody;
 use kraken_p2p::tracker::api::{decode_segment, encode_segment};
 
@@ -86,7 +87,7 @@ pub(crate) async fn handle(
                     "invalid percent-encoding of the repository",
                 );
             };
-            if TagName::new(&repo, "x").is_err() {
+            if RepoName::validate(&repo).is_err() {
                 return text(StatusCode::BAD_REQUEST, "invalid repository name");
             }
             let prefix = format!("{repo}:");

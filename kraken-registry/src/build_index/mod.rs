@@ -51,4 +51,4 @@ mod writeback;
 pub use self::client::{BuildIndexClient, PageOptions, TagPage};
 pub use self::config::{BuildIndexConfig, LimitsConfig, RemoteConfig};
 pub use self::service::{BuildIndex, BuildIndexBuilder};
-pub use self::tag::{MAX_REPOSITORY_LEN, MAX_TAG_LEN, TagName};
+pub use self::tag::TagName;

@@ -3,19 +3,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use kraken_core::name::{NameError, RepoName, Tag, TagError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
-/// Longest repository name (the OCI distribution spec lets registries cap it; Docker Hub
-/// and CNCF Distribution use 255).
-pub const MAX_REPOSITORY_LEN: usize = 255;
-/// Longest tag, per the OCI distribution spec.
-pub const MAX_TAG_LEN: usize = 128;
-
-/// A tag's full name, `repository:tag` (`library/ubuntu:22.04`): the repository matches
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*` and is at most
-/// [`MAX_REPOSITORY_LEN`] bytes; the tag matches `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+/// A tag's full name, `repository:tag` (`library/ubuntu:22.04`): the repository is a
+/// [`RepoName`] and the tag a [`Tag`], in the OCI distribution spec's grammar.
 /// Parse one with [`str::parse`] or build it with [`TagName::new`].
 #[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
 pub struct TagName {
@@ -58,61 +52,29 @@ impl FromStr for TagName {
             .rfind(':')
             .ok_or_else(|| invalid("no ':' between repository and tag"))?;
         let (repository, tag) = (&full[..colon], &full[colon + 1..]);
-        if repository.is_empty() || repository.len() > MAX_REPOSITORY_LEN {
-            return Err(invalid("the repository must have 1 to 255 characters"));
-        }
-        if !repository.split('/').all(is_path_component) {
-            return Err(invalid(
-                "the repository must be lowercase letters and digits, separated by '.', '_', \
-                 '__', dashes or '/'",
-            ));
-        }
-        if tag.is_empty() || tag.len() > MAX_TAG_LEN {
-            return Err(invalid("the tag must have 1 to 128 characters"));
-        }
-        let mut chars = tag.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-            return Err(invalid(
-                "the tag must be letters, digits, '_', '.' or '-', not starting with '.' or '-'",
-            ));
-        }
+        RepoName::validate(repository).map_err(|e| {
+            invalid(match e {
+                NameError::Empty | NameError::TooLong(_) => {
+                    "the repository must have 1 to 255 characters"
+                }
+                _ => {
+                    "the repository must be lowercase letters and digits, separated by '.', '_', \
+                     '__', dashes or '/'"
+                }
+            })
+        })?;
+        Tag::validate(tag).map_err(|e| {
+            invalid(match e {
+                TagError::Empty | TagError::TooLong(_) => "the tag must have 1 to 128 characters",
+                _ => {
+                    "the tag must be letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+                }
+            })
+        })?;
         Ok(Self {
             full: full.to_owned(),
             colon,
         })
-    }
-}
-
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn is_path_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let mut i = 0;
-    loop {
-        let start = i;
-        while i < bytes.len() && alnum(bytes[i]) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-        if i == bytes.len() {
-            return true;
-        }
-        let separator = i;
-        while i < bytes.len() && !alnum(bytes[i]) {
-            i += 1;
-        }
-        let ok = match &component[separator..i] {
-            "." | "_" | "__" => true,
-            dashes => dashes.bytes().all(|b| b == b'-'),
-        };
-        if !ok {
-            return false;
-        }
     }
 }
 

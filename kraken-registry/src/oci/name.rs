@@ -2,131 +2,18 @@
 //!
 //! Each type is validated when parsed, so a value that exists is safe to use as a path on
 //! disk or in a URL: names are lowercase alphanumerics and `._-/`, never `..`; tags and
-//! digests contain no `/`.
+//! digests contain no `/`. Names and tags are [`kraken_core::name`]'s; this module adds
+//! what the `/v2/` API makes of them: references and digests with the spec's error codes.
 
 use std::fmt;
-use std::str::FromStr;
 
 use kraken_core::{Digest, DigestError};
 
 use super::error::{ApiError, ErrorCode};
 
-/// Longest repository name accepted, in bytes. The spec leaves the bound to registries and
-/// notes that many clients stop at 255 (host name included).
-pub const MAX_NAME_LEN: usize = 255;
-
-/// Longest tag, in bytes (the spec's `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`).
-pub const MAX_TAG_LEN: usize = 128;
-
-/// A repository name: path components `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` separated by `/`,
-/// at most [`MAX_NAME_LEN`] bytes.
-#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-pub struct RepoName(String);
-
-/// Why a string is not a repository name.
-#[non_exhaustive]
-#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
-pub enum NameError {
-    /// The name is empty.
-    #[error("repository name is empty")]
-    Empty,
-    /// The name is longer than [`MAX_NAME_LEN`].
-    #[error("repository name is {0} bytes long; at most {MAX_NAME_LEN} are allowed")]
-    TooLong(usize),
-    /// A `/`-separated component does not match `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-    #[error(
-        "repository name component {0:?} must be lowercase letters and digits, joined by `.`, `_`, `__` or dashes"
-    )]
-    BadComponent(String),
-}
-
-impl RepoName {
-    /// The name as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for RepoName {
-    type Err = NameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if s.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong(s.len()));
-        }
-        for component in s.split('/') {
-            if !valid_component(component) {
-                let shown: String = component.chars().take(64).collect();
-                return Err(NameError::BadComponent(shown));
-            }
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Display for RepoName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for RepoName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-pub struct Tag(String);
-
-/// Why a string is not a tag.
-#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
-#[error(
-    "invalid tag {0:?}: a tag is 1 to {MAX_TAG_LEN} of `a-zA-Z0-9._-`, not starting with `.` or `-`"
-)]
-pub struct TagError(String);
-
-impl Tag {
-    /// The tag as written.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Tag {
-    type Err = TagError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = s.as_bytes();
-        let valid = !bytes.is_empty()
-            && bytes.len() <= MAX_TAG_LEN
-            && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if valid {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(TagError(s.chars().take(MAX_TAG_LEN + 1).collect()))
-        }
-    }
-}
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for Tag {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
+// The grammar of names and tags is kraken-core's, shared with the build-index and the
+// backends.
+pub use kraken_core::name::{NameError, RepoName, Tag, TagError};
 
 /// What follows `/manifests/`: a tag or a digest.
 #[derive(Clone, Debug, Eq, Hash, PartialEq)]
@@ -199,91 +86,9 @@ fn well_formed_digest(s: &str) -> bool {
     algorithm_ok && encoded_ok
 }
 
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`: alphanumeric runs joined by exactly one of `.`, `_`,
-/// `__`, or any number of `-`.
-fn valid_component(component: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let bytes = component.as_bytes();
-    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
-        return false;
-    };
-    if !alnum(first) || !alnum(last) {
-        return false;
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        if alnum(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !alnum(bytes[i]) {
-            i += 1;
-        }
-        let separator = &component[start..i];
-        let dashes = separator.bytes().all(|b| b == b'-');
-        if !(dashes || matches!(separator, "." | "_" | "__")) {
-            return false;
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_follow_the_spec_grammar() {
-        for good in [
-            "a",
-            "library/ubuntu",
-            "a/b/c/d",
-            "foo.bar",
-            "foo_bar",
-            "foo__bar",
-            "foo---bar",
-            "0",
-            "my-org/my.repo_name/x9",
-            &"a".repeat(MAX_NAME_LEN),
-        ] {
-            assert!(good.parse::<RepoName>().is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "/a",
-            "a/",
-            "a//b",
-            "A",
-            "a/B",
-            "a..b",
-            "a.-b",
-            "a___b",
-            "_a",
-            "a_",
-            "-a",
-            "a-",
-            "..",
-            "a/../b",
-            "a b",
-            "a:b",
-            "é",
-            "a/_uploads",
-            &"a".repeat(MAX_NAME_LEN + 1),
-        ] {
-            assert!(bad.parse::<RepoName>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn tags_follow_the_spec_grammar() {
-        for good in ["latest", "v1.0.0", "_x", "A-b_c.d", "0", &"t".repeat(128)] {
-            assert!(good.parse::<Tag>().is_ok(), "{good}");
-        }
-        for bad in ["", ".x", "-x", "a/b", "a:b", "a b", "ä", &"t".repeat(129)] {
-            assert!(bad.parse::<Tag>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn digests_are_invalid_or_unsupported_as_the_spec_says() {
