@@ -343,6 +343,8 @@ mod tests {
         assert_eq!(config.build_index.addresses.len(), 2);
         assert_eq!(config.auth.users[0].name, "ci");
         assert_eq!(config.limits.max_catalog_scan, 1_000_000);
+        assert_eq!(config.http.max_connections_per_client, 256);
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
         assert!(config.tls.is_some() && config.client_tls.is_some());
     }
 }
