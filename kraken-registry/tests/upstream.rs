@@ -5,25 +5,26 @@
 //! manifest, config and layers over P2P from the origin (which fetches them from
 //! Distribution on a miss).
 
-mod oci_common;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use kraken_backends::testing::DistributionServer;
 use kraken_backends::{BackendConfig, BackendsConfig, RegistryConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_p2p::tracker::TrackerServer;
 use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
+use kraken_testkit::Distribution;
+use kraken_testkit::oci::{MediaTypes, OCI_MEDIA_TYPES, two_layer_image};
+use kraken_testkit::{free_addr, require_package};
 use reqwest::StatusCode;
-use support::{MediaTypes, OCI_MEDIA_TYPES, free_addr, origin_config, two_layer_image};
+use support::origin_config;
 
 const REPO: &str = "upstream/app";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -181,7 +182,7 @@ fn header(response: &reqwest::Response, name: &str) -> String {
 /// digest, then the config and layers by digest — and checks every byte and digest against
 /// what was pushed upstream.
 async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) {
-    let accept = format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}");
+    let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST}");
     let head = client
         .head(format!("{base}/v2/{REPO}/manifests/{tag}"))
         .header("accept", &accept)
@@ -260,8 +261,7 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("distribution")).unwrap();
-    let Some(upstream) = DistributionServer::start(&dir.path().join("distribution")) else {
+    let Some(upstream) = Distribution::start_if_installed() else {
         return;
     };
     kraken_backends::install_crypto_provider();
@@ -270,11 +270,11 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
         .build()
         .unwrap();
     let oci = Image::new(11, [300_000, (1 << 20) + 7], false);
-    oci.push(&http, upstream.url(), "v1").await;
+    oci.push(&http, &upstream.url(), "v1").await;
     let docker = Image::new(21, [4000, 70_000], true);
-    docker.push(&http, upstream.url(), "docker").await;
+    docker.push(&http, &upstream.url(), "docker").await;
 
-    let cluster = Cluster::start(dir.path(), upstream.url()).await;
+    let cluster = Cluster::start(dir.path(), &upstream.url()).await;
     let base = cluster.base();
     // Nothing was pushed to the cluster: the agent, the origin and the build-index start
     // empty, and every byte below comes from Distribution.
@@ -323,10 +323,10 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
     assert_eq!(blob.status(), StatusCode::NOT_FOUND);
 
     // skopeo copies the OCI image out of the agent, digests preserved.
-    if oci_common::skopeo::skopeo_required() {
+    if require_package("skopeo", "skopeo").is_some() {
         let out = dir.path().join("skopeo-out");
         let addr: SocketAddr = cluster.agent.local_addr();
-        oci_common::skopeo::skopeo(&[
+        support::skopeo::skopeo(&[
             "copy",
             "--src-tls-verify=false",
             "--preserve-digests",

@@ -62,6 +62,12 @@ impl ImageSpec {
         }
     }
 
+    /// The same image without busybox: data layers only, nothing to run.
+    pub fn without_busybox(mut self) -> Self {
+        self.busybox = false;
+        self
+    }
+
     /// The same image for another architecture (busybox only goes into amd64 images).
     pub fn for_architecture(mut self, architecture: &str) -> Self {
         architecture.clone_into(&mut self.architecture);
