@@ -10,9 +10,9 @@ use kraken_core::Digest;
 
 use super::containerd::{Containerd, PullVia};
 use super::docker::Dockerd;
-use super::image::{Image, ImageIndex, ImageSpec, OciLayout, check_layout};
 use super::podman::Podman;
-use super::skopeo::Skopeo;
+use kraken_testkit::Skopeo;
+use kraken_testkit::oci::{Image, ImageIndex, ImageSpec, OciLayout, check_layout};
 
 const KIB: usize = 1024;
 
@@ -166,7 +166,7 @@ pub fn containerd_pulls(
 }
 
 fn remove_synchronously(containerd: &Containerd, reference: &str) -> Result<()> {
-    super::process::run(containerd.ctr().args(["images", "rm", "--sync", reference]))?;
+    kraken_testkit::run(containerd.ctr().args(["images", "rm", "--sync", reference]))?;
     Ok(())
 }
 
