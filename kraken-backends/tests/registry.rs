@@ -13,48 +13,11 @@ use kraken_backends::{
     collect_bytes,
 };
 use kraken_core::Digest;
+use kraken_testkit::oci::{MANIFEST_TYPE, push_blob, push_manifest};
 use kraken_testkit::{Distribution, TestServer};
 use support::response;
 
 const REPO: &str = "kraken/test";
-
-/// Pushes a blob the way docker does: POST an upload, PUT its bytes with the digest.
-async fn push_blob(client: &reqwest::Client, registry: &str, content: &[u8]) -> Digest {
-    let digest = Digest::sha256_of(content);
-    let started = client
-        .post(format!("{registry}/v2/{REPO}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202, "start upload");
-    let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let mut url = reqwest::Url::parse(registry)
-        .unwrap()
-        .join(&location)
-        .unwrap();
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
-    let finished = client.put(url).body(content.to_vec()).send().await.unwrap();
-    assert_eq!(finished.status(), 201, "finish upload");
-    digest
-}
-
-async fn push_manifest(client: &reqwest::Client, registry: &str, tag: &str, body: &str) -> Digest {
-    let pushed = client
-        .put(format!("{registry}/v2/{REPO}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        pushed.status(),
-        201,
-        "push manifest: {:?}",
-        pushed.text().await
-    );
-    Digest::sha256_of(body.as_bytes())
-}
 
 async fn read(backend: &dyn Backend, name: &str, range: Option<ByteRange>) -> Vec<u8> {
     let stream = backend.download(REPO, name, range).await.expect("download");
@@ -71,15 +34,33 @@ async fn reads_blobs_and_tags_from_cncf_distribution() {
     let layer: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let layer_digest = push_blob(&client, &registry.url(), &layer).await;
-    let config_digest = push_blob(&client, &registry.url(), config).await;
+    let layer_digest = push_blob(&client, &registry.url(), REPO, &layer).await;
+    let config_digest = push_blob(&client, &registry.url(), REPO, config).await;
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
         layer.len()
     );
-    let manifest_digest = push_manifest(&client, &registry.url(), "v1", &manifest).await;
-    push_manifest(&client, &registry.url(), "v2", &manifest).await;
+    let url = registry.url();
+    push_manifest(
+        &client,
+        &url,
+        REPO,
+        "v1",
+        MANIFEST_TYPE,
+        manifest.as_bytes(),
+    )
+    .await;
+    let manifest_digest = Digest::sha256_of(manifest.as_bytes());
+    push_manifest(
+        &client,
+        &url,
+        REPO,
+        "v2",
+        MANIFEST_TYPE,
+        manifest.as_bytes(),
+    )
+    .await;
 
     let backend = RegistryBackend::new(RegistryConfig::new(registry.url())).unwrap();
     let layer_name = layer_digest.to_string();

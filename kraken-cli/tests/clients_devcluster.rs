@@ -70,15 +70,7 @@ fn skopeo_through_proxy_and_agents() {
     let cluster = Cluster::start();
     let endpoints = cluster.endpoints();
     let skopeo = Skopeo::new();
-    timed("skopeo copy, 3 layers", || {
-        scenarios::skopeo_copy(&endpoints, &skopeo)
-    });
-    timed("multi-arch index", || {
-        scenarios::multi_arch(&endpoints, &skopeo)
-    });
-    timed("tag mutation", || {
-        scenarios::tag_mutation(&endpoints, &skopeo)
-    });
+    scenarios::skopeo_all(&endpoints, &skopeo);
 }
 
 /// containerd pulls from an agent directly and through a hosts.toml mirror entry.

@@ -119,15 +119,7 @@ fn skopeo_copies_indexes_and_mutated_tags() {
     }
     let endpoints = registries.endpoints();
     let skopeo = Skopeo::new();
-    timed("skopeo copy, 3 layers", || {
-        scenarios::skopeo_copy(&endpoints, &skopeo)
-    });
-    timed("multi-arch index", || {
-        scenarios::multi_arch(&endpoints, &skopeo)
-    });
-    timed("tag mutation", || {
-        scenarios::tag_mutation(&endpoints, &skopeo)
-    });
+    scenarios::skopeo_all(&endpoints, &skopeo);
     println!(
         "requests to the push registry:\n{}",
         summary(&registries.origin.requests())

@@ -10,20 +10,8 @@ use kraken_testkit::TestPki;
 
 mod support;
 
-use kraken_testkit::{ProcessGuard, free_addr, wait_for_port};
+use kraken_testkit::{ProcessGuard, free_addr, wait_for_port, write_pseudo_random_file};
 use support::KRAKEN;
-
-fn random_file(path: &Path, len: usize) {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut data = vec![0u8; len];
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(path, data).unwrap();
-}
 
 fn start_tracker() -> (ProcessGuard, String) {
     let addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
@@ -125,7 +113,7 @@ fn fetch_command_with_timeout(
 fn seed_and_fetch_between_processes() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    random_file(&file, 3 << 20 | 777);
+    write_pseudo_random_file(&file, 3 << 20 | 777, 1);
     let (_tracker, url) = start_tracker();
     let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "100MB");
     let expected = std::fs::read(&file).unwrap();
@@ -162,7 +150,7 @@ fn seed_and_fetch_between_processes() {
 fn nodes_listing_several_trackers_in_any_order_meet_and_survive_one_being_down() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    random_file(&file, 1 << 20);
+    write_pseudo_random_file(&file, 1 << 20, 1);
     let (_first, first) = start_tracker();
     let (_second, second) = start_tracker();
     // A tracker that is down: a port nobody listens on any more.
@@ -204,7 +192,7 @@ fn fetch_fails_clearly_for_an_unknown_blob() {
 fn a_killed_fetch_resumes_without_refetching_verified_pieces() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    random_file(&file, 24 << 20);
+    write_pseudo_random_file(&file, 24 << 20, 1);
     let (_tracker, url) = start_tracker();
     // Slow enough that the fetch is surely killed half-way.
     let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "6MB");
@@ -315,7 +303,7 @@ fn seed_and_fetch_through_a_tracker_that_demands_client_certificates() {
     let certified: Vec<&str> = certified.iter().map(String::as_str).collect();
 
     let file = dir.path().join("blob");
-    random_file(&file, 1 << 20);
+    write_pseudo_random_file(&file, 1 << 20, 1);
     let (_seeder, digest) =
         start_seeder_with(&file, &url, &dir.path().join("seeder"), "100MB", &certified);
     assert!(

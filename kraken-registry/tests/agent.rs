@@ -15,14 +15,15 @@ use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig};
-use kraken_testkit::oci::{INDEX_TYPE, artifact_manifest};
+use kraken_testkit::oci::{
+    INDEX_TYPE, MANIFEST_TYPE, OCI_MEDIA_TYPES, TestImage, artifact_manifest, two_layer_image,
+};
 use kraken_testkit::{free_addr, require_package};
 use reqwest::StatusCode;
-use support::oci::Registry;
+use support::oci::{Registry, get_blob_and_check, header};
 use support::origin_config;
 
 const REPO: &str = "library/app";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An origin, a tracker over it, a build-index, and agents on 127.0.0.2, 127.0.0.3, ….
 struct Cluster {
@@ -78,37 +79,29 @@ impl Cluster {
     }
 
     /// Uploads a two-layer image (layers of `sizes`) to `REPO` and points `tag` at it.
-    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> TestImage {
         self.push_image_to(REPO, tag, seed, sizes).await
     }
 
     /// Uploads a two-layer image (layers of `sizes`) to the origin under the namespace
     /// `repo` and points `repo:tag` at it.
-    async fn push_image_to(&self, repo: &str, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
-        let kraken_testkit::oci::TestImage {
-            manifest,
-            digest,
-            config,
-            layers,
-        } = kraken_testkit::oci::two_layer_image(
-            seed,
-            sizes,
-            &kraken_testkit::oci::OCI_MEDIA_TYPES,
-        );
-        for blob in layers.iter().chain([&config, &manifest]) {
+    async fn push_image_to(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: u64,
+        sizes: [usize; 2],
+    ) -> TestImage {
+        let image = two_layer_image(seed, sizes, &OCI_MEDIA_TYPES);
+        for blob in image.layers.iter().chain([&image.config, &image.manifest]) {
             support::upload(&self.origin, repo, blob).await;
         }
         BuildIndexClient::new([self.build_index.local_addr().to_string()])
             .unwrap()
-            .put_tag(&TagName::new(repo, tag).unwrap(), &digest, false)
+            .put_tag(&TagName::new(repo, tag).unwrap(), &image.digest, false)
             .await
             .unwrap();
-        Image {
-            digest,
-            manifest,
-            config,
-            layers,
-        }
+        image
     }
 
     /// A proxy in front of the cluster's origin and build-index, and a registry client of it.
@@ -140,13 +133,6 @@ impl Cluster {
     }
 }
 
-struct Image {
-    manifest: Vec<u8>,
-    digest: Digest,
-    config: Vec<u8>,
-    layers: Vec<Vec<u8>>,
-}
-
 /// A client whose connections leave from `ip`.
 fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
@@ -154,14 +140,6 @@ fn client_from(ip: &str) -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
 }
 
 /// The body as JSON.
@@ -181,7 +159,7 @@ async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
 
 /// Pulls `repo:tag` as containerd does: HEAD the tag, GET the manifest by digest, then the
 /// config and layers; checks every digest and returns the manifest's.
-async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) -> Digest {
+async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &TestImage) -> Digest {
     let head = client
         .head(format!("{base}/v2/{REPO}/manifests/{tag}"))
         .header("accept", MANIFEST_TYPE)
@@ -208,16 +186,7 @@ async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) ->
     }
     let expected: Vec<&Vec<u8>> = [&image.config].into_iter().chain(&image.layers).collect();
     for (blob, data) in blobs.iter().zip(expected) {
-        let response = client
-            .get(format!("{base}/v2/{REPO}/blobs/{blob}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{blob}");
-        assert_eq!(header(&response, "docker-content-digest"), *blob);
-        let bytes = response.bytes().await.unwrap();
-        assert_eq!(Digest::sha256_of(&bytes).to_string(), *blob);
-        assert_eq!(bytes, *data);
+        get_blob_and_check(client, base, REPO, blob, data).await;
     }
     digest
 }
@@ -686,7 +655,7 @@ async fn skopeo_copies_an_image_out_of_an_agent() {
     cluster.shutdown().await;
 }
 
-fn check_layout(out: &Path, image: &Image) {
+fn check_layout(out: &Path, image: &TestImage) {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["digest"], image.digest.to_string());

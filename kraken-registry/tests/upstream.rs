@@ -18,14 +18,16 @@ use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_testkit::Distribution;
-use kraken_testkit::oci::{MediaTypes, OCI_MEDIA_TYPES, two_layer_image};
+use kraken_testkit::oci::{
+    DOCKER_MANIFEST_TYPE, MANIFEST_TYPE, MediaTypes, OCI_MEDIA_TYPES, push_blob, push_manifest,
+    two_layer_image,
+};
 use kraken_testkit::{free_addr, require_package};
 use reqwest::StatusCode;
+use support::oci::{get_blob_and_check, header};
 use support::origin_config;
 
 const REPO: &str = "upstream/app";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -43,7 +45,7 @@ impl Image {
     fn new(seed: u64, sizes: [usize; 2], docker: bool) -> Self {
         let types = if docker {
             MediaTypes {
-                manifest: DOCKER_MANIFEST,
+                manifest: DOCKER_MANIFEST_TYPE,
                 config: DOCKER_CONFIG,
                 layer: DOCKER_LAYER,
             }
@@ -68,46 +70,15 @@ impl Image {
     /// Pushes the blobs and the manifest to `registry` with the plain OCI API, tagged `tag`.
     async fn push(&self, client: &reqwest::Client, registry: &str, tag: &str) {
         for blob in self.blobs() {
-            push_blob(client, registry, blob).await;
+            push_blob(client, registry, REPO, blob).await;
         }
-        let pushed = client
-            .put(format!("{registry}/v2/{REPO}/manifests/{tag}"))
-            .header("content-type", self.media_type)
-            .body(self.manifest.clone())
-            .send()
-            .await
-            .unwrap();
+        let pushed =
+            push_manifest(client, registry, REPO, tag, self.media_type, &self.manifest).await;
         assert_eq!(
-            pushed.status(),
-            201,
-            "push manifest: {:?}",
-            pushed.text().await
-        );
-        assert_eq!(
-            header(&pushed, "docker-content-digest"),
+            pushed["docker-content-digest"].to_str().unwrap_or_default(),
             self.digest.to_string()
         );
     }
-}
-
-/// Pushes a blob the way docker does: POST an upload, PUT its bytes with the digest.
-async fn push_blob(client: &reqwest::Client, registry: &str, content: &[u8]) {
-    let digest = Digest::sha256_of(content);
-    let started = client
-        .post(format!("{registry}/v2/{REPO}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202, "start upload");
-    let location = header(&started, "location");
-    let mut url = reqwest::Url::parse(registry)
-        .unwrap()
-        .join(&location)
-        .unwrap();
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
-    let finished = client.put(url).body(content.to_vec()).send().await.unwrap();
-    assert_eq!(finished.status(), 201, "finish upload");
 }
 
 /// Routes every namespace to Distribution.
@@ -170,19 +141,11 @@ impl Cluster {
     }
 }
 
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 /// Pulls `REPO:tag` from the agent as containerd does — HEAD the manifest by tag, GET it by
 /// digest, then the config and layers by digest — and checks every byte and digest against
 /// what was pushed upstream.
 async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) {
-    let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST}");
+    let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST_TYPE}");
     let head = client
         .head(format!("{base}/v2/{REPO}/manifests/{tag}"))
         .header("accept", &accept)
@@ -241,16 +204,7 @@ async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) {
             .unwrap();
         assert_eq!(head.status(), StatusCode::OK, "HEAD {digest}");
         assert_eq!(header(&head, "content-length"), data.len().to_string());
-        let response = client
-            .get(format!("{base}/v2/{REPO}/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {digest}");
-        assert_eq!(header(&response, "docker-content-digest"), *digest);
-        let bytes = response.bytes().await.unwrap();
-        assert_eq!(Digest::sha256_of(&bytes).to_string(), *digest);
-        assert_eq!(bytes, *data, "{digest}");
+        get_blob_and_check(client, base, REPO, digest, data).await;
     }
 }
 

@@ -38,7 +38,7 @@ pub use crate::process::{
 };
 pub use crate::program::{require_package, require_packages, require_program, scratch_dir};
 pub use crate::proxy::ForwardingProxy;
-pub use crate::random::pseudo_random_bytes;
+pub use crate::random::{pseudo_random_bytes, write_pseudo_random_file};
 pub use crate::server::TestServer;
 pub use crate::servers::{Distribution, MotoServer, Nginx, Request, summary};
 pub use crate::skopeo::Skopeo;

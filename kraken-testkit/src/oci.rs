@@ -490,3 +490,65 @@ pub fn two_layer_image(seed: u64, sizes: [usize; 2], types: &MediaTypes) -> Test
         layers,
     }
 }
+
+/// Pushes a blob to `repo` of the registry at `registry` (`http://host:port`) the way docker
+/// does: `POST` an upload, `PUT` its bytes with the digest. Asserts each step's status.
+pub async fn push_blob(
+    client: &reqwest::Client,
+    registry: &str,
+    repo: &str,
+    content: &[u8],
+) -> Digest {
+    let digest = Digest::sha256_of(content);
+    let started = client
+        .post(format!("{registry}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status(), 202, "start upload");
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("an ASCII location")
+        .to_owned();
+    let mut url = reqwest::Url::parse(registry)
+        .expect("a registry URL")
+        .join(&location)
+        .expect("a location relative to the registry");
+    url.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    let finished = client
+        .put(url)
+        .body(content.to_vec())
+        .send()
+        .await
+        .expect("finish upload");
+    assert_eq!(finished.status(), 201, "finish upload");
+    digest
+}
+
+/// Pushes `manifest` (of `media_type`) to `repo` of the registry at `registry` as `reference`
+/// and asserts `201 Created`; returns the answer's headers (`docker-content-digest`, …).
+pub async fn push_manifest(
+    client: &reqwest::Client,
+    registry: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    manifest: &[u8],
+) -> reqwest::header::HeaderMap {
+    let pushed = client
+        .put(format!("{registry}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", media_type)
+        .body(manifest.to_vec())
+        .send()
+        .await
+        .expect("push manifest");
+    let headers = pushed.headers().clone();
+    assert_eq!(
+        pushed.status(),
+        201,
+        "push manifest: {:?}",
+        pushed.text().await
+    );
+    headers
+}

@@ -392,3 +392,11 @@ pub fn timed<T>(name: &str, scenario: impl FnOnce() -> Result<T>) -> T {
     println!("{name}: {:.2?}", started.elapsed());
     result.unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
+
+/// The skopeo scenarios, each [`timed`]: a 3-layer image, a multi-platform index, and a tag
+/// pushed again.
+pub fn skopeo_all(endpoints: &Endpoints, skopeo: &Skopeo) {
+    timed("skopeo copy, 3 layers", || skopeo_copy(endpoints, skopeo));
+    timed("multi-arch index", || multi_arch(endpoints, skopeo));
+    timed("tag mutation", || tag_mutation(endpoints, skopeo));
+}

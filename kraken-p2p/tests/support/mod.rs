@@ -60,7 +60,7 @@ pub async fn node_sending_files(
 /// A file of `len` pseudo-random bytes.
 pub fn random_file(dir: &Path, len: usize, seed: u64) -> std::path::PathBuf {
     let path = dir.join(format!("blob-{seed}"));
-    std::fs::write(&path, kraken_testkit::pseudo_random_bytes(len, seed)).unwrap();
+    kraken_testkit::write_pseudo_random_file(&path, len, seed);
     path
 }
 

@@ -167,6 +167,27 @@ pub fn header(response: &Response, name: &str) -> String {
         .to_owned()
 }
 
+/// GETs blob `digest` of `repo` from the registry at `base` and checks the answer: `200`,
+/// the `docker-content-digest` header, and content that hashes to `digest` and is `data`.
+pub async fn get_blob_and_check(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    digest: &str,
+    data: &[u8],
+) {
+    let response = client
+        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {digest}");
+    assert_eq!(header(&response, "docker-content-digest"), *digest);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(Digest::sha256_of(&bytes).to_string(), *digest);
+    assert_eq!(bytes, *data, "{digest}");
+}
+
 /// Pushes a config and two layers and returns an image manifest over them.
 pub async fn push_image(registry: &Registry, repo: &str, seed: &str) -> Vec<u8> {
     let config = format!("{{\"seed\":\"{seed}\"}}");
