@@ -21,7 +21,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         agent.local_addr(),
         agent.peer_addr()
     );
-    crate::p2p::wait_for_signal().await?;
+    crate::process::wait_for_signal().await?;
     agent.shutdown().await;
     Ok(())
 }

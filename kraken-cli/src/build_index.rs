@@ -23,7 +23,7 @@ pub(crate) async fn run(args: BuildIndexArgs) -> anyhow::Result<()> {
         build_index.name(),
         build_index.local_addr()
     );
-    crate::p2p::wait_for_signal().await?;
+    crate::process::wait_for_signal().await?;
     build_index.shutdown().await;
     Ok(())
 }

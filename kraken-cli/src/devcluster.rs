@@ -43,7 +43,7 @@ pub(crate) async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         });
         println!("{addrs}");
     }
-    crate::p2p::wait_for_signal().await?;
+    crate::process::wait_for_signal().await?;
     eprintln!("stopping");
     cluster.shutdown().await;
     Ok(())

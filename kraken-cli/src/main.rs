@@ -2,14 +2,13 @@
 
 mod agent;
 mod bench;
-mod bench_origin;
-mod bench_registry;
 mod build_index;
 mod config;
 mod devcluster;
 mod metainfo;
 mod origin;
 mod p2p;
+mod process;
 mod proxy;
 mod rate;
 mod sim;
@@ -69,18 +68,18 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Metainfo(args) => metainfo::run(args),
-        Command::Tracker(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
-        Command::Origin(args) => p2p::runtime().and_then(|rt| rt.block_on(origin::run(args))),
+        Command::Tracker(args) => process::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
+        Command::Origin(args) => process::runtime().and_then(|rt| rt.block_on(origin::run(args))),
         Command::BuildIndex(args) => {
-            p2p::runtime().and_then(|rt| rt.block_on(build_index::run(args)))
+            process::runtime().and_then(|rt| rt.block_on(build_index::run(args)))
         }
-        Command::Proxy(args) => p2p::runtime().and_then(|rt| rt.block_on(proxy::run(args))),
-        Command::Agent(args) => p2p::runtime().and_then(|rt| rt.block_on(agent::run(args))),
+        Command::Proxy(args) => process::runtime().and_then(|rt| rt.block_on(proxy::run(args))),
+        Command::Agent(args) => process::runtime().and_then(|rt| rt.block_on(agent::run(args))),
         Command::Devcluster(args) => {
-            p2p::runtime().and_then(|rt| rt.block_on(devcluster::run(args)))
+            process::runtime().and_then(|rt| rt.block_on(devcluster::run(args)))
         }
-        Command::Seed(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
-        Command::Fetch(args) => p2p::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
+        Command::Seed(args) => process::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
+        Command::Fetch(args) => process::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),
     };

@@ -24,7 +24,7 @@ pub(crate) async fn run(args: OriginArgs) -> anyhow::Result<()> {
     if let Some(peer) = origin.peer_addr() {
         eprintln!("origin seeding from {peer}");
     }
-    crate::p2p::wait_for_signal().await?;
+    crate::process::wait_for_signal().await?;
     origin.shutdown().await;
     Ok(())
 }

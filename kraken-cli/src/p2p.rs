@@ -17,6 +17,7 @@ use kraken_p2p::tracker::{
 use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
 
+use crate::process::{peak_rss_bytes, wait_for_signal};
 use crate::rate::Rate;
 
 /// `kraken tracker --config FILE`:
@@ -72,7 +73,7 @@ pub(crate) struct TrackerArgs {
     #[arg(long, default_value = "127.0.0.1:15003")]
     listen: SocketAddr,
     /// Interval announcers are told to keep (e.g. `3s`, `500ms`).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     announce_interval: Duration,
     /// A TOML config file (listen address, announce interval, the origins to ask for
     /// metainfo; see docs/origin.md). Replaces the flags above.
@@ -98,7 +99,7 @@ pub(crate) struct PeerArgs {
     #[arg(long)]
     store: Option<PathBuf>,
     /// Announce interval until the tracker says otherwise (e.g. `3s`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     announce_interval: Option<Duration>,
     /// Most connections per blob (default: the scheduler's, 10).
     #[arg(long)]
@@ -150,7 +151,7 @@ pub(crate) struct FetchArgs {
     #[arg(long)]
     seed_after: bool,
     /// How long to wait for someone to publish the blob's metainfo (e.g. `60s`).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     metainfo_timeout: Duration,
     #[command(flatten)]
     peer: PeerArgs,
@@ -169,32 +170,6 @@ struct FetchReport {
     received_total: u64,
     /// The process's peak resident memory (Linux `VmHWM`), if known.
     peak_rss_bytes: Option<u64>,
-}
-
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        // Piece I/O and hashing are CPU-bound: more threads than this only add per-thread
-        // allocator caches (resident memory) without adding throughput.
-        .max_blocking_threads(8)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-/// A duration on the command line: a number with `ms`, `s` (the default), `m` or `h`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
@@ -425,35 +400,34 @@ mod copy_out_tests {
     }
 }
 
-/// Peak resident set size of this process, from `/proc/self/status`.
-pub(crate) fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+mod duration_tests {
+    use clap::Parser as _;
+
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tracker: TrackerArgs,
+    }
+
+    /// Durations on the command line use the grammar of the config files (humantime), so
+    /// `--announce-interval` reads as `announce_interval` does in a tracker's TOML.
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("3d").is_err());
-        assert!(parse_duration("x").is_err());
+    fn command_line_durations_use_the_config_files_grammar() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["kraken", "--announce-interval", value])
+                .map(|cli| cli.tracker.announce_interval)
+        };
+        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse("1.5h").unwrap(), Duration::from_secs(5400));
+        // A bare number has no unit in either grammar.
+        assert!(parse("7").is_err());
+        assert!(parse("x").is_err());
+        let file: TrackerFileConfig = toml::from_str("announce_interval = \"1m 30s\"").unwrap();
+        assert_eq!(file.announce_interval, Duration::from_secs(90));
     }
 }

@@ -25,7 +25,7 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .await
         .context("starting the proxy")?;
     eprintln!("proxy listening on {scheme}://{}", proxy.local_addr());
-    crate::p2p::wait_for_signal().await?;
+    crate::process::wait_for_signal().await?;
     proxy.shutdown().await;
     Ok(())
 }

@@ -30,6 +30,7 @@
 
 pub mod agent;
 pub mod build_index;
+mod cleanup;
 pub mod devcluster;
 mod durable;
 mod error;

@@ -10,7 +10,6 @@ use kraken_core::ByteSize;
 use kraken_p2p::sim::{HandoutPolicy, Percentiles, Report, Scenario, Sharing};
 use serde::Serialize;
 
-use crate::p2p::parse_duration;
 use crate::rate::Rate;
 
 #[derive(Debug, clap::Args)]
@@ -34,22 +33,22 @@ pub(crate) struct SimArgs {
     #[arg(long, default_value_t = 0.0)]
     heterogeneity: f64,
     /// One-way latency of every message.
-    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
     latency: Duration,
     /// Piece length; default: the standard table's choice for each blob size.
     #[arg(long)]
     piece_length: Option<ByteSize>,
     /// Spread host arrivals uniformly over this period (0: all at once).
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     arrivals: Duration,
     /// Fraction of hosts that leave mid-way.
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
     /// When the churning hosts leave (default: at T*/2).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     churn_at: Option<Duration>,
     /// One origin fails at this time.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     origin_failure_at: Option<Duration>,
     /// How a link is shared among its flows: `equal-split` (simple, pessimistic) or
     /// `water-fill` (max-min-like, as TCP converges to; about four times slower).
@@ -65,7 +64,7 @@ pub(crate) struct SimArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Stop after this much virtual time.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     time_limit: Duration,
     /// Print the report as JSON.
     #[arg(long)]
@@ -91,7 +90,7 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
     let output = Output {
         report: &report,
         wall_seconds: started.elapsed().as_secs_f64(),
-        peak_rss_bytes: crate::p2p::peak_rss_bytes(),
+        peak_rss_bytes: crate::process::peak_rss_bytes(),
     };
     if let Some(path) = &args.plot {
         std::fs::write(path, plot::completion_cdf(&report))

@@ -10,6 +10,7 @@ use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
+pub use crate::cleanup::CleanupConfig;
 use crate::error::{Error, Result};
 
 /// Settings of an [`Agent`](super::Agent).
@@ -119,6 +120,11 @@ impl AgentConfig {
                 "build_index: at least one build-index is needed".into(),
             ));
         }
+        if self.cleanup.upload_ttl.is_some() {
+            return Err(Error::Config(
+                "cleanup.upload_ttl: an agent takes no uploads".into(),
+            ));
+        }
         if self.limits.preload_concurrency == 0 {
             return Err(Error::Config(
                 "limits.preload_concurrency must be at least 1".into(),
@@ -160,42 +166,15 @@ impl Default for P2pConfig {
     }
 }
 
-/// Removing blobs from the local cache.
-#[non_exhaustive]
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CleanupConfig {
-    /// How often a cleanup pass runs. Default: 5m.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Blobs not read for this long are removed; `None` keeps them. Default: 6h.
-    #[serde(with = "humantime_serde")]
-    pub idle_ttl: Option<Duration>,
-    /// Above this many bytes, least recently used blobs are removed. Default: none.
-    pub high_watermark: Option<ByteSize>,
-    /// Watermark cleanup stops at this many bytes. Default: 90% of `high_watermark`.
-    pub low_watermark: Option<ByteSize>,
-}
-
-impl Default for CleanupConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(300),
-            idle_ttl: Some(Duration::from_secs(6 * 3600)),
-            high_watermark: None,
-            low_watermark: None,
-        }
-    }
-}
-
 /// Bounds on what one request may ask or cause.
 #[non_exhaustive]
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest manifest served or walked; a larger one fails (`500`). At most 4MiB, the
-    /// parser's own bound. Default: 4MiB.
-    pub max_manifest: ByteSize,
+    /// parser's own bound. Alias: `max_manifest` (until the next release). Default: 4MiB.
+    #[serde(alias = "max_manifest")]
+    pub max_manifest_size: ByteSize,
     /// Most manifests one preload reads (an index, its children). Default: 256.
     pub preload_max_manifests: usize,
     /// Blobs one preload downloads at once. Default: 4.
@@ -208,7 +187,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_manifest: ByteSize(crate::oci::manifest::MAX_MANIFEST_SIZE as u64),
+            max_manifest_size: ByteSize(crate::oci::manifest::MAX_MANIFEST_SIZE as u64),
             preload_max_manifests: 256,
             preload_concurrency: 4,
             probe_timeout: Duration::from_secs(3),
@@ -270,5 +249,12 @@ mod tests {
         let mut none = minimal.clone();
         none.trackers.clear();
         assert!(none.validate().is_err());
+        // One `[cleanup]` table for the origin and the agent; the agent takes no uploads.
+        let mut uploads = minimal.clone();
+        uploads.cleanup.upload_ttl = Some(Duration::from_secs(60));
+        assert!(uploads.validate().is_err());
+        let old: AgentConfig =
+            toml::from_str(&format!("{example}\n[limits]\nmax_manifest = \"1MiB\"\n")).unwrap();
+        assert_eq!(old.limits.max_manifest_size, ByteSize(1 << 20));
     }
 }

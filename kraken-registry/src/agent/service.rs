@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kraken_core::{BlobStore, StoreConfig};
+use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::{Tracker, TrackerPool};
 use tokio::net::TcpListener;
@@ -17,10 +17,10 @@ use super::config::AgentConfig;
 use super::state::AgentState;
 use super::storage::AgentStorage;
 use crate::build_index::BuildIndexClient;
+use crate::cleanup::eviction_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
 use crate::oci::{OciConfig, OciHandler};
-use crate::origin::eviction_loop;
 
 /// Builds an [`Agent`].
 #[derive(Debug)]
@@ -57,10 +57,7 @@ impl AgentBuilder {
             )?),
         };
         let store = {
-            let mut store_config = StoreConfig::default();
-            store_config.idle_ttl = config.cleanup.idle_ttl;
-            store_config.high_watermark = config.cleanup.high_watermark;
-            store_config.low_watermark = config.cleanup.low_watermark;
+            let store_config = config.cleanup.store_config();
             let root = config.data_dir.join("blobs");
             tokio::task::spawn_blocking(move || BlobStore::open_with_config(root, store_config))
                 .await
@@ -87,7 +84,7 @@ impl AgentBuilder {
             BuildIndexClient::with_tls(config.build_index.clone(), client_tls.as_ref())?;
         let storage = Arc::new(
             AgentStorage::new(node.clone(), tracker, build_index)
-                .with_max_manifest(config.limits.max_manifest.bytes())
+                .with_max_manifest(config.limits.max_manifest_size.bytes())
                 .with_metainfo_timeout(config.p2p.metainfo_timeout),
         );
         // Pushes are refused before an upload starts; the directory stays empty.

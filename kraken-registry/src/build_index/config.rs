@@ -9,8 +9,9 @@ use kraken_core::ByteSize;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
-use crate::origin::{ClusterConfig, WriteBackConfig};
+use crate::origin::ClusterConfig;
 
 /// Settings of a [`BuildIndex`](super::BuildIndex).
 ///
@@ -159,13 +160,17 @@ impl RemoteConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest manifest read in a dependency check (the distribution spec suggests
-    /// registries accept at least 4MiB). Default: 4MiB.
-    pub max_manifest: ByteSize,
+    /// registries accept at least 4MiB). Alias: `max_manifest` (until the next release).
+    /// Default: 4MiB.
+    #[serde(alias = "max_manifest")]
+    pub max_manifest_size: ByteSize,
     /// Most manifests one dependency check reads (an index, its children, theirs).
     /// Default: 256.
     pub max_manifests: usize,
-    /// Largest blob copied to a remote cluster. Default: 64GiB.
-    pub max_blob: ByteSize,
+    /// Largest blob copied to a remote cluster. Alias: `max_blob` (until the next release).
+    /// Default: 64GiB.
+    #[serde(alias = "max_blob")]
+    pub max_blob_size: ByteSize,
     /// Most names in one page of a listing; a larger `limit` is cut to this. Default: 1000.
     pub max_page: usize,
     /// Time allowed to each neighbour for one request (a read's version check, a write's
@@ -177,9 +182,9 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_manifest: ByteSize(4 << 20),
+            max_manifest_size: ByteSize(4 << 20),
             max_manifests: 256,
-            max_blob: ByteSize(64 << 30),
+            max_blob_size: ByteSize(64 << 30),
             max_page: 1000,
             neighbour_timeout: Duration::from_secs(2),
         }
@@ -217,7 +222,7 @@ mod tests {
             matches!(config.origins.members, MembersConfig::Dns(ref n) if n == "origins.cluster-a:15002")
         );
         assert_eq!(config.remotes[0].repositories, ["library/.*"]);
-        assert_eq!(config.limits.max_manifest, ByteSize(4 << 20));
+        assert_eq!(config.limits.max_manifest_size, ByteSize(4 << 20));
         assert_eq!(config.replication.max_backoff, Duration::from_secs(300));
         assert_eq!(config.write_back.max_backoff, Duration::from_secs(60));
         assert!(toml::from_str::<BuildIndexConfig>(&format!("neighbors = []\n{example}")).is_err());

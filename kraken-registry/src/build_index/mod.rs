@@ -41,7 +41,6 @@
 mod api;
 mod client;
 mod config;
-pub(crate) mod deps;
 mod replicate;
 mod service;
 mod state;

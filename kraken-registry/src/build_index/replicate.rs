@@ -62,7 +62,7 @@ async fn replicate(state: &BuildIndexState, task: &ReplicationTask) -> Result<Ou
         .dependencies(
             namespace,
             &task.digest,
-            limits.max_manifest.bytes(),
+            limits.max_manifest_size.bytes(),
             limits.max_manifests,
         )
         .await?;
@@ -117,7 +117,7 @@ async fn push_blob(
                 namespace,
                 digest,
                 &path,
-                state.config.limits.max_blob.bytes(),
+                state.config.limits.max_blob_size.bytes(),
             )
             .await?;
         client

@@ -92,7 +92,7 @@ impl BuildIndexState {
             .dependencies(
                 tag.repository(),
                 digest,
-                limits.max_manifest.bytes(),
+                limits.max_manifest_size.bytes(),
                 limits.max_manifests,
             )
             .await?;

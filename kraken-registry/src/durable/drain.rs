@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::WriteBackConfig;
 use super::journal::{Journal, Task};
 use crate::error::{Result, error_chain};
-use crate::origin::WriteBackConfig;
 
 /// Longest sleep between looks at the journal when nothing wakes the loop.
 const IDLE_POLL: Duration = Duration::from_secs(30);

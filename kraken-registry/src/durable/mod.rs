@@ -4,8 +4,11 @@
 //! The origin's write-back queue, the build-index's tag store, its tag write-back queue and
 //! its replication queue are all journals; the three queues are drained by [`drain`].
 
+mod config;
 mod drain;
 mod journal;
+
+pub use self::config::WriteBackConfig;
 
 pub(crate) use self::drain::{Outcome, drain};
 pub(crate) use self::journal::{Entry, Journal, Task, unix_ms};

@@ -264,17 +264,17 @@ async fn patch_upload(
         );
     };
     let limits = &state.config.limits;
-    if end > limits.max_blob.bytes() {
+    if end > limits.max_blob_size.bytes() {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "blob larger than limits.max_blob",
+            "blob larger than limits.max_blob_size",
         );
     }
     let length = end - start;
-    if length > limits.max_chunk.bytes() {
+    if length > limits.max_chunk_size.bytes() {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "chunk larger than limits.max_chunk",
+            "chunk larger than limits.max_chunk_size",
         );
     }
     let data = match Limited::new(body, length as usize).collect().await {

@@ -4,18 +4,18 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kraken_core::{Digest, EvictionReport};
+use kraken_core::Digest;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use super::state::OriginState;
+use crate::cleanup::eviction_loop;
 use crate::error::error_chain;
 
 pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
     let this = Arc::clone(&state);
     let evict = move || {
         let now = SystemTime::now();
-        this.uploads.sweep(now, this.config.cleanup.upload_ttl);
+        this.uploads.sweep(now, this.config.upload_ttl());
         this.store.evict(now)
     };
     let evicted = |digest: &Digest| {
@@ -32,47 +32,6 @@ pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
         evicted,
     )
     .await;
-}
-
-/// Every `interval` until `shutdown`: runs `evict` (a store's eviction pass) on the blocking
-/// pool, calls `evicted` for each blob it removed, and logs what was freed. The origin's and
-/// the agent's cleanup.
-pub(crate) async fn eviction_loop<E, F>(
-    interval: Duration,
-    shutdown: CancellationToken,
-    evict: E,
-    evicted: F,
-) where
-    E: Fn() -> kraken_core::Result<EvictionReport> + Clone + Send + 'static,
-    F: Fn(&Digest),
-{
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let report = match tokio::task::spawn_blocking(evict.clone()).await {
-            Ok(Ok(report)) => report,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %error_chain(&e), "cleanup pass failed");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        for digest in report.idle.iter().chain(&report.watermark) {
-            evicted(digest);
-        }
-        if report.freed_bytes > 0 {
-            tracing::info!(
-                idle = report.idle.len(),
-                watermark = report.watermark.len(),
-                freed_bytes = report.freed_bytes,
-                "cleanup evicted blobs"
-            );
-        }
-    }
 }
 
 /// What `POST /forcecleanup` did.

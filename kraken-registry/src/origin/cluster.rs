@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{ClusterConfig, CommitKind, MembersConfig, Membership, OriginClient};
-use crate::build_index::deps::manifest_dependencies;
 use crate::error::{Error, Result, error_chain};
+use crate::oci::manifest::manifest_dependencies;
 
 /// Blobs checked at once in a dependency check.
 const STAT_CONCURRENCY: usize = 8;

@@ -9,6 +9,8 @@ use kraken_core::ByteSize;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::cleanup::CleanupConfig;
+use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
 
 /// Settings of an [`Origin`](super::Origin).
@@ -95,6 +97,25 @@ impl OriginConfig {
             .clone()
             .unwrap_or_else(|| self.listen.to_string())
     }
+
+    /// How long an upload may sit untouched before it is deleted: `limits.upload_ttl`, or
+    /// the deprecated `cleanup.upload_ttl` where a config still sets it there.
+    pub fn upload_ttl(&self) -> Duration {
+        self.cleanup.upload_ttl.unwrap_or(self.limits.upload_ttl)
+    }
+
+    /// Checks the values that have no sensible meaning.
+    pub fn validate(&self) -> Result<()> {
+        self.cluster.validate()?;
+        if self.cleanup.upload_ttl.is_some()
+            && self.limits.upload_ttl != LimitsConfig::default().upload_ttl
+        {
+            return Err(Error::Config(
+                "cleanup.upload_ttl is the deprecated name of limits.upload_ttl: set only limits.upload_ttl".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Who the members of a ring are: a fixed list, or a DNS name re-resolved periodically.
@@ -179,80 +200,30 @@ impl ClusterConfig {
     }
 }
 
-/// Writing blobs back to the backend.
+/// Bounds on what one request may ask or cause.
 #[non_exhaustive]
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct WriteBackConfig {
-    /// Delay before the first retry of a failed write-back; it doubles with every failure.
-    /// Default: 1s.
-    #[serde(with = "humantime_serde")]
-    pub initial_backoff: Duration,
-    /// Longest delay between retries. Default: 1m.
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-    /// Write-backs run at once. Default: 4.
-    pub concurrency: usize,
-}
-
-impl Default for WriteBackConfig {
-    fn default() -> Self {
-        Self {
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            concurrency: 4,
-        }
-    }
-}
-
-/// Removing blobs from the local disk. Blobs waiting for write-back are never removed.
-#[non_exhaustive]
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CleanupConfig {
-    /// How often a cleanup pass runs. Default: 5m.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Blobs not read for this long are removed; `None` keeps them. Default: 6h.
-    #[serde(with = "humantime_serde")]
-    pub idle_ttl: Option<Duration>,
-    /// Above this many bytes, least recently used blobs are removed. Default: none.
-    pub high_watermark: Option<ByteSize>,
-    /// Watermark cleanup stops at this many bytes. Default: 90% of `high_watermark`.
-    pub low_watermark: Option<ByteSize>,
+pub struct LimitsConfig {
+    /// Largest body of one upload `PATCH`; larger chunks get `413`. Alias: `max_chunk` (until
+    /// the next release). Default: 64MiB.
+    #[serde(alias = "max_chunk")]
+    pub max_chunk_size: ByteSize,
+    /// Largest blob accepted by an upload or fetched from a backend. Alias: `max_blob` (until
+    /// the next release). Default: 64GiB.
+    #[serde(alias = "max_blob")]
+    pub max_blob_size: ByteSize,
     /// Uploads neither committed nor touched for this long are deleted. Default: 1h.
     #[serde(with = "humantime_serde")]
     pub upload_ttl: Duration,
 }
 
-impl Default for CleanupConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(300),
-            idle_ttl: Some(Duration::from_secs(6 * 3600)),
-            high_watermark: None,
-            low_watermark: None,
-            upload_ttl: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// Bounds on what one request may ask.
-#[non_exhaustive]
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Largest body of one upload `PATCH`; larger chunks get `413`. Default: 64MiB.
-    pub max_chunk: ByteSize,
-    /// Largest blob accepted by an upload or fetched from a backend. Default: 64GiB.
-    pub max_blob: ByteSize,
-}
-
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_chunk: ByteSize(64 << 20),
-            max_blob: ByteSize(64 << 30),
+            max_chunk_size: ByteSize(64 << 20),
+            max_blob_size: ByteSize(64 << 30),
+            upload_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -304,5 +275,39 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    /// The limits' keys follow one scheme across roles (`max_*_size` for bytes); the
+    /// names they replaced, and `cleanup.upload_ttl`, still load until the next release.
+    #[test]
+    fn renamed_keys_load_under_their_old_names() {
+        let old: OriginConfig = toml::from_str(
+            r#"
+            listen = "10.0.0.1:15002"
+            data_dir = "d"
+            [cleanup]
+            upload_ttl = "5m"
+            [limits]
+            max_chunk = "1MiB"
+            max_blob = "2GiB"
+            "#,
+        )
+        .unwrap();
+        old.validate().unwrap();
+        assert_eq!(old.limits.max_chunk_size, ByteSize(1 << 20));
+        assert_eq!(old.limits.max_blob_size, ByteSize(2 << 30));
+        assert_eq!(old.upload_ttl(), Duration::from_secs(300));
+
+        let new: OriginConfig = toml::from_str(
+            "listen = \"10.0.0.1:15002\"\ndata_dir = \"d\"\n[limits]\nupload_ttl = \"2m\"\n",
+        )
+        .unwrap();
+        new.validate().unwrap();
+        assert_eq!(new.upload_ttl(), Duration::from_secs(120));
+        assert_eq!(new.limits.max_blob_size, ByteSize(64 << 30));
+
+        let mut both = new;
+        both.cleanup.upload_ttl = Some(Duration::from_secs(60));
+        assert!(both.validate().is_err(), "both names set");
     }
 }

@@ -188,7 +188,7 @@ impl Fetcher {
         let size = self.backend.stat(namespace, &name).await?.size;
         if size > self.max_blob {
             return Err(Error::Config(format!(
-                "blob {digest} has {size} bytes, more than limits.max_blob"
+                "blob {digest} has {size} bytes, more than limits.max_blob_size"
             )));
         }
         let stream = self.backend.download(namespace, &name, None).await?;

@@ -64,12 +64,11 @@ mod state;
 mod uploads;
 mod writeback;
 
-pub(crate) use self::cleanup::eviction_loop;
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
 pub(crate) use self::cluster::OriginCluster;
-pub use self::config::{
-    CleanupConfig, ClusterConfig, LimitsConfig, MembersConfig, OriginConfig, WriteBackConfig,
-};
+pub use self::config::{ClusterConfig, LimitsConfig, MembersConfig, OriginConfig};
 pub use self::membership::{Membership, RingView};
 pub use self::metainfo_source::OriginMetaInfoSource;
 pub use self::service::{Origin, OriginBuilder};
+pub use crate::cleanup::CleanupConfig;
+pub use crate::durable::WriteBackConfig;

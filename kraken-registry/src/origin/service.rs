@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kraken_backends::{Backend, Router};
-use kraken_core::{BlobStore, StoreConfig};
+use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::TrackerClient;
 use tokio::net::TcpListener;
@@ -47,12 +47,9 @@ impl OriginBuilder {
     /// serving.
     pub async fn spawn(self) -> Result<Origin> {
         let config = self.config;
-        config.cluster.validate()?;
+        config.validate()?;
         let data = &config.data_dir;
-        let mut store_config = StoreConfig::default();
-        store_config.idle_ttl = config.cleanup.idle_ttl;
-        store_config.high_watermark = config.cleanup.high_watermark;
-        store_config.low_watermark = config.cleanup.low_watermark;
+        let store_config = config.cleanup.store_config();
         let (store, queue, namespaces, uploads) = {
             let data = data.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
@@ -116,7 +113,7 @@ impl OriginBuilder {
             store.clone(),
             Arc::clone(&backend),
             kraken_core::PieceLengthPolicy::default(),
-            config.limits.max_blob.bytes(),
+            config.limits.max_blob_size.bytes(),
             tasks.clone(),
             shutdown.clone(),
         ));

@@ -1,9 +1,10 @@
-//! What a manifest refers to, for the dependency check: the shared OCI manifest parser
-//! ([`crate::oci::manifest`]) reduced to the digests that must exist.
+//! What a manifest refers to: the parsed [`Manifest`] reduced to the digests that must exist.
+//! The origin cluster walks these for the build-index's dependency checks and replication.
 
 use kraken_core::Digest;
 
-use crate::oci::manifest::Manifest;
+use super::Manifest;
+
 /// The blobs a manifest refers to.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 pub(crate) struct Dependencies {

@@ -2,17 +2,16 @@
 //! (`docker-registry`) serving the same blob from its filesystem, both read by `curl` on
 //! loopback in the same invocation.
 
-use std::io::Read as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
-use kraken_core::{ByteSize, Digest, Hasher};
+use kraken_core::ByteSize;
 use kraken_registry::origin::{CommitKind, MembersConfig, OriginClient, OriginConfig};
 use serde::Serialize;
 
-use crate::bench::{
-    Process, free_port, kraken_command, settle_disk, wait_for_port, which, write_random_file,
+use super::process::{
+    Process, curl_seconds, digest_of, free_port, kraken_command, settle_disk, start_distribution,
+    wait_for_port, which, write_random_file,
 };
 
 #[derive(Debug, clap::Args)]
@@ -83,7 +82,7 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
             .spawn()?,
     );
     wait_for_port(&origin_addr)?;
-    crate::p2p::runtime()?.block_on(async {
+    crate::process::runtime()?.block_on(async {
         OriginClient::new()?
             .upload_file(&origin_addr, REPO, &digest, &file, CommitKind::Primary)
             .await
@@ -128,74 +127,4 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Starts CNCF Distribution on a free loopback port with filesystem storage under `root`
-/// (its config written into `dir`); returns it and its `host:port` once it listens.
-pub(crate) fn start_distribution(
-    binary: &Path,
-    root: &Path,
-    dir: &Path,
-) -> anyhow::Result<(Process, String)> {
-    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nhealth:\n  storagedriver:\n    enabled: false\n",
-            root.display()
-        ),
-    )?;
-    let process = Process(
-        Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry")?,
-    );
-    wait_for_port(&addr)?;
-    Ok((process, addr))
-}
-
-/// Seconds `curl` takes to `GET` `url` into /dev/null, checking the byte count.
-pub(crate) fn curl_seconds(url: &str, expected: u64) -> anyhow::Result<f64> {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download} %{time_total}",
-        ])
-        .arg(url)
-        .output()
-        .context("running curl")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout)?;
-    let (size, seconds) = text.trim().split_once(' ').context("curl output")?;
-    anyhow::ensure!(
-        size.parse::<u64>()? == expected,
-        "curl {url}: got {size} bytes"
-    );
-    Ok(seconds.parse()?)
-}
-
-pub(crate) fn digest_of(path: &Path) -> anyhow::Result<Digest> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize());
-        }
-        hasher.update(&buf[..n]);
-    }
 }

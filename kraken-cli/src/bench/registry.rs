@@ -16,8 +16,9 @@ use anyhow::{Context as _, bail, ensure};
 use kraken_core::{ByteSize, Digest};
 use serde::Serialize;
 
-use crate::bench::{Process, kraken_command, settle_disk, which};
-use crate::bench_origin::{curl_seconds, digest_of, start_distribution};
+use super::process::{
+    Process, curl_seconds, digest_of, kraken_command, settle_disk, start_distribution, which,
+};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RegistryBenchArgs {
@@ -219,7 +220,7 @@ fn blob_url(host: &str, digest: &Digest) -> String {
 /// A random layer of `size` bytes, a config naming it, and an OCI manifest of both.
 fn write_image(dir: &Path, size: u64) -> anyhow::Result<Image> {
     let layer = dir.join("layer");
-    crate::bench::write_random_file(&layer, size, 0)?;
+    super::process::write_random_file(&layer, size, 0)?;
     let layer_digest = digest_of(&layer)?;
     let config = dir.join("config.json");
     let config_bytes = format!(

@@ -34,6 +34,10 @@ use std::fmt;
 use kraken_core::Digest;
 use serde::{Deserialize, Serialize};
 
+mod dependencies;
+
+pub(crate) use self::dependencies::manifest_dependencies;
+
 /// Largest manifest accepted, in bytes (4 MiB, CNCF Distribution's bound). Callers check a
 /// declared length against it before reading a body.
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;

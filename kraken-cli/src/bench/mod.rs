@@ -1,0 +1,33 @@
+//! `kraken bench`: swarms of real processes on loopback, measured against references run in
+//! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
+
+mod origin;
+mod process;
+mod registry;
+mod swarm;
+mod transfer;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// One seeder and N fetchers as separate processes, every node capped: completion
+    /// times against the fluid bound T*, and optionally against an aria2c swarm.
+    Swarm(swarm::SwarmArgs),
+    /// One seeder to one fetcher, uncapped: throughput against `openssl dgst -sha256` on the
+    /// same file, and the fetcher's peak memory.
+    Transfer(transfer::TransferArgs),
+    /// `GET` of a blob cached by a `kraken origin` against CNCF Distribution
+    /// (`docker-registry`) serving the same blob from its filesystem.
+    Origin(origin::OriginBenchArgs),
+    /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
+    /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
+    Registry(registry::RegistryBenchArgs),
+}
+
+pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Swarm(args) => swarm::run(args),
+        BenchCommand::Transfer(args) => transfer::run(args),
+        BenchCommand::Origin(args) => origin::run(args),
+        BenchCommand::Registry(args) => registry::run(args),
+    }
+}

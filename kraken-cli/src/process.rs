@@ -1,0 +1,33 @@
+//! This process: the async runtime every server command runs on, the signals that stop it,
+//! and its peak memory for the reports of `kraken sim` and `kraken fetch`.
+
+use anyhow::Context as _;
+
+/// The multi-threaded tokio runtime of every long-running command.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        // Piece I/O and hashing are CPU-bound: more threads than this only add per-thread
+        // allocator caches (resident memory) without adding throughput.
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Returns on Ctrl-C (SIGINT) or SIGTERM, the signals that stop a server command cleanly.
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (Linux `VmHWM`).
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
