@@ -334,7 +334,7 @@ pub fn children(document: &Value) -> Vec<Result<Digest>> {
 }
 
 /// A tar archive of `(path, content, mode)` files, with their parent directories, all owned by
-/// root and dated [`MTIME`].
+/// root and dated 2023-11-14 (a fixed time, so layers are reproducible).
 pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut dirs: Vec<String> = Vec::new();
