@@ -50,6 +50,8 @@ impl ForwardingProxy {
     }
 
     async fn bind(upstream: Option<Arc<str>>, tls: Option<ServerTls>) -> Self {
+        // Before the client below is built: reqwest here has no default crypto provider.
+        kraken_backends::install_crypto_provider();
         let shared = Arc::new(Shared::default());
         let client = reqwest::Client::new();
         let state = Arc::clone(&shared);
