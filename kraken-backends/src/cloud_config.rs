@@ -328,7 +328,7 @@ fn config_error(kind: &str, error: object_store::Error) -> Error {
 mod tests {
     use std::path::Path;
 
-    use kraken_p2p::tls::TestPki;
+    use kraken_testkit::TestPki;
 
     use super::*;
 

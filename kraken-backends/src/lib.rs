@@ -80,9 +80,6 @@ mod router;
 mod throttle;
 mod webhdfs;
 
-#[doc(hidden)]
-pub mod testing;
-
 pub use crate::backend::{
     Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, READINESS_NAME, UploadBody,
     collect_bytes,

@@ -156,69 +156,6 @@ impl Backend for RetryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
-    use crate::testing::FaultyBackend;
-
-    fn config(max_attempts: u32) -> RetryConfig {
-        RetryConfig {
-            max_attempts,
-            ..RetryConfig::default()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn transient_failures_are_retried_until_success() {
-        let faulty = Arc::new(FaultyBackend::failing_first(0));
-        faulty
-            .upload("ns", "a", UploadBody::from_bytes("abc"))
-            .await
-            .unwrap();
-        faulty.fail_next(2);
-        let backend = RetryBackend::new(faulty.clone(), config(4));
-        assert_eq!(backend.stat("ns", "a").await.unwrap().size, 3);
-        assert_eq!(faulty.calls(), 1 + 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn attempts_are_bounded_and_the_last_error_returned() {
-        let faulty = Arc::new(FaultyBackend::failing_first(10));
-        let backend = RetryBackend::new(faulty.clone(), config(3));
-        let started = tokio::time::Instant::now();
-        let error = backend.stat("ns", "a").await.unwrap_err();
-        assert!(error.is_transient());
-        assert_eq!(faulty.calls(), 3);
-        // Two backoffs, each at most 100ms then 200ms.
-        assert!(started.elapsed() <= Duration::from_millis(300));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn not_found_is_never_retried() {
-        let faulty = Arc::new(FaultyBackend::failing_first(0));
-        let backend = RetryBackend::new(faulty.clone(), config(5));
-        let error = backend.stat("ns", "missing").await.unwrap_err();
-        assert!(error.is_not_found());
-        assert_eq!(faulty.calls(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn uploads_are_retried_only_when_the_body_replays() {
-        let faulty = Arc::new(FaultyBackend::failing_first(1));
-        let backend = RetryBackend::new(faulty.clone(), config(3));
-        backend
-            .upload("ns", "a", UploadBody::from_bytes("abc"))
-            .await
-            .unwrap();
-        assert_eq!(faulty.calls(), 2);
-        assert_eq!(faulty.uploaded("a").as_deref(), Some(&b"abc"[..]));
-
-        let faulty = Arc::new(FaultyBackend::failing_first(1));
-        let backend = RetryBackend::new(faulty.clone(), config(3));
-        let once = futures::stream::once(async { Ok(bytes::Bytes::from_static(b"abc")) });
-        let body = UploadBody::from_stream(Box::pin(once), Some(3));
-        let error = backend.upload("ns", "a", body).await.unwrap_err();
-        assert!(matches!(error, Error::Transport(_)));
-        assert_eq!(faulty.calls(), 1);
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

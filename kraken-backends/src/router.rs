@@ -162,40 +162,6 @@ mod tests {
     use crate::config::{BackendConfig, RouteConfig};
     use crate::fs::FsConfig;
     use crate::metrics::Operation;
-    use crate::testing::FaultyBackend;
-
-    #[tokio::test]
-    async fn the_first_matching_route_wins_and_patterns_are_anchored() {
-        let library = Arc::new(FaultyBackend::default());
-        let rest = Arc::new(FaultyBackend::default());
-        let router = Router::new()
-            .with_route("library/.*", library.clone())
-            .unwrap()
-            .with_route(".*", rest.clone())
-            .unwrap();
-        router
-            .upload("library/ubuntu", "a", UploadBody::from_bytes("1"))
-            .await
-            .unwrap();
-        // "library/" appears, but not at the start: the pattern is anchored.
-        router
-            .upload("mirror/library/x", "b", UploadBody::from_bytes("2"))
-            .await
-            .unwrap();
-        assert!(library.uploaded("a").is_some() && library.uploaded("b").is_none());
-        assert!(rest.uploaded("b").is_some() && rest.uploaded("a").is_none());
-    }
-
-    #[tokio::test]
-    async fn unrouted_namespaces_and_bad_patterns_are_errors() {
-        let router = Router::new()
-            .with_route("only", Arc::new(FaultyBackend::default()))
-            .unwrap();
-        let error = router.stat("other", "x").await.unwrap_err();
-        assert!(matches!(error, Error::NoRoute { .. }), "{error:?}");
-        let bad = Router::new().with_route("(", Arc::new(FaultyBackend::default()));
-        assert!(matches!(bad, Err(Error::Config(_))));
-    }
 
     #[tokio::test]
     async fn routes_from_config_are_timed() {

@@ -2,17 +2,15 @@
 //! HTTP backend: `ca` pins the CA (the system's roots are not trusted) and `cert` + `key`
 //! present a client certificate to a server that demands one.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use kraken_backends::testing::{self, MotoServer};
 use kraken_backends::{
     AzureConfig, Backend, CloudBackend, GcsConfig, HttpBackend, HttpConfig, S3Config,
 };
-use kraken_p2p::tls::{ClientAuth, ServerTlsConfig, TestPki};
-use support::tls_front::TlsFront;
+use kraken_testkit::MotoServer;
+use kraken_testkit::backend as conformance;
+use kraken_testkit::{ClientAuth, ForwardingProxy, ServerTlsConfig, TestPki};
 
 const BUCKET: &str = "kraken-test";
 const NAME: &str = "sha256:999cf22668b590c7276105ed624a841306a57d7cb8f846522b88154fed0b5efe";
@@ -105,11 +103,15 @@ async fn s3_round_trip_with_a_client_certificate() {
     };
     let pki = TestPki::create(dir.path().join("cluster"));
     let other = TestPki::create(dir.path().join("other"));
-    let front = TlsFront::proxy(moto.endpoint(), pki.server(ClientAuth::All).load().unwrap()).await;
+    let front = ForwardingProxy::start_with(
+        moto.endpoint(),
+        Some(pki.server(ClientAuth::All).load().unwrap()),
+    )
+    .await;
     let ca = pki.path("ca.pem");
 
     let certified = s3(
-        front.url(),
+        &front.url(),
         Tls {
             ca: Some(&ca),
             identity: Some((&pki, "client")),
@@ -117,8 +119,8 @@ async fn s3_round_trip_with_a_client_certificate() {
     )
     .build()
     .unwrap();
-    testing::round_trip(&certified).await;
-    testing::missing_blobs_are_not_found(&certified).await;
+    conformance::round_trip(&certified).await;
+    conformance::missing_blobs_are_not_found(&certified).await;
     let through = front.requests();
     assert!(through > 0);
 
@@ -146,7 +148,7 @@ async fn s3_round_trip_with_a_client_certificate() {
         ),
     ];
     for (case, tls) in refused {
-        let backend = s3(front.url(), tls).build().unwrap();
+        let backend = s3(&front.url(), tls).build().unwrap();
         let stat = backend.stat("ns", "round-trip/hello").await;
         assert!(
             matches!(&stat, Err(e) if !e.is_not_found()),
@@ -184,14 +186,14 @@ async fn every_cloud_backend_pins_its_ca_and_presents_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(dir.path().join("cluster"));
     let other = TestPki::create(dir.path().join("other"));
-    let server = TlsFront::not_found(pki.server(ClientAuth::All).load().unwrap()).await;
+    let server = ForwardingProxy::not_found(pki.server(ClientAuth::All).load().unwrap()).await;
     let ca = pki.path("ca.pem");
 
     let certified = Tls {
         ca: Some(&ca),
         identity: Some((&pki, "client")),
     };
-    for (kind, backend) in cloud_backends(server.url(), dir.path(), certified) {
+    for (kind, backend) in cloud_backends(&server.url(), dir.path(), certified) {
         let before = server.requests();
         let error = backend.stat("ns", NAME).await.unwrap_err();
         assert!(error.is_not_found(), "{kind}: {error:?}");
@@ -209,7 +211,7 @@ async fn every_cloud_backend_pins_its_ca_and_presents_its_certificate() {
     };
     let before = server.requests();
     for tls in [anonymous, pinned_elsewhere] {
-        for (kind, backend) in cloud_backends(server.url(), dir.path(), tls) {
+        for (kind, backend) in cloud_backends(&server.url(), dir.path(), tls) {
             let error = backend.stat("ns", NAME).await.unwrap_err();
             assert!(!error.is_not_found(), "{kind}: {error:?}");
         }
@@ -265,7 +267,7 @@ async fn system_roots_checks(dir: &Path) {
     let tls = ServerTlsConfig::new(system.join("server.pem"), system.join("server.key"))
         .load()
         .unwrap();
-    let server = TlsFront::not_found(tls).await;
+    let server = ForwardingProxy::not_found(tls).await;
     let other_ca = dir.join("other").join("ca.pem");
     let http = |ca: Option<&Path>| {
         let mut config = HttpConfig::new(format!("{}/", server.url()));
@@ -277,7 +279,7 @@ async fn system_roots_checks(dir: &Path) {
         ca: None,
         identity: None,
     };
-    for (kind, backend) in cloud_backends(server.url(), dir, system_roots) {
+    for (kind, backend) in cloud_backends(&server.url(), dir, system_roots) {
         let error = backend.stat("ns", NAME).await.unwrap_err();
         assert!(
             error.is_not_found(),
@@ -295,7 +297,7 @@ async fn system_roots_checks(dir: &Path) {
         identity: None,
     };
     let before = server.requests();
-    for (kind, backend) in cloud_backends(server.url(), dir, pinned_elsewhere) {
+    for (kind, backend) in cloud_backends(&server.url(), dir, pinned_elsewhere) {
         let error = backend.stat("ns", NAME).await.unwrap_err();
         assert!(!error.is_not_found(), "{kind} pins its CA: {error:?}");
     }

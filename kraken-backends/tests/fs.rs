@@ -2,8 +2,8 @@
 
 mod support;
 
-use kraken_backends::testing::{self, SuiteOptions};
 use kraken_backends::{Backend, FsBackend, FsConfig, NameLayout, UploadBody, collect_bytes};
+use kraken_testkit::backend::{self as conformance, SuiteOptions};
 
 fn backend(dir: &tempfile::TempDir) -> FsBackend {
     FsBackend::new(FsConfig::new(dir.path().join("root"))).expect("fs backend")
@@ -12,13 +12,13 @@ fn backend(dir: &tempfile::TempDir) -> FsBackend {
 #[tokio::test]
 async fn conformance() {
     let dir = tempfile::tempdir().unwrap();
-    testing::run_suite(&backend(&dir), SuiteOptions::default()).await;
+    conformance::run_suite(&backend(&dir), SuiteOptions::default()).await;
 }
 
 #[tokio::test]
 async fn large_blob_streams() {
     let dir = tempfile::tempdir().unwrap();
-    testing::large_blob_streams(&backend(&dir), testing::LARGE_BLOB_SIZE).await;
+    conformance::large_blob_streams(&backend(&dir), conformance::LARGE_BLOB_SIZE).await;
 }
 
 #[tokio::test]

@@ -5,24 +5,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::http::{Method, Response, StatusCode};
 use kraken_backends::{Backend, HttpBackend, HttpConfig};
-use kraken_p2p::http_server::{ServeConfig, serve};
-use kraken_p2p::tls::{ClientAuth, TestPki};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use kraken_testkit::{ClientAuth, TestPki, TestServer};
 
 const NAME: &str = "sha256:999cf22668b590c7276105ed624a841306a57d7cb8f846522b88154fed0b5efe";
 
 /// A TLS server that answers `HEAD` of any path with a 5-byte blob.
-async fn tls_server(pki: &TestPki) -> (String, CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "https://127.0.0.1:{}/",
-        listener.local_addr().unwrap().port()
-    );
-    let shutdown = CancellationToken::new();
+async fn tls_server(pki: &TestPki) -> TestServer {
     let tls = pki.server(ClientAuth::All).load().unwrap();
-    let handler = |request: hyper::Request<kraken_p2p::http_server::RequestBody>| async move {
+    let handler = |request: hyper::Request<kraken_testkit::RequestBody>| async move {
         let mut response = Response::new(Full::new(Bytes::new()));
         if request.method() == Method::HEAD {
             response
@@ -33,14 +23,7 @@ async fn tls_server(pki: &TestPki) -> (String, CancellationToken) {
         }
         response
     };
-    tokio::spawn(serve(
-        listener,
-        ServeConfig::new("test").tls(Some(tls)),
-        handler,
-        shutdown.clone(),
-        TaskTracker::new(),
-    ));
-    (url, shutdown)
+    TestServer::start_with(Some(tls), handler).await
 }
 
 fn backend(url: &str, ca: &std::path::Path, identity: Option<(&TestPki, &str)>) -> HttpBackend {
@@ -58,7 +41,8 @@ async fn pinned_ca_and_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(dir.path().join("cluster"));
     let other = TestPki::create(dir.path().join("other"));
-    let (url, shutdown) = tls_server(&pki).await;
+    let server = tls_server(&pki).await;
+    let url = format!("{}/", server.url());
 
     let certified = backend(&url, &pki.path("ca.pem"), Some((&pki, "client")));
     assert_eq!(certified.stat("ns", NAME).await.unwrap().size, 5);
@@ -77,5 +61,5 @@ async fn pinned_ca_and_client_certificate() {
         HttpBackend::new(half).is_err(),
         "a certificate without its key"
     );
-    shutdown.cancel();
+    drop(server);
 }

@@ -8,53 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kraken_backends::testing::DistributionServer;
 use kraken_backends::{
     Backend, ByteRange, Error, ListOptions, RegistryBackend, RegistryConfig, UploadBody,
     collect_bytes,
 };
 use kraken_core::Digest;
-use support::fake_http::{FakeServer, response};
+use kraken_testkit::oci::{MANIFEST_TYPE, push_blob, push_manifest};
+use kraken_testkit::{Distribution, TestServer};
+use support::response;
 
 const REPO: &str = "kraken/test";
-
-/// Pushes a blob the way docker does: POST an upload, PUT its bytes with the digest.
-async fn push_blob(client: &reqwest::Client, registry: &str, content: &[u8]) -> Digest {
-    let digest = Digest::sha256_of(content);
-    let started = client
-        .post(format!("{registry}/v2/{REPO}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202, "start upload");
-    let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let mut url = reqwest::Url::parse(registry)
-        .unwrap()
-        .join(&location)
-        .unwrap();
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
-    let finished = client.put(url).body(content.to_vec()).send().await.unwrap();
-    assert_eq!(finished.status(), 201, "finish upload");
-    digest
-}
-
-async fn push_manifest(client: &reqwest::Client, registry: &str, tag: &str, body: &str) -> Digest {
-    let pushed = client
-        .put(format!("{registry}/v2/{REPO}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        pushed.status(),
-        201,
-        "push manifest: {:?}",
-        pushed.text().await
-    );
-    Digest::sha256_of(body.as_bytes())
-}
 
 async fn read(backend: &dyn Backend, name: &str, range: Option<ByteRange>) -> Vec<u8> {
     let stream = backend.download(REPO, name, range).await.expect("download");
@@ -63,8 +26,7 @@ async fn read(backend: &dyn Backend, name: &str, range: Option<ByteRange>) -> Ve
 
 #[tokio::test]
 async fn reads_blobs_and_tags_from_cncf_distribution() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = DistributionServer::start(dir.path()) else {
+    let Some(registry) = Distribution::start_if_installed() else {
         return;
     };
     kraken_backends::install_crypto_provider();
@@ -72,15 +34,33 @@ async fn reads_blobs_and_tags_from_cncf_distribution() {
     let layer: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let layer_digest = push_blob(&client, registry.url(), &layer).await;
-    let config_digest = push_blob(&client, registry.url(), config).await;
+    let layer_digest = push_blob(&client, &registry.url(), REPO, &layer).await;
+    let config_digest = push_blob(&client, &registry.url(), REPO, config).await;
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
         layer.len()
     );
-    let manifest_digest = push_manifest(&client, registry.url(), "v1", &manifest).await;
-    push_manifest(&client, registry.url(), "v2", &manifest).await;
+    let url = registry.url();
+    push_manifest(
+        &client,
+        &url,
+        REPO,
+        "v1",
+        MANIFEST_TYPE,
+        manifest.as_bytes(),
+    )
+    .await;
+    let manifest_digest = Digest::sha256_of(manifest.as_bytes());
+    push_manifest(
+        &client,
+        &url,
+        REPO,
+        "v2",
+        MANIFEST_TYPE,
+        manifest.as_bytes(),
+    )
+    .await;
 
     let backend = RegistryBackend::new(RegistryConfig::new(registry.url())).unwrap();
     let layer_name = layer_digest.to_string();
@@ -175,9 +155,9 @@ async fn reads_blobs_and_tags_from_cncf_distribution() {
 
 /// A registry that demands a bearer token from its own `/token` endpoint, which demands
 /// basic credentials. Counts the tokens it issues.
-async fn token_registry(lifetime_secs: u64, tokens_issued: Arc<AtomicUsize>) -> FakeServer {
+async fn token_registry(lifetime_secs: u64, tokens_issued: Arc<AtomicUsize>) -> TestServer {
     let blob = Arc::new(b"secret layer".to_vec());
-    FakeServer::start(move |request| {
+    TestServer::start(move |request| {
         let (blob, issued) = (Arc::clone(&blob), Arc::clone(&tokens_issued));
         async move {
             let auth = request
@@ -260,7 +240,7 @@ async fn wrong_credentials_fail_without_looping() {
 
 #[tokio::test]
 async fn basic_auth_challenges_are_answered() {
-    let server = FakeServer::start(|request| async move {
+    let server = TestServer::start(|request| async move {
         let auth = request.headers().get("authorization").cloned();
         match auth {
             Some(value) if value == "Basic dXNlcjpwYXNz" => response(
@@ -283,7 +263,7 @@ async fn basic_auth_challenges_are_answered() {
 #[tokio::test]
 async fn content_that_does_not_match_its_digest_is_rejected() {
     let claimed = Digest::sha256_of(b"the real content");
-    let server = FakeServer::start(|_| async { response(200, &[], "tampered content") }).await;
+    let server = TestServer::start(|_| async { response(200, &[], "tampered content") }).await;
     let backend = RegistryBackend::new(RegistryConfig::new(server.url())).unwrap();
     let stream = backend
         .download(REPO, &claimed.to_string(), None)

@@ -1,9 +1,10 @@
 //! The S3 backend (object_store) against a real `moto_server`, started by the test.
 
 use futures::StreamExt;
-use kraken_backends::testing::{self, MotoServer, SuiteOptions};
 use kraken_backends::{Backend, CloudBackend, MultipartConfig, S3Config, UploadBody};
 use kraken_core::ByteSize;
+use kraken_testkit::MotoServer;
+use kraken_testkit::backend::{self as conformance, SuiteOptions};
 use object_store::ObjectStoreExt;
 
 const BUCKET: &str = "kraken-test";
@@ -32,7 +33,7 @@ async fn conformance() {
     let Some(moto) = start_moto(&dir).await else {
         return;
     };
-    testing::run_suite(&backend(&moto), SuiteOptions::default()).await;
+    conformance::run_suite(&backend(&moto), SuiteOptions::default()).await;
 }
 
 #[tokio::test]
@@ -41,7 +42,7 @@ async fn large_blob_streams() {
     let Some(moto) = start_moto(&dir).await else {
         return;
     };
-    testing::large_blob_streams(&backend(&moto), testing::LARGE_BLOB_SIZE).await;
+    conformance::large_blob_streams(&backend(&moto), conformance::LARGE_BLOB_SIZE).await;
 }
 
 #[tokio::test]
@@ -51,7 +52,7 @@ async fn blobs_larger_than_a_part_use_multipart_upload() {
         return;
     };
     let backend = backend(&moto);
-    let (stream, _) = testing::generated_blob(3 * PART_SIZE - 1);
+    let (stream, _) = conformance::generated_blob(3 * PART_SIZE - 1);
     backend
         .upload("ns", "multi", UploadBody::from_stream(stream, None))
         .await
@@ -82,7 +83,7 @@ async fn a_failing_body_aborts_the_upload_and_stores_nothing() {
         return;
     };
     let backend = backend(&moto);
-    let (good, _) = testing::generated_blob(2 * PART_SIZE);
+    let (good, _) = conformance::generated_blob(2 * PART_SIZE);
     let failing = good.chain(futures::stream::once(async {
         Err(kraken_backends::Error::Io(std::io::Error::other(
             "source broke",

@@ -13,11 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::{Request, Response};
-use kraken_backends::testing::{self, SuiteOptions};
 use kraken_backends::{WebHdfsBackend, WebHdfsConfig};
-use support::fake_http::{Body, FakeServer, response};
+use kraken_testkit::RequestBody;
+use kraken_testkit::TestServer;
+use kraken_testkit::backend::{self as conformance, SuiteOptions};
+use support::{Body, response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 const USER: &str = "kraken";
@@ -30,7 +32,7 @@ struct Seen {
 }
 
 struct FakeHdfs {
-    server: FakeServer,
+    server: TestServer,
     seen: Arc<Seen>,
     _dir: tempfile::TempDir,
 }
@@ -40,7 +42,7 @@ async fn start_fake_hdfs() -> FakeHdfs {
     let root = dir.path().to_owned();
     let seen = Arc::new(Seen::default());
     let state = (Arc::new(root), Arc::clone(&seen));
-    let server = FakeServer::start(move |request| {
+    let server = TestServer::start(move |request| {
         let (root, seen) = state.clone();
         async move { handle(&root, &seen, request).await }
     })
@@ -62,7 +64,7 @@ fn backend(namenodes: Vec<String>) -> WebHdfsBackend {
 #[tokio::test]
 async fn conformance() {
     let hdfs = start_fake_hdfs().await;
-    testing::run_suite(&backend(vec![hdfs.server.url()]), SuiteOptions::default()).await;
+    conformance::run_suite(&backend(vec![hdfs.server.url()]), SuiteOptions::default()).await;
     assert!(
         hdfs.seen.redirects.load(Ordering::SeqCst) > 0,
         "no datanode redirect was taken"
@@ -79,19 +81,23 @@ async fn conformance() {
 async fn large_blob_streams() {
     let hdfs = start_fake_hdfs().await;
     let backend = backend(vec![hdfs.server.url()]);
-    testing::large_blob_streams(&backend, testing::LARGE_BLOB_SIZE).await;
+    conformance::large_blob_streams(&backend, conformance::LARGE_BLOB_SIZE).await;
 }
 
 #[tokio::test]
 async fn an_unreachable_namenode_fails_over_to_the_next() {
     let hdfs = start_fake_hdfs().await;
-    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let dead = format!("http://127.0.0.1:{}", kraken_testkit::free_port());
     let backend = backend(vec![dead, hdfs.server.url()]);
-    testing::round_trip(&backend).await;
+    conformance::round_trip(&backend).await;
 }
 
 /// Serves one WebHDFS request from files below `root`.
-async fn handle(root: &std::path::Path, seen: &Seen, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    root: &std::path::Path,
+    seen: &Seen,
+    request: Request<RequestBody>,
+) -> Response<Body> {
     let uri = request.uri().clone();
     let Some(hdfs_path) = uri.path().strip_prefix("/webhdfs/v1") else {
         return response(404, &[], "not a WebHDFS path");
@@ -235,7 +241,7 @@ fn not_found(path: &str) -> Response<Body> {
 async fn malformed_answers_are_errors_not_panics() {
     use kraken_backends::{Backend, Error};
     // A "namenode" that answers every request with 200 and something that is not WebHDFS JSON.
-    let server = FakeServer::start(|request| async move {
+    let server = TestServer::start(|request| async move {
         let body = if request
             .uri()
             .query()

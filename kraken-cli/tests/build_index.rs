@@ -2,22 +2,23 @@
 //! back, a missing dependency refused, and tags that survive the process being killed
 //! (SIGKILL) and reach the backend afterwards.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_role};
 use kraken_backends::{BackendConfig, FsConfig};
 use kraken_core::Digest;
 use kraken_registry::Error;
 use kraken_registry::build_index::{BuildIndexClient, TagName};
 use kraken_registry::origin::{CommitKind, OriginClient};
+use kraken_testkit::free_addr;
+use support::start_role;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_put_through_the_process_survive_a_kill_and_reach_the_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let origin = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let _origin = start_role(
         "origin",
         &format!(
@@ -29,7 +30,7 @@ async fn tags_put_through_the_process_survive_a_kill_and_reach_the_backend() {
         dir.path(),
         &origin,
     );
-    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let listen = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let tags_dir = dir.path().join("tags-backend");
     let config = |backend_root: &Path| {
         format!(
@@ -71,8 +72,9 @@ async fn tags_put_through_the_process_survive_a_kill_and_reach_the_backend() {
     assert_eq!(client.get_tag(&tag).await.unwrap(), Some(digest));
 
     // A crash right after the acknowledgement.
-    bi.0.kill().unwrap();
-    bi.0.wait().unwrap();
+    let child = bi.child().expect("running");
+    child.kill().unwrap();
+    child.wait().unwrap();
     drop(bi);
     let _bi = start_role("build-index", &config(&tags_dir), dir.path(), &listen);
     assert_eq!(client.get_tag(&tag).await.unwrap(), Some(digest));

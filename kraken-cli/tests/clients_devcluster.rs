@@ -7,16 +7,17 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use support::common::{KRAKEN, Process};
+use kraken_testkit::ProcessGuard;
+use kraken_testkit::Skopeo;
+use support::KRAKEN;
 use support::containerd::Containerd;
 use support::docker::{Dockerd, DockerdOptions};
 use support::podman::Podman;
 use support::scenarios::{self, Endpoints, timed};
-use support::skopeo::Skopeo;
 
 /// A `kraken devcluster` process on free ports with two agents.
 struct Cluster {
-    _process: Process,
+    _process: ProcessGuard,
     _dir: tempfile::TempDir,
     proxy: String,
     agents: Vec<String>,
@@ -37,7 +38,7 @@ impl Cluster {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let process = Process(child);
+        let process = ProcessGuard::adopt(child);
         let addrs: serde_json::Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
         Self {
@@ -63,27 +64,19 @@ impl Cluster {
 /// a tag pushed again is pulled new at once.
 #[test]
 fn skopeo_through_proxy_and_agents() {
-    if support::require("skopeo", "skopeo").is_none() {
+    if kraken_testkit::require_package("skopeo", "skopeo").is_none() {
         return;
     }
     let cluster = Cluster::start();
     let endpoints = cluster.endpoints();
     let skopeo = Skopeo::new();
-    timed("skopeo copy, 3 layers", || {
-        scenarios::skopeo_copy(&endpoints, &skopeo)
-    });
-    timed("multi-arch index", || {
-        scenarios::multi_arch(&endpoints, &skopeo)
-    });
-    timed("tag mutation", || {
-        scenarios::tag_mutation(&endpoints, &skopeo)
-    });
+    scenarios::skopeo_all(&endpoints, &skopeo);
 }
 
 /// containerd pulls from an agent directly and through a hosts.toml mirror entry.
 #[test]
 fn containerd_pulls_from_agents() {
-    if !support::require_all(&[
+    if !kraken_testkit::require_packages(&[
         ("skopeo", "skopeo"),
         ("containerd", "containerd"),
         ("ctr", "containerd"),
@@ -106,7 +99,7 @@ fn containerd_pulls_from_agents() {
 /// `registry-mirrors`.
 #[test]
 fn docker_pushes_to_the_proxy_and_pulls_from_agents() {
-    if !support::require_all(&[("dockerd", "docker.io"), ("docker", "docker.io")]) {
+    if !kraken_testkit::require_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")]) {
         return;
     }
     let cluster = Cluster::start();
@@ -126,7 +119,7 @@ fn docker_pushes_to_the_proxy_and_pulls_from_agents() {
 /// podman pulls from the agents, directly and through a `registries.conf` mirror.
 #[test]
 fn podman_pulls_from_agents() {
-    if !support::require_all(&[("podman", "podman"), ("skopeo", "skopeo")]) {
+    if !kraken_testkit::require_packages(&[("podman", "podman"), ("skopeo", "skopeo")]) {
         return;
     }
     let cluster = Cluster::start();

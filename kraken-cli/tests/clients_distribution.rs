@@ -9,13 +9,13 @@ mod support;
 use std::io::Read as _;
 
 use kraken_core::Digest;
+use kraken_testkit::Skopeo;
+use kraken_testkit::oci::{ImageSpec, OciLayout, check_layout};
+use kraken_testkit::{Distribution, summary};
 use support::containerd::Containerd;
-use support::distribution::{Distribution, summary};
 use support::docker::{Dockerd, DockerdOptions};
-use support::image::{ImageSpec, OciLayout, check_layout};
 use support::podman::Podman;
 use support::scenarios::{self, Endpoints, timed};
-use support::skopeo::Skopeo;
 
 /// The push registry and its pull-through cache.
 struct Registries {
@@ -26,7 +26,7 @@ struct Registries {
 impl Registries {
     /// `None` (test skipped) when docker-registry is missing outside CI.
     fn start() -> Option<Self> {
-        support::require("docker-registry", "docker-registry")?;
+        kraken_testkit::require_package("docker-registry", "docker-registry")?;
         let origin = Distribution::start().expect("start docker-registry");
         let cache =
             Distribution::start_pull_through(origin.host()).expect("start the pull-through cache");
@@ -93,7 +93,7 @@ fn client_failures_carry_the_clients_stderr() {
     let Some(registries) = Registries::start() else {
         return;
     };
-    if support::require("skopeo", "skopeo").is_none() {
+    if kraken_testkit::require_package("skopeo", "skopeo").is_none() {
         return;
     }
     let skopeo = Skopeo::new();
@@ -114,20 +114,12 @@ fn skopeo_copies_indexes_and_mutated_tags() {
     let Some(registries) = Registries::start() else {
         return;
     };
-    if support::require("skopeo", "skopeo").is_none() {
+    if kraken_testkit::require_package("skopeo", "skopeo").is_none() {
         return;
     }
     let endpoints = registries.endpoints();
     let skopeo = Skopeo::new();
-    timed("skopeo copy, 3 layers", || {
-        scenarios::skopeo_copy(&endpoints, &skopeo)
-    });
-    timed("multi-arch index", || {
-        scenarios::multi_arch(&endpoints, &skopeo)
-    });
-    timed("tag mutation", || {
-        scenarios::tag_mutation(&endpoints, &skopeo)
-    });
+    scenarios::skopeo_all(&endpoints, &skopeo);
     println!(
         "requests to the push registry:\n{}",
         summary(&registries.origin.requests())
@@ -140,7 +132,7 @@ fn containerd_pulls_directly_and_through_a_mirror() {
     let Some(registries) = Registries::start() else {
         return;
     };
-    if !support::require_all(&[
+    if !kraken_testkit::require_packages(&[
         ("skopeo", "skopeo"),
         ("containerd", "containerd"),
         ("ctr", "containerd"),
@@ -184,7 +176,7 @@ fn docker_pushes_and_pulls() {
     let Some(registries) = Registries::start() else {
         return;
     };
-    if !support::require_all(&[("dockerd", "docker.io"), ("docker", "docker.io")]) {
+    if !kraken_testkit::require_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")]) {
         return;
     }
     let endpoints = registries.endpoints();
@@ -219,7 +211,7 @@ fn podman_pulls() {
     let Some(registries) = Registries::start() else {
         return;
     };
-    if !support::require_all(&[("podman", "podman"), ("skopeo", "skopeo")]) {
+    if !kraken_testkit::require_packages(&[("podman", "podman"), ("skopeo", "skopeo")]) {
         return;
     }
     let endpoints = registries.endpoints();

@@ -2,14 +2,15 @@
 //! where, the proxy and the agents answer `/v2/`, and Ctrl-C (SIGINT) stops it with status 0
 //! and frees its ports, even while a client keeps idle connections open.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KRAKEN, Process};
+use kraken_testkit::ProcessGuard;
+use support::KRAKEN;
 
 /// Go Kraken's devcluster ports for two agents: (component, port) for every listener,
 /// peer ports included, since any one of them taken stops the devcluster from starting.
@@ -50,7 +51,7 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
         .expect("run kraken devcluster");
     let pid = child.id();
     let mut lines = stderr_lines(child.stderr.take().unwrap());
-    let mut process = Process(child);
+    let mut process = ProcessGuard::adopt(child);
 
     let printed = read_until_ready(&mut lines, &mut process).await;
     for (component, addr) in [
@@ -95,7 +96,7 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
     assert!(sent.success(), "kill -INT {pid} failed: {sent}");
     let deadline = Instant::now() + EXIT_TIMEOUT;
     let status = loop {
-        if let Some(status) = process.0.try_wait().unwrap() {
+        if let Some(status) = process.child().expect("running").try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -133,7 +134,7 @@ fn stderr_lines(stderr: std::process::ChildStderr) -> tokio::sync::mpsc::Unbound
 /// first, with what it printed.
 async fn read_until_ready(
     lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    process: &mut Process,
+    process: &mut ProcessGuard,
 ) -> String {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     let mut printed = String::new();
@@ -145,7 +146,7 @@ async fn read_until_ready(
                 printed.push('\n');
             }
             Ok(None) => {
-                let status = process.0.wait().unwrap();
+                let status = process.child().expect("running").wait().unwrap();
                 panic!("the devcluster exited ({status}) before it was ready:\n{printed}");
             }
             Err(_) => panic!("the devcluster was not ready within {READY_TIMEOUT:?}:\n{printed}"),

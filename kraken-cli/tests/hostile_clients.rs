@@ -2,22 +2,22 @@
 //! plays clients that stall or dribble, and checks that a well-behaved client on the same
 //! listener is still answered promptly.
 
-mod common;
+mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{KRAKEN, Process, free_port, start_role};
-use kraken_backends::testing::pseudo_random_bytes;
 use kraken_core::Digest;
 use kraken_registry::origin::{CommitKind, OriginClient};
+use kraken_testkit::{ProcessGuard, free_addr, pseudo_random_bytes, wait_for_port};
+use support::{KRAKEN, start_role};
 
 const NS: &str = "library/app";
 
 /// `kraken origin` on loopback with a local-directory backend and default limits.
-fn start_origin(dir: &std::path::Path) -> (Process, String) {
-    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+fn start_origin(dir: &std::path::Path) -> (ProcessGuard, String) {
+    let listen = free_addr("127.0.0.1").to_string();
     let config = format!(
         "listen = \"{listen}\"\ndata_dir = \"{data}\"\n\n[cluster]\nmembers = {{ static = [\"{listen}\"] }}\nreplicas = 1\n\n[[backends.routes]]\nnamespace = \".*\"\nbackend = {{ type = \"fs\", root = \"{backend}\" }}\n",
         data = dir.join("origin").display(),
@@ -92,15 +92,15 @@ async fn stalled_readers_do_not_starve_other_requests() {
 /// (10 s), well within the 60 s the issue allows, while a whole request is served meanwhile.
 #[test]
 fn half_open_heads_are_closed_by_the_header_timeout() {
-    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let _tracker = Process(
+    let listen = free_addr("127.0.0.1").to_string();
+    let _tracker = ProcessGuard::adopt(
         std::process::Command::new(KRAKEN)
             .args(["tracker", "--listen", &listen])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
-    common::wait_for_port(&listen);
+    wait_for_port(&listen);
     let start = Instant::now();
     let mut open: Vec<TcpStream> = (0..200)
         .map(|_| {

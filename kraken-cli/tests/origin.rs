@@ -2,18 +2,19 @@
 //! of a blob that exists only in S3 (fetcher → tracker → origin → S3), and write-back that
 //! survives the origin being killed (SIGKILL) while the backend is unreachable.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KRAKEN, Process, free_port, wait_for_port};
-use kraken_backends::testing::{MotoServer, pseudo_random_bytes};
 use kraken_backends::{BackendConfig, BackendsConfig, RetryConfig, RouteConfig, UploadBody};
 use kraken_core::Digest;
 use kraken_registry::origin::{CommitKind, MembersConfig, OriginClient, OriginConfig};
+use kraken_testkit::{MotoServer, pseudo_random_bytes};
+use kraken_testkit::{ProcessGuard, free_addr, wait_for_port};
+use support::KRAKEN;
 
 const BUCKET: &str = "kraken-cli-test";
 const NS: &str = "library/app";
@@ -25,12 +26,12 @@ fn origin_config(
     dir: &Path,
     tracker: Option<&str>,
 ) -> OriginConfig {
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port())
         .parse()
         .unwrap();
     let mut config = OriginConfig::new(listen, dir.join("origin"));
     config.peer_listen = Some(
-        format!("127.0.0.2:{}", free_port("127.0.0.2"))
+        format!("127.0.0.2:{}", free_addr("127.0.0.2").port())
             .parse()
             .unwrap(),
     );
@@ -47,7 +48,7 @@ fn origin_config(
 }
 
 /// Writes `config` as TOML (the format `--config` reads) and starts `kraken origin`.
-fn start_origin(config: &OriginConfig, dir: &Path) -> Process {
+fn start_origin(config: &OriginConfig, dir: &Path) -> ProcessGuard {
     let path = dir.join("origin.toml");
     std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
     let child = Command::new(KRAKEN)
@@ -56,7 +57,7 @@ fn start_origin(config: &OriginConfig, dir: &Path) -> Process {
         .spawn()
         .unwrap();
     wait_for_port(&config.listen.to_string());
-    Process(child)
+    ProcessGuard::adopt(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +79,7 @@ async fn fetch_obtains_a_blob_that_exists_only_in_s3() {
     .await
     .unwrap();
 
-    let tracker_addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let tracker_addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let tracker_url = format!("http://{tracker_addr}");
     let config = origin_config(&moto, moto.endpoint(), dir.path(), Some(&tracker_url));
     let tracker_config = dir.path().join("tracker.toml");
@@ -90,7 +91,7 @@ async fn fetch_obtains_a_blob_that_exists_only_in_s3() {
         ),
     )
     .unwrap();
-    let _tracker = Process(
+    let _tracker = ProcessGuard::adopt(
         Command::new(KRAKEN)
             .args(["tracker", "--config", tracker_config.to_str().unwrap()])
             .stderr(Stdio::null())
@@ -101,7 +102,7 @@ async fn fetch_obtains_a_blob_that_exists_only_in_s3() {
     let _origin = start_origin(&config, dir.path());
 
     let out = dir.path().join("fetched");
-    let listen = format!("127.0.0.3:{}", free_port("127.0.0.3"));
+    let listen = format!("127.0.0.3:{}", free_addr("127.0.0.3").port());
     let status = tokio::task::spawn_blocking({
         let (digest, out, store) = (digest.to_string(), out.clone(), dir.path().join("fetcher"));
         move || {
@@ -140,7 +141,7 @@ async fn acknowledged_uploads_reach_s3_after_the_origin_is_killed() {
         return;
     };
     // First life: the backend endpoint refuses connections (nothing listens there).
-    let unreachable = format!("http://127.0.0.1:{}", free_port("127.0.0.1"));
+    let unreachable = format!("http://127.0.0.1:{}", free_addr("127.0.0.1").port());
     let mut config = origin_config(&moto, &unreachable, dir.path(), None);
     let mut origin = start_origin(&config, dir.path());
     let client = OriginClient::new().unwrap();
@@ -160,8 +161,9 @@ async fn acknowledged_uploads_reach_s3_after_the_origin_is_killed() {
             .unwrap();
     }
     // A crash right after the acknowledgements: no shutdown, no flush.
-    origin.0.kill().unwrap();
-    origin.0.wait().unwrap();
+    let child = origin.child().expect("running");
+    child.kill().unwrap();
+    child.wait().unwrap();
     drop(origin);
 
     // Second life, same data directory, the backend reachable.

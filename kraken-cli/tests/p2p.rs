@@ -6,38 +6,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kraken_core::{BlobStore, MetaInfo, PieceLengthPolicy};
-use kraken_p2p::tls::TestPki;
+use kraken_testkit::TestPki;
 
-mod common;
+mod support;
 
-use common::{KRAKEN, Process, free_port, wait_for_port};
+use kraken_testkit::{ProcessGuard, free_addr, wait_for_port, write_pseudo_random_file};
+use support::KRAKEN;
 
-fn random_file(path: &Path, len: usize) {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut data = vec![0u8; len];
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(path, data).unwrap();
-}
-
-fn start_tracker() -> (Process, String) {
-    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+fn start_tracker() -> (ProcessGuard, String) {
+    let addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let child = Command::new(KRAKEN)
         .args(["tracker", "--listen", &addr, "--announce-interval", "500ms"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let tracker = Process(child);
+    let tracker = ProcessGuard::adopt(child);
     wait_for_port(&addr);
     (tracker, format!("http://{addr}"))
 }
 
 /// Starts a seeder and returns it once it printed the digest.
-fn start_seeder(file: &Path, tracker: &str, store: &Path, rate: &str) -> (Process, String) {
+fn start_seeder(file: &Path, tracker: &str, store: &Path, rate: &str) -> (ProcessGuard, String) {
     start_seeder_with(file, tracker, store, rate, &[])
 }
 
@@ -48,8 +37,8 @@ fn start_seeder_with(
     store: &Path,
     rate: &str,
     extra: &[&str],
-) -> (Process, String) {
-    let listen = format!("127.0.0.2:{}", free_port("127.0.0.2"));
+) -> (ProcessGuard, String) {
+    let listen = format!("127.0.0.2:{}", free_addr("127.0.0.2").port());
     let mut child = Command::new(KRAKEN)
         .args([
             "seed",
@@ -76,7 +65,7 @@ fn start_seeder_with(
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    (Process(child), line.trim().to_owned())
+    (ProcessGuard::adopt(child), line.trim().to_owned())
 }
 
 fn fetch_command(digest: &str, tracker: &str, host: u8, store: &Path, out: &Path) -> Command {
@@ -92,7 +81,7 @@ fn fetch_command_with_timeout(
     metainfo_timeout: &str,
 ) -> Command {
     let ip = format!("127.0.0.{host}");
-    let listen = format!("{ip}:{}", free_port(&ip));
+    let listen = format!("{ip}:{}", free_addr(&ip).port());
     let mut command = Command::new(KRAKEN);
     command
         .args([
@@ -124,7 +113,7 @@ fn fetch_command_with_timeout(
 fn seed_and_fetch_between_processes() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    random_file(&file, 3 << 20 | 777);
+    write_pseudo_random_file(&file, 3 << 20 | 777, 1);
     let (_tracker, url) = start_tracker();
     let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "100MB");
     let expected = std::fs::read(&file).unwrap();
@@ -161,7 +150,7 @@ fn seed_and_fetch_between_processes() {
 fn nodes_listing_several_trackers_in_any_order_meet_and_survive_one_being_down() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    random_file(&file, 1 << 20);
+    write_pseudo_random_file(&file, 1 << 20, 1);
     let (_first, first) = start_tracker();
     let (_second, second) = start_tracker();
     // A tracker that is down: a port nobody listens on any more.
@@ -203,14 +192,14 @@ fn fetch_fails_clearly_for_an_unknown_blob() {
 fn a_killed_fetch_resumes_without_refetching_verified_pieces() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob");
-    random_file(&file, 24 << 20);
+    write_pseudo_random_file(&file, 24 << 20, 1);
     let (_tracker, url) = start_tracker();
     // Slow enough that the fetch is surely killed half-way.
     let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "6MB");
     let store = dir.path().join("fetcher");
     let out = dir.path().join("out");
     let meta = MetaInfo::from_file(&file, &PieceLengthPolicy::default()).unwrap();
-    let mut first = Process(
+    let mut first = ProcessGuard::adopt(
         fetch_command(&digest, &url, 30, &store, &out)
             .stdout(Stdio::null())
             .spawn()
@@ -227,8 +216,9 @@ fn a_killed_fetch_resumes_without_refetching_verified_pieces() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    let child = first.child().expect("running");
+    child.kill().unwrap();
+    child.wait().unwrap();
 
     let have = pieces_on_disk(&store, &meta);
     assert!(
@@ -281,7 +271,7 @@ fn seed_and_fetch_through_a_tracker_that_demands_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(dir.path().join("pki"));
     let path = |name: &str| pki.path(name).to_str().unwrap().to_owned();
-    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let config = dir.path().join("tracker.toml");
     std::fs::write(
         &config,
@@ -293,7 +283,7 @@ fn seed_and_fetch_through_a_tracker_that_demands_client_certificates() {
         ),
     )
     .unwrap();
-    let _tracker = Process(
+    let _tracker = ProcessGuard::adopt(
         Command::new(KRAKEN)
             .args(["tracker", "--config", config.to_str().unwrap()])
             .stderr(Stdio::null())
@@ -313,7 +303,7 @@ fn seed_and_fetch_through_a_tracker_that_demands_client_certificates() {
     let certified: Vec<&str> = certified.iter().map(String::as_str).collect();
 
     let file = dir.path().join("blob");
-    random_file(&file, 1 << 20);
+    write_pseudo_random_file(&file, 1 << 20, 1);
     let (_seeder, digest) =
         start_seeder_with(&file, &url, &dir.path().join("seeder"), "100MB", &certified);
     assert!(

@@ -2,14 +2,15 @@
 //! `kraken build-index`: a blob and a manifest pushed with credentials, refused without,
 //! and pulled back by tag.
 
-mod common;
+mod support;
 
-use common::{free_port, start_role};
 use kraken_core::Digest;
 use kraken_registry::build_index::{BuildIndexClient, TagName};
+use kraken_testkit::free_addr;
+use support::start_role;
 
 fn listen() -> String {
-    format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    format!("127.0.0.1:{}", free_addr("127.0.0.1").port())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

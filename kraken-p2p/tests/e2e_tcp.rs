@@ -1,6 +1,6 @@
 //! Real nodes over real TCP on loopback, each on its own 127.0.0.x address.
 
-mod common;
+mod support;
 
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kraken_core::Digest;
 
-use common::{TestSwarm, init_tracing, node, random_file, tracker};
+use support::{TestSwarm, init_tracing, node, random_file, tracker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_and_three_fetchers() {

@@ -2,7 +2,6 @@
 //! tracker that asks the origin for metainfo, a build-index — pulled from with a real HTTP
 //! client following the OCI flow, and with skopeo.
 
-mod oci_common;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,12 +15,15 @@ use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig};
-use oci_common::{OCI_INDEX, Registry, artifact};
+use kraken_testkit::oci::{
+    INDEX_TYPE, MANIFEST_TYPE, OCI_MEDIA_TYPES, TestImage, artifact_manifest, two_layer_image,
+};
+use kraken_testkit::{free_addr, require_package};
 use reqwest::StatusCode;
-use support::{free_addr, origin_config};
+use support::oci::{Registry, get_blob_and_check, header};
+use support::origin_config;
 
 const REPO: &str = "library/app";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An origin, a tracker over it, a build-index, and agents on 127.0.0.2, 127.0.0.3, ….
 struct Cluster {
@@ -77,33 +79,29 @@ impl Cluster {
     }
 
     /// Uploads a two-layer image (layers of `sizes`) to `REPO` and points `tag` at it.
-    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
+    async fn push_image(&self, tag: &str, seed: u64, sizes: [usize; 2]) -> TestImage {
         self.push_image_to(REPO, tag, seed, sizes).await
     }
 
     /// Uploads a two-layer image (layers of `sizes`) to the origin under the namespace
     /// `repo` and points `repo:tag` at it.
-    async fn push_image_to(&self, repo: &str, tag: &str, seed: u64, sizes: [usize; 2]) -> Image {
-        let support::TestImage {
-            manifest,
-            digest,
-            config,
-            layers,
-        } = support::two_layer_image(seed, sizes, &support::OCI_MEDIA_TYPES);
-        for blob in layers.iter().chain([&config, &manifest]) {
+    async fn push_image_to(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: u64,
+        sizes: [usize; 2],
+    ) -> TestImage {
+        let image = two_layer_image(seed, sizes, &OCI_MEDIA_TYPES);
+        for blob in image.layers.iter().chain([&image.config, &image.manifest]) {
             support::upload(&self.origin, repo, blob).await;
         }
         BuildIndexClient::new([self.build_index.local_addr().to_string()])
             .unwrap()
-            .put_tag(&TagName::new(repo, tag).unwrap(), &digest, false)
+            .put_tag(&TagName::new(repo, tag).unwrap(), &image.digest, false)
             .await
             .unwrap();
-        Image {
-            digest,
-            manifest,
-            config,
-            layers,
-        }
+        image
     }
 
     /// A proxy in front of the cluster's origin and build-index, and a registry client of it.
@@ -135,13 +133,6 @@ impl Cluster {
     }
 }
 
-struct Image {
-    manifest: Vec<u8>,
-    digest: Digest,
-    config: Vec<u8>,
-    layers: Vec<Vec<u8>>,
-}
-
 /// A client whose connections leave from `ip`.
 fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
@@ -149,14 +140,6 @@ fn client_from(ip: &str) -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
 }
 
 /// The body as JSON.
@@ -176,10 +159,10 @@ async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
 
 /// Pulls `repo:tag` as containerd does: HEAD the tag, GET the manifest by digest, then the
 /// config and layers; checks every digest and returns the manifest's.
-async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) -> Digest {
+async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &TestImage) -> Digest {
     let head = client
         .head(format!("{base}/v2/{REPO}/manifests/{tag}"))
-        .header("accept", OCI_MANIFEST)
+        .header("accept", MANIFEST_TYPE)
         .send()
         .await
         .unwrap();
@@ -187,12 +170,12 @@ async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) ->
     let digest: Digest = header(&head, "docker-content-digest").parse().unwrap();
     let manifest = client
         .get(format!("{base}/v2/{REPO}/manifests/{digest}"))
-        .header("accept", OCI_MANIFEST)
+        .header("accept", MANIFEST_TYPE)
         .send()
         .await
         .unwrap();
     assert_eq!(manifest.status(), StatusCode::OK);
-    assert_eq!(header(&manifest, "content-type"), OCI_MANIFEST);
+    assert_eq!(header(&manifest, "content-type"), MANIFEST_TYPE);
     let bytes = manifest.bytes().await.unwrap();
     assert_eq!(Digest::sha256_of(&bytes), digest);
     assert_eq!(bytes, image.manifest);
@@ -203,16 +186,7 @@ async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) ->
     }
     let expected: Vec<&Vec<u8>> = [&image.config].into_iter().chain(&image.layers).collect();
     for (blob, data) in blobs.iter().zip(expected) {
-        let response = client
-            .get(format!("{base}/v2/{REPO}/blobs/{blob}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{blob}");
-        assert_eq!(header(&response, "docker-content-digest"), *blob);
-        let bytes = response.bytes().await.unwrap();
-        assert_eq!(Digest::sha256_of(&bytes).to_string(), *blob);
-        assert_eq!(bytes, *data);
+        get_blob_and_check(client, base, REPO, blob, data).await;
     }
     digest
 }
@@ -403,7 +377,7 @@ async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
         client.post(format!("{base}/v2/{REPO}/blobs/uploads/")),
         client
             .put(format!("{base}/v2/{REPO}/manifests/v9"))
-            .header("content-type", OCI_MANIFEST)
+            .header("content-type", MANIFEST_TYPE)
             .body(v1.manifest.clone()),
         client.delete(format!("{base}/v2/{REPO}/manifests/{}", v1.digest)),
         client.delete(format!("{base}/v2/{REPO}/blobs/{missing}")),
@@ -459,7 +433,7 @@ async fn referrers_pushed_through_the_proxy_are_listed_by_an_agent() {
         async move {
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), StatusCode::OK, "{query}");
-            assert_eq!(header(&response, "content-type"), OCI_INDEX, "{query}");
+            assert_eq!(header(&response, "content-type"), INDEX_TYPE, "{query}");
             let filtered = header(&response, "oci-filters-applied");
             (filtered, json(response).await["manifests"].clone())
         }
@@ -474,10 +448,10 @@ async fn referrers_pushed_through_the_proxy_are_listed_by_an_agent() {
         ("application/vnd.example.sbom", b"an sbom"),
     ] {
         let blob = pushing.push_blob(REPO, data).await;
-        let manifest = artifact(subject, artifact_type, (blob, data.len()));
+        let manifest = artifact_manifest(subject, artifact_type, (blob, data.len()));
         let digest = Digest::sha256_of(&manifest);
         let put = pushing
-            .put_manifest(REPO, &digest.to_string(), OCI_MANIFEST, &manifest)
+            .put_manifest(REPO, &digest.to_string(), MANIFEST_TYPE, &manifest)
             .await;
         assert_eq!(put.status(), StatusCode::CREATED);
         pushed.push((artifact_type, digest, manifest.len()));
@@ -495,7 +469,7 @@ async fn referrers_pushed_through_the_proxy_are_listed_by_an_agent() {
                 .unwrap_or_else(|| panic!("{digest} not listed: {listed:?}"));
             assert_eq!(entry["artifactType"], *artifact_type);
             assert_eq!(entry["size"], *size);
-            assert_eq!(entry["mediaType"], OCI_MANIFEST);
+            assert_eq!(entry["mediaType"], MANIFEST_TYPE);
         }
     }
     let (filtered, listed) = list("?artifactType=application/vnd.example.sbom").await;
@@ -662,14 +636,14 @@ async fn preload_fills_the_cache_and_probes_see_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_an_image_out_of_an_agent() {
-    if !oci_common::skopeo::skopeo_required() {
+    if require_package("skopeo", "skopeo").is_none() {
         return;
     }
     let cluster = Cluster::start(1, |_, _| {}).await;
     let image = cluster.push_image("v1", 6, [5000, 70_000]).await;
     let out = cluster._dir.path().join("out");
     let addr: SocketAddr = cluster.agents[0].local_addr();
-    oci_common::skopeo::skopeo(&[
+    support::skopeo::skopeo(&[
         "copy",
         "--src-tls-verify=false",
         "--preserve-digests",
@@ -681,7 +655,7 @@ async fn skopeo_copies_an_image_out_of_an_agent() {
     cluster.shutdown().await;
 }
 
-fn check_layout(out: &Path, image: &Image) {
+fn check_layout(out: &Path, image: &TestImage) {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["digest"], image.digest.to_string());

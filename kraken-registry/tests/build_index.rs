@@ -9,19 +9,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::testing::FaultyBackend;
 use kraken_backends::{
     Backend, BackendConfig, BackendsConfig, FsBackend, FsConfig, RouteConfig, collect_bytes,
 };
 use kraken_core::Digest;
-use kraken_p2p::tls::{ClientAuth, TestPki};
 use kraken_registry::Error;
 use kraken_registry::build_index::{
     BuildIndex, BuildIndexClient, BuildIndexConfig, PageOptions, RemoteConfig, TagName,
 };
 use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient};
+use kraken_testkit::backend::FaultyBackend;
+use kraken_testkit::{ClientAuth, TestPki};
+use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
+use support::{eventually, https_client, origin_config};
 
 const REPO: &str = "library/app";
 
@@ -248,7 +249,7 @@ async fn puts_wait_for_every_blob_of_the_image_through_indexes() {
 
     // An image whose layer is not in the origins yet.
     let config = push_blob(&origin, b"{\"architecture\":\"amd64\"}").await;
-    let layer = blob_bytes(100_000, 1);
+    let layer = pseudo_random_bytes(100_000, 1);
     let layer_digest = Digest::sha256_of(&layer);
     let image = push_blob(&origin, &manifest(&config, &[layer_digest])).await;
     let missing = bi_client.put_tag(&tag("one"), &image, false).await;
@@ -262,7 +263,7 @@ async fn puts_wait_for_every_blob_of_the_image_through_indexes() {
     assert_eq!(bi_client.get_tag(&tag("one")).await.unwrap(), Some(image));
 
     // An index of two images: the second child's layer is missing, deep below the root.
-    let arm_layer = blob_bytes(50_000, 2);
+    let arm_layer = pseudo_random_bytes(50_000, 2);
     let arm_layer_digest = Digest::sha256_of(&arm_layer);
     let arm_config = push_blob(&origin, b"{\"architecture\":\"arm64\"}").await;
     let arm_image = push_blob(&origin, &manifest(&arm_config, &[arm_layer_digest])).await;
@@ -558,7 +559,7 @@ async fn a_replicated_tag_reaches_the_remote_cluster_with_all_its_blobs() {
     let mut children = Vec::new();
     for platform in 0..2u64 {
         let config = format!("{{\"platform\":{platform}}}").into_bytes();
-        let layer = blob_bytes(200_000, 10 + platform);
+        let layer = pseudo_random_bytes(200_000, 10 + platform);
         let child = manifest(&Digest::sha256_of(&config), &[Digest::sha256_of(&layer)]);
         children.push(Digest::sha256_of(&child));
         blobs.extend([config, layer, child]);

@@ -1,6 +1,6 @@
 //! Every flow of the `/v2/` API over real TCP with a real client, against `LocalRegistry`.
 
-mod oci_common;
+mod support;
 
 use std::sync::Arc;
 
@@ -10,8 +10,9 @@ use kraken_registry::oci::{
     ByteStream, LocalRegistry, Operation, Reference, RegistryStorage, RepoName, StorageError,
     StorageResult, StoredManifest,
 };
-use oci_common::*;
+use kraken_testkit::oci::{INDEX_TYPE, MANIFEST_TYPE};
 use reqwest::{Method, StatusCode};
+use support::oci::*;
 
 #[tokio::test]
 async fn base_endpoint_answers_with_the_api_version() {
@@ -286,7 +287,7 @@ async fn manifests_by_tag_and_digest_tags_and_deletes() {
     let manifest = push_image(&registry, "app", "one").await;
     let digest = Digest::sha256_of(&manifest);
     let put = registry
-        .put_manifest("app", "v1", OCI_MANIFEST, &manifest)
+        .put_manifest("app", "v1", MANIFEST_TYPE, &manifest)
         .await;
     assert_eq!(put.status(), StatusCode::CREATED);
     assert_eq!(header(&put, "docker-content-digest"), digest.to_string());
@@ -301,7 +302,7 @@ async fn manifests_by_tag_and_digest_tags_and_deletes() {
         .await
         .unwrap();
     assert_eq!(get.status(), StatusCode::OK);
-    assert_eq!(header(&get, "content-type"), OCI_MANIFEST);
+    assert_eq!(header(&get, "content-type"), MANIFEST_TYPE);
     assert_eq!(header(&get, "docker-content-digest"), digest.to_string());
     assert_eq!(get.bytes().await.unwrap(), manifest);
     let head = registry
@@ -317,14 +318,14 @@ async fn manifests_by_tag_and_digest_tags_and_deletes() {
         .put_manifest(
             "app",
             &format!("{digest}?tag=v2&tag=latest"),
-            OCI_MANIFEST,
+            MANIFEST_TYPE,
             &manifest,
         )
         .await;
     assert_eq!(put.status(), StatusCode::CREATED);
     let wrong = Digest::sha256_of(b"other");
     let put = registry
-        .put_manifest("app", &wrong.to_string(), OCI_MANIFEST, &manifest)
+        .put_manifest("app", &wrong.to_string(), MANIFEST_TYPE, &manifest)
         .await;
     assert_eq!(
         error_of(put).await,
@@ -334,13 +335,13 @@ async fn manifests_by_tag_and_digest_tags_and_deletes() {
     // An index over the image: children must exist.
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
+        "mediaType": INDEX_TYPE,
+        "manifests": [{"mediaType": MANIFEST_TYPE, "digest": digest.to_string(), "size": manifest.len(),
                        "platform": {"architecture": "amd64", "os": "linux"}}],
     }))
     .unwrap();
     let put = registry
-        .put_manifest("app", "multi", OCI_INDEX, &index)
+        .put_manifest("app", "multi", INDEX_TYPE, &index)
         .await;
     assert_eq!(put.status(), StatusCode::CREATED);
 
@@ -411,7 +412,7 @@ async fn tag_list_and_catalog_paginate_with_link_headers() {
     let manifest = push_image(&registry, "paged", "p").await;
     for tag in ["e", "a", "d", "b", "c"] {
         let put = registry
-            .put_manifest("paged", tag, OCI_MANIFEST, &manifest)
+            .put_manifest("paged", tag, MANIFEST_TYPE, &manifest)
             .await;
         assert_eq!(put.status(), StatusCode::CREATED);
     }
@@ -473,18 +474,18 @@ async fn referrers_list_manifests_with_a_subject_and_filter_by_artifact_type() {
     let image = push_image(&registry, "signed", "s").await;
     let image_digest = Digest::sha256_of(&image);
     registry
-        .put_manifest("signed", "v1", OCI_MANIFEST, &image)
+        .put_manifest("signed", "v1", MANIFEST_TYPE, &image)
         .await;
     let empty = registry.push_blob("signed", b"{}").await;
     let signature = registry.push_blob("signed", b"signature bytes").await;
     let artifact = |artifact_type: &str| {
         serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
+            "mediaType": MANIFEST_TYPE,
             "artifactType": artifact_type,
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
             "layers": [{"mediaType": "application/octet-stream", "digest": signature.to_string(), "size": 15}],
-            "subject": {"mediaType": OCI_MANIFEST, "digest": image_digest.to_string(), "size": image.len()},
+            "subject": {"mediaType": MANIFEST_TYPE, "digest": image_digest.to_string(), "size": image.len()},
             "annotations": {"purpose": artifact_type},
         }))
         .unwrap()
@@ -496,7 +497,7 @@ async fn referrers_list_manifests_with_a_subject_and_filter_by_artifact_type() {
             .put_manifest(
                 "signed",
                 &Digest::sha256_of(doc).to_string(),
-                OCI_MANIFEST,
+                MANIFEST_TYPE,
                 doc,
             )
             .await;
@@ -509,10 +510,10 @@ async fn referrers_list_manifests_with_a_subject_and_filter_by_artifact_type() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "content-type"), OCI_INDEX);
+    assert_eq!(header(&response, "content-type"), INDEX_TYPE);
     assert_eq!(header(&response, "oci-filters-applied"), "");
     let index: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(index["mediaType"], OCI_INDEX);
+    assert_eq!(index["mediaType"], INDEX_TYPE);
     let manifests = index["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 2);
     let sig_entry = manifests
@@ -632,7 +633,7 @@ async fn a_pull_only_storage_denies_pushes_and_lacks_deletes_and_listings() {
     .await;
     let manifest = push_image(&writer, "pull/only", "r").await;
     writer
-        .put_manifest("pull/only", "v1", OCI_MANIFEST, &manifest)
+        .put_manifest("pull/only", "v1", MANIFEST_TYPE, &manifest)
         .await;
     writer.shutdown().await;
 
@@ -686,7 +687,7 @@ async fn a_pull_only_storage_denies_pushes_and_lacks_deletes_and_listings() {
         let response = registry
             .request(method.clone(), &path)
             .body(manifest.clone())
-            .header("content-type", OCI_MANIFEST)
+            .header("content-type", MANIFEST_TYPE)
             .send()
             .await
             .unwrap();

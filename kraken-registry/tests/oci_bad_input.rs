@@ -1,12 +1,13 @@
 //! Bad input to the `/v2/` API: each request gets the spec's status and error code, and
 //! nothing is stored.
 
-mod oci_common;
+mod support;
 
 use kraken_core::ByteSize;
 use kraken_core::Digest;
-use oci_common::*;
+use kraken_testkit::oci::{INDEX_TYPE, MANIFEST_TYPE, image_manifest};
 use reqwest::{Method, StatusCode};
+use support::oci::*;
 
 struct Case {
     method: Method,
@@ -48,7 +49,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
     let image = push_image(&registry, "seed", "x").await;
     assert_eq!(
         registry
-            .put_manifest("seed", "v1", OCI_MANIFEST, &image)
+            .put_manifest("seed", "v1", MANIFEST_TYPE, &image)
             .await
             .status(),
         StatusCode::CREATED
@@ -239,7 +240,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
             400,
             "MANIFEST_INVALID",
         )
-        .header("content-type", OCI_MANIFEST)
+        .header("content-type", MANIFEST_TYPE)
         .body("{not json"),
         case(
             put.clone(),
@@ -255,7 +256,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
             400,
             "MANIFEST_INVALID",
         )
-        .header("content-type", OCI_INDEX)
+        .header("content-type", INDEX_TYPE)
         .body(image.clone()),
         case(
             put.clone(),
@@ -270,7 +271,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
             400,
             "MANIFEST_BLOB_UNKNOWN",
         )
-        .header("content-type", OCI_MANIFEST)
+        .header("content-type", MANIFEST_TYPE)
         .body(missing_blob_manifest),
         case(
             put.clone(),
@@ -278,7 +279,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
             413,
             "MANIFEST_INVALID",
         )
-        .header("content-type", OCI_MANIFEST)
+        .header("content-type", MANIFEST_TYPE)
         .body(vec![b' '; 5 << 20]),
         case(
             put.clone(),
@@ -286,7 +287,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
             400,
             "MANIFEST_INVALID",
         )
-        .header("content-type", OCI_MANIFEST)
+        .header("content-type", MANIFEST_TYPE)
         .body(image.clone()),
         case(
             put.clone(),
@@ -294,7 +295,7 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
             400,
             "MANIFEST_INVALID",
         )
-        .header("content-type", OCI_MANIFEST)
+        .header("content-type", MANIFEST_TYPE)
         .body(image.clone()),
         // Methods.
         case(post.clone(), "/v2/seed/manifests/v1", 405, "UNSUPPORTED"),

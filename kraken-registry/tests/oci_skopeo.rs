@@ -4,15 +4,17 @@
 //! Needs `skopeo` (Debian: `apt-get install -y skopeo`). Without it the test is skipped,
 //! unless `CI=true`, where it fails.
 
-mod oci_common;
+mod support;
 
-use oci_common::skopeo::*;
-use oci_common::*;
+use kraken_testkit::oci::MANIFEST_TYPE;
+use kraken_testkit::require_package;
 use reqwest::{Method, StatusCode};
+use support::oci::*;
+use support::skopeo::*;
 
 #[tokio::test]
 async fn skopeo_copies_an_image_in_and_out() {
-    if !skopeo_required() {
+    if require_package("skopeo", "skopeo").is_none() {
         return;
     }
     let registry = Registry::start().await;
@@ -31,7 +33,7 @@ async fn skopeo_copies_an_image_in_and_out() {
     .await;
     let manifest = registry
         .request(Method::GET, "/v2/test/image/manifests/v1")
-        .header("accept", OCI_MANIFEST)
+        .header("accept", MANIFEST_TYPE)
         .send()
         .await
         .unwrap();
@@ -40,7 +42,7 @@ async fn skopeo_copies_an_image_in_and_out() {
         header(&manifest, "docker-content-digest"),
         image.manifest.to_string()
     );
-    for blob in image.blobs.iter() {
+    for blob in image.blobs().iter() {
         let head = registry
             .request(Method::HEAD, &format!("/v2/test/image/blobs/{blob}"))
             .send()

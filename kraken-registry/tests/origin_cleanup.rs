@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraken_backends::Router;
-use kraken_backends::testing::FaultyBackend;
 use kraken_core::{BlobStatus, Digest};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
+use kraken_testkit::backend::FaultyBackend;
+use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{blob_bytes, eventually, free_addr, origin_config};
+use support::{eventually, origin_config};
 
 const NS: &str = "library/app";
 
@@ -28,7 +29,7 @@ async fn forced_cleanup_spares_blobs_awaiting_write_back() {
         .unwrap();
     let client = OriginClient::new().unwrap();
     let entry = addr.to_string();
-    let written = blob_bytes(200_000, 1);
+    let written = pseudo_random_bytes(200_000, 1);
     let written_digest = Digest::sha256_of(&written);
     client
         .upload_bytes(
@@ -48,7 +49,7 @@ async fn forced_cleanup_spares_blobs_awaiting_write_back() {
     .await;
     // The backend goes down: the second blob stays pinned, awaiting write-back.
     backend.fail_next(u32::MAX);
-    let pending = blob_bytes(100_000, 2);
+    let pending = pseudo_random_bytes(100_000, 2);
     let pending_digest = Digest::sha256_of(&pending);
     client
         .upload_bytes(

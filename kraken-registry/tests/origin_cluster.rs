@@ -10,10 +10,9 @@ use std::time::Duration;
 use kraken_backends::UploadBody;
 use kraken_core::{BlobStatus, Digest};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
+use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{
-    S3, blob_bytes, eventually, free_addr, origin_config, single_origin, single_origin_with,
-};
+use support::{S3, eventually, origin_config, single_origin, single_origin_with};
 
 const NS: &str = "library/ubuntu";
 
@@ -48,7 +47,7 @@ async fn uploads_replicate_are_served_anywhere_and_heal_after_an_origin_dies() {
     let http = reqwest::Client::new();
 
     // 3 MiB: more than one upload chunk would be at a smaller chunk size; ranges cross pieces.
-    let data = blob_bytes(3 << 20, 7);
+    let data = pseudo_random_bytes(3 << 20, 7);
     let digest = Digest::sha256_of(&data);
     // Upload through the blob's first owner, so that the non-owner starts without a copy.
     let owners = origins[0].ring().owners(&digest);
@@ -231,7 +230,7 @@ async fn concurrent_misses_read_the_backend_once() {
     let addr = config.listen;
 
     // The blob exists only in S3, put there directly (not through the proxy).
-    let data = blob_bytes(4 << 20, 11);
+    let data = pseudo_random_bytes(4 << 20, 11);
     let digest = Digest::sha256_of(&data);
     s3.direct()
         .upload(
@@ -262,7 +261,7 @@ async fn concurrent_misses_read_the_backend_once() {
     assert_eq!(s3.proxy.count("HEAD", &hex), 1, "object stats");
 
     // Metainfo of another S3-only blob: 202 while the origin fetches, then 200.
-    let second = blob_bytes(1 << 20, 12);
+    let second = pseudo_random_bytes(1 << 20, 12);
     let second_digest = Digest::sha256_of(&second);
     s3.direct()
         .upload(
@@ -310,7 +309,9 @@ async fn uploads_during_a_backend_outage_are_written_back_after_it_even_across_a
     let (origin, config) = single_origin(&s3, dir.path()).await;
     let addr = config.listen;
     let client = OriginClient::new().unwrap();
-    let blobs: Vec<Vec<u8>> = (0..3).map(|i| blob_bytes(256 << 10, 100 + i)).collect();
+    let blobs: Vec<Vec<u8>> = (0..3)
+        .map(|i| pseudo_random_bytes(256 << 10, 100 + i))
+        .collect();
     let digests: Vec<Digest> = blobs.iter().map(|b| Digest::sha256_of(b)).collect();
     for (data, digest) in blobs.iter().zip(&digests) {
         // Acknowledged although the backend is down.
@@ -373,7 +374,7 @@ async fn cleanup_evicts_idle_blobs_but_never_one_awaiting_write_back() {
         config.cleanup.idle_ttl = Some(Duration::from_millis(300));
     })
     .await;
-    let data = blob_bytes(100_000, 21);
+    let data = pseudo_random_bytes(100_000, 21);
     let digest = Digest::sha256_of(&data);
     OriginClient::new()
         .unwrap()

@@ -7,10 +7,11 @@ mod support;
 use std::time::Duration;
 
 use kraken_core::{BlobStatus, Digest};
-use kraken_p2p::tls::{ClientAuth, TestPki};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
+use kraken_testkit::{ClientAuth, TestPki};
+use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
+use support::{eventually, https_client, origin_config};
 
 const NS: &str = "library/ubuntu";
 
@@ -35,7 +36,7 @@ async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
     )
     .await;
 
-    let data = blob_bytes(1 << 20, 3);
+    let data = pseudo_random_bytes(1 << 20, 3);
     let digest = Digest::sha256_of(&data);
     let entry = origins[0].local_addr().to_string();
 
@@ -113,14 +114,13 @@ async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
 async fn s3_backend_over_tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let Some(moto) =
-        kraken_backends::testing::MotoServer::start(support::BUCKET, &dir.path().join("moto.log"))
-            .await
+        kraken_testkit::MotoServer::start(support::BUCKET, &dir.path().join("moto.log")).await
     else {
         return;
     };
     let pki = TestPki::create(dir.path().join("pki"));
     let tls = pki.server(ClientAuth::None).load().unwrap();
-    let front = support::CountingProxy::start_with(moto.endpoint(), Some(tls)).await;
+    let front = kraken_testkit::ForwardingProxy::start_with(moto.endpoint(), Some(tls)).await;
     assert!(front.url().starts_with("https://"));
 
     let mut s3 = moto.s3_config(&front.url(), support::ROOT);
@@ -144,7 +144,7 @@ async fn s3_backend_over_tls_with_a_private_ca() {
             kraken_backends::BackendConfig::S3(s3),
         )]);
     let origin = Origin::spawn(config).await.unwrap();
-    let data = blob_bytes(300_000, 9);
+    let data = pseudo_random_bytes(300_000, 9);
     let digest = Digest::sha256_of(&data);
     OriginClient::new()
         .unwrap()

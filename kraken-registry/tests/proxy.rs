@@ -3,7 +3,6 @@
 //! repository's namespace, tags in the build-index read fresh, listings, image indexes,
 //! referrers, mounts, refused manifests and authentication.
 
-mod oci_common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -12,17 +11,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::Digest;
-use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, TestPki};
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
-use oci_common::skopeo::{copy_across_and_out, skopeo, skopeo_required, write_layout};
-use oci_common::{
-    JsonBody, OCI_INDEX, OCI_MANIFEST, Registry, artifact, error_of, header, image_manifest,
-    push_image,
-};
+use kraken_testkit::TestPki;
+use kraken_testkit::oci::{INDEX_TYPE, MANIFEST_TYPE, artifact_manifest, image_manifest};
+use kraken_testkit::{free_addr, pseudo_random_bytes, require_package};
 use reqwest::{Method, StatusCode};
-use support::{blob_bytes, eventually, free_addr, https_client, origin_config};
+use support::oci::{JsonBody, Registry, error_of, header, push_image};
+use support::skopeo::{copy_across_and_out, skopeo, write_layout};
+use support::{eventually, https_client, origin_config};
 
 /// An origin (its backend routes `library/…` apart from the rest), a build-index and a
 /// proxy, and a registry client of the proxy.
@@ -123,7 +122,7 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
     let repo = "library/app";
     let manifest = push_image(client, repo, "one").await;
     let pushed = client
-        .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+        .put_manifest(repo, "v1", MANIFEST_TYPE, &manifest)
         .await;
     assert_eq!(pushed.status(), StatusCode::CREATED);
     let digest = Digest::sha256_of(&manifest);
@@ -152,7 +151,7 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
     for reference in ["v1".to_owned(), digest.to_string()] {
         let pulled = get(client, &format!("/v2/{repo}/manifests/{reference}")).await;
         assert_eq!(pulled.status(), StatusCode::OK, "{reference}");
-        assert_eq!(header(&pulled, "content-type"), OCI_MANIFEST);
+        assert_eq!(header(&pulled, "content-type"), MANIFEST_TYPE);
         assert_eq!(digest_of(&pulled), digest);
         assert_eq!(pulled.bytes().await.unwrap(), manifest);
     }
@@ -175,7 +174,7 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
         .unwrap();
     assert_eq!(header(&head, "content-length"), "13");
     // A blob of several chunks streams back whole and in parts, verified on the way.
-    let big = blob_bytes(3 << 20, 7);
+    let big = pseudo_random_bytes(3 << 20, 7);
     let big_digest = client.push_blob(repo, &big).await;
     let whole = get(client, &format!("/v2/{repo}/blobs/{big_digest}")).await;
     assert_eq!(whole.bytes().await.unwrap(), big);
@@ -205,7 +204,7 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
     let manifest2 = push_image(client, repo, "two").await;
     let digest2 = Digest::sha256_of(&manifest2);
     let pushed = client
-        .put_manifest(repo, "v1", OCI_MANIFEST, &manifest2)
+        .put_manifest(repo, "v1", MANIFEST_TYPE, &manifest2)
         .await;
     assert_eq!(pushed.status(), StatusCode::CREATED);
     let pulled = get(client, &format!("/v2/{repo}/manifests/v1")).await;
@@ -221,7 +220,7 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
     // A manifest whose layer was never pushed: refused, and nothing tagged.
     let broken = image_manifest((config, 15), &[(missing, 5)]);
     let refused = client
-        .put_manifest(repo, "broken", OCI_MANIFEST, &broken)
+        .put_manifest(repo, "broken", MANIFEST_TYPE, &broken)
         .await;
     let (status, code) = error_of(refused).await;
     assert_eq!(
@@ -264,29 +263,29 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
     // An image index over two images.
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
+        "mediaType": INDEX_TYPE,
         "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
+            {"mediaType": MANIFEST_TYPE, "digest": digest.to_string(), "size": manifest.len(),
              "platform": {"architecture": "amd64", "os": "linux"}},
-            {"mediaType": OCI_MANIFEST, "digest": digest2.to_string(), "size": manifest2.len(),
+            {"mediaType": MANIFEST_TYPE, "digest": digest2.to_string(), "size": manifest2.len(),
              "platform": {"architecture": "arm64", "os": "linux"}},
         ],
     }))
     .unwrap();
-    let pushed = client.put_manifest(repo, "multi", OCI_INDEX, &index).await;
+    let pushed = client.put_manifest(repo, "multi", INDEX_TYPE, &index).await;
     assert_eq!(pushed.status(), StatusCode::CREATED);
     let pulled = get(client, &format!("/v2/{repo}/manifests/multi")).await;
-    assert_eq!(header(&pulled, "content-type"), OCI_INDEX);
+    assert_eq!(header(&pulled, "content-type"), INDEX_TYPE);
     assert_eq!(pulled.bytes().await.unwrap(), index);
     // An index whose child is missing is refused.
     let orphan = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": missing.to_string(), "size": 5}],
+        "manifests": [{"mediaType": MANIFEST_TYPE, "digest": missing.to_string(), "size": 5}],
     }))
     .unwrap();
     let (status, code) = error_of(
         client
-            .put_manifest(repo, "orphan", OCI_INDEX, &orphan)
+            .put_manifest(repo, "orphan", INDEX_TYPE, &orphan)
             .await,
     )
     .await;
@@ -316,14 +315,14 @@ async fn tags_list_and_catalog_paginate_and_tag_deletes_when_enabled() {
     let manifest = push_image(client, "a/one", "x").await;
     for tag in ["t3", "t1", "t2"] {
         let pushed = client
-            .put_manifest("a/one", tag, OCI_MANIFEST, &manifest)
+            .put_manifest("a/one", tag, MANIFEST_TYPE, &manifest)
             .await;
         assert_eq!(pushed.status(), StatusCode::CREATED);
     }
     for repo in ["a-b", "a/two", "b"] {
         let manifest = push_image(client, repo, repo).await;
         let pushed = client
-            .put_manifest(repo, "latest", OCI_MANIFEST, &manifest)
+            .put_manifest(repo, "latest", MANIFEST_TYPE, &manifest)
             .await;
         assert_eq!(pushed.status(), StatusCode::CREATED);
     }
@@ -411,7 +410,7 @@ async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
     );
     assert_eq!(
         client
-            .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+            .put_manifest(repo, "v1", MANIFEST_TYPE, &manifest)
             .await
             .status(),
         StatusCode::CREATED
@@ -423,7 +422,7 @@ async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
     // Three signatures pushed at once (serialised per subject), then an SBOM.
     let mut artifacts = Vec::new();
     for i in 0..3 {
-        let mut doc: serde_json::Value = serde_json::from_slice(&artifact(
+        let mut doc: serde_json::Value = serde_json::from_slice(&artifact_manifest(
             subject,
             "application/vnd.example.signature",
             (signature, 11),
@@ -439,23 +438,23 @@ async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
     let pushes = artifacts
         .iter()
         .zip(&references)
-        .map(|(bytes, reference)| client.put_manifest(repo, reference, OCI_MANIFEST, bytes));
+        .map(|(bytes, reference)| client.put_manifest(repo, reference, MANIFEST_TYPE, bytes));
     for pushed in futures::future::join_all(pushes).await {
         assert_eq!(pushed.status(), StatusCode::CREATED);
         assert_eq!(header(&pushed, "oci-subject"), subject.0.to_string());
     }
-    let sbom_manifest = artifact(subject, "application/vnd.example.sbom", (sbom, 7));
+    let sbom_manifest = artifact_manifest(subject, "application/vnd.example.sbom", (sbom, 7));
     let sbom_reference = Digest::sha256_of(&sbom_manifest).to_string();
     // Pushing one twice lists it once.
     for _ in 0..2 {
         let pushed = client
-            .put_manifest(repo, &sbom_reference, OCI_MANIFEST, &sbom_manifest)
+            .put_manifest(repo, &sbom_reference, MANIFEST_TYPE, &sbom_manifest)
             .await;
         assert_eq!(pushed.status(), StatusCode::CREATED);
     }
 
     let all = get(client, &referrers).await;
-    assert_eq!(header(&all, "content-type"), OCI_INDEX);
+    assert_eq!(header(&all, "content-type"), INDEX_TYPE);
     let all = all.json().await.unwrap();
     let listed = all["manifests"].as_array().unwrap();
     assert_eq!(listed.len(), 4, "{all}");
@@ -466,7 +465,7 @@ async fn referrers_are_listed_after_artifacts_with_a_subject_are_pushed() {
             .find(|d| d["digest"] == digest.as_str())
             .unwrap();
         assert_eq!(entry["size"], bytes.len());
-        assert_eq!(entry["mediaType"], OCI_MANIFEST);
+        assert_eq!(entry["mediaType"], MANIFEST_TYPE);
     }
     let filtered = get(
         client,
@@ -521,7 +520,7 @@ impl WriteTargets {
     async fn create(allowed: &Registry, repo: &'static str) -> Self {
         let manifest = push_image(allowed, repo, "allowed").await;
         let pushed = allowed
-            .put_manifest(repo, "v1", OCI_MANIFEST, &manifest)
+            .put_manifest(repo, "v1", MANIFEST_TYPE, &manifest)
             .await;
         assert_eq!(pushed.status(), StatusCode::CREATED);
         let session = allowed
@@ -570,7 +569,7 @@ impl WriteTargets {
                 .body(REFUSED_LAYER),
             client
                 .request(Method::PUT, &format!("/v2/{repo}/manifests/{REFUSED_TAG}"))
-                .header("content-type", OCI_MANIFEST)
+                .header("content-type", MANIFEST_TYPE)
                 .body(self.manifest.clone()),
             client.request(Method::DELETE, &format!("/v2/{repo}/manifests/v1")),
             client.request(Method::DELETE, location),
@@ -712,7 +711,7 @@ async fn writes_need_a_client_certificate_when_tls_asks_for_one_on_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_an_image_into_and_out_of_the_proxy() {
-    if !skopeo_required() {
+    if require_package("skopeo", "skopeo").is_none() {
         return;
     }
     let cluster = Cluster::start_with(|config| {

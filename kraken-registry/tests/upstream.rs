@@ -5,26 +5,29 @@
 //! manifest, config and layers over P2P from the origin (which fetches them from
 //! Distribution on a miss).
 
-mod oci_common;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use kraken_backends::testing::DistributionServer;
 use kraken_backends::{BackendConfig, BackendsConfig, RegistryConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_p2p::tracker::TrackerServer;
 use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
+use kraken_testkit::Distribution;
+use kraken_testkit::oci::{
+    DOCKER_MANIFEST_TYPE, MANIFEST_TYPE, MediaTypes, OCI_MEDIA_TYPES, push_blob, push_manifest,
+    two_layer_image,
+};
+use kraken_testkit::{free_addr, require_package};
 use reqwest::StatusCode;
-use support::{MediaTypes, OCI_MEDIA_TYPES, free_addr, origin_config, two_layer_image};
+use support::oci::{get_blob_and_check, header};
+use support::origin_config;
 
 const REPO: &str = "upstream/app";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -42,7 +45,7 @@ impl Image {
     fn new(seed: u64, sizes: [usize; 2], docker: bool) -> Self {
         let types = if docker {
             MediaTypes {
-                manifest: DOCKER_MANIFEST,
+                manifest: DOCKER_MANIFEST_TYPE,
                 config: DOCKER_CONFIG,
                 layer: DOCKER_LAYER,
             }
@@ -67,46 +70,15 @@ impl Image {
     /// Pushes the blobs and the manifest to `registry` with the plain OCI API, tagged `tag`.
     async fn push(&self, client: &reqwest::Client, registry: &str, tag: &str) {
         for blob in self.blobs() {
-            push_blob(client, registry, blob).await;
+            push_blob(client, registry, REPO, blob).await;
         }
-        let pushed = client
-            .put(format!("{registry}/v2/{REPO}/manifests/{tag}"))
-            .header("content-type", self.media_type)
-            .body(self.manifest.clone())
-            .send()
-            .await
-            .unwrap();
+        let pushed =
+            push_manifest(client, registry, REPO, tag, self.media_type, &self.manifest).await;
         assert_eq!(
-            pushed.status(),
-            201,
-            "push manifest: {:?}",
-            pushed.text().await
-        );
-        assert_eq!(
-            header(&pushed, "docker-content-digest"),
+            pushed["docker-content-digest"].to_str().unwrap_or_default(),
             self.digest.to_string()
         );
     }
-}
-
-/// Pushes a blob the way docker does: POST an upload, PUT its bytes with the digest.
-async fn push_blob(client: &reqwest::Client, registry: &str, content: &[u8]) {
-    let digest = Digest::sha256_of(content);
-    let started = client
-        .post(format!("{registry}/v2/{REPO}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202, "start upload");
-    let location = header(&started, "location");
-    let mut url = reqwest::Url::parse(registry)
-        .unwrap()
-        .join(&location)
-        .unwrap();
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
-    let finished = client.put(url).body(content.to_vec()).send().await.unwrap();
-    assert_eq!(finished.status(), 201, "finish upload");
 }
 
 /// Routes every namespace to Distribution.
@@ -169,19 +141,11 @@ impl Cluster {
     }
 }
 
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 /// Pulls `REPO:tag` from the agent as containerd does — HEAD the manifest by tag, GET it by
 /// digest, then the config and layers by digest — and checks every byte and digest against
 /// what was pushed upstream.
 async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) {
-    let accept = format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}");
+    let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST_TYPE}");
     let head = client
         .head(format!("{base}/v2/{REPO}/manifests/{tag}"))
         .header("accept", &accept)
@@ -240,16 +204,7 @@ async fn pull(client: &reqwest::Client, base: &str, tag: &str, image: &Image) {
             .unwrap();
         assert_eq!(head.status(), StatusCode::OK, "HEAD {digest}");
         assert_eq!(header(&head, "content-length"), data.len().to_string());
-        let response = client
-            .get(format!("{base}/v2/{REPO}/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {digest}");
-        assert_eq!(header(&response, "docker-content-digest"), *digest);
-        let bytes = response.bytes().await.unwrap();
-        assert_eq!(Digest::sha256_of(&bytes).to_string(), *digest);
-        assert_eq!(bytes, *data, "{digest}");
+        get_blob_and_check(client, base, REPO, digest, data).await;
     }
 }
 
@@ -260,8 +215,7 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("distribution")).unwrap();
-    let Some(upstream) = DistributionServer::start(&dir.path().join("distribution")) else {
+    let Some(upstream) = Distribution::start_if_installed() else {
         return;
     };
     kraken_backends::install_crypto_provider();
@@ -270,11 +224,11 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
         .build()
         .unwrap();
     let oci = Image::new(11, [300_000, (1 << 20) + 7], false);
-    oci.push(&http, upstream.url(), "v1").await;
+    oci.push(&http, &upstream.url(), "v1").await;
     let docker = Image::new(21, [4000, 70_000], true);
-    docker.push(&http, upstream.url(), "docker").await;
+    docker.push(&http, &upstream.url(), "docker").await;
 
-    let cluster = Cluster::start(dir.path(), upstream.url()).await;
+    let cluster = Cluster::start(dir.path(), &upstream.url()).await;
     let base = cluster.base();
     // Nothing was pushed to the cluster: the agent, the origin and the build-index start
     // empty, and every byte below comes from Distribution.
@@ -323,10 +277,10 @@ async fn an_agent_pulls_an_image_that_exists_only_in_cncf_distribution() {
     assert_eq!(blob.status(), StatusCode::NOT_FOUND);
 
     // skopeo copies the OCI image out of the agent, digests preserved.
-    if oci_common::skopeo::skopeo_required() {
+    if require_package("skopeo", "skopeo").is_some() {
         let out = dir.path().join("skopeo-out");
         let addr: SocketAddr = cluster.agent.local_addr();
-        oci_common::skopeo::skopeo(&[
+        support::skopeo::skopeo(&[
             "copy",
             "--src-tls-verify=false",
             "--preserve-digests",

@@ -1,8 +1,21 @@
-//! Shared helpers of the integration tests: the fake HTTP server and the TLS fronts here, and
-//! the external servers' helpers from `kraken_backends::testing`.
-#![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses a different part
+//! Helpers of this crate's integration tests: canned answers of the test servers
+//! ([`kraken_testkit::TestServer`]) that play a protocol or a misbehaving server.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
-pub mod fake_http;
-pub mod tls_front;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::Response;
 
-pub use kraken_backends::testing::{ServerGuard, free_port, require_program};
+/// The response body type handlers return.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A response with `status`, headers and a body.
+pub fn response(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let body = http_body_util::Full::new(body.into()).map_err(|never| match never {});
+    builder.body(body.boxed()).expect("valid response")
+}

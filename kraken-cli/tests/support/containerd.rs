@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use kraken_core::Digest;
 
-use super::process::{Daemon, run, run_with_timeout};
+use kraken_testkit::{ProcessGuard, require_package, run, run_with_timeout, scratch_dir};
 
 /// The containerd namespace the tests use.
 pub const NAMESPACE: &str = "kraken-e2e";
 
-/// A running containerd, stopped on drop. Gate with `support::require_all(&[("containerd",
+/// A running containerd, stopped on drop. Gate with `kraken_testkit::require_packages(&[("containerd",
 /// "containerd"), ("ctr", "containerd")])`.
 #[derive(Debug)]
 pub struct Containerd {
     socket: PathBuf,
-    daemon: Daemon,
+    daemon: ProcessGuard,
     dir: tempfile::TempDir,
 }
 
@@ -35,7 +35,7 @@ pub enum PullVia<'a> {
 impl Containerd {
     /// Starts containerd and waits until `ctr version` answers.
     pub fn start() -> Result<Self> {
-        let dir = super::scratch_dir("containerd");
+        let dir = scratch_dir("containerd");
         let socket = dir.path().join("containerd.sock");
         let config = format!(
             r#"version = 2
@@ -59,11 +59,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config)?;
-        let program = super::require("containerd", "containerd").context("containerd")?;
-        let mut daemon = Daemon::spawn(
+        let program = require_package("containerd", "containerd").context("containerd")?;
+        let mut daemon = ProcessGuard::spawn(
             "containerd",
             &program,
-            &["--config", config_path.to_str().context("path")?],
+            ["--config", config_path.to_str().context("path")?],
             &dir.path().join("containerd.log"),
         )?;
         let probe_socket = socket.clone();

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use kraken_core::Digest;
 use serde_json::json;
 
-use super::process::{Daemon, Output, run};
+use kraken_testkit::{Output, ProcessGuard, require_package, run, scratch_dir};
 
 /// Docker's CLI from Debian's `docker.io`, the engine's own version. A newer CLI found earlier
 /// in `PATH` (e.g. /usr/local/bin) wants BuildKit's buildx plugin for `docker build`.
@@ -23,19 +23,19 @@ pub struct DockerdOptions {
 }
 
 /// A running dockerd, stopped on drop (SIGTERM: it stops its own containerd too). Gate with
-/// `support::require_all(&[("dockerd", "docker.io"), ("docker", "docker.io")])`.
+/// `kraken_testkit::require_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")])`.
 #[derive(Debug)]
 pub struct Dockerd {
     socket: PathBuf,
     cli: PathBuf,
-    daemon: Daemon,
+    daemon: ProcessGuard,
     dir: tempfile::TempDir,
 }
 
 impl Dockerd {
     /// Starts dockerd and waits until `docker version` reaches it.
     pub fn start(options: &DockerdOptions) -> Result<Self> {
-        let dir = super::scratch_dir("dockerd");
+        let dir = scratch_dir("dockerd");
         let socket = dir.path().join("docker.sock");
         let config = json!({
             "hosts": [format!("unix://{}", socket.display())],
@@ -53,16 +53,16 @@ impl Dockerd {
         let config_path = dir.path().join("daemon.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
         std::fs::create_dir_all(dir.path().join("client"))?;
-        let program = super::require("dockerd", "docker.io").context("dockerd")?;
+        let program = require_package("dockerd", "docker.io").context("dockerd")?;
         let cli = if Path::new(DEBIAN_CLI).is_file() {
             PathBuf::from(DEBIAN_CLI)
         } else {
-            super::require("docker", "docker.io").context("docker")?
+            require_package("docker", "docker.io").context("docker")?
         };
-        let mut daemon = Daemon::spawn(
+        let mut daemon = ProcessGuard::spawn(
             "dockerd",
             &program,
-            &["--config-file", config_path.to_str().context("path")?],
+            ["--config-file", config_path.to_str().context("path")?],
             &dir.path().join("dockerd.log"),
         )?;
         let mut probe = Command::new(&cli);
@@ -103,7 +103,7 @@ impl Dockerd {
     /// `marker` (so different markers give different images); returns the image ID.
     pub fn build_busybox_image(&self, tag: &str, marker: &str) -> Result<String> {
         let context = tempfile::tempdir_in(self.dir.path())?;
-        std::fs::copy(super::image::BUSYBOX, context.path().join("busybox"))
+        std::fs::copy(kraken_testkit::oci::BUSYBOX, context.path().join("busybox"))
             .context("copy busybox into the build context")?;
         std::fs::write(context.path().join("marker"), marker)?;
         std::fs::write(

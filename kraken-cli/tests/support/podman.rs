@@ -7,10 +7,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use kraken_core::Digest;
 
-use super::process::{Output, run};
+use kraken_testkit::{Output, run, scratch_dir};
 
 /// podman with its own storage; removed with the temp dir on drop. Gate with
-/// `support::require("podman", "podman")`.
+/// `kraken_testkit::require_package("podman", "podman")`.
 #[derive(Debug)]
 pub struct Podman {
     registries_conf: PathBuf,
@@ -22,7 +22,7 @@ impl Podman {
     /// `registries.conf` (`[[registry]] prefix = … location = … [[registry.mirror]] …`),
     /// all plain HTTP.
     pub fn new(mirrors: &[(&str, &str)]) -> Result<Self> {
-        let dir = super::scratch_dir("podman");
+        let dir = scratch_dir("podman");
         let mut conf = String::from("unqualified-search-registries = []\n");
         for (prefix, mirror) in mirrors {
             conf.push_str(&format!(

@@ -10,9 +10,9 @@ use kraken_core::Digest;
 
 use super::containerd::{Containerd, PullVia};
 use super::docker::Dockerd;
-use super::image::{Image, ImageIndex, ImageSpec, OciLayout, check_layout};
 use super::podman::Podman;
-use super::skopeo::Skopeo;
+use kraken_testkit::Skopeo;
+use kraken_testkit::oci::{Image, ImageIndex, ImageSpec, OciLayout, check_layout};
 
 const KIB: usize = 1024;
 
@@ -166,7 +166,7 @@ pub fn containerd_pulls(
 }
 
 fn remove_synchronously(containerd: &Containerd, reference: &str) -> Result<()> {
-    super::process::run(containerd.ctr().args(["images", "rm", "--sync", reference]))?;
+    kraken_testkit::run(containerd.ctr().args(["images", "rm", "--sync", reference]))?;
     Ok(())
 }
 
@@ -391,4 +391,12 @@ pub fn timed<T>(name: &str, scenario: impl FnOnce() -> Result<T>) -> T {
     let result = scenario();
     println!("{name}: {:.2?}", started.elapsed());
     result.unwrap_or_else(|e| panic!("{name}: {e:?}"))
+}
+
+/// The skopeo scenarios, each [`timed`]: a 3-layer image, a multi-platform index, and a tag
+/// pushed again.
+pub fn skopeo_all(endpoints: &Endpoints, skopeo: &Skopeo) {
+    timed("skopeo copy, 3 layers", || skopeo_copy(endpoints, skopeo));
+    timed("multi-arch index", || multi_arch(endpoints, skopeo));
+    timed("tag mutation", || tag_mutation(endpoints, skopeo));
 }

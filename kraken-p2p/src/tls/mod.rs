@@ -267,11 +267,3 @@ fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     }
     Ok(roots)
 }
-
-#[cfg(any(test, feature = "testing"))]
-mod test_pki;
-#[cfg(any(test, feature = "testing"))]
-pub use self::test_pki::TestPki;
-
-#[cfg(test)]
-mod tests;

@@ -1,22 +1,21 @@
 //! Shared parts of the registry tests: moto behind a counting proxy, origins on loopback,
-//! uploads, skopeo, and bounded waiting.
+//! uploads, a registry served on loopback ([`oci`]), skopeo round trips ([`skopeo`]), and
+//! bounded waiting. What other crates' tests need too lives in `kraken_testkit`.
 #![allow(dead_code, unreachable_pub, unused_imports)] // each test binary uses a different part
 
-pub mod proxy;
+pub mod oci;
+pub mod skopeo;
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::testing::MotoServer;
 use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient, OriginConfig};
-
-pub use kraken_backends::testing::pseudo_random_bytes as blob_bytes;
-pub use proxy::CountingProxy;
+use kraken_testkit::{ForwardingProxy, MotoServer, free_addr};
 
 pub const BUCKET: &str = "kraken-origin-test";
 pub const ROOT: &str = "blobs";
@@ -24,7 +23,7 @@ pub const ROOT: &str = "blobs";
 /// moto with a counting proxy in front; origins talk to the proxy.
 pub struct S3 {
     pub moto: MotoServer,
-    pub proxy: CountingProxy,
+    pub proxy: ForwardingProxy,
     _dir: tempfile::TempDir,
 }
 
@@ -36,7 +35,7 @@ impl S3 {
             .try_init();
         let dir = tempfile::tempdir().unwrap();
         let moto = MotoServer::start(BUCKET, &dir.path().join("moto.log")).await?;
-        let proxy = CountingProxy::start(moto.endpoint()).await;
+        let proxy = ForwardingProxy::start(moto.endpoint()).await;
         Some(Self {
             moto,
             proxy,
@@ -60,12 +59,6 @@ impl S3 {
         let s3 = self.moto.s3_config(self.moto.endpoint(), ROOT);
         BackendConfig::S3(s3).build().unwrap()
     }
-}
-
-/// A free port on `ip` (a loopback address such as 127.0.0.2).
-pub fn free_addr(ip: &str) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// A one-origin cluster on 127.0.0.1 whose backend is `s3`.
@@ -160,65 +153,4 @@ pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
         .await
         .unwrap();
     digest
-}
-
-/// The blobs and manifest of a generated two-layer image.
-pub struct TestImage {
-    pub manifest: Vec<u8>,
-    pub digest: Digest,
-    pub config: Vec<u8>,
-    pub layers: Vec<Vec<u8>>,
-}
-
-/// Media types of an image's manifest, config and layers.
-pub struct MediaTypes {
-    pub manifest: &'static str,
-    pub config: &'static str,
-    pub layer: &'static str,
-}
-
-pub const OCI_MEDIA_TYPES: MediaTypes = MediaTypes {
-    manifest: "application/vnd.oci.image.manifest.v1+json",
-    config: "application/vnd.oci.image.config.v1+json",
-    layer: "application/vnd.oci.image.layer.v1.tar",
-};
-
-/// A two-layer image with layers of `sizes` bytes (different `seed`s give different images):
-/// a config whose `diff_ids` name the layers, and a manifest of `types`.
-pub fn two_layer_image(seed: u64, sizes: [usize; 2], types: &MediaTypes) -> TestImage {
-    let layers = vec![blob_bytes(sizes[0], seed), blob_bytes(sizes[1], seed + 1)];
-    let diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| Digest::sha256_of(l).to_string())
-        .collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "config": {"Labels": {"seed": seed.to_string()}},
-    }))
-    .unwrap();
-    let descriptor = |media_type: &str, data: &[u8]| {
-        serde_json::json!({
-            "mediaType": media_type,
-            "digest": Digest::sha256_of(data).to_string(),
-            "size": data.len(),
-        })
-    };
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": types.manifest,
-        "config": descriptor(types.config, &config),
-        "layers": layers
-            .iter()
-            .map(|l| descriptor(types.layer, l))
-            .collect::<Vec<_>>(),
-    }))
-    .unwrap();
-    TestImage {
-        digest: Digest::sha256_of(&manifest),
-        manifest,
-        config,
-        layers,
-    }
 }

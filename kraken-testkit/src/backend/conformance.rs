@@ -5,8 +5,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kraken_core::{Digest, Hasher};
 
-use crate::backend::{Backend, ByteRange, ByteStream, ListOptions, UploadBody, collect_bytes};
-use crate::error::Error;
+use kraken_backends::{
+    Backend, ByteRange, ByteStream, Error, ListOptions, UploadBody, collect_bytes,
+};
+
+use crate::pseudo_random_bytes;
 
 /// Size of the blob [`large_blob_streams`] moves: large enough that holding it in memory
 /// would show in the process's peak memory.
@@ -253,19 +256,9 @@ pub async fn large_blob_streams(backend: &dyn Backend, size: u64) {
 /// A deterministic pseudo-random stream of `size` bytes in 1 MiB chunks, generated as it is
 /// read, and the digest it will have.
 pub fn generated_blob(size: u64) -> (ByteStream, Digest) {
-    let chunk_at = |index: u64, length: usize| -> Bytes {
-        // xorshift64*, seeded by the chunk index: cheap, and no two chunks alike.
-        let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut chunk = Vec::with_capacity(length);
-        while chunk.len() < length {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            chunk.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-        }
-        chunk.truncate(length);
-        chunk.into()
-    };
+    // Seeded by the chunk index: no two chunks alike.
+    let chunk_at =
+        |index: u64, length: usize| -> Bytes { pseudo_random_bytes(length, index).into() };
     let lengths = move |index: u64| {
         let start = index * GENERATED_CHUNK as u64;
         (start < size).then(|| (size - start).min(GENERATED_CHUNK as u64) as usize)

@@ -1,40 +1,55 @@
 //! CNCF Distribution (Debian's `docker-registry`) on 127.0.0.1, with filesystem storage in a
-//! temp dir: the stand-in for the devcluster's push and pull endpoints. It records every
-//! request it served (its access log), so tests can check what a client sent.
+//! scratch directory: the upstream registry of the registry backend's and the agent's tests,
+//! and the stand-in for the devcluster's push and pull endpoints in the client tests. It
+//! records every request it served (its access log), so tests can check what a client sent.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kraken_backends::testing::free_port;
 
-use super::process::Daemon;
+use crate::{ProcessGuard, free_port, require_package, scratch_dir};
 
-/// A running registry, stopped on drop (a [`Daemon`]: also when the test process is killed).
+/// A running registry, stopped on drop (a [`ProcessGuard`]: also when the test process is
+/// killed).
+///
+/// The one launcher of CNCF Distribution: it merged the backends' (storage under a directory
+/// the test gives, `None` when the program is missing) and the client tests' (its own scratch
+/// directory, pull-through caches, the access log) into the second, plus
+/// [`start_if_installed`](Self::start_if_installed) for the first's skipping.
 #[derive(Debug)]
 pub struct Distribution {
     host: String,
     log: PathBuf,
-    _server: Daemon,
+    _server: ProcessGuard,
     _dir: tempfile::TempDir,
 }
 
 /// One request from the access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// `GET`, `PUT`, …
     pub method: String,
     /// Path and query, as sent.
     pub target: String,
+    /// The status answered.
     pub status: u16,
+    /// The client's `User-Agent`.
     pub user_agent: String,
 }
 
 impl Distribution {
     /// A registry accepting pushes. Needs `docker-registry` (gate with
-    /// `support::require("docker-registry", "docker-registry")`).
+    /// `require_package("docker-registry", "docker-registry")`).
     pub fn start() -> Result<Self> {
         Self::start_with(None)
+    }
+
+    /// [`start`](Self::start), or `None` (the test skips) when `docker-registry` is not
+    /// installed and `CI` is not `true` (then it panics with the install hint).
+    pub fn start_if_installed() -> Option<Self> {
+        require_package("docker-registry", "docker-registry")?;
+        Some(Self::start().expect("start docker-registry"))
     }
 
     /// A read-only pull-through cache of the registry at `remote` (`HOST:PORT`, plain HTTP):
@@ -44,7 +59,7 @@ impl Distribution {
     }
 
     fn start_with(remote: Option<&str>) -> Result<Self> {
-        let dir = super::scratch_dir("distribution");
+        let dir = scratch_dir("distribution");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let proxy = remote
             .map(|remote| format!("proxy:\n  remoteurl: http://{remote}\n"))
@@ -70,12 +85,11 @@ health:
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let program =
-            super::require("docker-registry", "docker-registry").context("docker-registry")?;
+            require_package("docker-registry", "docker-registry").context("docker-registry")?;
         let log = dir.path().join("log");
-        let config_arg = config_path.to_str().context("path")?;
-        let mut server = Daemon::spawn("docker-registry", &program, &["serve", config_arg], &log)?;
-        server
-            .wait_ready(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())?;
+        let args = [PathBuf::from("serve"), config_path];
+        let mut server = ProcessGuard::spawn("docker-registry", &program, &args, &log)?;
+        server.wait_listening(addr)?;
         Ok(Self {
             host: addr.to_string(),
             log,
@@ -87,6 +101,11 @@ health:
     /// `127.0.0.1:PORT`, the registry part of an image reference.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
     }
 
     /// Every request served so far, in order.

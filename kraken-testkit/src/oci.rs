@@ -2,7 +2,12 @@
 //! deterministic pseudo-random content (and a static busybox, so the image can run), a config
 //! whose `diff_ids` are the uncompressed layers' digests, a manifest, and `index.json` naming
 //! each image by tag (`org.opencontainers.image.ref.name`). Also multi-platform image indexes.
-//! Every writer returns the digests a pull must give back.
+//! Every writer returns the digests a pull must give back. And manifests, artifacts and
+//! generated images in memory, for tests that push over the registry API.
+//!
+//! The one home of the tests' image builders: the client tests' layouts, the registry tests'
+//! manifest builders and generated two-layer images, and a layout writer of the registry's
+//! skopeo tests (two fixed uncompressed layers), which [`OciLayout`] replaced.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,12 +16,21 @@ use anyhow::{Context, Result, bail, ensure};
 use kraken_core::Digest;
 use serde_json::{Value, json};
 
+use crate::pseudo_random_bytes;
+
+/// An OCI image manifest.
 pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// An OCI image index (multi-platform).
 pub const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// An OCI image config.
 pub const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// A gzip'd tar layer, as [`OciLayout`] writes them.
 pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Docker's media types, which `docker push` rewrites OCI images into.
+/// An uncompressed tar layer, as the in-memory builders describe theirs.
+pub const TAR_LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Docker's image manifest, which `docker push` rewrites OCI images into.
 pub const DOCKER_MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker's manifest list, which `docker push` rewrites OCI indexes into.
 pub const DOCKER_LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Where the static busybox comes from (Debian's `busybox-static`).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -48,6 +62,12 @@ impl ImageSpec {
         }
     }
 
+    /// The same image without busybox: data layers only, nothing to run.
+    pub fn without_busybox(mut self) -> Self {
+        self.busybox = false;
+        self
+    }
+
     /// The same image for another architecture (busybox only goes into amd64 images).
     pub fn for_architecture(mut self, architecture: &str) -> Self {
         architecture.clone_into(&mut self.architecture);
@@ -60,7 +80,9 @@ impl ImageSpec {
 pub struct Image {
     /// Digest of the manifest: what a pull by tag must resolve to.
     pub manifest: Digest,
+    /// Size of the manifest in bytes.
     pub manifest_size: u64,
+    /// Digest of the config.
     pub config: Digest,
     /// The compressed layers, in order: the blobs a pull downloads.
     pub layers: Vec<Digest>,
@@ -68,6 +90,7 @@ pub struct Image {
     pub diff_ids: Vec<Digest>,
     /// Whether the image has `/bin/busybox` as its command.
     pub runnable: bool,
+    /// The config's `architecture`.
     pub architecture: String,
 }
 
@@ -83,7 +106,9 @@ impl Image {
 /// The digests of a multi-platform index that was written.
 #[derive(Clone, Debug)]
 pub struct ImageIndex {
+    /// Digest of the index: what a pull by tag must resolve to.
     pub index: Digest,
+    /// The images it lists, in order.
     pub manifests: Vec<Image>,
 }
 
@@ -107,6 +132,7 @@ impl OciLayout {
         Ok(layout)
     }
 
+    /// The layout's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -160,15 +186,14 @@ impl OciLayout {
         for (i, &size) in spec.layer_sizes.iter().enumerate() {
             let seed = spec.seed.wrapping_mul(1000).wrapping_add(i as u64);
             let name = format!("data/{}-{i}.bin", spec.seed);
-            contents.push(vec![(name, pseudo_random(size, seed), 0o644)]);
+            contents.push(vec![(name, pseudo_random_bytes(size, seed), 0o644)]);
         }
         let (mut layers, mut diff_ids, mut descriptors) = (Vec::new(), Vec::new(), Vec::new());
         for files in &contents {
             let tar = tar_of(files)?;
             diff_ids.push(Digest::sha256_of(&tar));
             let (digest, size) = self.write_blob(&gzip(&tar)?)?;
-            descriptors
-                .push(json!({"mediaType": LAYER_TYPE, "digest": digest.to_string(), "size": size}));
+            descriptors.push(descriptor(LAYER_TYPE, &digest, size));
             layers.push(digest);
         }
         let cmd = if runnable {
@@ -191,7 +216,7 @@ impl OciLayout {
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
+            "config": descriptor(CONFIG_TYPE, &config_digest, config_size),
             "layers": descriptors,
         });
         let (manifest_digest, manifest_size) = self.write_blob(&serde_json::to_vec(&manifest)?)?;
@@ -241,6 +266,7 @@ impl OciLayout {
 pub struct LayoutCheck {
     /// Digest of the manifest or index the tag names.
     pub top: Digest,
+    /// The media type `index.json` gives it.
     pub media_type: String,
     /// Digests of every blob reachable from it (manifests, configs, layers), each present and
     /// matching its digest.
@@ -307,23 +333,8 @@ pub fn children(document: &Value) -> Vec<Result<Digest>> {
         .collect()
 }
 
-/// `len` deterministic pseudo-random (incompressible) bytes; different seeds give different
-/// bytes. Eight bytes per step: fast enough for megabytes in an unoptimised test build.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        bytes.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
-
 /// A tar archive of `(path, content, mode)` files, with their parent directories, all owned by
-/// root and dated [`MTIME`].
+/// root and dated 2023-11-14 (a fixed time, so layers are reproducible).
 pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut dirs: Vec<String> = Vec::new();
@@ -371,4 +382,173 @@ pub fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(data)?;
     Ok(encoder.finish()?)
+}
+
+/// An OCI descriptor: `{"mediaType", "digest", "size"}`.
+pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
+    json!({"mediaType": media_type, "digest": digest.to_string(), "size": size})
+}
+
+/// Media types of an image's manifest, config and layers.
+#[derive(Clone, Copy, Debug)]
+pub struct MediaTypes {
+    /// The manifest's `mediaType`.
+    pub manifest: &'static str,
+    /// The config descriptor's.
+    pub config: &'static str,
+    /// Every layer descriptor's.
+    pub layer: &'static str,
+}
+
+/// An OCI image with uncompressed tar layers.
+pub const OCI_MEDIA_TYPES: MediaTypes = MediaTypes {
+    manifest: MANIFEST_TYPE,
+    config: CONFIG_TYPE,
+    layer: TAR_LAYER_TYPE,
+};
+
+/// An image manifest of `types` over a config and layers (`(digest, size)` each).
+pub fn manifest_of(types: &MediaTypes, config: (Digest, u64), layers: &[(Digest, u64)]) -> Vec<u8> {
+    let layers: Vec<Value> = layers
+        .iter()
+        .map(|(digest, size)| descriptor(types.layer, digest, *size))
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": types.manifest,
+        "config": descriptor(types.config, &config.0, config.1),
+        "layers": layers,
+    }))
+    .expect("JSON values serialise")
+}
+
+/// An OCI image manifest over a config and uncompressed layers (`(digest, size)` each).
+pub fn image_manifest(config: (Digest, usize), layers: &[(Digest, usize)]) -> Vec<u8> {
+    let layers: Vec<(Digest, u64)> = layers
+        .iter()
+        .map(|(digest, size)| (*digest, *size as u64))
+        .collect();
+    manifest_of(&OCI_MEDIA_TYPES, (config.0, config.1 as u64), &layers)
+}
+
+/// An artifact manifest with `subject`, over the empty config and one blob.
+pub fn artifact_manifest(
+    subject: (Digest, usize),
+    artifact_type: &str,
+    blob: (Digest, usize),
+) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": blob.0.to_string(), "size": blob.1}],
+        "subject": {"mediaType": MANIFEST_TYPE, "digest": subject.0.to_string(), "size": subject.1},
+    }))
+    .expect("JSON values serialise")
+}
+
+/// The blobs and manifest of an image generated in memory.
+#[derive(Clone, Debug)]
+pub struct TestImage {
+    /// The manifest's bytes.
+    pub manifest: Vec<u8>,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The config's bytes.
+    pub config: Vec<u8>,
+    /// The layers' bytes, in order.
+    pub layers: Vec<Vec<u8>>,
+}
+
+/// A two-layer image with layers of `sizes` bytes (different `seed`s give different images):
+/// a config whose `diff_ids` name the layers, and a manifest of `types`.
+pub fn two_layer_image(seed: u64, sizes: [usize; 2], types: &MediaTypes) -> TestImage {
+    let layers = vec![
+        pseudo_random_bytes(sizes[0], seed),
+        pseudo_random_bytes(sizes[1], seed + 1),
+    ];
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| Digest::sha256_of(l).to_string())
+        .collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {"Labels": {"seed": seed.to_string()}},
+    }))
+    .expect("JSON values serialise");
+    let of = |data: &[u8]| (Digest::sha256_of(data), data.len() as u64);
+    let layer_descriptors: Vec<_> = layers.iter().map(|l| of(l)).collect();
+    let manifest = manifest_of(types, of(&config), &layer_descriptors);
+    TestImage {
+        digest: Digest::sha256_of(&manifest),
+        manifest,
+        config,
+        layers,
+    }
+}
+
+/// Pushes a blob to `repo` of the registry at `registry` (`http://host:port`) the way docker
+/// does: `POST` an upload, `PUT` its bytes with the digest. Asserts each step's status.
+pub async fn push_blob(
+    client: &reqwest::Client,
+    registry: &str,
+    repo: &str,
+    content: &[u8],
+) -> Digest {
+    let digest = Digest::sha256_of(content);
+    let started = client
+        .post(format!("{registry}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status(), 202, "start upload");
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("an ASCII location")
+        .to_owned();
+    let mut url = reqwest::Url::parse(registry)
+        .expect("a registry URL")
+        .join(&location)
+        .expect("a location relative to the registry");
+    url.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    let finished = client
+        .put(url)
+        .body(content.to_vec())
+        .send()
+        .await
+        .expect("finish upload");
+    assert_eq!(finished.status(), 201, "finish upload");
+    digest
+}
+
+/// Pushes `manifest` (of `media_type`) to `repo` of the registry at `registry` as `reference`
+/// and asserts `201 Created`; returns the answer's headers (`docker-content-digest`, …).
+pub async fn push_manifest(
+    client: &reqwest::Client,
+    registry: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    manifest: &[u8],
+) -> reqwest::header::HeaderMap {
+    let pushed = client
+        .put(format!("{registry}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", media_type)
+        .body(manifest.to_vec())
+        .send()
+        .await
+        .expect("push manifest");
+    let headers = pushed.headers().clone();
+    assert_eq!(
+        pushed.status(),
+        201,
+        "push manifest: {:?}",
+        pushed.text().await
+    );
+    headers
 }

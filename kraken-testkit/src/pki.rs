@@ -1,11 +1,11 @@
-//! Certificates made at run time for tests (feature `testing`): a CA, a server certificate
-//! for loopback, a client certificate, and a client certificate from a CA nobody trusts.
+//! Certificates made at run time for tests: a CA, a server certificate for loopback, a client
+//! certificate, and a client certificate from a CA nobody trusts.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-use super::{ClientAuth, ClientTlsConfig, ServerTlsConfig};
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTlsConfig};
 
 /// PEM files under a directory: `ca.pem`; `server.pem`/`server.key` for `localhost`,
 /// `127.0.0.1` and the rest of 127.0.0.0/8 that tests use (127.0.0.1–127.0.0.9);

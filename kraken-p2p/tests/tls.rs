@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use kraken_core::MetaInfo;
-
-use super::{ClientAuth, TestPki};
-use crate::Error;
-use crate::http_server::ServeConfig;
-use crate::tracker::{Tracker, TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use kraken_p2p::Error;
+use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig};
+use kraken_p2p::tracker::{Tracker, TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use kraken_testkit::TestPki;
 
 async fn tls_tracker(pki: &TestPki, auth: ClientAuth) -> TrackerServer {
     let service = Arc::new(TrackerService::new(TrackerConfig::default()));
@@ -112,12 +112,12 @@ fn unreadable_files_name_the_file() {
     std::fs::write(pki.path("server.key"), "not a key").unwrap();
     let error = pki.server(ClientAuth::None).load().unwrap_err();
     assert_eq!(error.path(), pki.path("server.key"));
-    let missing = super::ClientTlsConfig::new(dir.path().join("missing.pem"))
+    let missing = ClientTlsConfig::new(dir.path().join("missing.pem"))
         .load()
         .unwrap_err();
     assert!(missing.to_string().contains("missing.pem"), "{missing}");
     let empty_ca = dir.path().join("empty.pem");
     std::fs::write(&empty_ca, "").unwrap();
-    let error = super::ClientTlsConfig::new(&empty_ca).load().unwrap_err();
+    let error = ClientTlsConfig::new(&empty_ca).load().unwrap_err();
     assert!(error.to_string().contains("no PEM certificate"), "{error}");
 }

@@ -1,17 +1,13 @@
-//! Shared parts of the OCI API tests: a `LocalRegistry` served on loopback, and helpers.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
-
-pub mod skopeo;
+//! The OCI API tests' registry: a `LocalRegistry` served on loopback, and helpers to push to
+//! it and read its answers. Manifests and images come from `kraken_testkit::oci`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kraken_core::Digest;
 use kraken_registry::oci::{LocalRegistry, OciConfig, OciHandler, OciServer, RegistryStorage};
+use kraken_testkit::oci::image_manifest;
 use reqwest::{Method, Response, StatusCode};
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// A registry on loopback over a fresh directory.
 pub struct Registry {
@@ -171,35 +167,25 @@ pub fn header(response: &Response, name: &str) -> String {
         .to_owned()
 }
 
-/// An OCI image manifest over a config and layers (`(digest, size)` each).
-pub fn image_manifest(config: (Digest, usize), layers: &[(Digest, usize)]) -> Vec<u8> {
-    let layers: Vec<_> = layers
-        .iter()
-        .map(|(d, s)| {
-            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": s})
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0.to_string(), "size": config.1},
-        "layers": layers,
-    }))
-    .unwrap()
-}
-
-/// An artifact manifest with `subject`, over the empty config and one blob.
-pub fn artifact(subject: (Digest, usize), artifact_type: &str, blob: (Digest, usize)) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
-        "layers": [{"mediaType": "application/octet-stream", "digest": blob.0.to_string(), "size": blob.1}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0.to_string(), "size": subject.1},
-    }))
-    .unwrap()
+/// GETs blob `digest` of `repo` from the registry at `base` and checks the answer: `200`,
+/// the `docker-content-digest` header, and content that hashes to `digest` and is `data`.
+pub async fn get_blob_and_check(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    digest: &str,
+    data: &[u8],
+) {
+    let response = client
+        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {digest}");
+    assert_eq!(header(&response, "docker-content-digest"), *digest);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(Digest::sha256_of(&bytes).to_string(), *digest);
+    assert_eq!(bytes, *data, "{digest}");
 }
 
 /// Pushes a config and two layers and returns an image manifest over them.

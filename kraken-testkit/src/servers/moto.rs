@@ -2,18 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 
-use super::servers::{ServerGuard, free_port, require_program};
-use crate::cloud_config::S3Config;
+use kraken_backends::S3Config;
 
-/// A running `moto_server` on 127.0.0.1 with one empty bucket; killed on drop. Its data lives
-/// in memory.
+use crate::{ProcessGuard, free_port, require_program};
+
+/// A running `moto_server` on 127.0.0.1 with one empty bucket; stopped on drop. Its data
+/// lives in memory.
 #[derive(Debug)]
 pub struct MotoServer {
     endpoint: String,
     bucket: String,
-    _server: ServerGuard,
+    _server: ProcessGuard,
 }
 
 impl MotoServer {
@@ -23,12 +23,17 @@ impl MotoServer {
         let program = require_program("moto_server", "pip install 'moto[server]'")?;
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut command = Command::new(program);
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let server = ServerGuard::start("moto_server", command, addr, log);
+        let mut server = ProcessGuard::spawn(
+            "moto_server",
+            program,
+            ["-H", "127.0.0.1", "-p", &port.to_string()],
+            log,
+        )
+        .expect("start moto_server");
+        server.wait_listening(addr).expect("moto_server listens");
         let endpoint = format!("http://{addr}");
         // moto accepts unsigned requests: a plain PUT creates the bucket.
-        crate::client::install_crypto_provider();
+        kraken_backends::install_crypto_provider();
         let created = reqwest::Client::new()
             .put(format!("{endpoint}/{bucket}"))
             .send()

@@ -7,19 +7,31 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use kraken_core::Digest;
 
-use super::process::run;
+use crate::process::{Output, run};
+use crate::scratch_dir;
 
-/// The skopeo client. Gate with `support::require("skopeo", "skopeo")`.
+/// The skopeo client. Gate with `require_package("skopeo", "skopeo")`.
+///
+/// The one skopeo wrapper: the client tests' (typed copies and inspections) and the registry
+/// tests' (raw arguments, see [`run`](Self::run)), each command with `--insecure-policy` and
+/// a private `--tmpdir`.
 #[derive(Debug)]
 pub struct Skopeo {
     tmp: tempfile::TempDir,
 }
 
 impl Skopeo {
+    /// A client with its own scratch directory.
     pub fn new() -> Self {
         Self {
-            tmp: super::scratch_dir("skopeo"),
+            tmp: scratch_dir("skopeo"),
         }
+    }
+
+    /// `skopeo ARGS…`, for what the typed methods do not cover (credentials,
+    /// `--preserve-digests`, …). The error carries what skopeo printed.
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        run(self.command().args(args))
     }
 
     fn command(&self) -> Command {

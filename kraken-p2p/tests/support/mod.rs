@@ -59,17 +59,8 @@ pub async fn node_sending_files(
 
 /// A file of `len` pseudo-random bytes.
 pub fn random_file(dir: &Path, len: usize, seed: u64) -> std::path::PathBuf {
-    let mut state = seed | 1;
-    let mut data = vec![0u8; len];
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let bytes = state.to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
     let path = dir.join(format!("blob-{seed}"));
-    std::fs::write(&path, data).unwrap();
+    kraken_testkit::write_pseudo_random_file(&path, len, seed);
     path
 }
 

@@ -1,0 +1,9 @@
+//! External servers started for a test, each on a free loopback port and stopped on drop.
+
+mod distribution;
+mod moto;
+mod nginx;
+
+pub use distribution::{Distribution, Request, summary};
+pub use moto::MotoServer;
+pub use nginx::Nginx;
