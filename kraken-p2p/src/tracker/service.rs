@@ -14,14 +14,12 @@ use kraken_core::{ByteSize, Digest, InfoHash, MetaInfo, PeerInfo};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::api::{AnnounceRequest, AnnounceResponse, decode_segment};
 use super::source::{MetaInfoLookup, MetaInfoSource};
 use super::{MemoryPeerStore, handout};
 use crate::error::Result;
-use crate::http_server::{ServeConfig, serve};
+use crate::http_server::{ServeConfig, Server};
 
 /// Largest announce body accepted: 16 KiB.
 const MAX_ANNOUNCE_BODY: usize = 16 << 10;
@@ -299,11 +297,7 @@ impl TrackerService {
 
 /// A running tracker HTTP server.
 #[derive(Debug)]
-pub struct TrackerServer {
-    local_addr: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
+pub struct TrackerServer(Server);
 
 impl TrackerServer {
     /// Binds `addr` and serves `service` over plain HTTP until [`shutdown`](Self::shutdown).
@@ -311,7 +305,7 @@ impl TrackerServer {
         Self::bind_with(addr, service, ServeConfig::new("tracker")).await
     }
 
-    /// Binds `addr` and serves `service` with `config` (TLS, drain time) until
+    /// Binds `addr` and serves `service` with `config` (TLS, limits, drain time) until
     /// [`shutdown`](Self::shutdown).
     pub async fn bind_with(
         addr: SocketAddr,
@@ -319,37 +313,21 @@ impl TrackerServer {
         config: ServeConfig,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let handler = move |request| {
             let service = Arc::clone(&service);
             async move { service.handle(request).await }
         };
-        tasks.spawn(serve(
-            listener,
-            config,
-            handler,
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-        tasks.close();
-        Ok(Self {
-            local_addr,
-            shutdown,
-            tasks,
-        })
+        Ok(Self(Server::spawn(listener, config, handler)?))
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Stops accepting, lets in-flight requests finish, and returns when everything has.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.tasks.wait().await;
+        self.0.shutdown().await;
     }
 }
 
