@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(config.p2p.metainfo_timeout, Duration::from_secs(60));
         assert_eq!(config.cleanup.high_watermark, Some(ByteSize(50 << 30)));
         assert_eq!(config.limits.preload_concurrency, 4);
-        assert_eq!(config.http.max_connections_per_client, 0, "the host's own runtimes");
+        assert_eq!(
+            config.http.max_connections_per_client, 0,
+            "the host's own runtimes"
+        );
         assert_eq!(config.http.max_connections, 4096);
         assert!(!config.ns_as_prefix);
 
