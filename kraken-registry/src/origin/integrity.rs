@@ -7,8 +7,8 @@
 //!
 //! - **A report.** A reader that got bytes which fail the digest (the proxy, another origin)
 //!   tells the origin with `POST …/blobs/<digest>/verify`. The origin re-hashes its copy in
-//!   the background (one check per digest at a time, and none within
-//!   [`REPORT_COOLDOWN`] of the last, so reports cannot make it hash in a loop).
+//!   the background (one check per digest at a time, none within [`REPORT_COOLDOWN`] of the
+//!   last, and at most [`MAX_REPORT_CHECKS`] at once, so reports cannot keep its disk busy).
 //! - **The scrub.** Every [`ScrubConfig::interval`] the origin re-hashes every blob it holds,
 //!   reading at most [`ScrubConfig::bytes_per_second`], so a bad copy nobody reads is found
 //!   too.
@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ use crate::error::{Error, Result, error_chain};
 
 /// How soon after a check of a blob a report about it is ignored.
 pub(crate) const REPORT_COOLDOWN: Duration = Duration::from_secs(30);
+/// Reported blobs re-hashed at once; further reports meanwhile are dropped (the reader has
+/// moved on to a replica, and the scrub still comes).
+pub(crate) const MAX_REPORT_CHECKS: usize = 2;
 /// Bytes read per step when re-hashing a blob.
 const HASH_CHUNK: usize = 1 << 20;
 
@@ -77,7 +81,10 @@ pub(crate) enum Verdict {
 /// Which blobs are being checked, and when each was last checked.
 #[derive(Debug, Default)]
 pub(crate) struct Checks {
+    /// `None` while a check runs, then when it ended.
     last: Mutex<HashMap<Digest, Option<Instant>>>,
+    /// Checks started by reports and still running.
+    reported: AtomicUsize,
 }
 
 impl Checks {
@@ -106,7 +113,11 @@ impl Checks {
 /// background (repairing it if it is bad) unless it is checked already or was just now.
 /// Returns whether a check started.
 pub(crate) fn report(state: &Arc<OriginState>, digest: &Digest) -> bool {
-    if !state.checks.claim(digest, REPORT_COOLDOWN) {
+    let reported = &state.checks.reported;
+    if reported.fetch_add(1, Ordering::AcqRel) >= MAX_REPORT_CHECKS
+        || !state.checks.claim(digest, REPORT_COOLDOWN)
+    {
+        reported.fetch_sub(1, Ordering::AcqRel);
         return false;
     }
     tracing::warn!(digest = %digest.fmt_short(), "a reader reports our copy failed verification");
@@ -114,6 +125,7 @@ pub(crate) fn report(state: &Arc<OriginState>, digest: &Digest) -> bool {
     let digest = *digest;
     state.tasks.spawn(async move {
         let verdict = check_claimed(&this, &digest, None).await;
+        this.checks.reported.fetch_sub(1, Ordering::AcqRel);
         tracing::info!(digest = %digest.fmt_short(), ?verdict, "checked a reported blob");
     });
     true
@@ -336,5 +348,32 @@ pub(crate) async fn scrub_loop(state: Arc<OriginState>) {
                 "the scrub found corrupt blobs and repaired what it could"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_is_checked_once_at_a_time_and_not_again_within_the_cooldown() {
+        let checks = Checks::default();
+        let digest = Digest::sha256_of(b"blob");
+        assert!(checks.claim(&digest, REPORT_COOLDOWN));
+        assert!(
+            !checks.claim(&digest, Duration::ZERO),
+            "checked twice at once"
+        );
+        checks.release(&digest);
+        assert!(
+            !checks.claim(&digest, REPORT_COOLDOWN),
+            "checked again at once"
+        );
+        assert!(
+            checks.claim(&digest, Duration::ZERO),
+            "the scrub has no cooldown"
+        );
+        let other = Digest::sha256_of(b"other");
+        assert!(checks.claim(&other, REPORT_COOLDOWN));
     }
 }
