@@ -74,6 +74,7 @@ pub(crate) async fn handle(
                 }
                 (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
+                (&Method::POST, ["verify"]) => verify(&state, &digest),
                 (&Method::POST, ["uploads"]) => start_upload(&state, &digest),
                 (&Method::PATCH, ["uploads", id]) => {
                     patch_upload(&state, &digest, id, &parts.headers, body).await
@@ -216,6 +217,19 @@ fn prefetch(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Respo
         Availability::Cached(_) => text(StatusCode::OK, "cached"),
         Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching"),
         Availability::Failed(failure) => failure_response(digest, failure),
+    }
+}
+
+/// A reader's report that our copy failed its digest: `202` while it is re-hashed (and
+/// repaired if bad) in the background, or when it was checked moments ago.
+fn verify(state: &Arc<OriginState>, digest: &Digest) -> Response<Body> {
+    if super::integrity::report(state, digest) {
+        text(StatusCode::ACCEPTED, "checking our copy")
+    } else {
+        text(
+            StatusCode::ACCEPTED,
+            "our copy is being or was just checked",
+        )
     }
 }
 

@@ -17,6 +17,7 @@ use super::cleanup::cleanup_loop;
 use super::client::OriginClient;
 use super::config::OriginConfig;
 use super::fetch::Fetcher;
+use super::integrity::scrub_loop;
 use super::membership::{Membership, RingView};
 use super::namespaces::NamespaceIndex;
 use super::queue::{self, WriteBackQueue};
@@ -133,6 +134,7 @@ impl OriginBuilder {
             node,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
+            checks: Default::default(),
         });
         for digest in state.store.cached() {
             let namespace = state.namespaces.get(&digest).unwrap_or_default();
@@ -141,6 +143,7 @@ impl OriginBuilder {
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(repair_loop(Arc::clone(&state)));
         tasks.spawn(cleanup_loop(Arc::clone(&state)));
+        tasks.spawn(scrub_loop(Arc::clone(&state)));
         tasks.spawn(serve(
             ServeConfig::new("origin")
                 .tls(server_tls)
