@@ -12,6 +12,7 @@
 //! key = "/etc/kraken/tls/origin.key"
 //! client_ca = "/etc/kraken/tls/ca.pem"
 //! client_auth = "writes"        # "none" | "writes" | "all"
+//! require_roles = false         # true: a client certificate must name its role
 //!
 //! [client_tls]
 //! ca = "/etc/kraken/tls/ca.pem"
@@ -28,6 +29,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
+
+pub use self::role::{Role, Roles, UnknownRole};
+
+mod role;
 
 /// Which requests must come with a client certificate that chains to
 /// [`ServerTlsConfig::client_ca`].
@@ -61,6 +66,11 @@ pub struct ServerTlsConfig {
     /// Which requests need a client certificate when `client_ca` is set. Default: `writes`.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Whether a client certificate must name its [`Role`] (a `kraken:role:<role>` URI).
+    /// When false, a certificate naming none counts as [`Role::Operator`], as every
+    /// certificate did before roles. Default: false.
+    #[serde(default)]
+    pub require_roles: bool,
 }
 
 impl ServerTlsConfig {
@@ -71,6 +81,7 @@ impl ServerTlsConfig {
             key: key.into(),
             client_ca: None,
             client_auth: ClientAuth::default(),
+            require_roles: false,
         }
     }
 
@@ -78,6 +89,12 @@ impl ServerTlsConfig {
     pub fn with_client_auth(mut self, ca: impl Into<PathBuf>, auth: ClientAuth) -> Self {
         self.client_ca = Some(ca.into());
         self.client_auth = auth;
+        self
+    }
+
+    /// Sets [`require_roles`](Self::require_roles).
+    pub fn require_roles(mut self, require: bool) -> Self {
+        self.require_roles = require;
         self
     }
 
@@ -112,6 +129,7 @@ impl ServerTlsConfig {
         Ok(ServerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             client_auth,
+            require_roles: self.require_roles,
         })
     }
 }
@@ -121,6 +139,7 @@ impl ServerTlsConfig {
 pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
     client_auth: ClientAuth,
+    require_roles: bool,
 }
 
 impl ServerTls {
@@ -134,12 +153,21 @@ impl ServerTls {
     pub fn client_auth(&self) -> ClientAuth {
         self.client_auth
     }
+
+    /// The role of a client that presented `chain` (verified by the handshake, leaf first):
+    /// the one its leaf names, else [`Role::Operator`] unless roles are required. `None`
+    /// without a certificate or without a usable role.
+    pub fn client_role(&self, chain: Option<&[CertificateDer<'_>]>) -> Option<Role> {
+        let leaf = chain?.first()?;
+        role::named_role(leaf).effective(self.require_roles)
+    }
 }
 
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTls")
             .field("client_auth", &self.client_auth)
+            .field("require_roles", &self.require_roles)
             .finish_non_exhaustive()
     }
 }
