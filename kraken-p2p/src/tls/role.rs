@@ -105,6 +105,9 @@ impl Roles {
         anyone: true,
     };
 
+    /// Operators only: cleanup, eviction, anything not meant for a service.
+    pub const OPERATORS: Self = Self::of(&[]);
+
     /// Exactly `roles` (and operators, who may call everything).
     pub const fn of(roles: &[Role]) -> Self {
         let mut bits = Role::Operator.bit();
