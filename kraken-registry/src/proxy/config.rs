@@ -418,6 +418,8 @@ mod tests {
         let config: ProxyConfig = toml::from_str(&doc[start..end]).unwrap();
         assert_eq!(config.build_index.addresses.len(), 2);
         assert_eq!(config.auth.users[0].name, "ci");
+        assert_eq!(config.auth.access[0].access, AccessLevel::Write);
+        assert_eq!(config.auth.max_failures_per_minute, 20);
         assert_eq!(config.limits.max_catalog_scan, 1_000_000);
         assert_eq!(config.http.max_connections_per_client, 256);
         assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));

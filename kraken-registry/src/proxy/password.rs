@@ -266,9 +266,8 @@ impl Hasher {
 fn hash_jobs(receiver: &Mutex<Receiver<Job>>, runs: &AtomicU64) {
     loop {
         // The lock is held only while waiting for the next job, not while hashing.
-        let job = match lock(receiver).recv() {
-            Ok(job) => job,
-            Err(_) => return,
+        let Ok(job) = lock(receiver).recv() else {
+            return;
         };
         if job.answer.is_closed() {
             // The request went away while queued: nothing to answer.
