@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kraken_core::{BlobStatus, Digest, MetaInfo};
 use kraken_p2p::http_server::{RequestBody, authorize};
@@ -13,7 +12,7 @@ use super::client::CommitKind;
 use super::fetch::{Availability, FetchFailure};
 use super::namespaces::MAX_NAMESPACE_LEN;
 use super::state::OriginState;
-use super::uploads::Uploads;
+use super::uploads::ChunkError;
 use crate::error::{Error, error_chain};
 use crate::http::body::{self, Body};
 use crate::http::range::RangeRequest;
@@ -299,26 +298,20 @@ async fn patch_upload(
             "chunk larger than limits.max_chunk_size",
         );
     }
-    let data = match Limited::new(body, length as usize).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "body longer than its Content-Range or unreadable",
+    match state.uploads.write_chunk(&path, start, length, body).await {
+        Ok(()) => text(StatusCode::OK, ""),
+        Err(ChunkError::Busy) => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many upload chunks are being written; retry",
             );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
         }
-    };
-    if data.len() as u64 != length {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "body shorter than its Content-Range",
-        );
-    }
-    let written = tokio::task::spawn_blocking(move || Uploads::write_at(&path, start, &data)).await;
-    match written {
-        Ok(Ok(())) => text(StatusCode::OK, ""),
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&Error::Internal("upload write task failed")),
+        Err(ChunkError::Body(reason)) => text(StatusCode::BAD_REQUEST, reason),
+        Err(ChunkError::Write(e)) => error_response(&e),
     }
 }
 

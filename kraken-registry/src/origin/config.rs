@@ -223,6 +223,9 @@ pub struct LimitsConfig {
     /// Uploads neither committed nor touched for this long are deleted. Default: 1h.
     #[serde(with = "humantime_serde")]
     pub upload_ttl: Duration,
+    /// Upload `PATCH` bodies written at once; more get `503` with `Retry-After`. Each holds
+    /// at most 1 MiB in memory while it is written. Default: 16.
+    pub max_concurrent_chunks: usize,
 }
 
 impl Default for LimitsConfig {
@@ -231,6 +234,7 @@ impl Default for LimitsConfig {
             max_chunk_size: ByteSize(64 << 20),
             max_blob_size: ByteSize(64 << 30),
             upload_ttl: Duration::from_secs(3600),
+            max_concurrent_chunks: 16,
         }
     }
 }

@@ -51,13 +51,14 @@ impl OriginBuilder {
         config.validate()?;
         let data = &config.data_dir;
         let store_config = config.cleanup.store_config();
+        let max_concurrent_chunks = config.limits.max_concurrent_chunks;
         let (store, queue, namespaces, uploads) = {
             let data = data.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let store = BlobStore::open_with_config(data.join("store"), store_config)?;
                 let queue = queue::open(&data)?;
                 let namespaces = NamespaceIndex::open(&data.join("namespaces"))?;
-                let uploads = Uploads::open(&data.join("uploads"))?;
+                let uploads = Uploads::open(&data.join("uploads"), max_concurrent_chunks)?;
                 reconcile_pins(&store, &queue)?;
                 Ok((store, queue, namespaces, uploads))
             })
