@@ -40,7 +40,7 @@ pub mod name;
 mod query;
 mod request;
 mod response;
-mod router;
+pub(crate) mod router;
 mod server;
 mod storage;
 mod uploads;
