@@ -57,7 +57,7 @@ mod health;
 mod membership;
 mod metainfo_source;
 mod namespaces;
-mod queue;
+pub(crate) mod queue;
 mod replicate;
 mod service;
 mod state;

@@ -38,7 +38,7 @@
 //! # }
 //! ```
 
-mod auth;
+pub(crate) mod auth;
 mod config;
 mod service;
 mod storage;
