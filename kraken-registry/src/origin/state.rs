@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::client::{CommitKind, OriginClient};
 use super::config::OriginConfig;
 use super::fetch::Fetcher;
+use super::integrity::Checks;
 use super::membership::Membership;
 use super::namespaces::NamespaceIndex;
 use super::queue::{WriteBackQueue, WriteBackTask};
@@ -36,6 +37,8 @@ pub(crate) struct OriginState {
     pub(crate) node: Option<Node>,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// Re-hashes of cached blobs in progress and recently done.
+    pub(crate) checks: Checks,
 }
 
 impl OriginState {
