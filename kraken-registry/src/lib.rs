@@ -34,6 +34,9 @@ mod cleanup;
 pub mod devcluster;
 mod durable;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod oci;
 pub mod origin;

@@ -37,7 +37,7 @@ mod handler;
 mod local;
 pub mod manifest;
 pub mod name;
-mod query;
+pub(crate) mod query;
 mod request;
 mod response;
 pub(crate) mod router;

@@ -15,7 +15,7 @@ use super::state::OriginState;
 use super::uploads::ChunkError;
 use crate::error::{Error, error_chain};
 use crate::http::body::{self, Body};
-use crate::http::range::RangeRequest;
+use crate::http::range::{RangeRequest, parse_exclusive_content_range};
 use crate::http::text;
 
 /// Content type of blob bytes, as Go Kraken's origin sends it.
@@ -281,18 +281,11 @@ async fn patch_upload(
     let Some(path) = state.uploads.path(id) else {
         return text(StatusCode::NOT_FOUND, "unknown upload");
     };
-    // Go Kraken's form: `Content-Range: <start>-<end>`, end exclusive.
     let range = headers
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.trim()
-                .strip_prefix("bytes ")
-                .unwrap_or(v.trim())
-                .split_once('-')
-        })
-        .and_then(|(start, end)| Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?)));
-    let Some((start, end)) = range.filter(|(start, end)| start <= end) else {
+        .and_then(parse_exclusive_content_range);
+    let Some((start, end)) = range else {
         return text(
             StatusCode::BAD_REQUEST,
             "Content-Range must be <start>-<end> (end exclusive)",

@@ -141,24 +141,12 @@ impl Authenticator {
         let Ok(value) = value.to_str() else {
             return Ok(None);
         };
-        let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let credentials = credentials.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return Ok(self.is_token(credentials).then_some(Principal::Token));
-        }
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Ok(None);
-        }
-        let Some((name, password)) = base64::engine::general_purpose::STANDARD
-            .decode(credentials)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| {
-                let (name, password) = text.split_once(':')?;
-                Some((name.to_owned(), password.to_owned()))
-            })
-        else {
-            return Ok(None);
+        let (name, password) = match parse_authorization(value) {
+            Some(Credentials::Bearer(token)) => {
+                return Ok(self.is_token(token).then_some(Principal::Token));
+            }
+            Some(Credentials::Basic { name, password }) => (name, password),
+            None => return Ok(None),
         };
         // A token works as the password of any user name (`docker login -u token`).
         if self.is_token(&password) {
@@ -228,8 +216,41 @@ fn api_error(error: &ApiError) -> Response<Body> {
     response
 }
 
+/// What an `Authorization` header offers.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum Credentials<'a> {
+    /// `Bearer <token>`.
+    Bearer(&'a str),
+    /// `Basic <base64 of name:password>`.
+    Basic { name: String, password: String },
+}
+
+/// Parses an `Authorization` header value; `None` for another scheme or undecodable basic
+/// credentials.
+pub(crate) fn parse_authorization(value: &str) -> Option<Credentials<'_>> {
+    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Credentials::Bearer(credentials));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (name, password) = text.split_once(':')?;
+            Some(Credentials::Basic {
+                name: name.to_owned(),
+                password: password.to_owned(),
+            })
+        })
+}
+
 /// The users of an htpasswd file: `name:hash` lines; blank lines and `#` comments skipped.
-fn parse_htpasswd(text: &str) -> Result<Vec<UserConfig>> {
+pub(crate) fn parse_htpasswd(text: &str) -> Result<Vec<UserConfig>> {
     let mut users = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -40,7 +40,7 @@
 //! ```
 
 mod access;
-mod auth;
+pub(crate) mod auth;
 mod config;
 mod password;
 mod service;
