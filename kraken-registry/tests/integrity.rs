@@ -7,13 +7,15 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::{BlobStatus, Digest};
 use kraken_registry::build_index::{BuildIndex, BuildIndexConfig};
-use kraken_registry::origin::{MembersConfig, Origin, OriginConfig};
+use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient, OriginConfig};
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig};
+use kraken_testkit::backend::FaultyBackend;
 use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
 use support::oci::Registry;
@@ -252,4 +254,57 @@ async fn the_scrub_finds_and_repairs_a_corrupt_copy_nobody_reads() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.as_deref() == Some(&data[..]));
     cluster.shutdown().await;
+}
+
+/// A copy that rots on disk while it waits for write-back never reaches the backend: the
+/// write-back hashes what it uploads and fails the upload before it completes, reports the
+/// copy to the integrity check, and keeps the task (the acknowledged blob is not dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_rots_before_its_write_back_never_reaches_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], dir.path());
+    config.cluster.replicas = 1;
+    // The backend is down while the blob is committed, then comes back.
+    let backend = Arc::new(FaultyBackend::failing_first(u32::MAX));
+    let origin = Origin::builder(config)
+        .backend(Arc::clone(&backend) as _)
+        .spawn()
+        .await
+        .unwrap();
+    let client = OriginClient::new().unwrap();
+    let data = pseudo_random_bytes(LARGE, 9);
+    let digest = Digest::sha256_of(&data);
+    client
+        .upload_bytes(
+            &addr.to_string(),
+            REPO,
+            &digest,
+            data.clone().into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    corrupt(&origin, &digest);
+    backend.fail_next(0);
+
+    // Several write-back attempts (backoff 200 ms to 1 s) meet the backend up.
+    let calls = backend.calls();
+    eventually(
+        Duration::from_secs(10),
+        "the write-back tried the working backend",
+        || async { backend.calls() > calls + 2 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        backend.uploaded(&digest.to_string()),
+        None,
+        "the backend must never store bytes that do not hash to their name"
+    );
+    assert!(
+        !holds_good_copy(&origin, &digest),
+        "no replica and no backend copy: nothing can repair it"
+    );
+    origin.shutdown().await;
 }
