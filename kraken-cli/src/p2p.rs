@@ -446,3 +446,21 @@ mod duration_tests {
         assert_eq!(file.announce_interval, Duration::from_secs(90));
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_configuration_in_docs_origin_md_loads() {
+        let doc = include_str!("../../docs/origin.md");
+        let section = &doc[doc.find("`kraken tracker --config tracker.toml`").expect("section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + section[start..].find("```").expect("its end");
+        let file: TrackerFileConfig = toml::from_str(&section[start..end]).unwrap();
+        assert_eq!(file.max_metainfo_bytes, Some(ByteSize(256 << 20)));
+        assert_eq!(file.http.max_connections_per_client, 256);
+        assert!(file.origins.is_some());
+        file.http.validate().unwrap();
+    }
+}
