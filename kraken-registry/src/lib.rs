@@ -34,6 +34,7 @@ mod cleanup;
 pub mod devcluster;
 mod durable;
 mod error;
+mod fault;
 mod http;
 pub mod oci;
 pub mod origin;
