@@ -99,7 +99,7 @@ struct State<E: Entry> {
 impl<E: Entry> Journal<E> {
     /// Opens (creating if needed) the journal `dir/name`, replaying and compacting it.
     pub(crate) fn open(dir: &Path, name: &str) -> Result<Self> {
-        fs::create_dir_all(dir)?;
+        create_dir_all_synced(dir)?;
         let path = dir.join(name);
         let entries = match fs::read(&path) {
             Ok(bytes) => replay(&bytes),
@@ -278,6 +278,24 @@ fn rewrite<'a, E: Entry>(path: &Path, entries: impl Iterator<Item = &'a E>) -> R
         File::open(dir)?.sync_all()?;
     }
     Ok(OpenOptions::new().append(true).open(path)?)
+}
+
+/// Creates `dir` and any missing parents, `fsync`ing the parent of each one created, so that
+/// what is later written under it survives a power failure.
+pub(crate) fn create_dir_all_synced(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(d) = next.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        next = d.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 fn encode<E: Serialize>(record: &Record<&E>) -> Vec<u8> {
