@@ -5,7 +5,6 @@
 use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
-use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::ByteSize;
 use kraken_registry::origin::{CommitKind, MembersConfig, OriginClient, OriginConfig};
 use serde::Serialize;
@@ -74,10 +73,10 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
     let mut config = OriginConfig::new(origin_addr.parse()?, dir.path().join("origin"));
     config.cluster.members = MembersConfig::Static(vec![origin_addr.clone()]);
     // An origin refuses uploads it could never write back.
-    config.backends = BackendsConfig::new(vec![RouteConfig::new(
-        ".*",
-        BackendConfig::Fs(FsConfig::new(dir.path().join("origin-backend"))),
-    )]);
+    let backend_root = toml::Value::String(dir.path().join("origin-backend").display().to_string());
+    config.backends = toml::from_str(&format!(
+        "[[routes]]\nnamespace = \".*\"\nbackend = {{ type = \"fs\", root = {backend_root} }}"
+    ))?;
     let origin_config = dir.path().join("origin.toml");
     std::fs::write(&origin_config, toml::to_string(&config)?)?;
     let _origin = Process(
