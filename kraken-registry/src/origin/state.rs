@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use kraken_backends::{Backend, Router};
-use kraken_core::{BlobStore, Digest, MetaInfo};
+use kraken_core::{BlobStatus, BlobStore, Digest, MetaInfo};
 use kraken_p2p::node::Node;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,6 +82,9 @@ impl OriginState {
                 Some(&task.digest),
             );
             let _ = std::fs::remove_file(&upload);
+            if imported.is_err() && this.store.status(&task.digest) == BlobStatus::Absent {
+                this.namespaces.remove(&task.digest);
+            }
             match imported {
                 Ok(_) => {}
                 Err(kraken_core::Error::DigestMismatch { expected, actual }) => {
