@@ -207,8 +207,14 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The body of a successful GET for `range`: checks that a ranged request got the bytes it
 /// asked for (206 with a matching `Content-Range`) and that the body is exactly as long as
-/// announced, so a short or oversized answer is an error, not a corrupt blob.
-pub(crate) fn body_stream(response: Response, range: Option<ByteRange>) -> Result<ByteStream> {
+/// announced, so a short or oversized answer is an error, not a corrupt blob. A body that
+/// announces no length (chunked) is held to `size`, the blob's size from a stat (see
+/// [`size_if_unannounced`]), and refused without one: nothing is read unbounded.
+pub(crate) fn body_stream(
+    response: Response,
+    range: Option<ByteRange>,
+    size: Option<u64>,
+) -> Result<ByteStream> {
     let expected = match range {
         Some(range) if range.offset() > 0 || range.length().is_some() => {
             if response.status() != StatusCode::PARTIAL_CONTENT {
@@ -231,11 +237,19 @@ pub(crate) fn body_stream(response: Response, range: Option<ByteRange>) -> Resul
         }
         _ => content_length(response.headers()),
     };
+    let Some(length) = expected.or(size) else {
+        return Err(Error::InvalidResponse(
+            "a body without Content-Length, and no size to hold it to".into(),
+        ));
+    };
     let stream = response.bytes_stream().map_err(transport_error).boxed();
-    Ok(match expected {
-        Some(length) => exact_length(stream, length, "response body"),
-        None => stream,
-    })
+    Ok(exact_length(stream, length, "response body"))
+}
+
+/// Whether [`body_stream`] needs the blob's size to bound `response`: its body announces
+/// no length (no `Content-Length`; a 206 has its `Content-Range`).
+pub(crate) fn size_if_unannounced(response: &Response) -> bool {
+    response.status() != StatusCode::PARTIAL_CONTENT && content_length(response.headers()).is_none()
 }
 
 /// The size a 416 answer reports in `Content-Range: bytes */SIZE`, if any.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody};
 use crate::client::{
-    HttpClientConfig, body_stream, content_length, parse_base_url, send, status_error,
-    unsatisfiable, url_with_path,
+    HttpClientConfig, body_stream, content_length, parse_base_url, send, size_if_unannounced,
+    status_error, unsatisfiable, url_with_path,
 };
 use crate::error::{Error, Result};
 use crate::layout::NameLayout;
@@ -120,7 +120,14 @@ impl Backend for HttpBackend {
         }
         let response = send(request).await?;
         match response.status() {
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => body_stream(response, range),
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
+                let size = if size_if_unannounced(&response) {
+                    Some(self.stat(namespace, name).await?.size)
+                } else {
+                    None
+                };
+                body_stream(response, range, size)
+            }
             StatusCode::NOT_FOUND => Err(Error::not_found(namespace, name)),
             StatusCode::RANGE_NOT_SATISFIABLE => Err(unsatisfiable(range, response.headers())),
             _ => Err(status_error("GET", &response)),

@@ -20,8 +20,8 @@ use crate::backend::{
     collect_bytes,
 };
 use crate::client::{
-    HttpClientConfig, body_stream, content_length, parse_base_url, send, status_error,
-    transport_error, unsatisfiable, url_with_path,
+    HttpClientConfig, body_stream, content_length, parse_base_url, send, size_if_unannounced,
+    status_error, transport_error, unsatisfiable, url_with_path,
 };
 use crate::error::{Error, Result};
 use crate::listing::DEFAULT_PAGE_SIZE;
@@ -425,7 +425,12 @@ impl Backend for RegistryBackend {
             }
             _ => return Err(status_error("GET", &response)),
         }
-        let stream = body_stream(response, range)?;
+        let size = if size_if_unannounced(&response) {
+            Some(self.stat(namespace, name).await?.size)
+        } else {
+            None
+        };
+        let stream = body_stream(response, range, size)?;
         Ok(match range {
             Some(_) => stream,
             None => verify_digest(stream, digest),

@@ -63,6 +63,9 @@ pub(crate) struct TrackerFileConfig {
     /// Timeouts, header bounds and connection limits of the listener.
     #[serde(default)]
     http: HttpLimits,
+    /// Most bytes of published metainfo kept (oldest dropped first). Default: 256MiB.
+    #[serde(default)]
+    max_metainfo_bytes: Option<ByteSize>,
 }
 
 fn default_tracker_listen() -> SocketAddr {
@@ -188,6 +191,7 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
             tls: None,
             client_tls: None,
             http: HttpLimits::default(),
+            max_metainfo_bytes: None,
         },
     };
     file.http.validate().map_err(anyhow::Error::msg)?;
@@ -195,6 +199,9 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     let client_tls = file.client_tls.as_ref().map(|tls| tls.load()).transpose()?;
     let mut config = TrackerConfig::default();
     config.announce_interval = file.announce_interval;
+    if let Some(bytes) = file.max_metainfo_bytes {
+        config.max_metainfo_bytes = bytes;
+    }
     let mut service = TrackerService::new(config);
     if let Some(origins) = file.origins {
         let client = OriginClient::with_tls(client_tls.as_ref())?;

@@ -17,13 +17,45 @@ const NS: &str = "library/app";
 
 /// `kraken origin` on loopback with a local-directory backend and default limits.
 fn start_origin(dir: &std::path::Path) -> (ProcessGuard, String) {
+    start_origin_with(dir, "")
+}
+
+/// `kraken origin` with `extra` appended to its TOML (tables of limits to override).
+fn start_origin_with(dir: &std::path::Path, extra: &str) -> (ProcessGuard, String) {
     let listen = free_addr("127.0.0.1").to_string();
     let config = format!(
-        "listen = \"{listen}\"\ndata_dir = \"{data}\"\n\n[cluster]\nmembers = {{ static = [\"{listen}\"] }}\nreplicas = 1\n\n[[backends.routes]]\nnamespace = \".*\"\nbackend = {{ type = \"fs\", root = \"{backend}\" }}\n",
+        "listen = \"{listen}\"\ndata_dir = \"{data}\"\n\n[cluster]\nmembers = {{ static = [\"{listen}\"] }}\nreplicas = 1\n\n[[backends.routes]]\nnamespace = \".*\"\nbackend = {{ type = \"fs\", root = \"{backend}\" }}\n\n{extra}\n",
         data = dir.join("origin").display(),
         backend = dir.join("backend").display(),
     );
     (start_role("origin", &config, dir, &listen), listen)
+}
+
+/// Starts an upload of `digest` on the origin at `addr`; its id.
+async fn start_upload(http: &reqwest::Client, addr: &str, digest: &Digest) -> String {
+    let response = http
+        .post(format!(
+            "http://{addr}/namespace/library%2Fapp/blobs/{digest}/uploads"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Sends `head` and then `body` on a raw connection, and returns the status line of the
+/// answer (empty if the connection closed without one) within `within`.
+fn raw_exchange(addr: &str, head: &str, body: &[u8], within: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(within)).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (and close) before taking the whole body.
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
 }
 
 fn blob_url(origin: &str, digest: &Digest) -> String {
@@ -136,4 +168,85 @@ fn half_open_heads_are_closed_by_the_header_timeout() {
         elapsed < Duration::from_secs(20),
         "closed only after {elapsed:?}"
     );
+}
+
+/// Uploads that misbehave, against an origin whose `[http]` and `[limits]` tables set short
+/// bounds: each is refused with the documented status, nothing they sent is stored, and the
+/// upload still completes from a well-behaved client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_oversized_and_excess_uploads_are_refused_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_origin, addr) = start_origin_with(
+        dir.path(),
+        "[http]\nbody_stall_timeout = \"1s\"\n\n[limits]\nmax_chunk_size = \"1MiB\"\nmax_concurrent_chunks = 1\n",
+    );
+    // The origin client installs the TLS crypto provider that reqwest's clients need.
+    let client = OriginClient::new().unwrap();
+    let http = reqwest::Client::new();
+    let data = pseudo_random_bytes(4096, 3);
+    let digest = Digest::sha256_of(&data);
+    let id = start_upload(&http, &addr, &digest).await;
+    let patch = |range: &str, length: usize| {
+        format!(
+            "PATCH /namespace/library%2Fapp/blobs/{digest}/uploads/{id} HTTP/1.1\r\nHost: x\r\nContent-Range: {range}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+    };
+
+    // A slow upload: half the body, then nothing. The body stall timeout ends it.
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking({
+        let (addr, head) = (addr.clone(), patch("0-4096", 4096));
+        move || raw_exchange(&addr, &head, &[0u8; 2048], Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert!(status.contains(" 400 "), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body longer than its Content-Range, and a chunk over max_chunk_size.
+    let status = raw_exchange(
+        &addr,
+        &patch("0-10", 20),
+        &[1u8; 20],
+        Duration::from_secs(5),
+    );
+    assert!(status.contains(" 400 "), "{status:?}");
+    let status = raw_exchange(
+        &addr,
+        &patch(&format!("0-{}", 2 << 20), 2 << 20),
+        &[],
+        Duration::from_secs(5),
+    );
+    assert!(status.contains(" 413 "), "{status:?}");
+
+    // One chunk being written holds the only writer: a second waits with 503.
+    let mut holder = TcpStream::connect(&addr).unwrap();
+    holder.write_all(patch("0-4096", 4096).as_bytes()).unwrap();
+    holder.write_all(&[0u8; 100]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = http
+        .patch(format!(
+            "http://{addr}/namespace/library%2Fapp/blobs/{digest}/uploads/{id}"
+        ))
+        .header("content-range", "0-4096")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The well-behaved upload still works, and what is stored is what it sent.
+    client
+        .upload_bytes(&addr, NS, &digest, data.clone().into(), CommitKind::Primary)
+        .await
+        .unwrap();
+    let body = http.get(blob_url(&addr, &digest)).send().await.unwrap();
+    assert_eq!(body.bytes().await.unwrap().as_ref(), data.as_slice());
 }

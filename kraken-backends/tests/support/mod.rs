@@ -19,3 +19,23 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -
     let body = http_body_util::Full::new(body.into()).map_err(|never| match never {});
     builder.body(body.boxed()).expect("valid response")
 }
+
+/// A response with `status`, headers and a body sent chunked (no `Content-Length`), one
+/// chunk per element of `chunks`.
+pub fn chunked(status: u16, headers: &[(&str, &str)], chunks: &[&'static str]) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = chunks
+        .iter()
+        .map(|chunk| {
+            Ok(hyper::body::Frame::data(Bytes::from_static(
+                chunk.as_bytes(),
+            )))
+        })
+        .collect();
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    builder.body(body.boxed()).expect("valid response")
+}

@@ -34,9 +34,8 @@ pub(super) struct DownloadShared {
     dir: PathBuf,
     data: File,
     /// Held while a piece is written: the kernel serialises writes to one file anyway, and a
-    /// writer that sleeps here costs less than one spinning on the inode's lock (without it,
-    /// 8–10% of a fetcher's CPU went to that spinning and a 1 GiB fetch took 1.77 s instead
-    /// of 1.50 s, median of five interleaved runs).
+    /// writer that sleeps here costs less than one spinning on the inode's lock (without it, a
+    /// measurable share of a fetcher's CPU went to that spinning; `docs/benchmarks.md`).
     writing: Mutex<()>,
     progress: Mutex<Progress>,
     /// Held for the whole of `finish`, so concurrent callers verify the blob once.

@@ -204,6 +204,59 @@ pub async fn serve<H, F, B>(
     let _ = tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await;
 }
 
+/// A listener serving in the background until [`shutdown`](Self::shutdown): what the
+/// tracker's and the registry's servers are made of.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Serves `handler` on `listener` with `config` on a task of its own.
+    pub fn spawn<H, F, B>(
+        listener: TcpListener,
+        config: ServeConfig,
+        handler: H,
+    ) -> std::io::Result<Self>
+    where
+        H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(serve(
+            listener,
+            config,
+            handler,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        Ok(Self {
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, gives requests in flight the drain time to finish, and returns when
+    /// every connection task has ended.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 /// Tells a plain-HTTP client over its per-address limit to come back later, if the socket
 /// takes the few bytes at once, and closes the connection.
 fn refuse_busy(stream: &TcpStream, tls: bool) {

@@ -98,9 +98,8 @@ enum Delivery {
 }
 
 /// A message on its way, kept small because every pending delivery takes the largest one's
-/// size in the queue: the frequent messages inline, the rest boxed (a handshake is 176
-/// bytes; moving deliveries of that size in and out of the queue was 4% of the simulator's
-/// time).
+/// size in the queue: the frequent messages inline, the rest boxed (a handshake is large, and
+/// moving deliveries of that size in and out of the queue showed in profiles).
 enum Compact {
     PieceRequest(u32),
     AnnouncePiece(u32),

@@ -2,9 +2,8 @@
 
 /// Names one link for its whole life. Deliveries carry it, so that whether their link still
 /// stands is one read of a compact table, not a lookup in the receiving host's map of
-/// links, which missed the cache for nearly every message over thousands of hosts (14% of
-/// the simulator's time in `perf`; the gain was 3%, as the receiving swarm's own state is
-/// read next and misses instead).
+/// links, which missed the cache for nearly every message over thousands of hosts (the
+/// gain is smaller than that miss, as the receiving swarm's own state is read next).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(super) struct LinkId {
     slot: u32,

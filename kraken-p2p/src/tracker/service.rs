@@ -10,18 +10,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::http::{Method, Request, Response, StatusCode};
-use kraken_core::{Digest, InfoHash, MetaInfo, PeerInfo};
+use kraken_core::{ByteSize, Digest, InfoHash, MetaInfo, PeerInfo};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::api::{AnnounceRequest, AnnounceResponse, decode_segment};
 use super::source::{MetaInfoLookup, MetaInfoSource};
 use super::{MemoryPeerStore, handout};
 use crate::error::Result;
-use crate::http_server::{ServeConfig, serve};
+use crate::http_server::{ServeConfig, Server};
 
 /// Largest announce body accepted: 16 KiB.
 const MAX_ANNOUNCE_BODY: usize = 16 << 10;
@@ -41,6 +39,10 @@ pub struct TrackerConfig {
     pub peer_ttl: Duration,
     /// Most metainfos kept in the registry; the oldest are dropped beyond it. Default: 100000.
     pub max_metainfos: usize,
+    /// Most bytes of encoded metainfo kept in the registry; the oldest are dropped beyond it,
+    /// and one larger than this on its own is refused (`413`). A metainfo costs 32 bytes a
+    /// piece, so 256MiB holds a million gigabyte-sized blobs in 4 MiB pieces. Default: 256MiB.
+    pub max_metainfo_bytes: ByteSize,
 }
 
 impl Default for TrackerConfig {
@@ -50,6 +52,7 @@ impl Default for TrackerConfig {
             handout_limit: super::DEFAULT_HANDOUT_LIMIT,
             peer_ttl: super::DEFAULT_PEER_TTL,
             max_metainfos: 100_000,
+            max_metainfo_bytes: ByteSize(256 << 20),
         }
     }
 }
@@ -98,11 +101,34 @@ impl PeerStore for SharedPeerStore {
     }
 }
 
-/// Metainfos published by seeders, bounded in number (oldest dropped first).
+/// Metainfos published by seeders or found by the source, bounded in number and in bytes
+/// (oldest dropped first).
 #[derive(Debug, Default)]
 struct MetaInfoRegistry {
     by_digest: HashMap<Digest, Bytes>,
     order: VecDeque<Digest>,
+    /// Encoded bytes held in `by_digest`.
+    bytes: usize,
+}
+
+impl MetaInfoRegistry {
+    /// Keeps `encoded` for `digest`, then drops the oldest entries until at most `max_count`
+    /// entries of at most `max_bytes` together remain.
+    fn insert(&mut self, digest: Digest, encoded: Bytes, max_count: usize, max_bytes: usize) {
+        self.bytes += encoded.len();
+        match self.by_digest.insert(digest, encoded) {
+            Some(old) => self.bytes -= old.len(),
+            None => self.order.push_back(digest),
+        }
+        while self.order.len() > max_count || self.bytes > max_bytes {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(dropped) = self.by_digest.remove(&oldest) {
+                self.bytes -= dropped.len();
+            }
+        }
+    }
 }
 
 /// The tracker's request handling, independent of the listener.
@@ -174,8 +200,9 @@ impl TrackerService {
                 match *method {
                     Method::GET => self.metainfo(&namespace, &digest).await,
                     Method::POST => {
-                        let limit = kraken_core::METAINFO_HEADER_LEN
-                            + kraken_core::MAX_PIECE_COUNT as usize * 32;
+                        let limit = (kraken_core::METAINFO_HEADER_LEN
+                            + kraken_core::MAX_PIECE_COUNT as usize * 32)
+                            .min(self.max_metainfo_bytes());
                         match read_body(body, limit).await {
                             Ok(body) => self.publish(&digest, body),
                             Err(response) => response,
@@ -258,25 +285,19 @@ impl TrackerService {
 
     /// Keeps an encoded metainfo, dropping the oldest beyond the configured bound.
     fn remember(&self, digest: &Digest, encoded: Bytes) {
+        let max_bytes = self.max_metainfo_bytes();
         let mut registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
-        if registry.by_digest.insert(*digest, encoded).is_none() {
-            registry.order.push_back(*digest);
-        }
-        while registry.order.len() > self.config.max_metainfos {
-            if let Some(oldest) = registry.order.pop_front() {
-                registry.by_digest.remove(&oldest);
-            }
-        }
+        registry.insert(*digest, encoded, self.config.max_metainfos, max_bytes);
+    }
+
+    fn max_metainfo_bytes(&self) -> usize {
+        usize::try_from(self.config.max_metainfo_bytes.bytes()).unwrap_or(usize::MAX)
     }
 }
 
 /// A running tracker HTTP server.
 #[derive(Debug)]
-pub struct TrackerServer {
-    local_addr: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
+pub struct TrackerServer(Server);
 
 impl TrackerServer {
     /// Binds `addr` and serves `service` over plain HTTP until [`shutdown`](Self::shutdown).
@@ -284,7 +305,7 @@ impl TrackerServer {
         Self::bind_with(addr, service, ServeConfig::new("tracker")).await
     }
 
-    /// Binds `addr` and serves `service` with `config` (TLS, drain time) until
+    /// Binds `addr` and serves `service` with `config` (TLS, limits, drain time) until
     /// [`shutdown`](Self::shutdown).
     pub async fn bind_with(
         addr: SocketAddr,
@@ -292,37 +313,21 @@ impl TrackerServer {
         config: ServeConfig,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let handler = move |request| {
             let service = Arc::clone(&service);
             async move { service.handle(request).await }
         };
-        tasks.spawn(serve(
-            listener,
-            config,
-            handler,
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-        tasks.close();
-        Ok(Self {
-            local_addr,
-            shutdown,
-            tasks,
-        })
+        Ok(Self(Server::spawn(listener, config, handler)?))
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Stops accepting, lets in-flight requests finish, and returns when everything has.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.tasks.wait().await;
+        self.0.shutdown().await;
     }
 }
 
@@ -364,4 +369,59 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(i: u8) -> Digest {
+        Digest::sha256_of(&[i])
+    }
+
+    #[test]
+    fn the_metainfo_registry_is_bounded_in_bytes_and_in_count() {
+        let mut registry = MetaInfoRegistry::default();
+        for i in 0..10 {
+            registry.insert(digest(i), Bytes::from(vec![i; 100]), 1000, 450);
+            assert!(registry.bytes <= 450, "{} bytes held", registry.bytes);
+        }
+        // The four newest fit in 450 bytes; the oldest went first.
+        assert_eq!(registry.by_digest.len(), 4);
+        assert!(registry.by_digest.contains_key(&digest(9)));
+        assert!(!registry.by_digest.contains_key(&digest(5)));
+        assert_eq!(registry.bytes, 400);
+
+        // Replacing an entry counts its new size only.
+        registry.insert(digest(9), Bytes::from(vec![0; 10]), 1000, 450);
+        assert_eq!(registry.bytes, 310);
+        assert_eq!(registry.order.len(), 4);
+
+        // The count bound still holds on its own.
+        registry.insert(digest(20), Bytes::from(vec![0; 1]), 2, 450);
+        assert_eq!(registry.by_digest.len(), 2);
+        assert_eq!(
+            registry.bytes,
+            registry.by_digest.values().map(Bytes::len).sum::<usize>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_published_metainfo_larger_than_the_registry_is_refused() {
+        let config = TrackerConfig {
+            max_metainfo_bytes: ByteSize(64),
+            ..TrackerConfig::default()
+        };
+        let service = TrackerService::new(config);
+        let data = vec![1u8; 1 << 20];
+        let metainfo = MetaInfo::from_bytes(&data, 64 << 10).unwrap();
+        let request = Request::post(format!(
+            "/namespace/ns/blobs/{}/metainfo",
+            metainfo.digest()
+        ))
+        .body(Full::new(Bytes::from(metainfo.encode())))
+        .unwrap();
+        let response = service.handle(request).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
 }

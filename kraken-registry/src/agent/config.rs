@@ -75,8 +75,10 @@ pub struct AgentConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
     /// Timeouts, header bounds and connection limits of the HTTP listener (see
-    /// [`HttpLimits`]).
-    #[serde(default)]
+    /// [`HttpLimits`]). The agent's clients are the container runtimes of its own host, all
+    /// from one address, so it has no per-client limit unless one is set
+    /// (`max_connections_per_client = 0`); the rest are the defaults.
+    #[serde(default = "defaults::http")]
     pub http: HttpLimits,
     /// TLS on the registry port. Default: plain HTTP.
     #[serde(default)]
@@ -108,7 +110,7 @@ impl AgentConfig {
             p2p: P2pConfig::default(),
             cleanup: CleanupConfig::default(),
             limits: LimitsConfig::default(),
-            http: HttpLimits::default(),
+            http: defaults::http(),
             tls: None,
             client_tls: None,
         }
@@ -203,7 +205,13 @@ impl Default for LimitsConfig {
 }
 
 mod defaults {
-    use super::Cidr;
+    use super::{Cidr, HttpLimits};
+
+    pub(super) fn http() -> HttpLimits {
+        let mut limits = HttpLimits::default();
+        limits.max_connections_per_client = 0;
+        limits
+    }
 
     pub(super) fn allowed_cidrs() -> Vec<Cidr> {
         vec![Cidr::LOOPBACK_V4, Cidr::LOOPBACK_V6]
@@ -239,6 +247,11 @@ mod tests {
         assert_eq!(config.p2p.metainfo_timeout, Duration::from_secs(60));
         assert_eq!(config.cleanup.high_watermark, Some(ByteSize(50 << 30)));
         assert_eq!(config.limits.preload_concurrency, 4);
+        assert_eq!(
+            config.http.max_connections_per_client, 0,
+            "the host's own runtimes"
+        );
+        assert_eq!(config.http.max_connections, 4096);
         assert!(!config.ns_as_prefix);
 
         let minimal: AgentConfig = toml::from_str(

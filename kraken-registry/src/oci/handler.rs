@@ -287,7 +287,7 @@ impl OciHandler {
         } else if let Some(digest) = param(&query, "digest") {
             // Single-request monolithic upload.
             let digest = parse_digest(digest)?;
-            let mut session = self.inner.uploads.create_detached(repo)?;
+            let (mut session, _slot) = self.inner.uploads.create_detached(repo)?;
             let result = self
                 .store_upload(&mut session, &digest, req, body, false)
                 .await;

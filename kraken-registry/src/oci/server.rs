@@ -3,10 +3,8 @@
 
 use std::net::SocketAddr;
 
-use kraken_p2p::http_server::{ServeConfig, serve};
+use kraken_p2p::http_server::{ServeConfig, Server};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::handler::OciHandler;
 
@@ -26,11 +24,7 @@ use super::handler::OciHandler;
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct OciServer {
-    local_addr: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
+pub struct OciServer(Server);
 
 impl OciServer {
     /// Binds `addr` and starts serving `handler` over plain HTTP.
@@ -45,43 +39,27 @@ impl OciServer {
     }
 
     /// Serves `handler` on a bound listener with `config` (TLS, client certificates for
-    /// pushes, drain time).
+    /// pushes, limits, drain time).
     pub fn serve_with(
         listener: TcpListener,
         handler: OciHandler,
         config: ServeConfig,
     ) -> crate::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let handle = move |request| {
             let handler = handler.clone();
             async move { handler.handle(request).await }
         };
-        tasks.spawn(serve(
-            listener,
-            config,
-            handle,
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-        Ok(Self {
-            local_addr,
-            shutdown,
-            tasks,
-        })
+        Ok(Self(Server::spawn(listener, config, handle)?))
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
-    /// Stops accepting, gives requests in flight their drain time (10 s by default) to finish, and returns when
-    /// every connection task has ended.
+    /// Stops accepting, gives requests in flight their drain time (10 s by default) to
+    /// finish, and returns when every connection task has ended.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.0.shutdown().await;
     }
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,18 @@ pub(crate) struct UploadSessions {
     dir: PathBuf,
     limits: UploadLimits,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    /// Single-request uploads in progress: they count against `max_sessions` too.
+    detached: Arc<AtomicUsize>,
+}
+
+/// A single-request upload's place among the sessions in progress; dropping it frees it.
+#[derive(Debug)]
+pub(crate) struct DetachedSlot(Arc<AtomicUsize>);
+
+impl Drop for DetachedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One upload: its repository, file, size so far and the hash of those bytes.
@@ -80,6 +93,7 @@ impl UploadSessions {
             dir: dir.to_owned(),
             limits,
             sessions: Mutex::new(HashMap::new()),
+            detached: Arc::default(),
         })
     }
 
@@ -87,31 +101,49 @@ impl UploadSessions {
         &self.limits
     }
 
-    /// Starts a session in `repo`; `TOOMANYREQUESTS` when the limit of open sessions is
-    /// reached even after stale ones are removed.
+    /// Starts a session in `repo`; `TOOMANYREQUESTS` when the limit of uploads in progress
+    /// (sessions and single-request uploads) is reached even after stale ones are removed.
     pub(crate) fn create(&self, repo: &RepoName) -> Result<String, ApiError> {
         self.sweep(Instant::now());
         let session = self.new_session(repo)?;
         let id = session.id.clone();
         let mut sessions = self.lock();
-        if sessions.len() >= self.limits.max_sessions {
+        if sessions.len() + self.detached.load(Ordering::SeqCst) >= self.limits.max_sessions {
             drop(sessions);
             session.discard();
-            return Err(ApiError::new(
-                ErrorCode::TooManyRequests,
-                format!(
-                    "{} uploads are in progress; retry later",
-                    self.limits.max_sessions
-                ),
-            ));
+            return Err(self.too_many());
         }
         sessions.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
         Ok(id)
     }
 
-    /// A session outside the table, for a single-request upload; the caller discards it.
-    pub(crate) fn create_detached(&self, repo: &RepoName) -> Result<Session, ApiError> {
-        self.new_session(repo)
+    /// A session outside the table, for a single-request upload, with its place among the
+    /// uploads in progress (the same limit as [`create`](Self::create)); the caller discards
+    /// the session and drops the slot.
+    pub(crate) fn create_detached(
+        &self,
+        repo: &RepoName,
+    ) -> Result<(Session, DetachedSlot), ApiError> {
+        self.sweep(Instant::now());
+        let slot = {
+            let sessions = self.lock();
+            if sessions.len() + self.detached.load(Ordering::SeqCst) >= self.limits.max_sessions {
+                return Err(self.too_many());
+            }
+            self.detached.fetch_add(1, Ordering::SeqCst);
+            DetachedSlot(Arc::clone(&self.detached))
+        };
+        Ok((self.new_session(repo)?, slot))
+    }
+
+    fn too_many(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{} uploads are in progress; retry later",
+                self.limits.max_sessions
+            ),
+        )
     }
 
     /// Session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`.
@@ -376,6 +408,9 @@ mod tests {
         uploads.create(&repo).unwrap();
         let e = uploads.create(&repo).unwrap_err();
         assert_eq!(e.code(), ErrorCode::TooManyRequests);
+        // A single-request upload is an upload in progress too.
+        let e = uploads.create_detached(&repo).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TooManyRequests);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
         // A session in use is not stale.
         let held = uploads.get(&repo, &first).unwrap();
@@ -393,5 +428,25 @@ mod tests {
             held.lock().await.check(&repo).is_err(),
             "closed by the sweep"
         );
+    }
+
+    #[tokio::test]
+    async fn single_request_uploads_hold_a_place_until_they_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = UploadSessions::open(dir.path(), limits()).unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let (first, first_slot) = uploads.create_detached(&repo).unwrap();
+        let (_second, _second_slot) = uploads.create_detached(&repo).unwrap();
+        assert_eq!(
+            uploads.create_detached(&repo).unwrap_err().code(),
+            ErrorCode::TooManyRequests
+        );
+        assert_eq!(
+            uploads.create(&repo).unwrap_err().code(),
+            ErrorCode::TooManyRequests
+        );
+        first.discard();
+        drop(first_slot);
+        uploads.create(&repo).unwrap();
     }
 }

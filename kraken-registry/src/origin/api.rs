@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kraken_core::{BlobStatus, Digest, MetaInfo};
 use kraken_p2p::http_server::RequestBody;
@@ -12,7 +11,7 @@ use super::client::CommitKind;
 use super::fetch::{Availability, FetchFailure};
 use super::namespaces::MAX_NAMESPACE_LEN;
 use super::state::OriginState;
-use super::uploads::{ClaimError, Uploads};
+use super::uploads::{ChunkError, ClaimError};
 use crate::error::{Error, error_chain};
 use crate::http::body::{self, Body};
 use crate::http::range::RangeRequest;
@@ -75,6 +74,7 @@ pub(crate) async fn handle(
                 }
                 (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
+                (&Method::POST, ["verify"]) => verify(&state, &digest),
                 (&Method::POST, ["uploads"]) => start_upload(&state, &namespace, &digest).await,
                 (&Method::PATCH, ["uploads", id]) => {
                     patch_upload(&state, &namespace, &digest, id, &parts.headers, body).await
@@ -220,6 +220,19 @@ fn prefetch(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Respo
     }
 }
 
+/// A reader's report that our copy failed its digest: `202` while it is re-hashed (and
+/// repaired if bad) in the background, or when it was checked moments ago.
+fn verify(state: &Arc<OriginState>, digest: &Digest) -> Response<Body> {
+    if super::integrity::report(state, digest) {
+        text(StatusCode::ACCEPTED, "checking our copy")
+    } else {
+        text(
+            StatusCode::ACCEPTED,
+            "our copy is being or was just checked",
+        )
+    }
+}
+
 async fn start_upload(
     state: &Arc<OriginState>,
     namespace: &str,
@@ -285,33 +298,29 @@ async fn patch_upload(
             "chunk larger than limits.max_chunk_size",
         );
     }
-    let data = match Limited::new(body, length as usize).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "body longer than its Content-Range or unreadable",
-            );
-        }
-    };
-    if data.len() as u64 != length {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "body shorter than its Content-Range",
-        );
-    }
     // Held while the chunk is written: a commit cannot hash the file meanwhile.
     let claim = match state.uploads.claim(id) {
         Ok(claim) => claim,
         Err(e) => return claim_refused(e),
     };
-    let path = claim.path().to_owned();
-    let written = tokio::task::spawn_blocking(move || Uploads::write_at(&path, start, &data)).await;
-    drop(claim);
-    match written {
-        Ok(Ok(())) => text(StatusCode::OK, ""),
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&Error::Internal("upload write task failed")),
+    match state
+        .uploads
+        .write_chunk(claim.path(), start, length, body)
+        .await
+    {
+        Ok(()) => text(StatusCode::OK, ""),
+        Err(ChunkError::Busy) => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many upload chunks are being written; retry",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Err(ChunkError::Body(reason)) => text(StatusCode::BAD_REQUEST, reason),
+        Err(ChunkError::Write(e)) => error_response(&e),
     }
 }
 

@@ -19,6 +19,8 @@ pub const UPLOAD_CHUNK: u64 = 32 << 20;
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
+/// Largest error answer read (only its start is reported).
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Which commit ends an upload.
 #[non_exhaustive]
@@ -114,10 +116,7 @@ impl OriginClient {
         let response = self.send(origin, self.http.get(url)).await?;
         match response.status() {
             StatusCode::OK => {
-                if response.content_length().unwrap_or(0) > MAX_METAINFO as u64 {
-                    return Err(origin_error(origin, StatusCode::OK, "metainfo too large"));
-                }
-                let body = self.body(origin, response).await?;
+                let body = self.body(origin, response, MAX_METAINFO).await?;
                 let meta = MetaInfo::decode(&body).map_err(|e| Error::Origin {
                     origin: origin.to_owned(),
                     reason: format!("invalid metainfo: {e}"),
@@ -252,16 +251,18 @@ impl OriginClient {
     }
 
     /// Starts reading blob `digest` from `origin` — bytes `range` of it (start inclusive, end
-    /// exclusive), or all of it — and returns the response whose body is to be streamed, or
-    /// `None` if neither `origin` nor its backend has the blob. The caller verifies the
-    /// bytes (a whole blob's digest); the status and length are checked here.
+    /// exclusive), or all of it — and returns the response whose body is to be streamed with
+    /// the number of bytes it must have, or `None` if neither `origin` nor its backend has
+    /// the blob. The caller verifies the bytes (a whole blob's digest) and caps the body at
+    /// that length (a chunked answer has no `Content-Length` to hold it to); the status and
+    /// the announced length are checked here.
     pub(crate) async fn read(
         &self,
         origin: &str,
         namespace: &str,
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
-    ) -> Result<Option<reqwest::Response>> {
+    ) -> Result<Option<(reqwest::Response, u64)>> {
         let url = self.blob_url(origin, "/namespace", namespace, digest);
         let mut request = self.http.get(url);
         let expected = match &range {
@@ -290,7 +291,18 @@ impl OriginClient {
                 "answer length differs from the range asked for",
             ));
         }
-        Ok(Some(response))
+        let length = match (&range, response.content_length()) {
+            (Some(range), _) => range.end - range.start,
+            (None, Some(length)) => length,
+            (None, None) => {
+                return Err(origin_error(
+                    origin,
+                    response.status(),
+                    "a whole blob without Content-Length",
+                ));
+            }
+        };
+        Ok(Some((response, length)))
     }
 
     /// Uploads a blob held in memory (start, chunks, commit). An origin that already has the
@@ -401,15 +413,58 @@ impl OriginClient {
     /// The error for an unexpected answer, with the start of its body.
     async fn status_error(&self, origin: &str, response: reqwest::Response) -> Error {
         let status = response.status();
-        let body = self.body(origin, response).await.unwrap_or_default();
+        let body = self
+            .body(origin, response, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
         origin_error(origin, status, &String::from_utf8_lossy(&body))
     }
 
-    async fn body(&self, origin: &str, response: reqwest::Response) -> Result<Bytes> {
-        response.bytes().await.map_err(|e| Error::Origin {
+    /// The whole body of `response`, or an error if it is longer than `max` bytes, whatever
+    /// its `Content-Length` says (a chunked answer has none).
+    async fn body(
+        &self,
+        origin: &str,
+        mut response: reqwest::Response,
+        max: usize,
+    ) -> Result<Bytes> {
+        let status = response.status();
+        let too_large = || origin_error(origin, status, "answer too large");
+        if response
+            .content_length()
+            .is_some_and(|len| len > max as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| Error::Origin {
             origin: origin.to_owned(),
             reason: e.to_string(),
-        })
+        })? {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
+    }
+
+    /// Tells `origin` that its copy of `digest` did not hash to `digest`, so that it checks
+    /// (and repairs) it. Best effort: a failure is only logged.
+    pub(crate) async fn report_corrupt(&self, origin: &str, namespace: &str, digest: &Digest) {
+        let url = format!(
+            "{}/verify",
+            self.blob_url(origin, "/namespace", namespace, digest)
+        );
+        match self.send(origin, self.http.post(url)).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::warn!(%origin, status = %response.status(), "an origin refused a corruption report");
+            }
+            Err(e) => {
+                tracing::warn!(%origin, error = %e, "could not report a corrupt copy to its origin");
+            }
+        }
     }
 }
 
@@ -445,5 +500,83 @@ fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {
     Error::Origin {
         origin: origin.to_owned(),
         reason: format!("{status}: {what}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt as _;
+    use hyper::body::Frame;
+    use kraken_testkit::TestServer;
+
+    use super::*;
+
+    type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+    /// A chunked answer (no `Content-Length`) that never ends.
+    fn endless(status: u16) -> hyper::Response<Body> {
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let frames = futures::stream::repeat_with(move || Ok(Frame::data(chunk.clone())));
+        hyper::Response::builder()
+            .status(status)
+            .body(http_body_util::StreamBody::new(frames).boxed())
+            .unwrap()
+    }
+
+    /// A chunked answer of `chunks`.
+    pub(crate) fn chunked(status: u16, chunks: &[&'static [u8]]) -> hyper::Response<Body> {
+        let frames: Vec<std::io::Result<Frame<Bytes>>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        hyper::Response::builder()
+            .status(status)
+            .body(http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed())
+            .unwrap()
+    }
+
+    async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), future)
+            .await
+            .unwrap_or_else(|_| panic!("{what} read without end"))
+    }
+
+    #[tokio::test]
+    async fn an_endless_chunked_metainfo_is_refused() {
+        let server = TestServer::start(|_| async { endless(200) }).await;
+        let origin = server.addr().to_string();
+        let digest = Digest::sha256_of(b"blob");
+        let client = OriginClient::new().unwrap();
+        let result = within("metainfo", client.metainfo(&origin, "ns", &digest)).await;
+        let error = result.map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("too large"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_answer_is_read_only_in_part() {
+        let server = TestServer::start(|_| async { endless(500) }).await;
+        let origin = server.addr().to_string();
+        let digest = Digest::sha256_of(b"blob");
+        let client = OriginClient::new().unwrap();
+        let result = within(
+            "error body",
+            client.download(&origin, "ns", &digest, 1 << 40),
+        )
+        .await;
+        assert!(result.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_whole_blob_without_content_length_is_refused() {
+        let server = TestServer::start(|_| async { chunked(200, &[b"abc"]) }).await;
+        let origin = server.addr().to_string();
+        let digest = Digest::sha256_of(b"abc");
+        let client = OriginClient::new().unwrap();
+        let result = client.read(&origin, "ns", &digest, None).await;
+        let error = result.map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("Content-Length"), "{error}");
     }
 }

@@ -115,7 +115,12 @@ impl OriginCluster {
             {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) if e.is_not_found() => not_found = true,
-                Err(e) => failures.push(error_chain(&e)),
+                Err(e) => {
+                    if matches!(e, Error::DigestMismatch { .. }) {
+                        self.client.report_corrupt(&origin, namespace, digest).await;
+                    }
+                    failures.push(format!("{origin}: {}", error_chain(&e)));
+                }
             }
         }
         if not_found {
@@ -176,20 +181,46 @@ impl OriginCluster {
 
     /// Bytes `range` of a blob (all of it when `None`) from the first of its
     /// [`candidates`](Self::candidates) that has it, as a stream read a few chunks ahead of
-    /// the consumer. A whole blob is verified as it streams: bytes that do not hash to
-    /// `digest` end the stream with an error. `None` if no origin has it.
+    /// the consumer. `None` if no origin has it.
+    ///
+    /// A whole blob is verified as it streams, and its last chunk is held back until the
+    /// bytes hash to `digest`: a stream of bytes that do not ends with an error instead, so
+    /// a consumer never completes a wrong blob (a server aborts the response). When the
+    /// first chunk has not come yet — a mismatch in a blob of one chunk, an error before
+    /// any byte — the next origin is tried. An origin whose bytes fail is told so
+    /// ([`OriginClient::report_corrupt`]) and checks its copy.
     pub(crate) async fn read(
         &self,
         namespace: &str,
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<BlobStream>> {
-        let verify = range.is_none().then_some(*digest);
         first_found(self.candidates(digest), |origin| {
             let range = range.clone();
             async move {
-                let response = self.client.read(&origin, namespace, digest, range).await?;
-                Ok(response.map(|response| stream_body(origin, response, verify)))
+                let verify = range.is_none().then(|| Verify {
+                    client: self.client.clone(),
+                    namespace: namespace.to_owned(),
+                    digest: *digest,
+                });
+                let Some((response, length)) =
+                    self.client.read(&origin, namespace, digest, range).await?
+                else {
+                    return Ok(None);
+                };
+                let mut stream = stream_body(origin.clone(), response, length, verify);
+                // Nothing has reached the consumer yet: a failure here moves on.
+                match stream.next().await {
+                    Some(Ok(first)) => {
+                        let first = futures::stream::once(std::future::ready(Ok(first)));
+                        Ok(Some(Box::pin(first.chain(stream)) as BlobStream))
+                    }
+                    Some(Err(e)) => Err(Error::Origin {
+                        origin,
+                        reason: e.to_string(),
+                    }),
+                    None => Ok(Some(Box::pin(futures::stream::empty()) as BlobStream)),
+                }
             }
         })
         .await
@@ -355,41 +386,81 @@ where
     Err(no_origin(failures))
 }
 
+/// What a whole-blob read checks its bytes against, and whom it tells of a mismatch.
+struct Verify {
+    client: OriginClient,
+    namespace: String,
+    digest: Digest,
+}
+
 /// The body of an origin's answer as a stream fed by a task that reads [`READ_AHEAD`] chunks
-/// ahead, hashing them when `verify` names the digest of the whole blob. The task stops
-/// when the stream is dropped.
+/// ahead. The body must be exactly `length` bytes: more or fewer end the stream with an
+/// error. With `verify`, the chunks are hashed and the last one is held back until the
+/// hash matches; on a mismatch the stream ends with an error and the origin is told. The
+/// task stops when the stream is dropped.
 fn stream_body(
     origin: String,
     mut response: reqwest::Response,
-    verify: Option<Digest>,
+    length: u64,
+    verify: Option<Verify>,
 ) -> BlobStream {
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
     tokio::spawn(async move {
-        let mut hasher = verify.map(|_| kraken_core::Hasher::new());
+        let fail = |reason: String| std::io::Error::other(format!("origin {origin}: {reason}"));
+        let mut hasher = verify.as_ref().map(|_| kraken_core::Hasher::new());
+        let mut held: Option<Bytes> = None;
+        let mut received = 0u64;
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(e) => {
-                    let error = std::io::Error::other(format!("origin {origin}: {e}"));
-                    let _ = sender.send(Err(error)).await;
+                    let _ = sender.send(Err(fail(e.to_string()))).await;
                     return;
                 }
             };
-            if let Some(hasher) = &mut hasher {
-                hasher.update(&chunk);
+            received += chunk.len() as u64;
+            if received > length {
+                let error = fail(format!("sent more than the {length} bytes expected"));
+                let _ = sender.send(Err(error)).await;
+                return;
             }
-            if sender.send(Ok(chunk)).await.is_err() {
+            let ready = match &mut hasher {
+                Some(hasher) => {
+                    hasher.update(&chunk);
+                    held.replace(chunk)
+                }
+                None => Some(chunk),
+            };
+            if let Some(ready) = ready
+                && sender.send(Ok(ready)).await.is_err()
+            {
                 return; // the consumer went away
             }
         }
-        if let (Some(hasher), Some(expected)) = (hasher, verify) {
+        if received < length {
+            let error = fail(format!("sent {received} of the {length} bytes expected"));
+            let _ = sender.send(Err(error)).await;
+            return;
+        }
+        if let (Some(hasher), Some(verify)) = (hasher, verify) {
             let actual = hasher.finalize();
-            if actual != expected {
-                let error = Error::DigestMismatch { expected, actual };
-                tracing::warn!(%origin, error = %error, "an origin served corrupt bytes");
-                let _ = sender.send(Err(std::io::Error::other(error))).await;
+            if actual != verify.digest {
+                let error = Error::DigestMismatch {
+                    expected: verify.digest,
+                    actual,
+                };
+                tracing::warn!(%origin, error = %error, "an origin served corrupt bytes; the response is aborted");
+                let _ = sender.send(Err(fail(error.to_string()))).await;
+                verify
+                    .client
+                    .report_corrupt(&origin, &verify.namespace, &verify.digest)
+                    .await;
+                return;
             }
+        }
+        if let Some(last) = held {
+            let _ = sender.send(Ok(last)).await;
         }
     });
     Box::pin(futures::stream::unfold(
@@ -409,5 +480,30 @@ fn no_origin(failures: Vec<String>) -> Error {
         } else {
             failures.join("; ")
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt as _;
+    use kraken_testkit::TestServer;
+
+    use super::*;
+    use crate::origin::client::tests::chunked;
+
+    /// The bytes `stream_body` yields for a chunked answer of `chunks` held to `length`.
+    async fn stream(chunks: &'static [&'static [u8]], length: u64) -> std::io::Result<Vec<u8>> {
+        let server = TestServer::start(move |_| async move { chunked(206, chunks) }).await;
+        let response = reqwest::get(server.url()).await.unwrap();
+        let body = stream_body(server.addr().to_string(), response, length, None);
+        let chunks: Vec<Bytes> = body.try_collect().await?;
+        Ok(chunks.concat())
+    }
+
+    #[tokio::test]
+    async fn a_body_without_content_length_is_held_to_the_expected_length() {
+        assert_eq!(stream(&[b"ab", b"cd"], 4).await.unwrap(), b"abcd");
+        assert!(stream(&[b"ab", b"cd", b"ef"], 4).await.is_err(), "too long");
+        assert!(stream(&[b"ab"], 4).await.is_err(), "too short");
     }
 }

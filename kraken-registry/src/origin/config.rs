@@ -10,6 +10,7 @@ use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use super::integrity::ScrubConfig;
 use crate::cleanup::CleanupConfig;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
@@ -60,6 +61,9 @@ pub struct OriginConfig {
     /// Disk cleanup.
     #[serde(default)]
     pub cleanup: CleanupConfig,
+    /// Re-hashing cached blobs in the background to find corrupt copies.
+    #[serde(default)]
+    pub scrub: ScrubConfig,
     /// Limits of the HTTP API.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -90,6 +94,7 @@ impl OriginConfig {
             backends: BackendsConfig::default(),
             write_back: WriteBackConfig::default(),
             cleanup: CleanupConfig::default(),
+            scrub: ScrubConfig::default(),
             limits: LimitsConfig::default(),
             http: HttpLimits::default(),
             tls: None,
@@ -223,6 +228,9 @@ pub struct LimitsConfig {
     /// Uploads neither committed nor touched for this long are deleted. Default: 1h.
     #[serde(with = "humantime_serde")]
     pub upload_ttl: Duration,
+    /// Upload `PATCH` bodies written at once; more get `503` with `Retry-After`. Each holds
+    /// at most 1 MiB in memory while it is written. Default: 16.
+    pub max_concurrent_chunks: usize,
 }
 
 impl Default for LimitsConfig {
@@ -231,6 +239,7 @@ impl Default for LimitsConfig {
             max_chunk_size: ByteSize(64 << 20),
             max_blob_size: ByteSize(64 << 30),
             upload_ttl: Duration::from_secs(3600),
+            max_concurrent_chunks: 16,
         }
     }
 }
@@ -258,6 +267,9 @@ mod tests {
             [cleanup]
             high_watermark = "500GiB"
 
+            [scrub]
+            interval = "12h"
+
             [[backends.routes]]
             namespace = ".*"
             backend = { type = "s3", bucket = "kraken" }
@@ -266,6 +278,8 @@ mod tests {
         assert_eq!(config.self_name(), "10.0.0.1:15002");
         assert_eq!(config.cluster.replicas, 2);
         assert_eq!(config.cluster.refresh_interval, Duration::from_secs(5));
+        assert_eq!(config.scrub.interval, Duration::from_secs(12 * 3600));
+        assert!(config.scrub.enabled);
         assert_eq!(config.cluster.fails, 3);
         assert_eq!(config.write_back.max_backoff, Duration::from_secs(300));
         assert_eq!(config.write_back.concurrency, 4);

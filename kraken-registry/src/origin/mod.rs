@@ -26,6 +26,9 @@
 //!   `origin: true` and seeds every blob it holds, publishing its metainfo.
 //! - **Cleanup.** Idle blobs, and the least recently used ones above the high watermark,
 //!   are evicted periodically ([`CleanupConfig`]); blobs awaiting write-back never are.
+//! - **Integrity.** A cached blob a reader reports as corrupt, or that the background scrub
+//!   ([`ScrubConfig`]) finds corrupt, is re-hashed, deleted if bad (never served again) and
+//!   fetched again from a replica or the backend.
 //!
 //! Trackers reach the origins through [`OriginMetaInfoSource`], so a fetcher can download a
 //! blob that so far exists only in the backend: fetcher → tracker → origin → backend.
@@ -55,6 +58,7 @@ mod cluster;
 mod config;
 mod fetch;
 mod health;
+mod integrity;
 mod membership;
 mod metainfo_source;
 mod namespaces;
@@ -68,6 +72,7 @@ mod writeback;
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
 pub(crate) use self::cluster::OriginCluster;
 pub use self::config::{ClusterConfig, LimitsConfig, MembersConfig, OriginConfig};
+pub use self::integrity::ScrubConfig;
 pub use self::membership::{Membership, RingView};
 pub use self::metainfo_source::OriginMetaInfoSource;
 pub use self::service::{Origin, OriginBuilder};

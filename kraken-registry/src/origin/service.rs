@@ -17,6 +17,7 @@ use super::cleanup::cleanup_loop;
 use super::client::OriginClient;
 use super::config::OriginConfig;
 use super::fetch::Fetcher;
+use super::integrity::scrub_loop;
 use super::membership::{Membership, RingView};
 use super::namespaces::NamespaceIndex;
 use super::queue;
@@ -51,13 +52,14 @@ impl OriginBuilder {
         config.validate()?;
         let data = &config.data_dir;
         let store_config = config.cleanup.store_config();
+        let max_concurrent_chunks = config.limits.max_concurrent_chunks;
         let (store, queue, namespaces, uploads) = {
             let data = data.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let store = BlobStore::open_with_config(data.join("store"), store_config)?;
                 let queue = queue::open(&data)?;
                 let namespaces = NamespaceIndex::open(&data.join("namespaces"))?;
-                let uploads = Uploads::open(&data.join("uploads"))?;
+                let uploads = Uploads::open(&data.join("uploads"), max_concurrent_chunks)?;
                 OriginState::reconcile_pins(&store, &queue, &namespaces)?;
                 Ok((store, queue, namespaces, uploads))
             })
@@ -136,6 +138,7 @@ impl OriginBuilder {
             node,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
+            checks: Default::default(),
         });
         for digest in state.store.cached() {
             let namespace = state.namespaces.get(&digest).unwrap_or_default();
@@ -144,6 +147,7 @@ impl OriginBuilder {
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(repair_loop(Arc::clone(&state)));
         tasks.spawn(cleanup_loop(Arc::clone(&state)));
+        tasks.spawn(scrub_loop(Arc::clone(&state)));
         tasks.spawn(serve(
             ServeConfig::new("origin")
                 .tls(server_tls)

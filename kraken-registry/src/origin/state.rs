@@ -1,5 +1,6 @@
 //! What every part of a running origin shares, and the steps every new blob goes through.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::client::{CommitKind, OriginClient};
 use super::config::OriginConfig;
 use super::fetch::Fetcher;
+use super::integrity::Checks;
 use super::membership::Membership;
 use super::namespaces::NamespaceIndex;
 use super::queue::{WriteBackQueue, WriteBackTask};
@@ -40,6 +42,8 @@ pub(crate) struct OriginState {
     pub(crate) node: Option<Node>,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// Re-hashes of cached blobs in progress and recently done.
+    pub(crate) checks: Checks,
 }
 
 impl OriginState {
@@ -50,6 +54,31 @@ impl OriginState {
         self.router
             .as_ref()
             .is_none_or(|router| router.backend_for(namespace).is_ok())
+    }
+
+    /// Imports a file into the store (a repair's download), verified against `digest`;
+    /// nothing is stored on a mismatch.
+    pub(crate) async fn import_upload(&self, upload: &Path, digest: &Digest) -> Result<MetaInfo> {
+        let store = self.store.clone();
+        let upload = upload.to_owned();
+        let pieces = self.config_piece_lengths();
+        let expected = *digest;
+        tokio::task::spawn_blocking(move || {
+            let size = std::fs::metadata(&upload)?.len();
+            // Moved into the store, not copied: the upload is on the same disk.
+            let imported =
+                store.import_file(&upload, pieces.piece_length_for(size), Some(&expected));
+            let _ = std::fs::remove_file(&upload);
+            match imported {
+                Ok(meta) => Ok(meta),
+                Err(kraken_core::Error::DigestMismatch { expected, actual }) => {
+                    Err(Error::DigestMismatch { expected, actual })
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+        .map_err(|_| Error::Internal("import task failed"))?
     }
 
     /// Commits a claimed upload: verifies it against `digest` and installs it, then queues

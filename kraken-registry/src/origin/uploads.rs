@@ -9,17 +9,28 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::error::Result;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use hyper::body::Body;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
 
 /// Upload ids are 32 lowercase hex digits (128 random bits).
 const ID_LEN: usize = 32;
 
+/// Bytes of a chunk's body gathered before they are written: with the limit on chunks
+/// written at once, what uploads hold in memory is bounded whatever the chunk size.
+const WRITE_BATCH: usize = 1 << 20;
+
 #[derive(Debug)]
 pub(crate) struct Uploads {
     dir: PathBuf,
+    /// Chunk bodies being written at once (`limits.max_concurrent_chunks`).
+    writers: Arc<Semaphore>,
     /// Uploads a chunk write or a commit is working on.
     claimed: Mutex<HashSet<String>>,
 }
@@ -54,11 +65,24 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// Why a chunk was not written.
+#[derive(Debug)]
+pub(crate) enum ChunkError {
+    /// As many chunks as allowed are being written: retry later.
+    Busy,
+    /// The body is longer or shorter than its `Content-Range` says, or it broke off.
+    Body(&'static str),
+    /// Writing it failed.
+    Write(Error),
+}
+
 impl Uploads {
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
+    /// Opens `dir`; at most `max_concurrent_chunks` chunk bodies are written at once.
+    pub(crate) fn open(dir: &Path, max_concurrent_chunks: usize) -> Result<Self> {
         crate::durable::create_dir_all_synced(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
+            writers: Arc::new(Semaphore::new(max_concurrent_chunks.max(1))),
             claimed: Mutex::new(HashSet::new()),
         })
     }
@@ -85,6 +109,54 @@ impl Uploads {
         self.claimed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes `body`, which must be exactly `length` bytes, at `offset` of the upload file
+    /// `path`, [`WRITE_BATCH`] bytes at a time as they arrive.
+    pub(crate) async fn write_chunk<B>(
+        &self,
+        path: &Path,
+        offset: u64,
+        length: u64,
+        mut body: B,
+    ) -> std::result::Result<(), ChunkError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        let Ok(_permit) = Arc::clone(&self.writers).try_acquire_owned() else {
+            return Err(ChunkError::Busy);
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| ChunkError::Write(e.into()))?;
+        let file = Arc::new(file);
+        let mut written = 0u64;
+        let mut batch = BytesMut::new();
+        loop {
+            let frame = match body.frame().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(_)) => return Err(ChunkError::Body("body unreadable or stalled")),
+                None => break,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if written + (batch.len() + data.len()) as u64 > length {
+                return Err(ChunkError::Body("body longer than its Content-Range"));
+            }
+            batch.extend_from_slice(&data);
+            if batch.len() >= WRITE_BATCH {
+                let data = batch.split().freeze();
+                written += data.len() as u64;
+                write_at(&file, offset + written - data.len() as u64, data).await?;
+            }
+        }
+        if written + batch.len() as u64 != length {
+            return Err(ChunkError::Body("body shorter than its Content-Range"));
+        }
+        let data = batch.freeze();
+        write_at(&file, offset + written, data).await
+    }
+
     /// Starts an upload; returns its id.
     pub(crate) fn create(&self) -> Result<String> {
         let id = format!("{:032x}", rand::random::<u128>());
@@ -97,13 +169,6 @@ impl Uploads {
         let valid = id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit());
         let path = self.dir.join(id);
         (valid && path.is_file()).then_some(path)
-    }
-
-    /// Writes `data` at `offset` of upload `id`'s file.
-    pub(crate) fn write_at(path: &Path, offset: u64, data: &[u8]) -> Result<()> {
-        let file = OpenOptions::new().write(true).open(path)?;
-        file.write_all_at(data, offset)?;
-        Ok(())
     }
 
     /// Deletes uploads not written for longer than `ttl`.
@@ -125,19 +190,57 @@ impl Uploads {
     }
 }
 
+/// Writes `data` at `offset` of `file` on the blocking pool.
+async fn write_at(
+    file: &Arc<File>,
+    offset: u64,
+    data: Bytes,
+) -> std::result::Result<(), ChunkError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let file = Arc::clone(file);
+    match tokio::task::spawn_blocking(move || file.write_all_at(&data, offset)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ChunkError::Write(e.into())),
+        Err(_) => Err(ChunkError::Write(Error::Internal(
+            "upload write task failed",
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunks_land_at_their_offsets_and_stale_uploads_are_swept() {
+    /// A body of `frames`, as a client sends it.
+    fn body(frames: &[&'static [u8]]) -> impl Body<Data = Bytes> + Unpin {
+        let frames = frames
+            .iter()
+            .map(|f| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from_static(f))))
+            .collect::<Vec<_>>();
+        http_body_util::StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn chunks_land_at_their_offsets_and_stale_uploads_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let uploads = Uploads::open(dir.path()).unwrap();
+        let uploads = Uploads::open(dir.path(), 4).unwrap();
         let id = uploads.create().unwrap();
         let path = uploads.path(&id).unwrap();
-        Uploads::write_at(&path, 5, b"world").unwrap();
-        Uploads::write_at(&path, 0, b"hello").unwrap();
+        uploads
+            .write_chunk(&path, 5, 5, body(&[b"wor", b"ld"]))
+            .await
+            .unwrap();
+        uploads
+            .write_chunk(&path, 0, 5, body(&[b"hello"]))
+            .await
+            .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"helloworld");
+        for (frames, length) in [(&[&b"hello!"[..]][..], 5), (&[&b"hell"[..]][..], 5)] {
+            let refused = uploads.write_chunk(&path, 0, length, body(frames)).await;
+            assert!(matches!(refused, Err(ChunkError::Body(_))), "{refused:?}");
+        }
         assert!(uploads.path("../escape").is_none());
         assert!(uploads.path(&"0".repeat(ID_LEN)).is_none());
         assert_eq!(uploads.sweep(SystemTime::now(), Duration::from_secs(60)), 0);
@@ -146,10 +249,27 @@ mod tests {
         assert!(uploads.path(&id).is_none());
     }
 
+    #[tokio::test]
+    async fn chunk_writes_at_once_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(dir.path(), 1).unwrap();
+        let id = uploads.create().unwrap();
+        let path = uploads.path(&id).unwrap();
+        // A body that never ends holds the only writer.
+        let stalled = http_body_util::StreamBody::new(futures::stream::pending::<
+            std::io::Result<hyper::body::Frame<Bytes>>,
+        >());
+        let held = uploads.write_chunk(&path, 0, 10, stalled);
+        tokio::pin!(held);
+        assert!(futures::poll!(held.as_mut()).is_pending());
+        let busy = uploads.write_chunk(&path, 0, 5, body(&[b"hello"])).await;
+        assert!(matches!(busy, Err(ChunkError::Busy)), "{busy:?}");
+    }
+
     #[test]
     fn a_claimed_upload_cannot_be_claimed_again_until_released() {
         let dir = tempfile::tempdir().unwrap();
-        let uploads = Uploads::open(dir.path()).unwrap();
+        let uploads = Uploads::open(dir.path(), 4).unwrap();
         let id = uploads.create().unwrap();
         let commit = uploads.claim(&id).unwrap();
         // A chunk arriving while the commit hashes the file is refused.
