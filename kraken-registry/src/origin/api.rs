@@ -298,16 +298,7 @@ async fn patch_upload(
             "chunk larger than limits.max_chunk_size",
         );
     }
-    // Held while the chunk is written: a commit cannot hash the file meanwhile.
-    let claim = match state.uploads.claim(id) {
-        Ok(claim) => claim,
-        Err(e) => return claim_refused(e),
-    };
-    match state
-        .uploads
-        .write_chunk(claim.path(), start, length, body)
-        .await
-    {
+    match state.uploads.write_chunk(id, start, length, body).await {
         Ok(()) => text(StatusCode::OK, ""),
         Err(ChunkError::Busy) => {
             let mut response = text(
@@ -319,6 +310,7 @@ async fn patch_upload(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
+        Err(ChunkError::Claimed(e)) => claim_refused(e),
         Err(ChunkError::Body(reason)) => text(StatusCode::BAD_REQUEST, reason),
         Err(ChunkError::Write(e)) => error_response(&e),
     }

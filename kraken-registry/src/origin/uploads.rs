@@ -70,6 +70,8 @@ impl Drop for Claim<'_> {
 pub(crate) enum ChunkError {
     /// As many chunks as allowed are being written: retry later.
     Busy,
+    /// The upload is unknown, or a commit or another chunk holds it.
+    Claimed(ClaimError),
     /// The body is longer or shorter than its `Content-Range` says, or it broke off.
     Body(&'static str),
     /// Writing it failed.
@@ -113,7 +115,7 @@ impl Uploads {
     /// `path`, [`WRITE_BATCH`] bytes at a time as they arrive.
     pub(crate) async fn write_chunk<B>(
         &self,
-        path: &Path,
+        id: &str,
         offset: u64,
         length: u64,
         mut body: B,
@@ -124,9 +126,11 @@ impl Uploads {
         let Ok(_permit) = Arc::clone(&self.writers).try_acquire_owned() else {
             return Err(ChunkError::Busy);
         };
+        // Held while the chunk is written: a commit cannot hash the file meanwhile.
+        let claim = self.claim(id).map_err(ChunkError::Claimed)?;
         let file = OpenOptions::new()
             .write(true)
-            .open(path)
+            .open(claim.path())
             .map_err(|e| ChunkError::Write(e.into()))?;
         let file = Arc::new(file);
         let mut written = 0u64;
@@ -229,16 +233,16 @@ mod tests {
         let id = uploads.create().unwrap();
         let path = uploads.path(&id).unwrap();
         uploads
-            .write_chunk(&path, 5, 5, body(&[b"wor", b"ld"]))
+            .write_chunk(&id, 5, 5, body(&[b"wor", b"ld"]))
             .await
             .unwrap();
         uploads
-            .write_chunk(&path, 0, 5, body(&[b"hello"]))
+            .write_chunk(&id, 0, 5, body(&[b"hello"]))
             .await
             .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"helloworld");
         for (frames, length) in [(&[&b"hello!"[..]][..], 5), (&[&b"hell"[..]][..], 5)] {
-            let refused = uploads.write_chunk(&path, 0, length, body(frames)).await;
+            let refused = uploads.write_chunk(&id, 0, length, body(frames)).await;
             assert!(matches!(refused, Err(ChunkError::Body(_))), "{refused:?}");
         }
         assert!(uploads.path("../escape").is_none());
@@ -254,15 +258,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uploads = Uploads::open(dir.path(), 1).unwrap();
         let id = uploads.create().unwrap();
-        let path = uploads.path(&id).unwrap();
         // A body that never ends holds the only writer.
         let stalled = http_body_util::StreamBody::new(futures::stream::pending::<
             std::io::Result<hyper::body::Frame<Bytes>>,
         >());
-        let held = uploads.write_chunk(&path, 0, 10, stalled);
+        let held = uploads.write_chunk(&id, 0, 10, stalled);
         tokio::pin!(held);
         assert!(futures::poll!(held.as_mut()).is_pending());
-        let busy = uploads.write_chunk(&path, 0, 5, body(&[b"hello"])).await;
+        let busy = uploads.write_chunk(&id, 0, 5, body(&[b"hello"])).await;
         assert!(matches!(busy, Err(ChunkError::Busy)), "{busy:?}");
     }
 
