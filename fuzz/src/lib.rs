@@ -2,9 +2,43 @@
 //! inputs below) and the targets can never rot.
 //!
 //! Run a target with `cargo fuzz run -s none digest_parse` (cargo-fuzz; the `fuzz_targets/`
-//! files only forward to these functions).
+//! files only forward to these functions), or every target with `scripts/fuzz`. The seeds
+//! in `corpus/<target>/` are run by the tests below too. Parsers private to
+//! kraken-registry are reached through its hidden `fuzzing` module (feature `fuzzing`).
+
+mod bodies;
+mod config;
+mod http;
+mod names;
 
 use kraken_core::{Bitfield, Digest, MetaInfo};
+
+pub use crate::bodies::{announce_decode, duplicate_decode, journal_replay, manifest_parse};
+pub use crate::config::{cidr_parse, config_toml};
+pub use crate::http::{authorization_parse, content_range_parse, range_parse, segment_decode};
+pub use crate::names::name_parse;
+
+/// A target's body: takes the fuzzer's input, panics on a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, as `fuzz_targets/` and `corpus/` name them.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("digest_parse", digest_parse),
+    ("metainfo_decode", metainfo_decode),
+    ("bitfield_decode", bitfield_decode),
+    ("wire_decode", wire_decode),
+    ("manifest_parse", manifest_parse),
+    ("range_parse", range_parse),
+    ("content_range_parse", content_range_parse),
+    ("segment_decode", segment_decode),
+    ("name_parse", name_parse),
+    ("announce_decode", announce_decode),
+    ("duplicate_decode", duplicate_decode),
+    ("journal_replay", journal_replay),
+    ("authorization_parse", authorization_parse),
+    ("cidr_parse", cidr_parse),
+    ("config_toml", config_toml),
+];
 
 /// Parses arbitrary bytes as a digest; anything accepted must print back unchanged.
 pub fn digest_parse(data: &[u8]) {
@@ -93,6 +127,22 @@ mod tests {
         bitfield_decode(&[0, 10, 0xff, 0xc0]);
         bitfield_decode(&[0, 10, 0xff, 0xe0]);
         bitfield_decode(&[1]);
+    }
+
+    #[test]
+    fn targets_accept_their_corpus() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        for (name, target) in TARGETS {
+            let dir = corpus.join(name);
+            let seeds: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|entry| entry.unwrap().path())
+                .collect();
+            assert!(!seeds.is_empty(), "{name} has no seeds");
+            for seed in seeds {
+                target(&std::fs::read(&seed).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -74,70 +74,38 @@ impl HttpClientConfig {
     }
 }
 
-/// The TLS settings of a reqwest client, loaded from PEM files: a pinned CA and a client
-/// certificate. [`HttpClientConfig`] and the S3, GCS and Azure backends' clients (see
-/// `cloud_client`) both load theirs here, so the files mean the same everywhere.
+/// The TLS settings of a reqwest client: a pinned CA and a client certificate, loaded by
+/// [`kraken_p2p::tls::ClientTls`] (the workspace's one client-TLS loader, so the files mean
+/// what they mean in `[client_tls]`, except that `ca` is optional). [`HttpClientConfig`] and
+/// the S3, GCS and Azure backends' clients (see `cloud_client`) both load theirs here.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ClientTls {
-    /// The only roots trusted; `None`: the system's roots.
-    roots: Option<Vec<reqwest::Certificate>>,
-    /// The certificate chain and key presented to servers that ask for one.
-    identity: Option<reqwest::Identity>,
+    /// `None` when no file is configured: reqwest's own TLS with the system's roots.
+    loaded: Option<kraken_p2p::tls::ClientTls>,
 }
 
 impl ClientTls {
     /// Reads `ca` (PEM certificates, at least one; they become the only trusted roots) and
     /// `cert` + `key` (a PEM certificate chain and its key; both or neither).
     pub(crate) fn load(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Self> {
-        let roots = match ca {
-            Some(ca) => {
-                let pem = read_pem(ca)?;
-                let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
-                if roots.is_empty() {
-                    return Err(Error::Config(format!(
-                        "CA file {}: no PEM certificate in it",
-                        ca.display()
-                    )));
-                }
-                Some(roots)
-            }
-            None => None,
-        };
-        let identity = match (cert, key) {
-            (Some(cert), Some(key)) => {
-                let mut pem = read_pem(cert)?;
-                pem.push(b'\n');
-                pem.extend(read_pem(key)?);
-                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    Error::Config(format!("client certificate {}: {e}", cert.display()))
-                })?)
-            }
-            (None, None) => None,
-            _ => {
-                return Err(Error::Config(
-                    "a client certificate needs both `cert` and `key`".into(),
-                ));
-            }
-        };
-        Ok(Self { roots, identity })
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return Ok(Self::default());
+        }
+        let loaded = kraken_p2p::tls::ClientTls::load(ca, cert, key)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Self {
+            loaded: Some(loaded),
+        })
     }
 
     /// `builder` trusting only the pinned CA (if any) and presenting the client certificate
     /// (if any).
-    pub(crate) fn apply(&self, mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
-        if let Some(roots) = &self.roots {
-            builder = builder.tls_certs_only(roots.iter().cloned());
+    pub(crate) fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        match &self.loaded {
+            Some(tls) => builder.tls_backend_preconfigured(tls.config().as_ref().clone()),
+            None => builder,
         }
-        if let Some(identity) = &self.identity {
-            builder = builder.identity(identity.clone());
-        }
-        builder
     }
-}
-
-fn read_pem(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Config(format!("TLS file {}: {e}", path.display())))
 }
 
 /// Parses the base URL of a `backend`, which must be `http(s)://` and able to take a path.

@@ -14,8 +14,9 @@
 //!   [`kraken_core`]'s blob store;
 //! - [`tracker`]: the peer store and handout policy (pure), and the HTTP tracker service and
 //!   client (feature `runtime-tokio`);
-//! - [`tls`] and [`http_server`] (feature `runtime-tokio`): the HTTP listener every Kraken
-//!   service uses, plain or TLS with client certificates for writes, and the clients' TLS;
+//! - [`tls`] (feature `tls`, part of `runtime-tokio`) and [`http_server`] (feature
+//!   `runtime-tokio`): the HTTP listener every Kraken service uses, plain or TLS with client
+//!   certificates and their roles, and the clients' TLS;
 //! - `sim` (feature `sim`): thousands of swarm cores over virtual time and a network model —
 //!   the real scheduler at scale, deterministic for a seed.
 //!
@@ -74,7 +75,7 @@ pub mod node;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod swarm;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod tracker;
 pub mod wire;

@@ -6,6 +6,7 @@ use kraken_core::MetaInfo;
 use kraken_p2p::Error;
 use kraken_p2p::http_server::ServeConfig;
 use kraken_p2p::tls::{ClientAuth, ClientTlsConfig};
+use kraken_p2p::tracker::api::AnnounceRequest;
 use kraken_p2p::tracker::{Tracker, TrackerClient, TrackerConfig, TrackerServer, TrackerService};
 use kraken_testkit::TestPki;
 
@@ -120,4 +121,69 @@ fn unreadable_files_name_the_file() {
     std::fs::write(&empty_ca, "").unwrap();
     let error = ClientTlsConfig::new(&empty_ca).load().unwrap_err();
     assert!(error.to_string().contains("no PEM certificate"), "{error}");
+}
+
+/// Roles named in client certificates: an agent announces but cannot publish metainfo (only
+/// origins own it); a certificate without a role is an operator unless roles are required.
+#[tokio::test]
+async fn a_certificate_role_decides_which_writes_it_may_make() {
+    use kraken_p2p::tls::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path());
+    let server = tls_tracker(&pki, ClientAuth::Writes).await;
+    let url = format!("https://127.0.0.1:{}", server.local_addr().port());
+    let meta = MetaInfo::from_bytes(b"roles", 4096).unwrap();
+    let client =
+        |tls: ClientTlsConfig| TrackerClient::with_tls(&url, &tls.load().unwrap()).unwrap();
+
+    let agent = client(pki.client_with_role(Role::Agent));
+    let refused = agent.publish_metainfo("ns", &meta).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Tracker { status: 403, message } if message.contains("role agent")),
+        "{refused:?}"
+    );
+    let peer = kraken_core::PeerInfo::new(
+        kraken_core::PeerId::from_bytes([7; 20]),
+        "127.0.0.1:16001".parse().unwrap(),
+        false,
+        false,
+    );
+    let announce = AnnounceRequest::new(*meta.digest(), "ns".into(), peer);
+    agent.announce(meta.info_hash(), announce).await.unwrap();
+    client(pki.client_with_role(Role::Origin))
+        .publish_metainfo("ns", &meta)
+        .await
+        .unwrap();
+    // No role: an operator, as every certificate was before roles.
+    client(pki.client())
+        .publish_metainfo("ns", &meta)
+        .await
+        .unwrap();
+    server.shutdown().await;
+
+    let service = Arc::new(TrackerService::new(TrackerConfig::default()));
+    let tls = pki
+        .server(ClientAuth::Writes)
+        .require_roles(true)
+        .load()
+        .unwrap();
+    let strict = TrackerServer::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        service,
+        ServeConfig::new("tracker").tls(Some(tls)),
+    )
+    .await
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}", strict.local_addr().port());
+    let unnamed = TrackerClient::with_tls(&url, &pki.client().load().unwrap()).unwrap();
+    let refused = unnamed.publish_metainfo("ns", &meta).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Tracker { status: 403, message } if message.contains("without a usable role")),
+        "{refused:?}"
+    );
+    let operator =
+        TrackerClient::with_tls(&url, &pki.client_with_role(Role::Operator).load().unwrap())
+            .unwrap();
+    operator.publish_metainfo("ns", &meta).await.unwrap();
+    strict.shutdown().await;
 }

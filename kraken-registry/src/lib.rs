@@ -35,6 +35,9 @@ pub mod devcluster;
 mod durable;
 mod error;
 mod fault;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod oci;
 pub mod origin;

@@ -727,3 +727,69 @@ async fn readiness_follows_the_backends_and_the_origins() {
     .await;
     bi.shutdown().await;
 }
+
+/// Roles in client certificates: an agent's certificate cannot write tags or neighbours'
+/// copies (403); a proxy's writes tags, a build-index's writes copies, and a certificate
+/// without a role (an operator, as before roles) writes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_writes_need_a_proxy_build_index_or_operator_certificate() {
+    use kraken_p2p::tls::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let origin = start_origin(dir.path()).await;
+    let mut config = bi_config(free_addr("127.0.0.1"), &dir.path().join("bi"), &origin, &[]);
+    config.tls = Some(pki.server(ClientAuth::Writes));
+    let bi = BuildIndex::spawn(config).await.unwrap();
+    let address = [bi.local_addr().to_string()];
+    let as_role = |role: Role| {
+        let tls = pki.client_with_role(role).load().unwrap();
+        BuildIndexClient::with_tls(address.clone(), Some(&tls)).unwrap()
+    };
+    let digest = push_blob(&origin, b"roles").await;
+    let latest = tag("latest");
+    let duplicate = |tls: kraken_p2p::tls::ClientTlsConfig| {
+        let url = format!(
+            "https://{}/internal/duplicate/tags/{}/digest/{digest}",
+            bi.local_addr(),
+            latest.as_str().replace('/', "%2F"),
+        );
+        async move {
+            https_client(&tls.load().unwrap())
+                .put(url)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    let agent = as_role(Role::Agent);
+    let refused = agent.put_tag(&latest, &digest, false).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let refused = agent.delete_tag(&latest).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    assert_eq!(
+        duplicate(pki.client_with_role(Role::Agent)).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        duplicate(pki.client_with_role(Role::Proxy)).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(agent.get_tag(&latest).await.unwrap(), None);
+
+    as_role(Role::Proxy)
+        .put_tag(&latest, &digest, false)
+        .await
+        .unwrap();
+    as_role(Role::Operator).delete_tag(&latest).await.unwrap();
+    assert_eq!(
+        duplicate(pki.client_with_role(Role::BuildIndex)).await,
+        StatusCode::OK
+    );
+    assert_eq!(duplicate(pki.client()).await, StatusCode::OK);
+    assert_eq!(agent.get_tag(&latest).await.unwrap(), Some(digest));
+    bi.shutdown().await;
+    origin.shutdown().await;
+}

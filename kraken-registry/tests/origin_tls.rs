@@ -175,3 +175,87 @@ async fn s3_backend_over_tls_with_a_private_ca() {
     );
     origin.shutdown().await;
 }
+
+/// Roles in client certificates: an agent's certificate cannot upload, commit, push a
+/// replica or force a cleanup (403); an origin's and an operator's can (a cleanup only the
+/// operator's), and reads stay open to the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_certificate_cannot_write_to_an_origin() {
+    use kraken_p2p::tls::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path().join("pki"));
+    let addr = free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], &dir.path().join("origin"));
+    config.tls = Some(pki.server(ClientAuth::Writes));
+    config.client_tls = Some(pki.client_with_role(Role::Origin));
+    let origin = Origin::spawn(config).await.unwrap();
+    let entry = origin.local_addr().to_string();
+    let data = pseudo_random_bytes(64 << 10, 9);
+    let digest = Digest::sha256_of(&data);
+    let tls = |role: Role| pki.client_with_role(role).load().unwrap();
+
+    let agent = OriginClient::with_tls(Some(&tls(Role::Agent))).unwrap();
+    for kind in [CommitKind::Primary, CommitKind::Replica] {
+        let refused = agent
+            .upload_bytes(&entry, NS, &digest, data.clone().into(), kind)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("403"), "{refused}");
+    }
+    let agent_http = https_client(&tls(Role::Agent));
+    let commit = agent_http
+        .put(format!(
+            "https://{entry}/namespace/library%2Fubuntu/blobs/{digest}/uploads/some-id"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(commit.status(), StatusCode::FORBIDDEN);
+    let cleanup = |client: reqwest::Client| {
+        let url = format!("https://{entry}/forcecleanup?ttl_hr=1000");
+        async move { client.post(url).send().await.unwrap().status() }
+    };
+    assert_eq!(cleanup(agent_http.clone()).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        cleanup(https_client(&tls(Role::Origin))).await,
+        StatusCode::FORBIDDEN
+    );
+    assert!(matches!(origin.store().status(&digest), BlobStatus::Absent));
+
+    OriginClient::with_tls(Some(&tls(Role::Origin)))
+        .unwrap()
+        .upload_bytes(
+            &entry,
+            NS,
+            &digest,
+            data.clone().into(),
+            CommitKind::Replica,
+        )
+        .await
+        .unwrap();
+    OriginClient::with_tls(Some(&tls(Role::Operator)))
+        .unwrap()
+        .upload_bytes(
+            &entry,
+            NS,
+            &digest,
+            data.clone().into(),
+            CommitKind::Primary,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cleanup(https_client(&tls(Role::Operator))).await,
+        StatusCode::OK
+    );
+    let read = agent_http
+        .get(format!(
+            "https://{entry}/namespace/library%2Fubuntu/blobs/{digest}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.bytes().await.unwrap(), data);
+    origin.shutdown().await;
+}

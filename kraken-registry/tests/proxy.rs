@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_p2p::tls::{ClientAuth, ClientTlsConfig};
 use kraken_registry::build_index::{BuildIndex, BuildIndexClient, BuildIndexConfig, TagName};
 use kraken_registry::origin::{MembersConfig, Origin};
-use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
+use kraken_registry::proxy::{
+    AccessLevel, AccessRule, BuildIndexTarget, Proxy, ProxyConfig, UserConfig,
+};
 use kraken_testkit::TestPki;
 use kraken_testkit::oci::{INDEX_TYPE, MANIFEST_TYPE, artifact_manifest, image_manifest};
 use kraken_testkit::{free_addr, pseudo_random_bytes, require_package};
@@ -740,5 +743,132 @@ async fn skopeo_copies_an_image_into_and_out_of_the_proxy() {
     // Into a second repository (mounting the blobs), and back out of it.
     let out = dir.path().join("out");
     copy_across_and_out(&host, Some("ci:s3cret"), &out, &image).await;
+    cluster.shutdown().await;
+}
+
+/// A client of `cluster`'s proxy sending `authorization` with every request.
+fn client_with(cluster: &Cluster, authorization: &str) -> Registry {
+    let mut client = Registry::remote(cluster.client.base.clone(), tempfile::tempdir().unwrap());
+    client.http = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                authorization.parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_limited_to_a_repository_pattern_pushes_only_there() {
+    let cluster = Cluster::start_with(|config| {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        config.auth.users = vec![
+            UserConfig::new("team-a", hash.clone()),
+            UserConfig::new("ops", hash),
+        ];
+        config.auth.access = vec![
+            AccessRule::new("team-a", "team-a/.*", AccessLevel::Write),
+            AccessRule::new("team-a", "base/.*", AccessLevel::Read),
+        ];
+        config.auth.anonymous_reads = false;
+    })
+    .await;
+    let team_a = client_with(&cluster, &basic("team-a", "s3cret"));
+    let ops = client_with(&cluster, &basic("ops", "s3cret"));
+
+    team_a.push_blob("team-a/app", b"team a's layer").await;
+    let refused = team_a
+        .request(
+            Method::POST,
+            &format!(
+                "/v2/team-b/x/blobs/uploads/?digest={}",
+                Digest::sha256_of(b"intruder")
+            ),
+        )
+        .body(&b"intruder"[..])
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_of(refused).await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    // Readable but not writable; and a user without rules may do everything.
+    let base = ops.push_blob("base/os", b"base layer").await;
+    let read = get(&team_a, &format!("/v2/base/os/blobs/{base}")).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let write = team_a
+        .request(Method::POST, "/v2/base/os/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), StatusCode::FORBIDDEN);
+    let other = get(&team_a, &format!("/v2/team-b/x/blobs/{base}")).await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    ops.push_blob("team-b/x", b"ops may").await;
+    cluster.shutdown().await;
+}
+
+/// Hundreds of wrong passwords from one address: past the per-address limit they are
+/// answered `429` with `Retry-After` without hashing, while anonymous blob reads and a push
+/// with good (cached) credentials go on promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_flood_is_limited_and_does_not_slow_blob_traffic() {
+    let cluster = Cluster::start_with(|config| {
+        // The cost real htpasswd files use: tens of milliseconds a check.
+        let hash = bcrypt::hash("s3cret", 10).unwrap();
+        config.auth.users = vec![UserConfig::new("ci", hash)];
+        config.auth.max_failures_per_minute = 10;
+    })
+    .await;
+    let pusher = client_with(&cluster, &basic("ci", "s3cret"));
+    let data = pseudo_random_bytes(4 << 20, 11);
+    let digest = pusher.push_blob("library/app", &data).await;
+    let blob = format!("/v2/library/app/blobs/{digest}");
+
+    let guessers: Vec<Registry> = (0..300)
+        .map(|i| client_with(&cluster, &basic("ci", &format!("guess{i}"))))
+        .collect();
+    let flood = guessers.into_iter().map(|guesser| async move {
+        let response = guesser
+            .request(Method::POST, "/v2/library/app/blobs/uploads/")
+            .send()
+            .await
+            .unwrap();
+        let retry_after = response.headers().contains_key("retry-after");
+        (response.status(), retry_after)
+    });
+    let flood = tokio::spawn(
+        futures::stream::iter(flood)
+            .buffer_unordered(32)
+            .collect::<Vec<_>>(),
+    );
+    let mut slowest = Duration::ZERO;
+    for i in 0..10u8 {
+        let started = std::time::Instant::now();
+        let read = get(&cluster.client, &blob).await;
+        assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(read.bytes().await.unwrap().len(), data.len());
+        pusher.push_blob("library/app", &[i; 1024]).await;
+        slowest = slowest.max(started.elapsed());
+    }
+    let answers = flood.await.unwrap();
+    let limited = answers
+        .iter()
+        .filter(|(status, retry_after)| *status == StatusCode::TOO_MANY_REQUESTS && *retry_after)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(refused + limited, answers.len(), "{answers:?}");
+    assert_eq!(refused, 10, "wrong passwords hashed");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a read and push took {slowest:?}"
+    );
     cluster.shutdown().await;
 }

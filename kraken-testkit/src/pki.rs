@@ -1,15 +1,17 @@
 //! Certificates made at run time for tests: a CA, a server certificate for loopback, a client
-//! certificate, and a client certificate from a CA nobody trusts.
+//! certificate (one without a role, and one per [`Role`]), and a client certificate from a CA
+//! nobody trusts.
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 
-use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTlsConfig};
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, Role, ServerTlsConfig};
 
 /// PEM files under a directory: `ca.pem`; `server.pem`/`server.key` for `localhost`,
 /// `127.0.0.1` and the rest of 127.0.0.0/8 that tests use (127.0.0.1–127.0.0.9);
-/// `client.pem`/`client.key` signed by the CA; `rogue.pem`/`rogue.key` signed by another CA.
+/// `client.pem`/`client.key` signed by the CA, naming no role; `role-<role>.pem`/`.key` for each
+/// [`Role`], naming it (`URI:kraken:role:<role>`); `rogue.pem`/`rogue.key` signed by another CA.
 #[derive(Debug)]
 pub struct TestPki {
     dir: PathBuf,
@@ -27,12 +29,17 @@ impl TestPki {
         write(&dir, "ca.pem", &ca.pem());
         let mut server_names = vec!["localhost".to_owned()];
         server_names.extend((1..10).map(|i| format!("127.0.0.{i}")));
-        leaf(&dir, "server", server_names, &ca);
-        leaf(&dir, "client", vec!["kraken-client".to_owned()], &ca);
+        leaf(&dir, "server", server_names, None, &ca);
+        leaf(&dir, "client", vec!["kraken-client".to_owned()], None, &ca);
+        for role in Role::ALL {
+            let name = format!("role-{role}");
+            leaf(&dir, &name, vec![format!("kraken-{role}")], Some(role), &ca);
+        }
         leaf(
             &dir,
             "rogue",
             vec!["kraken-client".to_owned()],
+            None,
             &self::ca("Rogue CA"),
         );
         Self { dir }
@@ -63,6 +70,15 @@ impl TestPki {
             .with_identity(self.path("client.pem"), self.path("client.key"))
     }
 
+    /// A client trusting the CA and presenting `role-<role>.pem`, whose certificate names
+    /// `role`.
+    pub fn client_with_role(&self, role: Role) -> ClientTlsConfig {
+        self.anonymous_client().with_identity(
+            self.path(&format!("role-{role}.pem")),
+            self.path(&format!("role-{role}.key")),
+        )
+    }
+
     /// A client trusting the CA and presenting `rogue.pem`, which the CA did not sign.
     pub fn rogue_client(&self) -> ClientTlsConfig {
         self.anonymous_client()
@@ -79,12 +95,20 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA")
 }
 
-fn leaf(dir: &Path, name: &str, names: Vec<String>, ca: &CertifiedIssuer<'_, KeyPair>) {
+fn leaf(
+    dir: &Path,
+    name: &str,
+    names: Vec<String>,
+    role: Option<Role>,
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) {
     let key = KeyPair::generate().expect("leaf key");
-    let cert = CertificateParams::new(names)
-        .expect("leaf parameters")
-        .signed_by(&key, ca)
-        .expect("leaf certificate");
+    let mut params = CertificateParams::new(names).expect("leaf parameters");
+    if let Some(role) = role {
+        let uri = role.uri().try_into().expect("an ASCII URI");
+        params.subject_alt_names.push(SanType::URI(uri));
+    }
+    let cert = params.signed_by(&key, ca).expect("leaf certificate");
     write(dir, &format!("{name}.pem"), &cert.pem());
     write(dir, &format!("{name}.key"), &key.serialize_pem());
 }

@@ -28,7 +28,7 @@ pub use self::body::RequestBody;
 use self::body::TrackedBody;
 use self::io::{GuardedIo, Phase};
 pub use self::limits::HttpLimits;
-use crate::tls::{ClientAuth, ServerTls};
+use crate::tls::{ClientAuth, Role, Roles, ServerTls};
 
 mod admission;
 mod body;
@@ -47,7 +47,57 @@ pub struct ConnectionInfo {
     pub tls: bool,
     /// Whether the client presented a certificate that chains to the listener's client CA.
     pub client_certificate: bool,
+    /// The role that certificate names (see [`ServerTls::client_role`]): `None` without a
+    /// certificate, or when it names no usable role.
+    pub role: Option<Role>,
 }
+
+impl ConnectionInfo {
+    /// `Ok` when a request that `allowed` roles may make may come on this connection; the
+    /// reason to answer `403 Forbidden` otherwise.
+    ///
+    /// A client with a certificate is held to its role. A client without one is not: the
+    /// listener's [`ClientAuth`] already decided whether it may send the request (with
+    /// `writes`, only reads reach a handler without a certificate; without a client CA
+    /// there are no identities, as before roles).
+    pub fn authorize(&self, allowed: Roles) -> Result<(), RoleRefused> {
+        if allowed.is_anyone() || !self.client_certificate {
+            return Ok(());
+        }
+        match self.role {
+            Some(role) if allowed.contains(role) => Ok(()),
+            role => Err(RoleRefused { role, allowed }),
+        }
+    }
+}
+
+/// Applies [`ConnectionInfo::authorize`] to the connection a request came on. A request
+/// without [`ConnectionInfo`] (handed to a handler directly, not through [`serve`]) is
+/// allowed: it never crossed a listener.
+pub fn authorize(extensions: &hyper::http::Extensions, allowed: Roles) -> Result<(), RoleRefused> {
+    extensions
+        .get::<ConnectionInfo>()
+        .map_or(Ok(()), |info| info.authorize(allowed))
+}
+
+/// A client certificate's role may not make a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RoleRefused {
+    role: Option<Role>,
+    allowed: Roles,
+}
+
+impl std::fmt::Display for RoleRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.role {
+            Some(role) => write!(f, "a client certificate of role {role}")?,
+            None => write!(f, "a client certificate without a usable role")?,
+        }
+        write!(f, " may not make this request (allowed: {})", self.allowed)
+    }
+}
+
+impl std::error::Error for RoleRefused {}
 
 /// A listener's settings.
 #[non_exhaustive]
@@ -166,6 +216,7 @@ pub async fn serve<H, F, B>(
                         remote,
                         tls: false,
                         client_certificate: false,
+                        role: None,
                     };
                     connection.serve(stream, info, ClientAuth::None).await;
                 }
@@ -191,10 +242,12 @@ pub async fn serve<H, F, B>(
                             }
                         },
                     };
+                    let chain = stream.get_ref().1.peer_certificates();
                     let info = ConnectionInfo {
                         remote,
                         tls: true,
-                        client_certificate: stream.get_ref().1.peer_certificates().is_some(),
+                        client_certificate: chain.is_some(),
+                        role: tls.client_role(chain),
                     };
                     connection.serve(stream, info, tls.client_auth()).await;
                 }

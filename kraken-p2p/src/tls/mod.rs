@@ -12,6 +12,7 @@
 //! key = "/etc/kraken/tls/origin.key"
 //! client_ca = "/etc/kraken/tls/ca.pem"
 //! client_auth = "writes"        # "none" | "writes" | "all"
+//! require_roles = false         # true: a client certificate must name its role
 //!
 //! [client_tls]
 //! ca = "/etc/kraken/tls/ca.pem"
@@ -28,6 +29,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
+
+pub use self::role::{Role, Roles, UnknownRole};
+
+mod role;
 
 /// Which requests must come with a client certificate that chains to
 /// [`ServerTlsConfig::client_ca`].
@@ -61,6 +66,11 @@ pub struct ServerTlsConfig {
     /// Which requests need a client certificate when `client_ca` is set. Default: `writes`.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Whether a client certificate must name its [`Role`] (a `kraken:role:<role>` URI).
+    /// When false, a certificate naming none counts as [`Role::Operator`], as every
+    /// certificate did before roles. Default: false.
+    #[serde(default)]
+    pub require_roles: bool,
 }
 
 impl ServerTlsConfig {
@@ -71,6 +81,7 @@ impl ServerTlsConfig {
             key: key.into(),
             client_ca: None,
             client_auth: ClientAuth::default(),
+            require_roles: false,
         }
     }
 
@@ -78,6 +89,12 @@ impl ServerTlsConfig {
     pub fn with_client_auth(mut self, ca: impl Into<PathBuf>, auth: ClientAuth) -> Self {
         self.client_ca = Some(ca.into());
         self.client_auth = auth;
+        self
+    }
+
+    /// Sets [`require_roles`](Self::require_roles).
+    pub fn require_roles(mut self, require: bool) -> Self {
+        self.require_roles = require;
         self
     }
 
@@ -112,6 +129,7 @@ impl ServerTlsConfig {
         Ok(ServerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             client_auth,
+            require_roles: self.require_roles,
         })
     }
 }
@@ -121,6 +139,7 @@ impl ServerTlsConfig {
 pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
     client_auth: ClientAuth,
+    require_roles: bool,
 }
 
 impl ServerTls {
@@ -134,12 +153,21 @@ impl ServerTls {
     pub fn client_auth(&self) -> ClientAuth {
         self.client_auth
     }
+
+    /// The role of a client that presented `chain` (verified by the handshake, leaf first):
+    /// the one its leaf names, else [`Role::Operator`] unless roles are required. `None`
+    /// without a certificate or without a usable role.
+    pub fn client_role(&self, chain: Option<&[CertificateDer<'_>]>) -> Option<Role> {
+        let leaf = chain?.first()?;
+        role::named_role(leaf).effective(self.require_roles)
+    }
 }
 
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTls")
             .field("client_auth", &self.client_auth)
+            .field("require_roles", &self.require_roles)
             .finish_non_exhaustive()
     }
 }
@@ -180,27 +208,7 @@ impl ClientTlsConfig {
 
     /// Reads the files and builds the client configuration.
     pub fn load(&self) -> Result<ClientTls, TlsError> {
-        let roots = read_roots(&self.ca)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::new(&self.ca, e))?
-            .with_root_certificates(roots);
-        let config = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
-                .map_err(|e| TlsError::new(key, e))?,
-            (None, None) => builder.with_no_client_auth(),
-            (Some(path), None) | (None, Some(path)) => {
-                return Err(TlsError::new(
-                    path,
-                    "a client certificate needs both `cert` and `key`",
-                ));
-            }
-        };
-        Ok(ClientTls {
-            config: Arc::new(config),
-        })
+        ClientTls::load(Some(&self.ca), self.cert.as_deref(), self.key.as_deref())
     }
 }
 
@@ -211,6 +219,60 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
+    /// Reads `ca` (PEM certificates, at least one; they become the only trusted roots) and
+    /// `cert` + `key` (a PEM certificate chain and its key; both or neither). Without `ca`
+    /// the system's roots are trusted, as the platform verifies them (what reqwest does by
+    /// default): for clients of services outside the cluster, such as cloud storage.
+    ///
+    /// Every client TLS setting of the workspace is loaded here, so `ca`, `cert` and `key`
+    /// mean the same in `[client_tls]` and in the backends' configs.
+    pub fn load(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::new(ca.unwrap_or(Path::new("-")), e))?;
+        let builder = match ca {
+            Some(ca) => builder.with_root_certificates(read_roots(ca)?),
+            None => {
+                use rustls_platform_verifier::BuilderVerifierExt as _;
+                builder
+                    .with_platform_verifier()
+                    .map_err(|e| TlsError::new(Path::new("system roots"), e))?
+            }
+        };
+        let config = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let chain = parse_certs(CLIENT_CERTIFICATE, cert, &read_file(cert)?)?;
+                // The key's problems are the certificate pair's: name the certificate.
+                let key_bytes = read_file(key)?;
+                let private = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+                    TlsError::labelled(
+                        CLIENT_CERTIFICATE,
+                        cert,
+                        format!("key {}: {e}", key.display()),
+                    )
+                })?;
+                builder
+                    .with_client_auth_cert(chain, private)
+                    .map_err(|e| TlsError::labelled(CLIENT_CERTIFICATE, cert, e))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            (Some(path), None) | (None, Some(path)) => {
+                return Err(TlsError::new(
+                    path,
+                    "a client certificate needs both `cert` and `key`",
+                ));
+            }
+        };
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+
     /// The rustls configuration, for HTTP clients (`reqwest`'s `tls_backend_preconfigured`).
     pub fn config(&self) -> &Arc<rustls::ClientConfig> {
         &self.config
@@ -225,15 +287,27 @@ impl fmt::Debug for ClientTls {
 
 /// A TLS file could not be read or used.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS file {}: {reason}", path.display())]
+#[error("{label} {}: {reason}", path.display())]
 pub struct TlsError {
+    /// What the file is: "TLS file" (could not be read), "CA file", "client certificate".
+    label: &'static str,
     path: PathBuf,
     reason: String,
 }
 
+/// Label of errors in a file that was read but holds no usable CA certificates.
+const CA_FILE: &str = "CA file";
+/// Label of errors in a client certificate or its key.
+const CLIENT_CERTIFICATE: &str = "client certificate";
+
 impl TlsError {
     fn new(path: &Path, reason: impl fmt::Display) -> Self {
+        Self::labelled("TLS file", path, reason)
+    }
+
+    fn labelled(label: &'static str, path: &Path, reason: impl fmt::Display) -> Self {
         Self {
+            label,
             path: path.to_owned(),
             reason: reason.to_string(),
         }
@@ -245,25 +319,38 @@ impl TlsError {
     }
 }
 
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::new(path, e))
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::new(path, e))?
+    parse_certs("TLS file", path, &read_file(path)?)
+}
+
+fn parse_certs(
+    label: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::new(path, e))?;
+        .map_err(|e| TlsError::labelled(label, path, e))?;
     if certs.is_empty() {
-        return Err(TlsError::new(path, "no PEM certificate in the file"));
+        return Err(TlsError::labelled(label, path, "no PEM certificate in it"));
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::new(path, e))
+    PrivateKeyDer::from_pem_slice(&read_file(path)?).map_err(|e| TlsError::new(path, e))
 }
 
 fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::new(path, e))?;
+    for cert in parse_certs(CA_FILE, path, &read_file(path)?)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::labelled(CA_FILE, path, e))?;
     }
     Ok(roots)
 }

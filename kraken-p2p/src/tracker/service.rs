@@ -20,6 +20,7 @@ use super::source::{MetaInfoLookup, MetaInfoSource};
 use super::{MemoryPeerStore, handout};
 use crate::error::Result;
 use crate::http_server::{ServeConfig, Server};
+use crate::tls::{Role, Roles};
 
 /// Largest announce body accepted: 16 KiB.
 const MAX_ANNOUNCE_BODY: usize = 16 << 10;
@@ -180,6 +181,10 @@ impl TrackerService {
             .trim_start_matches('/')
             .split('/')
             .collect();
+        let allowed = allowed_roles(&parts.method, &segments);
+        if let Err(refused) = crate::http_server::authorize(&parts.extensions, allowed) {
+            return text(StatusCode::FORBIDDEN, &refused.to_string());
+        }
         match (&parts.method, segments.as_slice()) {
             (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
             (&Method::POST, ["announce", info_hash]) => {
@@ -328,6 +333,16 @@ impl TrackerServer {
     /// Stops accepting, lets in-flight requests finish, and returns when everything has.
     pub async fn shutdown(self) {
         self.0.shutdown().await;
+    }
+}
+
+/// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix):
+/// peers announce; only origins, which own a blob's metainfo, publish it; reads are open.
+fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
+    match (method, segments) {
+        (&Method::POST, ["announce", _]) => Roles::of(&[Role::Agent, Role::Origin]),
+        (&Method::POST, ["namespace", _, "blobs", _, "metainfo"]) => Roles::of(&[Role::Origin]),
+        _ => Roles::ANYONE,
     }
 }
 

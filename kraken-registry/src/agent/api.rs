@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use kraken_core::{BlobStatus, Digest};
-use kraken_p2p::http_server::ConnectionInfo;
-use kraken_p2p::http_server::RequestBody;
+use kraken_p2p::http_server::{ConnectionInfo, RequestBody, authorize};
+use kraken_p2p::tls::Roles;
 use kraken_p2p::tracker::api::decode_segment;
 
 use super::preload::preload;
@@ -38,6 +38,10 @@ pub(crate) async fn handle(
             ErrorCode::Denied,
             format!("client {who} is not in the agent's allowed_cidrs"),
         ));
+    }
+    let allowed = allowed_roles(&method, &path);
+    if let Err(refused) = authorize(request.extensions(), allowed) {
+        return text(StatusCode::FORBIDDEN, &refused.to_string());
     }
     if path == "/v2" || path.starts_with("/v2/") {
         let request = if state.config.ns_as_prefix {
@@ -101,6 +105,17 @@ pub(crate) async fn handle(
             }
         }
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix):
+/// evicting a blob is for operators; the rest is the pull API (pushes to an agent are
+/// refused by its `/v2/` handler whoever asks).
+fn allowed_roles(method: &Method, path: &str) -> Roles {
+    if *method == Method::DELETE && path.starts_with("/blobs/") {
+        Roles::OPERATORS
+    } else {
+        Roles::ANYONE
     }
 }
 

@@ -45,8 +45,18 @@ impl Cidr {
         self.0.contains(&address.to_canonical())
     }
 
-    /// The range of `net`, its host bits cleared.
+    /// The range of `net`, its host bits cleared. An IPv4-mapped range (`::ffff:10.0.0.1`,
+    /// `::ffff:10.0.0.0/104`) becomes the IPv4 range it maps: [`Cidr::contains`] sees
+    /// addresses in their canonical form, so as IPv6 it could never match.
     fn truncated(net: IpNet) -> Self {
+        let net = match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+                .addr()
+                .to_ipv4_mapped()
+                .and_then(|v4| Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+                .map_or(net, IpNet::V4),
+            _ => net,
+        };
         Self(net.trunc())
     }
 }
@@ -65,7 +75,7 @@ impl FromStr for Cidr {
         let address = s.split_once('/').map_or(s, |(address, _)| address);
         let address: IpAddr = address.parse().map_err(|_| error("not an IP address"))?;
         if !s.contains('/') {
-            return Ok(Self(IpNet::from(address)));
+            return Ok(Self::truncated(IpNet::from(address)));
         }
         let net: IpNet = s.parse().map_err(|_| {
             error("the prefix length is not a number of bits within the address (0 to 32, or 128 for IPv6)")
@@ -123,6 +133,16 @@ mod tests {
         assert!(Cidr::LOOPBACK_V6.contains(ip("::1")));
         assert!(Cidr::LOOPBACK_V4.contains(ip("127.0.0.5")));
         assert!("::/0".parse::<Cidr>().unwrap().contains(ip("::1")));
+        for mapped in ["::ffff:10.0.0.1", "::ffff:10.0.0.0/104", "::ffff:a00:1/128"] {
+            let net: Cidr = mapped.parse().unwrap();
+            assert!(net.contains(ip("10.0.0.1")), "{mapped}");
+            assert!(net.contains(ip("::ffff:10.0.0.1")), "{mapped}");
+            assert_eq!(net.to_string().parse::<Cidr>().unwrap(), net, "{mapped}");
+        }
+        assert_eq!(
+            "::ffff:10.0.0.0/104".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         for bad in [
             "",
             "10.0.0.0/33",

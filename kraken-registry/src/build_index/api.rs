@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::http::{Method, Request, Response, StatusCode, header};
 use kraken_core::Digest;
 use kraken_core::name::RepoName;
-use kraken_p2p::http_server::RequestBody;
+use kraken_p2p::http_server::{RequestBody, authorize};
+use kraken_p2p::tls::{Role, Roles};
 use kraken_p2p::tracker::api::{decode_segment, encode_segment};
 
 use super::client::{DuplicateBody, Links, ListResponse};
@@ -30,6 +31,9 @@ pub(crate) async fn handle(
     let path = parts.uri.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let query = Query(parts.uri.query().unwrap_or_default());
+    if let Err(refused) = authorize(&parts.extensions, allowed_roles(&parts.method, &segments)) {
+        return text(StatusCode::FORBIDDEN, &refused.to_string());
+    }
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
         (&Method::GET, ["readiness"]) => {
@@ -145,6 +149,18 @@ pub(crate) async fn handle(
             duplicate(&state, tag, None, body).await
         }
         _ => text(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+/// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix).
+/// Reads are open; tags are written by proxies and by build-indexes replicating from other
+/// clusters; neighbours' copies come only from build-indexes.
+fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
+    match (method, segments) {
+        (&Method::GET | &Method::HEAD, _) => Roles::ANYONE,
+        (_, ["internal", "duplicate", ..]) => Roles::of(&[Role::BuildIndex]),
+        (_, ["tags", ..]) => Roles::of(&[Role::Proxy, Role::BuildIndex]),
+        _ => Roles::OPERATORS,
     }
 }
 

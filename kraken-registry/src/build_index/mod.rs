@@ -39,12 +39,12 @@
 //! ```
 
 mod api;
-mod client;
+pub(crate) mod client;
 mod config;
 mod replicate;
 mod service;
 mod state;
-mod store;
+pub(crate) mod store;
 mod tag;
 mod writeback;
 

@@ -6,7 +6,7 @@
 
 mod config;
 mod drain;
-mod journal;
+pub(crate) mod journal;
 
 pub use self::config::WriteBackConfig;
 

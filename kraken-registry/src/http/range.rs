@@ -85,10 +85,22 @@ pub(crate) fn parse_content_range(value: &str) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
+/// The `Content-Range` of an origin upload chunk, Go Kraken's form: `<start>-<end>`, end
+/// exclusive, with an optional `bytes ` unit.
+pub(crate) fn parse_exclusive_content_range(value: &str) -> Option<(u64, u64)> {
+    let (start, end) = value
+        .trim()
+        .strip_prefix("bytes ")
+        .unwrap_or(value.trim())
+        .split_once('-')?;
+    let (start, end) = (start.parse::<u64>().ok()?, end.parse::<u64>().ok()?);
+    (start <= end).then_some((start, end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::RangeRequest::{self, *};
-    use super::parse_content_range;
+    use super::{parse_content_range, parse_exclusive_content_range};
 
     #[test]
     fn ranges_select_exact_bytes() {
@@ -167,6 +179,15 @@ mod tests {
             "bytes */100",
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn exclusive_content_ranges_parse_go_krakens_form() {
+        assert_eq!(parse_exclusive_content_range("0-100"), Some((0, 100)));
+        assert_eq!(parse_exclusive_content_range("bytes 5-5"), Some((5, 5)));
+        for bad in ["", "5", "9-5", "-5", "5-", "a-b", "0-1-2", "bytes=0-1"] {
+            assert_eq!(parse_exclusive_content_range(bad), None, "{bad}");
         }
     }
 }

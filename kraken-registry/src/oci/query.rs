@@ -8,7 +8,7 @@ use crate::http::body::Body;
 
 /// Query parameters, percent-decoded (an undecodable value is kept as written, and then
 /// fails validation).
-pub(super) fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
     let decode =
         |s: &str| kraken_p2p::tracker::api::decode_segment(s).unwrap_or_else(|| s.to_owned());
     query

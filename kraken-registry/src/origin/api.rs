@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use hyper::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kraken_core::{BlobStatus, Digest, MetaInfo};
-use kraken_p2p::http_server::RequestBody;
+use kraken_p2p::http_server::{RequestBody, authorize};
+use kraken_p2p::tls::{Role, Roles};
 use kraken_p2p::tracker::api::decode_segment;
 
 use super::client::CommitKind;
@@ -14,7 +15,7 @@ use super::state::OriginState;
 use super::uploads::{ChunkError, ClaimError};
 use crate::error::{Error, error_chain};
 use crate::http::body::{self, Body};
-use crate::http::range::RangeRequest;
+use crate::http::range::{RangeRequest, parse_exclusive_content_range};
 use crate::http::text;
 
 /// Content type of blob bytes, as Go Kraken's origin sends it.
@@ -30,6 +31,9 @@ pub(crate) async fn handle(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let query = parts.uri.query().unwrap_or_default();
     let method = parts.method.clone();
+    if let Err(refused) = authorize(&parts.extensions, allowed_roles(&method, &segments)) {
+        return text(StatusCode::FORBIDDEN, &refused.to_string());
+    }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
         (&Method::GET, ["readiness"]) => {
@@ -104,6 +108,21 @@ pub(crate) async fn handle(
             commit(&state, &namespace, &digest, id, CommitKind::Replica).await
         }
         _ => not_found_route(),
+    }
+}
+
+/// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix).
+/// Reads are open; uploads come from proxies, build-indexes replicating across clusters and
+/// origins re-replicating; replicas only from origins; cleanup only from operators.
+fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
+    const UPLOADERS: Roles = Roles::of(&[Role::Proxy, Role::BuildIndex, Role::Origin]);
+    match (method, segments) {
+        (&Method::GET | &Method::HEAD, _) => Roles::ANYONE,
+        (&Method::POST, ["forcecleanup"]) => Roles::OPERATORS,
+        (&Method::PUT, ["internal", "duplicate", ..]) => Roles::of(&[Role::Origin]),
+        (_, ["namespace" | "internal", .., "prefetch"]) => Roles::of(&Role::ALL),
+        (_, ["namespace" | "internal", ..]) => UPLOADERS,
+        _ => Roles::OPERATORS,
     }
 }
 
@@ -271,14 +290,8 @@ async fn patch_upload(
     let range = headers
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.trim()
-                .strip_prefix("bytes ")
-                .unwrap_or(v.trim())
-                .split_once('-')
-        })
-        .and_then(|(start, end)| Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?)));
-    let Some((start, end)) = range.filter(|(start, end)| start <= end) else {
+        .and_then(parse_exclusive_content_range);
+    let Some((start, end)) = range else {
         return text(
             StatusCode::BAD_REQUEST,
             "Content-Range must be <start>-<end> (end exclusive)",

@@ -62,7 +62,7 @@ mod integrity;
 mod membership;
 mod metainfo_source;
 mod namespaces;
-mod queue;
+pub(crate) mod queue;
 mod replicate;
 mod service;
 mod state;

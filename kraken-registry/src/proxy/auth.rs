@@ -1,49 +1,56 @@
-//! Who may push: basic auth against bcrypt password hashes, and static bearer tokens.
+//! Who may push: basic auth against bcrypt password hashes, static bearer tokens, and
+//! per-user repository rules.
 //!
 //! Each request is one of three kinds: the `/v2/` ping, a read (`GET`/`HEAD`), or a write
 //! (anything else). Writes always need credentials; reads need them unless
 //! [`AuthConfig::anonymous_reads`]; the ping needs them too, because Docker and
 //! containers/image (skopeo, podman) only send credentials to a registry whose ping
 //! answered `401` with a challenge. Refusals are `401 UNAUTHORIZED` with
-//! `WWW-Authenticate: Basic realm="…"`.
+//! `WWW-Authenticate: Basic realm="…"`; a user outside its [`AccessRule`]s gets
+//! `403 DENIED`. How passwords are checked without slowing the data path (dedicated threads,
+//! caches, a per-address failure limit answering `429`/`503`) is in [`super::password`].
 //!
-//! bcrypt is slow on purpose (tens of milliseconds a check), and clients send credentials
-//! with every request of a push, so a successful check is remembered for [`CACHE_TTL`] by
-//! the SHA-256 of the user name and password (never the password itself); failures are not
-//! remembered.
+//! [`AccessRule`]: super::config::AccessRule
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use base64::Engine as _;
-use hyper::http::{HeaderMap, HeaderValue, Method, Response, header};
+use hyper::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use kraken_core::Digest;
 
+use super::access::RepositoryAccess;
 use super::config::{AuthConfig, UserConfig};
+use super::password::{Passwords, Verdict};
 use crate::error::{Error, Result};
 use crate::http::Body;
 use crate::http::body;
 use crate::oci::{ApiError, ErrorCode};
 
-/// How long a verified password is trusted without running bcrypt again.
-pub(crate) const CACHE_TTL: Duration = Duration::from_secs(300);
-/// Most verified passwords remembered; the cache is emptied when full.
-const CACHE_CAPACITY: usize = 4096;
 /// Longest `Authorization` header considered.
 const MAX_AUTHORIZATION: usize = 4096;
+
+/// Who a request's credentials say it is.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum Principal {
+    /// No credentials needed (an anonymous read).
+    Anonymous,
+    /// A bearer token (sent as such, or as a basic-auth password).
+    Token,
+    /// A user whose password checked.
+    User(String),
+}
 
 /// Checks requests against the configured credentials.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
-    /// User name → bcrypt hash.
-    users: HashMap<String, String>,
+    passwords: Passwords,
     /// Lowercase hex SHA-256 of each token.
     tokens: Vec<String>,
     anonymous_reads: bool,
     challenge: HeaderValue,
-    /// SHA-256 of `name \0 password` → when it was verified.
-    verified: Mutex<HashMap<Digest, Instant>>,
+    access: RepositoryAccess,
 }
 
 impl Authenticator {
@@ -68,7 +75,7 @@ impl Authenticator {
         let challenge = HeaderValue::try_from(format!("Basic realm=\"{}\"", config.realm))
             .map_err(|_| Error::Config("auth.realm is not a valid header value".into()))?;
         Ok(Some(Self {
-            users,
+            passwords: Passwords::new(users, config),
             tokens: config
                 .tokens_sha256
                 .iter()
@@ -76,60 +83,80 @@ impl Authenticator {
                 .collect(),
             anonymous_reads: config.anonymous_reads,
             challenge,
-            verified: Mutex::new(HashMap::new()),
+            access: RepositoryAccess::new(&config.access)?,
         }))
     }
 
-    /// `Ok` if the request may go on; the `401` to answer otherwise.
+    /// Who the request is from, if it may go on; the `401` (or `429`/`503` while password
+    /// checks are limited or saturated) to answer otherwise. `client` is the address the
+    /// failure limit counts against.
     pub(crate) async fn check(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
-    ) -> std::result::Result<(), Box<Response<Body>>> {
+        client: Option<IpAddr>,
+    ) -> std::result::Result<Principal, Box<Response<Body>>> {
         let ping = matches!(path, "/v2" | "/v2/");
         let read = matches!(*method, Method::GET | Method::HEAD);
         if read && !ping && self.anonymous_reads {
-            return Ok(());
+            return Ok(Principal::Anonymous);
         }
-        match headers.get(header::AUTHORIZATION) {
-            Some(value) if self.accepts(value).await => Ok(()),
-            Some(_) => Err(Box::new(self.refusal("invalid credentials"))),
-            None => Err(Box::new(self.refusal("authentication required"))),
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(Box::new(self.refusal("authentication required")));
+        };
+        match self.principal(value, client).await {
+            Ok(Some(principal)) => Ok(principal),
+            Ok(None) => Err(Box::new(self.refusal("invalid credentials"))),
+            Err(verdict) => Err(Box::new(retry_later(verdict))),
         }
     }
 
-    async fn accepts(&self, value: &HeaderValue) -> bool {
+    /// `Ok` if `principal` may make a `method` request to `path`; the `403` otherwise.
+    pub(crate) fn authorize(
+        &self,
+        principal: &Principal,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> std::result::Result<(), Box<Response<Body>>> {
+        let Principal::User(user) = principal else {
+            return Ok(());
+        };
+        self.access
+            .check(user, method, path, query)
+            .map_err(|reason| Box::new(api_error(&ApiError::new(ErrorCode::Denied, reason))))
+    }
+
+    /// The principal the `Authorization` value names: `None` for bad credentials, the
+    /// verdict for a check that was not made.
+    async fn principal(
+        &self,
+        value: &HeaderValue,
+        client: Option<IpAddr>,
+    ) -> std::result::Result<Option<Principal>, Verdict> {
         if value.len() > MAX_AUTHORIZATION {
-            return false;
+            return Ok(None);
         }
         let Ok(value) = value.to_str() else {
-            return false;
+            return Ok(None);
         };
-        let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let credentials = credentials.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return self.is_token(credentials);
-        }
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return false;
-        }
-        let Some((name, password)) = base64::engine::general_purpose::STANDARD
-            .decode(credentials)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| {
-                let (name, password) = text.split_once(':')?;
-                Some((name.to_owned(), password.to_owned()))
-            })
-        else {
-            return false;
+        let (name, password) = match parse_authorization(value) {
+            Some(Credentials::Bearer(token)) => {
+                return Ok(self.is_token(token).then_some(Principal::Token));
+            }
+            Some(Credentials::Basic { name, password }) => (name, password),
+            None => return Ok(None),
         };
         // A token works as the password of any user name (`docker login -u token`).
         if self.is_token(&password) {
-            return true;
+            return Ok(Some(Principal::Token));
         }
-        self.is_password(name, password).await
+        match self.passwords.check(&name, &password, client).await {
+            Verdict::Valid => Ok(Some(Principal::User(name))),
+            Verdict::Invalid => Ok(None),
+            verdict @ (Verdict::Limited(_) | Verdict::Busy) => Err(verdict),
+        }
     }
 
     fn is_token(&self, token: &str) -> bool {
@@ -141,60 +168,89 @@ impl Authenticator {
         self.tokens.contains(&hash)
     }
 
-    async fn is_password(&self, name: String, password: String) -> bool {
-        let Some(hash) = self.users.get(&name).cloned() else {
-            return false;
-        };
-        let key = Digest::sha256_of(format!("{name}\0{password}").as_bytes());
-        let now = Instant::now();
-        if self
-            .lock()
-            .get(&key)
-            .is_some_and(|at| now.saturating_duration_since(*at) < CACHE_TTL)
-        {
-            return true;
-        }
-        let verified =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        if verified {
-            let mut cache = self.lock();
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-            cache.insert(key, now);
-        }
-        verified
-    }
-
     fn refusal(&self, message: &str) -> Response<Body> {
-        let error = ApiError::new(ErrorCode::Unauthorized, message);
-        let mut response = Response::new(body::full(error.to_json()));
-        *response.status_mut() = error.status();
-        let headers = response.headers_mut();
-        headers.insert(header::WWW_AUTHENTICATE, self.challenge.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            "docker-distribution-api-version",
-            HeaderValue::from_static("registry/2.0"),
-        );
+        let mut response = api_error(&ApiError::new(ErrorCode::Unauthorized, message));
         response
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Instant>> {
-        // A cache: a panic while holding it cannot leave it inconsistent.
-        self.verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+        response
     }
 }
 
+/// `429 TOOMANYREQUESTS` for a limited client, `503` while the hashing threads are
+/// saturated; both with `Retry-After`.
+fn retry_later(verdict: Verdict) -> Response<Body> {
+    let (status, after, message) = match verdict {
+        Verdict::Limited(after) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            after,
+            "too many failed password checks from this address",
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(1),
+            "password checks are saturated",
+        ),
+    };
+    let mut response = api_error(&ApiError::new(ErrorCode::TooManyRequests, message));
+    *response.status_mut() = status;
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+fn api_error(error: &ApiError) -> Response<Body> {
+    let mut response = Response::new(body::full(error.to_json()));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+/// What an `Authorization` header offers.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum Credentials<'a> {
+    /// `Bearer <token>`.
+    Bearer(&'a str),
+    /// `Basic <base64 of name:password>`.
+    Basic { name: String, password: String },
+}
+
+/// Parses an `Authorization` header value; `None` for another scheme or undecodable basic
+/// credentials.
+pub(crate) fn parse_authorization(value: &str) -> Option<Credentials<'_>> {
+    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Credentials::Bearer(credentials));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (name, password) = text.split_once(':')?;
+            Some(Credentials::Basic {
+                name: name.to_owned(),
+                password: password.to_owned(),
+            })
+        })
+}
+
 /// The users of an htpasswd file: `name:hash` lines; blank lines and `#` comments skipped.
-fn parse_htpasswd(text: &str) -> Result<Vec<UserConfig>> {
+pub(crate) fn parse_htpasswd(text: &str) -> Result<Vec<UserConfig>> {
     let mut users = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -215,6 +271,17 @@ fn parse_htpasswd(text: &str) -> Result<Vec<UserConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A check from a loopback client.
+    async fn check(
+        auth: &Authenticator,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> std::result::Result<Principal, Box<Response<Body>>> {
+        let client = Some(IpAddr::from([127, 0, 0, 1]));
+        auth.check(method, path, headers, client).await
+    }
 
     fn basic(name: &str, password: &str) -> HeaderMap {
         let encoded =
@@ -251,53 +318,66 @@ mod tests {
         let put = Method::PUT;
         let path = "/v2/a/manifests/x";
 
-        let refused = auth.check(&put, path, &HeaderMap::new()).await.unwrap_err();
+        let refused = check(&auth, &put, path, &HeaderMap::new())
+            .await
+            .unwrap_err();
         assert_eq!(refused.status(), 401);
         assert_eq!(
             refused.headers()[header::WWW_AUTHENTICATE],
             "Basic realm=\"kraken\""
         );
-        assert!(auth.check(&put, path, &basic("ci", "s3cret")).await.is_ok());
-        // Cached now, and still right.
-        assert!(auth.check(&put, path, &basic("ci", "s3cret")).await.is_ok());
-        assert!(auth.check(&put, path, &basic("ci", "wrong")).await.is_err());
         assert!(
-            auth.check(&put, path, &basic("nobody", "s3cret"))
-                .await
-                .is_err()
-        );
-        assert!(auth.check(&put, path, &bearer("tok")).await.is_ok());
-        assert!(
-            auth.check(&put, path, &basic("anyone", "tok"))
+            check(&auth, &put, path, &basic("ci", "s3cret"))
                 .await
                 .is_ok()
         );
-        assert!(auth.check(&put, path, &bearer("")).await.is_err());
+        // Cached now, and still right.
+        assert!(
+            check(&auth, &put, path, &basic("ci", "s3cret"))
+                .await
+                .is_ok()
+        );
+        assert!(
+            check(&auth, &put, path, &basic("ci", "wrong"))
+                .await
+                .is_err()
+        );
+        assert!(
+            check(&auth, &put, path, &basic("nobody", "s3cret"))
+                .await
+                .is_err()
+        );
+        assert!(check(&auth, &put, path, &bearer("tok")).await.is_ok());
+        assert!(
+            check(&auth, &put, path, &basic("anyone", "tok"))
+                .await
+                .is_ok()
+        );
+        assert!(check(&auth, &put, path, &bearer("")).await.is_err());
         let mut garbage = HeaderMap::new();
         garbage.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
-        assert!(auth.check(&put, path, &garbage).await.is_err());
+        assert!(check(&auth, &put, path, &garbage).await.is_err());
 
         // Reads are open, the ping is not.
         assert!(
-            auth.check(&Method::GET, path, &HeaderMap::new())
+            check(&auth, &Method::GET, path, &HeaderMap::new())
                 .await
                 .is_ok()
         );
         assert!(
-            auth.check(&Method::GET, "/v2/", &HeaderMap::new())
+            check(&auth, &Method::GET, "/v2/", &HeaderMap::new())
                 .await
                 .is_err()
         );
         assert!(
-            auth.check(&Method::GET, "/v2/", &bearer("tok"))
+            check(&auth, &Method::GET, "/v2/", &bearer("tok"))
                 .await
                 .is_ok()
         );
         config.anonymous_reads = false;
         let closed = Authenticator::load(&config).unwrap().unwrap();
         assert!(
-            closed
-                .check(&Method::GET, path, &HeaderMap::new())
+            check(&closed, &Method::GET, path, &HeaderMap::new())
                 .await
                 .is_err()
         );

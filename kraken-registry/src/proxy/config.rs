@@ -171,6 +171,18 @@ pub struct AuthConfig {
     pub anonymous_reads: bool,
     /// The realm named in `WWW-Authenticate`. Default: "kraken".
     pub realm: String,
+    /// Which repositories users may read and push (see [`AccessRule`]). A user named by no
+    /// rule may do everything. Default: none.
+    pub access: Vec<AccessRule>,
+    /// Threads that run bcrypt, apart from those that move blobs. Default: 2.
+    pub password_threads: usize,
+    /// Password checks waiting for those threads; beyond it a check is answered `503` with
+    /// `Retry-After`. Default: 64.
+    pub password_queue: usize,
+    /// Wrong passwords (of known users) one client address may send a minute; beyond it
+    /// its password checks are answered `429` without hashing until the minute is over.
+    /// Default: 20.
+    pub max_failures_per_minute: u32,
 }
 
 impl Default for AuthConfig {
@@ -181,6 +193,10 @@ impl Default for AuthConfig {
             tokens_sha256: Vec::new(),
             anonymous_reads: true,
             realm: "kraken".into(),
+            access: Vec::new(),
+            password_threads: 2,
+            password_queue: 64,
+            max_failures_per_minute: 20,
         }
     }
 }
@@ -197,6 +213,12 @@ impl AuthConfig {
         for user in &self.users {
             user.validate()?;
         }
+        if self.password_threads == 0 || self.password_queue == 0 {
+            return Err(Error::Config(
+                "auth.password_threads and auth.password_queue must be at least 1".into(),
+            ));
+        }
+        super::access::RepositoryAccess::new(&self.access)?;
         if self.realm.contains('"') || self.realm.chars().any(char::is_control) {
             return Err(Error::Config(
                 "auth.realm must not contain quotes or control characters".into(),
@@ -244,6 +266,60 @@ impl UserConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// What one user may do to the repositories whose whole name matches a pattern.
+///
+/// ```toml
+/// [[auth.access]]
+/// user = "team-a-ci"
+/// repositories = "team-a/.*"
+/// access = "write"
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// The user (of `users` or the htpasswd file). Required.
+    pub user: String,
+    /// A regular expression a repository's whole name must match (`team-a/.*`). Required.
+    pub repositories: String,
+    /// `read` (pull) or `write` (pull and push). Required.
+    pub access: AccessLevel,
+}
+
+impl AccessRule {
+    /// `user` may `access` the repositories matching `repositories`.
+    pub fn new(
+        user: impl Into<String>,
+        repositories: impl Into<String>,
+        access: AccessLevel,
+    ) -> Self {
+        Self {
+            user: user.into(),
+            repositories: repositories.into(),
+            access,
+        }
+    }
+}
+
+/// What an [`AccessRule`] allows; `write` includes `read`.
+#[derive(Clone, Copy, Debug, Eq, Ord, PartialEq, PartialOrd, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLevel {
+    /// `GET` and `HEAD`: pulls.
+    Read,
+    /// Every method: pushes and deletes too.
+    Write,
+}
+
+impl std::fmt::Display for AccessLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        })
     }
 }
 
@@ -342,6 +418,8 @@ mod tests {
         let config: ProxyConfig = toml::from_str(&doc[start..end]).unwrap();
         assert_eq!(config.build_index.addresses.len(), 2);
         assert_eq!(config.auth.users[0].name, "ci");
+        assert_eq!(config.auth.access[0].access, AccessLevel::Write);
+        assert_eq!(config.auth.max_failures_per_minute, 20);
         assert_eq!(config.limits.max_catalog_scan, 1_000_000);
         assert_eq!(config.http.max_connections_per_client, 256);
         assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));

@@ -18,8 +18,9 @@
 //!   `subject`.
 //! - **Listings**: `tags/list` from the build-index's tags of the repository; `_catalog`
 //!   from all its tags, reduced to repositories.
-//! - **Auth**: optional basic auth (bcrypt) and bearer tokens for writes ([`AuthConfig`]),
-//!   and mTLS through `[tls]`.
+//! - **Auth**: optional basic auth (bcrypt, on its own threads, with failures limited per
+//!   client address) and bearer tokens for writes ([`AuthConfig`]), per-user repository
+//!   rules ([`AccessRule`]), and mTLS through `[tls]`.
 //!
 //! Layout, config and the differences from Go Kraken are in `docs/proxy.md`.
 //!
@@ -38,11 +39,15 @@
 //! # }
 //! ```
 
-mod auth;
+mod access;
+pub(crate) mod auth;
 mod config;
+mod password;
 mod service;
 mod storage;
 
-pub use self::config::{AuthConfig, BuildIndexTarget, LimitsConfig, ProxyConfig, UserConfig};
+pub use self::config::{
+    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, LimitsConfig, ProxyConfig, UserConfig,
+};
 pub use self::service::{Proxy, ProxyBuilder};
 pub use self::storage::ProxyStorage;

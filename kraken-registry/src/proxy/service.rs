@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::http::{Method, Request, Response, StatusCode};
-use kraken_p2p::http_server::{RequestBody, ServeConfig};
+use kraken_p2p::http_server::{ConnectionInfo, RequestBody, ServeConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -139,10 +139,19 @@ async fn handle(frontend: Arc<Frontend>, request: Request<RequestBody>) -> Respo
     if path != "/v2" && !path.starts_with("/v2/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if let Some(auth) = &frontend.auth
-        && let Err(refusal) = auth.check(request.method(), path, request.headers()).await
-    {
-        return *refusal;
+    if let Some(auth) = &frontend.auth {
+        let client = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| info.remote.ip());
+        let (method, query) = (request.method(), request.uri().query());
+        let allowed = match auth.check(method, path, request.headers(), client).await {
+            Ok(principal) => auth.authorize(&principal, method, path, query),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = allowed {
+            return *refusal;
+        }
     }
     frontend.handler.handle(request).await
 }
