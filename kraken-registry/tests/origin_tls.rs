@@ -188,6 +188,11 @@ async fn an_agent_certificate_cannot_write_to_an_origin() {
     let mut config = origin_config(addr, &[addr], &dir.path().join("origin"));
     config.tls = Some(pki.server(ClientAuth::Writes));
     config.client_tls = Some(pki.client_with_role(Role::Origin));
+    // An origin refuses uploads it could never write back.
+    config.backends = BackendsConfig::new(vec![RouteConfig::new(
+        ".*",
+        BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
+    )]);
     let origin = Origin::spawn(config).await.unwrap();
     let entry = origin.local_addr().to_string();
     let data = pseudo_random_bytes(64 << 10, 9);
