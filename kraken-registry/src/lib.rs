@@ -34,6 +34,7 @@ mod cleanup;
 pub mod devcluster;
 mod durable;
 mod error;
+mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -432,6 +432,52 @@ async fn writes_need_a_client_certificate_when_tls_asks_for_one_on_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_outside_the_cluster_cannot_freeze_a_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, bi) = start_cluster(dir.path()).await;
+    let base = format!("http://{}", bi.local_addr());
+    let v1 = push_blob(&origin, b"v1").await;
+    let v2 = push_blob(&origin, b"v2").await;
+    let http = reqwest::Client::new();
+    let copy = |digest: Digest, body: serde_json::Value| {
+        http.put(format!(
+            "{base}/internal/duplicate/tags/library%2Fapp:1/digest/{digest}"
+        ))
+        .body(body.to_string())
+        .send()
+    };
+    // The highest version there is, from a writer no build-index is: refused.
+    let forged = copy(v2, serde_json::json!({"version": u64::MAX, "writer": "zz"}))
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // From this build-index's own name, but far beyond its clock: refused.
+    let ahead = copy(
+        v2,
+        serde_json::json!({"version": u64::MAX, "writer": bi.name()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ahead.status(), StatusCode::BAD_REQUEST);
+    assert!(ahead.text().await.unwrap().contains("ahead"));
+    // The tag still takes writes.
+    let tag = tag("1");
+    client(&bi).put_tag(&tag, &v1, false).await.unwrap();
+    assert_eq!(client(&bi).get_tag(&tag).await.unwrap(), Some(v1));
+    // An older copy loses, and says so with the version held.
+    let older = copy(v2, serde_json::json!({"version": 1, "writer": bi.name()}))
+        .await
+        .unwrap();
+    assert_eq!(older.status(), StatusCode::CONFLICT);
+    let held: serde_json::Value = serde_json::from_str(&older.text().await.unwrap()).unwrap();
+    assert!(held["version"].as_u64().unwrap() > 1, "{held}");
+    assert_eq!(held["writer"], bi.name());
+    assert_eq!(client(&bi).get_tag(&tag).await.unwrap(), Some(v1));
+    bi.shutdown().await;
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_400_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (origin, bi) = start_cluster(dir.path()).await;

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::{BlobStatus, Digest};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
 use kraken_testkit::{ClientAuth, TestPki};
@@ -24,6 +25,11 @@ async fn writes_need_a_client_certificate_and_origins_replicate_over_tls() {
     for (i, addr) in addrs.iter().enumerate() {
         let mut config = origin_config(*addr, &addrs, &dir.path().join(format!("origin{i}")));
         config.cluster.replicas = 2;
+        // An origin refuses uploads it could never write back.
+        config.backends = BackendsConfig::new(vec![RouteConfig::new(
+            ".*",
+            BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
+        )]);
         config.tls = Some(pki.server(ClientAuth::Writes));
         config.client_tls = Some(pki.client());
         origins.push(Origin::spawn(config).await.unwrap());
@@ -182,6 +188,11 @@ async fn an_agent_certificate_cannot_write_to_an_origin() {
     let mut config = origin_config(addr, &[addr], &dir.path().join("origin"));
     config.tls = Some(pki.server(ClientAuth::Writes));
     config.client_tls = Some(pki.client_with_role(Role::Origin));
+    // An origin refuses uploads it could never write back.
+    config.backends = BackendsConfig::new(vec![RouteConfig::new(
+        ".*",
+        BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
+    )]);
     let origin = Origin::spawn(config).await.unwrap();
     let entry = origin.local_addr().to_string();
     let data = pseudo_random_bytes(64 << 10, 9);

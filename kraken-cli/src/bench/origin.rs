@@ -72,6 +72,11 @@ pub(crate) fn run(args: OriginBenchArgs) -> anyhow::Result<()> {
     let origin_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
     let mut config = OriginConfig::new(origin_addr.parse()?, dir.path().join("origin"));
     config.cluster.members = MembersConfig::Static(vec![origin_addr.clone()]);
+    // An origin refuses uploads it could never write back.
+    let backend_root = toml::Value::String(dir.path().join("origin-backend").display().to_string());
+    config.backends = toml::from_str(&format!(
+        "[[routes]]\nnamespace = \".*\"\nbackend = {{ type = \"fs\", root = {backend_root} }}"
+    ))?;
     let origin_config = dir.path().join("origin.toml");
     std::fs::write(&origin_config, toml::to_string(&config)?)?;
     let _origin = Process(

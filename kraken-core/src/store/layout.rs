@@ -176,6 +176,40 @@ pub(super) fn create_dir_all(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(|source| Error::io(path, source))
 }
 
+/// As [`create_dir_all`], then `fsync`s the parent of every directory it created (deepest
+/// first), so that the new directories — and so whatever is renamed into them — survive a
+/// power failure.
+pub(super) fn create_dir_all_synced(path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = Some(path);
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_owned());
+        dir = d.parent();
+    }
+    create_dir_all(path)?;
+    for created in &missing {
+        if let Some(parent) = created.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// `fsync`s a directory, making the entries created or renamed in it durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    SYNCED_DIRS.with(|synced| synced.borrow_mut().push(dir.to_owned()));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| Error::io(dir, source))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The directories this thread `fsync`ed, for tests to check.
+    pub(super) static SYNCED_DIRS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Removes an entry directory by first renaming it into `tmp/`, so that a crash halfway
 /// through never leaves a partial entry under `cache/` or `download/`.
 pub(super) fn remove_entry(layout: &Layout, dir: &Path) -> Result<()> {

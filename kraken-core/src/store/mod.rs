@@ -34,6 +34,7 @@
 //! downloads with a live [`Download`] handle are never evicted.
 
 mod blob;
+mod config;
 mod download;
 pub mod layout;
 
@@ -42,11 +43,10 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime};
-
-use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
 
 pub use self::blob::{Blob, BlobReader};
+pub use self::config::StoreConfig;
 pub use self::download::Download;
 use self::download::DownloadShared;
 use self::layout::{Layout, State};
@@ -56,53 +56,6 @@ use crate::metainfo::{
     self, HEADER_LEN, MAX_PIECE_COUNT, MetaInfo, MetaInfoError, MetaInfoGenerator,
 };
 use crate::piece_length::PieceLengthPolicy;
-use crate::size::ByteSize;
-
-/// Settings of a [`BlobStore`].
-#[non_exhaustive]
-#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Cached blobs not read for this long are evicted; `None` keeps them. Default: 6h.
-    #[serde(with = "humantime_serde")]
-    pub idle_ttl: Option<Duration>,
-    /// Downloads with no piece written for this long (and no live handle) are discarded.
-    /// `None` keeps them. Default: 24h.
-    #[serde(with = "humantime_serde")]
-    pub download_idle_ttl: Option<Duration>,
-    /// Above this many bytes (cached plus downloading), eviction removes least recently used
-    /// cached blobs. `None` disables size-based eviction. Default: none.
-    pub high_watermark: Option<ByteSize>,
-    /// Size-based eviction stops at this many bytes. Default: 90% of `high_watermark`.
-    pub low_watermark: Option<ByteSize>,
-    /// Re-hash the pieces a resumed download claims to have, dropping any that fail.
-    /// Default: true.
-    pub verify_on_resume: bool,
-    /// How often, at most, a blob's last-access time is written to disk. Reads in between
-    /// update it in memory only. Default: 5m.
-    #[serde(with = "humantime_serde")]
-    pub access_persist_interval: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            idle_ttl: Some(Duration::from_secs(6 * 3600)),
-            download_idle_ttl: Some(Duration::from_secs(24 * 3600)),
-            high_watermark: None,
-            low_watermark: None,
-            verify_on_resume: true,
-            access_persist_interval: Duration::from_secs(300),
-        }
-    }
-}
-
-impl StoreConfig {
-    fn low_watermark_bytes(&self) -> Option<u64> {
-        let high = self.high_watermark?.bytes();
-        Some(self.low_watermark.map_or(high / 10 * 9, ByteSize::bytes))
-    }
-}
 
 /// Where a blob stands in the store.
 #[non_exhaustive]
@@ -412,6 +365,7 @@ impl BlobStore {
                 });
             }
             layout::write_atomically(&staging.join(layout::METAINFO), &meta.encode())?;
+            layout::sync_dir(&staging)?;
             Ok(meta)
         })();
         let meta = match result {
@@ -439,6 +393,28 @@ impl BlobStore {
         piece_length: u64,
         expected: Option<&Digest>,
     ) -> Result<MetaInfo> {
+        self.import_file_with(path, piece_length, expected, false)
+    }
+
+    /// As [`import_file`](Self::import_file), with the blob [pinned](Self::pin) from the
+    /// moment it is cached: no reader, eviction or crash ever sees it cached and unpinned.
+    /// (An already cached copy keeps its own pin state.)
+    pub fn import_file_pinned(
+        &self,
+        path: &Path,
+        piece_length: u64,
+        expected: Option<&Digest>,
+    ) -> Result<MetaInfo> {
+        self.import_file_with(path, piece_length, expected, true)
+    }
+
+    fn import_file_with(
+        &self,
+        path: &Path,
+        piece_length: u64,
+        expected: Option<&Digest>,
+        pinned: bool,
+    ) -> Result<MetaInfo> {
         let file = File::open(path).map_err(|source| Error::io(path, source))?;
         let meta = MetaInfo::from_reader(file, piece_length)?;
         if let Some(expected) = expected
@@ -463,7 +439,14 @@ impl BlobStore {
             File::open(&data_path)
                 .and_then(|file| file.sync_data())
                 .map_err(|source| Error::io(&data_path, source))?;
-            layout::write_atomically(&staging.join(layout::METAINFO), &meta.encode())
+            if pinned {
+                let pin = staging.join(layout::PINNED);
+                File::create(&pin).map_err(|source| Error::io(&pin, source))?;
+            }
+            layout::write_atomically(&staging.join(layout::METAINFO), &meta.encode())?;
+            // The entry directory's own entries (data, metainfo, pin) are durable before the
+            // directory is renamed into the cache.
+            layout::sync_dir(&staging)
         })();
         if let Err(e) = result {
             // Put the file back where the caller had it, so nothing is lost.
@@ -720,9 +703,14 @@ impl StoreInner {
             layout::remove_entry(&self.layout, &stale)?;
         }
         if let Some(parent) = target.parent() {
-            layout::create_dir_all(parent)?;
+            layout::create_dir_all_synced(parent)?;
         }
         fs::rename(source_dir, &target).map_err(|source| Error::io(&target, source))?;
+        // The rename is what makes the blob cached: it must survive a power failure before
+        // anyone is told the blob is here.
+        if let Some(parent) = target.parent() {
+            layout::sync_dir(parent)?;
+        }
         let _ = fs::remove_file(target.join(layout::BITFIELD));
         let now = SystemTime::now();
         let _ =

@@ -3,6 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::metainfo::PieceIndex;
+use crate::size::ByteSize;
 
 /// Blob sizes around the piece length used in these tests.
 const PIECE: u64 = 1024;
@@ -581,4 +582,37 @@ fn a_cached_blobs_metainfo_from_an_earlier_encoding_is_regenerated() {
     // A file that is not a metainfo at all is still an error, not silently replaced.
     std::fs::write(&path, b"garbage").unwrap();
     assert!(store.metainfo(cached.digest()).is_err());
+}
+
+#[test]
+fn a_pinned_import_is_pinned_as_it_appears_and_every_new_directory_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let data = blob(3000, 9);
+    let digest = Digest::sha256_of(&data);
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, &data).unwrap();
+    layout::SYNCED_DIRS.with(|synced| synced.borrow_mut().clear());
+    store
+        .import_file_pinned(&upload, PIECE, Some(&digest))
+        .unwrap();
+    assert!(store.is_pinned(&digest));
+    // Reopened (as after a crash): still pinned.
+    let reopened = BlobStore::open(dir.path().join("store")).unwrap();
+    assert!(reopened.is_pinned(&digest));
+
+    let entry = store.inner.layout.entry_dir(State::Cache, &digest);
+    let shard = entry.parent().unwrap().to_owned();
+    let algorithm = shard.parent().unwrap().to_owned();
+    let cache = algorithm.parent().unwrap().to_owned();
+    let synced = layout::SYNCED_DIRS.with(|synced| synced.borrow().clone());
+    // The algorithm and shard directories were created: their parents are synced; the
+    // shard is synced after the entry was renamed into it.
+    for dir in [&cache, &algorithm, &shard] {
+        assert!(
+            synced.contains(dir),
+            "{} not synced in {synced:?}",
+            dir.display()
+        );
+    }
 }

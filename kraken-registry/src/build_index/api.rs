@@ -2,6 +2,7 @@
 //! table). Tags appear percent-encoded in paths (`library%2Fubuntu:22.04`).
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Limited};
 use hyper::http::{Method, Request, Response, StatusCode, header};
@@ -187,6 +188,9 @@ async fn duplicate(
             Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")),
         }
     };
+    if let Err((status, reason)) = check_duplicate(state, &copy) {
+        return text(status, &reason);
+    }
     let tag_name = tag.to_string();
     let record = TagRecord {
         version: copy
@@ -196,10 +200,74 @@ async fn duplicate(
         tag: tag_name,
         digest,
     };
-    match state.store_record(record).await {
-        Ok(_) => text(StatusCode::OK, ""),
+    match state.store_record(record.clone()).await {
+        Ok(true) => text(StatusCode::OK, ""),
+        Ok(false) => match state.tags.get(&record.tag) {
+            // The same version, copied twice.
+            Some(held) if held == record => text(StatusCode::OK, ""),
+            held => {
+                let held = held.unwrap_or(record);
+                let mut response = json(&HeldVersion {
+                    version: held.version,
+                    writer: held.writer,
+                });
+                *response.status_mut() = StatusCode::CONFLICT;
+                response
+            }
+        },
         Err(e) => error_response(&e),
     }
+}
+
+/// How far ahead of this build-index's clock a copied version may be. Versions are clock
+/// readings (nanoseconds), so a neighbour is ahead only by its clock's skew; a version far
+/// in the future — up to `u64::MAX`, which no later write could pass — would freeze the
+/// tag.
+const MAX_VERSION_AHEAD: Duration = Duration::from_secs(3600);
+
+/// The version a build-index holds when it refuses an older copy (`409`).
+#[derive(serde::Serialize)]
+struct HeldVersion {
+    version: u64,
+    writer: String,
+}
+
+/// Refuses a copy that is not a neighbour's (its writer is not a build-index of this
+/// cluster: `403`) or whose version is beyond [`MAX_VERSION_AHEAD`] (`400`). Go Kraken's
+/// copies, with neither, are stamped with this build-index's clock.
+fn check_duplicate(
+    state: &BuildIndexState,
+    copy: &DuplicateBody,
+) -> Result<(), (StatusCode, String)> {
+    let Some(version) = copy.version else {
+        return Ok(());
+    };
+    let Some(writer) = copy.writer.as_deref() else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "a copy with a version names its writer".into(),
+        ));
+    };
+    if writer != state.name && !state.config.neighbours.iter().any(|n| n == writer) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("writer {writer:?} is not a build-index of this cluster"),
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let limit = (now + MAX_VERSION_AHEAD).as_nanos();
+    if u128::from(version) > limit {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "version {version} is more than {}s ahead of this build-index's clock",
+                MAX_VERSION_AHEAD.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A Go Kraken paginated listing: `{size, result, links: {next, self}}`.

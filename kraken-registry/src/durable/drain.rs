@@ -1,7 +1,7 @@
 //! The loop that works through a journal of tasks: each task when it is due, a bounded number
 //! at once, retried with exponential backoff until it succeeds or cannot succeed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WriteBackConfig;
 use super::journal::{Journal, Task};
-use crate::error::{Result, error_chain};
+use crate::error::{Error, Result, error_chain};
 
 /// Longest sleep between looks at the journal when nothing wakes the loop.
 const IDLE_POLL: Duration = Duration::from_secs(30);
@@ -49,14 +49,16 @@ pub(crate) async fn drain<T, A, F>(
 {
     let limit = config.concurrency.max(1);
     let mut retries: BTreeMap<T::Key, Retry> = BTreeMap::new();
-    let mut running: JoinSet<(T, Result<Outcome>)> = JoinSet::new();
-    let mut in_flight: Vec<T::Key> = Vec::new();
+    let mut running: JoinSet<Result<Outcome>> = JoinSet::new();
+    // The task each attempt runs, by the attempt's id: a panicking attempt returns nothing
+    // but its id, and its task must still be retried (or its key would stay busy forever).
+    let mut in_flight: HashMap<tokio::task::Id, T> = HashMap::new();
     loop {
         let now = SystemTime::now();
         let mut next_due = now + IDLE_POLL;
         for task in journal.entries() {
             let key = task.key();
-            if in_flight.contains(&key) {
+            if in_flight.values().any(|t| t.key() == key) {
                 continue;
             }
             let due = retries
@@ -69,9 +71,9 @@ pub(crate) async fn drain<T, A, F>(
             if in_flight.len() >= limit {
                 break;
             }
-            in_flight.push(key);
             let run = attempt(task.clone());
-            running.spawn(async move { (task, run.await) });
+            let id = running.spawn(run).id();
+            in_flight.insert(id, task);
         }
         let sleep = next_due.duration_since(now).unwrap_or_default();
         tokio::select! {
@@ -81,10 +83,13 @@ pub(crate) async fn drain<T, A, F>(
             }
             () = journal.inserted() => {}
             () = tokio::time::sleep(sleep) => {}
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                let Ok((task, result)) = joined else { continue };
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                let (id, result) = match joined {
+                    Ok((id, result)) => (id, result),
+                    Err(e) => (e.id(), Err(Error::Internal("the task panicked"))),
+                };
+                let Some(task) = in_flight.remove(&id) else { continue };
                 let key = task.key();
-                in_flight.retain(|k| *k != key);
                 let done = match result {
                     Ok(Outcome::Done) => {
                         tracing::debug!(queue = what, ?key, "task done");
@@ -118,5 +123,83 @@ pub(crate) async fn drain<T, A, F>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::UNIX_EPOCH;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::durable::Entry;
+
+    #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+    struct Job {
+        name: String,
+    }
+
+    impl Entry for Job {
+        type Key = String;
+
+        fn key(&self) -> String {
+            self.name.clone()
+        }
+    }
+
+    impl Task for Job {
+        fn not_before(&self) -> SystemTime {
+            UNIX_EPOCH
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_attempt_is_retried_like_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path(), "j").unwrap());
+        journal.insert(Job { name: "a".into() }).unwrap();
+        let config = WriteBackConfig {
+            initial_backoff: Duration::from_millis(10),
+            ..WriteBackConfig::default()
+        };
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let drained = {
+            let (journal, attempts, shutdown) = (
+                Arc::clone(&journal),
+                Arc::clone(&attempts),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                drain(
+                    "test",
+                    &journal,
+                    &config,
+                    &shutdown,
+                    |_job| {
+                        let attempts = Arc::clone(&attempts);
+                        async move {
+                            if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                                panic!("first attempt panics");
+                            }
+                            Ok(Outcome::Done)
+                        }
+                    },
+                    |_| {},
+                )
+                .await;
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while journal.contains(&"a".to_owned()) {
+            assert!(tokio::time::Instant::now() < deadline, "the task is wedged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        shutdown.cancel();
+        drained.await.unwrap();
     }
 }

@@ -2,21 +2,29 @@
 //!
 //! # Format
 //!
-//! The journal holds one record per line, the entry's own fields beside an `op` tag:
+//! The journal holds one record per line: the entry's own fields beside an `op` tag, then a
+//! tab and the first 8 hex digits of the SHA-256 of the JSON (a checksum):
 //!
 //! ```text
-//! {"op":"add","namespace":"library/ubuntu","digest":"sha256:…","not_before_ms":1700000000000}
-//! {"op":"done","namespace":"library/ubuntu","digest":"sha256:…","not_before_ms":1700000000000}
+//! {"op":"add","namespace":"library/ubuntu","digest":"sha256:…","not_before_ms":1700000000000}\t1a2b3c4d
+//! {"op":"done","namespace":"library/ubuntu","digest":"sha256:…","not_before_ms":1700000000000}\t5e6f7a8b
 //! ```
+//!
+//! Lines without a checksum (written by earlier releases) are read as before.
 //!
 //! An entry is present when the last record of its key is an `add`. [`Journal::insert`]
 //! appends an `add` and `fsync`s the file before it returns, so an entry whose insertion was
 //! acknowledged is there after any crash. `done` records are appended without `fsync`:
-//! losing one only brings back a finished task, and every task is idempotent. A crash in
-//! the middle of an append leaves a last line without its newline; it was never
-//! acknowledged and is ignored on open, as is a line that no longer parses (logged). The
-//! journal is rewritten (to a temporary file, `fsync`ed, renamed over the old one) at open
-//! and whenever superseded records outnumber the live ones by [`COMPACT_SLACK`].
+//! losing one only brings back a finished task, and every task is idempotent.
+//!
+//! An append that fails (a short write on a full disk, a failed `fsync`) is cut off again:
+//! the file is truncated back to the end of the last whole record before the error is
+//! returned, and if even that fails, before the next append — so a failed append never
+//! glues its fragment to the records after it. A crash in the middle of an append leaves a
+//! last line without its newline; it was never acknowledged and is ignored on open, as is a
+//! line whose checksum or JSON does not match (logged). The journal is rewritten (to a
+//! temporary file, `fsync`ed, renamed over the old one) at open and whenever superseded
+//! records outnumber the live ones by [`COMPACT_SLACK`].
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -31,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::Result;
+use crate::fault::{self, Fault};
 
 /// Superseded records tolerated in the journal beyond the live ones before a rewrite.
 pub(crate) const COMPACT_SLACK: usize = 1024;
@@ -78,6 +87,10 @@ pub(crate) struct Journal<E: Entry> {
 #[derive(Debug)]
 struct State<E: Entry> {
     file: File,
+    /// Where the last whole record ends: a failed append is truncated back to here.
+    len: u64,
+    /// A failed append could not be truncated: do it before the next one.
+    torn: bool,
     entries: BTreeMap<E::Key, E>,
     /// Records in the file that no longer describe a live entry.
     stale_records: usize,
@@ -86,7 +99,7 @@ struct State<E: Entry> {
 impl<E: Entry> Journal<E> {
     /// Opens (creating if needed) the journal `dir/name`, replaying and compacting it.
     pub(crate) fn open(dir: &Path, name: &str) -> Result<Self> {
-        fs::create_dir_all(dir)?;
+        create_dir_all_synced(dir)?;
         let path = dir.join(name);
         let entries = match fs::read(&path) {
             Ok(bytes) => replay(&bytes),
@@ -94,10 +107,13 @@ impl<E: Entry> Journal<E> {
             Err(e) => return Err(e.into()),
         };
         let file = rewrite(&path, entries.values())?;
+        let len = file.metadata()?.len();
         Ok(Self {
             path,
             state: Mutex::new(State {
                 file,
+                len,
+                torn: false,
                 entries,
                 stale_records: 0,
             }),
@@ -115,8 +131,7 @@ impl<E: Entry> Journal<E> {
         {
             return Ok(false);
         }
-        state.file.write_all(&encode(&Record::Add(&entry)))?;
-        state.file.sync_data()?;
+        state.append(&encode(&Record::Add(&entry)), true)?;
         if state.entries.insert(key, entry).is_some() {
             state.stale_records += 1;
         }
@@ -171,7 +186,11 @@ impl<E: Entry> Journal<E> {
         let Some(entry) = state.entries.remove(key) else {
             return Ok(());
         };
-        state.file.write_all(&encode(&Record::Done(&entry)))?;
+        if let Err(e) = state.append(&encode(&Record::Done(&entry)), false) {
+            // Not on disk: the entry comes back at the next open, and its task is redone.
+            state.entries.insert(key.clone(), entry);
+            return Err(e.into());
+        }
         state.stale_records += 2;
         self.compact_if_stale(state)
     }
@@ -179,6 +198,8 @@ impl<E: Entry> Journal<E> {
     fn compact_if_stale(&self, state: &mut State<E>) -> Result<()> {
         if state.stale_records > state.entries.len() + COMPACT_SLACK {
             state.file = rewrite(&self.path, state.entries.values())?;
+            state.len = state.file.metadata()?.len();
+            state.torn = false;
             state.stale_records = 0;
         }
         Ok(())
@@ -186,6 +207,34 @@ impl<E: Entry> Journal<E> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<E>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<E: Entry> State<E> {
+    /// Appends one encoded record (and `fsync`s it with `sync`); on failure the file is cut
+    /// back to its last whole record.
+    fn append(&mut self, record: &[u8], sync: bool) -> std::io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.len)?;
+            self.torn = false;
+        }
+        let written = if fault::armed(Fault::JournalFull) {
+            self.file
+                .write_all(&record[..record.len() / 2])
+                .and_then(|()| Err(std::io::Error::from_raw_os_error(28 /* ENOSPC */)))
+        } else {
+            self.file.write_all(record)
+        };
+        match written.and_then(|()| if sync { self.file.sync_data() } else { Ok(()) }) {
+            Ok(()) => {
+                self.len += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = self.file.set_len(self.len).is_err();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -197,7 +246,11 @@ fn replay<E: Entry>(bytes: &[u8]) -> BTreeMap<E::Key, E> {
         .rposition(|&b| b == b'\n')
         .map_or(&bytes[..0], |end| &bytes[..=end]);
     for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<Record<E>>(line) {
+        let Some(json) = verified(line) else {
+            tracing::error!("skipping a journal record whose checksum does not match");
+            continue;
+        };
+        match serde_json::from_slice::<Record<E>>(json) {
             Ok(Record::Add(entry)) => {
                 entries.insert(entry.key(), entry);
             }
@@ -237,10 +290,47 @@ fn rewrite<'a, E: Entry>(path: &Path, entries: impl Iterator<Item = &'a E>) -> R
     Ok(OpenOptions::new().append(true).open(path)?)
 }
 
+/// Creates `dir` and any missing parents, `fsync`ing the parent of each one created, so that
+/// what is later written under it survives a power failure.
+pub(crate) fn create_dir_all_synced(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(d) = next.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        next = d.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 fn encode<E: Serialize>(record: &Record<&E>) -> Vec<u8> {
     let mut line = serde_json::to_vec(record).expect("records serialise");
+    let sum = checksum(&line);
+    line.push(b'\t');
+    line.extend_from_slice(sum.as_bytes());
     line.push(b'\n');
     line
+}
+
+/// The JSON of a record line whose checksum matches (or that has none: an earlier
+/// release's). JSON never holds a raw tab, so the last tab starts the checksum.
+fn verified(line: &[u8]) -> Option<&[u8]> {
+    match line.iter().rposition(|&b| b == b'\t') {
+        None => Some(line),
+        Some(tab) => {
+            let (json, sum) = (&line[..tab], &line[tab + 1..]);
+            (checksum(json).as_bytes() == sum).then_some(json)
+        }
+    }
+}
+
+fn checksum(json: &[u8]) -> String {
+    kraken_core::Digest::sha256_of(json).hex()[..8].to_owned()
 }
 
 /// Serde of a `SystemTime` as milliseconds since the Unix epoch.
@@ -355,6 +445,39 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_off_and_the_records_after_it_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path(), "j").unwrap();
+            journal.insert(item("a", 1)).unwrap();
+            {
+                let _full = fault::arm_on_this_thread(Fault::JournalFull);
+                assert!(journal.insert(item("b", 1)).is_err());
+                assert!(journal.remove(&"a".to_owned()).is_err());
+            }
+            assert_eq!(journal.get(&"a".to_owned()), Some(item("a", 1)));
+            assert_eq!(journal.get(&"b".to_owned()), None);
+            journal.insert(item("c", 1)).unwrap();
+        }
+        let journal = Journal::<Item>::open(dir.path(), "j").unwrap();
+        assert_eq!(journal.entries(), vec![item("a", 1), item("c", 1)]);
+    }
+
+    #[test]
+    fn a_record_whose_checksum_fails_is_skipped_and_old_lines_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = encode(&Record::Add(&item("a", 1)));
+        let mut bad = encode(&Record::Add(&item("b", 1)));
+        // Same shape, other bytes: still JSON, but not what was written.
+        let at = bad.iter().position(|&b| b == b'1').unwrap();
+        bad[at] = b'7';
+        let legacy = b"{\"op\":\"add\",\"name\":\"c\",\"value\":1}\n";
+        fs::write(dir.path().join("j"), [&good[..], &bad, legacy].concat()).unwrap();
+        let journal = Journal::<Item>::open(dir.path(), "j").unwrap();
+        assert_eq!(journal.entries(), vec![item("a", 1), item("c", 1)]);
     }
 
     #[test]

@@ -11,4 +11,4 @@ pub(crate) mod journal;
 pub use self::config::WriteBackConfig;
 
 pub(crate) use self::drain::{Outcome, drain};
-pub(crate) use self::journal::{Entry, Journal, Task, unix_ms};
+pub(crate) use self::journal::{Entry, Journal, Task, create_dir_all_synced, unix_ms};

@@ -12,7 +12,7 @@ use super::client::CommitKind;
 use super::fetch::{Availability, FetchFailure};
 use super::namespaces::MAX_NAMESPACE_LEN;
 use super::state::OriginState;
-use super::uploads::ChunkError;
+use super::uploads::{ChunkError, ClaimError};
 use crate::error::{Error, error_chain};
 use crate::http::body::{self, Body};
 use crate::http::range::{RangeRequest, parse_exclusive_content_range};
@@ -79,9 +79,9 @@ pub(crate) async fn handle(
                 (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
                 (&Method::POST, ["verify"]) => verify(&state, &digest),
-                (&Method::POST, ["uploads"]) => start_upload(&state, &digest),
+                (&Method::POST, ["uploads"]) => start_upload(&state, &namespace, &digest).await,
                 (&Method::PATCH, ["uploads", id]) => {
-                    patch_upload(&state, &digest, id, &parts.headers, body).await
+                    patch_upload(&state, &namespace, &digest, id, &parts.headers, body).await
                 }
                 (&Method::PUT, ["uploads", id]) => {
                     commit(&state, &namespace, &digest, id, CommitKind::Primary).await
@@ -252,9 +252,13 @@ fn verify(state: &Arc<OriginState>, digest: &Digest) -> Response<Body> {
     }
 }
 
-fn start_upload(state: &OriginState, digest: &Digest) -> Response<Body> {
-    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
-        return text(StatusCode::CONFLICT, "blob already exists");
+async fn start_upload(
+    state: &Arc<OriginState>,
+    namespace: &str,
+    digest: &Digest,
+) -> Response<Body> {
+    if let Some(refused) = refuse_upload(state, namespace, digest, CommitKind::Primary).await {
+        return refused;
     }
     match state.uploads.create() {
         Ok(id) => {
@@ -269,18 +273,20 @@ fn start_upload(state: &OriginState, digest: &Digest) -> Response<Body> {
 }
 
 async fn patch_upload(
-    state: &OriginState,
+    state: &Arc<OriginState>,
+    namespace: &str,
     digest: &Digest,
     id: &str,
     headers: &hyper::HeaderMap,
     body: RequestBody,
 ) -> Response<Body> {
-    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
-        return text(StatusCode::CONFLICT, "blob already exists");
+    if let Some(refused) = refuse_upload(state, namespace, digest, CommitKind::Primary).await {
+        return refused;
     }
-    let Some(path) = state.uploads.path(id) else {
+    if state.uploads.path(id).is_none() {
         return text(StatusCode::NOT_FOUND, "unknown upload");
-    };
+    }
+    // Go Kraken's form: `Content-Range: <start>-<end>`, end exclusive.
     let range = headers
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
@@ -305,7 +311,7 @@ async fn patch_upload(
             "chunk larger than limits.max_chunk_size",
         );
     }
-    match state.uploads.write_chunk(&path, start, length, body).await {
+    match state.uploads.write_chunk(id, start, length, body).await {
         Ok(()) => text(StatusCode::OK, ""),
         Err(ChunkError::Busy) => {
             let mut response = text(
@@ -317,6 +323,7 @@ async fn patch_upload(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
+        Err(ChunkError::Claimed(e)) => claim_refused(e),
         Err(ChunkError::Body(reason)) => text(StatusCode::BAD_REQUEST, reason),
         Err(ChunkError::Write(e)) => error_response(&e),
     }
@@ -329,18 +336,57 @@ async fn commit(
     id: &str,
     kind: CommitKind,
 ) -> Response<Body> {
-    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
-        return text(StatusCode::CONFLICT, "blob already exists");
+    if let Some(refused) = refuse_upload(state, namespace, digest, kind).await {
+        return refused;
     }
-    let Some(path) = state.uploads.path(id) else {
-        return text(StatusCode::NOT_FOUND, "unknown upload");
+    // Held to the end: chunks arriving during the commit are refused, so what is
+    // installed is exactly what was hashed.
+    let claim = match state.uploads.claim(id) {
+        Ok(claim) => claim,
+        Err(e) => return claim_refused(e),
     };
-    if let Err(e) = state.import_upload(&path, digest).await {
-        return error_response(&e);
-    }
-    match state.accept(namespace, digest, kind).await {
+    match state.commit_upload(&claim, namespace, digest, kind).await {
         Ok(()) => text(StatusCode::CREATED, ""),
         Err(e) => error_response(&e),
+    }
+}
+
+/// Why an upload step is refused before it starts: `400` for a namespace no backend serves
+/// (the blob could never be written back), `409` for a blob already here — answered only
+/// once its write-back to `namespace` is pending or done, since clients count a `409` as a
+/// successful upload.
+async fn refuse_upload(
+    state: &Arc<OriginState>,
+    namespace: &str,
+    digest: &Digest,
+    kind: CommitKind,
+) -> Option<Response<Body>> {
+    if !state.routes(namespace) {
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "no backend serves namespace {namespace:?}: the blob could never be written back"
+            ),
+        ));
+    }
+    if !matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        return None;
+    }
+    Some(
+        match state.ensure_write_back(namespace, digest, kind).await {
+            Ok(()) => text(StatusCode::CONFLICT, "blob already exists"),
+            Err(e) => error_response(&e),
+        },
+    )
+}
+
+fn claim_refused(error: ClaimError) -> Response<Body> {
+    match error {
+        ClaimError::Unknown => text(StatusCode::NOT_FOUND, "unknown upload"),
+        ClaimError::Busy => text(
+            StatusCode::CONFLICT,
+            "upload busy: it is being committed, or another chunk is being written",
+        ),
     }
 }
 

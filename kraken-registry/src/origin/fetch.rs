@@ -1,5 +1,9 @@
 //! Fetch-on-miss: a blob asked for but not on disk is read from the backend once, however
 //! many requests ask for it at once (single flight), verified and cached.
+//!
+//! Fetches and their remembered failures are per namespace and digest: namespaces may route
+//! to different backends, so a request in a namespace whose backend lacks a blob (or a
+//! bogus namespace) makes the blob unavailable in that namespace only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,14 +64,14 @@ enum Flight {
     Failed(FetchFailure, Instant),
 }
 
-/// Runs fetches, one per digest at a time.
+/// Runs fetches, one per namespace and digest at a time.
 #[derive(Debug)]
 pub(crate) struct Fetcher {
     store: BlobStore,
     backend: Arc<dyn Backend>,
     pieces: PieceLengthPolicy,
     max_blob: u64,
-    flights: Mutex<HashMap<Digest, Flight>>,
+    flights: Mutex<HashMap<(String, Digest), Flight>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -105,8 +109,9 @@ impl Fetcher {
         {
             return Availability::Cached(meta);
         }
+        let key = (namespace.to_owned(), *digest);
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        match flights.get(digest) {
+        match flights.get(&key) {
             Some(Flight::Running(outcome)) => return Availability::Fetching(outcome.clone()),
             Some(Flight::Failed(failure, at)) if at.elapsed() < FAILURE_MEMORY => {
                 return Availability::Failed(failure.clone());
@@ -114,7 +119,7 @@ impl Fetcher {
             _ => {}
         }
         let (sender, outcome) = watch::channel(None);
-        flights.insert(*digest, Flight::Running(outcome.clone()));
+        flights.insert(key.clone(), Flight::Running(outcome.clone()));
         drop(flights);
         let this = Arc::clone(self);
         let namespace = namespace.to_owned();
@@ -128,7 +133,7 @@ impl Fetcher {
             let Some(result) = fetched else { return };
             let result = match result {
                 Ok(meta) => {
-                    this.forget(&digest);
+                    this.forget(&key);
                     on_fetched(meta.clone());
                     Ok(meta)
                 }
@@ -140,7 +145,7 @@ impl Fetcher {
                         FetchFailure::Failed(error_chain(&e))
                     };
                     let mut flights = this.flights.lock().unwrap_or_else(|e| e.into_inner());
-                    flights.insert(digest, Flight::Failed(failure.clone(), Instant::now()));
+                    flights.insert(key, Flight::Failed(failure.clone(), Instant::now()));
                     flights.retain(|_, f| !matches!(f, Flight::Failed(_, at) if at.elapsed() >= FAILURE_MEMORY));
                     Err(failure)
                 }
@@ -174,11 +179,11 @@ impl Fetcher {
         }
     }
 
-    fn forget(&self, digest: &Digest) {
+    fn forget(&self, key: &(String, Digest)) {
         self.flights
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(digest);
+            .remove(key);
     }
 
     /// One backend read: stat for the size (and piece length), then the whole blob streamed

@@ -9,17 +9,18 @@
 //!   [`ClusterConfig::refresh_interval`]) are health-checked (`GET /health`); the healthy
 //!   ones place blobs by weighted rendezvous hashing ([`kraken_core::Ring`]). A blob's
 //!   owners are its first [`ClusterConfig::replicas`] healthy members ([`RingView::owners`]).
-//! - **Commit.** A committed upload is verified, stored and `fsync`ed in the local
-//!   [`BlobStore`](kraken_core::BlobStore), pinned against cleanup, and recorded in the
-//!   durable write-back queue (a journal `fsync`ed before the `201`). The write-back loop
+//! - **Commit.** A committed upload (claimed: no chunk can land while it is hashed) is
+//!   verified, stored and `fsync`ed in the local [`BlobStore`](kraken_core::BlobStore),
+//!   already pinned against cleanup, and recorded in the durable write-back queue (a journal
+//!   `fsync`ed before the `201`), per namespace and digest. The write-back loop
 //!   uploads it to the backend, retrying with backoff while the backend is down and resuming
 //!   after a restart, then unpins it.
 //! - **Replication.** Origins push copies to the blob's other owners after an upload or a
 //!   fetch, and a repair pass (periodic, and on every membership change) pushes every held
 //!   blob to owners that lack it, so blobs regain their replica count when an origin dies.
 //! - **Fetch-on-miss.** A `GET` of a blob not on disk reads it from the backend
-//!   ([`kraken_backends::Router`] by namespace) — once per digest, however many requests
-//!   ask at the same time — and serves it when it is verified and cached. A metainfo request
+//!   ([`kraken_backends::Router`] by namespace) — once per namespace and digest, however
+//!   many requests ask at the same time — and serves it when it is verified and cached. A metainfo request
 //!   starts the same fetch and answers `202 Accepted` until it is done, as Go Kraken does.
 //! - **P2P.** With a tracker configured, the origin runs a [`kraken_p2p::node::Node`] with
 //!   `origin: true` and seeds every blob it holds, publishing its metainfo.

@@ -19,13 +19,14 @@ pub(crate) struct NamespaceIndex {
 
 impl NamespaceIndex {
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir)?;
+        crate::durable::create_dir_all_synced(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
         })
     }
 
-    /// Records `digest`'s namespace (atomically: a reader sees the old one or the new one).
+    /// Records `digest`'s namespace (atomically: a reader sees the old one or the new one),
+    /// durably: a restart routes a pending write-back by it.
     pub(crate) fn set(&self, digest: &Digest, namespace: &str) -> Result<()> {
         let path = self.path(digest);
         if self.get(digest).as_deref() == Some(namespace) {
@@ -34,8 +35,10 @@ impl NamespaceIndex {
         let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
         let mut file = fs::File::create(&tmp)?;
         file.write_all(namespace.as_bytes())?;
+        file.sync_data()?;
         drop(file);
         fs::rename(&tmp, &path)?;
+        fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
 

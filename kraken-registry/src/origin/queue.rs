@@ -13,7 +13,8 @@ use crate::error::Result;
 
 const JOURNAL: &str = "writeback.journal";
 
-/// The queue of blobs waiting for write-back, by digest.
+/// The queue of blobs waiting for write-back, by namespace and digest: a blob committed in
+/// two namespaces (which may route to two backends) is written back to each.
 pub(crate) type WriteBackQueue = Journal<WriteBackTask>;
 
 /// Opens the queue in the origin's data directory.
@@ -32,10 +33,10 @@ pub(crate) struct WriteBackTask {
 }
 
 impl Entry for WriteBackTask {
-    type Key = Digest;
+    type Key = (String, Digest);
 
-    fn key(&self) -> Digest {
-        self.digest
+    fn key(&self) -> (String, Digest) {
+        (self.namespace.clone(), self.digest)
     }
 
     /// A blob already pending keeps the earlier of the two start times.
@@ -81,6 +82,6 @@ mod tests {
         let mut earlier = task;
         earlier.not_before = UNIX_EPOCH;
         assert!(queue.insert(earlier.clone()).unwrap());
-        assert_eq!(queue.get(&digest), Some(earlier));
+        assert_eq!(queue.get(&("ns".into(), digest)), Some(earlier));
     }
 }

@@ -20,7 +20,7 @@ use super::fetch::Fetcher;
 use super::integrity::scrub_loop;
 use super::membership::{Membership, RingView};
 use super::namespaces::NamespaceIndex;
-use super::queue::{self, WriteBackQueue};
+use super::queue;
 use super::replicate::{repair_loop, repair_pass};
 use super::state::OriginState;
 use super::uploads::Uploads;
@@ -60,15 +60,18 @@ impl OriginBuilder {
                 let queue = queue::open(&data)?;
                 let namespaces = NamespaceIndex::open(&data.join("namespaces"))?;
                 let uploads = Uploads::open(&data.join("uploads"), max_concurrent_chunks)?;
-                reconcile_pins(&store, &queue)?;
+                OriginState::reconcile_pins(&store, &queue, &namespaces)?;
                 Ok((store, queue, namespaces, uploads))
             })
             .await
             .map_err(|_| Error::Internal("startup task failed"))??
         };
-        let backend: Arc<dyn Backend> = match self.backend {
-            Some(backend) => backend,
-            None => Arc::new(Router::from_config(&config.backends)?),
+        let (backend, router): (Arc<dyn Backend>, _) = match self.backend {
+            Some(backend) => (backend, None),
+            None => {
+                let router = Arc::new(Router::from_config(&config.backends)?);
+                (router.clone(), Some(router))
+            }
         };
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -128,6 +131,7 @@ impl OriginBuilder {
             namespaces,
             uploads,
             backend,
+            router,
             fetcher,
             membership,
             client,
@@ -228,25 +232,4 @@ impl Origin {
         self.state.tasks.close();
         self.state.tasks.wait().await;
     }
-}
-
-/// Pins every blob with a pending write-back and unpins blobs pinned by a crash between a
-/// pin and its queue record (pins are the origin's and mean "not yet in the backend").
-fn reconcile_pins(store: &BlobStore, queue: &WriteBackQueue) -> Result<()> {
-    for task in queue.entries() {
-        match store.pin(&task.digest) {
-            Ok(()) => {}
-            Err(kraken_core::Error::NotFound(_)) => {
-                tracing::error!(digest = %task.digest, "a blob waiting for write-back is missing from disk");
-                queue.remove(&task.digest)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for digest in store.cached() {
-        if store.is_pinned(&digest) && !queue.contains(&digest) {
-            store.unpin(&digest)?;
-        }
-    }
-    Ok(())
 }

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kraken_backends::Backend;
-use kraken_core::{BlobStore, Digest, MetaInfo};
+use kraken_backends::{Backend, Router};
+use kraken_core::{BlobStatus, BlobStore, Digest, MetaInfo};
 use kraken_p2p::node::Node;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,8 +18,10 @@ use super::membership::Membership;
 use super::namespaces::NamespaceIndex;
 use super::queue::{WriteBackQueue, WriteBackTask};
 use super::replicate;
-use super::uploads::Uploads;
+use super::uploads::{Claim, Uploads};
+use crate::durable::Entry;
 use crate::error::{Error, Result, error_chain};
+use crate::fault::{self, Fault};
 
 #[derive(Debug)]
 pub(crate) struct OriginState {
@@ -31,6 +33,9 @@ pub(crate) struct OriginState {
     pub(crate) namespaces: NamespaceIndex,
     pub(crate) uploads: Uploads,
     pub(crate) backend: Arc<dyn Backend>,
+    /// The router `backend` is, when built from the configuration (to refuse uploads to
+    /// namespaces no backend serves); `None` for a backend given by the embedder.
+    pub(crate) router: Option<Arc<Router>>,
     pub(crate) fetcher: Arc<Fetcher>,
     pub(crate) membership: Membership,
     pub(crate) client: OriginClient,
@@ -42,8 +47,17 @@ pub(crate) struct OriginState {
 }
 
 impl OriginState {
-    /// Imports a committed upload into the store, verified against `digest`; nothing is
-    /// stored on a mismatch.
+    /// Whether a backend serves `namespace` (an origin built with one backend for every
+    /// namespace serves all): a blob no backend serves could never be written back, so its
+    /// upload is refused.
+    pub(crate) fn routes(&self, namespace: &str) -> bool {
+        self.router
+            .as_ref()
+            .is_none_or(|router| router.backend_for(namespace).is_ok())
+    }
+
+    /// Imports a file into the store (a repair's download), verified against `digest`;
+    /// nothing is stored on a mismatch.
     pub(crate) async fn import_upload(&self, upload: &Path, digest: &Digest) -> Result<MetaInfo> {
         let store = self.store.clone();
         let upload = upload.to_owned();
@@ -67,32 +81,52 @@ impl OriginState {
         .map_err(|_| Error::Internal("import task failed"))?
     }
 
-    /// Makes a blob just committed durable and schedules its write-back: its directory entry
-    /// is synced, its namespace recorded, it is pinned against cleanup, and the write-back
-    /// task is in the journal on disk — all before this returns, and so before the client
-    /// hears `201`. Then it is seeded and, for a client's upload, replicated.
-    pub(crate) async fn accept(
+    /// Commits a claimed upload: verifies it against `digest` and installs it, then queues
+    /// its write-back — all durable before this returns, and so before the client hears
+    /// `201`. Then the blob is seeded and, for a client's upload, replicated.
+    ///
+    /// The order makes every crash recoverable: the namespace is recorded first; the blob
+    /// appears in the cache already pinned; a pinned blob with no write-back record (a
+    /// crash just after the install) is queued again at start-up from its recorded
+    /// namespace ([`OriginState::reconcile_pins`]), and by a retried upload's `409`
+    /// ([`OriginState::ensure_write_back`]). Nothing is stored on a digest mismatch.
+    pub(crate) async fn commit_upload(
         self: &Arc<Self>,
+        upload: &Claim<'_>,
         namespace: &str,
         digest: &Digest,
         kind: CommitKind,
     ) -> Result<()> {
-        let not_before = match kind {
-            CommitKind::Replica => SystemTime::now() + self.config.cluster.replica_write_back_delay,
-            _ => SystemTime::now(),
-        };
         let this = Arc::clone(self);
-        let task = WriteBackTask {
-            namespace: namespace.to_owned(),
-            digest: *digest,
-            not_before,
-        };
+        let upload = upload.path().to_owned();
+        let task = self.write_back_task(namespace, digest, kind);
+        let pieces = self.config_piece_lengths();
         tokio::task::spawn_blocking(move || {
-            let blob = this.store.open_blob(&task.digest)?;
-            sync_parent_dirs(blob.path())?;
+            let size = std::fs::metadata(&upload)?.len();
             this.namespaces.set(&task.digest, &task.namespace)?;
+            // Moved into the store, not copied: the upload is on the same disk.
+            let imported = this.store.import_file_pinned(
+                &upload,
+                pieces.piece_length_for(size),
+                Some(&task.digest),
+            );
+            let _ = std::fs::remove_file(&upload);
+            if imported.is_err() && this.store.status(&task.digest) == BlobStatus::Absent {
+                this.namespaces.remove(&task.digest);
+            }
+            match imported {
+                Ok(_) => {}
+                Err(kraken_core::Error::DigestMismatch { expected, actual }) => {
+                    return Err(Error::DigestMismatch { expected, actual });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            fault::crash_point(Fault::AfterInstall);
+            // Cached meanwhile by another route (kept, with its own pin state): pin it.
             this.store.pin(&task.digest)?;
-            this.queue.insert(task).map(drop)
+            this.queue.insert(task)?;
+            fault::crash_point(Fault::AfterQueue);
+            Ok(())
         })
         .await
         .map_err(|_| Error::Internal("commit task failed"))??;
@@ -101,6 +135,106 @@ impl OriginState {
             self.spawn_replication(namespace, digest);
         }
         Ok(())
+    }
+
+    /// For a blob already cached that a client uploads (again) to `namespace`: makes sure
+    /// its write-back to `namespace` is pending or done before the client hears `409`, which
+    /// clients count as success. A task for a blob the backend already has finishes after
+    /// one `stat`.
+    pub(crate) async fn ensure_write_back(
+        self: &Arc<Self>,
+        namespace: &str,
+        digest: &Digest,
+        kind: CommitKind,
+    ) -> Result<()> {
+        let task = self.write_back_task(namespace, digest, kind);
+        if self.queue.contains(&task.key()) {
+            return Ok(());
+        }
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let key = task.key();
+            // Queued before pinned: the write-back loop unpins only when no task of the
+            // digest is left, so the pin cannot be lost between the two.
+            this.queue.insert(task)?;
+            if let Err(e) = this.store.pin(&key.1) {
+                // Evicted since the caller looked: there is nothing to write back.
+                this.queue.remove(&key)?;
+                return Err(e.into());
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| Error::Internal("write-back task failed"))?
+    }
+
+    /// Unpins a written-back blob unless another namespace's write-back of it is pending.
+    pub(crate) fn unpin_if_written_back(&self, digest: &Digest) {
+        // Under the journal's lock: an insertion ([`ensure_write_back`]) cannot slip in.
+        let result = self.queue.scan(|tasks| {
+            if tasks.keys().any(|(_, d)| d == digest) {
+                Ok(())
+            } else {
+                self.store.unpin(digest)
+            }
+        });
+        if let Err(e) = result {
+            tracing::error!(digest = %digest.fmt_short(), error = %e, "could not unpin a written-back blob");
+        }
+    }
+
+    /// Pins every blob with a pending write-back, and queues again the write-back of a
+    /// pinned blob that has none (pins are the origin's and mean "not yet in the backend":
+    /// a crash came between its install and its queue record). Runs at start-up.
+    pub(crate) fn reconcile_pins(
+        store: &BlobStore,
+        queue: &WriteBackQueue,
+        namespaces: &NamespaceIndex,
+    ) -> Result<()> {
+        for task in queue.entries() {
+            match store.pin(&task.digest) {
+                Ok(()) => {}
+                Err(kraken_core::Error::NotFound(_)) => {
+                    tracing::error!(digest = %task.digest, "a blob waiting for write-back is missing from disk");
+                    queue.remove(&task.key())?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for digest in store.cached() {
+            if !store.is_pinned(&digest)
+                || queue.scan(|tasks| tasks.keys().any(|(_, d)| *d == digest))
+            {
+                continue;
+            }
+            match namespaces.get(&digest) {
+                Some(namespace) => {
+                    tracing::warn!(%digest, %namespace, "queueing the write-back of a blob committed just before a crash");
+                    queue.insert(WriteBackTask {
+                        namespace,
+                        digest,
+                        not_before: SystemTime::now(),
+                    })?;
+                }
+                None => {
+                    tracing::error!(%digest, "a pinned blob has no recorded namespace; unpinning it");
+                    store.unpin(&digest)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_back_task(&self, namespace: &str, digest: &Digest, kind: CommitKind) -> WriteBackTask {
+        let not_before = match kind {
+            CommitKind::Replica => SystemTime::now() + self.config.cluster.replica_write_back_delay,
+            _ => SystemTime::now(),
+        };
+        WriteBackTask {
+            namespace: namespace.to_owned(),
+            digest: *digest,
+            not_before,
+        }
     }
 
     /// After a fetch from the backend: remember the namespace, seed, and give the other
@@ -143,16 +277,4 @@ impl OriginState {
     pub(crate) fn config_piece_lengths(&self) -> kraken_core::PieceLengthPolicy {
         kraken_core::PieceLengthPolicy::default()
     }
-}
-
-/// `fsync`s the directories above a cached blob's data file, so that the rename that put it
-/// in the cache survives a power failure.
-fn sync_parent_dirs(data: &Path) -> std::io::Result<()> {
-    let mut dir = data.parent();
-    for _ in 0..2 {
-        let Some(d) = dir else { break };
-        std::fs::File::open(d)?.sync_all()?;
-        dir = d.parent();
-    }
-    Ok(())
 }

@@ -1,10 +1,15 @@
 //! Uploads in progress: one file per upload under `uploads/`, written chunk by chunk at the
 //! offsets the client gives, until the commit imports it into the blob store.
+//!
+//! A chunk write and a commit each [claim](Uploads::claim) the upload for as long as they
+//! run; a second claim is refused. So no chunk can land in the file while a commit hashes
+//! it, and what the store installs is exactly what was hashed.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +31,38 @@ pub(crate) struct Uploads {
     dir: PathBuf,
     /// Chunk bodies being written at once (`limits.max_concurrent_chunks`).
     writers: Arc<Semaphore>,
+    /// Uploads a chunk write or a commit is working on.
+    claimed: Mutex<HashSet<String>>,
+}
+
+/// Why an upload could not be claimed.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum ClaimError {
+    /// No such upload (never started, committed, or swept).
+    Unknown,
+    /// A commit or another chunk write holds it.
+    Busy,
+}
+
+/// An upload held by one chunk write or commit, released on drop.
+#[derive(Debug)]
+pub(crate) struct Claim<'a> {
+    uploads: &'a Uploads,
+    id: String,
+    path: PathBuf,
+}
+
+impl Claim<'_> {
+    /// The upload's file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.uploads.lock().remove(&self.id);
+    }
 }
 
 /// Why a chunk was not written.
@@ -33,6 +70,8 @@ pub(crate) struct Uploads {
 pub(crate) enum ChunkError {
     /// As many chunks as allowed are being written: retry later.
     Busy,
+    /// The upload is unknown, or a commit or another chunk holds it.
+    Claimed(ClaimError),
     /// The body is longer or shorter than its `Content-Range` says, or it broke off.
     Body(&'static str),
     /// Writing it failed.
@@ -42,18 +81,41 @@ pub(crate) enum ChunkError {
 impl Uploads {
     /// Opens `dir`; at most `max_concurrent_chunks` chunk bodies are written at once.
     pub(crate) fn open(dir: &Path, max_concurrent_chunks: usize) -> Result<Self> {
-        fs::create_dir_all(dir)?;
+        crate::durable::create_dir_all_synced(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             writers: Arc::new(Semaphore::new(max_concurrent_chunks.max(1))),
+            claimed: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Claims upload `id` for one chunk write or commit.
+    pub(crate) fn claim(&self, id: &str) -> std::result::Result<Claim<'_>, ClaimError> {
+        let path = self.path(id).ok_or(ClaimError::Unknown)?;
+        if !self.lock().insert(id.to_owned()) {
+            return Err(ClaimError::Busy);
+        }
+        // Committed (and so removed) between the look-up and the claim.
+        if !path.is_file() {
+            self.lock().remove(id);
+            return Err(ClaimError::Unknown);
+        }
+        Ok(Claim {
+            uploads: self,
+            id: id.to_owned(),
+            path,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.claimed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes `body`, which must be exactly `length` bytes, at `offset` of the upload file
     /// `path`, [`WRITE_BATCH`] bytes at a time as they arrive.
     pub(crate) async fn write_chunk<B>(
         &self,
-        path: &Path,
+        id: &str,
         offset: u64,
         length: u64,
         mut body: B,
@@ -64,9 +126,11 @@ impl Uploads {
         let Ok(_permit) = Arc::clone(&self.writers).try_acquire_owned() else {
             return Err(ChunkError::Busy);
         };
+        // Held while the chunk is written: a commit cannot hash the file meanwhile.
+        let claim = self.claim(id).map_err(ChunkError::Claimed)?;
         let file = OpenOptions::new()
             .write(true)
-            .open(path)
+            .open(claim.path())
             .map_err(|e| ChunkError::Write(e.into()))?;
         let file = Arc::new(file);
         let mut written = 0u64;
@@ -169,16 +233,16 @@ mod tests {
         let id = uploads.create().unwrap();
         let path = uploads.path(&id).unwrap();
         uploads
-            .write_chunk(&path, 5, 5, body(&[b"wor", b"ld"]))
+            .write_chunk(&id, 5, 5, body(&[b"wor", b"ld"]))
             .await
             .unwrap();
         uploads
-            .write_chunk(&path, 0, 5, body(&[b"hello"]))
+            .write_chunk(&id, 0, 5, body(&[b"hello"]))
             .await
             .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"helloworld");
         for (frames, length) in [(&[&b"hello!"[..]][..], 5), (&[&b"hell"[..]][..], 5)] {
-            let refused = uploads.write_chunk(&path, 0, length, body(frames)).await;
+            let refused = uploads.write_chunk(&id, 0, length, body(frames)).await;
             assert!(matches!(refused, Err(ChunkError::Body(_))), "{refused:?}");
         }
         assert!(uploads.path("../escape").is_none());
@@ -194,15 +258,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uploads = Uploads::open(dir.path(), 1).unwrap();
         let id = uploads.create().unwrap();
-        let path = uploads.path(&id).unwrap();
         // A body that never ends holds the only writer.
         let stalled = http_body_util::StreamBody::new(futures::stream::pending::<
             std::io::Result<hyper::body::Frame<Bytes>>,
         >());
-        let held = uploads.write_chunk(&path, 0, 10, stalled);
+        let held = uploads.write_chunk(&id, 0, 10, stalled);
         tokio::pin!(held);
         assert!(futures::poll!(held.as_mut()).is_pending());
-        let busy = uploads.write_chunk(&path, 0, 5, body(&[b"hello"])).await;
+        let busy = uploads.write_chunk(&id, 0, 5, body(&[b"hello"])).await;
         assert!(matches!(busy, Err(ChunkError::Busy)), "{busy:?}");
+    }
+
+    #[test]
+    fn a_claimed_upload_cannot_be_claimed_again_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(dir.path(), 4).unwrap();
+        let id = uploads.create().unwrap();
+        let commit = uploads.claim(&id).unwrap();
+        // A chunk arriving while the commit hashes the file is refused.
+        assert_eq!(uploads.claim(&id).unwrap_err(), ClaimError::Busy);
+        fs::remove_file(commit.path()).unwrap();
+        drop(commit);
+        assert_eq!(uploads.claim(&id).unwrap_err(), ClaimError::Unknown);
+        assert_eq!(
+            uploads.claim(&"a".repeat(ID_LEN)).unwrap_err(),
+            ClaimError::Unknown
+        );
     }
 }

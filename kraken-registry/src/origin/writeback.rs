@@ -26,11 +26,7 @@ pub(crate) async fn write_back_loop(state: Arc<OriginState>) {
             let state = Arc::clone(&state);
             async move { write_back(&state, &task).await }
         },
-        |task| {
-            if let Err(e) = state.store.unpin(&task.digest) {
-                tracing::error!(digest = %task.digest.fmt_short(), error = %e, "could not unpin a written-back blob");
-            }
-        },
+        |task| state.unpin_if_written_back(&task.digest),
     )
     .await;
 }
