@@ -454,7 +454,9 @@ mod config_tests {
     #[test]
     fn the_tracker_configuration_in_docs_origin_md_loads() {
         let doc = include_str!("../../docs/origin.md");
-        let section = &doc[doc.find("`kraken tracker --config tracker.toml`").expect("section")..];
+        let section = &doc[doc
+            .find("`kraken tracker --config tracker.toml`")
+            .expect("section")..];
         let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
         let end = start + section[start..].find("```").expect("its end");
         let file: TrackerFileConfig = toml::from_str(&section[start..end]).unwrap();
