@@ -250,3 +250,63 @@ async fn slow_oversized_and_excess_uploads_are_refused_and_store_nothing() {
     let body = http.get(blob_url(&addr, &digest)).send().await.unwrap();
     assert_eq!(body.bytes().await.unwrap().as_ref(), data.as_slice());
 }
+
+/// A `PATCH` racing a commit of the same upload (real process, 20 rounds): whichever claims
+/// the upload first goes ahead and the other gets `409`, and every blob committed with `201` is
+/// served as exactly the bytes that hash to its digest: a chunk written during the commit's
+/// hash can never become part of the cached blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_racing_a_commit_never_changes_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_origin, addr) = start_origin(dir.path());
+    let _client = OriginClient::new().unwrap();
+    let http = reqwest::Client::new();
+    let mut committed = 0;
+    for round in 0..20u64 {
+        let data = pseudo_random_bytes(4 << 20, 100 + round);
+        let digest = Digest::sha256_of(&data);
+        let id = start_upload(&http, &addr, &digest).await;
+        let url = format!("http://{addr}/namespace/library%2Fapp/blobs/{digest}/uploads/{id}");
+        let length = data.len();
+        let response = http
+            .patch(&url)
+            .header("content-range", format!("0-{length}"))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let garbage = vec![0xA5u8; length];
+        let (commit, patch) = tokio::join!(
+            http.put(&url).send(),
+            http.patch(&url)
+                .header("content-range", format!("0-{length}"))
+                .body(garbage)
+                .send()
+        );
+        // A refused PATCH may be answered before its body is sent: the client then sees the
+        // connection close under its upload instead of the status.
+        let patch = patch.map_or_else(
+            |e| format!("refused early ({e})"),
+            |r| r.status().to_string(),
+        );
+        let commit = commit.unwrap().status();
+        // 409: the other request held the upload; 400: the garbage landed first and the
+        // commit's hash refused it. Never a 201 of other bytes.
+        assert!(
+            [201, 400, 409].contains(&commit.as_u16()),
+            "round {round}: commit {commit}, patch {patch}"
+        );
+        if commit == 201 {
+            committed += 1;
+            let body = http.get(blob_url(&addr, &digest)).send().await.unwrap();
+            assert_eq!(body.status(), 200);
+            let bytes = body.bytes().await.unwrap();
+            assert!(
+                Digest::sha256_of(&bytes) == digest,
+                "round {round}: a committed blob does not hash to its digest"
+            );
+        }
+    }
+    assert!(committed > 0, "no commit won a race in 20 rounds");
+}

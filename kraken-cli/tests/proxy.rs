@@ -20,8 +20,10 @@ async fn an_image_pushed_through_the_proxy_process_is_tagged_and_pulled_back() {
     let _origin = start_role(
         "origin",
         &format!(
-            "listen = \"{origin}\"\ndata_dir = \"{}\"\n\n[cluster]\nmembers = {{ static = [\"{origin}\"] }}\n",
+            "listen = \"{origin}\"\ndata_dir = \"{}\"\n\n[cluster]\nmembers = {{ static = [\"{origin}\"] }}\n\n\
+             [[backends.routes]]\nnamespace = \".*\"\nbackend = {{ type = \"fs\", root = \"{}\" }}\n",
             dir.path().join("origin").display(),
+            dir.path().join("backend").display(),
         ),
         dir.path(),
         &origin,
