@@ -92,6 +92,7 @@ pub use crate::error::{Error, Result};
 pub use crate::fs::{FsBackend, FsConfig};
 pub use crate::http::{HttpBackend, HttpConfig};
 pub use crate::layout::NameLayout;
+pub use crate::listing::paginate;
 pub use crate::metrics::{BackendMetrics, MetricsBackend, Operation, OperationStats};
 pub use crate::registry::{RegistryBackend, RegistryConfig};
 pub use crate::retry::{RetryBackend, RetryConfig};

@@ -1,5 +1,6 @@
 //! Pagination for backends that can only enumerate every name at once (filesystem,
-//! WebHDFS): the continuation token is the last name of the previous page.
+//! WebHDFS, an embedder's in-memory store): the continuation token is the last name of the
+//! previous page.
 
 use crate::backend::{ListOptions, ListPage};
 use crate::layout::{NameLayout, is_upload_path};
@@ -8,8 +9,10 @@ use crate::layout::{NameLayout, is_upload_path};
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 1000;
 
 /// One page of `names` (any order, duplicates allowed): those that start with `prefix` and
-/// sort after the continuation token, ascending, at most the page size.
-pub(crate) fn paginate(mut names: Vec<String>, prefix: &str, options: &ListOptions) -> ListPage {
+/// sort after the continuation token, ascending, at most the page size (1000 when the
+/// caller sets none). For a [`Backend`](crate::Backend) whose store lists every name at
+/// once.
+pub fn paginate(mut names: Vec<String>, prefix: &str, options: &ListOptions) -> ListPage {
     let after = options.continuation_token.as_deref();
     names
         .retain(|name| name.starts_with(prefix) && after.is_none_or(|token| name.as_str() > token));

@@ -11,13 +11,11 @@ use futures::StreamExt;
 
 use kraken_backends::{
     Backend, BlobInfo, ByteRange, ByteStream, Error, ListOptions, ListPage, Result, UploadBody,
-    collect_bytes,
+    collect_bytes, paginate,
 };
 
 /// Largest blob the in-memory backend takes.
 const MAX_BLOB: usize = 256 * 1024 * 1024;
-/// Page size of a listing whose caller sets none (the real backends' default).
-const DEFAULT_PAGE_SIZE: usize = 1000;
 
 /// An in-memory backend for decorator tests: counts calls, fails the next N calls with a
 /// transient [`Error::Transport`], and can delay every call.
@@ -124,22 +122,8 @@ impl Backend for FaultyBackend {
         options: &ListOptions,
     ) -> Result<ListPage> {
         self.enter().await?;
-        // The names are sorted (a B-tree): the page is the next `limit` after the token.
-        let after = options.continuation_token.as_deref();
-        let limit = options.limit.unwrap_or(DEFAULT_PAGE_SIZE).max(1);
-        let mut names: Vec<String> = self
-            .blobs()
-            .keys()
-            .filter(|name| {
-                name.starts_with(prefix) && after.is_none_or(|token| name.as_str() > token)
-            })
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        let more = names.len() > limit;
-        names.truncate(limit);
-        let token = if more { names.last().cloned() } else { None };
-        Ok(ListPage::new(names, token))
+        let names = self.blobs().keys().cloned().collect();
+        Ok(paginate(names, prefix, options))
     }
 
     async fn delete(&self, namespace: &str, name: &str) -> Result<()> {
