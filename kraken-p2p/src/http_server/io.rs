@@ -79,6 +79,17 @@ impl Phase {
         }
     }
 
+    /// Bytes of a response went out. hyper lets go of a response body when it takes its last
+    /// frame, not when that frame has reached the client, so the idle clock restarts with
+    /// every write until the connection is really idle: a slow reader of a long response is
+    /// not cut off by the idle timeout while the last bytes drain.
+    fn bytes_written(&self) {
+        let mut state = self.lock();
+        if state.in_flight == 0 && state.head_started.is_none() {
+            state.idle_since = Instant::now();
+        }
+    }
+
     /// Bytes arrived: between requests, they begin the next head.
     fn bytes_read(&self) {
         let mut state = self.lock();
@@ -146,6 +157,7 @@ impl<S> GuardedIo<S> {
             Poll::Pending => self.write_stalled(cx).map(Err),
             ready => {
                 self.write_timer = None;
+                self.phase.bytes_written();
                 ready
             }
         }

@@ -47,6 +47,9 @@ async fn start(limits: HttpLimits, dropped: Arc<AtomicBool>) -> (SocketAddr, Can
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => text("timed out"),
                     Err(e) => text(format!("error {e}")),
                 },
+                "/big" => Full::new(Bytes::from(vec![7u8; 8 << 20]))
+                    .map_err(|never| match never {})
+                    .boxed(),
                 "/huge" => {
                     let guard = DropFlag(dropped);
                     let chunks = futures::stream::iter((0..1024).map(move |_| {
@@ -272,4 +275,42 @@ fn only_writes_need_a_certificate_under_writes() {
         assert!(!needs_certificate(ClientAuth::None, &method), "{method}");
         assert!(!needs_certificate(ClientAuth::All, &method), "{method}");
     }
+}
+
+/// A client that reads a long response slowly but steadily is not cut off by the idle
+/// timeout: hyper lets go of the body when it takes the last frame, long before the bytes
+/// have drained to the client.
+#[tokio::test]
+async fn a_slow_steady_reader_gets_its_whole_response() {
+    // The write-stall clock cannot tell a slow reader from a stopped one until the kernel's
+    // send buffer frees a third of itself: give it room, to time the idle clock alone.
+    let limits = HttpLimits {
+        write_stall_timeout: Duration::from_secs(10),
+        ..short_limits()
+    };
+    let (addr, _shutdown) = start(limits, Arc::default()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // A small receive buffer read every 30 ms (about 2 MiB/s): the 8 MiB answer is more
+        // than the kernel's buffers hold, and what hyper still holds takes longer than the
+        // 1.5 s idle timeout to drain.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => panic!("read failed after {total} bytes: {e}"),
+            Err(_) => panic!("stalled after {total} bytes"),
+        }
+    }
+    assert!(total > 8 << 20, "cut off after {total} bytes");
+    assert!(started.elapsed() > Duration::from_millis(1500));
 }

@@ -112,7 +112,8 @@ pub(crate) async fn handle(
 /// evicting a blob is for operators; the rest is the pull API (pushes to an agent are
 /// refused by its `/v2/` handler whoever asks).
 fn allowed_roles(method: &Method, path: &str) -> Roles {
-    if *method == Method::DELETE && path.starts_with("/blobs/") {
+    // The route's own reading of the path: `//blobs/…` routes as `/blobs/…`.
+    if *method == Method::DELETE && path.trim_start_matches('/').starts_with("blobs/") {
         Roles::OPERATORS
     } else {
         Roles::ANYONE
@@ -316,6 +317,17 @@ fn json(value: &impl serde::Serialize) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evicting_is_for_operators_however_the_path_is_spelt() {
+        for path in ["/blobs/sha256:00", "//blobs/sha256:00", "///blobs/x"] {
+            assert!(
+                allowed_roles(&Method::DELETE, path) == Roles::OPERATORS,
+                "{path}"
+            );
+        }
+        assert!(allowed_roles(&Method::GET, "/blobs/sha256:00") == Roles::ANYONE);
+    }
 
     #[test]
     fn digests_and_tags_parse_as_go_kraken_sends_them() {

@@ -242,7 +242,19 @@ impl Session {
         self.closed = true;
         let _ = fs::remove_file(&self.path);
     }
+}
 
+/// A session dropped without being closed (its request was cancelled: the client went
+/// away mid-upload) takes its file with it, so aborted uploads cannot fill the disk.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Session {
     /// Appends `body`, which must be `expected` bytes long when given. On any error the
     /// session is left as it was before.
     pub(crate) async fn append(
@@ -448,5 +460,19 @@ mod tests {
         first.discard();
         drop(first_slot);
         uploads.create(&repo).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_single_request_upload_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = UploadSessions::open(dir.path(), limits()).unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let (mut session, slot) = uploads.create_detached(&repo).unwrap();
+        session.append(body(b"hello"), None, 10).await.unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // The handler's future is dropped: no discard() runs.
+        drop(session);
+        drop(slot);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

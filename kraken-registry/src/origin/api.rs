@@ -383,10 +383,17 @@ async fn refuse_upload(
 fn claim_refused(error: ClaimError) -> Response<Body> {
     match error {
         ClaimError::Unknown => text(StatusCode::NOT_FOUND, "unknown upload"),
-        ClaimError::Busy => text(
-            StatusCode::CONFLICT,
-            "upload busy: it is being committed, or another chunk is being written",
-        ),
+        // Not 409: clients count a 409 on an upload step as "already here", a success.
+        ClaimError::Busy => {
+            let mut response = text(
+                StatusCode::LOCKED,
+                "upload busy: it is being committed, or another chunk is being written; retry",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
     }
 }
 

@@ -122,10 +122,18 @@ impl OriginState {
                 Err(e) => return Err(e.into()),
             }
             fault::crash_point(Fault::AfterInstall);
-            // Cached meanwhile by another route (kept, with its own pin state): pin it.
-            this.store.pin(&task.digest)?;
+            // Queued before pinned, as in `ensure_write_back`: a blob cached meanwhile by
+            // another route keeps its own pin state, and the write-back loop unpins only when
+            // no task of the digest is left, so a write-back finishing between the two steps
+            // cannot leave this task's blob unpinned.
+            let key = task.key();
             this.queue.insert(task)?;
             fault::crash_point(Fault::AfterQueue);
+            if let Err(e) = this.store.pin(&key.1) {
+                // Evicted since it was installed: there is nothing to write back.
+                this.queue.remove(&key)?;
+                return Err(e.into());
+            }
             Ok(())
         })
         .await

@@ -85,12 +85,13 @@ impl RepositoryAccess {
     }
 }
 
-/// The `from` parameter of a query, percent-decoded.
+/// The `from` parameter of a query, read as the registry handler reads it (keys and values
+/// percent-decoded, the first `from` wins), so that the rule checks the repository the
+/// handler mounts from.
 fn mount_source(query: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let value = pair.strip_prefix("from=")?;
-        kraken_p2p::tracker::api::decode_segment(value)
-    })
+    crate::oci::query::query_pairs(query)
+        .into_iter()
+        .find_map(|(key, value)| (key == "from").then_some(value))
 }
 
 #[cfg(test)]
@@ -121,6 +122,15 @@ mod tests {
                 Method::POST,
                 "/v2/team-a/app/blobs/uploads/",
                 Some("mount=sha256:00&from=team-b%2Fx")
+            )
+            .is_err()
+        );
+        // The key read as the handler reads it: percent-encoding does not hide it.
+        assert!(
+            check(
+                Method::POST,
+                "/v2/team-a/app/blobs/uploads/",
+                Some("mount=sha256:00&fr%6Fm=team-b%2Fx")
             )
             .is_err()
         );

@@ -135,8 +135,17 @@ impl Passwords {
         let mut failures = lock(&self.failures);
         if failures.len() >= CAPACITY && !failures.contains_key(&ip) {
             failures.retain(|_, w| now.saturating_duration_since(w.started) < FAILURE_WINDOW);
-            if failures.len() >= CAPACITY {
-                failures.clear();
+            // Still full of live windows: make room by the oldest, not by forgetting every
+            // address (which would reset the window of the address asking).
+            while failures.len() >= CAPACITY {
+                let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(ip, _)| *ip)
+                else {
+                    break;
+                };
+                failures.remove(&oldest);
             }
         }
         let window = failures.entry(ip).or_insert(Window {
