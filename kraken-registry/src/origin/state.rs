@@ -126,15 +126,7 @@ impl OriginState {
             // another route keeps its own pin state, and the write-back loop unpins only when
             // no task of the digest is left, so a write-back finishing between the two steps
             // cannot leave this task's blob unpinned.
-            let key = task.key();
-            this.queue.insert(task)?;
-            fault::crash_point(Fault::AfterQueue);
-            if let Err(e) = this.store.pin(&key.1) {
-                // Evicted since it was installed: there is nothing to write back.
-                this.queue.remove(&key)?;
-                return Err(e.into());
-            }
-            Ok(())
+            this.queue_pinned(task, || fault::crash_point(Fault::AfterQueue))
         })
         .await
         .map_err(|_| Error::Internal("commit task failed"))??;
@@ -160,20 +152,28 @@ impl OriginState {
             return Ok(());
         }
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let key = task.key();
-            // Queued before pinned: the write-back loop unpins only when no task of the
-            // digest is left, so the pin cannot be lost between the two.
-            this.queue.insert(task)?;
-            if let Err(e) = this.store.pin(&key.1) {
-                // Evicted since the caller looked: there is nothing to write back.
-                this.queue.remove(&key)?;
-                return Err(e.into());
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|_| Error::Internal("write-back task failed"))?
+        tokio::task::spawn_blocking(move || this.queue_pinned(task, || {}))
+            .await
+            .map_err(|_| Error::Internal("write-back task failed"))?
+    }
+
+    /// Queues `task` and pins its blob, in that order: the write-back loop unpins only when
+    /// no task of the digest is left, so another namespace's write-back finishing meanwhile
+    /// cannot unpin it; and if this very task was written back between the two steps (its
+    /// unpin came before our pin), the pin is taken back. `after_queue` runs between them (a
+    /// fault point). A blob evicted meanwhile has nothing to write back: its task is removed.
+    fn queue_pinned(&self, task: WriteBackTask, after_queue: impl FnOnce()) -> Result<()> {
+        let key = task.key();
+        self.queue.insert(task)?;
+        after_queue();
+        if let Err(e) = self.store.pin(&key.1) {
+            self.queue.remove(&key)?;
+            return Err(e.into());
+        }
+        if !self.queue.contains(&key) {
+            self.unpin_if_written_back(&key.1);
+        }
+        Ok(())
     }
 
     /// Unpins a written-back blob unless another namespace's write-back of it is pending.
