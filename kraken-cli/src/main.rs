@@ -5,6 +5,8 @@ mod bench;
 mod build_index;
 mod config;
 mod devcluster;
+#[cfg(test)]
+mod example_configs;
 mod metainfo;
 mod origin;
 mod p2p;

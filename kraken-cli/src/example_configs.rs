@@ -1,0 +1,94 @@
+//! The example configs under `deploy/config/` (the ones `deploy/compose.yaml` and the
+//! container-cluster test run) parse with each role's own loader and pass its checks, so a key
+//! renamed or removed in a config type fails here rather than in a user's deployment.
+
+use std::path::{Path, PathBuf};
+
+use kraken_registry::agent::AgentConfig;
+use kraken_registry::build_index::BuildIndexConfig;
+use kraken_registry::origin::OriginConfig;
+use kraken_registry::proxy::ProxyConfig;
+
+use crate::config::load;
+use crate::p2p::TrackerFileConfig;
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config")
+}
+
+/// The role a file is for: its name up to an instance suffix (`origin-1.toml` → `origin`).
+fn role_of(path: &Path) -> String {
+    let stem = path.file_stem().unwrap().to_str().unwrap();
+    match stem.rsplit_once('-') {
+        Some((role, instance)) if instance.parse::<u32>().is_ok() => role.to_owned(),
+        _ => stem.to_owned(),
+    }
+}
+
+/// Loads `path` as `role`'s config and runs the role's own validation.
+fn check(role: &str, path: &Path) -> anyhow::Result<()> {
+    match role {
+        "tracker" => {
+            load::<TrackerFileConfig>(path)?;
+        }
+        "origin" => load::<OriginConfig>(path)?.validate()?,
+        "build-index" => load::<BuildIndexConfig>(path)?.validate()?,
+        "proxy" => load::<ProxyConfig>(path)?.validate()?,
+        "agent" => load::<AgentConfig>(path)?.validate()?,
+        other => anyhow::bail!("no role named {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn every_example_config_loads_with_its_roles_loader() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(config_dir())
+        .expect("deploy/config exists")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files
+            .iter()
+            .all(|f| f.extension().is_some_and(|e| e == "toml")),
+        "only TOML configs belong in deploy/config: {files:?}"
+    );
+    let mut roles: Vec<String> = Vec::new();
+    for file in &files {
+        let role = role_of(file);
+        if let Err(e) = check(&role, file) {
+            panic!("{}: {e:#}", file.display());
+        }
+        roles.push(role);
+    }
+    roles.dedup();
+    assert_eq!(
+        roles,
+        ["agent", "build-index", "origin", "proxy", "tracker"],
+        "one example per role"
+    );
+}
+
+/// The check can fail: a key the loader does not know is refused, as a renamed key would be.
+#[test]
+fn a_renamed_key_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "origin-0.toml",
+        "agent-0.toml",
+        "proxy.toml",
+        "build-index.toml",
+        "tracker.toml",
+    ] {
+        let text = std::fs::read_to_string(config_dir().join(file)).unwrap();
+        let renamed = text.replacen("\nlisten = ", "\nlisten_address = ", 1);
+        assert_ne!(renamed, text, "{file} sets `listen`");
+        let path = dir.path().join(file);
+        std::fs::write(&path, renamed).unwrap();
+        let error = check(&role_of(&path), &path).expect_err(file);
+        assert!(
+            format!("{error:#}").contains("listen_address"),
+            "{file}: {error:#}"
+        );
+    }
+}
