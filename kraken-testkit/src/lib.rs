@@ -31,7 +31,7 @@ mod skopeo;
 /// crate below kraken-p2p (kraken-backends) can configure them without depending on it.
 pub use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTls, ServerTlsConfig};
 
-pub use crate::net::{free_addr, free_port, wait_for_port};
+pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;
 pub use crate::process::{
     CLIENT_TIMEOUT, Output, ProcessGuard, READY_TIMEOUT, command_line, run, run_with_timeout,

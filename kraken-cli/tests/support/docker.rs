@@ -94,6 +94,19 @@ impl Dockerd {
         command
     }
 
+    /// `program` (docker-compose, a script that runs docker) set to reach this daemon:
+    /// `DOCKER_HOST` and `DOCKER_CONFIG` as [`docker`](Self::docker) has them, and `DOCKER`
+    /// naming the CLI.
+    pub fn client_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER", &self.cli);
+        command
+    }
+
     fn run(&self, args: &[&str]) -> Result<Output> {
         run(self.docker().args(args))
             .with_context(|| format!("dockerd log:\n{}", self.daemon.log_text()))
