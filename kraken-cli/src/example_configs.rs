@@ -92,3 +92,21 @@ fn a_renamed_key_fails_the_check() {
         );
     }
 }
+
+/// Every example is one that `deploy/compose.yaml` mounts, and every config it mounts is here.
+#[test]
+fn the_compose_cluster_mounts_every_example_config() {
+    let compose = std::fs::read_to_string(config_dir().join("../compose.yaml")).unwrap();
+    let mut mounted: Vec<&str> = compose
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- ./config/"))
+        .map(|mount| mount.split(':').next().unwrap())
+        .collect();
+    mounted.sort_unstable();
+    let mut examples: Vec<String> = std::fs::read_dir(config_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    examples.sort();
+    assert_eq!(mounted, examples);
+}
