@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kraken_testkit::{free_port, http_status, require_package, require_packages, run_with_timeout};
+use kraken_testkit::{free_port, http_status, require_packages, run, run_with_timeout};
 use support::KRAKEN;
 use support::docker::{Dockerd, DockerdOptions};
 
@@ -104,8 +104,9 @@ fn compose_cluster_moves_an_image_from_the_proxy_to_both_agents() {
         ("dockerd", "docker.io"),
         ("docker", "docker.io"),
         ("docker-compose", "docker-compose"),
-    ]) || require_package("ldd", "libc-bin").is_none()
-    {
+        ("ldd", "libc-bin"),
+        ("ip", "iproute2"),
+    ]) {
         return;
     }
     let dockerd = Dockerd::start(&DockerdOptions::default()).expect("start dockerd");
@@ -137,6 +138,7 @@ fn compose_cluster_moves_an_image_from_the_proxy_to_both_agents() {
         );
     }
 
+    clear_stale_bridges(&deploy_dir().join("compose.yaml")).expect("check the compose subnet");
     let proxy_port = free_port();
     let agent_ports = [free_port(), free_port()];
     let cluster = ComposeCluster::up(
@@ -208,4 +210,45 @@ fn image_config(dockerd: &Dockerd, image: &str) -> Result<serde_json::Value> {
         COMPOSE_TIMEOUT,
     )?;
     Ok(serde_json::from_str(output.stdout.trim())?)
+}
+
+/// The compose network's subnet is fixed (the configs name its addresses), and a bridge holding
+/// it on the host makes the cluster unreachable. Removes such bridges that a Docker engine left
+/// behind when it was killed (`br-…` with no interface attached); fails, saying why, when one is
+/// in use (another compose cluster of this file running).
+fn clear_stale_bridges(compose: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(compose)?;
+    let subnet = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("- subnet: "))
+        .context("no subnet in the compose file")?;
+    let prefix = subnet
+        .strip_suffix("0/24")
+        .with_context(|| format!("subnet {subnet} is not a /24"))?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(
+        &run(Command::new("ip").args(["-json", "-4", "addr", "show"]))?.stdout,
+    )?;
+    for link in links {
+        let name = link["ifname"].as_str().unwrap_or_default();
+        let on_subnet = link["addr_info"].as_array().is_some_and(|addrs| {
+            addrs
+                .iter()
+                .any(|a| a["local"].as_str().is_some_and(|ip| ip.starts_with(prefix)))
+        });
+        if !on_subnet {
+            continue;
+        }
+        let attached = std::fs::read_dir(format!("/sys/class/net/{name}/brif"))
+            .map(|ports| ports.count())
+            .unwrap_or(usize::MAX);
+        if !(name.starts_with("br-") && attached == 0) {
+            bail!(
+                "{name} on this host has an address in {subnet}, the subnet of \
+                 deploy/compose.yaml: stop whatever uses it (another compose cluster?)"
+            );
+        }
+        run(Command::new("ip").args(["link", "delete", name]))?;
+        eprintln!("removed {name}, a bridge on {subnet} left by a Docker engine that was killed");
+    }
+    Ok(())
 }
