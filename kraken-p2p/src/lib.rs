@@ -70,6 +70,8 @@
 mod error;
 #[cfg(feature = "runtime-tokio")]
 pub mod http_server;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "runtime-tokio")]
 pub mod node;
 #[cfg(any(test, feature = "sim"))]

@@ -19,6 +19,7 @@
 
 mod actor;
 mod conn;
+mod counters;
 mod rate;
 mod stream;
 mod transport;
@@ -115,9 +116,19 @@ pub struct NodeBuilder {
     transport: Option<Arc<dyn Transport>>,
     peer_id: Option<PeerId>,
     root_span: Option<tracing::Span>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::NodeMetrics>,
 }
 
 impl NodeBuilder {
+    /// Counts transfers, pieces, torrents, connections and downloads into `metrics` (see
+    /// `docs/metrics.md`). Default: counts nothing.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: crate::metrics::NodeMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The blob store to download into and seed from (required).
     pub fn store(mut self, store: BlobStore) -> Self {
         self.store = Some(store);
@@ -194,6 +205,10 @@ impl NodeBuilder {
             peer_id,
             advertise,
             commands: command_rx,
+            #[cfg(feature = "metrics")]
+            counters: counters::Counters::new(self.metrics),
+            #[cfg(not(feature = "metrics"))]
+            counters: counters::Counters::default(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             span,
@@ -258,6 +273,8 @@ impl Node {
             transport: None,
             peer_id: None,
             root_span: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 

@@ -28,6 +28,10 @@ pub use self::client::{Tracker, TrackerClient};
 pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
 #[cfg(feature = "runtime-tokio")]
 pub use self::pool::TrackerPool;
+#[cfg(feature = "metrics")]
+pub(crate) use self::service::TrackerEvent;
+#[cfg(feature = "runtime-tokio")]
+pub use self::service::route_name;
 #[cfg(feature = "runtime-tokio")]
 pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};
 #[cfg(feature = "runtime-tokio")]

@@ -223,6 +223,12 @@ impl MemoryPeerStore {
     pub fn torrent_count(&self) -> usize {
         self.torrents.len()
     }
+
+    /// Number of peers over all torrents (a peer in two torrents counts twice), including
+    /// expired ones not swept yet.
+    pub fn peer_count(&self) -> usize {
+        self.torrents.values().map(|peers| peers.index.len()).sum()
+    }
 }
 
 impl Default for MemoryPeerStore {

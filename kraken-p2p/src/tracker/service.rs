@@ -66,6 +66,12 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
     async fn announce(&self, info_hash: InfoHash, peer: PeerInfo) -> Result<()>;
     /// The live peers of a torrent.
     async fn peers(&self, info_hash: &InfoHash) -> Result<Vec<PeerInfo>>;
+
+    /// How many torrents and peers it holds, if it can tell at once (for metrics). Default:
+    /// `None`.
+    fn counts(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// The in-memory [`MemoryPeerStore`] behind a lock, on the wall clock.
@@ -100,12 +106,17 @@ impl PeerStore for SharedPeerStore {
         let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         Ok(store.peers(Instant::now(), info_hash))
     }
+
+    fn counts(&self) -> Option<(usize, usize)> {
+        let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Some((store.torrent_count(), store.peer_count()))
+    }
 }
 
 /// Metainfos published by seeders or found by the source, bounded in number and in bytes
 /// (oldest dropped first).
 #[derive(Debug, Default)]
-struct MetaInfoRegistry {
+pub(crate) struct MetaInfoRegistry {
     by_digest: HashMap<Digest, Bytes>,
     order: VecDeque<Digest>,
     /// Encoded bytes held in `by_digest`.
@@ -132,14 +143,28 @@ impl MetaInfoRegistry {
     }
 }
 
+/// What the tracker counts (see `docs/metrics.md`).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) enum TrackerEvent {
+    /// An announce answered with peers.
+    Announce,
+    /// A metainfo served, `true` when the source was asked for it.
+    MetaInfoServed { from_source: bool },
+    /// A metainfo published by a seeder.
+    MetaInfoPublished,
+}
+
 /// The tracker's request handling, independent of the listener.
 #[derive(Debug)]
 pub struct TrackerService {
     config: TrackerConfig,
     peers: Arc<dyn PeerStore>,
-    metainfos: Mutex<MetaInfoRegistry>,
+    metainfos: Arc<Mutex<MetaInfoRegistry>>,
     source: Option<Arc<dyn MetaInfoSource>>,
     rng: Mutex<StdRng>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::TrackerMetrics>,
 }
 
 impl TrackerService {
@@ -154,10 +179,40 @@ impl TrackerService {
         Self {
             config,
             peers,
-            metainfos: Mutex::new(MetaInfoRegistry::default()),
+            metainfos: Arc::default(),
             source: None,
             rng: Mutex::new(rand::make_rng()),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// The same service, counting announces and metainfo in `metrics` and reporting the
+    /// peer store's and the metainfo registry's sizes at every scrape.
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        let peers = Arc::clone(&self.peers);
+        let metainfos = Arc::clone(&self.metainfos);
+        let sizes = move || {
+            let registry = metainfos.lock().unwrap_or_else(|e| e.into_inner());
+            crate::metrics::TrackerSizes {
+                peer_store: peers.counts(),
+                metainfos: registry.by_digest.len(),
+                metainfo_bytes: registry.bytes,
+            }
+        };
+        self.metrics = Some(crate::metrics::TrackerMetrics::register(metrics, sizes));
+        self
+    }
+
+    /// Counts `what` if metrics are on.
+    fn count(&self, what: TrackerEvent) {
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.count(what);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = what;
     }
 
     /// The same service, asking `source` for metainfo nobody published: a found one is kept
@@ -236,6 +291,7 @@ impl TrackerService {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             handout(peers, &request.peer, self.config.handout_limit, &mut *rng)
         };
+        self.count(TrackerEvent::Announce);
         let response = AnnounceResponse {
             peers,
             interval_ms: self.config.announce_interval.as_millis() as u64,
@@ -249,6 +305,7 @@ impl TrackerService {
             registry.by_digest.get(digest).cloned()
         };
         if let Some(bytes) = published {
+            self.count(TrackerEvent::MetaInfoServed { from_source: false });
             return metainfo_response(bytes);
         }
         let Some(source) = &self.source else {
@@ -258,6 +315,7 @@ impl TrackerService {
             Ok(MetaInfoLookup::Found(meta)) if meta.digest() == digest => {
                 let bytes = Bytes::from(meta.encode());
                 self.remember(digest, bytes.clone());
+                self.count(TrackerEvent::MetaInfoServed { from_source: true });
                 metainfo_response(bytes)
             }
             Ok(MetaInfoLookup::Found(_)) => text(
@@ -285,6 +343,7 @@ impl TrackerService {
             return text(StatusCode::BAD_REQUEST, "metainfo names another blob");
         }
         self.remember(digest, body);
+        self.count(TrackerEvent::MetaInfoPublished);
         text(StatusCode::CREATED, "created")
     }
 
@@ -318,6 +377,7 @@ impl TrackerServer {
         config: ServeConfig,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        let config = config.routes(route_name);
         let handler = move |request| {
             let service = Arc::clone(&service);
             async move { service.handle(request).await }
@@ -333,6 +393,18 @@ impl TrackerServer {
     /// Stops accepting, lets in-flight requests finish, and returns when everything has.
     pub async fn shutdown(self) {
         self.0.shutdown().await;
+    }
+}
+
+/// The tracker's route names for metrics and the access log: `announce`, `metainfo_get`,
+/// `metainfo_publish`, `other`.
+pub fn route_name(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["announce", _]) => "announce",
+        (&Method::GET | &Method::HEAD, ["namespace", _, "blobs", _, "metainfo"]) => "metainfo_get",
+        (&Method::POST, ["namespace", _, "blobs", _, "metainfo"]) => "metainfo_publish",
+        _ => "other",
     }
 }
 

@@ -25,6 +25,17 @@ impl Actor {
         while let Some(event) = self.swarm.poll_event() {
             self.on_swarm_event(now, event);
         }
+        if self.counters.gauges_due(now) {
+            let downloading = self
+                .torrents
+                .values()
+                .filter(|t| matches!(t.source, PieceSource::Partial(_)))
+                .count();
+            let seeding = self.torrents.len() - downloading;
+            let blacklistings = self.swarm.blacklistings();
+            self.counters
+                .state(downloading, seeding, self.conns.len(), blacklistings);
+        }
     }
 
     fn act(&mut self, now: Instant, action: Action) {
@@ -181,6 +192,9 @@ impl Actor {
                     && let PieceSource::Blob(blob) = &torrent.source
                 {
                     tracing::info!(torrent = %info_hash.fmt_short(), digest = %torrent.meta.digest().fmt_short(), "download complete");
+                    if let Some(started) = torrent.started.take() {
+                        self.counters.download(true, started);
+                    }
                     for watcher in torrent.progress.drain(..) {
                         watcher.send_replace(done_progress(&torrent.meta));
                     }
@@ -192,6 +206,9 @@ impl Actor {
             Event::Failed { info_hash, reason } => {
                 if let Some(torrent) = self.torrents.remove(&info_hash) {
                     self.by_digest.remove(torrent.meta.digest());
+                    if let Some(started) = torrent.started {
+                        self.counters.download(false, started);
+                    }
                     for waiter in torrent.waiters {
                         let _ = waiter.send(Err(Error::DownloadFailed {
                             digest: *torrent.meta.digest(),

@@ -21,6 +21,7 @@ use self::messages::Waiter;
 pub(crate) use self::messages::{ActorEvent, Command};
 use self::seed::{seed_file, seed_stored};
 use super::conn::{ConnHandle, ConnTask, PieceSource};
+use super::counters::Counters;
 use super::rate::RateLimiter;
 use super::stream::PartialSource;
 use super::transport::{BoxStream, Listener, Transport};
@@ -44,6 +45,7 @@ pub(crate) struct ActorParts {
     pub(crate) peer_id: PeerId,
     pub(crate) advertise: SocketAddr,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) counters: Counters,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) span: tracing::Span,
@@ -63,6 +65,8 @@ struct Torrent {
     unsynced: u64,
     /// Whether a write-back is running.
     writing_back: bool,
+    /// When the download was asked for (`None`: seeded, not downloaded).
+    started: Option<Instant>,
 }
 
 /// A download's written pieces are made durable every this many bytes, in the background:
@@ -82,11 +86,12 @@ struct Actor {
     conns: HashMap<ConnId, ConnHandle>,
     torrents: HashMap<InfoHash, Torrent>,
     by_digest: HashMap<Digest, InfoHash>,
-    /// Downloads waiting for metainfo.
-    preparing: HashMap<Digest, (Vec<Waiter>, Vec<watch::Sender<Progress>>)>,
+    /// Downloads waiting for metainfo, and when they were asked for.
+    preparing: HashMap<Digest, (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant)>,
     events_tx: mpsc::Sender<ActorEvent>,
     ingress: Option<Arc<RateLimiter>>,
     egress: Option<Arc<RateLimiter>>,
+    counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     span: tracing::Span,
@@ -119,6 +124,7 @@ pub(crate) fn spawn(parts: ActorParts) {
         by_digest: HashMap::new(),
         preparing: HashMap::new(),
         events_tx: events_tx.clone(),
+        counters: parts.counters,
         shutdown: parts.shutdown.clone(),
         tasks: parts.tasks.clone(),
         span: parts.span.clone(),
@@ -195,7 +201,7 @@ impl Actor {
                 let _ = waiter.send(Err(Error::Shutdown));
             }
         }
-        for (_, (waiters, _)) in self.preparing.drain() {
+        for (_, (waiters, _, _)) in self.preparing.drain() {
             for waiter in waiters {
                 let _ = waiter.send(Err(Error::Shutdown));
             }
@@ -371,7 +377,10 @@ impl Actor {
                 }
                 message => self.swarm.handle_message(now, conn, message),
             },
-            ActorEvent::PieceSent { conn, bytes } => self.swarm.handle_piece_sent(now, conn, bytes),
+            ActorEvent::PieceSent { conn, bytes } => {
+                self.counters.sent(self.swarm.is_origin(conn), bytes);
+                self.swarm.handle_piece_sent(now, conn, bytes);
+            }
             ActorEvent::Closed { conn, how } => {
                 if self.conns.remove(&conn).is_some() {
                     self.swarm.handle_closed(now, conn, how);
@@ -383,6 +392,11 @@ impl Actor {
                 index,
                 result,
             } => {
+                self.counters.piece(match result {
+                    Ok(()) => None,
+                    Err(PieceWriteError::Corrupt) => Some("corrupt"),
+                    Err(PieceWriteError::Storage) => Some("storage"),
+                });
                 if result.is_ok() {
                     self.write_back_if_due(&info_hash, index);
                 }
@@ -455,6 +469,8 @@ impl Actor {
     }
 
     fn on_payload(&mut self, now: Instant, conn: ConnId, index: u32, data: bytes::Bytes) {
+        self.counters
+            .received(self.swarm.is_origin(conn), data.len() as u64);
         let Some((info_hash, piece)) =
             self.swarm
                 .handle_piece_received(now, conn, index, data.len() as u64)

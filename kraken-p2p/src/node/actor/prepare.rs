@@ -43,12 +43,13 @@ impl Actor {
             }
             return;
         }
-        if let Some((waiters, watchers)) = self.preparing.get_mut(&digest) {
+        if let Some((waiters, watchers, _)) = self.preparing.get_mut(&digest) {
             waiters.push(reply);
             watchers.push(progress);
             return;
         }
-        self.preparing.insert(digest, (vec![reply], vec![progress]));
+        self.preparing
+            .insert(digest, (vec![reply], vec![progress], Instant::now()));
         let namespace = if namespace.is_empty() {
             self.config.namespace.clone()
         } else {
@@ -77,7 +78,7 @@ impl Actor {
         namespace: String,
         result: Result<Prepared>,
     ) {
-        let Some((waiters, watchers)) = self.preparing.remove(&digest) else {
+        let Some((waiters, watchers, started)) = self.preparing.remove(&digest) else {
             return;
         };
         match result {
@@ -113,6 +114,7 @@ impl Actor {
                         keep: false,
                         unsynced: 0,
                         writing_back: false,
+                        started: Some(started),
                     },
                 );
                 if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
@@ -120,6 +122,7 @@ impl Actor {
                 }
             }
             Err(e) => {
+                self.counters.download(false, started);
                 let message = e.to_string();
                 let mut first = Some(e);
                 for waiter in waiters {
