@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
 use kraken_p2p::http_server::{HttpLimits, ServeConfig};
+use kraken_p2p::metrics::{Metrics, MetricsConfig};
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
@@ -37,8 +38,11 @@ use crate::rate::Rate;
 /// [client_tls] # optional: reach the origins over HTTPS
 /// ca = "ca.pem"
 ///
-/// [http]       # optional: timeouts and connection limits (kraken_p2p::http_server::HttpLimits)
+/// [http]       # optional: timeouts, connection limits, access log (kraken_p2p::http_server::HttpLimits)
 /// max_connections = 4096
+///
+/// [metrics]    # optional: a separate listener for /metrics (kraken_p2p::metrics::MetricsConfig)
+/// listen = "127.0.0.1:9090"
 /// ```
 #[non_exhaustive]
 #[derive(Debug, serde::Deserialize)]
@@ -66,6 +70,9 @@ pub(crate) struct TrackerFileConfig {
     /// Most bytes of published metainfo kept (oldest dropped first). Default: 256MiB.
     #[serde(default)]
     max_metainfo_bytes: Option<ByteSize>,
+    /// A separate metrics listener (`/metrics` is on the tracker's listener regardless).
+    #[serde(default)]
+    metrics: MetricsConfig,
 }
 
 fn default_tracker_listen() -> SocketAddr {
@@ -192,6 +199,7 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
             client_tls: None,
             http: HttpLimits::default(),
             max_metainfo_bytes: None,
+            metrics: MetricsConfig::default(),
         },
     };
     file.http.validate().map_err(anyhow::Error::msg)?;
@@ -202,7 +210,8 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     if let Some(bytes) = file.max_metainfo_bytes {
         config.max_metainfo_bytes = bytes;
     }
-    let mut service = TrackerService::new(config);
+    let metrics = Metrics::new();
+    let mut service = TrackerService::new(config).with_metrics(&metrics);
     if let Some(origins) = file.origins {
         let client = OriginClient::with_tls(client_tls.as_ref())?;
         let source = OriginMetaInfoSource::start_with(origins, client)
@@ -216,8 +225,13 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", file.listen))?;
     eprintln!("tracker listening on {scheme}://{}", server.local_addr());
+    let metrics_server =
+        kraken_p2p::metrics::spawn_listener(&file.metrics, "tracker", &metrics).await?;
     wait_for_signal().await?;
     server.shutdown().await;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.shutdown().await;
+    }
     Ok(())
 }
 

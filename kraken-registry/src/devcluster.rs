@@ -122,7 +122,9 @@ impl DevCluster {
         let source = OriginMetaInfoSource::start(origins.clone()).await?;
         let mut tracker_config = TrackerConfig::default();
         tracker_config.announce_interval = Duration::from_secs(1);
-        let service = TrackerService::new(tracker_config).with_metainfo_source(Arc::new(source));
+        let service = TrackerService::new(tracker_config)
+            .with_metainfo_source(Arc::new(source))
+            .with_metrics(&kraken_p2p::metrics::Metrics::new());
         let tracker = TrackerServer::bind(ports.tracker, Arc::new(service)).await?;
 
         let mut bi_config = BuildIndexConfig::new(ports.build_index, dir.join("build-index"));

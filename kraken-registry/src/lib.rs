@@ -39,6 +39,7 @@ mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+mod metrics;
 pub mod oci;
 pub mod origin;
 pub mod proxy;

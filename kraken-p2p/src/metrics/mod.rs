@@ -19,9 +19,12 @@ use std::time::Duration;
 
 use hyper::http::Method;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 use serde::{Deserialize, Serialize};
@@ -106,6 +109,12 @@ impl Metrics {
         self.registry_mut().register_collector(Box::new(collector));
     }
 
+    /// Adds values read at every scrape by `read` (a store's size, a queue's depth, another
+    /// crate's counters), written through a [`Scrape`].
+    pub fn register_scrape(&self, read: impl Fn(&mut Scrape<'_>) + Send + Sync + 'static) {
+        self.register_collector(ScrapeCollector(Box::new(read)));
+    }
+
     /// Everything, in the Prometheus text exposition format (0.0.4).
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -150,6 +159,81 @@ impl Metrics {
         http.response_bytes
             .get_or_create(&route)
             .inc_by(request.bytes);
+    }
+}
+
+/// Labels of one sample: `(name, value)` pairs.
+pub type Labels<'a> = &'a [(&'a str, &'a str)];
+
+/// Where a [`Metrics::register_scrape`] function writes the values it reads.
+pub struct Scrape<'a> {
+    encoder: DescriptorEncoder<'a>,
+    result: fmt::Result,
+}
+
+impl fmt::Debug for Scrape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+impl Scrape<'_> {
+    /// A gauge `name` with one value per label set.
+    pub fn gauge(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, f64)]) {
+        if self.result.is_ok() {
+            self.result = self.family(name, help, MetricType::Gauge, samples, |value, metric| {
+                ConstGauge::new(value).encode(metric)
+            });
+        }
+    }
+
+    /// A counter `name` (without `_total`, which the encoder adds) with one value per
+    /// label set.
+    pub fn counter(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, f64)]) {
+        if self.result.is_ok() {
+            self.result = self.family(name, help, MetricType::Counter, samples, |value, metric| {
+                ConstCounter::new(value).encode(metric)
+            });
+        }
+    }
+
+    fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric_type: MetricType,
+        samples: &[(Labels<'_>, f64)],
+        encode: impl Fn(f64, MetricEncoder<'_>) -> fmt::Result,
+    ) -> fmt::Result {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut family = self
+            .encoder
+            .encode_descriptor(name, help, None, metric_type)?;
+        for (labels, value) in samples {
+            encode(*value, family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+struct ScrapeCollector(Box<dyn Fn(&mut Scrape<'_>) + Send + Sync>);
+
+impl fmt::Debug for ScrapeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScrapeCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut scrape = Scrape {
+            encoder,
+            result: Ok(()),
+        };
+        (self.0)(&mut scrape);
+        scrape.result
     }
 }
 
@@ -309,6 +393,38 @@ mod tests {
         );
         assert!(text.contains("kraken_http_request_duration_seconds_bucket{"));
         assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    #[test]
+    fn scraped_values_are_written_with_their_types_and_labels() {
+        let metrics = Metrics::new();
+        metrics.register_scrape(|scrape| {
+            scrape.counter(
+                "kraken_test_ops",
+                "Operations",
+                &[(&[("op", "get")], 3.0), (&[("op", "put")], 1.0)],
+            );
+            scrape.gauge("kraken_test_depth", "Depth", &[(&[], 7.0)]);
+            scrape.gauge("kraken_test_nothing", "Nothing", &[]);
+        });
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE kraken_test_ops_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_test_ops_total{op=\"get\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_test_ops_total{op=\"put\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE kraken_test_depth gauge\nkraken_test_depth 7"),
+            "{text}"
+        );
+        assert!(!text.contains("kraken_test_nothing"), "{text}");
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! The tracker's metrics: announces, metainfo served and published, and what it holds.
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::Metrics;
+use super::{Metrics, Scrape};
 use crate::tracker::TrackerEvent;
 
 #[derive(Clone, Debug, Eq, Hash, PartialEq, EncodeLabelSet)]
@@ -59,7 +57,7 @@ impl TrackerMetrics {
             "Metainfos published by seeders",
             this.published.clone(),
         );
-        metrics.register_collector(SizeCollector(Box::new(sizes)));
+        metrics.register_scrape(move |out| scrape(sizes(), out));
         this
     }
 
@@ -75,43 +73,29 @@ impl TrackerMetrics {
     }
 }
 
-struct SizeCollector(Box<dyn Fn() -> TrackerSizes + Send + Sync>);
-
-impl std::fmt::Debug for SizeCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SizeCollector")
+/// Writes the tracker's sizes at a scrape.
+fn scrape(sizes: TrackerSizes, scrape: &mut Scrape<'_>) {
+    let value = |n: usize| n as f64;
+    if let Some((torrents, peers)) = sizes.peer_store {
+        scrape.gauge(
+            "kraken_tracker_torrents",
+            "Torrents with at least one announced peer",
+            &[(&[], value(torrents))],
+        );
+        scrape.gauge(
+            "kraken_tracker_peers",
+            "Announced peers over all torrents (a peer of two torrents counts twice)",
+            &[(&[], value(peers))],
+        );
     }
-}
-
-impl Collector for SizeCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let sizes = (self.0)();
-        let mut gauge = |name: &str, help: &str, value: usize| {
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)
-        };
-        if let Some((torrents, peers)) = sizes.peer_store {
-            gauge(
-                "kraken_tracker_torrents",
-                "Torrents with at least one announced peer",
-                torrents,
-            )?;
-            gauge(
-                "kraken_tracker_peers",
-                "Announced peers over all torrents (a peer of two torrents counts twice)",
-                peers,
-            )?;
-        }
-        gauge(
-            "kraken_tracker_metainfos",
-            "Metainfos kept in the registry",
-            sizes.metainfos,
-        )?;
-        gauge(
-            "kraken_tracker_metainfo_bytes",
-            "Encoded bytes of the metainfos kept in the registry",
-            sizes.metainfo_bytes,
-        )
-    }
+    scrape.gauge(
+        "kraken_tracker_metainfos",
+        "Metainfos kept in the registry",
+        &[(&[], value(sizes.metainfos))],
+    );
+    scrape.gauge(
+        "kraken_tracker_metainfo_bytes",
+        "Encoded bytes of the metainfos kept in the registry",
+        &[(&[], value(sizes.metainfo_bytes))],
+    );
 }

@@ -163,8 +163,9 @@ pub struct TrackerService {
     metainfos: Arc<Mutex<MetaInfoRegistry>>,
     source: Option<Arc<dyn MetaInfoSource>>,
     rng: Mutex<StdRng>,
+    /// The registry its listeners serve, and the tracker's counters in it.
     #[cfg(feature = "metrics")]
-    metrics: Option<crate::metrics::TrackerMetrics>,
+    metrics: Option<(crate::metrics::Metrics, crate::metrics::TrackerMetrics)>,
 }
 
 impl TrackerService {
@@ -201,15 +202,16 @@ impl TrackerService {
                 metainfo_bytes: registry.bytes,
             }
         };
-        self.metrics = Some(crate::metrics::TrackerMetrics::register(metrics, sizes));
+        let counters = crate::metrics::TrackerMetrics::register(metrics, sizes);
+        self.metrics = Some((metrics.clone(), counters));
         self
     }
 
     /// Counts `what` if metrics are on.
     fn count(&self, what: TrackerEvent) {
         #[cfg(feature = "metrics")]
-        if let Some(metrics) = &self.metrics {
-            metrics.count(what);
+        if let Some((_, counters)) = &self.metrics {
+            counters.count(what);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = what;
@@ -370,14 +372,20 @@ impl TrackerServer {
     }
 
     /// Binds `addr` and serves `service` with `config` (TLS, limits, drain time) until
-    /// [`shutdown`](Self::shutdown).
+    /// [`shutdown`](Self::shutdown). A service [with metrics](TrackerService::with_metrics)
+    /// serves them at `/metrics` unless `config` names other metrics.
     pub async fn bind_with(
         addr: SocketAddr,
         service: Arc<TrackerService>,
         config: ServeConfig,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let config = config.routes(route_name);
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut config = config.routes(route_name);
+        #[cfg(feature = "metrics")]
+        if config.metrics.is_none() {
+            config.metrics = service.metrics.as_ref().map(|(metrics, _)| metrics.clone());
+        }
         let handler = move |request| {
             let service = Arc::clone(&service);
             async move { service.handle(request).await }

@@ -108,6 +108,22 @@ pub(crate) async fn handle(
     }
 }
 
+/// The agent's route names for metrics and the access log: the OCI API's
+/// ([`crate::oci::route_name`]) under `/v2/`, and Go Kraken's agent endpoints.
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
+    if path == "/v2" || path.starts_with("/v2/") {
+        return crate::oci::route_name(method, path);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["tags", rest @ ..]) if !rest.is_empty() => "tag_get",
+        (&Method::GET, ["namespace", _, "blobs", _]) => "blob_download",
+        (&Method::DELETE, ["blobs", _]) => "blob_evict",
+        (&Method::GET, ["preload", "tags", rest @ ..]) if !rest.is_empty() => "preload",
+        _ => "other",
+    }
+}
+
 /// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix):
 /// evicting a blob is for operators; the rest is the pull API (pushes to an agent are
 /// refused by its `/v2/` handler whoever asks).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
+use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::swarm::SwarmConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,10 @@ pub struct AgentConfig {
     /// Default: plain HTTP.
     #[serde(default)]
     pub client_tls: Option<ClientTlsConfig>,
+    /// A separate listener for `/metrics` (every listener of the role answers it anyway;
+    /// see `docs/metrics.md`). Default: none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl AgentConfig {
@@ -113,6 +118,7 @@ impl AgentConfig {
             http: defaults::http(),
             tls: None,
             client_tls: None,
+            metrics: MetricsConfig::default(),
         }
     }
 

@@ -20,8 +20,10 @@ use crate::build_index::BuildIndexClient;
 use crate::cleanup::eviction_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use crate::metrics::{AgentMetrics, StoreMetrics, spawn_listener};
 use crate::oci::{OciConfig, OciHandler};
 use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::metrics::{Metrics, NodeMetrics};
 
 /// Builds an [`Agent`].
 #[derive(Debug)]
@@ -64,6 +66,8 @@ impl AgentBuilder {
                 .await
                 .map_err(|_| Error::Internal("startup task failed"))??
         };
+        let metrics = Metrics::new();
+        let store_metrics = StoreMetrics::register(&metrics, store.clone());
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let mut node_config = NodeConfig::default();
@@ -77,6 +81,7 @@ impl AgentBuilder {
         node_config.metainfo_timeout = config.p2p.metainfo_timeout;
         node_config.swarm = config.p2p.swarm.clone();
         let node = Node::builder(node_config)
+            .metrics(NodeMetrics::register(&metrics))
             .store(store)
             .tracker(Arc::clone(&tracker))
             .spawn()
@@ -86,7 +91,8 @@ impl AgentBuilder {
         let storage = Arc::new(
             AgentStorage::new(node.clone(), tracker, build_index)
                 .with_max_manifest(config.limits.max_manifest_size.bytes())
-                .with_metainfo_timeout(config.p2p.metainfo_timeout),
+                .with_metainfo_timeout(config.p2p.metainfo_timeout)
+                .with_pull_metrics(AgentMetrics::register(&metrics)),
         );
         // Pushes are refused before an upload starts; the directory stays empty.
         let oci_config = OciConfig::new(config.data_dir.join("uploads"));
@@ -101,14 +107,26 @@ impl AgentBuilder {
             config,
             storage,
             oci,
+            metrics,
+            store_metrics,
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(cleanup_loop(Arc::clone(&state), shutdown.clone()));
+        spawn_listener(
+            &state.config.metrics,
+            "agent",
+            &state.metrics,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
         tasks.spawn(serve(
             ServeConfig::new("agent")
                 .tls(server_tls)
-                .limits(state.config.http.clone()),
+                .limits(state.config.http.clone())
+                .routes(api::route_name)
+                .metrics(state.metrics.clone()),
             listener,
             Arc::clone(&state),
             api::handle,
@@ -170,6 +188,11 @@ impl Agent {
         &self.node
     }
 
+    /// The agent's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
     /// The registry storage behind `/v2/`.
     pub fn storage(&self) -> &Arc<AgentStorage> {
         &self.state.storage
@@ -192,5 +215,13 @@ async fn cleanup_loop(state: Arc<AgentState>, shutdown: CancellationToken) {
     let evict = move || store.evict(SystemTime::now());
     // The seeding torrent holds the file open; closing it frees the space.
     let evicted = |digest: &kraken_core::Digest| node.unseed(digest);
-    eviction_loop(state.config.cleanup.interval, shutdown, evict, evicted).await;
+    let metrics = state.store_metrics.clone();
+    eviction_loop(
+        state.config.cleanup.interval,
+        shutdown,
+        evict,
+        evicted,
+        metrics,
+    )
+    .await;
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
+use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,10 @@ pub struct BuildIndexConfig {
     /// TLS toward origins, neighbours and remote build-indexes. Default: plain HTTP.
     #[serde(default)]
     pub client_tls: Option<ClientTlsConfig>,
+    /// A separate listener for `/metrics` (every listener of the role answers it anyway;
+    /// see `docs/metrics.md`). Default: none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl BuildIndexConfig {
@@ -103,6 +108,7 @@ impl BuildIndexConfig {
             http: HttpLimits::default(),
             tls: None,
             client_tls: None,
+            metrics: MetricsConfig::default(),
         }
     }
 

@@ -21,6 +21,41 @@ use crate::http::text;
 /// Content type of blob bytes, as Go Kraken's origin sends it.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
 
+/// The origin's route names for metrics and the access log.
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["forcecleanup"]) => "forcecleanup",
+        (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
+        (_, ["namespace", _, "blobs", _, rest @ ..])
+        | (_, ["internal", "namespace", _, "blobs", _, rest @ ..]) => match (method, rest) {
+            (&Method::GET, []) => "blob_get",
+            (&Method::HEAD, []) => "blob_head",
+            (&Method::GET, ["metainfo"]) => "metainfo_get",
+            (&Method::POST, ["prefetch"]) => "prefetch",
+            (&Method::POST, ["verify"]) => "verify",
+            (&Method::POST, ["uploads"]) => "upload_start",
+            (&Method::PATCH, ["uploads", _]) => "upload_patch",
+            (&Method::PUT, ["uploads", _]) => "upload_commit",
+            _ => "other",
+        },
+        (
+            &Method::PUT,
+            [
+                "internal",
+                "duplicate",
+                "namespace",
+                _,
+                "blobs",
+                _,
+                "uploads",
+                _,
+            ],
+        ) => "replica_commit",
+        _ => "other",
+    }
+}
+
 /// Handles one request.
 pub(crate) async fn handle(
     state: Arc<OriginState>,

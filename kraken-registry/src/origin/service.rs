@@ -27,7 +27,11 @@ use super::uploads::Uploads;
 use super::writeback::write_back_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use crate::metrics::{
+    OriginMetrics, StoreMetrics, register_backends, register_queue, spawn_listener,
+};
 use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::metrics::{Metrics, NodeMetrics};
 
 /// Builds an [`Origin`].
 #[derive(Debug)]
@@ -96,6 +100,12 @@ impl OriginBuilder {
             shutdown.clone(),
         )
         .await?;
+        let metrics = Metrics::new();
+        let counters = OriginMetrics::register(&metrics);
+        let store_metrics = StoreMetrics::register(&metrics, store.clone());
+        if let Some(router) = &router {
+            register_backends(&metrics, Arc::clone(router));
+        }
         let node = match &config.tracker {
             Some(tracker) => {
                 let mut node_config = NodeConfig::default();
@@ -104,6 +114,7 @@ impl OriginBuilder {
                     .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
                 node_config.swarm.origin = true;
                 let node = Node::builder(node_config)
+                    .metrics(NodeMetrics::register(&metrics))
                     .store(store.clone())
                     .tracker(Arc::new(TrackerClient::connect(
                         tracker,
@@ -122,6 +133,7 @@ impl OriginBuilder {
             config.limits.max_blob_size.bytes(),
             tasks.clone(),
             shutdown.clone(),
+            counters.clone(),
         ));
         let state = Arc::new(OriginState {
             config,
@@ -139,7 +151,25 @@ impl OriginBuilder {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             checks: Default::default(),
+            metrics,
+            counters,
+            store_metrics,
         });
+        let queue = Arc::downgrade(&state);
+        register_queue(
+            &state.metrics,
+            "kraken_origin_writeback",
+            "write-back",
+            move || queue.upgrade().map(|state| state.queue.entries()),
+        );
+        spawn_listener(
+            &state.config.metrics,
+            "origin",
+            &state.metrics,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
         for digest in state.store.cached() {
             let namespace = state.namespaces.get(&digest).unwrap_or_default();
             state.seed(&namespace, &digest);
@@ -151,7 +181,9 @@ impl OriginBuilder {
         tasks.spawn(serve(
             ServeConfig::new("origin")
                 .tls(server_tls)
-                .limits(state.config.http.clone()),
+                .limits(state.config.http.clone())
+                .routes(api::route_name)
+                .metrics(state.metrics.clone()),
             listener,
             Arc::clone(&state),
             api::handle,
@@ -208,6 +240,11 @@ impl Origin {
     /// The P2P address blobs are seeded from, if the origin has a tracker.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.state.node.as_ref().map(Node::advertise_addr)
+    }
+
+    /// The origin's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
     }
 
     /// Blobs waiting to be written to the backend.

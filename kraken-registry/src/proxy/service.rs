@@ -16,8 +16,10 @@ use super::storage::{ProxyStorage, StorageOptions};
 use crate::build_index::BuildIndexClient;
 use crate::error::Result;
 use crate::http::{Body, serve, text};
+use crate::metrics::spawn_listener;
 use crate::oci::OciHandler;
 use crate::origin::{OriginClient, OriginCluster};
+use kraken_p2p::metrics::Metrics;
 
 /// Builds a [`Proxy`].
 #[derive(Debug)]
@@ -60,10 +62,14 @@ impl ProxyBuilder {
         ));
         let handler = OciHandler::new(Arc::clone(&storage) as _, config.oci())?;
         let frontend = Arc::new(Frontend { handler, auth });
+        let metrics = Metrics::new();
+        spawn_listener(&config.metrics, "proxy", &metrics, &tasks, shutdown.clone()).await?;
         tasks.spawn(serve(
             ServeConfig::new("proxy")
                 .tls(server_tls)
-                .limits(config.http.clone()),
+                .limits(config.http.clone())
+                .routes(crate::oci::route_name)
+                .metrics(metrics.clone()),
             listener,
             frontend,
             handle,
@@ -73,6 +79,7 @@ impl ProxyBuilder {
         tracing::info!(addr = %local_addr, "proxy started");
         Ok(Proxy {
             local_addr,
+            metrics,
             storage,
             shutdown,
             tasks,
@@ -85,6 +92,7 @@ impl ProxyBuilder {
 #[derive(Debug)]
 pub struct Proxy {
     local_addr: SocketAddr,
+    metrics: Metrics,
     storage: Arc<ProxyStorage>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -104,6 +112,11 @@ impl Proxy {
     /// The address the registry API listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The proxy's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The storage behind the API, for embedders that serve it in their own
