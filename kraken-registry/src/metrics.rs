@@ -233,6 +233,11 @@ impl OriginMetrics {
                 .get_or_create(&labelled("outcome", outcome))
                 .inc_by(0);
         }
+        for repair in ["replica", "backend", "failed"] {
+            this.corrupt
+                .get_or_create(&labelled("repair", repair))
+                .inc_by(0);
+        }
         for outcome in ["ok", "error"] {
             this.replicas
                 .get_or_create(&labelled("outcome", outcome))

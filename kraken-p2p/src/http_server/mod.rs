@@ -198,6 +198,10 @@ pub async fn serve<H, F, B>(
     let limits = Arc::new(config.limits.clone());
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = PerClient::new(limits.max_connections_per_client);
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &config.metrics {
+        metrics.listener_started(name);
+    }
     loop {
         // A permit first: at the limit, clients wait in the accept queue, costing nothing.
         let permit = tokio::select! {

@@ -137,6 +137,19 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Creates the series of a listener's scrapes (`GET /metrics` answered `200`) at zero,
+    /// so that `kraken_http_requests_total` is there from the first scrape on (a request is
+    /// counted when its response is done, after it was encoded).
+    pub(crate) fn listener_started(&self, role: &'static str) {
+        let labels = RequestLabels {
+            role,
+            route: "metrics",
+            method: "GET",
+            status: 200,
+        };
+        self.inner.http.requests.get_or_create(&labels).inc_by(0);
+    }
+
     /// Counts one answered request: `role` is the listener's name, `route` the name of the
     /// endpoint (never the raw path), `bytes` the response body bytes sent.
     pub(crate) fn http_request(&self, request: &HttpRequest) {

@@ -60,10 +60,19 @@ impl NodeMetrics {
             downloads: Family::default(),
             download_duration: duration_histogram(),
         };
-        // Both kinds from the start, so that a rate over them exists before the first byte.
+        // Every series from the start, so that a rate over them (and an alert) exists before
+        // the first event.
         for remote in ["origin", "peer"] {
             this.received.get_or_create(&Remote { remote }).inc_by(0);
             this.sent.get_or_create(&Remote { remote }).inc_by(0);
+        }
+        for reason in ["corrupt", "storage"] {
+            this.pieces_failed
+                .get_or_create(&Reason { reason })
+                .inc_by(0);
+        }
+        for outcome in ["completed", "failed"] {
+            this.downloads.get_or_create(&Outcome { outcome }).inc_by(0);
         }
         for state in ["downloading", "seeding"] {
             this.torrents.get_or_create(&State { state }).set(0);

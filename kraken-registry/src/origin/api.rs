@@ -168,7 +168,10 @@ async fn get_blob(
     headers: &hyper::HeaderMap,
 ) -> Response<Body> {
     // A miss waits for the one backend read every concurrent request shares, then serves.
-    if !matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        // A miss is counted by the fetcher, which every other read goes through.
+        state.counters.cache(true);
+    } else {
         let callback = on_fetched(state, namespace);
         if let Err(e) = state.fetcher.ensure(namespace, digest, callback).await {
             return error_response(&e);
