@@ -69,20 +69,18 @@ impl Counters {
         true
     }
 
-    /// The torrents and connections now, and the swarm's blacklisting count.
-    pub(crate) fn state(
-        &mut self,
-        downloading: usize,
-        seeding: usize,
-        connections: usize,
-        blacklistings: u64,
-    ) {
-        let new = blacklistings.saturating_sub(self.blacklistings);
-        self.blacklistings = blacklistings;
-        self.with(|m| {
-            m.state(downloading, seeding, connections);
-            m.blacklisted(new);
-        });
+    /// The torrents and connections now.
+    pub(crate) fn state(&self, downloading: usize, seeding: usize, connections: usize) {
+        self.with(|m| m.state(downloading, seeding, connections));
+    }
+
+    /// The swarm's blacklisting count now (cheap: called after every input).
+    pub(crate) fn blacklistings(&mut self, total: u64) {
+        if total > self.blacklistings {
+            let new = total - self.blacklistings;
+            self.blacklistings = total;
+            self.with(|m| m.blacklisted(new));
+        }
     }
 }
 

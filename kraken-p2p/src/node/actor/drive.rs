@@ -25,6 +25,7 @@ impl Actor {
         while let Some(event) = self.swarm.poll_event() {
             self.on_swarm_event(now, event);
         }
+        self.counters.blacklistings(self.swarm.blacklistings());
         if self.counters.gauges_due(now) {
             let downloading = self
                 .torrents
@@ -32,9 +33,7 @@ impl Actor {
                 .filter(|t| matches!(t.source, PieceSource::Partial(_)))
                 .count();
             let seeding = self.torrents.len() - downloading;
-            let blacklistings = self.swarm.blacklistings();
-            self.counters
-                .state(downloading, seeding, self.conns.len(), blacklistings);
+            self.counters.state(downloading, seeding, self.conns.len());
         }
     }
 
