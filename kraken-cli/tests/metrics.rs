@@ -286,6 +286,16 @@ async fn every_listener_serves_metrics_after_a_push_and_a_pull() {
             "the dashboard queries {name}, which no role exports"
         );
     }
+    // And docs/metrics.md describes every family any role exports.
+    let docs = include_str!("../../docs/metrics.md");
+    for (role, _, m) in &exported {
+        for family in m.types.keys() {
+            assert!(
+                docs.contains(&format!("`{family}`")),
+                "{role} exports {family}, which docs/metrics.md does not describe"
+            );
+        }
+    }
 }
 
 /// `[metrics] listen` serves `/metrics` on a listener of its own, beside the role's.

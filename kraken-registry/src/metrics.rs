@@ -64,7 +64,7 @@ impl StoreMetrics {
         }
         metrics.register(
             "kraken_store_evictions",
-            "Blobs evicted from the store: idle past the TTI, or above the high watermark",
+            "Blobs evicted from the store: idle past idle_ttl, or above the high watermark",
             this.evictions.clone(),
         );
         metrics.register(

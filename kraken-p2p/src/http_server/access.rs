@@ -54,7 +54,7 @@ impl Finished {
         macro_rules! access {
             ($level:expr) => {
                 tracing::event!(
-                    target: "kraken::access",
+                    target: "kraken_p2p::access",
                     $level,
                     listener = self.listener,
                     method = %self.method,

@@ -56,7 +56,7 @@ pub struct HttpLimits {
     /// (plain HTTP: after a `503`). `0`: no per-client limit. Default: 256.
     pub max_connections_per_client: usize,
     /// The level of the access log: one line per answered request (method, route, status,
-    /// body bytes, duration, client) under the target `kraken::access`, at `info`, at
+    /// body bytes, duration, client) under the target `kraken_p2p::access`, at `info`, at
     /// `debug`, or `off`. Default: info.
     pub access_log: AccessLog,
 }

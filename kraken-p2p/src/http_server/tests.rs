@@ -411,7 +411,7 @@ mod access {
         let log = captured.text();
         let big = log
             .lines()
-            .find(|l| l.contains("kraken::access") && l.contains("big"))
+            .find(|l| l.contains("kraken_p2p::access") && l.contains("big"))
             .unwrap_or_else(|| panic!("no access line for /big in\n{log}"));
         assert!(big.contains(" INFO "), "{big}");
         for field in [
@@ -425,7 +425,9 @@ mod access {
         }
         assert!(big.contains("duration_ms="), "{big}");
         assert_eq!(
-            log.lines().filter(|l| l.contains("kraken::access")).count(),
+            log.lines()
+                .filter(|l| l.contains("kraken_p2p::access"))
+                .count(),
             3,
             "one line per request:\n{log}"
         );
@@ -449,7 +451,7 @@ mod access {
             "without metrics /metrics is the handler's: {answer}"
         );
         assert!(
-            !captured.text().contains("kraken::access"),
+            !captured.text().contains("kraken_p2p::access"),
             "{}",
             captured.text()
         );
@@ -458,7 +460,7 @@ mod access {
         let log = captured.text();
         let line = log
             .lines()
-            .find(|l| l.contains("kraken::access"))
+            .find(|l| l.contains("kraken_p2p::access"))
             .unwrap_or_else(|| panic!("no access line in\n{log}"));
         assert!(line.contains("DEBUG"), "{line}");
         stop_quiet.cancel();
