@@ -69,6 +69,9 @@ struct Torrent {
     started: Option<Instant>,
 }
 
+/// A download waiting for its metainfo: who waits, who watches, and when it was asked for.
+type Preparing = (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant);
+
 /// A download's written pieces are made durable every this many bytes, in the background:
 /// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last
 /// 64 MiB instead of all of it, which shortens a large fetch. It also keeps a large download
@@ -86,8 +89,8 @@ struct Actor {
     conns: HashMap<ConnId, ConnHandle>,
     torrents: HashMap<InfoHash, Torrent>,
     by_digest: HashMap<Digest, InfoHash>,
-    /// Downloads waiting for metainfo, and when they were asked for.
-    preparing: HashMap<Digest, (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant)>,
+    /// Downloads waiting for metainfo.
+    preparing: HashMap<Digest, Preparing>,
     events_tx: mpsc::Sender<ActorEvent>,
     ingress: Option<Arc<RateLimiter>>,
     egress: Option<Arc<RateLimiter>>,
