@@ -4,12 +4,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use kraken_testkit::ProcessGuard;
 use kraken_testkit::Skopeo;
-use support::KRAKEN;
 use support::containerd::Containerd;
 use support::docker::{Dockerd, DockerdOptions};
 use support::podman::Podman;
@@ -26,21 +22,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(KRAKEN)
-            .args(["devcluster", "--ephemeral-ports", "--json", "--agents", "2"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run kraken devcluster");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let process = ProcessGuard::adopt(child);
-        let addrs: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+        let (process, addrs) = support::start_devcluster(2, dir.path());
         Self {
             _process: process,
             _dir: dir,

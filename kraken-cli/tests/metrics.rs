@@ -6,13 +6,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 use kraken_core::Digest;
 use kraken_testkit::oci::{OCI_MEDIA_TYPES, push_blob, push_manifest, two_layer_image};
 use kraken_testkit::{Exposition, ProcessGuard};
-use support::KRAKEN;
 
 /// A `kraken devcluster` process on free ports, and where each role listens.
 struct Cluster {
@@ -25,21 +22,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(KRAKEN)
-            .args(["devcluster", "--ephemeral-ports", "--json", "--agents", "2"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run kraken devcluster");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let process = ProcessGuard::adopt(child);
-        let addrs: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+        let (process, addrs) = support::start_devcluster(2, dir.path());
         let addr = |key: &str| addrs[key].as_str().unwrap().to_owned();
         let mut listeners = vec![
             ("proxy", addr("proxy")),

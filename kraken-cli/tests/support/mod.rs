@@ -21,6 +21,31 @@ use kraken_testkit::{ProcessGuard, wait_for_port};
 /// The binary under test.
 pub const KRAKEN: &str = env!("CARGO_BIN_EXE_kraken");
 
+/// Runs `kraken devcluster` on free ports with `agents` agents and its data in `dir`; returns
+/// the process and the addresses it printed (`--json`: `proxy`, `origin`, `tracker`,
+/// `build_index`, `agents`).
+pub fn start_devcluster(agents: usize, dir: &Path) -> (ProcessGuard, serde_json::Value) {
+    let mut child = Command::new(KRAKEN)
+        .args(["devcluster", "--ephemeral-ports", "--json", "--agents"])
+        .arg(agents.to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kraken devcluster");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let process = ProcessGuard::adopt(child);
+    let addrs =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+    (process, addrs)
+}
+
 /// Runs `kraken ROLE --config FILE` with `config` written to `dir/ROLE.toml`, and waits until
 /// it listens on `listen`.
 pub fn start_role(role: &str, config: &str, dir: &Path, listen: &str) -> ProcessGuard {

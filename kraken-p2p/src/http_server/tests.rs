@@ -31,6 +31,14 @@ type TestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// or `timed out` if the body stalled; `/huge` streams 1 GiB (setting `dropped` when the
 /// listener drops it); anything else answers `ok`.
 async fn start(limits: HttpLimits, dropped: Arc<AtomicBool>) -> (SocketAddr, CancellationToken) {
+    start_with(ServeConfig::new("test").limits(limits), dropped).await
+}
+
+/// [`start`] with the listener's whole `config`.
+async fn start_with(
+    config: ServeConfig,
+    dropped: Arc<AtomicBool>,
+) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -63,7 +71,6 @@ async fn start(limits: HttpLimits, dropped: Arc<AtomicBool>) -> (SocketAddr, Can
             Response::new(body)
         }
     };
-    let config = ServeConfig::new("test").limits(limits);
     tokio::spawn(serve(
         listener,
         config,
@@ -336,28 +343,28 @@ mod access {
     }
 
     impl Captured {
+        /// Captures this thread's events at `debug` and above until the guard drops.
+        fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+            let captured = Self::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(move || writer.clone())
+                .finish();
+            (captured, tracing::subscriber::set_default(subscriber))
+        }
+
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
         }
     }
 
-    /// Serves `/big` (8 MiB, route `big`) and `ok` elsewhere, with `access_log` and `metrics`.
+    /// [`start`]'s handler (`/big` is 8 MiB, named `big`) with `access_log` and `metrics`.
     async fn start_counted(
         access_log: AccessLog,
         metrics: Option<crate::metrics::Metrics>,
     ) -> (SocketAddr, CancellationToken) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let handler = |request: Request<RequestBody>| async move {
-            let body: TestBody = match request.uri().path() {
-                "/big" => Full::new(Bytes::from(vec![7u8; 8 << 20]))
-                    .map_err(|never| match never {})
-                    .boxed(),
-                _ => text("ok"),
-            };
-            Response::new(body)
-        };
         let routes: RouteNames = |_, path| if path == "/big" { "big" } else { "other" };
         let mut config = ServeConfig::new("test")
             .limits(HttpLimits {
@@ -366,26 +373,12 @@ mod access {
             })
             .routes(routes);
         config.metrics = metrics;
-        tokio::spawn(serve(
-            listener,
-            config,
-            handler,
-            shutdown.clone(),
-            TaskTracker::new(),
-        ));
-        (addr, shutdown)
+        start_with(config, Arc::default()).await
     }
 
     #[tokio::test]
     async fn every_request_is_logged_and_counted_by_route_name() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         let metrics = crate::metrics::Metrics::new();
         let (addr, shutdown) = start_counted(AccessLog::Info, Some(metrics.clone())).await;
 
@@ -436,14 +429,7 @@ mod access {
 
     #[tokio::test]
     async fn the_access_log_can_be_debug_or_off_and_metrics_are_optional() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         let (quiet, stop_quiet) = start_counted(AccessLog::Off, None).await;
         let answer = get(quiet, "/metrics").await;
         assert!(
