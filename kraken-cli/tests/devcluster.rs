@@ -1,5 +1,5 @@
 //! `kraken devcluster` as a real process on Go Kraken's default ports: it prints what runs
-//! where, the proxy and the agents answer `/v2/`, and Ctrl-C (SIGINT) stops it with status 0
+//! where, the proxy and the agents answer `/v2/`, every listener answers `/metrics`, and Ctrl-C (SIGINT) stops it with status 0
 //! and frees its ports, even while a client keeps idle connections open.
 
 mod support;
@@ -87,6 +87,29 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
             "GET /v2/ on {addr}"
         );
         response.bytes().await.unwrap();
+    }
+    // Every listener serves its role's Prometheus metrics.
+    for (component, addr) in [
+        ("proxy", "127.0.0.1:15000"),
+        ("origin", "127.0.0.1:15002"),
+        ("tracker", "127.0.0.1:15003"),
+        ("build-index", "127.0.0.1:15004"),
+        ("agent 0", "127.0.0.1:16000"),
+        ("agent 1", "127.0.0.1:17000"),
+    ] {
+        let response = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics on {addr}: {e}"));
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{component}");
+        let text = response.text().await.unwrap();
+        let metrics = kraken_testkit::Exposition::parse(&text)
+            .unwrap_or_else(|e| panic!("{component}'s /metrics: {e}"));
+        assert!(
+            metrics.has("kraken_http_requests_total"),
+            "{component} at {addr} has no kraken_http_requests_total:\n{text}"
+        );
     }
 
     let sent = Command::new("kill")
