@@ -25,6 +25,15 @@ const DEFAULT_PORTS: [(&str, u16); 9] = [
     ("agent 1", 17000),
     ("agent 1 P2P", 17001),
 ];
+/// Every HTTP listener of the default devcluster: (component, address).
+const HTTP_LISTENERS: [(&str, &str); 6] = [
+    ("proxy", "127.0.0.1:15000"),
+    ("origin", "127.0.0.1:15002"),
+    ("tracker", "127.0.0.1:15003"),
+    ("build-index", "127.0.0.1:15004"),
+    ("agent 0", "127.0.0.1:16000"),
+    ("agent 1", "127.0.0.1:17000"),
+];
 /// The line the devcluster prints after its table, once everything listens.
 const READY_LINE: &str = "Ctrl-C stops it.";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,14 +63,7 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
     let mut process = ProcessGuard::adopt(child);
 
     let printed = read_until_ready(&mut lines, &mut process).await;
-    for (component, addr) in [
-        ("proxy", "127.0.0.1:15000"),
-        ("origin", "127.0.0.1:15002"),
-        ("tracker", "127.0.0.1:15003"),
-        ("build-index", "127.0.0.1:15004"),
-        ("agent 0", "127.0.0.1:16000"),
-        ("agent 1", "127.0.0.1:17000"),
-    ] {
+    for (component, addr) in HTTP_LISTENERS {
         assert!(
             printed.lines().any(|line| {
                 let line = line.trim_start();
@@ -89,26 +91,11 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
         response.bytes().await.unwrap();
     }
     // Every listener serves its role's Prometheus metrics.
-    for (component, addr) in [
-        ("proxy", "127.0.0.1:15000"),
-        ("origin", "127.0.0.1:15002"),
-        ("tracker", "127.0.0.1:15003"),
-        ("build-index", "127.0.0.1:15004"),
-        ("agent 0", "127.0.0.1:16000"),
-        ("agent 1", "127.0.0.1:17000"),
-    ] {
-        let response = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET /metrics on {addr}: {e}"));
-        assert_eq!(response.status(), reqwest::StatusCode::OK, "{component}");
-        let text = response.text().await.unwrap();
-        let metrics = kraken_testkit::Exposition::parse(&text)
-            .unwrap_or_else(|e| panic!("{component}'s /metrics: {e}"));
+    for (component, addr) in HTTP_LISTENERS {
+        let metrics = kraken_testkit::Exposition::scrape(&http, addr).await;
         assert!(
             metrics.has("kraken_http_requests_total"),
-            "{component} at {addr} has no kraken_http_requests_total:\n{text}"
+            "{component} at {addr} has no kraken_http_requests_total"
         );
     }
 

@@ -45,22 +45,6 @@ impl Cluster {
     }
 }
 
-async fn scrape(http: &reqwest::Client, addr: &str) -> Exposition {
-    let response = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("scraping {addr}: {e}"));
-    assert_eq!(response.status(), 200, "GET http://{addr}/metrics");
-    let content_type = response.headers()["content-type"].to_str().unwrap();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{addr}: {content_type}"
-    );
-    let text = response.text().await.unwrap();
-    Exposition::parse(&text).unwrap_or_else(|e| panic!("{addr}'s exposition: {e}\n{text}"))
-}
-
 /// Every metric name (`kraken_…`) a dashboard's JSON mentions.
 fn queried_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -162,7 +146,7 @@ async fn every_listener_serves_metrics_after_a_push_and_a_pull() {
     // The fetch ends in the background; wait for its count (bounded).
     let mut fetched = false;
     for _ in 0..100 {
-        let origin_m = scrape(&http, cluster.addr("origin")).await;
+        let origin_m = Exposition::scrape(&http, cluster.addr("origin")).await;
         if origin_m.sum("kraken_origin_fetches_total", &[("outcome", "not_found")]) >= 1.0 {
             fetched = true;
             break;
@@ -173,7 +157,7 @@ async fn every_listener_serves_metrics_after_a_push_and_a_pull() {
 
     let mut exported = Vec::new();
     for (role, addr) in &cluster.listeners {
-        let metrics = scrape(&http, addr).await;
+        let metrics = Exposition::scrape(&http, addr).await;
         assert!(
             metrics.has("kraken_http_requests_total"),
             "{role} at {addr} exports no kraken_http_requests_total"
@@ -191,7 +175,7 @@ async fn every_listener_serves_metrics_after_a_push_and_a_pull() {
     }
     // A scrape is counted too, once answered.
     for (role, addr) in &cluster.listeners {
-        let again = scrape(&http, addr).await;
+        let again = Exposition::scrape(&http, addr).await;
         let scrapes = [("role", *role), ("route", "metrics"), ("status", "200")];
         assert!(
             again.sum("kraken_http_requests_total", &scrapes) >= 1.0,
@@ -303,7 +287,7 @@ fn a_role_serves_metrics_on_its_separate_listener() {
             .await
             .unwrap();
         assert_eq!(health.status(), 200);
-        let separate = scrape(&http, &metrics.to_string()).await;
+        let separate = Exposition::scrape(&http, &metrics.to_string()).await;
         assert!(
             separate.sum(
                 "kraken_http_requests_total",
@@ -322,7 +306,7 @@ fn a_role_serves_metrics_on_its_separate_listener() {
             "the metrics listener serves only metrics"
         );
         // The role's own listener serves the same registry.
-        let own = scrape(&http, &listen.to_string()).await;
+        let own = Exposition::scrape(&http, &listen.to_string()).await;
         assert!(own.has("kraken_tracker_announces_total"));
     });
 }

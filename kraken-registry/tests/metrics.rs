@@ -7,16 +7,6 @@ use kraken_registry::origin::MembersConfig;
 use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig, UserConfig};
 use kraken_testkit::{Exposition, free_addr};
 
-async fn scrape(http: &reqwest::Client, addr: &str) -> Exposition {
-    let response = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "GET http://{addr}/metrics");
-    Exposition::parse(&response.text().await.unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_serves_its_metrics_on_its_port_and_on_the_metrics_listener() {
     kraken_backends::install_crypto_provider();
@@ -42,7 +32,7 @@ async fn a_proxy_serves_its_metrics_on_its_port_and_on_the_metrics_listener() {
     assert_eq!(refused.status(), 401, "a push without credentials");
 
     for addr in [service.clone(), metrics_addr.to_string()] {
-        let scraped = scrape(&http, &addr).await;
+        let scraped = Exposition::scrape(&http, &addr).await;
         assert_eq!(
             scraped.sum(
                 "kraken_http_requests_total",

@@ -58,6 +58,27 @@ impl Exposition {
         Ok(exposition)
     }
 
+    /// `GET http://{addr}/metrics` with `http`, checked (`200`, the 0.0.4 text format) and
+    /// parsed; panics, naming `addr`, otherwise.
+    pub async fn scrape(http: &reqwest::Client, addr: &str) -> Self {
+        let response = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scraping {addr}: {e}"));
+        assert_eq!(response.status(), 200, "GET http://{addr}/metrics");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{addr}: {content_type}"
+        );
+        let text = response.text().await.expect("a metrics body");
+        Self::parse(&text).unwrap_or_else(|e| panic!("{addr}'s exposition: {e}\n{text}"))
+    }
+
     /// The samples named `name` whose labels include every pair of `labels`.
     pub fn matching<'a>(
         &'a self,
