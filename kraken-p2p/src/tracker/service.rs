@@ -475,6 +475,16 @@ mod tests {
     }
 
     #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        let d = digest(1);
+        let metainfo = format!("/namespace/a%2Fb/blobs/{d}/metainfo");
+        assert_eq!(route_name(&Method::POST, "/announce/00ff"), "announce");
+        assert_eq!(route_name(&Method::GET, &metainfo), "metainfo_get");
+        assert_eq!(route_name(&Method::POST, &metainfo), "metainfo_publish");
+        assert_eq!(route_name(&Method::GET, "/announce/00ff"), "other");
+    }
+
+    #[test]
     fn the_metainfo_registry_is_bounded_in_bytes_and_in_count() {
         let mut registry = MetaInfoRegistry::default();
         for i in 0..10 {

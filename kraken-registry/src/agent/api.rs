@@ -346,6 +346,25 @@ mod tests {
     }
 
     #[test]
+    fn route_names_are_the_oci_apis_and_go_krakens() {
+        for (method, path, route) in [
+            (Method::GET, "/v2/library/app/blobs/sha256:00", "blob_get"),
+            (Method::GET, "/v2/library/app/manifests/v1", "manifest_get"),
+            (Method::GET, "/tags/library%2Fapp%3Av1", "tag_get"),
+            (
+                Method::GET,
+                "/namespace/ns/blobs/sha256:00",
+                "blob_download",
+            ),
+            (Method::DELETE, "/blobs/sha256:00", "blob_evict"),
+            (Method::GET, "/preload/tags/app%3Av1", "preload"),
+            (Method::GET, "/elsewhere", "other"),
+        ] {
+            assert_eq!(route_name(&method, path), route, "{method} {path}");
+        }
+    }
+
+    #[test]
     fn digests_and_tags_parse_as_go_kraken_sends_them() {
         let hex = "a".repeat(64);
         let digest: Digest = format!("sha256:{hex}").parse().unwrap();

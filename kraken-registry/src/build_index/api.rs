@@ -400,3 +400,36 @@ fn error_response(error: &Error) -> Response<Body> {
     }
     text(status, &error_chain(error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        for (method, path, route) in [
+            (Method::GET, "/tags/library%2Fapp%3Av1", "tag_get"),
+            (Method::HEAD, "/tags/app%3Av1", "tag_get"),
+            (Method::PUT, "/tags/app%3Av1/digest/sha256:00", "tag_put"),
+            (Method::DELETE, "/tags/app%3Av1", "tag_delete"),
+            (Method::GET, "/repositories/app/tags", "repository_tags"),
+            (Method::GET, "/list/library", "list"),
+            (Method::GET, "/internal/tags/app%3Av1", "internal_tag_get"),
+            (Method::GET, "/internal/list", "internal_list"),
+            (
+                Method::PUT,
+                "/internal/duplicate/tags/app%3Av1/digest/sha256:00",
+                "replica_tag_put",
+            ),
+            (
+                Method::DELETE,
+                "/internal/duplicate/tags/app%3Av1",
+                "replica_tag_delete",
+            ),
+            (Method::GET, "/origin", "origin"),
+            (Method::GET, "/elsewhere", "other"),
+        ] {
+            assert_eq!(route_name(&method, path), route, "{method} {path}");
+        }
+    }
+}

@@ -498,3 +498,61 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "unserialisable report"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        let d = "sha256:00";
+        for (method, path, route) in [
+            (
+                Method::GET,
+                format!("/namespace/a%2Fb/blobs/{d}"),
+                "blob_get",
+            ),
+            (Method::HEAD, format!("/namespace/a/blobs/{d}"), "blob_head"),
+            (
+                Method::GET,
+                format!("/internal/namespace/a/blobs/{d}"),
+                "blob_get",
+            ),
+            (
+                Method::GET,
+                format!("/namespace/a/blobs/{d}/metainfo"),
+                "metainfo_get",
+            ),
+            (
+                Method::POST,
+                format!("/namespace/a/blobs/{d}/uploads"),
+                "upload_start",
+            ),
+            (
+                Method::PATCH,
+                format!("/namespace/a/blobs/{d}/uploads/u1"),
+                "upload_patch",
+            ),
+            (
+                Method::PUT,
+                format!("/namespace/a/blobs/{d}/uploads/u1"),
+                "upload_commit",
+            ),
+            (
+                Method::PUT,
+                format!("/internal/duplicate/namespace/a/blobs/{d}/uploads/u1"),
+                "replica_commit",
+            ),
+            (
+                Method::GET,
+                format!("/blobs/{d}/locations"),
+                "blob_locations",
+            ),
+            (Method::POST, "/forcecleanup".to_owned(), "forcecleanup"),
+            (Method::DELETE, format!("/namespace/a/blobs/{d}"), "other"),
+            (Method::GET, "/nothing/here".to_owned(), "other"),
+        ] {
+            assert_eq!(route_name(&method, &path), route, "{method} {path}");
+        }
+    }
+}
