@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::config::{Role, Sources};
 use crate::exit::Interrupted;
 use crate::logging::say;
-use crate::process::{peak_rss_bytes, wait_for_signal};
+use crate::process::{Signals, peak_rss_bytes, wait_for_signal};
 use crate::rate::Rate;
 
 /// `kraken tracker --config FILE`:
@@ -362,8 +362,12 @@ pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long an interrupted fetch waits for its node to stop.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut signals = Signals::install()?;
     let node = start_node(&args.peer, |config| {
         config.metainfo_timeout = args.metainfo_timeout;
     })
@@ -379,12 +383,13 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     });
     let result = tokio::select! {
         result = download.into_future() => result,
-        signal = wait_for_signal() => {
-            signal?;
+        () = signals.recv() => {
             if let Some(reporter) = reporter {
                 reporter.abort();
             }
-            node.shutdown().await;
+            // Bounded: a node still waiting for metainfo finishes that wait before it stops,
+            // and Ctrl-C must not wait for it. Nothing is lost: the store resumes.
+            let _ = tokio::time::timeout(INTERRUPT_GRACE, node.shutdown()).await;
             return Err(Interrupted.into());
         }
     };
@@ -435,7 +440,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if args.seed_after {
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        signals.recv().await;
         node.shutdown().await;
     }
     Ok(())

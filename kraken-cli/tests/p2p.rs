@@ -182,10 +182,101 @@ fn fetch_fails_clearly_for_an_unknown_blob() {
     let output = fetch_command_with_timeout(&digest, &url, 20, &dir.path().join("s"), &out, "1s")
         .output()
         .unwrap();
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "not found: {stderr}");
     assert!(stderr.contains("no metainfo"), "{stderr}");
     assert!(!out.exists());
+}
+
+#[test]
+fn fetch_from_an_unreachable_tracker_exits_with_the_unreachable_status() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tracker that is down: a port nobody listens on any more.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let digest = kraken_core::Digest::sha256_of(b"anything").to_string();
+    let out = dir.path().join("out");
+    let output = fetch_command_with_timeout(&digest, &dead, 21, &dir.path().join("s"), &out, "1s")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "unreachable: {stderr}");
+    assert!(stderr.contains(&dead), "{stderr}");
+}
+
+#[test]
+fn fetch_off_a_terminal_prints_one_summary_line_and_ctrl_c_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    write_pseudo_random_file(&file, 2 << 20, 3);
+    let (_tracker, url) = start_tracker();
+    let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "100MB");
+    let out = dir.path().join("out");
+    let output = Command::new(KRAKEN)
+        .args([
+            "fetch",
+            &digest,
+            "--tracker",
+            &url,
+            "--listen",
+            "127.0.0.22:0",
+        ])
+        .args(["--store", dir.path().join("f").to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // stderr is a pipe: no bar, no per-second lines, one summary.
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let summary = lines[0];
+    assert!(
+        summary.starts_with(&format!("fetched {digest} (2097152 bytes)")),
+        "{summary}"
+    );
+    assert!(summary.contains("MiB/s from 1 peer(s)"), "{summary}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\x1b["),
+        "{stderr:?}"
+    );
+
+    // Interrupted while waiting for metainfo nobody publishes: status 130.
+    let listen = free_addr("127.0.0.23");
+    let unknown = kraken_core::Digest::sha256_of(b"never published").to_string();
+    let child = Command::new(KRAKEN)
+        .args([
+            "fetch",
+            &unknown,
+            "--tracker",
+            &url,
+            "--metainfo-timeout",
+            "10m",
+        ])
+        .args(["--listen", &listen.to_string()])
+        .args(["--store", dir.path().join("g").to_str().unwrap()])
+        .args(["--out", dir.path().join("never").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut fetch = ProcessGuard::adopt(child);
+    // Its peer listener is up once the node started, after the signals are caught.
+    fetch.wait_listening(listen).unwrap();
+    let pid = fetch.pid().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let child = fetch.child().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "fetch ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
 }
 
 #[test]

@@ -164,8 +164,8 @@ fn apply_override(
     };
     let (last, parents) = segments.split_last().expect("at least one segment");
     let mut here = Slot::Table(doc);
-    for segment in parents {
-        here = here.child(segment)?;
+    for (i, segment) in parents.iter().enumerate() {
+        here = here.child(segment, &segments[i + 1])?;
     }
     here.set(last, value)
 }
@@ -197,16 +197,22 @@ enum Slot<'a> {
 }
 
 impl<'a> Slot<'a> {
-    /// The table or array at `segment`, created (as a table) when missing.
-    fn child(self, segment: &str) -> anyhow::Result<Self> {
+    /// The table or array at `segment`, created when missing: an array when the `next`
+    /// segment is an index, else a table.
+    fn child(self, segment: &str, next: &str) -> anyhow::Result<Self> {
+        let empty = || {
+            if next.parse::<usize>().is_ok() {
+                toml::Value::Array(Vec::new())
+            } else {
+                toml::Value::Table(toml::Table::new())
+            }
+        };
         let value = match self {
-            Slot::Table(table) => table
-                .entry(segment.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            Slot::Table(table) => table.entry(segment.to_owned()).or_insert_with(empty),
             Slot::Array(array) => {
                 let index = index(segment, array.len())?;
                 if index == array.len() {
-                    array.push(toml::Value::Table(toml::Table::new()));
+                    array.push(empty());
                 }
                 &mut array[index]
             }
