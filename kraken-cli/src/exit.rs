@@ -105,9 +105,11 @@ mod tests {
         assert_eq!(Exit::of(&anyhow::anyhow!("other")), Exit::Failure);
     }
 
-    /// Every code of the enum is in the help text, with its number.
+    /// Every code of the enum is in the help text and in docs/configuration.md's table.
     #[test]
-    fn the_help_table_lists_every_code() {
+    fn the_help_and_the_docs_list_every_code() {
+        let doc = include_str!("../../docs/configuration.md");
+        let doc = &doc[doc.find("## Exit statuses").expect("the section")..];
         for exit in [
             Exit::Success,
             Exit::Failure,
@@ -122,6 +124,10 @@ mod tests {
                 HELP.lines()
                     .any(|l| l.trim_start().starts_with(&format!("{code} "))),
                 "{exit:?} ({code}) is missing from the help"
+            );
+            assert!(
+                doc.contains(&format!("\n| {code} | ")),
+                "{exit:?} ({code}) is missing from docs/configuration.md"
             );
         }
     }

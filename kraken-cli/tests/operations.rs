@@ -194,7 +194,9 @@ fn config_defaults_of_every_role_load_back_and_check_refuses_bad_values() {
     }
     // A URL where host:port belongs, an origin member without a port, an unknown key, a
     // malformed environment value: each refused, naming the key and the value.
-    let cases: [(&str, &[(&str, &str)], &[&str]); 4] = [
+    /// A role, the environment it is checked with, the words its error must contain.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 4] = [
         (
             "agent",
             &[("KRAKEN_AGENT__BUILD_INDEX", r#"["http://host:15004"]"#)],

@@ -13,6 +13,12 @@ mod support;
 use kraken_testkit::{ProcessGuard, free_addr, wait_for_port, write_pseudo_random_file};
 use support::KRAKEN;
 
+/// The URL of a tracker that is down: a port nobody listens on any more.
+fn dead_tracker() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
 fn start_tracker() -> (ProcessGuard, String) {
     let addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let child = Command::new(KRAKEN)
@@ -153,11 +159,7 @@ fn nodes_listing_several_trackers_in_any_order_meet_and_survive_one_being_down()
     write_pseudo_random_file(&file, 1 << 20, 1);
     let (_first, first) = start_tracker();
     let (_second, second) = start_tracker();
-    // A tracker that is down: a port nobody listens on any more.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let dead = dead_tracker();
     let seeder_list = format!("{first},{second},{dead}");
     let fetcher_list = format!("{dead},{second},{first}");
     let (_seeder, digest) = start_seeder(&file, &seeder_list, &dir.path().join("seeder"), "100MB");
@@ -191,11 +193,7 @@ fn fetch_fails_clearly_for_an_unknown_blob() {
 #[test]
 fn fetch_from_an_unreachable_tracker_exits_with_the_unreachable_status() {
     let dir = tempfile::tempdir().unwrap();
-    // A tracker that is down: a port nobody listens on any more.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let dead = dead_tracker();
     let digest = kraken_core::Digest::sha256_of(b"anything").to_string();
     let out = dir.path().join("out");
     let output = fetch_command_with_timeout(&digest, &dead, 21, &dir.path().join("s"), &out, "1s")

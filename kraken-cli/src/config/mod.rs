@@ -44,7 +44,7 @@ impl Role {
 /// `--secrets`, then the environment.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Sources {
-    /// The TOML config file (see docs/<role>.md, and `kraken config defaults <role>` for
+    /// The TOML config file (see `docs/<role>.md`, and `kraken config defaults <role>` for
     /// every key). Optional when the environment sets the required keys.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
