@@ -2,7 +2,7 @@
 //! the `otel` feature) spans exported over OTLP.
 
 use std::io::IsTerminal as _;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -21,6 +21,43 @@ pub(crate) enum LogFormat {
 /// The format chosen at start-up, for [`say`].
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
+/// The progress bar on the terminal, if one is drawn: log lines are written around it
+/// (cleared, written, redrawn) instead of through it.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Draws log lines around `bar` until it is replaced; the bar replaced is cleared.
+pub(crate) fn set_progress_bar(bar: Option<indicatif::ProgressBar>) {
+    let old = std::mem::replace(
+        &mut *BAR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        bar,
+    );
+    if let Some(old) = old {
+        old.finish_and_clear();
+    }
+}
+
+/// Stderr, suspending the progress bar (if any) while a line is written.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The default filter when `RUST_LOG` is unset: warnings, and info from kraken.
 const DEFAULT_FILTER: &str = "warn,kraken=info,kraken_p2p=info,kraken_registry=info";
 
@@ -31,7 +68,7 @@ pub(crate) fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| DEFAULT_FILTER.into());
     let ansi = std::io::stderr().is_terminal();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| Stderr);
     let fmt = match format {
         LogFormat::Text => Box::new(fmt.with_ansi(ansi))
             as Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,

@@ -386,6 +386,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         () = signals.recv() => {
             if let Some(reporter) = reporter {
                 reporter.abort();
+                crate::logging::set_progress_bar(None);
             }
             // Bounded: a node still waiting for metainfo finishes that wait before it stops,
             // and Ctrl-C must not wait for it. Nothing is lost: the store resumes.
@@ -396,6 +397,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if let Some(reporter) = reporter {
         reporter.abort();
         let _ = reporter.await;
+        crate::logging::set_progress_bar(None);
     }
     let blob = match result {
         Ok(blob) => blob,
@@ -463,6 +465,7 @@ async fn show_progress(node: Node, digest: Digest, mut progress: watch::Receiver
     .expect("a valid template");
     let bar = indicatif::ProgressBar::new(0).with_style(style);
     bar.set_message("waiting for metainfo");
+    crate::logging::set_progress_bar(Some(bar.clone()));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -482,7 +485,7 @@ async fn show_progress(node: Node, digest: Digest, mut progress: watch::Receiver
             break;
         }
     }
-    bar.finish_and_clear();
+    crate::logging::set_progress_bar(None);
 }
 
 /// Copies a verified blob to `out`. A regular file is replaced through a temporary file and
