@@ -409,3 +409,52 @@ fn an_agent_on_a_wildcard_peer_listener_advertises_the_given_peer_ip() {
         "{body}"
     );
 }
+
+/// The build script itself, compiled and run outside any git checkout, as in a build from a
+/// source tarball: it names the commit `unknown` (or what the packager says) and succeeds.
+#[test]
+fn the_build_script_works_outside_a_git_checkout() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    for file in ["build.rs", "src/build_info.rs"] {
+        std::fs::copy(crate_dir.join(file), dir.path().join(file)).unwrap();
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let script = dir.path().join("build-script");
+    let mut compile = Command::new(rustc);
+    compile
+        .args(["--edition", "2024", "-o"])
+        .arg(&script)
+        .arg(dir.path().join("build.rs"));
+    kraken_testkit::run_with_timeout(&mut compile, RUN_TIMEOUT).unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut command = Command::new(&script);
+        command
+            .env("CARGO_MANIFEST_DIR", dir.path())
+            .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
+            .env_remove("KRAKEN_BUILD_COMMIT")
+            .env_remove("KRAKEN_BUILD_DATE")
+            .envs(env.iter().copied());
+        kraken_testkit::run_with_timeout(&mut command, RUN_TIMEOUT)
+            .unwrap()
+            .stdout
+    };
+    let out = run(&[]);
+    assert!(
+        out.contains("cargo:rustc-env=KRAKEN_BUILD_COMMIT=unknown"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cargo:rustc-env=KRAKEN_BUILD_DATE=unknown"),
+        "{out}"
+    );
+    let out = run(&[
+        ("KRAKEN_BUILD_COMMIT", "abc1234"),
+        ("KRAKEN_BUILD_DATE", "2026-12-06"),
+    ]);
+    assert!(
+        out.contains("cargo:rustc-env=KRAKEN_BUILD_COMMIT=abc1234"),
+        "{out}"
+    );
+}
