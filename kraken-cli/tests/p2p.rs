@@ -190,6 +190,43 @@ fn fetch_fails_clearly_for_an_unknown_blob() {
     assert!(!out.exists());
 }
 
+/// On a terminal (a pseudo-terminal from `script`), `kraken fetch` draws a progress bar with
+/// bytes, rate, ETA and peers.
+#[test]
+fn fetch_on_a_terminal_draws_a_progress_bar() {
+    let Some(script) = kraken_testkit::require_package("script", "bsdutils") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    write_pseudo_random_file(&file, 4 << 20, 5);
+    let (_tracker, url) = start_tracker();
+    // Slow enough (4 MiB at 2 MB/s) that the bar is drawn several times.
+    let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "2MB");
+    let out = dir.path().join("out");
+    let line = format!(
+        "{KRAKEN} fetch {digest} --tracker {url} --listen 127.0.0.24:0 --store {} --out {}",
+        dir.path().join("f").display(),
+        out.display()
+    );
+    let typescript = dir.path().join("typescript");
+    let mut command = Command::new(script);
+    command
+        .args(["-qec", &line])
+        .arg(&typescript)
+        .env("TERM", "xterm");
+    kraken_testkit::run_with_timeout(&mut command, Duration::from_secs(60)).unwrap();
+    let screen = std::fs::read_to_string(&typescript).unwrap();
+    assert!(
+        screen.contains("MiB/4.00 MiB"),
+        "no byte counts: {screen:?}"
+    );
+    assert!(screen.contains("B/s ETA "), "no rate or ETA: {screen:?}");
+    assert!(screen.contains("1 peer(s)"), "no peer count: {screen:?}");
+    assert!(screen.contains("fetched sha256:"), "no summary: {screen:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap());
+}
+
 #[test]
 fn fetch_from_an_unreachable_tracker_exits_with_the_unreachable_status() {
     let dir = tempfile::tempdir().unwrap();
