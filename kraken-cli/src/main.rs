@@ -146,22 +146,40 @@ struct Cli {
     command: Command,
 }
 
+/// The note under a server role's `--help` on its environment overrides.
+macro_rules! env_help {
+    ($role:literal) => {
+        concat!(
+            "Every setting can also come from the environment, as KRAKEN_",
+            $role,
+            "__<PATH>=VALUE\n(path segments joined by `__`: KRAKEN_",
+            $role,
+            "__HTTP__MAX_CONNECTIONS=1024); see docs/configuration.md."
+        )
+    };
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compute a file's metainfo: digest, size, piece length, piece count and info hash.
     Metainfo(metainfo::MetainfoArgs),
     /// Run a tracker: peers announce to it and learn about each other.
+    #[command(after_help = env_help!("TRACKER"))]
     Tracker(p2p::TrackerArgs),
     /// Run an origin: the blob store of the cluster, backed by remote storage, seeding to the
     /// swarm.
+    #[command(after_help = env_help!("ORIGIN"))]
     Origin(origin::OriginArgs),
     /// Run a build-index: tag → digest for the cluster, backed by remote storage,
     /// replicating tags to other clusters.
+    #[command(after_help = env_help!("BUILD_INDEX"))]
     BuildIndex(build_index::BuildIndexArgs),
     /// Run a proxy: the registry API that images are pushed through, into the origins
     /// (blobs, manifests) and the build-index (tags).
+    #[command(after_help = env_help!("PROXY"))]
     Proxy(proxy::ProxyArgs),
     /// Run an agent: the OCI pull API on every host, downloading over P2P.
+    #[command(after_help = env_help!("AGENT"))]
     Agent(agent::AgentArgs),
     /// Run a whole cluster in one process on loopback (tracker, origin, build-index, proxy,
     /// agents) with local-directory backends, on Go Kraken's devcluster ports.
@@ -250,6 +268,21 @@ mod help_tests {
             .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
             .count();
         assert_eq!(listed, command.get_subcommands().count() + 1, "and `help`");
+    }
+
+    /// Each server role's help names the prefix its settings are read with.
+    #[test]
+    fn each_role_help_names_its_environment_prefix() {
+        use clap::ValueEnum as _;
+        let command = Cli::command();
+        for role in config::Role::value_variants() {
+            let name = role.to_possible_value().expect("a name");
+            let sub = command
+                .find_subcommand(name.get_name())
+                .expect("a subcommand per role");
+            let help = sub.get_after_help().expect("an after-help").to_string();
+            assert!(help.contains(role.env_prefix()), "{help}");
+        }
     }
 
     #[test]

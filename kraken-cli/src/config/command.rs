@@ -82,13 +82,10 @@ pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The role's subcommand.
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Tracker => "tracker",
-        Role::Origin => "origin",
-        Role::BuildIndex => "build-index",
-        Role::Proxy => "proxy",
-        Role::Agent => "agent",
-    }
+/// The role's subcommand, as clap spells the value.
+fn role_name(role: Role) -> String {
+    use clap::ValueEnum as _;
+    role.to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
 }
