@@ -86,14 +86,7 @@ fn devcluster(dir: &Path, log_args: &[&str], log: &Path) -> (ProcessGuard, serde
 
 /// Sends SIGINT and waits (bounded) for the process to exit.
 fn interrupt(guard: &mut ProcessGuard) {
-    let pid = guard.pid().unwrap().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let child = guard.child().unwrap();
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the process ignored SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    guard.signal_and_wait("INT", RUN_TIMEOUT).unwrap();
 }
 
 #[test]

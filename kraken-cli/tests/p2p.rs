@@ -300,17 +300,9 @@ fn fetch_off_a_terminal_prints_one_summary_line_and_ctrl_c_exits_130() {
     let mut fetch = ProcessGuard::adopt(child);
     // Its peer listener is up once the node started, after the signals are caught.
     fetch.wait_listening(listen).unwrap();
-    let pid = fetch.pid().unwrap().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let child = fetch.child().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "fetch ignored SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = fetch
+        .signal_and_wait("INT", Duration::from_secs(30))
+        .unwrap();
     assert_eq!(status.code(), Some(130));
 }
 

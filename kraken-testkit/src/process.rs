@@ -154,6 +154,29 @@ impl ProcessGuard {
             .unwrap_or_default()
     }
 
+    /// Sends `signal` (`INT`, `TERM`, …) with `kill` and waits (up to `timeout`) for the
+    /// process to exit: its status, or an error if it did not exit in time.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Result<ExitStatus> {
+        let pid = self.pid().context("the process is already stopped")?;
+        Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .context("run kill")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not exit within {timeout:?} of SIG{signal}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
