@@ -1,6 +1,7 @@
 //! `kraken tracker`, `kraken seed` and `kraken fetch`.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,15 +11,19 @@ use anyhow::Context as _;
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
 use kraken_p2p::http_server::{HttpLimits, ServeConfig};
 use kraken_p2p::metrics::{Metrics, MetricsConfig};
-use kraken_p2p::node::{Node, NodeConfig};
+use kraken_p2p::node::{Node, NodeConfig, Progress};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
     Tracker, TrackerClient, TrackerConfig, TrackerPool, TrackerServer, TrackerService,
 };
 use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
+use tokio::sync::watch;
 
-use crate::process::{peak_rss_bytes, wait_for_signal};
+use crate::config::{Role, Sources};
+use crate::exit::Interrupted;
+use crate::logging::say;
+use crate::process::{Signals, peak_rss_bytes, wait_for_signal};
 use crate::rate::Rate;
 
 /// `kraken tracker --config FILE`:
@@ -45,7 +50,7 @@ use crate::rate::Rate;
 /// listen = "127.0.0.1:9090"
 /// ```
 #[non_exhaustive]
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrackerFileConfig {
     /// Address to serve HTTP on. Default: `127.0.0.1:15003`.
@@ -75,6 +80,37 @@ pub(crate) struct TrackerFileConfig {
     metrics: MetricsConfig,
 }
 
+impl TrackerFileConfig {
+    /// Every key at its default (`kraken config defaults tracker`).
+    pub(crate) fn defaults() -> Self {
+        Self {
+            listen: default_tracker_listen(),
+            announce_interval: default_announce_interval(),
+            origins: None,
+            tls: None,
+            client_tls: None,
+            http: HttpLimits::default(),
+            max_metainfo_bytes: None,
+            metrics: MetricsConfig::default(),
+        }
+    }
+
+    /// Checks the values that have no sensible meaning, and reads the TLS files.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        self.http.validate().map_err(anyhow::Error::msg)?;
+        if let Some(origins) = &self.origins {
+            origins.validate()?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.load().context("tls")?;
+        }
+        if let Some(tls) = &self.client_tls {
+            tls.load().context("client_tls")?;
+        }
+        Ok(())
+    }
+}
+
 fn default_tracker_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 15003))
 }
@@ -85,16 +121,50 @@ fn default_announce_interval() -> Duration {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrackerArgs {
-    /// Address to serve HTTP on.
-    #[arg(long, default_value = "127.0.0.1:15003")]
-    listen: SocketAddr,
-    /// Interval announcers are told to keep (e.g. `3s`, `500ms`).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    announce_interval: Duration,
-    /// A TOML config file (listen address, announce interval, the origins to ask for
-    /// metainfo; see docs/origin.md). Replaces the flags above.
-    #[arg(long, conflicts_with_all = ["listen", "announce_interval"])]
-    config: Option<PathBuf>,
+    /// Address to serve HTTP on. Default: 127.0.0.1:15003.
+    #[arg(long, conflicts_with = "config")]
+    listen: Option<SocketAddr>,
+    /// Interval announcers are told to keep (e.g. `3s`, `500ms`). Default: 3s.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
+    announce_interval: Option<Duration>,
+    /// Listen address, announce interval, the origins to ask for metainfo, TLS, limits (see
+    /// docs/origin.md). `--config` replaces the flags above.
+    #[command(flatten)]
+    sources: Sources,
+}
+
+impl TrackerArgs {
+    /// The settings of `sources` alone, without the flags (`kraken config check tracker`).
+    pub(crate) fn from_sources(sources: Sources) -> Self {
+        Self {
+            listen: None,
+            announce_interval: None,
+            sources,
+        }
+    }
+
+    /// Loads and checks the settings: the flags, or the config file, then secrets and the
+    /// environment.
+    pub(crate) fn check(&self) -> anyhow::Result<TrackerFileConfig> {
+        let mut base = toml::Table::new();
+        if let Some(listen) = self.listen {
+            base.insert("listen".into(), listen.to_string().into());
+        }
+        if let Some(interval) = self.announce_interval {
+            let text = humantime::format_duration(interval).to_string();
+            base.insert("announce_interval".into(), text.into());
+        }
+        let defaults = TrackerFileConfig::defaults();
+        let file: TrackerFileConfig = crate::config::load_from(
+            Role::Tracker,
+            &self.sources,
+            &defaults,
+            base,
+            std::env::vars_os(),
+        )?;
+        file.validate()?;
+        Ok(file)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,20 +259,7 @@ struct FetchReport {
 }
 
 pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => crate::config::load::<TrackerFileConfig>(path)?,
-        None => TrackerFileConfig {
-            listen: args.listen,
-            announce_interval: args.announce_interval,
-            origins: None,
-            tls: None,
-            client_tls: None,
-            http: HttpLimits::default(),
-            max_metainfo_bytes: None,
-            metrics: MetricsConfig::default(),
-        },
-    };
-    file.http.validate().map_err(anyhow::Error::msg)?;
+    let file = args.check()?;
     let tls = file.tls.as_ref().map(|tls| tls.load()).transpose()?;
     let client_tls = file.client_tls.as_ref().map(|tls| tls.load()).transpose()?;
     let mut config = TrackerConfig::default();
@@ -223,8 +280,11 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     let serve = ServeConfig::new("tracker").tls(tls).limits(file.http);
     let server = TrackerServer::bind_with(file.listen, Arc::new(service), serve)
         .await
-        .with_context(|| format!("binding {}", file.listen))?;
-    eprintln!("tracker listening on {scheme}://{}", server.local_addr());
+        .with_context(|| format!("binding the tracker's listener on {}", file.listen))?;
+    say(&format!(
+        "tracker listening on {scheme}://{}",
+        server.local_addr()
+    ));
     let metrics_server =
         kraken_p2p::metrics::spawn_listener(&file.metrics, "tracker", &metrics).await?;
     wait_for_signal().await?;
@@ -304,46 +364,55 @@ pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("seeding {}", args.file.display()))?;
     println!("{}", meta.digest());
-    eprintln!(
+    say(&format!(
         "seeding {} ({} bytes, {} pieces) from {}",
         args.file.display(),
         meta.length(),
         meta.piece_count(),
         node.advertise_addr()
-    );
+    ));
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
 }
 
+/// How long an interrupted fetch waits for its node to stop.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut signals = Signals::install()?;
     let node = start_node(&args.peer, |config| {
         config.metainfo_timeout = args.metainfo_timeout;
     })
     .await?;
     let download = node.download_in(&args.namespace, &args.digest);
-    let mut progress = download.progress();
-    let quiet = args.quiet;
-    let reporter = tokio::spawn(async move {
-        let mut last = Instant::now();
-        while progress.changed().await.is_ok() {
-            let p = *progress.borrow_and_update();
-            if !quiet && (last.elapsed() >= Duration::from_secs(1) || p.done) && p.total > 0 {
-                eprintln!("{}/{} pieces", p.have, p.total);
-                last = Instant::now();
-            }
-        }
+    // A bar only for a person watching: a file or a pipe gets the summary line alone.
+    let reporter = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        tokio::spawn(show_progress(
+            node.clone(),
+            args.digest,
+            download.progress(),
+        ))
     });
     let result = tokio::select! {
         result = download.into_future() => result,
-        signal = wait_for_signal() => {
-            signal?;
-            node.shutdown().await;
-            anyhow::bail!("interrupted");
+        () = signals.recv() => {
+            if let Some(reporter) = reporter {
+                reporter.abort();
+                crate::logging::set_progress_bar(None);
+            }
+            // Bounded: a node still waiting for metainfo finishes that wait before it stops,
+            // and Ctrl-C must not wait for it. Nothing is lost: the store resumes.
+            let _ = tokio::time::timeout(INTERRUPT_GRACE, node.shutdown()).await;
+            return Err(Interrupted.into());
         }
     };
-    reporter.abort();
+    if let Some(reporter) = reporter {
+        reporter.abort();
+        let _ = reporter.await;
+        crate::logging::set_progress_bar(None);
+    }
     let blob = match result {
         Ok(blob) => blob,
         Err(e) => {
@@ -374,21 +443,63 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {
-        eprintln!(
-            "fetched {} ({} bytes) to {} in {:.2}s",
+        say(&format!(
+            "fetched {} ({} bytes) to {} in {:.2}s, {:.1} MiB/s from {} peer(s)",
             report.digest,
             report.bytes,
             args.out.display(),
-            report.seconds
-        );
+            report.seconds,
+            mib_per_second(report.received_total, report.download_seconds),
+            report.received_from.len(),
+        ));
     }
     if args.seed_after {
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        signals.recv().await;
         node.shutdown().await;
     }
     Ok(())
+}
+
+/// MiB per second, 0 for no time.
+fn mib_per_second(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes as f64 / seconds / f64::from(1 << 20)
+    } else {
+        0.0
+    }
+}
+
+/// Draws a progress bar on stderr (bytes, rate, ETA, connected peers) until aborted.
+async fn show_progress(node: Node, digest: Digest, mut progress: watch::Receiver<Progress>) {
+    let style = indicatif::ProgressStyle::with_template(
+        "{wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .expect("a valid template");
+    let bar = indicatif::ProgressBar::new(0).with_style(style);
+    bar.set_message("waiting for metainfo");
+    crate::logging::set_progress_bar(Some(bar.clone()));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            changed = progress.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let p = *progress.borrow_and_update();
+        if p.total > 0 {
+            bar.set_length(p.length);
+            // Pieces are of equal length but the last: close enough for a bar.
+            let piece = p.length.div_ceil(u64::from(p.total));
+            bar.set_position((u64::from(p.have) * piece).min(p.length));
+            let peers = node.torrent_stats(&digest).await.map_or(0, |s| s.conns);
+            bar.set_message(format!("{peers} peer(s)"));
+        }
+        if p.done {
+            break;
+        }
+    }
+    crate::logging::set_progress_bar(None);
 }
 
 /// Copies a verified blob to `out`. A regular file is replaced through a temporary file and
@@ -447,7 +558,7 @@ mod duration_tests {
     fn command_line_durations_use_the_config_files_grammar() {
         let parse = |value: &str| {
             Cli::try_parse_from(["kraken", "--announce-interval", value])
-                .map(|cli| cli.tracker.announce_interval)
+                .map(|cli| cli.tracker.announce_interval.expect("given"))
         };
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1m 30s").unwrap(), Duration::from_secs(90));

@@ -36,7 +36,8 @@ pub use crate::exposition::{Exposition, Sample};
 pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;
 pub use crate::process::{
-    CLIENT_TIMEOUT, Output, ProcessGuard, READY_TIMEOUT, command_line, run, run_with_timeout,
+    CLIENT_TIMEOUT, Finished, Output, ProcessGuard, READY_TIMEOUT, command_line, run, run_to_end,
+    run_with_timeout,
 };
 pub use crate::program::{require_package, require_packages, require_program, scratch_dir};
 pub use crate::proxy::ForwardingProxy;

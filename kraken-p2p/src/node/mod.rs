@@ -50,8 +50,9 @@ use crate::tracker::Tracker;
 pub struct NodeConfig {
     /// Address the peer listener binds. Default: `127.0.0.1:0` (loopback, any port).
     pub listen: SocketAddr,
-    /// Address announced to the tracker, where other peers reach this one. Default: the
-    /// listener's address (which must then not be a wildcard address).
+    /// Address announced to the tracker, where other peers reach this one; port 0 means the
+    /// listener's port. Default: the listener's address (which must then not be a wildcard
+    /// address).
     pub advertise: Option<SocketAddr>,
     /// Namespace of blobs downloaded and seeded without one. Default: empty.
     pub namespace: String,
@@ -179,7 +180,13 @@ impl NodeBuilder {
         });
         let listener = transport.bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let advertise = config.advertise.unwrap_or(local_addr);
+        // Port 0 in `advertise` stands for the listener's port, so that an address found at
+        // start-up (the default route's) can be combined with a port bound only now.
+        let advertise = match config.advertise {
+            Some(addr) if addr.port() == 0 => SocketAddr::new(addr.ip(), local_addr.port()),
+            Some(addr) => addr,
+            None => local_addr,
+        };
         if advertise.ip().is_unspecified() {
             return Err(Error::Config(
                 "listening on a wildcard address needs an `advertise` address",

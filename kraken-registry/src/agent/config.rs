@@ -12,6 +12,7 @@ use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
+use crate::address::{check_host_port, check_url};
 pub use crate::cleanup::CleanupConfig;
 use crate::error::{Error, Result};
 
@@ -44,8 +45,10 @@ pub struct AgentConfig {
     /// Address the P2P peer listener binds. Default: `listen`'s IP, any port.
     #[serde(default)]
     pub peer_listen: Option<SocketAddr>,
-    /// Address announced to the tracker, where other peers reach this agent. Default: the
-    /// peer listener's address (which must then not be a wildcard address).
+    /// Address announced to the tracker, where other peers reach this agent; port 0 means
+    /// the peer listener's port. Default: the peer listener's address; `kraken agent` fills
+    /// in `--peer-ip` (`KRAKEN_PEER_IP`) or, for a wildcard peer listener, the address of the
+    /// interface of the default route.
     #[serde(default)]
     pub peer_advertise: Option<SocketAddr>,
     /// Directory of the blob cache (`blobs/`) and of the handler's scratch space. Required.
@@ -134,6 +137,12 @@ impl AgentConfig {
             return Err(Error::Config(
                 "build_index: at least one build-index is needed".into(),
             ));
+        }
+        for tracker in &self.trackers {
+            check_url("trackers", tracker)?;
+        }
+        for address in &self.build_index {
+            check_host_port("build_index", address)?;
         }
         if self.cleanup.upload_ttl.is_some() {
             return Err(Error::Config(

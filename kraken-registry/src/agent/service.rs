@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::{Tracker, TrackerPool};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -59,6 +58,7 @@ impl AgentBuilder {
                 client_tls.as_ref(),
             )?),
         };
+        crate::startup::data_dir(&config.data_dir)?;
         let store = {
             let store_config = config.cleanup.store_config();
             let root = config.data_dir.join("blobs");
@@ -68,7 +68,7 @@ impl AgentBuilder {
         };
         let metrics = Metrics::new();
         let store_metrics = StoreMetrics::register(&metrics, store.clone());
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::startup::bind("agent registry", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let mut node_config = NodeConfig::default();
         node_config.listen = config
@@ -80,12 +80,14 @@ impl AgentBuilder {
         node_config.dial_timeout = config.p2p.dial_timeout;
         node_config.metainfo_timeout = config.p2p.metainfo_timeout;
         node_config.swarm = config.p2p.swarm.clone();
+        let peer_listen = node_config.listen;
         let node = Node::builder(node_config)
             .metrics(NodeMetrics::register(&metrics))
             .store(store)
             .tracker(Arc::clone(&tracker))
             .spawn()
-            .await?;
+            .await
+            .map_err(crate::startup::node_error(peer_listen))?;
         let build_index =
             BuildIndexClient::with_tls(config.build_index.clone(), client_tls.as_ref())?;
         let storage = Arc::new(

@@ -11,6 +11,7 @@ use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::address::check_host_port;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
 use crate::origin::ClusterConfig;
@@ -123,7 +124,14 @@ impl BuildIndexConfig {
     pub fn validate(&self) -> Result<()> {
         self.http.validate().map_err(Error::Config)?;
         self.origins.validate()?;
+        if let Some(advertise) = &self.advertise {
+            check_host_port("advertise", advertise)?;
+        }
+        for neighbour in &self.neighbours {
+            check_host_port("neighbours", neighbour)?;
+        }
         for remote in &self.remotes {
+            check_host_port("remotes.address", &remote.address)?;
             for pattern in &remote.repositories {
                 regex_lite::Regex::new(pattern).map_err(|e| {
                     Error::Config(format!("remotes: repository pattern {pattern:?}: {e}"))

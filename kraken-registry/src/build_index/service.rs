@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use kraken_backends::{Backend, Router};
 use regex_lite::Regex;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +45,7 @@ impl BuildIndexBuilder {
     pub async fn spawn(self) -> Result<BuildIndex> {
         let config = self.config;
         config.validate()?;
+        crate::startup::data_dir(&config.data_dir)?;
         let (tags, write_backs, replications) = {
             let data = config.data_dir.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
@@ -84,7 +84,7 @@ impl BuildIndexBuilder {
                 Ok((remote.address.clone(), patterns))
             })
             .collect::<Result<Vec<_>>>()?;
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::startup::bind("build-index", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let name = config
             .advertise

@@ -12,6 +12,7 @@ use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::integrity::ScrubConfig;
+use crate::address::{check_host_port, check_url};
 use crate::cleanup::CleanupConfig;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
@@ -125,6 +126,12 @@ impl OriginConfig {
     pub fn validate(&self) -> Result<()> {
         self.http.validate().map_err(Error::Config)?;
         self.cluster.validate()?;
+        if let Some(advertise) = &self.advertise {
+            check_host_port("advertise", advertise)?;
+        }
+        if let Some(tracker) = &self.tracker {
+            check_url("tracker", tracker)?;
+        }
         if self.cleanup.upload_ttl.is_some()
             && self.limits.upload_ttl != LimitsConfig::default().upload_ttl
         {
@@ -213,6 +220,14 @@ impl ClusterConfig {
             return Err(Error::Config(
                 "cluster intervals must be longer than zero".into(),
             ));
+        }
+        match &self.members {
+            MembersConfig::Static(members) => {
+                for member in members {
+                    check_host_port("members", member)?;
+                }
+            }
+            MembersConfig::Dns(name) => check_host_port("members.dns", name)?,
         }
         Ok(())
     }

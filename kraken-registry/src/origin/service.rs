@@ -8,7 +8,6 @@ use kraken_backends::{Backend, Router};
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::TrackerClient;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +53,7 @@ impl OriginBuilder {
     pub async fn spawn(self) -> Result<Origin> {
         let config = self.config;
         config.validate()?;
+        crate::startup::data_dir(&config.data_dir)?;
         let data = &config.data_dir;
         let store_config = config.cleanup.store_config();
         let max_concurrent_chunks = config.limits.max_concurrent_chunks;
@@ -77,7 +77,7 @@ impl OriginBuilder {
                 (router.clone(), Some(router))
             }
         };
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::startup::bind("origin", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let name = config
             .advertise
@@ -113,6 +113,7 @@ impl OriginBuilder {
                     .peer_listen
                     .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
                 node_config.swarm.origin = true;
+                let peer_listen = node_config.listen;
                 let node = Node::builder(node_config)
                     .metrics(NodeMetrics::register(&metrics))
                     .store(store.clone())
@@ -121,7 +122,8 @@ impl OriginBuilder {
                         client_tls.as_ref(),
                     )?))
                     .spawn()
-                    .await?;
+                    .await
+                    .map_err(crate::startup::node_error(peer_listen))?;
                 Some(node)
             }
             None => None,

@@ -10,6 +10,7 @@ use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::address::check_host_port;
 use crate::error::{Error, Result};
 use crate::oci::OciConfig;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
@@ -101,6 +102,9 @@ impl ProxyConfig {
             return Err(Error::Config(
                 "build_index.addresses must name at least one build-index".into(),
             ));
+        }
+        for address in &self.build_index.addresses {
+            check_host_port("build_index.addresses", address)?;
         }
         if self.limits.max_page == 0 {
             return Err(Error::Config("limits.max_page must be at least 1".into()));
