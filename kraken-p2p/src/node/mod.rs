@@ -66,6 +66,18 @@ pub struct NodeConfig {
     /// How long a download waits for its metainfo to be published. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// A download with no piece verified for this long asks the tracker for the blob's
+    /// metainfo afresh from the origins, and starts over with it if it differs: metainfo
+    /// that matches no peer's bytes (forged, or stale) stalls a download, and nothing else
+    /// would end the stall. Repeated stalls wait twice as long each time, up to 5 minutes.
+    /// Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_recheck_after: Duration,
+    /// Largest blob this node downloads: a download's file is allocated at the length the
+    /// metainfo claims before any byte is verified, so a longer claim is refused (after
+    /// asking the origins for their metainfo once). Default: 64GiB, as the origin's
+    /// `limits.max_blob_size`.
+    pub max_blob_size: ByteSize,
     /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
     /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
     /// Default: true.
@@ -85,6 +97,8 @@ impl Default for NodeConfig {
             piece_lengths: PieceLengthPolicy::default(),
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            metainfo_recheck_after: Duration::from_secs(10),
+            max_blob_size: ByteSize(64 << 30),
             send_file: true,
             swarm: SwarmConfig::default(),
         }
@@ -174,6 +188,13 @@ impl NodeBuilder {
                 "listening on a wildcard address needs an `advertise` address",
             ));
         }
+        // The tracker records an announcer at the address its connection comes from: send
+        // from the listening address, as the transport dials from it.
+        let tracker = if local_addr.ip().is_unspecified() {
+            tracker
+        } else {
+            tracker.bound_to(local_addr.ip())?.unwrap_or(tracker)
+        };
         let peer_id = self
             .peer_id
             .unwrap_or_else(|| PeerId::random(&mut rand::rng()));

@@ -167,7 +167,8 @@ impl Actor {
                 have,
                 total,
             } => {
-                if let Some(torrent) = self.torrents.get(&info_hash) {
+                if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                    torrent.recheck.progressed(now);
                     for watcher in &torrent.progress {
                         watcher.send_modify(|p| {
                             p.have = have;

@@ -3,6 +3,7 @@
 mod drive;
 mod messages;
 mod prepare;
+mod recheck;
 mod seed;
 
 use std::collections::HashMap;
@@ -63,6 +64,8 @@ struct Torrent {
     unsynced: u64,
     /// Whether a write-back is running.
     writing_back: bool,
+    /// Watch for a download that verifies nothing (its metainfo may match nobody's bytes).
+    recheck: recheck::Recheck,
 }
 
 /// A download's written pieces are made durable every this many bytes, in the background:
@@ -167,6 +170,11 @@ impl Actor {
         mut events: mpsc::Receiver<ActorEvent>,
     ) {
         tracing::info!(addr = %self.advertise, "node started");
+        // Stalled downloads are looked for a few times per recheck period.
+        let mut recheck = tokio::time::interval(
+            (self.config.metainfo_recheck_after / 4).max(std::time::Duration::from_millis(100)),
+        );
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timeout = self.swarm.poll_timeout();
             let sleep = async {
@@ -180,6 +188,7 @@ impl Actor {
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(event) = events.recv() => self.on_event(event),
                 () = sleep => self.swarm.handle_timeout(Instant::now()),
+                _ = recheck.tick() => self.recheck_stalled(Instant::now()),
             }
             self.drive();
         }
@@ -437,6 +446,9 @@ impl Actor {
                 namespace,
                 result,
             } => self.on_download_ready(now, digest, namespace, result),
+            ActorEvent::Rechecked { info_hash, result } => {
+                self.on_rechecked(now, info_hash, result);
+            }
             ActorEvent::Seeded {
                 result,
                 namespace,
