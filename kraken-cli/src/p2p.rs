@@ -12,7 +12,8 @@ use kraken_p2p::http_server::{HttpLimits, ServeConfig};
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
-    Tracker, TrackerClient, TrackerConfig, TrackerPool, TrackerServer, TrackerService,
+    PeerStoreLimits, PublishToken, Tracker, TrackerClient, TrackerConfig, TrackerPool,
+    TrackerServer, TrackerService,
 };
 use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
@@ -66,6 +67,23 @@ pub(crate) struct TrackerFileConfig {
     /// Most bytes of published metainfo kept (oldest dropped first). Default: 256MiB.
     #[serde(default)]
     max_metainfo_bytes: Option<ByteSize>,
+    /// A file holding the publish token: a client presenting it (`Authorization: Bearer`)
+    /// may publish metainfo and announce as an origin. Default: none (only origin
+    /// certificates may).
+    #[serde(default)]
+    publish_token_file: Option<PathBuf>,
+    /// Let anyone publish metainfo (a trusted network without TLS or a token). Default:
+    /// false.
+    #[serde(default)]
+    allow_anonymous_publish: bool,
+    /// Record announcers at the address they declare instead of the connection's source
+    /// address (peers behind NAT). Default: false.
+    #[serde(default)]
+    trust_declared_addresses: bool,
+    /// Caps on announced peers (`max_torrents`, `max_peers`, `max_peers_per_torrent`,
+    /// `max_entries_per_announcer`). Default: 100000, 1000000, 50000, 10000.
+    #[serde(default)]
+    peers: PeerStoreLimits,
 }
 
 fn default_tracker_listen() -> SocketAddr {
@@ -84,9 +102,16 @@ pub(crate) struct TrackerArgs {
     /// Interval announcers are told to keep (e.g. `3s`, `500ms`).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     announce_interval: Duration,
+    /// A file holding the publish token that lets a client publish metainfo (seeders:
+    /// `kraken seed --publish-token-file`).
+    #[arg(long, value_name = "FILE")]
+    publish_token_file: Option<PathBuf>,
+    /// Let anyone publish metainfo, as on a trusted network.
+    #[arg(long)]
+    allow_anonymous_publish: bool,
     /// A TOML config file (listen address, announce interval, the origins to ask for
-    /// metainfo; see docs/origin.md). Replaces the flags above.
-    #[arg(long, conflicts_with_all = ["listen", "announce_interval"])]
+    /// metainfo, the publish token; see docs/origin.md). Replaces the flags above.
+    #[arg(long, conflicts_with_all = ["listen", "announce_interval", "publish_token_file", "allow_anonymous_publish"])]
     config: Option<PathBuf>,
 }
 
@@ -126,6 +151,10 @@ pub(crate) struct PeerArgs {
     /// Key of `--tls-cert` (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A file holding the tracker's publish token, needed to seed (publish metainfo)
+    /// unless the client certificate is an origin's.
+    #[arg(long, value_name = "FILE")]
+    publish_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +221,10 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
             client_tls: None,
             http: HttpLimits::default(),
             max_metainfo_bytes: None,
+            publish_token_file: args.publish_token_file,
+            allow_anonymous_publish: args.allow_anonymous_publish,
+            trust_declared_addresses: false,
+            peers: PeerStoreLimits::default(),
         },
     };
     file.http.validate().map_err(anyhow::Error::msg)?;
@@ -202,6 +235,15 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     if let Some(bytes) = file.max_metainfo_bytes {
         config.max_metainfo_bytes = bytes;
     }
+    config.publish_token = file
+        .publish_token_file
+        .as_deref()
+        .map(PublishToken::from_file)
+        .transpose()
+        .context("reading the publish token file")?;
+    config.allow_anonymous_publish = file.allow_anonymous_publish;
+    config.trust_declared_addresses = file.trust_declared_addresses;
+    config.peers = file.peers;
     let mut service = TrackerService::new(config);
     if let Some(origins) = file.origins {
         let client = OriginClient::with_tls(client_tls.as_ref())?;
@@ -244,10 +286,29 @@ async fn start_node(
             config.load()
         })
         .transpose()?;
+    let token = args
+        .publish_token_file
+        .as_deref()
+        .map(PublishToken::from_file)
+        .transpose()
+        .context("reading --publish-token-file")?;
+    let client = |url: &str| -> anyhow::Result<Arc<dyn Tracker>> {
+        let mut client = TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?;
+        if let Some(token) = &token {
+            client = client.with_publish_token(token.clone());
+        }
+        Ok(Arc::new(client))
+    };
     let urls: Vec<&str> = args.tracker.split(',').map(str::trim).collect();
     let tracker: Arc<dyn Tracker> = match urls.as_slice() {
-        [url] => Arc::new(TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?),
-        _ => Arc::new(TrackerPool::with_tls(&urls, tls.as_ref()).context("tracker URLs")?),
+        [url] => client(url)?,
+        _ => {
+            let trackers = urls
+                .iter()
+                .map(|url| Ok((url.to_string(), client(url)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Arc::new(TrackerPool::from_trackers(trackers).context("tracker URLs")?)
+        }
     };
     let mut config = NodeConfig::default();
     config.listen = args.listen;

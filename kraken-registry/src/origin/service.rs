@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kraken_backends::{Backend, Router};
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::TrackerClient;
+use kraken_p2p::tracker::{PublishToken, TrackerClient};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,12 +103,17 @@ impl OriginBuilder {
                     .peer_listen
                     .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
                 node_config.swarm.origin = true;
+                let mut client = TrackerClient::connect(tracker, client_tls.as_ref())?;
+                let token = match &config.tracker_publish_token_file {
+                    Some(path) => Some(PublishToken::from_file(path)?),
+                    None => config.tracker_publish_token.clone(),
+                };
+                if let Some(token) = token {
+                    client = client.with_publish_token(token);
+                }
                 let node = Node::builder(node_config)
                     .store(store.clone())
-                    .tracker(Arc::new(TrackerClient::connect(
-                        tracker,
-                        client_tls.as_ref(),
-                    )?))
+                    .tracker(Arc::new(client))
                     .spawn()
                     .await?;
                 Some(node)
