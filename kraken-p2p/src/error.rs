@@ -65,6 +65,10 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// The download a reader was reading started over with the origins' metainfo (its own
+    /// matched nobody's bytes); reading again reads the new download.
+    #[error("the download of {0} started over with the origins' metainfo; read it again")]
+    MetaInfoReplaced(Digest),
     /// A tracker's peer store refused an announce: one of its caps is reached.
     #[error("peer store full: {0}")]
     PeerStoreFull(#[from] crate::tracker::CapReached),

@@ -117,6 +117,10 @@ pub struct Progress {
     pub length: u64,
     /// Whether the blob is complete and verified.
     pub done: bool,
+    /// Times the download started over with the origins' metainfo because its own matched
+    /// nobody's bytes; a reader of the earlier download then fails with
+    /// [`Error::MetaInfoReplaced`] and reads again.
+    pub restarts: u32,
 }
 
 /// Builds a [`Node`].

@@ -9,7 +9,7 @@ use kraken_core::PeerInfo;
 use tokio::sync::mpsc;
 
 use super::seed::resolve;
-use super::{Actor, ActorEvent, done_progress};
+use super::{Actor, ActorEvent, done_progress, set_progress};
 use crate::error::Error;
 use crate::node::conn::{ConnHandle, Outgoing, PieceSource};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, FinishError};
@@ -183,7 +183,7 @@ impl Actor {
                 {
                     tracing::info!(torrent = %info_hash.fmt_short(), digest = %torrent.meta.digest().fmt_short(), "download complete");
                     for watcher in torrent.progress.drain(..) {
-                        watcher.send_replace(done_progress(&torrent.meta));
+                        set_progress(&watcher, done_progress(&torrent.meta));
                     }
                     for waiter in torrent.waiters.drain(..) {
                         let _ = waiter.send(Ok(blob.clone()));

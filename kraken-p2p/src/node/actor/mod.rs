@@ -564,7 +564,19 @@ fn done_progress(meta: &MetaInfo) -> Progress {
         total: meta.piece_count(),
         length: meta.length(),
         done: true,
+        restarts: 0,
     }
+}
+
+/// Publishes `progress` to a watcher, keeping its count of restarts (which only
+/// [`recheck`] raises).
+fn set_progress(watcher: &watch::Sender<Progress>, progress: Progress) {
+    watcher.send_modify(|old| {
+        *old = Progress {
+            restarts: old.restarts,
+            ..progress
+        };
+    });
 }
 
 /// Whether a tracker's answer refuses the announce for good: a client error other than a

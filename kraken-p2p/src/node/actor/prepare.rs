@@ -9,7 +9,7 @@ use kraken_core::{Blob, BlobStatus, BlobStore, Digest, Download, MetaInfo};
 use tokio::sync::watch;
 
 use super::recheck::Recheck;
-use super::{Actor, ActorEvent, Torrent, Waiter, done_progress};
+use super::{Actor, ActorEvent, Torrent, Waiter, done_progress, set_progress};
 use crate::error::{Error, Result};
 use crate::node::Progress;
 use crate::node::conn::PieceSource;
@@ -36,7 +36,7 @@ impl Actor {
             .and_then(|h| self.torrents.get_mut(h))
         {
             if let PieceSource::Blob(blob) = &torrent.source {
-                progress.send_replace(done_progress(&torrent.meta));
+                set_progress(&progress, done_progress(&torrent.meta));
                 let _ = reply.send(Ok(blob.clone()));
             } else {
                 torrent.waiters.push(reply);
@@ -128,9 +128,10 @@ impl Actor {
             total: have.len(),
             length: meta.length(),
             done: false,
+            restarts: 0,
         };
         for watcher in &watchers {
-            watcher.send_replace(progress);
+            set_progress(watcher, progress);
         }
         self.by_digest.insert(digest, info_hash);
         self.torrents.insert(
@@ -214,7 +215,7 @@ pub(super) async fn open_download(store: BlobStore, meta: Arc<MetaInfo>) -> Resu
             .map_err(|_| Error::Internal("store task failed"))?
         };
         match opened {
-            Err(kraken_core::Error::MetaInfoConflict(_)) if attempts < 50 => {
+            Err(kraken_core::Error::MetaInfoConflict(_)) if attempts < 100 => {
                 attempts += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

@@ -128,6 +128,10 @@ impl Actor {
         self.by_digest.remove(&digest);
         // The stuck download's file is closed with its last handle; the new one replaces it.
         drop(stuck.source);
+        // Readers of the stuck download learn it was replaced (and let go of its file).
+        for watcher in &stuck.progress {
+            watcher.send_modify(|p| p.restarts += 1);
+        }
         let entry = self.preparing.entry(digest).or_default();
         entry.0.extend(stuck.waiters);
         entry.1.extend(stuck.progress);
