@@ -192,9 +192,11 @@ impl NodeBuilder {
                 "listening on a wildcard address needs an `advertise` address",
             ));
         }
-        // The tracker records an announcer at the address its connection comes from: send
-        // from the listening address, as the transport dials from it.
-        let tracker = if local_addr.ip().is_unspecified() {
+        // The tracker records an announcer at the address its connection comes from: a node
+        // that advertises the address it listens on sends from it, as the transport dials
+        // from it. (One advertising another address, behind NAT say, leaves the choice to
+        // the system, and its tracker trusts declared addresses or knows it as an origin.)
+        let tracker = if local_addr.ip().is_unspecified() || advertise.ip() != local_addr.ip() {
             tracker
         } else {
             tracker.bound_to(local_addr.ip())?.unwrap_or(tracker)
