@@ -7,14 +7,13 @@ mod support;
 
 use std::time::Duration;
 
-use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::{Digest, MetaInfo};
 use kraken_p2p::tracker::api::encode_segment;
 use kraken_registry::agent::{Agent, AgentConfig};
 use kraken_registry::origin::Origin;
 use kraken_testkit::free_addr;
 use reqwest::StatusCode;
-use support::{PUBLISH_TOKEN, origin_config};
+use support::PUBLISH_TOKEN;
 
 const REPO: &str = "library/app";
 /// Pieces of the default policy for small blobs: 256 KiB, so a 1 MiB blob has four.
@@ -30,20 +29,9 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        support::init_tracing();
         let dir = tempfile::tempdir().unwrap();
-        let origin_addr = free_addr("127.0.0.1");
-        let (tracker, tracker_url) = support::tracker_for_origins(&[origin_addr]).await;
-        let mut config = origin_config(origin_addr, &[origin_addr], &dir.path().join("origin"));
-        config.backends = BackendsConfig::new(vec![RouteConfig::new(
-            ".*",
-            BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
-        )]);
-        config.tracker = Some(tracker_url.clone());
-        let origin = Origin::spawn(config).await.unwrap();
+        let (tracker, tracker_url, origin) = support::origin_with_tracker(dir.path()).await;
         let mut agents = Vec::new();
         for i in 0..2u8 {
             let mut config = AgentConfig::new(
@@ -117,6 +105,18 @@ impl Cluster {
         panic!("agent {i} did not serve {digest}: {last}");
     }
 
+    /// The tracker hands out `genuine` and both agents serve `data`.
+    async fn assert_serves(&self, genuine: &MetaInfo, data: &[u8]) {
+        let digest = genuine.digest();
+        assert_eq!(
+            self.tracker_metainfo(digest).await.info_hash(),
+            genuine.info_hash()
+        );
+        for i in 0..2 {
+            assert_eq!(self.pull(i, digest).await, data, "agent {i}");
+        }
+    }
+
     async fn shutdown(self) {
         for agent in self.agents {
             agent.shutdown().await;
@@ -179,13 +179,7 @@ async fn forged_metainfo_posted_anonymously_is_refused_and_agents_serve_the_righ
         StatusCode::FORBIDDEN,
         "another blob's metainfo was accepted"
     );
-    assert_eq!(
-        cluster.tracker_metainfo(&digest).await.info_hash(),
-        genuine.info_hash()
-    );
-    for i in 0..2 {
-        assert_eq!(cluster.pull(i, &digest).await, data, "agent {i}");
-    }
+    cluster.assert_serves(&genuine, &data).await;
     cluster.shutdown().await;
 }
 
@@ -205,13 +199,7 @@ async fn the_origins_metainfo_wins_over_a_publishers() {
             .await,
         StatusCode::CREATED
     );
-    assert_eq!(
-        cluster.tracker_metainfo(&digest).await.info_hash(),
-        genuine.info_hash()
-    );
-    for i in 0..2 {
-        assert_eq!(cluster.pull(i, &digest).await, data, "agent {i}");
-    }
+    cluster.assert_serves(&genuine, &data).await;
     cluster.shutdown().await;
 }
 

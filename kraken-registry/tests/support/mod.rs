@@ -103,6 +103,31 @@ pub async fn tracker_for_origins(
     (tracker, url)
 }
 
+/// The tracing subscriber of a test, filtered by `RUST_LOG`.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// One origin on 127.0.0.1 over a filesystem backend under `dir`, seeding through a tracker
+/// that asks it for metainfo: the tracker, its URL, the origin.
+pub async fn origin_with_tracker(
+    dir: &Path,
+) -> (kraken_p2p::tracker::TrackerServer, String, Origin) {
+    let origin_addr = free_addr("127.0.0.1");
+    let (tracker, tracker_url) = tracker_for_origins(&[origin_addr]).await;
+    let mut config = origin_config(origin_addr, &[origin_addr], &dir.join("origin"));
+    config.backends = BackendsConfig::new(vec![RouteConfig::new(
+        ".*",
+        BackendConfig::Fs(kraken_backends::FsConfig::new(dir.join("backend"))),
+    )]);
+    config.tracker = Some(tracker_url.clone());
+    let origin = Origin::spawn(config).await.unwrap();
+    (tracker, tracker_url, origin)
+}
+
 /// An origin config for a loopback cluster with fast health checks and repair, holding the
 /// test trackers' publish token.
 pub fn origin_config(listen: SocketAddr, members: &[SocketAddr], data: &Path) -> OriginConfig {

@@ -57,13 +57,25 @@ impl Actor {
         };
         let store = self.store.clone();
         let tracker = Arc::clone(&self.tracker);
-        let events = self.events_tx.clone();
         let limits = (
             self.config.metainfo_timeout,
             self.config.max_blob_size.bytes(),
         );
+        self.spawn_preparation(digest, namespace, move |namespace| async move {
+            prepare_download(store, tracker, &namespace, digest, limits).await
+        });
+    }
+
+    /// Runs `prepare` (which readies a download of `digest`) as a task, and hands its
+    /// outcome back to the actor as [`ActorEvent::DownloadReady`].
+    pub(super) fn spawn_preparation<F, Fut>(&self, digest: Digest, namespace: String, prepare: F)
+    where
+        F: FnOnce(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Prepared>> + Send,
+    {
+        let events = self.events_tx.clone();
         self.spawn_task(async move {
-            let result = prepare_download(store, tracker, &namespace, digest, limits).await;
+            let result = prepare(namespace.clone()).await;
             let _ = events
                 .send(ActorEvent::DownloadReady {
                     digest,

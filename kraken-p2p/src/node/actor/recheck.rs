@@ -136,17 +136,8 @@ impl Actor {
         entry.0.extend(stuck.waiters);
         entry.1.extend(stuck.progress);
         let store = self.store.clone();
-        let events = self.events_tx.clone();
-        let namespace = stuck.namespace;
-        self.spawn_task(async move {
-            let result = open_download(store, Arc::new(meta)).await;
-            let _ = events
-                .send(ActorEvent::DownloadReady {
-                    digest,
-                    namespace,
-                    result,
-                })
-                .await;
+        self.spawn_preparation(digest, stuck.namespace, move |_| async move {
+            open_download(store, Arc::new(meta)).await
         });
     }
 }
