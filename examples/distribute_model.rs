@@ -20,7 +20,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use kraken_core::{BlobStore, Digest};
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::{TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use kraken_p2p::tracker::{
+    PublishToken, TrackerClient, TrackerConfig, TrackerServer, TrackerService,
+};
 use serde::{Deserialize, Serialize};
 
 /// The manifest: which file of the snapshot is which blob.
@@ -44,6 +46,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut tracker_config = TrackerConfig::default();
     tracker_config.announce_interval = std::time::Duration::from_millis(500);
+    // Only the publisher may publish metainfo: it holds the tracker's token.
+    let token = PublishToken::new("distribute-model-example").expect("a usable token");
+    tracker_config.publish_token = Some(token.clone());
     let tracker = TrackerServer::bind(
         "127.0.0.1:0".parse()?,
         Arc::new(TrackerService::new(tracker_config)),
@@ -52,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let tracker_url = format!("http://{}", tracker.local_addr());
 
     // Publish: seed every file, then a manifest that names them.
-    let publisher = start_node(2, &work.path().join("publisher"), &tracker_url).await?;
+    let publisher =
+        start_node(2, &work.path().join("publisher"), &tracker_url, Some(token)).await?;
     let mut manifest = Manifest { files: Vec::new() };
     for entry in std::fs::read_dir(&snapshot)? {
         let path = entry?.path();
@@ -75,8 +81,15 @@ async fn main() -> anyhow::Result<()> {
     // Fetch: three nodes pull the whole snapshot at once, mostly from each other.
     let mut fetchers = Vec::new();
     for i in 0..3 {
-        fetchers
-            .push(start_node(10 + i, &work.path().join(format!("node{i}")), &tracker_url).await?);
+        fetchers.push(
+            start_node(
+                10 + i,
+                &work.path().join(format!("node{i}")),
+                &tracker_url,
+                None,
+            )
+            .await?,
+        );
     }
     let jobs = fetchers.iter().enumerate().map(|(i, node)| {
         let out = work.path().join(format!("restored{i}"));
@@ -136,13 +149,22 @@ async fn fetch_snapshot(
     Ok(out)
 }
 
-async fn start_node(host: u8, store: &Path, tracker: &str) -> anyhow::Result<Node> {
+async fn start_node(
+    host: u8,
+    store: &Path,
+    tracker: &str,
+    token: Option<PublishToken>,
+) -> anyhow::Result<Node> {
     let mut config = NodeConfig::default();
     config.listen = SocketAddr::from(([127, 0, 0, host], 0));
     config.swarm.announce_interval = std::time::Duration::from_millis(500);
+    let mut client = TrackerClient::new(tracker)?;
+    if let Some(token) = token {
+        client = client.with_publish_token(token);
+    }
     Ok(Node::builder(config)
         .store(BlobStore::open(store)?)
-        .tracker(Arc::new(TrackerClient::new(tracker)?))
+        .tracker(Arc::new(client))
         .spawn()
         .await?)
 }

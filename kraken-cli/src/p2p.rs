@@ -14,7 +14,8 @@ use kraken_p2p::metrics::{Metrics, MetricsConfig};
 use kraken_p2p::node::{Node, NodeConfig, Progress};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
-    Tracker, TrackerClient, TrackerConfig, TrackerPool, TrackerServer, TrackerService,
+    PeerStoreLimits, PublishToken, Tracker, TrackerClient, TrackerConfig, TrackerPool,
+    TrackerServer, TrackerService,
 };
 use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
@@ -78,6 +79,23 @@ pub(crate) struct TrackerFileConfig {
     /// A separate metrics listener (`/metrics` is on the tracker's listener regardless).
     #[serde(default)]
     metrics: MetricsConfig,
+    /// A file holding the publish token: a client presenting it (`Authorization: Bearer`)
+    /// may publish metainfo and announce as an origin. Default: none (only origin
+    /// certificates may).
+    #[serde(default)]
+    publish_token_file: Option<PathBuf>,
+    /// Let anyone publish metainfo (a trusted network without TLS or a token). Default:
+    /// false.
+    #[serde(default)]
+    allow_anonymous_publish: bool,
+    /// Record announcers at the address they declare instead of the connection's source
+    /// address (peers behind NAT). Default: false.
+    #[serde(default)]
+    trust_declared_addresses: bool,
+    /// Caps on announced peers (`max_torrents`, `max_peers`, `max_peers_per_torrent`,
+    /// `max_entries_per_announcer`). Default: 100000, 1000000, 50000, 10000.
+    #[serde(default)]
+    peers: PeerStoreLimits,
 }
 
 impl TrackerFileConfig {
@@ -92,6 +110,10 @@ impl TrackerFileConfig {
             http: HttpLimits::default(),
             max_metainfo_bytes: None,
             metrics: MetricsConfig::default(),
+            publish_token_file: None,
+            allow_anonymous_publish: false,
+            trust_declared_addresses: false,
+            peers: PeerStoreLimits::default(),
         }
     }
 
@@ -127,6 +149,13 @@ pub(crate) struct TrackerArgs {
     /// Interval announcers are told to keep (e.g. `3s`, `500ms`). Default: 3s.
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
     announce_interval: Option<Duration>,
+    /// A file holding the publish token that lets a client publish metainfo (seeders:
+    /// `kraken seed --publish-token-file`).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    publish_token_file: Option<PathBuf>,
+    /// Let anyone publish metainfo, as on a trusted network.
+    #[arg(long, conflicts_with = "config")]
+    allow_anonymous_publish: bool,
     /// Listen address, announce interval, the origins to ask for metainfo, TLS, limits (see
     /// docs/origin.md). `--config` replaces the flags above.
     #[command(flatten)]
@@ -139,6 +168,8 @@ impl TrackerArgs {
         Self {
             listen: None,
             announce_interval: None,
+            publish_token_file: None,
+            allow_anonymous_publish: false,
             sources,
         }
     }
@@ -153,6 +184,15 @@ impl TrackerArgs {
         if let Some(interval) = self.announce_interval {
             let text = humantime::format_duration(interval).to_string();
             base.insert("announce_interval".into(), text.into());
+        }
+        if let Some(path) = &self.publish_token_file {
+            let path = path
+                .to_str()
+                .context("the publish token file's path is not UTF-8")?;
+            base.insert("publish_token_file".into(), path.into());
+        }
+        if self.allow_anonymous_publish {
+            base.insert("allow_anonymous_publish".into(), true.into());
         }
         let defaults = TrackerFileConfig::defaults();
         let file: TrackerFileConfig = crate::config::load_from(
@@ -203,6 +243,10 @@ pub(crate) struct PeerArgs {
     /// Key of `--tls-cert` (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A file holding the tracker's publish token, needed to seed (publish metainfo)
+    /// unless the client certificate is an origin's.
+    #[arg(long, value_name = "FILE")]
+    publish_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -267,6 +311,15 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     if let Some(bytes) = file.max_metainfo_bytes {
         config.max_metainfo_bytes = bytes;
     }
+    config.publish_token = file
+        .publish_token_file
+        .as_deref()
+        .map(PublishToken::from_file)
+        .transpose()
+        .context("reading the publish token file")?;
+    config.allow_anonymous_publish = file.allow_anonymous_publish;
+    config.trust_declared_addresses = file.trust_declared_addresses;
+    config.peers = file.peers;
     let metrics = Metrics::new();
     let mut service = TrackerService::new(config).with_metrics(&metrics);
     if let Some(origins) = file.origins {
@@ -318,10 +371,29 @@ async fn start_node(
             config.load()
         })
         .transpose()?;
+    let token = args
+        .publish_token_file
+        .as_deref()
+        .map(PublishToken::from_file)
+        .transpose()
+        .context("reading --publish-token-file")?;
+    let client = |url: &str| -> anyhow::Result<Arc<dyn Tracker>> {
+        let mut client = TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?;
+        if let Some(token) = &token {
+            client = client.with_publish_token(token.clone());
+        }
+        Ok(Arc::new(client))
+    };
     let urls: Vec<&str> = args.tracker.split(',').map(str::trim).collect();
     let tracker: Arc<dyn Tracker> = match urls.as_slice() {
-        [url] => Arc::new(TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?),
-        _ => Arc::new(TrackerPool::with_tls(&urls, tls.as_ref()).context("tracker URLs")?),
+        [url] => client(url)?,
+        _ => {
+            let trackers = urls
+                .iter()
+                .map(|url| Ok((url.to_string(), client(url)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Arc::new(TrackerPool::from_trackers(trackers).context("tracker URLs")?)
+        }
     };
     let mut config = NodeConfig::default();
     config.listen = args.listen;

@@ -19,10 +19,22 @@ fn dead_tracker() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
+/// A file holding the test trackers' publish token, which seeders present.
+fn token_file() -> &'static str {
+    static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("publish-token");
+        std::fs::write(&path, "kraken-cli-test-token\n").unwrap();
+        path.to_str().unwrap().to_owned()
+    })
+}
+
 fn start_tracker() -> (ProcessGuard, String) {
     let addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let child = Command::new(KRAKEN)
         .args(["tracker", "--listen", &addr, "--announce-interval", "500ms"])
+        .args(["--publish-token-file", token_file()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -61,6 +73,8 @@ fn start_seeder_with(
             "500ms",
             "--store",
             store.to_str().unwrap(),
+            "--publish-token-file",
+            token_file(),
         ])
         .args(extra)
         .stdout(Stdio::piped())

@@ -68,6 +68,18 @@ pub struct NodeConfig {
     /// How long a download waits for its metainfo to be published. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// A download with no piece verified for this long asks the tracker for the blob's
+    /// metainfo afresh from the origins, and starts over with it if it differs: metainfo
+    /// that matches no peer's bytes (forged, or stale) stalls a download, and nothing else
+    /// would end the stall. Repeated stalls wait twice as long each time, up to 5 minutes.
+    /// Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_recheck_after: Duration,
+    /// Largest blob this node downloads: a download's file is allocated at the length the
+    /// metainfo claims before any byte is verified, so a longer claim is refused (after
+    /// asking the origins for their metainfo once). Default: 64GiB, as the origin's
+    /// `limits.max_blob_size`.
+    pub max_blob_size: ByteSize,
     /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
     /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
     /// Default: true.
@@ -87,6 +99,8 @@ impl Default for NodeConfig {
             piece_lengths: PieceLengthPolicy::default(),
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            metainfo_recheck_after: Duration::from_secs(10),
+            max_blob_size: ByteSize(64 << 30),
             send_file: true,
             swarm: SwarmConfig::default(),
         }
@@ -105,6 +119,10 @@ pub struct Progress {
     pub length: u64,
     /// Whether the blob is complete and verified.
     pub done: bool,
+    /// Times the download started over with the origins' metainfo because its own matched
+    /// nobody's bytes; a reader of the earlier download then fails with
+    /// [`Error::MetaInfoReplaced`] and reads again.
+    pub restarts: u32,
 }
 
 /// Builds a [`Node`].
@@ -192,6 +210,15 @@ impl NodeBuilder {
                 "listening on a wildcard address needs an `advertise` address",
             ));
         }
+        // The tracker records an announcer at the address its connection comes from: a node
+        // that advertises the address it listens on sends from it, as the transport dials
+        // from it. (One advertising another address, behind NAT say, leaves the choice to
+        // the system, and its tracker trusts declared addresses or knows it as an origin.)
+        let tracker = if local_addr.ip().is_unspecified() || advertise.ip() != local_addr.ip() {
+            tracker
+        } else {
+            tracker.bound_to(local_addr.ip())?.unwrap_or(tracker)
+        };
         let peer_id = self
             .peer_id
             .unwrap_or_else(|| PeerId::random(&mut rand::rng()));

@@ -174,6 +174,14 @@ pub struct P2pConfig {
     /// backend, wait for the blob's metainfo. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// A download that verifies no piece for this long asks the tracker for the origins'
+    /// metainfo again and starts over with it if it differs (see
+    /// `kraken_p2p::node::NodeConfig::metainfo_recheck_after`). Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_recheck_after: Duration,
+    /// Largest blob downloaded: a longer metainfo is refused before anything is allocated.
+    /// Default: 64GiB.
+    pub max_blob_size: ByteSize,
     /// The scheduler's settings (connections per torrent, pipelining, timeouts).
     pub swarm: SwarmConfig,
 }
@@ -185,6 +193,8 @@ impl Default for P2pConfig {
             ingress_rate: None,
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            metainfo_recheck_after: Duration::from_secs(10),
+            max_blob_size: ByteSize(64 << 30),
             swarm: SwarmConfig::default(),
         }
     }

@@ -79,6 +79,8 @@ impl AgentBuilder {
         node_config.ingress_rate = config.p2p.ingress_rate;
         node_config.dial_timeout = config.p2p.dial_timeout;
         node_config.metainfo_timeout = config.p2p.metainfo_timeout;
+        node_config.metainfo_recheck_after = config.p2p.metainfo_recheck_after;
+        node_config.max_blob_size = config.p2p.max_blob_size;
         node_config.swarm = config.p2p.swarm.clone();
         let peer_listen = node_config.listen;
         let node = Node::builder(node_config)

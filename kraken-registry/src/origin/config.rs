@@ -51,6 +51,16 @@ pub struct OriginConfig {
     /// The tracker to announce blobs to (`http://host:port`). Default: none (no P2P seeding).
     #[serde(default)]
     pub tracker: Option<String>,
+    /// A file holding the tracker's publish token (`publish_token_file` in the tracker's
+    /// config), presented on every request to the tracker so this origin may publish
+    /// metainfo and announce as an origin. Not needed when `client_tls` carries an origin
+    /// certificate the tracker checks. Default: none.
+    #[serde(default)]
+    pub tracker_publish_token_file: Option<PathBuf>,
+    /// The same token given directly, for embedders (never read from or written to a
+    /// config file). Default: none.
+    #[serde(skip)]
+    pub tracker_publish_token: Option<kraken_p2p::tracker::PublishToken>,
     /// The origin ring: members, replicas, health checks.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -96,6 +106,8 @@ impl OriginConfig {
             peer_listen: None,
             data_dir: data_dir.into(),
             tracker: None,
+            tracker_publish_token_file: None,
+            tracker_publish_token: None,
             cluster: ClusterConfig::default(),
             backends: BackendsConfig::default(),
             write_back: WriteBackConfig::default(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kraken_backends::{Backend, Router};
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::TrackerClient;
+use kraken_p2p::tracker::{PublishToken, TrackerClient};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -114,13 +114,18 @@ impl OriginBuilder {
                     .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
                 node_config.swarm.origin = true;
                 let peer_listen = node_config.listen;
+                let mut client = TrackerClient::connect(tracker, client_tls.as_ref())?;
+                let token = match &config.tracker_publish_token_file {
+                    Some(path) => Some(PublishToken::from_file(path)?),
+                    None => config.tracker_publish_token.clone(),
+                };
+                if let Some(token) = token {
+                    client = client.with_publish_token(token);
+                }
                 let node = Node::builder(node_config)
                     .metrics(NodeMetrics::register(&metrics))
                     .store(store.clone())
-                    .tracker(Arc::new(TrackerClient::connect(
-                        tracker,
-                        client_tls.as_ref(),
-                    )?))
+                    .tracker(Arc::new(client))
                     .spawn()
                     .await
                     .map_err(crate::startup::node_error(peer_listen))?;

@@ -9,7 +9,7 @@ use kraken_core::PeerInfo;
 use tokio::sync::mpsc;
 
 use super::seed::resolve;
-use super::{Actor, ActorEvent, done_progress};
+use super::{Actor, ActorEvent, done_progress, set_progress};
 use crate::error::Error;
 use crate::node::conn::{ConnHandle, Outgoing, PieceSource};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, FinishError};
@@ -177,7 +177,8 @@ impl Actor {
                 have,
                 total,
             } => {
-                if let Some(torrent) = self.torrents.get(&info_hash) {
+                if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                    torrent.recheck.progressed(now);
                     for watcher in &torrent.progress {
                         watcher.send_modify(|p| {
                             p.have = have;
@@ -195,7 +196,7 @@ impl Actor {
                         self.counters.download(true, started);
                     }
                     for watcher in torrent.progress.drain(..) {
-                        watcher.send_replace(done_progress(&torrent.meta));
+                        set_progress(&watcher, done_progress(&torrent.meta));
                     }
                     for waiter in torrent.waiters.drain(..) {
                         let _ = waiter.send(Ok(blob.clone()));

@@ -3,6 +3,7 @@
 mod drive;
 mod messages;
 mod prepare;
+mod recheck;
 mod seed;
 
 use std::collections::HashMap;
@@ -67,6 +68,8 @@ struct Torrent {
     writing_back: bool,
     /// When the download was asked for (`None`: seeded, not downloaded).
     started: Option<Instant>,
+    /// Watch for a download that verifies nothing (its metainfo may match nobody's bytes).
+    recheck: recheck::Recheck,
 }
 
 /// A download waiting for its metainfo: who waits, who watches, and when it was asked for.
@@ -176,6 +179,11 @@ impl Actor {
         mut events: mpsc::Receiver<ActorEvent>,
     ) {
         tracing::info!(addr = %self.advertise, "node started");
+        // Stalled downloads are looked for a few times per recheck period.
+        let mut recheck = tokio::time::interval(
+            (self.config.metainfo_recheck_after / 4).max(std::time::Duration::from_millis(100)),
+        );
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timeout = self.swarm.poll_timeout();
             let sleep = async {
@@ -189,6 +197,7 @@ impl Actor {
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(event) = events.recv() => self.on_event(event),
                 () = sleep => self.swarm.handle_timeout(Instant::now()),
+                _ = recheck.tick() => self.recheck_stalled(Instant::now()),
             }
             self.drive();
         }
@@ -454,6 +463,9 @@ impl Actor {
                 namespace,
                 result,
             } => self.on_download_ready(now, digest, namespace, result),
+            ActorEvent::Rechecked { info_hash, result } => {
+                self.on_rechecked(now, info_hash, result);
+            }
             ActorEvent::Seeded {
                 result,
                 namespace,
@@ -571,7 +583,19 @@ fn done_progress(meta: &MetaInfo) -> Progress {
         total: meta.piece_count(),
         length: meta.length(),
         done: true,
+        restarts: 0,
     }
+}
+
+/// Publishes `progress` to a watcher, keeping its count of restarts (which only
+/// [`recheck`] raises).
+fn set_progress(watcher: &watch::Sender<Progress>, progress: Progress) {
+    watcher.send_modify(|old| {
+        *old = Progress {
+            restarts: old.restarts,
+            ..progress
+        };
+    });
 }
 
 /// Whether a tracker's answer refuses the announce for good: a client error other than a

@@ -58,6 +58,7 @@ impl Actor {
             unsynced: 0,
             writing_back: false,
             started: None,
+            recheck: super::recheck::Recheck::new(now),
         });
         torrent.keep |= keep;
         let full = Bitfield::full(meta.piece_count());
