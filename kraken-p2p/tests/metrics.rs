@@ -13,9 +13,10 @@ use kraken_p2p::metrics::{Metrics, NodeMetrics};
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::{TrackerClient, TrackerConfig, TrackerServer, TrackerService};
 use kraken_testkit::Exposition;
-use support::{init_tracing, random_file};
+use support::{init_tracing, publish_token, random_file};
 
-/// A node on 127.0.0.`host` counting into `metrics`, an origin if `origin`.
+/// A node on 127.0.0.`host` counting into `metrics`, an origin if `origin`; each holds the
+/// publishing credential, as the seeders here publish metainfo.
 async fn node(
     host: u8,
     dir: &std::path::Path,
@@ -32,7 +33,9 @@ async fn node(
     Node::builder(config)
         .store(BlobStore::open(dir).unwrap())
         .tracker(Arc::new(
-            TrackerClient::new(&format!("http://{tracker}")).unwrap(),
+            TrackerClient::new(&format!("http://{tracker}"))
+                .unwrap()
+                .with_publish_token(publish_token()),
         ))
         .metrics(NodeMetrics::register(metrics))
         .spawn()
@@ -52,6 +55,7 @@ async fn transfers_pieces_blacklistings_and_announces_are_counted() {
     let tracker_metrics = Metrics::new();
     let mut tracker_config = TrackerConfig::default();
     tracker_config.announce_interval = Duration::from_millis(500);
+    tracker_config.publish_token = Some(publish_token());
     let service = TrackerService::new(tracker_config).with_metrics(&tracker_metrics);
     let tracker = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(service))
         .await

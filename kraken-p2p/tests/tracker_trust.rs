@@ -57,6 +57,20 @@ async fn foreign_addresses_origin_claims_and_another_peers_identity_are_not_beli
     let tracker = swarm.tracker.local_addr();
     let info_hash = swarm.meta.info_hash();
     let seeder = swarm.seeder.advertise_addr();
+    // The seeder announces from its actor after `seed_file` returns: wait for its entry
+    // (bounded), so that what follows tests the lies, not a race with that first announce.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !handout(tracker, &swarm.meta)
+        .await
+        .iter()
+        .any(|p| p.peer_id == swarm.seeder.peer_id())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seeder never announced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let liar = client_from(tracker, "127.0.0.7");
     // The liar claims to be an origin at a foreign address, then claims the seeder's id at
     // the seeder's address, then a new id at the seeder's address: each an attempt to be

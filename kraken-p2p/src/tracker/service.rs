@@ -454,7 +454,10 @@ impl TrackerService {
             _ => {}
         }
         let fallback = |status: StatusCode, message: &str| match &published {
-            Some(bytes) => metainfo_response(bytes.clone()),
+            Some(bytes) => {
+                self.count(TrackerEvent::MetaInfoServed { from_source: false });
+                metainfo_response(bytes.clone())
+            }
             None => text(status, message),
         };
         let Some(source) = &self.source else {
