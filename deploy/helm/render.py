@@ -7,7 +7,14 @@ The `helm` binary is not packaged for Debian; this uses the Helm v4 SDK through 
 package `helm-python-sdk` (a C binding of Helm's Go library: `pip install helm-python-sdk`).
 The objects are printed as YAML documents, in the order of their templates. `--lint` lints the
 chart first (as `helm lint`) and fails on errors. deploy/kubernetes/kraken.yaml is this
-script's output with the defaults (`--release kraken --namespace kraken`).
+script's output with `--manifests` and the defaults (`--release kraken --namespace kraken`):
+
+    deploy/helm/render.py --manifests > deploy/kubernetes/kraken.yaml
+
+`--manifests` renders for plain manifests checked into a repository: the publish token's
+Secret is left out (`publishToken.existingSecret` is set to PUBLISH_TOKEN_SECRET unless
+`--values` sets it), so the files hold no token and render the same every time; the operator
+creates that Secret (see deploy/kubernetes/kustomization.yaml).
 """
 
 import argparse
@@ -18,6 +25,8 @@ from pathlib import Path
 import helm_python as helm
 
 CHART = Path(__file__).resolve().parent / "kraken"
+# The Secret deploy/kubernetes/ expects the operator to create (key `publish-token`).
+PUBLISH_TOKEN_SECRET = "kraken-publish-token"
 
 
 def main() -> int:
@@ -26,8 +35,16 @@ def main() -> int:
     parser.add_argument("--namespace", default="kraken")
     parser.add_argument("--values", default="{}", help="values as a JSON object")
     parser.add_argument("--lint", action="store_true")
+    parser.add_argument(
+        "--manifests",
+        action="store_true",
+        help=f"leave the publish token's Secret out (it is {PUBLISH_TOKEN_SECRET}, made by hand)",
+    )
     args = parser.parse_args()
     values = json.loads(args.values)
+    if args.manifests:
+        token = values.setdefault("publishToken", {})
+        token.setdefault("existingSecret", PUBLISH_TOKEN_SECRET)
     if args.lint:
         report = helm.lint(str(CHART), values=values, namespace=args.namespace, strict=True)
         # Severity 2 is a warning, 3 an error; 1 (info) is advice such as "icon is recommended".
@@ -38,9 +55,10 @@ def main() -> int:
             return 1
     with helm.Chart.load(str(CHART)) as chart:
         manifests = chart.render(values, name=args.release, namespace=args.namespace)
+    flags = " --manifests" if args.manifests else ""
     out = [
         "# Rendered from deploy/helm/kraken by deploy/helm/render.py"
-        f" --release {args.release} --namespace {args.namespace}: do not edit by hand."
+        f"{flags} --release {args.release} --namespace {args.namespace}: do not edit by hand."
     ]
     for path in sorted(manifests):
         if not path.endswith(".yaml"):

@@ -1,6 +1,7 @@
 //! The example configs under `deploy/config/` (the ones `deploy/compose.yaml` and the
 //! container-cluster test run) parse with each role's own loader and pass its checks, so a key
-//! renamed or removed in a config type fails here rather than in a user's deployment.
+//! renamed or removed in a config type fails here rather than in a user's deployment. Beside
+//! them is `publish-token`, the example token the tracker and the origins share.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,9 @@ use crate::config::{Role, Sources};
 fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config")
 }
+
+/// The one file in `deploy/config` that is not a config: the tracker's publish token.
+const PUBLISH_TOKEN: &str = "publish-token";
 
 /// The role a file is for: its name up to an instance suffix (`origin-1.toml` → `origin`).
 fn role_of(path: &Path) -> String {
@@ -35,13 +39,14 @@ fn every_example_config_loads_with_its_roles_loader() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(config_dir())
         .expect("deploy/config exists")
         .map(|entry| entry.unwrap().path())
+        .filter(|path| !path.ends_with(PUBLISH_TOKEN))
         .collect();
     files.sort();
     assert!(
         files
             .iter()
             .all(|f| f.extension().is_some_and(|e| e == "toml")),
-        "only TOML configs belong in deploy/config: {files:?}"
+        "only TOML configs and {PUBLISH_TOKEN} belong in deploy/config: {files:?}"
     );
     let mut roles: Vec<String> = Vec::new();
     for file in &files {
@@ -57,6 +62,36 @@ fn every_example_config_loads_with_its_roles_loader() {
         ["agent", "build-index", "origin", "proxy", "tracker"],
         "one example per role"
     );
+}
+
+/// The tracker and every origin name the same token file, the one compose mounts, and it holds
+/// a usable token that says it must be replaced.
+#[test]
+fn the_tracker_and_the_origins_share_the_example_publish_token() {
+    let token_path = config_dir().join(PUBLISH_TOKEN);
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    kraken_p2p::tracker::PublishToken::from_file(&token_path).expect("a usable token");
+    assert!(
+        token.starts_with("CHANGE-ME"),
+        "the example token says it is to be replaced: {token:?}"
+    );
+    let mounted_at = "/etc/kraken/publish-token";
+    let compose = std::fs::read_to_string(config_dir().join("../compose.yaml")).unwrap();
+    let mount = format!("- ./config/{PUBLISH_TOKEN}:{mounted_at}:ro");
+    assert_eq!(
+        compose.matches(&mount).count(),
+        4,
+        "compose mounts the token into the tracker and the three origins"
+    );
+    let names_it = |file: &str, key: &str| {
+        let text = std::fs::read_to_string(config_dir().join(file)).unwrap();
+        let line = format!("\n{key} = \"{mounted_at}\"\n");
+        assert!(text.contains(&line), "{file} sets {key} = {mounted_at:?}");
+    };
+    names_it("tracker.toml", "publish_token_file");
+    for origin in ["origin-0.toml", "origin-1.toml", "origin-2.toml"] {
+        names_it(origin, "tracker_publish_token_file");
+    }
 }
 
 /// The check can fail: a key the loader does not know is refused, as a renamed key would be.
@@ -83,7 +118,8 @@ fn a_renamed_key_fails_the_check() {
     }
 }
 
-/// Every example is one that `deploy/compose.yaml` mounts, and every config it mounts is here.
+/// Every example is one that `deploy/compose.yaml` mounts, and every config it mounts is here
+/// (the publish token is mounted into several services).
 #[test]
 fn the_compose_cluster_mounts_every_example_config() {
     let compose = std::fs::read_to_string(config_dir().join("../compose.yaml")).unwrap();
@@ -93,6 +129,7 @@ fn the_compose_cluster_mounts_every_example_config() {
         .map(|mount| mount.split(':').next().unwrap())
         .collect();
     mounted.sort_unstable();
+    mounted.dedup();
     let mut examples: Vec<String> = std::fs::read_dir(config_dir())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())

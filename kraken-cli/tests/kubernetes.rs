@@ -4,8 +4,9 @@
 //! option on — and every object `kubectl kustomize deploy/kubernetes` renders is valid against
 //! the Kubernetes schemas (`kubernetes-validate --strict`), the plain manifests are the chart's
 //! rendering, the objects are the ones the chart promises (agent DaemonSet with a hostPort and
-//! probes, origin StatefulSet behind a headless Service, …), and the configs in the ConfigMap
-//! load with each role's loader once a pod's values are filled in.
+//! probes, origin StatefulSet behind a headless Service, the publish token's Secret mounted into
+//! the tracker and the origins only, …), and the configs in the ConfigMap load with each role's
+//! loader once a pod's values are filled in.
 
 mod support;
 
@@ -52,13 +53,22 @@ fn tools_installed() -> bool {
 
 /// `deploy/helm/render.py --lint` with `values` (JSON): the chart's objects as YAML.
 fn render(values: &Value) -> String {
+    render_with(values, &[])
+}
+
+/// `render` with more flags of render.py (`--manifests`).
+fn render_with(values: &Value, flags: &[&str]) -> String {
     run(Command::new(deploy_dir().join("helm/render.py"))
         .arg("--lint")
+        .args(flags)
         .arg("--values")
         .arg(values.to_string()))
     .expect("render the chart")
     .stdout
 }
+
+/// Where the tracker and the origins read the publish token, the Secret's mount.
+const PUBLISH_TOKEN_FILE: &str = "/etc/kraken-secret/publish-token";
 
 /// YAML documents as JSON values (PyYAML, which kubernetes-validate brings).
 fn objects(yaml: &str, dir: &Path) -> Vec<Value> {
@@ -133,12 +143,14 @@ fn chart_and_manifests_render_and_every_object_is_schema_valid() {
     }));
     validate(&all_on, dir.path(), "all-options");
 
-    // The plain manifests are the chart's rendering, and kustomize renders them valid.
+    // The plain manifests are the chart's rendering for manifests (no Secret: the operator
+    // makes `kraken-publish-token`), and kustomize renders them valid.
+    let manifests = render_with(&serde_json::json!({}), &["--manifests"]);
     let checked_in = std::fs::read_to_string(deploy_dir().join("kubernetes/kraken.yaml")).unwrap();
     assert!(
-        checked_in.trim_end() == defaults.trim_end(),
+        checked_in.trim_end() == manifests.trim_end(),
         "deploy/kubernetes/kraken.yaml differs from the chart's rendering: regenerate it with \
-         deploy/helm/render.py > deploy/kubernetes/kraken.yaml"
+         deploy/helm/render.py --manifests > deploy/kubernetes/kraken.yaml"
     );
     let kustomized = run(Command::new("kubectl")
         .arg("kustomize")
@@ -147,7 +159,17 @@ fn chart_and_manifests_render_and_every_object_is_schema_valid() {
     .stdout;
     validate(&kustomized, dir.path(), "kustomize");
     let kustomized = objects(&kustomized, dir.path());
-    assert_eq!(kustomized.len(), objects(&defaults, dir.path()).len());
+    assert_eq!(kustomized.len(), objects(&manifests, dir.path()).len());
+    assert!(
+        !kustomized.iter().any(|o| o["kind"] == "Secret"),
+        "the plain manifests hold no token"
+    );
+    let plain_tracker = find(&kustomized, "Deployment", "kraken-tracker");
+    assert_eq!(
+        token_secret_of(plain_tracker),
+        "kraken-publish-token",
+        "the Secret deploy/kubernetes/kustomization.yaml tells the operator to make"
+    );
     assert!(
         kustomized
             .iter()
@@ -192,6 +214,54 @@ fn chart_and_manifests_render_and_every_object_is_schema_valid() {
         find(&objects_default, "Service", "kraken-origin")["spec"]["clusterIP"],
         "None"
     );
+    // The publish token: a Secret of the release, mounted into the tracker and the origins
+    // (and nowhere else), where their configs read it.
+    let secret = find(&objects_default, "Secret", "kraken-publish-token");
+    let generated = secret["data"]["publish-token"].as_str().unwrap();
+    assert!(generated.len() >= 32, "a generated token: {generated}");
+    let tracker = find(&objects_default, "Deployment", "kraken-tracker");
+    for (workload, name) in [(tracker, "tracker"), (origin, "origin")] {
+        assert_eq!(token_secret_of(workload), "kraken-publish-token");
+        let mounted = container(workload, name)["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| {
+                m["name"] == "publish-token"
+                    && PUBLISH_TOKEN_FILE.starts_with(m["mountPath"].as_str().unwrap())
+            });
+        assert!(mounted, "the {name} mounts the publish token");
+    }
+    for workload in [
+        find(&objects_default, "DaemonSet", "kraken-agent"),
+        find(&objects_default, "Deployment", "kraken-proxy"),
+        find(&objects_default, "StatefulSet", "kraken-build-index"),
+    ] {
+        let volumes = workload["spec"]["template"]["spec"]["volumes"].to_string();
+        assert!(
+            !volumes.contains("publish-token"),
+            "only the tracker and the origins hold the token: {volumes}"
+        );
+    }
+    // A token given in the values is the Secret's; an existing Secret is used, not made.
+    let given = objects(
+        &render(&serde_json::json!({"publishToken": {"value": "given-token"}})),
+        dir.path(),
+    );
+    assert_eq!(
+        find(&given, "Secret", "kraken-publish-token")["data"]["publish-token"],
+        "Z2l2ZW4tdG9rZW4=",
+        "base64 of given-token"
+    );
+    let own = objects(
+        &render(&serde_json::json!({"publishToken": {"existingSecret": "my-token"}})),
+        dir.path(),
+    );
+    assert!(!own.iter().any(|o| o["kind"] == "Secret"));
+    assert_eq!(
+        token_secret_of(find(&own, "StatefulSet", "kraken-origin")),
+        "my-token"
+    );
     find(&objects_default, "StatefulSet", "kraken-build-index");
     find(&objects_default, "Deployment", "kraken-tracker");
     find(&objects_default, "Deployment", "kraken-proxy");
@@ -207,6 +277,18 @@ fn chart_and_manifests_render_and_every_object_is_schema_valid() {
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     let agent = find(&objects_all, "DaemonSet", "kraken-agent");
     assert_eq!(data(agent)["hostPath"]["path"], "/var/cache/kraken-agent");
+}
+
+/// The Secret a workload's `publish-token` volume comes from.
+fn token_secret_of(workload: &Value) -> String {
+    workload["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "publish-token")
+        .and_then(|v| v["secret"]["secretName"].as_str())
+        .unwrap_or_else(|| panic!("no publish-token Secret volume in {workload}"))
+        .to_owned()
 }
 
 #[test]
@@ -232,6 +314,11 @@ fn the_chart_configs_load_with_the_roles_loaders() {
     let origin: OriginConfig = toml::from_str(&for_pod("origin.toml", "kraken-origin-1")).unwrap();
     origin.validate().unwrap();
     assert_eq!(
+        origin.tracker_publish_token_file.as_deref(),
+        Some(Path::new(PUBLISH_TOKEN_FILE)),
+        "the origin presents the tracker's publish token"
+    );
+    assert_eq!(
         origin.self_name(),
         "kraken-origin-1.kraken-origin.kraken.svc.cluster.local:15002"
     );
@@ -250,15 +337,27 @@ fn the_chart_configs_load_with_the_roles_loaders() {
     );
 
     // The tracker's loader lives in the binary: start it on the rendered config (on a free
-    // loopback port instead of every interface) and see it listen.
+    // loopback port instead of every interface, with the token in a file here instead of the
+    // Secret's mount) and see it listen.
     let listen = free_addr("127.0.0.1");
-    let tracker = for_pod("tracker.toml", "kraken-tracker-x").replace(
-        "listen = \"0.0.0.0:15003\"",
-        &format!("listen = \"{listen}\""),
-    );
+    let token = dir.path().join("publish-token");
+    std::fs::write(&token, "a-token\n").unwrap();
+    let tracker = for_pod("tracker.toml", "kraken-tracker-x")
+        .replace(
+            "listen = \"0.0.0.0:15003\"",
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            &format!("publish_token_file = \"{PUBLISH_TOKEN_FILE}\""),
+            &format!("publish_token_file = {:?}", token.display().to_string()),
+        );
     assert!(
         tracker.contains(&listen.to_string()),
         "the tracker config sets listen"
+    );
+    assert!(
+        tracker.contains(&token.display().to_string()),
+        "the tracker config sets publish_token_file = {PUBLISH_TOKEN_FILE:?}: {tracker}"
     );
     let _tracker = support::start_role("tracker", &tracker, dir.path(), &listen.to_string());
 }

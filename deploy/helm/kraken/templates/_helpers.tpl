@@ -45,6 +45,36 @@ app.kubernetes.io/component: {{ .component }}
 [{{ join ", " $names }}]
 {{- end -}}
 
+{{/* The Secret holding the tracker's publish token (key `publish-token`). */}}
+{{- define "kraken.publishTokenSecret" -}}
+{{- .Values.publishToken.existingSecret | default (printf "%s-publish-token" (include "kraken.fullname" .)) -}}
+{{- end -}}
+
+{{/* Where the tracker and the origins read the publish token (the Secret's volume). */}}
+{{- define "kraken.publishTokenFile" -}}
+/etc/kraken-secret/publish-token
+{{- end -}}
+
+{{/*
+The publish token's volume and its mount, for the tracker's and the origins' pods. Readable
+by the pod's group (fsGroup) only: the file is root's, the process runs as 10001.
+*/}}
+{{- define "kraken.publishTokenVolume" -}}
+- name: publish-token
+  secret:
+    secretName: {{ include "kraken.publishTokenSecret" . }}
+    items:
+      - key: publish-token
+        path: publish-token
+    defaultMode: 0440
+{{- end -}}
+
+{{- define "kraken.publishTokenMount" -}}
+- name: publish-token
+  mountPath: {{ include "kraken.publishTokenFile" . | dir }}
+  readOnly: true
+{{- end -}}
+
 {{- define "kraken.trackerUrl" -}}
 {{ printf "http://%s-tracker.%s.svc.%s:%d" (include "kraken.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tracker.port) }}
 {{- end -}}
