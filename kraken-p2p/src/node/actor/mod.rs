@@ -73,7 +73,7 @@ struct Torrent {
 }
 
 /// A download waiting for its metainfo: who waits, who watches, and when it was asked for.
-type Preparing = (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant);
+pub(super) type Preparing = (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant);
 
 /// A download's written pieces are made durable every this many bytes, in the background:
 /// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last

@@ -9,7 +9,7 @@ use kraken_core::{Blob, BlobStatus, BlobStore, Digest, Download, MetaInfo};
 use tokio::sync::watch;
 
 use super::recheck::Recheck;
-use super::{Actor, ActorEvent, Torrent, Waiter, done_progress, set_progress};
+use super::{Actor, ActorEvent, Preparing, Torrent, Waiter, done_progress, set_progress};
 use crate::error::{Error, Result};
 use crate::node::Progress;
 use crate::node::conn::PieceSource;
@@ -94,11 +94,12 @@ impl Actor {
         namespace: String,
         result: Result<Prepared>,
     ) {
-        let Some((waiters, watchers, started)) = self.preparing.remove(&digest) else {
+        let Some(preparing) = self.preparing.remove(&digest) else {
             return;
         };
         match result {
             Ok(Prepared::Cached(blob)) => {
+                let (waiters, watchers, _) = preparing;
                 for watcher in &watchers {
                     watcher.send_modify(|p| p.done = true);
                 }
@@ -107,9 +108,10 @@ impl Actor {
                 }
             }
             Ok(Prepared::Started(meta, download)) => {
-                self.start_torrent(now, meta, download, namespace, waiters, watchers, started);
+                self.start_torrent(now, meta, download, namespace, preparing);
             }
             Err(e) => {
+                let (waiters, _, started) = preparing;
                 self.counters.download(false, started);
                 let message = e.to_string();
                 let mut first = Some(e);
@@ -131,9 +133,7 @@ impl Actor {
         meta: Arc<MetaInfo>,
         download: Download,
         namespace: String,
-        waiters: Vec<Waiter>,
-        watchers: Vec<watch::Sender<Progress>>,
-        started: Instant,
+        (waiters, watchers, started): Preparing,
     ) {
         let digest = *meta.digest();
         let info_hash = meta.info_hash();
