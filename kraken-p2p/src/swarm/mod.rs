@@ -27,10 +27,11 @@ mod handshake;
 mod lifecycle;
 mod links;
 mod pieces;
+mod timers;
 mod torrent;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,11 +40,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use self::config::SwarmConfig;
-use self::conn::{Conn, ConnState, Direction};
+use self::conn::{Conn, ConnState, Direction, PeerKey};
 pub use self::events::{
     Action, AddTorrentError, ConnClosed, ConnId, Event, FailReason, FinishError, PieceWriteError,
     TorrentStats,
 };
+use self::timers::lower;
 use self::torrent::{Phase, Torrent};
 use crate::wire::{ErrorCode, Message};
 
@@ -59,7 +61,8 @@ pub struct Swarm {
     torrents: BTreeMap<InfoHash, Torrent>,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
-    blacklist: HashMap<(PeerId, InfoHash), Instant>,
+    /// Peers that failed, per torrent, and until when they stay refused.
+    blacklist: HashMap<(PeerKey, InfoHash), Instant>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     /// A lower bound on every request deadline, connection idle expiry and refusal backoff.
@@ -142,13 +145,35 @@ impl Swarm {
         }
     }
 
-    /// A connection was accepted; returns its name. The peer's handshake comes next.
+    /// A connection was accepted; returns its name. The peer's handshake comes next, unless
+    /// the address already has [`max_inbound_per_ip`](SwarmConfig::max_inbound_per_ip)
+    /// connections: then an [`Action::Close`] of it follows at once.
     pub fn handle_incoming(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
         let id = self.allocate_conn();
+        let from_ip = self
+            .conns
+            .values()
+            .filter(|c| c.direction == Direction::Inbound && c.remote.ip() == remote.ip())
+            .count();
+        if from_ip >= self.config.max_inbound_per_ip {
+            tracing::debug!(conn = %id, %remote, "too many connections from one address");
+            self.actions.push_back(Action::Close { conn: id });
+            return id;
+        }
         self.conns
             .insert(id, Conn::new(Direction::Inbound, remote, None, now));
-        lower(&mut self.timer_floor, now + self.config.conn_idle_timeout);
+        lower(&mut self.timer_floor, now + self.config.handshake_timeout);
         id
+    }
+
+    /// The transport authenticated the peer of `conn` as `peer` (its certificate binds that
+    /// id): a handshake claiming any other id is refused, and blames no one else. Call it
+    /// right after [`handle_incoming`](Self::handle_incoming) or
+    /// [`handle_connected`](Self::handle_connected), before any message of the connection.
+    pub fn handle_authenticated(&mut self, conn: ConnId, peer: PeerId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.authenticated = Some(peer);
+        }
     }
 
     /// An outbound connection from [`Action::Dial`] is up: the swarm sends its handshake.
@@ -260,7 +285,7 @@ impl Swarm {
         }
         // The sender is remembered with the piece: the link may be gone by the time the
         // piece is written, and the piece must still be credited (or blamed) to it.
-        let sender = self.conns.get(&conn).and_then(|c| c.peer_id);
+        let sender = self.conns.get(&conn).and_then(Conn::key);
         torrent.start_writing(index, sender);
         self.fill_requests(now, conn);
         Some((info_hash, piece))
@@ -285,7 +310,7 @@ impl Swarm {
                 if torrent.mark_have(index.get()) {
                     let length = torrent.meta.piece_len(index);
                     torrent.last_progress = now;
-                    if let Some(peer) = sender {
+                    if let Some((_, peer)) = sender {
                         *torrent.stats.received_from.entry(peer).or_default() += length;
                     }
                     self.on_piece_done(now, info_hash, index.get(), writes_were_full);
@@ -430,27 +455,6 @@ impl Swarm {
         next
     }
 
-    /// The exact [`timer_floor`](Self::timer_floor): the earliest request deadline,
-    /// connection idle expiry and refusal backoff.
-    fn exact_timer_floor(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| lower(&mut next, t);
-        for torrent in self.torrents.values() {
-            for deadline in torrent.request_deadlines() {
-                consider(deadline);
-            }
-        }
-        for conn in self.conns.values() {
-            consider(conn.last_activity + self.config.conn_idle_timeout);
-            // A piece that may be asked of this peer again: nothing else would wake the
-            // picker when the peer has nothing new to say.
-            if let Some(until) = conn.avoid.earliest() {
-                consider(until);
-            }
-        }
-        next
-    }
-
     /// Whether `conn` has exchanged handshakes and carries pieces.
     pub fn is_established(&self, conn: ConnId) -> bool {
         self.conns
@@ -483,10 +487,23 @@ impl Swarm {
         self.torrents.keys()
     }
 
-    /// Whether `peer` is blacklisted for `info_hash` at `now`.
+    /// Whether `peer` is blacklisted for `info_hash` at `now`, at any address.
     pub fn is_blacklisted(&self, now: Instant, peer: &PeerId, info_hash: &InfoHash) -> bool {
         self.blacklist
-            .get(&(*peer, *info_hash))
+            .iter()
+            .any(|(((_, p), h), until)| p == peer && h == info_hash && *until > now)
+    }
+
+    /// Whether `peer` at `ip` is blacklisted for `info_hash` at `now`.
+    pub fn is_blacklisted_at(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        peer: &PeerId,
+        info_hash: &InfoHash,
+    ) -> bool {
+        self.blacklist
+            .get(&((ip, *peer), *info_hash))
             .is_some_and(|until| *until > now)
     }
 }
@@ -505,8 +522,3 @@ fn message_kind(message: &Message) -> &'static str {
 
 #[cfg(test)]
 mod tests;
-
-/// Lowers `floor` to `t` if `t` is earlier (or there was none).
-fn lower(floor: &mut Option<Instant>, t: Instant) {
-    *floor = Some(floor.map_or(t, |f| f.min(t)));
-}

@@ -7,8 +7,9 @@ use std::time::Instant;
 use kraken_core::{Bitfield, InfoHash};
 
 use super::conn::{Conn, ConnState};
+use super::timers::lower;
 use super::torrent::{Phase, Torrent};
-use super::{Action, ConnId, Event, Swarm, lower};
+use super::{Action, ConnId, Event, Swarm};
 use crate::wire::{ErrorCode, Message};
 
 impl Swarm {

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kraken_core::{Bitfield, MetaInfo, PeerId, PeerInfo};
+use kraken_core::{Bitfield, MetaInfo, PeerInfo};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
-use super::conn::Backoff;
+use super::conn::{Backoff, PeerKey};
 use super::{ConnId, SwarmConfig, TorrentStats};
 
 /// In endgame, how many neighbours may be asked for the same piece at once. Asking every
@@ -45,7 +45,7 @@ pub(super) struct Torrent {
     /// Outstanding requests by piece; more than one only in endgame.
     requests: BTreeMap<u32, Vec<Request>>,
     /// Pieces received and being verified and written by the driver, with their senders.
-    writing: BTreeMap<u32, Option<PeerId>>,
+    writing: BTreeMap<u32, Option<PeerKey>>,
     /// Pieces in `requests` or `writing`: one bit test instead of two map lookups for each
     /// piece [`pick`](Self::pick) considers. Kept in step by [`sync_in_flight`](Self::sync_in_flight).
     in_flight: Bitfield,
@@ -207,13 +207,13 @@ impl Torrent {
     }
 
     /// Records that `index` arrived from `sender` and is being verified and written.
-    pub(super) fn start_writing(&mut self, index: u32, sender: Option<PeerId>) {
+    pub(super) fn start_writing(&mut self, index: u32, sender: Option<PeerKey>) {
         self.writing.insert(index, sender);
         self.sync_in_flight(index);
     }
 
     /// `index` is written (or failed); returns its sender.
-    pub(super) fn finish_writing(&mut self, index: u32) -> Option<PeerId> {
+    pub(super) fn finish_writing(&mut self, index: u32) -> Option<PeerKey> {
         let sender = self.writing.remove(&index).flatten();
         self.sync_in_flight(index);
         sender
