@@ -6,15 +6,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use kraken_core::{Blob, Download, PieceIndex};
+use kraken_core::PieceIndex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorEvent;
+pub(crate) use super::piece_source::PieceSource;
 use super::rate::RateLimiter;
 use super::transport::BoxStream;
 use crate::swarm::{ConnClosed, ConnId};
@@ -23,59 +25,6 @@ use crate::wire::{self, FrameDecoder, Message, WireError};
 /// Bytes handed to the egress limiter at once while sending a piece, so that many
 /// connections interleave instead of one piece monopolising the budget.
 const SEND_CHUNK: usize = 256 << 10;
-
-/// Where a piece to send is read from.
-#[derive(Clone, Debug)]
-pub(crate) enum PieceSource {
-    /// A complete blob.
-    Blob(Blob),
-    /// A download in progress (or finished: its file handle stays valid).
-    Partial(Download),
-}
-
-impl PieceSource {
-    /// Reads the bytes of `range` (one piece) into `buf`, reusing its allocation.
-    fn read_into(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> kraken_core::Result<()> {
-        // Resizing only when the length changes: equal-sized pieces reuse the bytes without
-        // zeroing them again.
-        let len = (range.end - range.start) as usize;
-        if buf.len() != len {
-            buf.resize(len, 0);
-        }
-        match self {
-            Self::Blob(blob) => blob.read_exact_at(range.start, buf),
-            Self::Partial(download) => download.read_exact_at(range.start, buf),
-        }
-    }
-
-    /// The file holding the bytes of `range` (one verified piece), for zero-copy sending.
-    fn file_for(&self, range: std::ops::Range<u64>) -> io::Result<&File> {
-        match self {
-            Self::Blob(blob) if range.end <= blob.len() => Ok(blob.file()),
-            Self::Blob(_) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "piece past the end of the blob",
-            )),
-            Self::Partial(download) => download.verified_file(range).map_err(io::Error::other),
-        }
-    }
-
-    /// Asks the kernel to start reading `range` into the page cache, so that the `sendfile`
-    /// which follows finds it there instead of blocking the runtime on the disk. Only a hint.
-    fn prefetch(&self, range: std::ops::Range<u64>) {
-        #[cfg(target_os = "linux")]
-        if let Ok(file) = self.file_for(range.clone()) {
-            let _ = rustix::fs::fadvise(
-                file,
-                range.start,
-                std::num::NonZeroU64::new(range.end - range.start),
-                rustix::fs::Advice::WillNeed,
-            );
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = range;
-    }
-}
 
 /// What the actor asks a connection's writer to send.
 #[derive(Debug)]
@@ -86,6 +35,9 @@ pub(crate) enum Outgoing {
         range: std::ops::Range<u64>,
         source: PieceSource,
     },
+    /// Send the messages queued before this (a refusal, say; queued pieces are dropped),
+    /// flush, and close.
+    Close,
 }
 
 /// The actor's handle on a connection task.
@@ -93,8 +45,21 @@ pub(crate) enum Outgoing {
 pub(crate) struct ConnHandle {
     pub(crate) outgoing: mpsc::Sender<Outgoing>,
     pub(crate) cancel: CancellationToken,
+    /// Set when the actor closes the connection: queued pieces are no longer sent.
+    pub(crate) closing: CancellationToken,
     /// Largest piece payload the reader accepts: 0 until the torrent is known.
     pub(crate) max_payload: Arc<AtomicU32>,
+}
+
+impl ConnHandle {
+    /// Closes the connection once the messages queued so far are written: with no room to
+    /// queue the close, at once.
+    pub(crate) fn close(self) {
+        self.closing.cancel();
+        if self.outgoing.try_send(Outgoing::Close).is_err() {
+            self.cancel.cancel();
+        }
+    }
 }
 
 pub(crate) struct ConnTask {
@@ -103,9 +68,12 @@ pub(crate) struct ConnTask {
     pub(crate) events: mpsc::Sender<ActorEvent>,
     pub(crate) outgoing: mpsc::Receiver<Outgoing>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) closing: CancellationToken,
     pub(crate) max_payload: Arc<AtomicU32>,
     pub(crate) ingress: Option<Arc<RateLimiter>>,
     pub(crate) egress: Option<Arc<RateLimiter>>,
+    /// See [`NodeConfig::write_stall_timeout`](super::NodeConfig::write_stall_timeout).
+    pub(crate) write_stall: Duration,
 }
 
 impl ConnTask {
@@ -118,9 +86,11 @@ impl ConnTask {
             events,
             outgoing,
             cancel,
+            closing,
             max_payload,
             ingress,
             egress,
+            write_stall,
         } = self;
         let stream = Mutex::new(stream);
         let (reader, writer) = (ReadSide(&stream), WriteSide(&stream));
@@ -128,7 +98,7 @@ impl ConnTask {
             tokio::select! {
                 () = cancel.cancelled() => ConnClosed::Normal,
                 how = read_loop(conn, reader, &events, &max_payload, ingress.as_deref()) => how,
-                how = write_loop(conn, writer, outgoing, &events, egress.as_deref()) => how,
+                how = write_loop(conn, writer, outgoing, &events, egress.as_deref(), &closing, write_stall) => how,
             }
         }
         .instrument(span)
@@ -181,6 +151,22 @@ impl AsyncWrite for WriteSide<'_> {
     }
 }
 
+/// Runs one write, failing with [`io::ErrorKind::TimedOut`] if it makes no progress for
+/// `stall`: a peer that stops reading must not hold the connection (and its slot) forever.
+async fn unless_stalled<T>(
+    stall: Duration,
+    write: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(stall, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer stopped reading",
+            ))
+        })
+}
+
 impl WriteSide<'_> {
     fn supports_send_file(&self) -> bool {
         lock_stream(self.0).supports_send_file()
@@ -192,6 +178,7 @@ impl WriteSide<'_> {
         file: &File,
         range: std::ops::Range<u64>,
         egress: Option<&RateLimiter>,
+        stall: Duration,
     ) -> io::Result<()> {
         let mut offset = range.start;
         while offset < range.end {
@@ -201,9 +188,12 @@ impl WriteSide<'_> {
             }
             while offset < chunk_end {
                 let len = (chunk_end - offset) as usize;
-                let sent = std::future::poll_fn(|cx| {
-                    lock_stream(self.0).poll_send_file(cx, file, offset, len)
-                })
+                let sent = unless_stalled(
+                    stall,
+                    std::future::poll_fn(|cx| {
+                        lock_stream(self.0).poll_send_file(cx, file, offset, len)
+                    }),
+                )
                 .await?;
                 if sent == 0 {
                     return Err(io::Error::new(
@@ -281,6 +271,8 @@ enum Ready {
         range: std::ops::Range<u64>,
         prefetch: tokio::task::JoinHandle<PieceSource>,
     },
+    /// Everything before was written: flush and close.
+    Close,
 }
 
 impl Ready {
@@ -289,6 +281,7 @@ impl Ready {
     fn start(item: Outgoing, spare: &mut Vec<Vec<u8>>, zero_copy: bool) -> Self {
         match item {
             Outgoing::Message(message) => Self::Message(message),
+            Outgoing::Close => Self::Close,
             Outgoing::Piece {
                 index,
                 range,
@@ -325,6 +318,8 @@ async fn write_loop(
     mut outgoing: mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<ActorEvent>,
     egress: Option<&RateLimiter>,
+    closing: &CancellationToken,
+    stall: Duration,
 ) -> ConnClosed {
     let mut frame = BytesMut::new();
     let mut next: Option<Ready> = None;
@@ -335,19 +330,25 @@ async fn write_loop(
         let item = match next.take() {
             Some(item) => item,
             None => match outgoing.recv().await {
-                Some(item) => Ready::start(item, &mut spare, zero_copy),
                 None => break,
+                // A piece for a connection being closed is not worth reading.
+                Some(Outgoing::Piece { .. }) if closing.is_cancelled() => continue,
+                Some(item) => Ready::start(item, &mut spare, zero_copy),
             },
         };
+        if matches!(item, Ready::Close) {
+            break;
+        }
         let result: Result<(), WireError> = async {
             match item {
+                Ready::Close => {}
                 Ready::Message(message) => {
                     frame.clear();
                     wire::encode(&message, &mut frame);
                     if let Some(limiter) = egress {
                         limiter.acquire(frame.len()).await;
                     }
-                    writer.write_all(&frame).await?;
+                    unless_stalled(stall, writer.write_all(&frame)).await?;
                 }
                 Ready::Piece { index, read } => {
                     let (data, result) = read
@@ -360,12 +361,12 @@ async fn write_loop(
                     }
                     frame.clear();
                     wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
-                    writer.write_all(&frame).await?;
+                    unless_stalled(stall, writer.write_all(&frame)).await?;
                     for chunk in data.chunks(SEND_CHUNK) {
                         if let Some(limiter) = egress {
                             limiter.acquire(chunk.len()).await;
                         }
-                        writer.write_all(chunk).await?;
+                        unless_stalled(stall, writer.write_all(chunk)).await?;
                     }
                     let _ = events
                         .send(ActorEvent::PieceSent {
@@ -390,8 +391,8 @@ async fn write_loop(
                     let len = range.end - range.start;
                     frame.clear();
                     wire::encode_payload_header(index.get(), len as u32, &mut frame);
-                    writer.write_all(&frame).await?;
-                    writer.send_file(file, range, egress).await?;
+                    unless_stalled(stall, writer.write_all(&frame)).await?;
+                    writer.send_file(file, range, egress, stall).await?;
                     let _ = events
                         .send(ActorEvent::PieceSent { conn, bytes: len })
                         .await;
@@ -402,9 +403,13 @@ async fn write_loop(
         .await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");
-            return ConnClosed::Normal;
+            return match e {
+                WireError::Io(e) if e.kind() == io::ErrorKind::TimedOut => ConnClosed::Stalled,
+                _ => ConnClosed::Normal,
+            };
         }
     }
-    let _ = writer.shutdown().await;
+    // Flushes what is buffered (TLS records) and says goodbye; bounded like every write.
+    let _ = unless_stalled(stall, writer.shutdown()).await;
     ConnClosed::Normal
 }

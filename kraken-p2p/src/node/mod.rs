@@ -18,9 +18,12 @@
 //! 4 MiB pieces, and 34 MiB for a 256 MiB blob with 1 MiB pieces.
 
 mod actor;
+mod config;
 mod conn;
+mod piece_source;
 mod rate;
 mod stream;
+mod tls;
 mod transport;
 
 use std::future::{Future, IntoFuture};
@@ -28,68 +31,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use kraken_core::{Blob, BlobStore, ByteSize, Digest, MetaInfo, PeerId, PieceLengthPolicy};
-use serde::{Deserialize, Serialize};
+use kraken_core::{Blob, BlobStore, Digest, MetaInfo, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::config::NodeConfig;
 pub use self::stream::BlobStream;
+pub use self::tls::TlsTransport;
 pub use self::transport::{BoxStream, Listener, PeerStream, TcpTransport, Transport};
 use crate::error::{Error, Result};
-use crate::swarm::{SwarmConfig, TorrentStats};
+use crate::swarm::TorrentStats;
 use crate::tracker::Tracker;
-
-/// Settings of a [`Node`].
-#[non_exhaustive]
-#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Address the peer listener binds. Default: `127.0.0.1:0` (loopback, any port).
-    pub listen: SocketAddr,
-    /// Address announced to the tracker, where other peers reach this one. Default: the
-    /// listener's address (which must then not be a wildcard address).
-    pub advertise: Option<SocketAddr>,
-    /// Namespace of blobs downloaded and seeded without one. Default: empty.
-    pub namespace: String,
-    /// Most bytes per second sent to all peers together. Default: unlimited.
-    pub egress_rate: Option<ByteSize>,
-    /// Most bytes per second received from all peers together. Default: unlimited.
-    pub ingress_rate: Option<ByteSize>,
-    /// Piece lengths of blobs this node seeds from files. Default: the standard table.
-    pub piece_lengths: PieceLengthPolicy,
-    /// Time allowed to open a connection to a peer. Default: 5s.
-    #[serde(with = "humantime_serde")]
-    pub dial_timeout: Duration,
-    /// How long a download waits for its metainfo to be published. Default: 60s.
-    #[serde(with = "humantime_serde")]
-    pub metainfo_timeout: Duration,
-    /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
-    /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
-    /// Default: true.
-    pub send_file: bool,
-    /// The scheduler's settings.
-    pub swarm: SwarmConfig,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
-            namespace: String::new(),
-            egress_rate: None,
-            ingress_rate: None,
-            piece_lengths: PieceLengthPolicy::default(),
-            dial_timeout: Duration::from_secs(5),
-            metainfo_timeout: Duration::from_secs(60),
-            send_file: true,
-            swarm: SwarmConfig::default(),
-        }
-    }
-}
 
 /// Where a download stands.
 #[non_exhaustive]
@@ -157,15 +111,10 @@ impl NodeBuilder {
             .tracker
             .ok_or(Error::Config("a node needs a tracker"))?;
         let config = self.config;
-        let transport = self.transport.unwrap_or_else(|| {
-            let ip = config.listen.ip();
-            let tcp = if ip.is_unspecified() {
-                TcpTransport::new()
-            } else {
-                TcpTransport::with_source_ip(ip)
-            };
-            Arc::new(tcp.send_file(config.send_file))
-        });
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => default_transport(&config)?,
+        };
         let listener = transport.bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let advertise = config.advertise.unwrap_or(local_addr);
@@ -174,9 +123,16 @@ impl NodeBuilder {
                 "listening on a wildcard address needs an `advertise` address",
             ));
         }
-        let peer_id = self
-            .peer_id
-            .unwrap_or_else(|| PeerId::random(&mut rand::rng()));
+        // A transport that proves who the node is (TLS) decides its peer id.
+        let peer_id = match (transport.local_peer_id(), self.peer_id) {
+            (Some(bound), Some(asked)) if bound != asked => {
+                return Err(Error::Config(
+                    "the peer id differs from the one the transport's certificate binds",
+                ));
+            }
+            (Some(bound), _) => bound,
+            (None, asked) => asked.unwrap_or_else(|| PeerId::random(&mut rand::rng())),
+        };
         let span = tracing::info_span!(
             parent: self.root_span.unwrap_or_else(tracing::Span::current),
             "node",
@@ -210,6 +166,25 @@ impl NodeBuilder {
             }),
         })
     }
+}
+
+/// TCP leaving from the listen address's IP, under TLS if the config says so.
+fn default_transport(config: &NodeConfig) -> Result<Arc<dyn Transport>> {
+    let ip = config.listen.ip();
+    let tcp = if ip.is_unspecified() {
+        TcpTransport::new()
+    } else {
+        TcpTransport::with_source_ip(ip)
+    };
+    let tcp = tcp.send_file(config.send_file);
+    Ok(match &config.tls {
+        Some(tls) => Arc::new(TlsTransport::new(
+            tcp,
+            tls.load()?,
+            config.swarm.handshake_timeout,
+        )),
+        None => Arc::new(tcp),
+    })
 }
 
 /// A P2P node: a cheap, cloneable handle to the actor that runs it.

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use kraken_core::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -23,6 +24,12 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// [`supports_send_file`]: PeerStream::supports_send_file
 /// [`poll_send_file`]: PeerStream::poll_send_file
 pub trait PeerStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The peer id the transport authenticated the other end as (TLS: the id its
+    /// certificate binds), if it did; the node then refuses a handshake claiming another.
+    fn peer_identity(&self) -> Option<PeerId> {
+        None
+    }
+
     /// Whether [`poll_send_file`](PeerStream::poll_send_file) works on this stream.
     fn supports_send_file(&self) -> bool {
         false
@@ -128,6 +135,11 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     async fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>>;
     /// Opens a stream to `addr`.
     async fn connect(&self, addr: SocketAddr) -> io::Result<BoxStream>;
+    /// The peer id this transport proves the node to be (TLS: the one its certificate
+    /// binds), which the node must then use. Default: none.
+    fn local_peer_id(&self) -> Option<PeerId> {
+        None
+    }
 }
 
 /// Plain TCP with `TCP_NODELAY`. Outbound connections leave from `source_ip` when set, so
@@ -169,7 +181,23 @@ impl TcpTransport {
         self
     }
 
-    fn boxed(&self, stream: TcpStream) -> io::Result<BoxStream> {
+    /// Opens a TCP connection to `addr` (from `source_ip`, with `TCP_NODELAY`).
+    pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(ip) = self.source_ip
+            && ip.is_ipv4() == addr.is_ipv4()
+        {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    pub(crate) fn boxed(&self, stream: TcpStream) -> io::Result<BoxStream> {
         stream.set_nodelay(true)?;
         Ok(if self.send_file {
             Box::new(stream)
@@ -206,15 +234,6 @@ impl Transport for TcpTransport {
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<BoxStream> {
-        let socket = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        if let Some(ip) = self.source_ip
-            && ip.is_ipv4() == addr.is_ipv4()
-        {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        self.boxed(socket.connect(addr).await?)
+        self.boxed(self.connect_tcp(addr).await?)
     }
 }

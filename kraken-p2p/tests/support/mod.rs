@@ -57,6 +57,27 @@ pub async fn node_sending_files(
         .unwrap()
 }
 
+/// A node on 127.0.0.`host` with the test defaults changed by `configure`.
+pub async fn node_with(
+    host: u8,
+    dir: &Path,
+    tracker: SocketAddr,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
+    let mut config = NodeConfig::default();
+    config.listen = SocketAddr::from(([127, 0, 0, host], 0));
+    config.swarm.announce_interval = std::time::Duration::from_millis(500);
+    configure(&mut config);
+    Node::builder(config)
+        .store(BlobStore::open(dir).unwrap())
+        .tracker(Arc::new(
+            TrackerClient::new(&format!("http://{tracker}")).unwrap(),
+        ))
+        .spawn()
+        .await
+        .unwrap()
+}
+
 /// A file of `len` pseudo-random bytes.
 pub fn random_file(dir: &Path, len: usize, seed: u64) -> std::path::PathBuf {
     let path = dir.join(format!("blob-{seed}"));

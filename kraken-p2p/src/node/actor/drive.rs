@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use kraken_core::PeerInfo;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::seed::resolve;
 use super::{Actor, ActorEvent, done_progress};
@@ -46,6 +47,7 @@ impl Actor {
                     ConnHandle {
                         outgoing,
                         cancel: cancel.clone(),
+                        closing: CancellationToken::new(),
                         max_payload: Arc::new(AtomicU32::new(max)),
                     },
                 );
@@ -81,13 +83,13 @@ impl Actor {
             }
             Action::Close { conn } => {
                 if let Some(handle) = self.conns.remove(&conn) {
-                    // Let the writer flush what was queued (a refusal, say) before closing.
-                    drop(handle.outgoing);
-                    let cancel = handle.cancel;
-                    self.spawn_task(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        cancel.cancel();
-                    });
+                    // The writer sends what was queued (a refusal, say), flushes and closes;
+                    // a dial still under way is abandoned (its placeholder queue has room).
+                    if handle.outgoing.is_closed() {
+                        handle.cancel.cancel();
+                    } else {
+                        handle.close();
+                    }
                 }
             }
             Action::Announce {

@@ -337,6 +337,9 @@ impl Actor {
         match event {
             ActorEvent::Incoming { stream, addr } => {
                 let conn = self.swarm.handle_incoming(now, addr);
+                if let Some(peer) = stream.peer_identity() {
+                    self.swarm.handle_authenticated(conn, peer);
+                }
                 self.start_conn(conn, stream, addr, 0);
             }
             ActorEvent::Dialed { conn, addr, result } => match result {
@@ -347,6 +350,9 @@ impl Actor {
                     };
                     let max = handle.max_payload.load(Ordering::Relaxed);
                     self.conns.remove(&conn);
+                    if let Some(peer) = stream.peer_identity() {
+                        self.swarm.handle_authenticated(conn, peer);
+                    }
                     self.start_conn(conn, stream, addr, max);
                     self.swarm.handle_connected(now, conn);
                 }
@@ -522,12 +528,14 @@ impl Actor {
     fn start_conn(&mut self, conn: ConnId, stream: BoxStream, addr: SocketAddr, max_payload: u32) {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let cancel = self.shutdown.child_token();
+        let closing = CancellationToken::new();
         let max_payload = Arc::new(AtomicU32::new(max_payload));
         self.conns.insert(
             conn,
             ConnHandle {
                 outgoing: outgoing_tx,
                 cancel: cancel.clone(),
+                closing: closing.clone(),
                 max_payload: Arc::clone(&max_payload),
             },
         );
@@ -537,9 +545,11 @@ impl Actor {
             events: self.events_tx.clone(),
             outgoing: outgoing_rx,
             cancel,
+            closing,
             max_payload,
             ingress: self.ingress.clone(),
             egress: self.egress.clone(),
+            write_stall: self.config.write_stall_timeout,
         };
         let span = tracing::debug_span!(parent: &self.span, "peer", %conn, %addr);
         self.tasks.spawn(task.run(span));

@@ -80,6 +80,7 @@ impl Actor {
         let Some((waiters, watchers)) = self.preparing.remove(&digest) else {
             return;
         };
+        let waiters_len = waiters.len();
         match result {
             Ok(Prepared::Cached(blob)) => {
                 for watcher in &watchers {
@@ -120,13 +121,8 @@ impl Actor {
                 }
             }
             Err(e) => {
-                let message = e.to_string();
-                let mut first = Some(e);
-                for waiter in waiters {
-                    let error = first.take().unwrap_or_else(|| Error::TrackerUnreachable {
-                        url: String::new(),
-                        reason: message.clone(),
-                    });
+                // Every waiter learns why, not only the first.
+                for (waiter, error) in waiters.into_iter().zip(e.for_waiters(waiters_len)) {
                     let _ = waiter.send(Err(error));
                 }
             }
