@@ -114,6 +114,7 @@ impl Swarm {
             c.peer_id = Some(peer.peer_id);
             self.conns.insert(id, c);
             lower(&mut self.timer_floor, now + self.config.conn_idle_timeout);
+            lower(&mut self.timer_floor, now + self.config.handshake_timeout);
             self.torrents
                 .get_mut(&info_hash)
                 .expect("checked above")

@@ -23,7 +23,11 @@
 mod config;
 mod conn;
 mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod handshake;
+#[cfg(any(test, feature = "fuzzing"))]
+mod invariants;
 mod lifecycle;
 mod links;
 mod pieces;
@@ -163,6 +167,7 @@ impl Swarm {
         self.conns
             .insert(id, Conn::new(Direction::Inbound, remote, None, now));
         lower(&mut self.timer_floor, now + self.config.handshake_timeout);
+        lower(&mut self.timer_floor, now + self.config.conn_idle_timeout);
         id
     }
 
@@ -186,6 +191,10 @@ impl Swarm {
         }
         c.state = ConnState::Handshaking;
         c.last_activity = now;
+        lower(
+            &mut self.timer_floor,
+            c.opened + self.config.handshake_timeout,
+        );
         let info_hash = c
             .info_hash
             .expect("outbound connections know their torrent");

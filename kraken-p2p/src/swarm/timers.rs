@@ -19,7 +19,7 @@ impl Swarm {
         }
         for conn in self.conns.values() {
             consider(conn.last_activity + self.config.conn_idle_timeout);
-            if conn.state != ConnState::Active {
+            if conn.state != ConnState::Active && conn.state != ConnState::Dialing {
                 consider(conn.opened + self.config.handshake_timeout);
             }
             // A piece that may be asked of this peer again: nothing else would wake the

@@ -334,3 +334,37 @@ impl Torrent {
         }
     }
 }
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Torrent {
+    /// Every outstanding request as (piece, connection).
+    pub(super) fn request_pairs(&self) -> impl Iterator<Item = (u32, ConnId)> + '_ {
+        self.requests
+            .iter()
+            .flat_map(|(&i, rs)| rs.iter().map(move |r| (i, r.conn)))
+    }
+
+    /// Invariants 1 and 9 of `STATE.md`, which only the torrent's own maps decide.
+    pub(super) fn check(&self, endgame_threshold: usize) -> Result<(), String> {
+        let endgame = self.missing() <= endgame_threshold as u32;
+        for i in 0..self.have.len() {
+            let (have, writing) = (self.have.get(i), self.writing.contains_key(&i));
+            let requested = self.requests.get(&i).map_or(0, Vec::len);
+            if have && writing {
+                return Err(format!("piece {i} is both held and being written"));
+            }
+            if have && requested > 0 {
+                return Err(format!("piece {i} is held and still requested"));
+            }
+            if !endgame && requested > 1 {
+                return Err(format!(
+                    "piece {i} requested {requested} times outside endgame"
+                ));
+            }
+            if self.in_flight.get(i) != (requested > 0 || writing) {
+                return Err(format!("piece {i}: in_flight out of step"));
+            }
+        }
+        Ok(())
+    }
+}
