@@ -65,7 +65,7 @@ pub enum Error {
     /// The failure of an operation several callers waited for, which cannot be copied (a
     /// storage or socket error): each caller gets it, shared.
     #[error(transparent)]
-    Shared(std::sync::Arc<Error>),
+    Shared(std::sync::Arc<Self>),
 }
 
 impl Error {

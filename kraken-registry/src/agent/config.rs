@@ -7,7 +7,7 @@ use std::time::Duration;
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::swarm::SwarmConfig;
-use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
+use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
@@ -159,8 +159,14 @@ pub struct P2pConfig {
     /// backend, wait for the blob's metainfo. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
-    /// The scheduler's settings (connections per torrent, pipelining, timeouts).
+    /// The scheduler's settings (connections per torrent, pipelining, timeouts, caps).
     pub swarm: SwarmConfig,
+    /// A write to a peer that makes no progress for this long closes the link. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// TLS on peer links (`[p2p.tls]`: `cert`, `key`, `ca`, `require`; see `docs/tls.md`).
+    /// Default: none (plain TCP).
+    pub tls: Option<PeerTlsConfig>,
 }
 
 impl Default for P2pConfig {
@@ -171,6 +177,8 @@ impl Default for P2pConfig {
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
             swarm: SwarmConfig::default(),
+            write_stall_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }

@@ -76,6 +76,8 @@ impl AgentBuilder {
         node_config.dial_timeout = config.p2p.dial_timeout;
         node_config.metainfo_timeout = config.p2p.metainfo_timeout;
         node_config.swarm = config.p2p.swarm.clone();
+        node_config.write_stall_timeout = config.p2p.write_stall_timeout;
+        node_config.tls = config.p2p.tls.clone();
         let node = Node::builder(node_config)
             .store(store)
             .tracker(Arc::clone(&tracker))

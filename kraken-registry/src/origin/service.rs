@@ -103,6 +103,7 @@ impl OriginBuilder {
                     .peer_listen
                     .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
                 node_config.swarm.origin = true;
+                node_config.tls = config.peer_tls.clone();
                 let node = Node::builder(node_config)
                     .store(store.clone())
                     .tracker(Arc::new(TrackerClient::connect(
