@@ -268,16 +268,17 @@ impl Swarm {
         index: u32,
         length: u64,
     ) -> Option<(InfoHash, PieceIndex)> {
-        let c = self.conns.get_mut(&conn)?;
+        let c = self.conns.get(&conn)?;
         let info_hash = c.info_hash?;
-        let requested = c.requested.remove(&index).is_some();
-        let cancelled = c.cancelled.remove(&index);
-        if c.state != ConnState::Active || !(requested || cancelled) {
+        let solicited = c.requested.contains_key(&index) || c.cancelled.contains(&index);
+        if c.state != ConnState::Active || !solicited {
             self.violation(now, conn, "unsolicited piece");
             return None;
         }
-        c.last_activity = now;
-        let torrent = self.torrents.get_mut(&info_hash)?;
+        // Checked before the request is taken off the connection: a violation closes it,
+        // and closing forgets only the requests it still lists (a request taken off first
+        // stayed in the torrent, holding its piece until the request timed out).
+        let torrent = self.torrents.get(&info_hash)?;
         let Ok(piece) = torrent.meta.piece_index(index) else {
             self.violation(now, conn, "piece index out of range");
             return None;
@@ -286,6 +287,11 @@ impl Swarm {
             self.violation(now, conn, "wrong payload length");
             return None;
         }
+        let c = self.conns.get_mut(&conn)?;
+        c.requested.remove(&index);
+        c.cancelled.remove(&index);
+        c.last_activity = now;
+        let torrent = self.torrents.get_mut(&info_hash)?;
         torrent.forget_request(index, conn);
         if torrent.have.get(index) || torrent.is_writing(index) {
             // An endgame duplicate.
