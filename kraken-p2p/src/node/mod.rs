@@ -20,9 +20,11 @@
 mod actor;
 mod config;
 mod conn;
+mod halves;
 mod piece_source;
 mod rate;
 mod stream;
+mod tcp;
 mod tls;
 mod transport;
 
@@ -39,8 +41,9 @@ use tokio_util::task::TaskTracker;
 
 pub use self::config::NodeConfig;
 pub use self::stream::BlobStream;
+pub use self::tcp::TcpTransport;
 pub use self::tls::TlsTransport;
-pub use self::transport::{BoxStream, Listener, PeerStream, TcpTransport, Transport};
+pub use self::transport::{BoxStream, Listener, PeerStream, Transport};
 use crate::error::{Error, Result};
 use crate::swarm::TorrentStats;
 use crate::tracker::Tracker;

@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
-use super::transport::{BoxStream, Listener, PeerStream, TcpTransport, Transport};
+use super::tcp::TcpTransport;
+use super::transport::{BoxStream, Listener, PeerStream, Transport};
 use crate::tls::{PeerTls, peer_id_of};
 
 /// The first byte of every TLS connection (a handshake record); a plain peer connection

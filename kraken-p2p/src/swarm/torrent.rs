@@ -67,6 +67,8 @@ pub(super) struct Torrent {
     /// Last piece written (leeching) or sent (seeding).
     pub(super) last_progress: Instant,
     pub(super) stats: TorrentStats,
+    /// Seeded on purpose ([`Swarm::pin`](super::Swarm::pin)): stays, announcing, when idle.
+    pub(super) pinned: bool,
 }
 
 impl Torrent {
@@ -102,6 +104,7 @@ impl Torrent {
             tracker_interval: None,
             last_progress: now,
             stats: TorrentStats::default(),
+            pinned: false,
         }
     }
 

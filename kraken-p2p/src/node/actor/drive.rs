@@ -24,7 +24,7 @@ impl Actor {
             self.act(now, action);
         }
         while let Some(event) = self.swarm.poll_event() {
-            self.on_swarm_event(now, event);
+            self.on_swarm_event(event);
         }
     }
 
@@ -162,7 +162,7 @@ impl Actor {
         }
     }
 
-    fn on_swarm_event(&mut self, now: Instant, event: Event) {
+    fn on_swarm_event(&mut self, event: Event) {
         match event {
             Event::Progress {
                 info_hash,
@@ -206,13 +206,8 @@ impl Actor {
                 let Some(torrent) = self.torrents.remove(&info_hash) else {
                     return;
                 };
+                // Pinned torrents (seeded on purpose) are never removed: the swarm keeps them.
                 self.by_digest.remove(torrent.meta.digest());
-                if torrent.keep
-                    && let PieceSource::Blob(blob) = torrent.source
-                {
-                    // Seeded on purpose: stay in the swarm and keep announcing.
-                    self.add_seed(now, torrent.meta, blob, torrent.namespace, true);
-                }
             }
         }
     }

@@ -4,6 +4,7 @@ mod drive;
 mod messages;
 mod prepare;
 mod seed;
+mod writes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use super::stream::PartialSource;
 use super::transport::{BoxStream, Listener, Transport};
 use super::{NodeConfig, Progress};
 use crate::error::Error;
-use crate::swarm::{ConnClosed, ConnId, PieceWriteError, Swarm};
+use crate::swarm::{ConnClosed, ConnId, Swarm};
 use crate::tracker::Tracker;
 use crate::wire::Message;
 
@@ -53,23 +54,14 @@ pub(crate) struct ActorParts {
 #[derive(Debug)]
 struct Torrent {
     meta: Arc<MetaInfo>,
-    namespace: String,
     source: PieceSource,
     waiters: Vec<Waiter>,
     progress: Vec<watch::Sender<Progress>>,
-    /// Seeded on purpose: keep announcing it even when idle.
-    keep: bool,
     /// Bytes written since the last write-back started.
     unsynced: u64,
     /// Whether a write-back is running.
     writing_back: bool,
 }
-
-/// A download's written pieces are made durable every this many bytes, in the background:
-/// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last
-/// 64 MiB instead of all of it, which shortens a large fetch. It also keeps a large download
-/// from piling up dirty pages.
-const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 struct Actor {
     swarm: Swarm,
@@ -293,8 +285,9 @@ impl Actor {
                     && matches!(torrent.source, PieceSource::Blob(_))
                 {
                     // Already seeding: only make sure it stays in the swarm.
-                    torrent.keep = true;
-                    let _ = reply.send(Ok((*torrent.meta).clone()));
+                    let meta = (*torrent.meta).clone();
+                    self.swarm.pin(&meta.info_hash());
+                    let _ = reply.send(Ok(meta));
                     return;
                 }
                 let store = self.store.clone();
@@ -458,71 +451,6 @@ impl Actor {
                 let _ = reply.send(reply_value);
             }
         }
-    }
-
-    fn on_payload(&mut self, now: Instant, conn: ConnId, index: u32, data: bytes::Bytes) {
-        let Some((info_hash, piece)) =
-            self.swarm
-                .handle_piece_received(now, conn, index, data.len() as u64)
-        else {
-            return;
-        };
-        let Some(download) = self.partial_download(&info_hash) else {
-            return;
-        };
-        self.spawn_blocking(
-            self.torrent_span(&info_hash),
-            move || {
-                download
-                    .write_piece(piece, &data)
-                    .map(drop)
-                    .map_err(|e| match e {
-                        kraken_core::Error::PieceHashMismatch { .. }
-                        | kraken_core::Error::PieceLengthMismatch { .. } => {
-                            PieceWriteError::Corrupt
-                        }
-                        e => {
-                            tracing::error!(error = %e, "writing a piece failed");
-                            PieceWriteError::Storage
-                        }
-                    })
-            },
-            move |result| ActorEvent::PieceWritten {
-                conn,
-                info_hash,
-                index: piece,
-                result,
-            },
-        );
-    }
-
-    /// Counts piece `index` as written and starts a background write-back when
-    /// [`WRITE_BACK_EVERY`] bytes await one.
-    fn write_back_if_due(&mut self, info_hash: &InfoHash, index: kraken_core::PieceIndex) {
-        let Some(torrent) = self.torrents.get_mut(info_hash) else {
-            return;
-        };
-        let PieceSource::Partial(download) = &torrent.source else {
-            return;
-        };
-        torrent.unsynced += torrent.meta.piece_len(index);
-        if torrent.writing_back || torrent.unsynced < WRITE_BACK_EVERY {
-            return;
-        }
-        torrent.unsynced = 0;
-        torrent.writing_back = true;
-        let download = download.clone();
-        let info_hash = *info_hash;
-        self.spawn_blocking(
-            self.torrent_span(&info_hash),
-            move || {
-                if let Err(e) = download.write_back() {
-                    // Not fatal: finishing the download syncs again and reports failure.
-                    tracing::warn!(error = %e, "background write-back failed");
-                }
-            },
-            move |()| ActorEvent::WrittenBack { info_hash },
-        );
     }
 
     fn start_conn(&mut self, conn: ConnId, stream: BoxStream, addr: SocketAddr, max_payload: u32) {

@@ -107,11 +107,9 @@ impl Actor {
                     info_hash,
                     Torrent {
                         meta: Arc::clone(&meta),
-                        namespace: namespace.clone(),
                         source: PieceSource::Partial(download),
                         waiters,
                         progress: watchers,
-                        keep: false,
                         unsynced: 0,
                         writing_back: false,
                     },

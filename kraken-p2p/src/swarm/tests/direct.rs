@@ -422,3 +422,42 @@ fn an_under_connected_download_announces_again_soon_then_less_often() {
         "a full download announced again after {starving:?}"
     );
 }
+
+/// A blob seeded on purpose stays in the swarm, announcing, when idle; another complete
+/// torrent is dropped after `seeder_idle_timeout`.
+#[test]
+fn a_pinned_seed_stays_and_keeps_announcing_when_idle() {
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    let (pinned, other) = (blob(1, 1 << 20, 256 << 10), blob(2, 1 << 20, 256 << 10));
+    for meta in [&pinned, &other] {
+        let full = Bitfield::full(meta.piece_count());
+        s.add_torrent(now, Arc::clone(meta), full, String::new())
+            .unwrap();
+        s.handle_announce_response(now, meta.info_hash(), Vec::new(), None);
+    }
+    s.pin(&pinned.info_hash());
+    drain(&mut s);
+    let later = now + s.config().seeder_idle_timeout + Duration::from_secs(1);
+    s.handle_timeout(later);
+    let removed: Vec<_> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            Event::Removed { info_hash } => Some(info_hash),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, vec![other.info_hash()]);
+    assert!(s.torrents().any(|h| *h == pinned.info_hash()));
+    let announces_pinned = |actions: Vec<Action>| {
+        actions.iter().any(
+            |a| matches!(a, Action::Announce { info_hash, .. } if *info_hash == pinned.info_hash()),
+        )
+    };
+    assert!(announces_pinned(drain(&mut s)));
+    s.handle_announce_response(later, pinned.info_hash(), Vec::new(), None);
+    // Still there long after, and still announcing.
+    let much_later = later + s.config().seeder_idle_timeout * 3;
+    s.handle_timeout(much_later);
+    assert!(s.torrents().any(|h| *h == pinned.info_hash()));
+    assert!(announces_pinned(drain(&mut s)));
+}
