@@ -79,6 +79,12 @@ impl Swarm {
                 self.activate(now, conn, &h);
             }
             Direction::Inbound => {
+                if c.pending_handshake.is_some() {
+                    // A second handshake while the first waits for its torrent: accepting
+                    // both would list the connection twice (found by the swarm_ops fuzzer).
+                    self.violation(now, conn, "second handshake");
+                    return;
+                }
                 if self.torrents.contains_key(&h.info_hash) {
                     self.accept_handshake(now, conn, h);
                 } else {

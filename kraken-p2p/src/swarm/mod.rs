@@ -222,6 +222,9 @@ impl Swarm {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if c.state != ConnState::AwaitingHandshake {
+            return;
+        }
         let Some(handshake) = c.pending_handshake.take() else {
             return;
         };

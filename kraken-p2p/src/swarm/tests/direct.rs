@@ -461,3 +461,30 @@ fn a_pinned_seed_stays_and_keeps_announcing_when_idle() {
     assert!(s.torrents().any(|h| *h == pinned.info_hash()));
     assert!(announces_pinned(drain(&mut s)));
 }
+
+/// A peer that sends a second handshake while its first waits for the torrent to be looked
+/// up is a violation; the lookup's answer then accepts nothing (found by the fuzzer: both
+/// were accepted and the connection was listed twice).
+#[test]
+fn a_second_handshake_while_the_first_is_resolved_is_refused() {
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    let meta = blob(1, 1 << 20, 256 << 10);
+    let conn = s.handle_incoming(now, addr(2));
+    let empty = Bitfield::new(meta.piece_count());
+    s.handle_message(now, conn, handshake(&meta, 2, &empty, vec![]));
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|a| matches!(a, Action::Resolve { conn: c, .. } if *c == conn))
+    );
+    // The driver finds the blob and adds it; the peer's second handshake arrives first.
+    let full = Bitfield::full(meta.piece_count());
+    s.add_torrent(now, Arc::clone(&meta), full, String::new())
+        .unwrap();
+    s.handle_message(now, conn, handshake(&meta, 2, &empty, vec![]));
+    s.handle_resolved(now, conn);
+    s.check_invariants().unwrap();
+    assert!(!s.is_established(conn));
+    assert_eq!(s.torrent_stats(&meta.info_hash()).unwrap().conns, 0);
+}
