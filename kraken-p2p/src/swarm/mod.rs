@@ -277,6 +277,15 @@ impl Swarm {
         info_hash: InfoHash,
         result: Result<(), FinishError>,
     ) {
+        // Only the torrent that asked: a late answer for one that failed and was added
+        // again must not declare the new download complete (found by the fuzzer).
+        if self
+            .torrents
+            .get(&info_hash)
+            .is_none_or(|t| t.phase != Phase::Verifying)
+        {
+            return;
+        }
         match result {
             Ok(()) => self.on_complete(now, info_hash),
             Err(FinishError::DigestMismatch) => self.fail(info_hash, FailReason::DigestMismatch),

@@ -75,6 +75,11 @@ impl Swarm {
         let Some(torrent) = self.torrents.get_mut(&info_hash) else {
             return;
         };
+        if !torrent.is_writing(index.get()) {
+            // A report for a piece this torrent never handed out (a late one for an
+            // earlier torrent of the same info hash): it proves nothing about this one.
+            return;
+        }
         let writes_were_full = torrent.writing_count() >= self.config.max_pending_writes;
         let sender = torrent.finish_writing(index.get());
         match result {
