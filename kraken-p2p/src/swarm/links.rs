@@ -172,7 +172,12 @@ impl Swarm {
             .map(|(id, _)| *id)
             .collect();
         for conn in idle {
-            let failed = self.conns[&conn].state != ConnState::Active;
+            // Closing one may already have replaced another of the list (refilling the
+            // torrent drops an idle twin or a stale link; found by the swarm_ops fuzzer).
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            let failed = c.state != ConnState::Active;
             tracing::debug!(%conn, "closing idle connection");
             self.close(now, conn, failed);
         }
