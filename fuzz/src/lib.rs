@@ -18,6 +18,12 @@ pub use crate::config::{cidr_parse, config_toml};
 pub use crate::http::{authorization_parse, content_range_parse, range_parse, segment_decode};
 pub use crate::names::name_parse;
 
+/// The swarm core driven by arbitrary inputs from several fake peers, with `STATE.md`'s
+/// invariants checked after every step (`kraken_p2p::swarm::fuzzing`).
+pub fn swarm_ops(data: &[u8]) {
+    kraken_p2p::swarm::fuzzing::run(data);
+}
+
 /// A target's body: takes the fuzzer's input, panics on a bug.
 pub type Target = fn(&[u8]);
 
@@ -38,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("authorization_parse", authorization_parse),
     ("cidr_parse", cidr_parse),
     ("config_toml", config_toml),
+    ("swarm_ops", swarm_ops),
 ];
 
 /// Parses arbitrary bytes as a digest; anything accepted must print back unchanged.

@@ -12,7 +12,7 @@ use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
 use kraken_p2p::http_server::{HttpLimits, ServeConfig};
 use kraken_p2p::metrics::{Metrics, MetricsConfig};
 use kraken_p2p::node::{Node, NodeConfig, Progress};
-use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
+use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
     PeerStoreLimits, PublishToken, Tracker, TrackerClient, TrackerConfig, TrackerPool,
     TrackerServer, TrackerService,
@@ -247,6 +247,19 @@ pub(crate) struct PeerArgs {
     /// unless the client certificate is an origin's.
     #[arg(long, value_name = "FILE")]
     publish_token_file: Option<PathBuf>,
+    /// This node's peer certificate (PEM, signed by `--peer-tls-ca`): peer links use TLS and
+    /// the node's peer id is the one the certificate binds (see docs/tls.md).
+    #[arg(long, value_name = "PEM", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// Key of `--peer-tls-cert` (PEM).
+    #[arg(long, value_name = "PEM", requires = "peer_tls_cert")]
+    peer_tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) peers' certificates must chain to.
+    #[arg(long, value_name = "PEM", requires = "peer_tls_cert")]
+    peer_tls_ca: Option<PathBuf>,
+    /// Refuse plain (non-TLS) inbound peer connections.
+    #[arg(long, requires = "peer_tls_cert")]
+    peer_tls_require: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -407,6 +420,11 @@ async fn start_node(
         config.swarm.max_conns_per_torrent = max;
     }
     config.send_file = !args.no_send_file;
+    if let (Some(cert), Some(key), Some(ca)) =
+        (&args.peer_tls_cert, &args.peer_tls_key, &args.peer_tls_ca)
+    {
+        config.tls = Some(PeerTlsConfig::new(cert, key, ca).require(args.peer_tls_require));
+    }
     configure(&mut config);
     Node::builder(config)
         .store(store)

@@ -48,6 +48,10 @@ pub enum Error {
     /// The node is shutting down or has shut down.
     #[error("the node is shut down")]
     Shutdown,
+    /// A TLS file could not be read or used.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
@@ -75,6 +79,49 @@ pub enum Error {
     /// An internal invariant was violated: a bug. Please report it.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// The failure of an operation several callers waited for, which cannot be copied (a
+    /// storage or socket error): each caller gets it, shared.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Self>),
+}
+
+impl Error {
+    /// The error for each of `n` callers that waited for one operation: the same variant
+    /// for each where it can be copied, else the original shared ([`Error::Shared`]).
+    pub(crate) fn for_waiters(self, n: usize) -> Vec<Self> {
+        let copy = |e: &Self| -> Option<Self> {
+            Some(match e {
+                Self::Tracker { status, message } => Self::Tracker {
+                    status: *status,
+                    message: message.clone(),
+                },
+                Self::TrackerUnreachable { url, reason } => Self::TrackerUnreachable {
+                    url: url.clone(),
+                    reason: reason.clone(),
+                },
+                Self::MetaInfoNotFound(digest) => Self::MetaInfoNotFound(*digest),
+                Self::DownloadFailed { digest, reason } => Self::DownloadFailed {
+                    digest: *digest,
+                    reason: *reason,
+                },
+                Self::Shutdown => Self::Shutdown,
+                Self::Config(message) => Self::Config(message),
+                Self::MetaInfoSource(message) => Self::MetaInfoSource(message.clone()),
+                Self::Internal(message) => Self::Internal(message),
+                Self::Shared(shared) => Self::Shared(std::sync::Arc::clone(shared)),
+                _ => return None,
+            })
+        };
+        if copy(&self).is_some() {
+            let mut errors: Vec<Self> = (1..n).filter_map(|_| copy(&self)).collect();
+            errors.push(self);
+            return errors;
+        }
+        let shared = std::sync::Arc::new(self);
+        (0..n)
+            .map(|_| Self::Shared(std::sync::Arc::clone(&shared)))
+            .collect()
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kraken_core::Digest;
 
-use support::{TestSwarm, init_tracing, node, publisher, random_file, tracker};
+use support::{TestSwarm, init_tracing, node, node_with, publisher, random_file, tracker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_and_three_fetchers() {
@@ -334,4 +334,30 @@ async fn ranges_read_exact_bytes_while_downloading_and_after() {
     let node = reader.clone();
     swarm.shutdown().await;
     assert!(node.ping().await.is_err(), "a stopped node does not answer");
+}
+
+/// Several callers waiting for one download all learn why it failed, not only the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_waiter_of_a_failed_download_gets_the_real_error() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    let node = node_with(10, dir.path(), tracker.local_addr(), |c| {
+        c.metainfo_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let digest = Digest::sha256_of(b"never published");
+    let (a, b, c) = tokio::join!(
+        node.download(&digest).into_future(),
+        node.download(&digest).into_future(),
+        node.download(&digest).into_future(),
+    );
+    for result in [a, b, c] {
+        assert!(
+            matches!(result, Err(kraken_p2p::Error::MetaInfoNotFound(d)) if d == digest),
+            "{result:?}"
+        );
+    }
+    node.shutdown().await;
+    tracker.shutdown().await;
 }

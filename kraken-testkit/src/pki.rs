@@ -6,18 +6,22 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 
-use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, Role, ServerTlsConfig};
+use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, PeerTlsConfig, Role, ServerTlsConfig};
 
 /// PEM files under a directory: `ca.pem`; `server.pem`/`server.key` for `localhost`,
 /// `127.0.0.1` and the rest of 127.0.0.0/8 that tests use (127.0.0.1–127.0.0.9);
 /// `client.pem`/`client.key` signed by the CA, naming no role; `role-<role>.pem`/`.key` for each
-/// [`Role`], naming it (`URI:kraken:role:<role>`); `rogue.pem`/`rogue.key` signed by another CA.
+/// [`Role`], naming it (`URI:kraken:role:<role>`); `peer-<i>.pem`/`.key` for peer links, one per
+/// node (a peer id is bound to its certificate); `rogue.pem`/`rogue.key` signed by another CA.
 #[derive(Debug)]
 pub struct TestPki {
     dir: PathBuf,
 }
 
 impl TestPki {
+    /// Peer certificates made by [`create`](Self::create): `peer-0` … `peer-<PEERS - 1>`.
+    pub const PEERS: usize = 8;
+
     /// Makes the files under `dir` (created if missing).
     ///
     /// # Panics
@@ -34,6 +38,15 @@ impl TestPki {
         for role in Role::ALL {
             let name = format!("role-{role}");
             leaf(&dir, &name, vec![format!("kraken-{role}")], Some(role), &ca);
+        }
+        for i in 0..Self::PEERS {
+            leaf(
+                &dir,
+                &format!("peer-{i}"),
+                vec![format!("kraken-peer-{i}")],
+                None,
+                &ca,
+            );
         }
         leaf(
             &dir,
@@ -77,6 +90,22 @@ impl TestPki {
             self.path(&format!("role-{role}.pem")),
             self.path(&format!("role-{role}.key")),
         )
+    }
+
+    /// Peer TLS for node `i` (below [`PEERS`](Self::PEERS)): `peer-<i>.pem`, trusting the CA; plain
+    /// inbound connections allowed unless `require`.
+    pub fn peer(&self, i: usize, require: bool) -> PeerTlsConfig {
+        assert!(
+            i < Self::PEERS,
+            "TestPki makes {} peer certificates",
+            Self::PEERS
+        );
+        PeerTlsConfig::new(
+            self.path(&format!("peer-{i}.pem")),
+            self.path(&format!("peer-{i}.key")),
+            self.path("ca.pem"),
+        )
+        .require(require)
     }
 
     /// A client trusting the CA and presenting `rogue.pem`, which the CA did not sign.

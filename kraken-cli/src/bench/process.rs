@@ -39,10 +39,12 @@ pub(super) fn fetch_command(
     ip: &str,
     store: &Path,
     out: &Path,
+    extra_args: &[String],
 ) -> anyhow::Result<Command> {
     let mut command = kraken_command()?;
     command
         .args(["fetch", digest, "--tracker", tracker, "--quiet", "--json"])
+        .args(extra_args)
         .args(["--listen", &format!("{ip}:{}", free_port(ip)?)])
         .arg("--store")
         .arg(store)

@@ -166,6 +166,7 @@ fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec
             &ip,
             &store,
             &dir.join(format!("out{i}")),
+            &[],
         )?
         .args(["--seed-after", "--rate", &rate, "--announce-interval", "1s"])
         .args(&max_conns)

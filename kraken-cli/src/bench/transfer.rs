@@ -37,6 +37,9 @@ struct TransferReport {
     send_file: TransferResult,
     /// The seeder reads and writes every piece (`--no-send-file`), for comparison.
     copying: TransferResult,
+    /// Peer TLS on both ends (`--peer-tls-*`, certificates made with `openssl`); pieces are
+    /// copied, as TLS needs.
+    tls: TransferResult,
     fetcher_peak_rss_bytes: Option<u64>,
 }
 
@@ -51,6 +54,8 @@ struct TransferResult {
 /// One seeder of its own blob, and the best fetch time seen from it.
 struct TransferSeeder {
     mode: &'static str,
+    /// Extra flags of the fetch (peer TLS).
+    fetch_args: Vec<String>,
     _process: Process,
     digest: String,
     best: f64,
@@ -63,11 +68,17 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
     // Two seeders of two blobs of the same size (different bytes, so different digests),
     // so that a fetch meets only the seeder it measures.
     let mut seeders = Vec::new();
+    let pki = dir.path().join("pki");
+    let (seeder_tls, fetcher_tls) = (
+        peer_tls_args(&pki, "seeder")?,
+        peer_tls_args(&pki, "fetcher")?,
+    );
     let modes = [
-        ("send-file", &[][..]),
-        ("copying", &["--no-send-file".to_owned()][..]),
+        ("send-file", vec![], vec![]),
+        ("copying", vec!["--no-send-file".to_owned()], vec![]),
+        ("tls", seeder_tls, fetcher_tls),
     ];
-    for (seed, (name, extra)) in (0..).zip(modes) {
+    for (seed, (name, extra, fetch_args)) in (0..).zip(modes) {
         let file = dir.path().join(format!("{name}.blob"));
         write_random_file(&file, args.size.bytes(), seed)?;
         let (process, digest) = spawn_seeder(
@@ -76,11 +87,12 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
             &tracker_url,
             None,
             piece_length.as_deref(),
-            extra,
+            &extra,
             &format!("seeder-{name}"),
         )?;
         seeders.push(TransferSeeder {
             mode: name,
+            fetch_args,
             _process: process,
             digest,
             best: f64::MAX,
@@ -110,6 +122,7 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
                 "127.0.0.10",
                 &store,
                 &dir.path().join("out"),
+                &seeder.fetch_args,
             )?
             .output()?;
             anyhow::ensure!(
@@ -139,6 +152,7 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
         openssl_mb_s: mb / openssl_seconds,
         send_file: result(seeders[0].best),
         copying: result(seeders[1].best),
+        tls: result(seeders[2].best),
         fetcher_peak_rss_bytes: peak_rss,
     };
     if args.json {
@@ -155,6 +169,7 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
         for (what, result) in [
             ("kraken fetch (sendfile)", &report.send_file),
             ("kraken fetch (copying seeder)", &report.copying),
+            ("kraken fetch (peer TLS)", &report.tls),
         ] {
             println!(
                 "{what:<31} {:>8.1} MB/s   ratio {:.2}",
@@ -169,4 +184,95 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes (once) a CA and a peer certificate for `name` under `dir` with `openssl`, and
+/// returns the `kraken seed`/`fetch` flags that use them, TLS required.
+fn peer_tls_args(dir: &std::path::Path, name: &str) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(dir)?;
+    let path = |file: &str| dir.join(file).to_string_lossy().into_owned();
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .context("openssl must be installed")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    if !dir.join("ca.pem").exists() {
+        let (key, pem) = (path("ca.key"), path("ca.pem"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-subj",
+            "/CN=bench-ca",
+            "-days",
+            "1",
+        ]);
+        args.extend([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=keyCertSign",
+        ]);
+        openssl(&args)?;
+    }
+    let (key, csr, pem, ext) = (
+        path(&format!("{name}.key")),
+        path(&format!("{name}.csr")),
+        path(&format!("{name}.pem")),
+        path("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:kraken-peer\n",
+    )?;
+    let mut args = vec!["req", "-new"];
+    args.extend(ec);
+    let subject = format!("/CN={name}");
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+    openssl(&args)?;
+    let (ca, ca_key) = (path("ca.pem"), path("ca.key"));
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &pem,
+    ])?;
+    Ok(vec![
+        "--peer-tls-cert".into(),
+        pem,
+        "--peer-tls-key".into(),
+        key,
+        "--peer-tls-ca".into(),
+        ca,
+        "--peer-tls-require".into(),
+    ])
 }

@@ -1,20 +1,20 @@
 //! Connection tasks: they move bytes and nothing else.
 
-use std::fs::File;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use kraken_core::{Blob, Download, PieceIndex};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use kraken_core::PieceIndex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorEvent;
+use super::halves::{ReadSide, WriteSide, unless_stalled};
+pub(crate) use super::piece_source::PieceSource;
 use super::rate::RateLimiter;
 use super::transport::BoxStream;
 use crate::swarm::{ConnClosed, ConnId};
@@ -22,60 +22,7 @@ use crate::wire::{self, FrameDecoder, Message, WireError};
 
 /// Bytes handed to the egress limiter at once while sending a piece, so that many
 /// connections interleave instead of one piece monopolising the budget.
-const SEND_CHUNK: usize = 256 << 10;
-
-/// Where a piece to send is read from.
-#[derive(Clone, Debug)]
-pub(crate) enum PieceSource {
-    /// A complete blob.
-    Blob(Blob),
-    /// A download in progress (or finished: its file handle stays valid).
-    Partial(Download),
-}
-
-impl PieceSource {
-    /// Reads the bytes of `range` (one piece) into `buf`, reusing its allocation.
-    fn read_into(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> kraken_core::Result<()> {
-        // Resizing only when the length changes: equal-sized pieces reuse the bytes without
-        // zeroing them again.
-        let len = (range.end - range.start) as usize;
-        if buf.len() != len {
-            buf.resize(len, 0);
-        }
-        match self {
-            Self::Blob(blob) => blob.read_exact_at(range.start, buf),
-            Self::Partial(download) => download.read_exact_at(range.start, buf),
-        }
-    }
-
-    /// The file holding the bytes of `range` (one verified piece), for zero-copy sending.
-    fn file_for(&self, range: std::ops::Range<u64>) -> io::Result<&File> {
-        match self {
-            Self::Blob(blob) if range.end <= blob.len() => Ok(blob.file()),
-            Self::Blob(_) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "piece past the end of the blob",
-            )),
-            Self::Partial(download) => download.verified_file(range).map_err(io::Error::other),
-        }
-    }
-
-    /// Asks the kernel to start reading `range` into the page cache, so that the `sendfile`
-    /// which follows finds it there instead of blocking the runtime on the disk. Only a hint.
-    fn prefetch(&self, range: std::ops::Range<u64>) {
-        #[cfg(target_os = "linux")]
-        if let Ok(file) = self.file_for(range.clone()) {
-            let _ = rustix::fs::fadvise(
-                file,
-                range.start,
-                std::num::NonZeroU64::new(range.end - range.start),
-                rustix::fs::Advice::WillNeed,
-            );
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = range;
-    }
-}
+pub(super) const SEND_CHUNK: usize = 256 << 10;
 
 /// What the actor asks a connection's writer to send.
 #[derive(Debug)]
@@ -86,6 +33,9 @@ pub(crate) enum Outgoing {
         range: std::ops::Range<u64>,
         source: PieceSource,
     },
+    /// Send the messages queued before this (a refusal, say; queued pieces are dropped),
+    /// flush, and close.
+    Close,
 }
 
 /// The actor's handle on a connection task.
@@ -93,8 +43,21 @@ pub(crate) enum Outgoing {
 pub(crate) struct ConnHandle {
     pub(crate) outgoing: mpsc::Sender<Outgoing>,
     pub(crate) cancel: CancellationToken,
+    /// Set when the actor closes the connection: queued pieces are no longer sent.
+    pub(crate) closing: CancellationToken,
     /// Largest piece payload the reader accepts: 0 until the torrent is known.
     pub(crate) max_payload: Arc<AtomicU32>,
+}
+
+impl ConnHandle {
+    /// Closes the connection once the messages queued so far are written: with no room to
+    /// queue the close, at once.
+    pub(crate) fn close(self) {
+        self.closing.cancel();
+        if self.outgoing.try_send(Outgoing::Close).is_err() {
+            self.cancel.cancel();
+        }
+    }
 }
 
 pub(crate) struct ConnTask {
@@ -103,9 +66,12 @@ pub(crate) struct ConnTask {
     pub(crate) events: mpsc::Sender<ActorEvent>,
     pub(crate) outgoing: mpsc::Receiver<Outgoing>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) closing: CancellationToken,
     pub(crate) max_payload: Arc<AtomicU32>,
     pub(crate) ingress: Option<Arc<RateLimiter>>,
     pub(crate) egress: Option<Arc<RateLimiter>>,
+    /// See [`NodeConfig::write_stall_timeout`](super::NodeConfig::write_stall_timeout).
+    pub(crate) write_stall: Duration,
 }
 
 impl ConnTask {
@@ -118,9 +84,11 @@ impl ConnTask {
             events,
             outgoing,
             cancel,
+            closing,
             max_payload,
             ingress,
             egress,
+            write_stall,
         } = self;
         let stream = Mutex::new(stream);
         let (reader, writer) = (ReadSide(&stream), WriteSide(&stream));
@@ -128,93 +96,13 @@ impl ConnTask {
             tokio::select! {
                 () = cancel.cancelled() => ConnClosed::Normal,
                 how = read_loop(conn, reader, &events, &max_payload, ingress.as_deref()) => how,
-                how = write_loop(conn, writer, outgoing, &events, egress.as_deref()) => how,
+                how = write_loop(conn, writer, outgoing, &events, egress.as_deref(), &closing, write_stall) => how,
             }
         }
         .instrument(span)
         .await;
         // The actor may already have forgotten the connection; then this is ignored.
         let _ = events.send(ActorEvent::Closed { conn, how }).await;
-    }
-}
-
-/// The reading side of a connection's stream. The reader and the writer run in the same task
-/// and each holds the lock only for one poll, so they never wait on each other; unlike
-/// `tokio::io::split`, the writer keeps access to [`PeerStream::poll_send_file`].
-///
-/// [`PeerStream::poll_send_file`]: super::transport::PeerStream::poll_send_file
-struct ReadSide<'a>(&'a Mutex<BoxStream>);
-
-/// The writing side; see [`ReadSide`].
-struct WriteSide<'a>(&'a Mutex<BoxStream>);
-
-fn lock_stream(stream: &Mutex<BoxStream>) -> MutexGuard<'_, BoxStream> {
-    // A panic while polling would have ended the task that shares this lock.
-    stream.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl AsyncRead for ReadSide<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut **lock_stream(self.0)).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WriteSide<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut **lock_stream(self.0)).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut **lock_stream(self.0)).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut **lock_stream(self.0)).poll_shutdown(cx)
-    }
-}
-
-impl WriteSide<'_> {
-    fn supports_send_file(&self) -> bool {
-        lock_stream(self.0).supports_send_file()
-    }
-
-    /// Sends exactly `range` of `file`, in chunks that each pass the egress limiter first.
-    async fn send_file(
-        &mut self,
-        file: &File,
-        range: std::ops::Range<u64>,
-        egress: Option<&RateLimiter>,
-    ) -> io::Result<()> {
-        let mut offset = range.start;
-        while offset < range.end {
-            let chunk_end = range.end.min(offset + SEND_CHUNK as u64);
-            if let Some(limiter) = egress {
-                limiter.acquire((chunk_end - offset) as usize).await;
-            }
-            while offset < chunk_end {
-                let len = (chunk_end - offset) as usize;
-                let sent = std::future::poll_fn(|cx| {
-                    lock_stream(self.0).poll_send_file(cx, file, offset, len)
-                })
-                .await?;
-                if sent == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file ended before the piece",
-                    ));
-                }
-                offset += sent as u64;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -281,6 +169,8 @@ enum Ready {
         range: std::ops::Range<u64>,
         prefetch: tokio::task::JoinHandle<PieceSource>,
     },
+    /// Everything before was written: flush and close.
+    Close,
 }
 
 impl Ready {
@@ -289,6 +179,7 @@ impl Ready {
     fn start(item: Outgoing, spare: &mut Vec<Vec<u8>>, zero_copy: bool) -> Self {
         match item {
             Outgoing::Message(message) => Self::Message(message),
+            Outgoing::Close => Self::Close,
             Outgoing::Piece {
                 index,
                 range,
@@ -325,6 +216,8 @@ async fn write_loop(
     mut outgoing: mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<ActorEvent>,
     egress: Option<&RateLimiter>,
+    closing: &CancellationToken,
+    stall: Duration,
 ) -> ConnClosed {
     let mut frame = BytesMut::new();
     let mut next: Option<Ready> = None;
@@ -335,19 +228,25 @@ async fn write_loop(
         let item = match next.take() {
             Some(item) => item,
             None => match outgoing.recv().await {
-                Some(item) => Ready::start(item, &mut spare, zero_copy),
                 None => break,
+                // A piece for a connection being closed is not worth reading.
+                Some(Outgoing::Piece { .. }) if closing.is_cancelled() => continue,
+                Some(item) => Ready::start(item, &mut spare, zero_copy),
             },
         };
+        if matches!(item, Ready::Close) {
+            break;
+        }
         let result: Result<(), WireError> = async {
             match item {
+                Ready::Close => {}
                 Ready::Message(message) => {
                     frame.clear();
                     wire::encode(&message, &mut frame);
                     if let Some(limiter) = egress {
                         limiter.acquire(frame.len()).await;
                     }
-                    writer.write_all(&frame).await?;
+                    unless_stalled(stall, writer.write_all(&frame)).await?;
                 }
                 Ready::Piece { index, read } => {
                     let (data, result) = read
@@ -360,12 +259,12 @@ async fn write_loop(
                     }
                     frame.clear();
                     wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
-                    writer.write_all(&frame).await?;
+                    unless_stalled(stall, writer.write_all(&frame)).await?;
                     for chunk in data.chunks(SEND_CHUNK) {
                         if let Some(limiter) = egress {
                             limiter.acquire(chunk.len()).await;
                         }
-                        writer.write_all(chunk).await?;
+                        unless_stalled(stall, writer.write_all(chunk)).await?;
                     }
                     let _ = events
                         .send(ActorEvent::PieceSent {
@@ -390,8 +289,8 @@ async fn write_loop(
                     let len = range.end - range.start;
                     frame.clear();
                     wire::encode_payload_header(index.get(), len as u32, &mut frame);
-                    writer.write_all(&frame).await?;
-                    writer.send_file(file, range, egress).await?;
+                    unless_stalled(stall, writer.write_all(&frame)).await?;
+                    writer.send_file(file, range, egress, stall).await?;
                     let _ = events
                         .send(ActorEvent::PieceSent { conn, bytes: len })
                         .await;
@@ -402,9 +301,13 @@ async fn write_loop(
         .await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");
-            return ConnClosed::Normal;
+            return match e {
+                WireError::Io(e) if e.kind() == io::ErrorKind::TimedOut => ConnClosed::Stalled,
+                _ => ConnClosed::Normal,
+            };
         }
     }
-    let _ = writer.shutdown().await;
+    // Flushes what is buffered (TLS records) and says goodbye; bounded like every write.
+    let _ = unless_stalled(stall, writer.shutdown()).await;
     ConnClosed::Normal
 }

@@ -18,10 +18,15 @@
 //! 4 MiB pieces, and 34 MiB for a 256 MiB blob with 1 MiB pieces.
 
 mod actor;
+mod config;
 mod conn;
 mod counters;
+mod halves;
+mod piece_source;
 mod rate;
 mod stream;
+mod tcp;
+mod tls;
 mod transport;
 
 use std::future::{Future, IntoFuture};
@@ -29,83 +34,20 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use kraken_core::{Blob, BlobStore, ByteSize, Digest, MetaInfo, PeerId, PieceLengthPolicy};
-use serde::{Deserialize, Serialize};
+use kraken_core::{Blob, BlobStore, Digest, MetaInfo, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::config::NodeConfig;
 pub use self::stream::BlobStream;
-pub use self::transport::{BoxStream, Listener, PeerStream, TcpTransport, Transport};
+pub use self::tcp::TcpTransport;
+pub use self::tls::TlsTransport;
+pub use self::transport::{BoxStream, Listener, PeerStream, Transport};
 use crate::error::{Error, Result};
-use crate::swarm::{SwarmConfig, TorrentStats};
+use crate::swarm::TorrentStats;
 use crate::tracker::Tracker;
-
-/// Settings of a [`Node`].
-#[non_exhaustive]
-#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Address the peer listener binds. Default: `127.0.0.1:0` (loopback, any port).
-    pub listen: SocketAddr,
-    /// Address announced to the tracker, where other peers reach this one; port 0 means the
-    /// listener's port. Default: the listener's address (which must then not be a wildcard
-    /// address).
-    pub advertise: Option<SocketAddr>,
-    /// Namespace of blobs downloaded and seeded without one. Default: empty.
-    pub namespace: String,
-    /// Most bytes per second sent to all peers together. Default: unlimited.
-    pub egress_rate: Option<ByteSize>,
-    /// Most bytes per second received from all peers together. Default: unlimited.
-    pub ingress_rate: Option<ByteSize>,
-    /// Piece lengths of blobs this node seeds from files. Default: the standard table.
-    pub piece_lengths: PieceLengthPolicy,
-    /// Time allowed to open a connection to a peer. Default: 5s.
-    #[serde(with = "humantime_serde")]
-    pub dial_timeout: Duration,
-    /// How long a download waits for its metainfo to be published. Default: 60s.
-    #[serde(with = "humantime_serde")]
-    pub metainfo_timeout: Duration,
-    /// A download with no piece verified for this long asks the tracker for the blob's
-    /// metainfo afresh from the origins, and starts over with it if it differs: metainfo
-    /// that matches no peer's bytes (forged, or stale) stalls a download, and nothing else
-    /// would end the stall. Repeated stalls wait twice as long each time, up to 5 minutes.
-    /// Default: 10s.
-    #[serde(with = "humantime_serde")]
-    pub metainfo_recheck_after: Duration,
-    /// Largest blob this node downloads: a download's file is allocated at the length the
-    /// metainfo claims before any byte is verified, so a longer claim is refused (after
-    /// asking the origins for their metainfo once). Default: 64GiB, as the origin's
-    /// `limits.max_blob_size`.
-    pub max_blob_size: ByteSize,
-    /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
-    /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
-    /// Default: true.
-    pub send_file: bool,
-    /// The scheduler's settings.
-    pub swarm: SwarmConfig,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
-            namespace: String::new(),
-            egress_rate: None,
-            ingress_rate: None,
-            piece_lengths: PieceLengthPolicy::default(),
-            dial_timeout: Duration::from_secs(5),
-            metainfo_timeout: Duration::from_secs(60),
-            metainfo_recheck_after: Duration::from_secs(10),
-            max_blob_size: ByteSize(64 << 30),
-            send_file: true,
-            swarm: SwarmConfig::default(),
-        }
-    }
-}
 
 /// Where a download stands.
 #[non_exhaustive]
@@ -187,15 +129,10 @@ impl NodeBuilder {
             .tracker
             .ok_or(Error::Config("a node needs a tracker"))?;
         let config = self.config;
-        let transport = self.transport.unwrap_or_else(|| {
-            let ip = config.listen.ip();
-            let tcp = if ip.is_unspecified() {
-                TcpTransport::new()
-            } else {
-                TcpTransport::with_source_ip(ip)
-            };
-            Arc::new(tcp.send_file(config.send_file))
-        });
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => default_transport(&config)?,
+        };
         let listener = transport.bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         // Port 0 in `advertise` stands for the listener's port, so that an address found at
@@ -219,9 +156,16 @@ impl NodeBuilder {
         } else {
             tracker.bound_to(local_addr.ip())?.unwrap_or(tracker)
         };
-        let peer_id = self
-            .peer_id
-            .unwrap_or_else(|| PeerId::random(&mut rand::rng()));
+        // A transport that proves who the node is (TLS) decides its peer id.
+        let peer_id = match (transport.local_peer_id(), self.peer_id) {
+            (Some(bound), Some(asked)) if bound != asked => {
+                return Err(Error::Config(
+                    "the peer id differs from the one the transport's certificate binds",
+                ));
+            }
+            (Some(bound), _) => bound,
+            (None, asked) => asked.unwrap_or_else(|| PeerId::random(&mut rand::rng())),
+        };
         let span = tracing::info_span!(
             parent: self.root_span.unwrap_or_else(tracing::Span::current),
             "node",
@@ -259,6 +203,25 @@ impl NodeBuilder {
             }),
         })
     }
+}
+
+/// TCP leaving from the listen address's IP, under TLS if the config says so.
+fn default_transport(config: &NodeConfig) -> Result<Arc<dyn Transport>> {
+    let ip = config.listen.ip();
+    let tcp = if ip.is_unspecified() {
+        TcpTransport::new()
+    } else {
+        TcpTransport::with_source_ip(ip)
+    };
+    let tcp = tcp.send_file(config.send_file);
+    Ok(match &config.tls {
+        Some(tls) => Arc::new(TlsTransport::new(
+            tcp,
+            tls.load()?,
+            config.swarm.handshake_timeout,
+        )),
+        None => Arc::new(tcp),
+    })
 }
 
 /// A P2P node: a cheap, cloneable handle to the actor that runs it.

@@ -59,14 +59,34 @@ pub struct SwarmConfig {
     /// Default: 5s.
     #[serde(with = "humantime_serde")]
     pub refused_piece_backoff: Duration,
-    /// How long a peer that failed (dial error, bad data, protocol violation) is not dialed
-    /// or accepted again for the same torrent. A normal close is not a failure. Default: 30s.
+    /// How long a peer that failed (dial error, bad data, protocol violation, a stalled
+    /// writer) is not dialed or accepted again for the same torrent. A normal close is not a
+    /// failure. The entry is keyed by the peer id *and* the address it came from, so a peer
+    /// claiming another's id from elsewhere gets only itself blacklisted. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub blacklist_duration: Duration,
     /// A connection with no piece sent or received for this long is closed, freeing its slot
     /// for another neighbour. Default: 30s.
     #[serde(with = "humantime_serde")]
     pub conn_idle_timeout: Duration,
+    /// A connection whose handshakes are not both done this long after it was dialed or
+    /// accepted is closed: a peer that connects and says nothing holds no slot for long.
+    /// Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// When a torrent's connections are full, a new peer (an inbound handshake, or a
+    /// complete or origin candidate) takes the place of a link over which no piece has
+    /// moved either way for this long: a peer that requests and never reads, or sends
+    /// nothing, cannot keep its slot against newcomers. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub stale_link_after: Duration,
+    /// Most inbound connections from one IP address at once, over all torrents and in any
+    /// state; more are closed as soon as they are accepted. Default: 64.
+    pub max_inbound_per_ip: usize,
+    /// Most connections of one torrent with peers at one IP address; an inbound handshake
+    /// beyond it is refused. Hosts sharing an address (NAT, a cluster on one loopback
+    /// address) count together: raise it for them. Default: 5.
+    pub max_conns_per_ip_per_torrent: usize,
     /// A downloading torrent with no piece written for this long fails. Default: 5m.
     #[serde(with = "humantime_serde")]
     pub leecher_idle_timeout: Duration,
@@ -116,6 +136,10 @@ impl Default for SwarmConfig {
             refused_piece_backoff: Duration::from_secs(5),
             blacklist_duration: Duration::from_secs(30),
             conn_idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            stale_link_after: Duration::from_secs(10),
+            max_inbound_per_ip: 64,
+            max_conns_per_ip_per_torrent: 5,
             leecher_idle_timeout: Duration::from_secs(300),
             seeder_idle_timeout: Duration::from_secs(300),
             announce_interval: Duration::from_secs(3),

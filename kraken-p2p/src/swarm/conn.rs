@@ -1,12 +1,17 @@
 //! The swarm's view of one connection.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use kraken_core::{Bitfield, InfoHash, PeerId};
 
 use crate::wire::Handshake;
+
+/// Who a peer is, as far as the swarm can tell: the peer id it claims (or its certificate
+/// proves) at the address it connects from. Blacklists and the one-link-per-peer rule use
+/// it, so a peer claiming another's id from elsewhere gets only itself refused.
+pub(super) type PeerKey = (IpAddr, PeerId);
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(super) enum Direction {
@@ -34,6 +39,9 @@ pub(super) struct Conn {
     /// Known from the start for outbound connections, from the handshake for inbound ones.
     pub(super) info_hash: Option<InfoHash>,
     pub(super) peer_id: Option<PeerId>,
+    /// The peer id the transport authenticated (bound to the peer's certificate), if any:
+    /// a handshake claiming another is refused.
+    pub(super) authenticated: Option<PeerId>,
     pub(super) origin: bool,
     /// The peer's pieces; empty until the connection is active.
     pub(super) have: Bitfield,
@@ -47,6 +55,9 @@ pub(super) struct Conn {
     /// Pieces the driver is sending to the peer.
     pub(super) queued_uploads: usize,
     pub(super) last_activity: Instant,
+    /// When the connection was opened (dialed or accepted): its handshake must be done by
+    /// `opened + handshake_timeout`.
+    pub(super) opened: Instant,
     /// The peer's neighbours as its handshake listed them.
     pub(super) neighbours: Vec<PeerId>,
     /// An inbound handshake waiting for `Action::Resolve`.
@@ -69,6 +80,7 @@ impl Conn {
             },
             info_hash,
             peer_id: None,
+            authenticated: None,
             origin: false,
             have: Bitfield::new(0),
             requested: BTreeMap::new(),
@@ -76,9 +88,21 @@ impl Conn {
             avoid: Backoff::default(),
             queued_uploads: 0,
             last_activity: now,
+            opened: now,
             neighbours: Vec::new(),
             pending_handshake: None,
         }
+    }
+
+    /// The peer's [`PeerKey`], once its id is known.
+    pub(super) fn key(&self) -> Option<PeerKey> {
+        Some((self.remote.ip(), self.peer_id?))
+    }
+
+    /// Whether nothing has moved over this link either way (no piece sent or received, no
+    /// handshake finished) since `since`: the least useful link to give up for a new peer.
+    pub(super) fn is_stale(&self, since: Instant) -> bool {
+        self.last_activity <= since
     }
 
     /// Whether nothing can flow over this link either way: the peer holds exactly the

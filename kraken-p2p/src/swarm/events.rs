@@ -145,6 +145,8 @@ pub enum ConnClosed {
     DialFailed,
     /// The peer sent bytes that are not the protocol.
     ProtocolError,
+    /// The peer stopped reading: a write made no progress for the stall timeout.
+    Stalled,
 }
 
 /// Why writing a received piece failed.

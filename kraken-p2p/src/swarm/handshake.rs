@@ -58,6 +58,18 @@ impl Swarm {
             return;
         }
         let c = self.conns.get_mut(&conn).expect("caller checked");
+        if c.authenticated.is_some_and(|id| id != h.peer_id) {
+            // Its certificate says who it is; the id it claims is someone else's. Nobody
+            // is blacklisted: the claimed peer did nothing, and the certificate's holder is
+            // refused at every handshake anyway.
+            tracing::warn!(%conn, addr = %c.remote, claimed = %h.peer_id.fmt_short(), "handshake claims a peer id its certificate does not bind");
+            self.refuse(
+                conn,
+                ErrorCode::ProtocolViolation,
+                "peer id does not match the certificate",
+            );
+            return;
+        }
         match c.direction {
             Direction::Outbound => {
                 if Some(h.info_hash) != c.info_hash || Some(h.peer_id) != c.peer_id {
@@ -67,6 +79,12 @@ impl Swarm {
                 self.activate(now, conn, &h);
             }
             Direction::Inbound => {
+                if c.pending_handshake.is_some() {
+                    // A second handshake while the first waits for its torrent: accepting
+                    // both would list the connection twice (found by the swarm_ops fuzzer).
+                    self.violation(now, conn, "second handshake");
+                    return;
+                }
                 if self.torrents.contains_key(&h.info_hash) {
                     self.accept_handshake(now, conn, h);
                 } else {
@@ -84,23 +102,42 @@ impl Swarm {
 
     pub(super) fn accept_handshake(&mut self, now: Instant, conn: ConnId, h: Handshake) {
         let info_hash = h.info_hash;
-        if self.is_blacklisted(now, &h.peer_id, &info_hash) {
+        let remote = self.conns[&conn].remote.ip();
+        let key = (remote, h.peer_id);
+        if self.is_blacklisted_at(now, remote, &h.peer_id, &info_hash) {
             self.refuse(conn, ErrorCode::TooManyConnections, "blacklisted");
             return;
         }
         let torrent = self.torrents.get(&info_hash).expect("caller checked");
+        let same_ip = torrent
+            .conns
+            .iter()
+            .filter(|c| self.conns.get(c).is_some_and(|c| c.remote.ip() == remote))
+            .count();
+        if same_ip >= self.config.max_conns_per_ip_per_torrent {
+            self.refuse(
+                conn,
+                ErrorCode::TooManyConnections,
+                "too many connections from one address",
+            );
+            return;
+        }
         if torrent.conns.len() >= self.config.max_conns_per_torrent {
             // A peer with few neighbours may be stuck in a cluster that has no pieces; a
             // link inside a clique of ours is worth less than being its way in. Only a peer
             // with at least two neighbours fewer than the one it displaces is let in, so
             // degrees even out instead of links churning.
             let dialer_degree = h.neighbours.len();
-            match self
+            // Failing that, a link over which nothing has moved for a while (a peer that
+            // asks and never reads, or says nothing) is worth less than a newcomer.
+            let redundant = self
                 .most_redundant_link(info_hash)
                 .filter(|&(_, degree)| dialer_degree + 1 < degree)
-            {
-                Some((redundant, _)) => {
-                    tracing::debug!(conn = %redundant, "making room for an under-connected peer");
+                .map(|(id, _)| id)
+                .or_else(|| self.stale_link(now, info_hash));
+            match redundant {
+                Some(redundant) => {
+                    tracing::debug!(conn = %redundant, "making room for a new peer");
                     self.drop_conn_state(redundant);
                     self.actions.push_back(Action::Close { conn: redundant });
                 }
@@ -115,7 +152,7 @@ impl Swarm {
         let mut superseded = None;
         for &other in &torrent.conns {
             let existing = &self.conns[&other];
-            if existing.peer_id == Some(h.peer_id) {
+            if existing.key() == Some(key) {
                 // Both sides dialed each other at once. Refusing on both sides would lose
                 // both connections (and the two retry in lockstep after every announce), so
                 // both sides keep the dial of the smaller peer id.
@@ -149,6 +186,7 @@ impl Swarm {
         let c = self.conns.get_mut(&conn).expect("caller checked");
         c.info_hash = Some(info_hash);
         c.peer_id = Some(h.peer_id);
+        c.last_activity = now;
         self.torrents
             .get_mut(&info_hash)
             .expect("checked")

@@ -53,7 +53,7 @@ impl Swarm {
     pub(super) fn expire_torrents(&mut self, now: Instant) {
         let mut failed = Vec::new();
         let mut removed = Vec::new();
-        for (info_hash, torrent) in &self.torrents {
+        for (info_hash, torrent) in &mut self.torrents {
             match torrent.phase {
                 Phase::Leeching
                     if now >= torrent.last_progress + self.config.leecher_idle_timeout =>
@@ -64,7 +64,12 @@ impl Swarm {
                     if torrent.conns.is_empty()
                         && now >= torrent.last_progress + self.config.seeder_idle_timeout =>
                 {
-                    removed.push(*info_hash);
+                    if torrent.pinned {
+                        // Seeded on purpose: stays, and its announces keep it findable.
+                        torrent.last_progress = now;
+                    } else {
+                        removed.push(*info_hash);
+                    }
                 }
                 _ => {}
             }

@@ -3,11 +3,12 @@
 
 use std::time::Instant;
 
-use kraken_core::{InfoHash, PeerId};
+use kraken_core::InfoHash;
 
-use super::conn::{Conn, ConnState, Direction};
+use super::conn::{Conn, ConnState, Direction, PeerKey};
+use super::timers::lower;
 use super::torrent::Phase;
-use super::{Action, ConnId, Swarm, lower};
+use super::{Action, ConnId, Swarm};
 
 impl Swarm {
     pub(super) fn allocate_conn(&mut self) -> ConnId {
@@ -41,7 +42,7 @@ impl Swarm {
         self.fill_all_requests(now, info_hash);
     }
 
-    pub(super) fn drop_conn_state(&mut self, conn: ConnId) -> Option<(InfoHash, Option<PeerId>)> {
+    pub(super) fn drop_conn_state(&mut self, conn: ConnId) -> Option<(InfoHash, Option<PeerKey>)> {
         let c = self.conns.remove(&conn)?;
         let info_hash = c.info_hash?;
         if let Some(torrent) = self.torrents.get_mut(&info_hash) {
@@ -53,7 +54,7 @@ impl Swarm {
                 torrent.forget_request(*index, conn);
             }
         }
-        Some((info_hash, c.peer_id))
+        Some((info_hash, c.key()))
     }
 
     /// Dials tracker-given peers until the torrent is at its connection limit.
@@ -72,14 +73,17 @@ impl Swarm {
             let Some(peer) = torrent.candidates.pop() else {
                 return;
             };
+            let key = (peer.addr().ip(), peer.peer_id);
             let blacklisted = self
                 .blacklist
-                .get(&(peer.peer_id, info_hash))
+                .get(&(key, info_hash))
                 .is_some_and(|until| *until > now);
+            // The same id at another address is another peer (or an impostor holding a
+            // link in its name, which must not keep us from the real one).
             let connected = torrent
                 .conns
                 .iter()
-                .any(|c| self.conns.get(c).and_then(|c| c.peer_id) == Some(peer.peer_id));
+                .any(|c| self.conns.get(c).and_then(Conn::key) == Some(key));
             if blacklisted || connected || peer.peer_id == self.local_peer {
                 continue;
             }
@@ -89,6 +93,7 @@ impl Swarm {
                 // ends the search.
                 let twin = if peer.complete || peer.origin {
                     self.idle_twin(info_hash)
+                        .or_else(|| self.stale_link(now, info_hash))
                 } else {
                     None
                 };
@@ -108,6 +113,7 @@ impl Swarm {
             c.peer_id = Some(peer.peer_id);
             self.conns.insert(id, c);
             lower(&mut self.timer_floor, now + self.config.conn_idle_timeout);
+            lower(&mut self.timer_floor, now + self.config.handshake_timeout);
             self.torrents
                 .get_mut(&info_hash)
                 .expect("checked above")
@@ -132,16 +138,45 @@ impl Swarm {
         })
     }
 
+    /// The active link of the torrent over which nothing has moved for
+    /// [`stale_link_after`](super::SwarmConfig::stale_link_after), the longest-quiet first:
+    /// a full torrent gives it up for a new peer.
+    pub(super) fn stale_link(&self, now: Instant, info_hash: InfoHash) -> Option<ConnId> {
+        let since = now.checked_sub(self.config.stale_link_after)?;
+        let torrent = self.torrents.get(&info_hash)?;
+        torrent
+            .conns
+            .iter()
+            .filter_map(|&id| Some((id, self.conns.get(&id)?)))
+            .filter(|(_, c)| c.state == ConnState::Active && c.is_stale(since))
+            .min_by_key(|(id, c)| (c.last_activity, *id))
+            .map(|(id, _)| id)
+    }
+
     pub(super) fn expire_conns(&mut self, now: Instant) {
+        let handshake_timeout = self.config.handshake_timeout;
         let idle: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| now >= c.last_activity + self.config.conn_idle_timeout)
-            .filter(|(_, c)| c.requested.is_empty() && c.queued_uploads == 0)
+            .filter(|(_, c)| {
+                let idle = now >= c.last_activity + self.config.conn_idle_timeout
+                    && c.requested.is_empty()
+                    && c.queued_uploads == 0;
+                // Dials have their own timeout in the driver.
+                let silent = c.state != ConnState::Active
+                    && c.state != ConnState::Dialing
+                    && now >= c.opened + handshake_timeout;
+                idle || silent
+            })
             .map(|(id, _)| *id)
             .collect();
         for conn in idle {
-            let failed = self.conns[&conn].state != ConnState::Active;
+            // Closing one may already have replaced another of the list (refilling the
+            // torrent drops an idle twin or a stale link; found by the swarm_ops fuzzer).
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            let failed = c.state != ConnState::Active;
             tracing::debug!(%conn, "closing idle connection");
             self.close(now, conn, failed);
         }

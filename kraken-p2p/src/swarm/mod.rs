@@ -23,27 +23,33 @@
 mod config;
 mod conn;
 mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod handshake;
+#[cfg(any(test, feature = "fuzzing"))]
+mod invariants;
 mod lifecycle;
 mod links;
 mod pieces;
+mod timers;
 mod torrent;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kraken_core::{Bitfield, InfoHash, MetaInfo, PeerId, PeerInfo, PieceIndex};
+use kraken_core::{Bitfield, InfoHash, MetaInfo, PeerId, PeerInfo};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use self::config::SwarmConfig;
-use self::conn::{Conn, ConnState, Direction};
+use self::conn::{Conn, ConnState, Direction, PeerKey};
 pub use self::events::{
     Action, AddTorrentError, ConnClosed, ConnId, Event, FailReason, FinishError, PieceWriteError,
     TorrentStats,
 };
+use self::timers::lower;
 use self::torrent::{Phase, Torrent};
 use crate::wire::{ErrorCode, Message};
 
@@ -59,7 +65,8 @@ pub struct Swarm {
     torrents: BTreeMap<InfoHash, Torrent>,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
-    blacklist: HashMap<(PeerId, InfoHash), Instant>,
+    /// Peers that failed, per torrent, and until when they stay refused.
+    blacklist: HashMap<(PeerKey, InfoHash), Instant>,
     /// Peers blacklisted since the swarm started, for the driver's metrics.
     blacklistings: u64,
     actions: VecDeque<Action>,
@@ -135,6 +142,15 @@ impl Swarm {
         Ok(())
     }
 
+    /// Keeps a torrent in the swarm when it is complete and idle: it goes on announcing
+    /// (at `seeder_announce_interval`) instead of being dropped after
+    /// `seeder_idle_timeout`. For blobs seeded on purpose.
+    pub fn pin(&mut self, info_hash: &InfoHash) {
+        if let Some(torrent) = self.torrents.get_mut(info_hash) {
+            torrent.pinned = true;
+        }
+    }
+
     /// Drops a torrent and closes its connections.
     pub fn remove_torrent(&mut self, info_hash: &InfoHash) {
         if let Some(torrent) = self.torrents.remove(info_hash) {
@@ -145,13 +161,36 @@ impl Swarm {
         }
     }
 
-    /// A connection was accepted; returns its name. The peer's handshake comes next.
+    /// A connection was accepted; returns its name. The peer's handshake comes next, unless
+    /// the address already has [`max_inbound_per_ip`](SwarmConfig::max_inbound_per_ip)
+    /// connections: then an [`Action::Close`] of it follows at once.
     pub fn handle_incoming(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
         let id = self.allocate_conn();
+        let from_ip = self
+            .conns
+            .values()
+            .filter(|c| c.direction == Direction::Inbound && c.remote.ip() == remote.ip())
+            .count();
+        if from_ip >= self.config.max_inbound_per_ip {
+            tracing::debug!(conn = %id, %remote, "too many connections from one address");
+            self.actions.push_back(Action::Close { conn: id });
+            return id;
+        }
         self.conns
             .insert(id, Conn::new(Direction::Inbound, remote, None, now));
+        lower(&mut self.timer_floor, now + self.config.handshake_timeout);
         lower(&mut self.timer_floor, now + self.config.conn_idle_timeout);
         id
+    }
+
+    /// The transport authenticated the peer of `conn` as `peer` (its certificate binds that
+    /// id): a handshake claiming any other id is refused, and blames no one else. Call it
+    /// right after [`handle_incoming`](Self::handle_incoming) or
+    /// [`handle_connected`](Self::handle_connected), before any message of the connection.
+    pub fn handle_authenticated(&mut self, conn: ConnId, peer: PeerId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.authenticated = Some(peer);
+        }
     }
 
     /// An outbound connection from [`Action::Dial`] is up: the swarm sends its handshake.
@@ -164,6 +203,10 @@ impl Swarm {
         }
         c.state = ConnState::Handshaking;
         c.last_activity = now;
+        lower(
+            &mut self.timer_floor,
+            c.opened + self.config.handshake_timeout,
+        );
         let info_hash = c
             .info_hash
             .expect("outbound connections know their torrent");
@@ -182,6 +225,9 @@ impl Swarm {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if c.state != ConnState::AwaitingHandshake {
+            return;
+        }
         let Some(handshake) = c.pending_handshake.take() else {
             return;
         };
@@ -227,100 +273,6 @@ impl Swarm {
         }
     }
 
-    /// A piece payload of `length` bytes arrived. Returns the piece to verify and write if
-    /// it was wanted; report the write with [`handle_piece_written`](Self::handle_piece_written).
-    /// Unwanted payloads return `None` (and unsolicited ones close the connection).
-    pub fn handle_piece_received(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        index: u32,
-        length: u64,
-    ) -> Option<(InfoHash, PieceIndex)> {
-        let c = self.conns.get_mut(&conn)?;
-        let info_hash = c.info_hash?;
-        let requested = c.requested.remove(&index).is_some();
-        let cancelled = c.cancelled.remove(&index);
-        if c.state != ConnState::Active || !(requested || cancelled) {
-            self.violation(now, conn, "unsolicited piece");
-            return None;
-        }
-        c.last_activity = now;
-        let torrent = self.torrents.get_mut(&info_hash)?;
-        let Ok(piece) = torrent.meta.piece_index(index) else {
-            self.violation(now, conn, "piece index out of range");
-            return None;
-        };
-        if torrent.meta.piece_len(piece) != length {
-            self.violation(now, conn, "wrong payload length");
-            return None;
-        }
-        torrent.forget_request(index, conn);
-        if torrent.have.get(index) || torrent.is_writing(index) {
-            // An endgame duplicate.
-            self.fill_requests(now, conn);
-            return None;
-        }
-        // The sender is remembered with the piece: the link may be gone by the time the
-        // piece is written, and the piece must still be credited (or blamed) to it.
-        let sender = self.conns.get(&conn).and_then(|c| c.peer_id);
-        torrent.start_writing(index, sender);
-        self.fill_requests(now, conn);
-        Some((info_hash, piece))
-    }
-
-    /// The driver's report on a piece from [`handle_piece_received`](Self::handle_piece_received).
-    pub fn handle_piece_written(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        info_hash: InfoHash,
-        index: PieceIndex,
-        result: Result<(), PieceWriteError>,
-    ) {
-        let Some(torrent) = self.torrents.get_mut(&info_hash) else {
-            return;
-        };
-        let writes_were_full = torrent.writing_count() >= self.config.max_pending_writes;
-        let sender = torrent.finish_writing(index.get());
-        match result {
-            Ok(()) => {
-                if torrent.mark_have(index.get()) {
-                    let length = torrent.meta.piece_len(index);
-                    torrent.last_progress = now;
-                    if let Some(peer) = sender {
-                        *torrent.stats.received_from.entry(peer).or_default() += length;
-                    }
-                    self.on_piece_done(now, info_hash, index.get(), writes_were_full);
-                }
-            }
-            Err(PieceWriteError::Corrupt) => {
-                torrent.stats.corrupt_pieces += 1;
-                tracing::warn!(%conn, torrent = %info_hash.fmt_short(), piece = index.get(), "peer sent a corrupt piece");
-                if self.conns.contains_key(&conn) {
-                    self.violation(now, conn, "corrupt piece");
-                } else if let Some(peer) = sender {
-                    self.blacklist_peer(now, peer, info_hash);
-                }
-                self.fill_all_requests(now, info_hash);
-            }
-            Err(PieceWriteError::Storage) => self.fail(info_hash, FailReason::Storage),
-        }
-    }
-
-    /// A piece from [`Action::SendPiece`] has been sent (or failed to be).
-    pub fn handle_piece_sent(&mut self, now: Instant, conn: ConnId, bytes: u64) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.queued_uploads = c.queued_uploads.saturating_sub(1);
-        c.last_activity = now;
-        if let Some(torrent) = c.info_hash.and_then(|h| self.torrents.get_mut(&h)) {
-            torrent.stats.sent += bytes;
-            torrent.last_progress = torrent.last_progress.max(now);
-        }
-    }
-
     /// The driver's answer to [`Action::Finish`].
     pub fn handle_finished(
         &mut self,
@@ -328,6 +280,15 @@ impl Swarm {
         info_hash: InfoHash,
         result: Result<(), FinishError>,
     ) {
+        // Only the torrent that asked: a late answer for one that failed and was added
+        // again must not declare the new download complete (found by the fuzzer).
+        if self
+            .torrents
+            .get(&info_hash)
+            .is_none_or(|t| t.phase != Phase::Verifying)
+        {
+            return;
+        }
         match result {
             Ok(()) => self.on_complete(now, info_hash),
             Err(FinishError::DigestMismatch) => self.fail(info_hash, FailReason::DigestMismatch),
@@ -432,27 +393,6 @@ impl Swarm {
         next
     }
 
-    /// The exact [`timer_floor`](Self::timer_floor): the earliest request deadline,
-    /// connection idle expiry and refusal backoff.
-    fn exact_timer_floor(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| lower(&mut next, t);
-        for torrent in self.torrents.values() {
-            for deadline in torrent.request_deadlines() {
-                consider(deadline);
-            }
-        }
-        for conn in self.conns.values() {
-            consider(conn.last_activity + self.config.conn_idle_timeout);
-            // A piece that may be asked of this peer again: nothing else would wake the
-            // picker when the peer has nothing new to say.
-            if let Some(until) = conn.avoid.earliest() {
-                consider(until);
-            }
-        }
-        next
-    }
-
     /// Whether `conn` has exchanged handshakes and carries pieces.
     pub fn is_established(&self, conn: ConnId) -> bool {
         self.conns
@@ -496,16 +436,29 @@ impl Swarm {
     }
 
     /// Keeps `peer` out of `info_hash` for the blacklist duration.
-    fn blacklist_peer(&mut self, now: Instant, peer: PeerId, info_hash: InfoHash) {
+    pub(super) fn blacklist_peer(&mut self, now: Instant, peer: PeerKey, info_hash: InfoHash) {
         self.blacklistings += 1;
         self.blacklist
             .insert((peer, info_hash), now + self.config.blacklist_duration);
     }
 
-    /// Whether `peer` is blacklisted for `info_hash` at `now`.
+    /// Whether `peer` is blacklisted for `info_hash` at `now`, at any address.
     pub fn is_blacklisted(&self, now: Instant, peer: &PeerId, info_hash: &InfoHash) -> bool {
         self.blacklist
-            .get(&(*peer, *info_hash))
+            .iter()
+            .any(|(((_, p), h), until)| p == peer && h == info_hash && *until > now)
+    }
+
+    /// Whether `peer` at `ip` is blacklisted for `info_hash` at `now`.
+    pub fn is_blacklisted_at(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        peer: &PeerId,
+        info_hash: &InfoHash,
+    ) -> bool {
+        self.blacklist
+            .get(&((ip, *peer), *info_hash))
             .is_some_and(|until| *until > now)
     }
 }
@@ -524,8 +477,3 @@ fn message_kind(message: &Message) -> &'static str {
 
 #[cfg(test)]
 mod tests;
-
-/// Lowers `floor` to `t` if `t` is earlier (or there was none).
-fn lower(floor: &mut Option<Instant>, t: Instant) {
-    *floor = Some(floor.map_or(t, |f| f.min(t)));
-}

@@ -1,15 +1,125 @@
-//! Piece exchange: serving requests, tracking what neighbours have, requesting pieces (the
-//! picker itself is [`Torrent::pick`]), timing requests out and backing off refusals.
+//! Piece exchange: the driver's reports on payloads (received, written, sent), serving
+//! requests, tracking what neighbours have, requesting pieces (the picker itself is
+//! [`Torrent::pick`]), timing requests out and backing off refusals.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kraken_core::{Bitfield, InfoHash};
+use kraken_core::{Bitfield, InfoHash, PieceIndex};
 
 use super::conn::{Conn, ConnState};
+use super::timers::lower;
 use super::torrent::{Phase, Torrent};
-use super::{Action, ConnId, Event, Swarm, lower};
+use super::{Action, ConnId, Event, FailReason, PieceWriteError, Swarm};
 use crate::wire::{ErrorCode, Message};
+
+/// The driver's reports on piece payloads: received, written (or not), sent.
+impl Swarm {
+    /// A piece payload of `length` bytes arrived. Returns the piece to verify and write if
+    /// it was wanted; report the write with [`handle_piece_written`](Self::handle_piece_written).
+    /// Unwanted payloads return `None` (and unsolicited ones close the connection).
+    pub fn handle_piece_received(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        index: u32,
+        length: u64,
+    ) -> Option<(InfoHash, PieceIndex)> {
+        let c = self.conns.get(&conn)?;
+        let info_hash = c.info_hash?;
+        let solicited = c.requested.contains_key(&index) || c.cancelled.contains(&index);
+        if c.state != ConnState::Active || !solicited {
+            self.violation(now, conn, "unsolicited piece");
+            return None;
+        }
+        // Checked before the request is taken off the connection: a violation closes it,
+        // and closing forgets only the requests it still lists (a request taken off first
+        // stayed in the torrent, holding its piece until the request timed out).
+        let torrent = self.torrents.get(&info_hash)?;
+        let Ok(piece) = torrent.meta.piece_index(index) else {
+            self.violation(now, conn, "piece index out of range");
+            return None;
+        };
+        if torrent.meta.piece_len(piece) != length {
+            self.violation(now, conn, "wrong payload length");
+            return None;
+        }
+        let c = self.conns.get_mut(&conn)?;
+        c.requested.remove(&index);
+        c.cancelled.remove(&index);
+        c.last_activity = now;
+        let torrent = self.torrents.get_mut(&info_hash)?;
+        torrent.forget_request(index, conn);
+        if torrent.have.get(index) || torrent.is_writing(index) {
+            // An endgame duplicate.
+            self.fill_requests(now, conn);
+            return None;
+        }
+        // The sender is remembered with the piece: the link may be gone by the time the
+        // piece is written, and the piece must still be credited (or blamed) to it.
+        let sender = self.conns.get(&conn).and_then(Conn::key);
+        torrent.start_writing(index, sender);
+        self.fill_requests(now, conn);
+        Some((info_hash, piece))
+    }
+
+    /// The driver's report on a piece from [`handle_piece_received`](Self::handle_piece_received).
+    pub fn handle_piece_written(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        info_hash: InfoHash,
+        index: PieceIndex,
+        result: Result<(), PieceWriteError>,
+    ) {
+        let Some(torrent) = self.torrents.get_mut(&info_hash) else {
+            return;
+        };
+        if !torrent.is_writing(index.get()) {
+            // A report for a piece this torrent never handed out (a late one for an
+            // earlier torrent of the same info hash): it proves nothing about this one.
+            return;
+        }
+        let writes_were_full = torrent.writing_count() >= self.config.max_pending_writes;
+        let sender = torrent.finish_writing(index.get());
+        match result {
+            Ok(()) => {
+                if torrent.mark_have(index.get()) {
+                    let length = torrent.meta.piece_len(index);
+                    torrent.last_progress = now;
+                    if let Some((_, peer)) = sender {
+                        *torrent.stats.received_from.entry(peer).or_default() += length;
+                    }
+                    self.on_piece_done(now, info_hash, index.get(), writes_were_full);
+                }
+            }
+            Err(PieceWriteError::Corrupt) => {
+                torrent.stats.corrupt_pieces += 1;
+                tracing::warn!(%conn, torrent = %info_hash.fmt_short(), piece = index.get(), "peer sent a corrupt piece");
+                if self.conns.contains_key(&conn) {
+                    self.violation(now, conn, "corrupt piece");
+                } else if let Some(peer) = sender {
+                    self.blacklist_peer(now, peer, info_hash);
+                }
+                self.fill_all_requests(now, info_hash);
+            }
+            Err(PieceWriteError::Storage) => self.fail(info_hash, FailReason::Storage),
+        }
+    }
+
+    /// A piece from [`Action::SendPiece`] has been sent (or failed to be).
+    pub fn handle_piece_sent(&mut self, now: Instant, conn: ConnId, bytes: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.queued_uploads = c.queued_uploads.saturating_sub(1);
+        c.last_activity = now;
+        if let Some(torrent) = c.info_hash.and_then(|h| self.torrents.get_mut(&h)) {
+            torrent.stats.sent += bytes;
+            torrent.last_progress = torrent.last_progress.max(now);
+        }
+    }
+}
 
 impl Swarm {
     pub(super) fn on_piece_request(&mut self, now: Instant, conn: ConnId, index: u32) {

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kraken_core::{Bitfield, MetaInfo, PeerId, PeerInfo};
+use kraken_core::{Bitfield, MetaInfo, PeerInfo};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
-use super::conn::Backoff;
+use super::conn::{Backoff, PeerKey};
 use super::{ConnId, SwarmConfig, TorrentStats};
 
 /// In endgame, how many neighbours may be asked for the same piece at once. Asking every
@@ -45,7 +45,7 @@ pub(super) struct Torrent {
     /// Outstanding requests by piece; more than one only in endgame.
     requests: BTreeMap<u32, Vec<Request>>,
     /// Pieces received and being verified and written by the driver, with their senders.
-    writing: BTreeMap<u32, Option<PeerId>>,
+    writing: BTreeMap<u32, Option<PeerKey>>,
     /// Pieces in `requests` or `writing`: one bit test instead of two map lookups for each
     /// piece [`pick`](Self::pick) considers. Kept in step by [`sync_in_flight`](Self::sync_in_flight).
     in_flight: Bitfield,
@@ -67,6 +67,8 @@ pub(super) struct Torrent {
     /// Last piece written (leeching) or sent (seeding).
     pub(super) last_progress: Instant,
     pub(super) stats: TorrentStats,
+    /// Seeded on purpose ([`Swarm::pin`](super::Swarm::pin)): stays, announcing, when idle.
+    pub(super) pinned: bool,
 }
 
 impl Torrent {
@@ -102,6 +104,7 @@ impl Torrent {
             tracker_interval: None,
             last_progress: now,
             stats: TorrentStats::default(),
+            pinned: false,
         }
     }
 
@@ -207,13 +210,13 @@ impl Torrent {
     }
 
     /// Records that `index` arrived from `sender` and is being verified and written.
-    pub(super) fn start_writing(&mut self, index: u32, sender: Option<PeerId>) {
+    pub(super) fn start_writing(&mut self, index: u32, sender: Option<PeerKey>) {
         self.writing.insert(index, sender);
         self.sync_in_flight(index);
     }
 
     /// `index` is written (or failed); returns its sender.
-    pub(super) fn finish_writing(&mut self, index: u32) -> Option<PeerId> {
+    pub(super) fn finish_writing(&mut self, index: u32) -> Option<PeerKey> {
         let sender = self.writing.remove(&index).flatten();
         self.sync_in_flight(index);
         sender
@@ -332,5 +335,39 @@ impl Torrent {
             0 => None,
             n => Some(candidates[rng.random_range(0..n)]),
         }
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Torrent {
+    /// Every outstanding request as (piece, connection).
+    pub(super) fn request_pairs(&self) -> impl Iterator<Item = (u32, ConnId)> + '_ {
+        self.requests
+            .iter()
+            .flat_map(|(&i, rs)| rs.iter().map(move |r| (i, r.conn)))
+    }
+
+    /// Invariants 1 and 9 of `STATE.md`, which only the torrent's own maps decide.
+    pub(super) fn check(&self, endgame_threshold: usize) -> Result<(), String> {
+        let endgame = self.missing() <= endgame_threshold as u32;
+        for i in 0..self.have.len() {
+            let (have, writing) = (self.have.get(i), self.writing.contains_key(&i));
+            let requested = self.requests.get(&i).map_or(0, Vec::len);
+            if have && writing {
+                return Err(format!("piece {i} is both held and being written"));
+            }
+            if have && requested > 0 {
+                return Err(format!("piece {i} is held and still requested"));
+            }
+            if !endgame && requested > 1 {
+                return Err(format!(
+                    "piece {i} requested {requested} times outside endgame"
+                ));
+            }
+            if self.in_flight.get(i) != (requested > 0 || writing) {
+                return Err(format!("piece {i}: in_flight out of step"));
+            }
+        }
+        Ok(())
     }
 }

@@ -30,8 +30,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
 
+pub use self::peer::{PEER_ALPN, PeerTls, PeerTlsConfig, peer_id_of};
 pub use self::role::{Role, Roles, UnknownRole};
 
+mod peer;
 mod role;
 
 /// Which requests must come with a client certificate that chains to

@@ -117,6 +117,30 @@ pub struct Handshake {
     pub origin: bool,
 }
 
+impl Handshake {
+    /// A handshake of the current protocol version from a non-origin `peer_id` with no
+    /// neighbours, holding the pieces in `bitfield` (the wire form of a
+    /// [`Bitfield`](kraken_core::Bitfield)).
+    pub fn new(
+        peer_id: PeerId,
+        info_hash: InfoHash,
+        digest: Digest,
+        namespace: String,
+        bitfield: Bytes,
+    ) -> Self {
+        Self {
+            protocol_version: PROTOCOL_VERSION,
+            peer_id,
+            info_hash,
+            digest,
+            namespace,
+            bitfield,
+            neighbours: Vec::new(),
+            origin: false,
+        }
+    }
+}
+
 /// Why a request or a connection was refused.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]

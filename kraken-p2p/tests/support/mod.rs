@@ -45,7 +45,7 @@ pub async fn node(host: u8, dir: &Path, tracker: SocketAddr, rate: Option<u64>) 
 
 /// [`node`] holding the publishing credential, so it may seed (publish metainfo).
 pub async fn publisher(host: u8, dir: &Path, tracker: SocketAddr, rate: Option<u64>) -> Node {
-    node_with(host, dir, tracker, rate, true, true).await
+    node_publishing(host, dir, tracker, rate, true, true).await
 }
 
 /// [`node`], sending pieces with `sendfile` or, if `send_file` is false, by copying them.
@@ -56,12 +56,12 @@ pub async fn node_sending_files(
     rate: Option<u64>,
     send_file: bool,
 ) -> Node {
-    node_with(host, dir, tracker, rate, send_file, false).await
+    node_publishing(host, dir, tracker, rate, send_file, false).await
 }
 
 /// A node as [`node_sending_files`] makes it, holding the publishing credential if
 /// `publishes`.
-pub async fn node_with(
+pub async fn node_publishing(
     host: u8,
     dir: &Path,
     tracker: SocketAddr,
@@ -69,16 +69,42 @@ pub async fn node_with(
     send_file: bool,
     publishes: bool,
 ) -> Node {
+    build(host, dir, tracker, publishes, |config| {
+        config.egress_rate = rate.map(ByteSize);
+        config.ingress_rate = rate.map(ByteSize);
+        config.send_file = send_file;
+    })
+    .await
+}
+
+/// A node on 127.0.0.`host` with the test defaults changed by `configure`, holding the
+/// publishing credential (the nodes these tests build this way seed).
+pub async fn node_with(
+    host: u8,
+    dir: &Path,
+    tracker: SocketAddr,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
+    build(host, dir, tracker, true, configure).await
+}
+
+/// The one way these tests build a node: on 127.0.0.`host`, announcing every 500 ms, with
+/// the publish token if `publishes`, then `configure`d.
+async fn build(
+    host: u8,
+    dir: &Path,
+    tracker: SocketAddr,
+    publishes: bool,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
     let mut client = TrackerClient::new(&format!("http://{tracker}")).unwrap();
     if publishes {
         client = client.with_publish_token(publish_token());
     }
     let mut config = NodeConfig::default();
     config.listen = SocketAddr::from(([127, 0, 0, host], 0));
-    config.egress_rate = rate.map(ByteSize);
-    config.ingress_rate = rate.map(ByteSize);
     config.swarm.announce_interval = std::time::Duration::from_millis(500);
-    config.send_file = send_file;
+    configure(&mut config);
     Node::builder(config)
         .store(BlobStore::open(dir).unwrap())
         .tracker(Arc::new(client))
@@ -131,7 +157,7 @@ impl TestSwarm {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-        let seeder = node_with(
+        let seeder = node_publishing(
             2,
             &dir.path().join("seeder"),
             tracker.local_addr(),

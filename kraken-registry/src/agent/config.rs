@@ -8,7 +8,7 @@ use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::swarm::SwarmConfig;
-use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
+use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
@@ -182,8 +182,14 @@ pub struct P2pConfig {
     /// Largest blob downloaded: a longer metainfo is refused before anything is allocated.
     /// Default: 64GiB.
     pub max_blob_size: ByteSize,
-    /// The scheduler's settings (connections per torrent, pipelining, timeouts).
+    /// The scheduler's settings (connections per torrent, pipelining, timeouts, caps).
     pub swarm: SwarmConfig,
+    /// A write to a peer that makes no progress for this long closes the link. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// TLS on peer links (`[p2p.tls]`: `cert`, `key`, `ca`, `require`; see `docs/tls.md`).
+    /// Default: none (plain TCP).
+    pub tls: Option<PeerTlsConfig>,
 }
 
 impl Default for P2pConfig {
@@ -196,6 +202,8 @@ impl Default for P2pConfig {
             metainfo_recheck_after: Duration::from_secs(10),
             max_blob_size: ByteSize(64 << 30),
             swarm: SwarmConfig::default(),
+            write_stall_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }

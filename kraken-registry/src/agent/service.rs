@@ -83,6 +83,8 @@ impl AgentBuilder {
         node_config.max_blob_size = config.p2p.max_blob_size;
         node_config.swarm = config.p2p.swarm.clone();
         let peer_listen = node_config.listen;
+        node_config.write_stall_timeout = config.p2p.write_stall_timeout;
+        node_config.tls = config.p2p.tls.clone();
         let node = Node::builder(node_config)
             .metrics(NodeMetrics::register(&metrics))
             .store(store)

@@ -8,7 +8,7 @@ use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
 use kraken_p2p::metrics::MetricsConfig;
-use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
+use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::integrity::ScrubConfig;
@@ -46,6 +46,11 @@ pub struct OriginConfig {
     /// Address of the P2P peer listener that seeds blobs. Default: `listen`'s IP, any port.
     #[serde(default)]
     pub peer_listen: Option<SocketAddr>,
+    /// TLS on the peer port (`[peer_tls]`: `cert`, `key`, `ca`, `require`; see
+    /// `docs/tls.md`): agents then reach this origin over TLS and cannot pass themselves
+    /// off as it. Default: none (plain TCP).
+    #[serde(default)]
+    pub peer_tls: Option<PeerTlsConfig>,
     /// Directory of the blob store, the write-back queue and uploads in progress. Required.
     pub data_dir: PathBuf,
     /// The tracker to announce blobs to (`http://host:port`). Default: none (no P2P seeding).
@@ -104,6 +109,7 @@ impl OriginConfig {
             listen,
             advertise: None,
             peer_listen: None,
+            peer_tls: None,
             data_dir: data_dir.into(),
             tracker: None,
             tracker_publish_token_file: None,

@@ -122,6 +122,7 @@ impl OriginBuilder {
                 if let Some(token) = token {
                     client = client.with_publish_token(token);
                 }
+                node_config.tls = config.peer_tls.clone();
                 let node = Node::builder(node_config)
                     .metrics(NodeMetrics::register(&metrics))
                     .store(store.clone())

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use kraken_core::PeerInfo;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::seed::resolve;
 use super::{Actor, ActorEvent, done_progress, set_progress};
@@ -56,6 +57,7 @@ impl Actor {
                     ConnHandle {
                         outgoing,
                         cancel: cancel.clone(),
+                        closing: CancellationToken::new(),
                         max_payload: Arc::new(AtomicU32::new(max)),
                     },
                 );
@@ -91,13 +93,13 @@ impl Actor {
             }
             Action::Close { conn } => {
                 if let Some(handle) = self.conns.remove(&conn) {
-                    // Let the writer flush what was queued (a refusal, say) before closing.
-                    drop(handle.outgoing);
-                    let cancel = handle.cancel;
-                    self.spawn_task(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        cancel.cancel();
-                    });
+                    // The writer sends what was queued (a refusal, say), flushes and closes;
+                    // a dial still under way is abandoned (its placeholder queue has room).
+                    if handle.outgoing.is_closed() {
+                        handle.cancel.cancel();
+                    } else {
+                        handle.close();
+                    }
                 }
             }
             Action::Announce {
@@ -221,13 +223,8 @@ impl Actor {
                 let Some(torrent) = self.torrents.remove(&info_hash) else {
                     return;
                 };
+                // Pinned torrents (seeded on purpose) are never removed: the swarm keeps them.
                 self.by_digest.remove(torrent.meta.digest());
-                if torrent.keep
-                    && let PieceSource::Blob(blob) = torrent.source
-                {
-                    // Seeded on purpose: stay in the swarm and keep announcing.
-                    self.add_seed(now, torrent.meta, blob, torrent.namespace, true);
-                }
             }
         }
     }

@@ -5,6 +5,7 @@ mod messages;
 mod prepare;
 mod recheck;
 mod seed;
+mod writes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,12 +57,11 @@ pub(crate) struct ActorParts {
 #[derive(Debug)]
 struct Torrent {
     meta: Arc<MetaInfo>,
+    /// The namespace it was asked for in: a restart with fresh metainfo asks in it again.
     namespace: String,
     source: PieceSource,
     waiters: Vec<Waiter>,
     progress: Vec<watch::Sender<Progress>>,
-    /// Seeded on purpose: keep announcing it even when idle.
-    keep: bool,
     /// Bytes written since the last write-back started.
     unsynced: u64,
     /// Whether a write-back is running.
@@ -74,12 +74,6 @@ struct Torrent {
 
 /// A download waiting for its metainfo: who waits, who watches, and when it was asked for.
 pub(super) type Preparing = (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant);
-
-/// A download's written pieces are made durable every this many bytes, in the background:
-/// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last
-/// 64 MiB instead of all of it, which shortens a large fetch. It also keeps a large download
-/// from piling up dirty pages.
-const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 struct Actor {
     swarm: Swarm,
@@ -311,8 +305,9 @@ impl Actor {
                     && matches!(torrent.source, PieceSource::Blob(_))
                 {
                     // Already seeding: only make sure it stays in the swarm.
-                    torrent.keep = true;
-                    let _ = reply.send(Ok((*torrent.meta).clone()));
+                    let meta = (*torrent.meta).clone();
+                    self.swarm.pin(&meta.info_hash());
+                    let _ = reply.send(Ok(meta));
                     return;
                 }
                 let store = self.store.clone();
@@ -355,6 +350,9 @@ impl Actor {
         match event {
             ActorEvent::Incoming { stream, addr } => {
                 let conn = self.swarm.handle_incoming(now, addr);
+                if let Some(peer) = stream.peer_identity() {
+                    self.swarm.handle_authenticated(conn, peer);
+                }
                 self.start_conn(conn, stream, addr, 0);
             }
             ActorEvent::Dialed { conn, addr, result } => match result {
@@ -365,6 +363,9 @@ impl Actor {
                     };
                     let max = handle.max_payload.load(Ordering::Relaxed);
                     self.conns.remove(&conn);
+                    if let Some(peer) = stream.peer_identity() {
+                        self.swarm.handle_authenticated(conn, peer);
+                    }
                     self.start_conn(conn, stream, addr, max);
                     self.swarm.handle_connected(now, conn);
                 }
@@ -483,82 +484,17 @@ impl Actor {
         }
     }
 
-    fn on_payload(&mut self, now: Instant, conn: ConnId, index: u32, data: bytes::Bytes) {
-        self.counters
-            .received(self.swarm.is_origin(conn), data.len() as u64);
-        let Some((info_hash, piece)) =
-            self.swarm
-                .handle_piece_received(now, conn, index, data.len() as u64)
-        else {
-            return;
-        };
-        let Some(download) = self.partial_download(&info_hash) else {
-            return;
-        };
-        self.spawn_blocking(
-            self.torrent_span(&info_hash),
-            move || {
-                download
-                    .write_piece(piece, &data)
-                    .map(drop)
-                    .map_err(|e| match e {
-                        kraken_core::Error::PieceHashMismatch { .. }
-                        | kraken_core::Error::PieceLengthMismatch { .. } => {
-                            PieceWriteError::Corrupt
-                        }
-                        e => {
-                            tracing::error!(error = %e, "writing a piece failed");
-                            PieceWriteError::Storage
-                        }
-                    })
-            },
-            move |result| ActorEvent::PieceWritten {
-                conn,
-                info_hash,
-                index: piece,
-                result,
-            },
-        );
-    }
-
-    /// Counts piece `index` as written and starts a background write-back when
-    /// [`WRITE_BACK_EVERY`] bytes await one.
-    fn write_back_if_due(&mut self, info_hash: &InfoHash, index: kraken_core::PieceIndex) {
-        let Some(torrent) = self.torrents.get_mut(info_hash) else {
-            return;
-        };
-        let PieceSource::Partial(download) = &torrent.source else {
-            return;
-        };
-        torrent.unsynced += torrent.meta.piece_len(index);
-        if torrent.writing_back || torrent.unsynced < WRITE_BACK_EVERY {
-            return;
-        }
-        torrent.unsynced = 0;
-        torrent.writing_back = true;
-        let download = download.clone();
-        let info_hash = *info_hash;
-        self.spawn_blocking(
-            self.torrent_span(&info_hash),
-            move || {
-                if let Err(e) = download.write_back() {
-                    // Not fatal: finishing the download syncs again and reports failure.
-                    tracing::warn!(error = %e, "background write-back failed");
-                }
-            },
-            move |()| ActorEvent::WrittenBack { info_hash },
-        );
-    }
-
     fn start_conn(&mut self, conn: ConnId, stream: BoxStream, addr: SocketAddr, max_payload: u32) {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let cancel = self.shutdown.child_token();
+        let closing = CancellationToken::new();
         let max_payload = Arc::new(AtomicU32::new(max_payload));
         self.conns.insert(
             conn,
             ConnHandle {
                 outgoing: outgoing_tx,
                 cancel: cancel.clone(),
+                closing: closing.clone(),
                 max_payload: Arc::clone(&max_payload),
             },
         );
@@ -568,9 +504,11 @@ impl Actor {
             events: self.events_tx.clone(),
             outgoing: outgoing_rx,
             cancel,
+            closing,
             max_payload,
             ingress: self.ingress.clone(),
             egress: self.egress.clone(),
+            write_stall: self.config.write_stall_timeout,
         };
         let span = tracing::debug_span!(parent: &self.span, "peer", %conn, %addr);
         self.tasks.spawn(task.run(span));

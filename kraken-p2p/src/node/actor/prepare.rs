@@ -113,13 +113,9 @@ impl Actor {
             Err(e) => {
                 let (waiters, _, started) = preparing;
                 self.counters.download(false, started);
-                let message = e.to_string();
-                let mut first = Some(e);
-                for waiter in waiters {
-                    let error = first.take().unwrap_or_else(|| Error::TrackerUnreachable {
-                        url: String::new(),
-                        reason: message.clone(),
-                    });
+                // Every waiter learns why, not only the first.
+                let count = waiters.len();
+                for (waiter, error) in waiters.into_iter().zip(e.for_waiters(count)) {
                     let _ = waiter.send(Err(error));
                 }
             }
@@ -157,7 +153,6 @@ impl Actor {
                 source: PieceSource::Partial(download),
                 waiters,
                 progress: watchers,
-                keep: false,
                 unsynced: 0,
                 writing_back: false,
                 recheck: Recheck::new(now),

@@ -48,22 +48,23 @@ impl Actor {
     ) {
         let info_hash = meta.info_hash();
         self.by_digest.insert(*meta.digest(), info_hash);
-        let torrent = self.torrents.entry(info_hash).or_insert_with(|| Torrent {
+        self.torrents.entry(info_hash).or_insert_with(|| Torrent {
             meta: Arc::clone(&meta),
             namespace: namespace.clone(),
             source: PieceSource::Blob(blob),
             waiters: Vec::new(),
             progress: Vec::new(),
-            keep,
             unsynced: 0,
             writing_back: false,
             started: None,
             recheck: super::recheck::Recheck::new(now),
         });
-        torrent.keep |= keep;
         let full = Bitfield::full(meta.piece_count());
         if let Err(e) = self.swarm.add_torrent(now, meta, full, namespace) {
             tracing::error!(error = %e, "could not add torrent");
+        }
+        if keep {
+            self.swarm.pin(&info_hash);
         }
     }
 }

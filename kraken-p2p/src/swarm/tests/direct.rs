@@ -425,3 +425,69 @@ fn an_under_connected_download_announces_again_soon_then_less_often() {
         "a full download announced again after {starving:?}"
     );
 }
+
+/// A blob seeded on purpose stays in the swarm, announcing, when idle; another complete
+/// torrent is dropped after `seeder_idle_timeout`.
+#[test]
+fn a_pinned_seed_stays_and_keeps_announcing_when_idle() {
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    let (pinned, other) = (blob(1, 1 << 20, 256 << 10), blob(2, 1 << 20, 256 << 10));
+    for meta in [&pinned, &other] {
+        let full = Bitfield::full(meta.piece_count());
+        s.add_torrent(now, Arc::clone(meta), full, String::new())
+            .unwrap();
+        s.handle_announce_response(now, meta.info_hash(), Vec::new(), None);
+    }
+    s.pin(&pinned.info_hash());
+    drain(&mut s);
+    let later = now + s.config().seeder_idle_timeout + Duration::from_secs(1);
+    s.handle_timeout(later);
+    let removed: Vec<_> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            Event::Removed { info_hash } => Some(info_hash),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, vec![other.info_hash()]);
+    assert!(s.torrents().any(|h| *h == pinned.info_hash()));
+    let announces_pinned = |actions: Vec<Action>| {
+        actions.iter().any(
+            |a| matches!(a, Action::Announce { info_hash, .. } if *info_hash == pinned.info_hash()),
+        )
+    };
+    assert!(announces_pinned(drain(&mut s)));
+    s.handle_announce_response(later, pinned.info_hash(), Vec::new(), None);
+    // Still there long after, and still announcing.
+    let much_later = later + s.config().seeder_idle_timeout * 3;
+    s.handle_timeout(much_later);
+    assert!(s.torrents().any(|h| *h == pinned.info_hash()));
+    assert!(announces_pinned(drain(&mut s)));
+}
+
+/// A peer that sends a second handshake while its first waits for the torrent to be looked
+/// up is a violation; the lookup's answer then accepts nothing (found by the fuzzer: both
+/// were accepted and the connection was listed twice).
+#[test]
+fn a_second_handshake_while_the_first_is_resolved_is_refused() {
+    let mut s = swarm(SwarmConfig::default());
+    let now = Instant::now();
+    let meta = blob(1, 1 << 20, 256 << 10);
+    let conn = s.handle_incoming(now, addr(2));
+    let empty = Bitfield::new(meta.piece_count());
+    s.handle_message(now, conn, handshake(&meta, 2, &empty, vec![]));
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|a| matches!(a, Action::Resolve { conn: c, .. } if *c == conn))
+    );
+    // The driver finds the blob and adds it; the peer's second handshake arrives first.
+    let full = Bitfield::full(meta.piece_count());
+    s.add_torrent(now, Arc::clone(&meta), full, String::new())
+        .unwrap();
+    s.handle_message(now, conn, handshake(&meta, 2, &empty, vec![]));
+    s.handle_resolved(now, conn);
+    s.check_invariants().unwrap();
+    assert!(!s.is_established(conn));
+    assert_eq!(s.torrent_stats(&meta.info_hash()).unwrap().conns, 0);
+}

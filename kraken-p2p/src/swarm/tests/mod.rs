@@ -2,6 +2,7 @@
 
 mod direct;
 mod harness;
+mod ops;
 
 use std::time::Duration;
 
