@@ -68,6 +68,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if let Err(e) = process::die_with_parent() {
+        eprintln!("kraken: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Metainfo(args) => metainfo::run(args),
         Command::Tracker(args) => process::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),

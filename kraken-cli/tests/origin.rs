@@ -35,7 +35,7 @@ fn origin_config(
             .parse()
             .unwrap(),
     );
-    config.tracker = tracker.map(str::to_owned);
+    config.trackers = tracker.map(str::to_owned).into_iter().collect();
     config.cluster.members = MembersConfig::Static(vec![listen.to_string()]);
     config.write_back.initial_backoff = Duration::from_millis(200);
     config.write_back.max_backoff = Duration::from_secs(1);

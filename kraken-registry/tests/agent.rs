@@ -50,7 +50,7 @@ impl Cluster {
             ".*",
             BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
         )]);
-        config.tracker = Some(tracker_url.clone());
+        config.trackers = vec![tracker_url.clone()];
         let origin = Origin::spawn(config).await.unwrap();
 
         let mut config = BuildIndexConfig::new(free_addr("127.0.0.1"), dir.path().join("bi"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kraken_backends::{Backend, Router};
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::TrackerClient;
+use kraken_p2p::tracker::TrackerPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -106,25 +106,26 @@ impl OriginBuilder {
         if let Some(router) = &router {
             register_backends(&metrics, Arc::clone(router));
         }
-        let node = match &config.tracker {
-            Some(tracker) => {
-                let mut node_config = NodeConfig::default();
-                node_config.listen = config
-                    .peer_listen
-                    .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
-                node_config.swarm.origin = true;
-                let node = Node::builder(node_config)
-                    .metrics(NodeMetrics::register(&metrics))
-                    .store(store.clone())
-                    .tracker(Arc::new(TrackerClient::connect(
-                        tracker,
-                        client_tls.as_ref(),
-                    )?))
-                    .spawn()
-                    .await?;
-                Some(node)
-            }
-            None => None,
+        let node = if config.trackers.is_empty() {
+            None
+        } else {
+            let mut node_config = NodeConfig::default();
+            node_config.listen = config
+                .peer_listen
+                .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
+            node_config.swarm.origin = true;
+            let node = Node::builder(node_config)
+                .metrics(NodeMetrics::register(&metrics))
+                .store(store.clone())
+                // Each torrent to the tracker its info hash picks, falling over to the
+                // next, exactly as agents do: both sides meet at the same tracker.
+                .tracker(Arc::new(TrackerPool::with_tls(
+                    &config.trackers,
+                    client_tls.as_ref(),
+                )?))
+                .spawn()
+                .await?;
+            Some(node)
         };
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
