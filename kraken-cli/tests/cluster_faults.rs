@@ -1,0 +1,172 @@
+//! Faults on clusters of real processes (`kraken devcluster --processes`, driven through
+//! `kraken_testkit::ProcessCluster`): roles killed with SIGKILL and restarted while clients push
+//! and pull. Each test counts failed pulls and lost blobs, and both must be zero. Waits are
+//! bounded; nothing is timed.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use kraken_core::Digest;
+use kraken_testkit::oci::push_blob;
+use kraken_testkit::{ProcessCluster, Role, pseudo_random_bytes};
+use support::KRAKEN;
+
+const REPO: &str = "library/app";
+/// One pull may take this long before it counts as failed.
+const PULL_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn client() -> reqwest::Client {
+    kraken_backends::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(PULL_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// Pushes `count` blobs of `size` bytes through the proxy; returns them.
+async fn push_blobs(
+    cluster: &ProcessCluster,
+    count: usize,
+    size: usize,
+    seed: u64,
+) -> Vec<(Digest, Vec<u8>)> {
+    let http = client();
+    let registry = format!("http://{}", cluster.proxy.addr);
+    let mut blobs = Vec::new();
+    for i in 0..count {
+        let data = pseudo_random_bytes(size, seed + i as u64);
+        let digest = push_blob(&http, &registry, REPO, &data).await;
+        blobs.push((digest, data));
+    }
+    blobs
+}
+
+/// Pulls the blob from the agent at `agent`; an error says why it failed.
+async fn pull(http: &reqwest::Client, agent: &str, digest: &Digest) -> Result<(), String> {
+    let url = format!("http://{agent}/v2/{REPO}/blobs/{digest}");
+    let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    if Digest::sha256_of(&body) != *digest {
+        return Err(format!(
+            "{} bytes that do not hash to the digest",
+            body.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Every agent pulls every blob at once; returns the failures (agent, digest, why).
+async fn pull_everywhere(
+    cluster: &ProcessCluster,
+    blobs: &[(Digest, Vec<u8>)],
+) -> Vec<(String, Digest, String)> {
+    let http = client();
+    let mut pulls = Vec::new();
+    for agent in &cluster.agents {
+        for (digest, _) in blobs {
+            let (http, agent, digest) = (http.clone(), agent.addr.to_string(), digest.clone());
+            pulls.push(tokio::spawn(async move {
+                pull(&http, &agent, &digest)
+                    .await
+                    .err()
+                    .map(|why| (agent, digest, why))
+            }));
+        }
+    }
+    let mut failed = Vec::new();
+    for pull in pulls {
+        failed.extend(pull.await.unwrap());
+    }
+    failed
+}
+
+/// The blobs not in the shared file-system backend (with the bytes pushed) once the
+/// write-back has had `within` to run.
+async fn lost_blobs(
+    cluster: &ProcessCluster,
+    blobs: &[(Digest, Vec<u8>)],
+    within: Duration,
+) -> Vec<Digest> {
+    let backend = cluster.data_dir().join("backend-blobs");
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let lost: Vec<Digest> = blobs
+            .iter()
+            .filter(|(digest, data)| !in_backend(&backend, digest, data))
+            .map(|(digest, _)| digest.clone())
+            .collect();
+        if lost.is_empty() || tokio::time::Instant::now() >= deadline {
+            return lost;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn in_backend(backend: &Path, digest: &Digest, data: &[u8]) -> bool {
+    std::fs::read(backend.join(digest.to_string())).is_ok_and(|stored| stored == data)
+}
+
+fn start(dir: &Path, origins: usize, trackers: usize, agents: usize) -> ProcessCluster {
+    ProcessCluster::start(Path::new(KRAKEN), dir, origins, trackers, agents)
+        .unwrap_or_else(|e| panic!("starting the cluster: {e:#}"))
+}
+
+fn assert_no_failures(
+    cluster: &ProcessCluster,
+    failed: &[(String, Digest, String)],
+    lost: &[Digest],
+) {
+    assert!(
+        failed.is_empty() && lost.is_empty(),
+        "{} failed pulls: {failed:?}\n{} lost blobs: {lost:?}\ndevcluster log:\n{}",
+        failed.len(),
+        lost.len(),
+        cluster.log_text()
+    );
+}
+
+/// The harness itself: the line parses, every pid is a live process, a role killed is gone
+/// and a restarted one answers under a new pid; dropping the cluster stops every role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_cluster_serves_and_its_roles_can_be_killed_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 1, 1, 2);
+    let mut pids: Vec<u32> = [&cluster.proxy, &cluster.build_index]
+        .into_iter()
+        .chain(&cluster.origins)
+        .chain(&cluster.trackers)
+        .chain(&cluster.agents)
+        .map(|role| role.pid)
+        .collect();
+    assert_eq!(pids.len(), 6);
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 6, "one process per role");
+    for pid in &pids {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid}");
+    }
+
+    let blobs = push_blobs(&cluster, 2, 300_000, 1).await;
+    let failed = pull_everywhere(&cluster, &blobs).await;
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(30)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+
+    let old = cluster.trackers[0].pid;
+    cluster.kill(Role::Tracker(0)).unwrap();
+    assert!(!Path::new(&format!("/proc/{old}")).exists());
+    cluster.restart(Role::Tracker(0)).unwrap();
+    assert_ne!(cluster.trackers[0].pid, old);
+    drop(cluster);
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} outlived the cluster"
+        );
+    }
+}
