@@ -170,3 +170,47 @@ async fn a_process_cluster_serves_and_its_roles_can_be_killed_and_restarted() {
         );
     }
 }
+
+/// Three origins (each blob on two), one tracker, four agents: an owning origin SIGKILLed
+/// while four agents pull cold blobs fails no pull and loses no blob. The blobs are written
+/// back before the pulls start: a blob acknowledged but not yet replicated or written back
+/// is on the killed origin's disk alone until it restarts (durable, not lost, but not
+/// pullable either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_killed_during_cold_pulls_fails_no_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 3, 1, 4);
+    let blobs = push_blobs(&cluster, 4, 2 << 20, 10).await;
+    let unsettled = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert!(unsettled.is_empty(), "not written back: {unsettled:?}");
+    let pulls = {
+        let http = client();
+        let agents: Vec<String> = cluster.agents.iter().map(|a| a.addr.to_string()).collect();
+        let blobs: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+        tokio::spawn(async move {
+            let mut each = Vec::new();
+            for agent in agents {
+                let (http, blobs) = (http.clone(), blobs.clone());
+                each.push(tokio::spawn(async move {
+                    let mut failed = Vec::new();
+                    for digest in blobs {
+                        if let Err(why) = pull(&http, &agent, &digest).await {
+                            failed.push((agent.clone(), digest, why));
+                        }
+                    }
+                    failed
+                }));
+            }
+            let mut failed = Vec::new();
+            for pulls in each {
+                failed.extend(pulls.await.unwrap());
+            }
+            failed
+        })
+    };
+    cluster.kill(Role::Origin(0)).unwrap();
+    let failed = pulls.await.unwrap();
+    cluster.restart(Role::Origin(0)).unwrap();
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}
