@@ -15,6 +15,7 @@
 pub mod api;
 #[cfg(feature = "runtime-tokio")]
 mod client;
+mod owners;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
 mod pool;

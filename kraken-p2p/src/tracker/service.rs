@@ -162,6 +162,8 @@ pub struct TrackerService {
     peers: Arc<dyn PeerStore>,
     metainfos: Arc<Mutex<MetaInfoRegistry>>,
     source: Option<Arc<dyn MetaInfoSource>>,
+    /// Each torrent's digest, to add its owning origins to handouts.
+    ring: super::owners::RingOrigins,
     rng: Mutex<StdRng>,
     /// The registry its listeners serve, and the tracker's counters in it.
     #[cfg(feature = "metrics")]
@@ -182,6 +184,7 @@ impl TrackerService {
             peers,
             metainfos: Arc::default(),
             source: None,
+            ring: Default::default(),
             rng: Mutex::new(rand::make_rng()),
             #[cfg(feature = "metrics")]
             metrics: None,
@@ -244,6 +247,14 @@ impl TrackerService {
         }
         match (&parts.method, segments.as_slice()) {
             (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
+            (&Method::GET, ["readiness"]) => {
+                match super::owners::RingOrigins::readiness(&*self.peers, self.source.as_deref())
+                    .await
+                {
+                    Ok(()) => text(StatusCode::OK, "OK"),
+                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &e),
+                }
+            }
             (&Method::POST, ["announce", info_hash]) => {
                 let Ok(info_hash) = info_hash.parse::<InfoHash>() else {
                     return text(StatusCode::BAD_REQUEST, "invalid info hash");
@@ -293,6 +304,15 @@ impl TrackerService {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             handout(peers, &request.peer, self.config.handout_limit, &mut *rng)
         };
+        let peers = (self.ring)
+            .merge(
+                peers,
+                self.source.as_deref(),
+                &info_hash,
+                &request.digest,
+                &request.peer,
+            )
+            .await;
         self.count(TrackerEvent::Announce);
         let response = AnnounceResponse {
             peers,
@@ -316,7 +336,7 @@ impl TrackerService {
         match source.metainfo(namespace, digest).await {
             Ok(MetaInfoLookup::Found(meta)) if meta.digest() == digest => {
                 let bytes = Bytes::from(meta.encode());
-                self.remember(digest, bytes.clone());
+                self.remember(&meta, bytes.clone());
                 self.count(TrackerEvent::MetaInfoServed { from_source: true });
                 metainfo_response(bytes)
             }
@@ -344,13 +364,15 @@ impl TrackerService {
         if meta.digest() != digest {
             return text(StatusCode::BAD_REQUEST, "metainfo names another blob");
         }
-        self.remember(digest, body);
+        self.remember(&meta, body);
         self.count(TrackerEvent::MetaInfoPublished);
         text(StatusCode::CREATED, "created")
     }
 
     /// Keeps an encoded metainfo, dropping the oldest beyond the configured bound.
-    fn remember(&self, digest: &Digest, encoded: Bytes) {
+    fn remember(&self, meta: &MetaInfo, encoded: Bytes) {
+        let digest = meta.digest();
+        (self.ring).learn(meta.info_hash(), *digest, self.config.max_metainfos);
         let max_bytes = self.max_metainfo_bytes();
         let mut registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
         registry.insert(*digest, encoded, self.config.max_metainfos, max_bytes);

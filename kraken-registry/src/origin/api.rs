@@ -27,6 +27,7 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
     match (method, segments.as_slice()) {
         (&Method::POST, ["forcecleanup"]) => "forcecleanup",
         (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
+        (&Method::GET, ["peer"]) => "peer",
         (_, ["namespace", _, "blobs", _, rest @ ..])
         | (_, ["internal", "namespace", _, "blobs", _, rest @ ..]) => match (method, rest) {
             (&Method::GET, []) => "blob_get",
@@ -78,6 +79,20 @@ pub(crate) async fn handle(
             )])
             .await
         }
+        (&Method::GET, ["peer"]) => match &state.node {
+            // Trackers add a blob's owners to every handout of it from this answer, so that
+            // agents find the origins before (or without) their announce.
+            Some(node) => json_response(&kraken_core::PeerInfo::new(
+                node.peer_id(),
+                node.advertise_addr(),
+                true,
+                true,
+            )),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this origin has no tracker: it does not seed",
+            ),
+        },
         (&Method::POST, ["forcecleanup"]) => {
             let Some(hours) = query_param(query, "ttl_hr").and_then(|v| v.parse::<u64>().ok())
             else {
