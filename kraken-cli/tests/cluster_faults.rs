@@ -86,6 +86,51 @@ async fn pull_everywhere(
     failed
 }
 
+/// Every agent pulls every blob, the agents at once, each its blobs in turn, in a task;
+/// it returns the failures (agent, digest, why).
+fn spawn_pulls(
+    cluster: &ProcessCluster,
+    blobs: &[(Digest, Vec<u8>)],
+) -> tokio::task::JoinHandle<Vec<(String, Digest, String)>> {
+    let http = client();
+    let agents: Vec<String> = cluster.agents.iter().map(|a| a.addr.to_string()).collect();
+    let blobs: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    tokio::spawn(async move {
+        let mut each = Vec::new();
+        for agent in agents {
+            let (http, blobs) = (http.clone(), blobs.clone());
+            each.push(tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for digest in blobs {
+                    if let Err(why) = pull(&http, &agent, &digest).await {
+                        failed.push((agent.clone(), digest, why));
+                    }
+                }
+                failed
+            }));
+        }
+        let mut failed = Vec::new();
+        for pulls in each {
+            failed.extend(pulls.await.unwrap());
+        }
+        failed
+    })
+}
+
+/// Pushes `count` blobs of `size` bytes and waits until all are written back (so that no
+/// blob is on one origin's disk alone when a role is killed).
+async fn push_settled(
+    cluster: &ProcessCluster,
+    count: usize,
+    size: usize,
+    seed: u64,
+) -> Vec<(Digest, Vec<u8>)> {
+    let blobs = push_blobs(cluster, count, size, seed).await;
+    let unsettled = lost_blobs(cluster, &blobs, Duration::from_secs(60)).await;
+    assert!(unsettled.is_empty(), "not written back: {unsettled:?}");
+    blobs
+}
+
 /// The blobs not in the shared file-system backend (with the bytes pushed) once the
 /// write-back has had `within` to run.
 async fn lost_blobs(
@@ -180,37 +225,54 @@ async fn a_process_cluster_serves_and_its_roles_can_be_killed_and_restarted() {
 async fn an_origin_killed_during_cold_pulls_fails_no_pull() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(dir.path(), 3, 1, 4);
-    let blobs = push_blobs(&cluster, 4, 2 << 20, 10).await;
-    let unsettled = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
-    assert!(unsettled.is_empty(), "not written back: {unsettled:?}");
-    let pulls = {
-        let http = client();
-        let agents: Vec<String> = cluster.agents.iter().map(|a| a.addr.to_string()).collect();
-        let blobs: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
-        tokio::spawn(async move {
-            let mut each = Vec::new();
-            for agent in agents {
-                let (http, blobs) = (http.clone(), blobs.clone());
-                each.push(tokio::spawn(async move {
-                    let mut failed = Vec::new();
-                    for digest in blobs {
-                        if let Err(why) = pull(&http, &agent, &digest).await {
-                            failed.push((agent.clone(), digest, why));
-                        }
-                    }
-                    failed
-                }));
-            }
-            let mut failed = Vec::new();
-            for pulls in each {
-                failed.extend(pulls.await.unwrap());
-            }
-            failed
-        })
-    };
+    let blobs = push_settled(&cluster, 4, 2 << 20, 10).await;
+    let pulls = spawn_pulls(&cluster, &blobs);
     cluster.kill(Role::Origin(0)).unwrap();
     let failed = pulls.await.unwrap();
     cluster.restart(Role::Origin(0)).unwrap();
     let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
     assert_no_failures(&cluster, &failed, &lost);
+}
+
+/// Two trackers (torrents shared between them by rendezvous hashing), two origins, four
+/// agents: one tracker SIGKILLed while the agents download fails no pull — the agents fall
+/// over to the other tracker, which hands out the blob's owning origins although they
+/// announced elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_killed_mid_download_fails_no_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 2, 2, 4);
+    let blobs = push_settled(&cluster, 4, 8 << 20, 20).await;
+    let pulls = spawn_pulls(&cluster, &blobs);
+    cluster.kill(Role::Tracker(0)).unwrap();
+    let failed = pulls.await.unwrap();
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}
+
+/// The only tracker restarted (its peers were in memory only) before cold pulls: every pull
+/// succeeds, the origins offered by the ring rather than by their next announce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_restarted_before_a_cold_pull_fails_no_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 1, 1, 2);
+    let blobs = push_settled(&cluster, 2, 4 << 20, 30).await;
+    cluster.kill(Role::Tracker(0)).unwrap();
+    cluster.restart(Role::Tracker(0)).unwrap();
+    let failed = spawn_pulls(&cluster, &blobs).await.unwrap();
+    assert_no_failures(&cluster, &failed, &[]);
+}
+
+/// Pulls that start while the only tracker is down succeed once it is back: agents ask a
+/// tracker that is down again (with backoff) instead of failing the pull at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_wait_for_a_tracker_that_is_down_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 1, 1, 2);
+    let blobs = push_settled(&cluster, 2, 1 << 20, 40).await;
+    cluster.kill(Role::Tracker(0)).unwrap();
+    let pulls = spawn_pulls(&cluster, &blobs);
+    cluster.restart(Role::Tracker(0)).unwrap();
+    let failed = pulls.await.unwrap();
+    assert_no_failures(&cluster, &failed, &[]);
 }
