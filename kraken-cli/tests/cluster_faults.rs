@@ -276,3 +276,44 @@ async fn pulls_wait_for_a_tracker_that_is_down_and_comes_back() {
     let failed = pulls.await.unwrap();
     assert_no_failures(&cluster, &failed, &[]);
 }
+
+/// The shared file-system backend made unavailable (its directory replaced by a file, which
+/// fails every access even for root) while images are pushed: existence checks answer "not
+/// here" and pushes succeed; an origin killed during the outage starts again and serves what
+/// it holds; once the backend is back every acknowledged blob reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_outage_blocks_no_push_and_loses_no_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 2, 1, 1);
+    let mut blobs = push_settled(&cluster, 2, 1 << 20, 50).await;
+
+    let backend = cluster.data_dir().join("backend-blobs");
+    let away = cluster.data_dir().join("backend-blobs.away");
+    std::fs::rename(&backend, &away).unwrap();
+    std::fs::write(&backend, b"the backend is down").unwrap();
+
+    let http = client();
+    let registry = format!("http://{}", cluster.proxy.addr);
+    let fresh = pseudo_random_bytes(300_000, 60);
+    let check = http
+        .head(format!(
+            "{registry}/v2/{REPO}/blobs/{}",
+            Digest::sha256_of(&fresh)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 404, "an existence check during the outage");
+    blobs.extend(push_blobs(&cluster, 3, 300_000, 60).await);
+
+    cluster.kill(Role::Origin(0)).unwrap();
+    cluster
+        .restart(Role::Origin(0))
+        .unwrap_or_else(|e| panic!("the origin must start during the outage: {e:#}"));
+    let failed = pull_everywhere(&cluster, &blobs).await;
+
+    std::fs::remove_file(&backend).unwrap();
+    std::fs::rename(&away, &backend).unwrap();
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}

@@ -121,6 +121,10 @@ impl RoleConfigs {
                 config.cluster = ring.clone();
                 // One backend shared by every origin, as a bucket would be.
                 config.backends = backends("backend-blobs");
+                // A backend outage in a devcluster is a test or a demo: write back soon
+                // after it ends.
+                config.write_back.initial_backoff = Duration::from_millis(200);
+                config.write_back.max_backoff = Duration::from_secs(2);
                 config
             })
             .collect();

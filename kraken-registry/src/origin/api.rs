@@ -242,7 +242,17 @@ async fn head_blob(
         _ => match state.backend.stat(namespace, &digest.to_string()).await {
             Ok(info) => Some(info.size),
             Err(e) if e.is_not_found() => None,
-            Err(e) => return error_response(&e.into()),
+            // "Not here" rather than a 5xx: this answers a client's existence check before a
+            // push (through the proxy), which must go on, into the write-back queue, while
+            // the backend is away. `/readiness` reports the backend.
+            Err(e) => {
+                tracing::warn!(
+                    digest = %digest.fmt_short(),
+                    error = %crate::error::error_chain(&e),
+                    "backend unavailable for an existence check; answering 404"
+                );
+                None
+            }
         },
     };
     match size {
