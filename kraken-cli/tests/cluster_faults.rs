@@ -70,7 +70,7 @@ async fn pull_everywhere(
     let mut pulls = Vec::new();
     for agent in &cluster.agents {
         for (digest, _) in blobs {
-            let (http, agent, digest) = (http.clone(), agent.addr.to_string(), digest.clone());
+            let (http, agent, digest) = (http.clone(), agent.addr.to_string(), *digest);
             pulls.push(tokio::spawn(async move {
                 pull(&http, &agent, &digest)
                     .await
@@ -94,7 +94,7 @@ fn spawn_pulls(
 ) -> tokio::task::JoinHandle<Vec<(String, Digest, String)>> {
     let http = client();
     let agents: Vec<String> = cluster.agents.iter().map(|a| a.addr.to_string()).collect();
-    let blobs: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    let blobs: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
     tokio::spawn(async move {
         let mut each = Vec::new();
         for agent in agents {
@@ -144,7 +144,7 @@ async fn lost_blobs(
         let lost: Vec<Digest> = blobs
             .iter()
             .filter(|(digest, data)| !in_backend(&backend, digest, data))
-            .map(|(digest, _)| digest.clone())
+            .map(|(digest, _)| *digest)
             .collect();
         if lost.is_empty() || tokio::time::Instant::now() >= deadline {
             return lost;

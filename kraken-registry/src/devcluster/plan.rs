@@ -62,7 +62,8 @@ pub struct TrackerRoleConfig {
     pub origins: ClusterConfig,
 }
 
-/// Every role's config of one devcluster. See the [module docs](self).
+/// Every role's config of one devcluster: what the one-process [`DevCluster`](super::DevCluster)
+/// starts, and what `kraken devcluster --processes` writes as TOML files.
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct RoleConfigs {

@@ -91,7 +91,7 @@ impl MetaInfoSource for OriginMetaInfoSource {
         }))
     }
 
-    /// The healthy owners that seed, from each one's `GET /peer` (kept for [`PEER_TTL`]);
+    /// The healthy owners that seed, from each one's `GET /peer` (kept for 5 s);
     /// an owner that does not answer is left out.
     async fn owners(&self, digest: &Digest) -> kraken_p2p::Result<Vec<PeerInfo>> {
         let mut owners = Vec::new();
