@@ -317,3 +317,21 @@ async fn a_backend_outage_blocks_no_push_and_loses_no_blob() {
     let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
     assert_no_failures(&cluster, &failed, &lost);
 }
+
+/// The check as a new user would make it: `--origins 3 --trackers 2 --agents 4`,
+/// blobs pushed, one tracker and one origin SIGKILLed: every agent serves every blob, and a
+/// new push still succeeds and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_and_an_origin_killed_fail_no_pull_and_no_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 3, 2, 4);
+    let mut blobs = push_settled(&cluster, 3, 2 << 20, 70).await;
+    cluster.kill(Role::Tracker(1)).unwrap();
+    cluster.kill(Role::Origin(2)).unwrap();
+    let mut failed = pull_everywhere(&cluster, &blobs).await;
+    let fresh = push_blobs(&cluster, 1, 1 << 20, 80).await;
+    failed.extend(pull_everywhere(&cluster, &fresh).await);
+    blobs.extend(fresh);
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}

@@ -22,7 +22,7 @@ type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 /// tracker cannot be reached, the next one in that key's order is asked; the order is the
 /// same on every node, so they fail over to the same place. When none can be reached, the
 /// whole order is asked again after a pause, [`ROUNDS`](TrackerPool::ROUNDS) times in all with the pause doubling
-/// from [`FIRST_PAUSE`](TrackerPool::FIRST_PAUSE) (3.75 s of pauses), so that a tracker restarting does not fail a pull
+/// from [`FIRST_PAUSE`](TrackerPool::FIRST_PAUSE) (7.75 s of pauses), so that a tracker restarting does not fail a pull
 /// at once.
 #[derive(Clone)]
 pub struct TrackerPool {
@@ -42,7 +42,7 @@ impl fmt::Debug for TrackerPool {
 
 impl TrackerPool {
     /// How many times the trackers of a key are asked in turn before the pool gives up.
-    pub const ROUNDS: u32 = 5;
+    pub const ROUNDS: u32 = 6;
     /// The pause before the second round; it doubles before each round after it.
     pub const FIRST_PAUSE: Duration = Duration::from_millis(250);
 
