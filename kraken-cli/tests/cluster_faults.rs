@@ -335,3 +335,85 @@ async fn a_tracker_and_an_origin_killed_fail_no_pull_and_no_push() {
     let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
     assert_no_failures(&cluster, &failed, &lost);
 }
+
+/// The origins that own `digest`, as `origin` sees its ring (`origin-locations`).
+async fn owners(http: &reqwest::Client, origin: &str, digest: &Digest) -> Vec<String> {
+    let answer = http
+        .get(format!("http://{origin}/blobs/{digest}/locations"))
+        .send()
+        .await
+        .unwrap();
+    let header = answer.headers()["origin-locations"].to_str().unwrap();
+    header.split(',').map(str::to_owned).collect()
+}
+
+/// Whether `origin` holds `digest` on its own disk.
+async fn holds(http: &reqwest::Client, origin: &str, digest: &Digest) -> bool {
+    let url = format!("http://{origin}/namespace/library%2Fapp/blobs/{digest}?local=true");
+    http.head(url)
+        .send()
+        .await
+        .is_ok_and(|answer| answer.status() == 200)
+}
+
+/// An origin's data directory wiped (SIGKILL, `rm -r`, restart): once the ring has seen it
+/// leave and come back, repair restores every replica it owns; no blob is lost meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_origin_gets_its_replicas_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 3, 1, 1);
+    let blobs = push_settled(&cluster, 6, 300_000, 90).await;
+    let http = client();
+    let wiped = cluster.origins[0].addr.to_string();
+    let witness = cluster.origins[1].addr.to_string();
+    let mut owned = Vec::new();
+    for (digest, _) in &blobs {
+        if owners(&http, &witness, digest).await.contains(&wiped) {
+            owned.push(*digest);
+        }
+    }
+    assert!(
+        !owned.is_empty(),
+        "with 6 blobs on 2 of 3 origins, each origin owns some"
+    );
+
+    cluster.kill(Role::Origin(0)).unwrap();
+    std::fs::remove_dir_all(cluster.data_dir().join("origin-0")).unwrap();
+    // Every other origin's health checks must see it leave, or its return is no membership
+    // change to them, and a quick restart waits for the periodic repair (`repair_interval`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for survivor in &cluster.origins[1..] {
+        let survivor = survivor.addr.to_string();
+        while owners(&http, &survivor, &owned[0]).await.contains(&wiped) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ring never dropped the origin"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    cluster.restart(Role::Origin(0)).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut missing = owned.clone();
+    while !missing.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut still = Vec::new();
+        for digest in missing {
+            if !holds(&http, &wiped, &digest).await {
+                still.push(digest);
+            }
+        }
+        missing = still;
+    }
+    assert!(
+        missing.is_empty(),
+        "replicas not restored on the wiped origin: {missing:?}\n{}\norigin-1:\n{}\norigin-2:\n{}",
+        cluster.log_text(),
+        cluster.role_log(Role::Origin(1)),
+        cluster.role_log(Role::Origin(2)),
+    );
+    let failed = pull_everywhere(&cluster, &blobs).await;
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}
