@@ -56,12 +56,21 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
-    /// Opens (and creates, if needed) the root directory.
+    /// Opens the root directory, creating it if needed. A root that cannot be created now
+    /// (a network mount that is down, say) is not an error: it is created on the first
+    /// upload, and until then reads answer with the file system's errors. A role then starts
+    /// and serves what it holds while its backend is away.
     pub fn new(config: FsConfig) -> Result<Self> {
         if config.root.as_os_str().is_empty() {
             return Err(Error::Config("fs backend: `root` is empty".into()));
         }
-        std::fs::create_dir_all(config.root.join(UPLOAD_DIR))?;
+        if let Err(e) = std::fs::create_dir_all(config.root.join(UPLOAD_DIR)) {
+            tracing::warn!(
+                root = %config.root.display(),
+                error = %e,
+                "fs backend: cannot create the root now; trying again at the first upload"
+            );
+        }
         Ok(Self {
             root: config.root,
             layout: config.layout,
@@ -116,7 +125,14 @@ impl Backend for FsBackend {
     async fn upload(&self, _namespace: &str, name: &str, body: UploadBody) -> Result<()> {
         let target = self.blob_path(name)?;
         let temp = TempFile::new(self.root.join(temp_upload_path()));
-        let mut file = tokio::fs::File::create(&temp.path).await?;
+        let mut file = match tokio::fs::File::create(&temp.path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The root could not be created at start-up, or was removed since.
+                tokio::fs::create_dir_all(self.root.join(UPLOAD_DIR)).await?;
+                tokio::fs::File::create(&temp.path).await?
+            }
+            file => file?,
+        };
         let mut stream = body.into_stream();
         while let Some(chunk) = stream.next().await {
             file.write_all(&chunk?).await?;

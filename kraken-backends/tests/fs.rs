@@ -66,3 +66,29 @@ async fn docker_blob_layout_reads_a_registry_tree() {
         Err(kraken_backends::Error::InvalidName { .. })
     ));
 }
+
+/// A root that cannot be created at start (its parent is a file here; a mount that is down
+/// in production) does not stop the backend from opening: reads fail until it exists, and
+/// the first upload once it can be made creates it.
+#[tokio::test]
+async fn a_root_missing_at_start_is_created_at_the_first_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("mount");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let backend = FsBackend::new(FsConfig::new(blocker.join("root"))).expect("opens anyway");
+    assert!(backend.stat("ns", "blob").await.is_err());
+    assert!(
+        backend
+            .upload("ns", "blob", UploadBody::from_bytes("x"))
+            .await
+            .is_err(),
+        "nowhere to write yet"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    backend
+        .upload("ns", "blob", UploadBody::from_bytes("x"))
+        .await
+        .expect("the root is created now");
+    let stream = backend.download("ns", "blob", None).await.unwrap();
+    assert_eq!(collect_bytes(stream, 16).await.unwrap(), &b"x"[..]);
+}

@@ -218,6 +218,10 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.log_format);
+    if let Err(e) = process::die_with_parent() {
+        eprintln!("kraken: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Metainfo(args) => metainfo::run(args),
         Command::Tracker(args) => process::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),

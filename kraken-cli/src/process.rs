@@ -54,3 +54,30 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// The variable through which `kraken devcluster --processes` asks a child to die with it: its
+/// value is the parent's pid.
+pub(crate) const DIE_WITH_PARENT: &str = "KRAKEN_DIE_WITH_PARENT";
+
+/// In a child of `kraken devcluster --processes` (see [`DIE_WITH_PARENT`]), asks the kernel to
+/// SIGKILL this process when the parent dies (`PR_SET_PDEATHSIG`), so that no role outlives a
+/// devcluster killed outright. Set here, after `exec`, rather than between `fork` and `exec`:
+/// that would need `unsafe`. A parent that died before this call is noticed by its pid.
+pub(crate) fn die_with_parent() -> anyhow::Result<()> {
+    let Some(parent) = std::env::var_os(DIE_WITH_PARENT) else {
+        return Ok(());
+    };
+    let parent: i32 = parent
+        .to_str()
+        .and_then(|pid| pid.parse().ok())
+        .with_context(|| format!("{DIE_WITH_PARENT} is not a pid"))?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("PR_SET_PDEATHSIG")?;
+    let still_there =
+        rustix::process::getppid().is_some_and(|pid| pid.as_raw_nonzero().get() == parent);
+    anyhow::ensure!(
+        still_there,
+        "the devcluster that started this process is gone"
+    );
+    Ok(())
+}

@@ -35,7 +35,7 @@ fn origin_config(
             .parse()
             .unwrap(),
     );
-    config.tracker = tracker.map(str::to_owned);
+    config.trackers = tracker.map(str::to_owned).into_iter().collect();
     // The origin holds the tracker's publish token (the tracker's config names the file).
     let token = dir.join("publish-token");
     std::fs::write(&token, "kraken-origin-test-token").unwrap();

@@ -105,7 +105,7 @@ impl Cluster {
 
         let mut config = origin_config(origin_addr, &[origin_addr], &dir.join("origin"));
         config.backends = registry_backends(upstream);
-        config.tracker = Some(tracker_url.clone());
+        config.trackers = vec![tracker_url.clone()];
         let origin = Origin::spawn(config).await.unwrap();
 
         let mut config = BuildIndexConfig::new(free_addr("127.0.0.1"), dir.join("bi"));

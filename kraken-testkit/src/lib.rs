@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod cluster;
 mod exposition;
 mod net;
 pub mod oci;
@@ -32,6 +33,7 @@ mod skopeo;
 /// crate below kraken-p2p (kraken-backends) can configure them without depending on it.
 pub use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTls, ServerTlsConfig};
 
+pub use crate::cluster::{ProcessCluster, Role, RoleProcess};
 pub use crate::exposition::{Exposition, Sample};
 pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;

@@ -3,7 +3,8 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | `GET` | `/health` | | `200 OK` |
-//! | `POST` | `/announce/{info hash hex}` | JSON [`AnnounceRequest`] | JSON [`AnnounceResponse`] |
+//! | `GET` | `/readiness` | | `200 OK`, or `503` naming what is not ready (the peer store; the origins: none healthy) |
+//! | `POST` | `/announce/{info hash hex}` | JSON [`AnnounceRequest`] | JSON [`AnnounceResponse`]: peers, plus the blob's owning origins from the ring |
 //! | `GET` | `/namespace/{ns}/blobs/{digest}/metainfo` | | `200` canonical metainfo bytes, or `404` |
 //! | `GET` | `/namespace/{ns}/blobs/{digest}/metainfo?fresh=1` | | the same, asked of the origins again |
 //! | `POST` | `/namespace/{ns}/blobs/{digest}/metainfo` | canonical metainfo bytes | `201`; `403` unless the caller is an authenticated publisher; `400` if it does not decode or names another blob |

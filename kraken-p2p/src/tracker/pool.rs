@@ -4,12 +4,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kraken_core::{Digest, InfoHash, MetaInfo, Ring};
 
 use super::api::{AnnounceRequest, AnnounceResponse};
-use super::{Tracker, TrackerClient};
+use super::{PublishToken, Tracker, TrackerClient};
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
 
@@ -19,11 +20,15 @@ type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 /// of its info hash (each blob's metainfo by its digest), so every node announcing a torrent
 /// meets the others at the same tracker and the trackers share no state. When a key's
 /// tracker cannot be reached, the next one in that key's order is asked; the order is the
-/// same on every node, so they fail over to the same place.
+/// same on every node, so they fail over to the same place. When none can be reached, the
+/// whole order is asked again after a pause, [`ROUNDS`](TrackerPool::ROUNDS) times in all with the pause doubling
+/// from [`FIRST_PAUSE`](TrackerPool::FIRST_PAUSE) (7.75 s of pauses), so that a tracker restarting does not fail a pull
+/// at once.
 #[derive(Clone)]
 pub struct TrackerPool {
     ring: Ring,
     trackers: Vec<(String, Arc<dyn Tracker>)>,
+    rounds: u32,
 }
 
 impl fmt::Debug for TrackerPool {
@@ -36,6 +41,11 @@ impl fmt::Debug for TrackerPool {
 }
 
 impl TrackerPool {
+    /// How many times the trackers of a key are asked in turn before the pool gives up.
+    pub const ROUNDS: u32 = 6;
+    /// The pause before the second round; it doubles before each round after it.
+    pub const FIRST_PAUSE: Duration = Duration::from_millis(250);
+
     /// HTTP clients of the trackers at `urls` (`http://host:port` each).
     pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Self> {
         Self::with_tls(urls, None)
@@ -44,10 +54,23 @@ impl TrackerPool {
     /// HTTP clients of the trackers at `urls`, over TLS with `tls` where a URL is
     /// `https://`.
     pub fn with_tls<S: AsRef<str>>(urls: &[S], tls: Option<&ClientTls>) -> Result<Self> {
+        Self::connect(urls, tls, None)
+    }
+
+    /// HTTP clients of the trackers at `urls`, over TLS with `tls` where a URL is
+    /// `https://`, each presenting `token` (a publisher's: an origin's, say) if given.
+    pub fn connect<S: AsRef<str>>(
+        urls: &[S],
+        tls: Option<&ClientTls>,
+        token: Option<&PublishToken>,
+    ) -> Result<Self> {
         let trackers = urls
             .iter()
             .map(|url| {
-                let client = TrackerClient::connect(url.as_ref(), tls)?;
+                let mut client = TrackerClient::connect(url.as_ref(), tls)?;
+                if let Some(token) = token {
+                    client = client.with_publish_token(token.clone());
+                }
                 Ok((
                     url.as_ref().to_owned(),
                     Arc::new(client) as Arc<dyn Tracker>,
@@ -64,7 +87,18 @@ impl TrackerPool {
             return Err(Error::Config("a tracker pool needs at least one tracker"));
         }
         let ring = Ring::with_members(trackers.iter().map(|(name, _)| name.clone()))?;
-        Ok(Self { ring, trackers })
+        Ok(Self {
+            ring,
+            trackers,
+            rounds: Self::ROUNDS,
+        })
+    }
+
+    /// The same pool, asking every tracker `rounds` times (at least once) before giving up.
+    /// Default: [`ROUNDS`](TrackerPool::ROUNDS).
+    pub fn with_rounds(mut self, rounds: u32) -> Self {
+        self.rounds = rounds.max(1);
+        self
     }
 
     /// The trackers' names in the order they are asked about `key`.
@@ -82,6 +116,28 @@ impl TrackerPool {
         &'a self,
         key: &[u8],
         call: impl Fn(&'a dyn Tracker) -> Call<'a, T>,
+    ) -> Result<T> {
+        let mut last = None;
+        let mut pause = Self::FIRST_PAUSE;
+        for round in 0..self.rounds {
+            if round > 0 {
+                tracing::debug!(round, ?pause, "no tracker reachable; asking again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            match self.ask_once(key, &call).await {
+                Err(e @ Error::TrackerUnreachable { .. }) => last = Some(e),
+                answer => return answer,
+            }
+        }
+        Err(last.expect("a pool asks at least once"))
+    }
+
+    /// One round of [`ask`](Self::ask): the trackers in `key`'s order until one is reached.
+    async fn ask_once<'a, T>(
+        &'a self,
+        key: &[u8],
+        call: &impl Fn(&'a dyn Tracker) -> Call<'a, T>,
     ) -> Result<T> {
         let mut last = None;
         for name in self.order(key) {
@@ -141,7 +197,9 @@ impl Tracker for TrackerPool {
                 Ok((name.clone(), bound))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Arc::new(Self::from_trackers(trackers)?)))
+        Ok(Some(Arc::new(
+            Self::from_trackers(trackers)?.with_rounds(self.rounds),
+        )))
     }
 }
 
@@ -256,5 +314,29 @@ mod tests {
         assert!(TrackerPool::new::<&str>(&[]).is_err());
         first.shutdown().await;
         second.shutdown().await;
+    }
+
+    /// A tracker down when a pull starts and up a moment later (a restart) answers the pull:
+    /// the pool asks again instead of failing at once; with one round it fails.
+    #[tokio::test]
+    async fn a_tracker_that_comes_back_is_asked_again() {
+        let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = reserved.local_addr().unwrap();
+        drop(reserved);
+        let url = format!("http://{addr}");
+        let meta = MetaInfo::from_bytes(b"asked again", 4096).unwrap();
+        let once = TrackerPool::new(&[&url]).unwrap().with_rounds(1);
+        let error = once.metainfo("ns", meta.digest()).await.unwrap_err();
+        assert!(matches!(error, Error::TrackerUnreachable { .. }), "{error}");
+
+        let restarted = tokio::spawn(async move {
+            tokio::time::sleep(TrackerPool::FIRST_PAUSE / 2).await;
+            let service = TrackerService::new(TrackerConfig::default());
+            TrackerServer::bind(addr, Arc::new(service)).await.unwrap()
+        });
+        let pool = TrackerPool::new(&[&url]).unwrap();
+        let answer = pool.metainfo("ns", meta.digest()).await;
+        assert!(matches!(answer, Ok(None)), "{answer:?}");
+        restarted.await.unwrap().shutdown().await;
     }
 }

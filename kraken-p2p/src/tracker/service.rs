@@ -101,6 +101,11 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<PeerInfo>>;
 
+    /// Whether it can answer now (a shared store checks its server). Default: always.
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// How many torrents and entries it holds, if it can tell at once (for metrics).
     /// Default: `None`.
     fn counts(&self) -> Option<(usize, usize)> {
@@ -233,6 +238,8 @@ pub struct TrackerService {
     peers: Arc<dyn PeerStore>,
     metainfos: Arc<Mutex<MetaInfos>>,
     source: Option<Arc<dyn MetaInfoSource>>,
+    /// Each torrent's digest, to add its owning origins to handouts.
+    ring: super::owners::RingOrigins,
     /// The registry its listeners serve, and the tracker's counters in it.
     #[cfg(feature = "metrics")]
     metrics: Option<(crate::metrics::Metrics, crate::metrics::TrackerMetrics)>,
@@ -252,6 +259,7 @@ impl TrackerService {
             peers,
             metainfos: Arc::default(),
             source: None,
+            ring: Default::default(),
             #[cfg(feature = "metrics")]
             metrics: None,
         }
@@ -316,6 +324,14 @@ impl TrackerService {
         let caller = Caller::of(&parts, self.config.publish_token.as_ref());
         match (&parts.method, segments.as_slice()) {
             (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
+            (&Method::GET, ["readiness"]) => {
+                match super::owners::RingOrigins::readiness(&*self.peers, self.source.as_deref())
+                    .await
+                {
+                    Ok(()) => text(StatusCode::OK, "OK"),
+                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &e),
+                }
+            }
             (&Method::POST, ["announce", info_hash]) => {
                 let Ok(info_hash) = info_hash.parse::<InfoHash>() else {
                     return text(StatusCode::BAD_REQUEST, "invalid info hash");
@@ -415,6 +431,15 @@ impl TrackerService {
             Ok(peers) => peers,
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("peer store: {e}")),
         };
+        let peers = (self.ring)
+            .merge(
+                peers,
+                self.source.as_deref(),
+                &info_hash,
+                &request.digest,
+                &recorded,
+            )
+            .await;
         self.count(TrackerEvent::Announce);
         let response = AnnounceResponse {
             peers,
@@ -472,6 +497,7 @@ impl TrackerService {
                     .origins
                     .insert(*digest, bytes.clone(), max_count, max_bytes);
                 drop(metainfos);
+                (self.ring).learn(meta.info_hash(), *digest, max_count);
                 self.count(TrackerEvent::MetaInfoServed { from_source: true });
                 metainfo_response(bytes)
             }
@@ -507,6 +533,7 @@ impl TrackerService {
             .published
             .insert(*digest, body, max_count, max_bytes);
         drop(metainfos);
+        (self.ring).learn(meta.info_hash(), *digest, max_count);
         self.count(TrackerEvent::MetaInfoPublished);
         text(StatusCode::CREATED, "created")
     }

@@ -1,7 +1,7 @@
 //! Where a tracker finds the metainfo of blobs no seeder has published to it.
 
 use async_trait::async_trait;
-use kraken_core::{Digest, MetaInfo};
+use kraken_core::{Digest, MetaInfo, PeerInfo};
 
 use crate::error::Result;
 
@@ -29,6 +29,18 @@ pub trait MetaInfoSource: Send + Sync + std::fmt::Debug + 'static {
     /// Looks up a blob's metainfo. An error means the source could not be asked (every
     /// origin unreachable, say), not that the blob is missing.
     async fn metainfo(&self, namespace: &str, digest: &Digest) -> Result<MetaInfoLookup>;
+
+    /// The peers that own `digest` and seed it (the origins the ring places it on), which the
+    /// tracker adds to every handout of its torrent. Default: none.
+    async fn owners(&self, digest: &Digest) -> Result<Vec<PeerInfo>> {
+        let _ = digest;
+        Ok(Vec::new())
+    }
+
+    /// Whether the source can be asked now (for the tracker's `/readiness`). Default: yes.
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

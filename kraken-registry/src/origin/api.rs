@@ -27,6 +27,7 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
     match (method, segments.as_slice()) {
         (&Method::POST, ["forcecleanup"]) => "forcecleanup",
         (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
+        (&Method::GET, ["peer"]) => "peer",
         (_, ["namespace", _, "blobs", _, rest @ ..])
         | (_, ["internal", "namespace", _, "blobs", _, rest @ ..]) => match (method, rest) {
             (&Method::GET, []) => "blob_get",
@@ -78,6 +79,20 @@ pub(crate) async fn handle(
             )])
             .await
         }
+        (&Method::GET, ["peer"]) => match &state.node {
+            // Trackers add a blob's owners to every handout of it from this answer, so that
+            // agents find the origins before (or without) their announce.
+            Some(node) => json_response(&kraken_core::PeerInfo::new(
+                node.peer_id(),
+                node.advertise_addr(),
+                true,
+                true,
+            )),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this origin has no tracker: it does not seed",
+            ),
+        },
         (&Method::POST, ["forcecleanup"]) => {
             let Some(hours) = query_param(query, "ttl_hr").and_then(|v| v.parse::<u64>().ok())
             else {
@@ -227,7 +242,17 @@ async fn head_blob(
         _ => match state.backend.stat(namespace, &digest.to_string()).await {
             Ok(info) => Some(info.size),
             Err(e) if e.is_not_found() => None,
-            Err(e) => return error_response(&e.into()),
+            // "Not here" rather than a 5xx: this answers a client's existence check before a
+            // push (through the proxy), which must go on, into the write-back queue, while
+            // the backend is away. `/readiness` reports the backend.
+            Err(e) => {
+                tracing::warn!(
+                    digest = %digest.fmt_short(),
+                    error = %crate::error::error_chain(&e),
+                    "backend unavailable for an existence check; answering 404"
+                );
+                None
+            }
         },
     };
     match size {

@@ -76,6 +76,24 @@ impl OriginClient {
         matches!(request.send().await, Ok(r) if r.status() == StatusCode::OK)
     }
 
+    /// The P2P identity and address `origin` seeds from (`GET /peer`); `None` if it does not
+    /// seed.
+    pub async fn peer(&self, origin: &str) -> Result<Option<kraken_core::PeerInfo>> {
+        let response = self
+            .send(origin, self.http.get(self.url(origin, "/peer")))
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                let body = self.body(origin, response, 4096).await?;
+                serde_json::from_slice(&body).map(Some).map_err(|e| {
+                    origin_error(origin, StatusCode::OK, &format!("invalid peer: {e}"))
+                })
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.status_error(origin, response).await),
+        }
+    }
+
     /// The blob's size if `origin` has it — on its disk only when `local`, else also in its
     /// backend — or `None`.
     pub async fn stat(

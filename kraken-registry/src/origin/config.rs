@@ -53,11 +53,14 @@ pub struct OriginConfig {
     pub peer_tls: Option<PeerTlsConfig>,
     /// Directory of the blob store, the write-back queue and uploads in progress. Required.
     pub data_dir: PathBuf,
-    /// The tracker to announce blobs to (`http://host:port`). Default: none (no P2P seeding).
-    #[serde(default)]
-    pub tracker: Option<String>,
-    /// A file holding the tracker's publish token (`publish_token_file` in the tracker's
-    /// config), presented on every request to the tracker so this origin may publish
+    /// The trackers to announce blobs to (`http://host:port`): each torrent goes to the one
+    /// its info hash picks by rendezvous hashing, and to the next when that one is down, as
+    /// agents do. Alias: `tracker`, which also takes a single URL. Default: none (no P2P
+    /// seeding).
+    #[serde(default, alias = "tracker", deserialize_with = "one_or_many")]
+    pub trackers: Vec<String>,
+    /// A file holding the trackers' publish token (`publish_token_file` in their
+    /// config), presented on every request to a tracker so this origin may publish
     /// metainfo and announce as an origin. Not needed when `client_tls` carries an origin
     /// certificate the tracker checks. Default: none.
     #[serde(default)]
@@ -111,7 +114,7 @@ impl OriginConfig {
             peer_listen: None,
             peer_tls: None,
             data_dir: data_dir.into(),
-            tracker: None,
+            trackers: Vec::new(),
             tracker_publish_token_file: None,
             tracker_publish_token: None,
             cluster: ClusterConfig::default(),
@@ -147,8 +150,8 @@ impl OriginConfig {
         if let Some(advertise) = &self.advertise {
             check_host_port("advertise", advertise)?;
         }
-        if let Some(tracker) = &self.tracker {
-            check_url("tracker", tracker)?;
+        for tracker in &self.trackers {
+            check_url("trackers", tracker)?;
         }
         if self.cleanup.upload_ttl.is_some()
             && self.limits.upload_ttl != LimitsConfig::default().upload_ttl
@@ -176,6 +179,20 @@ impl Default for MembersConfig {
     fn default() -> Self {
         Self::Static(Vec::new())
     }
+}
+
+/// `trackers = "URL"` (the single `tracker` of older configs) or `trackers = ["URL", …]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
 }
 
 /// A ring of origins, as an origin or a tracker sees it.
@@ -315,6 +332,17 @@ mod tests {
         "#;
         let config: OriginConfig = toml::from_str(example).unwrap();
         assert_eq!(config.self_name(), "10.0.0.1:15002");
+        assert_eq!(
+            config.trackers,
+            ["http://tracker:15003"],
+            "`tracker` is an alias"
+        );
+        let two: OriginConfig = toml::from_str(&example.replace(
+            r#"tracker = "http://tracker:15003""#,
+            r#"trackers = ["http://t1:15003", "http://t2:15003"]"#,
+        ))
+        .unwrap();
+        assert_eq!(two.trackers, ["http://t1:15003", "http://t2:15003"]);
         assert_eq!(config.cluster.replicas, 2);
         assert_eq!(config.cluster.refresh_interval, Duration::from_secs(5));
         assert_eq!(config.scrub.interval, Duration::from_secs(12 * 3600));

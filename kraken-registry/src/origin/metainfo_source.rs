@@ -1,8 +1,12 @@
 //! The tracker's way to the origins: a [`MetaInfoSource`] that asks a blob's owners on the
 //! ring for its metainfo.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
-use kraken_core::Digest;
+use kraken_core::{Digest, PeerInfo};
 use kraken_p2p::tracker::{MetaInfoLookup, MetaInfoSource};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -35,8 +39,14 @@ use crate::error::{Result, error_chain};
 pub struct OriginMetaInfoSource {
     membership: Membership,
     client: OriginClient,
+    /// Each origin's P2P identity (`GET /peer`) and when it was asked: a restarted origin
+    /// has a new one.
+    peers: Mutex<HashMap<String, (Instant, Option<PeerInfo>)>>,
     _stop: DropGuard,
 }
+
+/// How long an origin's `GET /peer` answer is reused.
+const PEER_TTL: Duration = Duration::from_secs(5);
 
 impl OriginMetaInfoSource {
     /// Resolves the ring once and starts health-checking it, over plain HTTP.
@@ -54,6 +64,7 @@ impl OriginMetaInfoSource {
         Ok(Self {
             membership,
             client,
+            peers: Mutex::default(),
             _stop: stop.drop_guard(),
         })
     }
@@ -78,5 +89,46 @@ impl MetaInfoSource for OriginMetaInfoSource {
         } else {
             failures.join("; ")
         }))
+    }
+
+    /// The healthy owners that seed, from each one's `GET /peer` (kept for 5 s);
+    /// an owner that does not answer is left out.
+    async fn owners(&self, digest: &Digest) -> kraken_p2p::Result<Vec<PeerInfo>> {
+        let mut owners = Vec::new();
+        for origin in self.membership.view().owners(digest) {
+            let cached = {
+                let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                peers
+                    .get(&origin)
+                    .filter(|(asked, _)| asked.elapsed() < PEER_TTL)
+                    .map(|(_, peer)| peer.clone())
+            };
+            let peer = match cached {
+                Some(peer) => peer,
+                None => match self.client.peer(&origin).await {
+                    Ok(peer) => {
+                        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                        peers.insert(origin, (Instant::now(), peer.clone()));
+                        peer
+                    }
+                    Err(e) => {
+                        tracing::debug!(%origin, error = %error_chain(&e), "no peer info");
+                        None
+                    }
+                },
+            };
+            owners.extend(peer);
+        }
+        Ok(owners)
+    }
+
+    /// Ready while at least one origin of the ring is healthy.
+    async fn ready(&self) -> kraken_p2p::Result<()> {
+        if self.membership.view().healthy().is_empty() {
+            return Err(kraken_p2p::Error::MetaInfoSource(
+                "no origin of the ring is healthy".into(),
+            ));
+        }
+        Ok(())
     }
 }

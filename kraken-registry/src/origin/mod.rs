@@ -43,7 +43,7 @@
 //!     "10.0.0.2:15002".into(),
 //!     "10.0.0.3:15002".into(),
 //! ]);
-//! config.tracker = Some("http://10.0.0.9:15003".into());
+//! config.trackers = vec!["http://10.0.0.9:15003".into()];
 //! let origin = Origin::spawn(config).await?;
 //! // ... serve until told to stop, then:
 //! origin.shutdown().await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kraken_backends::{Backend, Router};
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::{PublishToken, TrackerClient};
+use kraken_p2p::tracker::{PublishToken, TrackerPool};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -106,33 +106,34 @@ impl OriginBuilder {
         if let Some(router) = &router {
             register_backends(&metrics, Arc::clone(router));
         }
-        let node = match &config.tracker {
-            Some(tracker) => {
-                let mut node_config = NodeConfig::default();
-                node_config.listen = config
-                    .peer_listen
-                    .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
-                node_config.swarm.origin = true;
-                let peer_listen = node_config.listen;
-                let mut client = TrackerClient::connect(tracker, client_tls.as_ref())?;
-                let token = match &config.tracker_publish_token_file {
-                    Some(path) => Some(PublishToken::from_file(path)?),
-                    None => config.tracker_publish_token.clone(),
-                };
-                if let Some(token) = token {
-                    client = client.with_publish_token(token);
-                }
-                node_config.tls = config.peer_tls.clone();
-                let node = Node::builder(node_config)
-                    .metrics(NodeMetrics::register(&metrics))
-                    .store(store.clone())
-                    .tracker(Arc::new(client))
-                    .spawn()
-                    .await
-                    .map_err(crate::startup::node_error(peer_listen))?;
-                Some(node)
-            }
-            None => None,
+        let node = if config.trackers.is_empty() {
+            None
+        } else {
+            let mut node_config = NodeConfig::default();
+            node_config.listen = config
+                .peer_listen
+                .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
+            node_config.swarm.origin = true;
+            node_config.tls = config.peer_tls.clone();
+            let peer_listen = node_config.listen;
+            let token = match &config.tracker_publish_token_file {
+                Some(path) => Some(PublishToken::from_file(path)?),
+                None => config.tracker_publish_token.clone(),
+            };
+            let node = Node::builder(node_config)
+                .metrics(NodeMetrics::register(&metrics))
+                .store(store.clone())
+                // Each torrent to the tracker its info hash picks, falling over to the
+                // next, exactly as agents do: both sides meet at the same tracker.
+                .tracker(Arc::new(TrackerPool::connect(
+                    &config.trackers,
+                    client_tls.as_ref(),
+                    token.as_ref(),
+                )?))
+                .spawn()
+                .await
+                .map_err(crate::startup::node_error(peer_listen))?;
+            Some(node)
         };
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),

@@ -123,7 +123,7 @@ pub async fn origin_with_tracker(
         ".*",
         BackendConfig::Fs(kraken_backends::FsConfig::new(dir.join("backend"))),
     )]);
-    config.tracker = Some(tracker_url.clone());
+    config.trackers = vec![tracker_url.clone()];
     let origin = Origin::spawn(config).await.unwrap();
     (tracker, tracker_url, origin)
 }

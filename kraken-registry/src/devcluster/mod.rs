@@ -13,20 +13,21 @@
 //! # }
 //! ```
 
+mod plan;
+
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_p2p::tracker::{PublishToken, TrackerConfig, TrackerServer, TrackerService};
 
-use crate::agent::{Agent, AgentConfig};
-use crate::build_index::{BuildIndex, BuildIndexConfig};
+pub use self::plan::{ClusterShape, RoleConfigs, TrackerRoleConfig};
+use crate::agent::Agent;
+use crate::build_index::BuildIndex;
 use crate::error::{Error, Result};
-use crate::origin::{ClusterConfig, MembersConfig, Origin, OriginConfig, OriginMetaInfoSource};
-use crate::proxy::{BuildIndexTarget, Proxy, ProxyConfig};
+use crate::origin::{Origin, OriginConfig, OriginMetaInfoSource};
+use crate::proxy::Proxy;
 
 /// Which ports the cluster listens on.
 #[non_exhaustive]
@@ -95,70 +96,40 @@ pub struct DevCluster {
 impl DevCluster {
     /// Starts every component; returns when all of them listen.
     pub async fn start(config: DevClusterConfig) -> Result<Self> {
-        let ports = Ports::plan(config.ports, config.agents)?;
-        let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)?;
-        let backends = |name: &str| {
-            BackendsConfig::new(vec![RouteConfig::new(
-                ".*",
-                BackendConfig::Fs(FsConfig::new(dir.join(name))),
-            )])
-        };
-        let tracker_url = format!("http://{}", ports.tracker);
-        let origins = ClusterConfig {
-            members: MembersConfig::Static(vec![ports.origin.to_string()]),
-            replicas: 1,
-            refresh_interval: Duration::from_secs(2),
-            ..ClusterConfig::default()
-        };
-
-        // Only the origin may publish metainfo: it holds the tracker's publish token, a
-        // fresh random one per run (nothing else in the cluster knows it).
-        let token =
-            PublishToken::new(kraken_core::Digest::sha256_of(&rand::random::<[u8; 32]>()).hex())
-                .expect("a hex digest is a usable token");
-        let mut origin_config = OriginConfig::new(ports.origin, dir.join("origin"));
-        origin_config.peer_listen = Some(ports.origin_peer);
-        origin_config.tracker = Some(tracker_url.clone());
-        origin_config.tracker_publish_token = Some(token.clone());
-        origin_config.cluster = origins.clone();
-        origin_config.backends = backends("backend-blobs");
+        let mut shape = ClusterShape::new(&config.data_dir);
+        shape.agents = config.agents;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let roles = RoleConfigs::plan(&shape, config.ports)?;
+        let [origin_config] = <[OriginConfig; 1]>::try_from(roles.origins)
+            .map_err(|_| Error::Config("the one-process devcluster has one origin".into()))?;
+        let [tracker_role] = <[TrackerRoleConfig; 1]>::try_from(roles.trackers)
+            .map_err(|_| Error::Config("the one-process devcluster has one tracker".into()))?;
+        let origin_peer = origin_config.peer_listen;
         let origin = Origin::spawn(origin_config).await?;
 
-        let source = OriginMetaInfoSource::start(origins.clone()).await?;
+        let source = OriginMetaInfoSource::start(tracker_role.origins).await?;
         let mut tracker_config = TrackerConfig::default();
-        tracker_config.announce_interval = Duration::from_secs(1);
-        tracker_config.publish_token = Some(token);
+        tracker_config.announce_interval = tracker_role.announce_interval;
+        tracker_config.publish_token =
+            Some(PublishToken::from_file(&tracker_role.publish_token_file)?);
         let service = TrackerService::new(tracker_config)
             .with_metainfo_source(Arc::new(source))
             .with_metrics(&kraken_p2p::metrics::Metrics::new());
-        let tracker = TrackerServer::bind(ports.tracker, Arc::new(service)).await?;
+        let tracker = TrackerServer::bind(tracker_role.listen, Arc::new(service)).await?;
 
-        let mut bi_config = BuildIndexConfig::new(ports.build_index, dir.join("build-index"));
-        bi_config.origins = origins.clone();
-        bi_config.backends = backends("backend-tags");
-        let build_index = BuildIndex::spawn(bi_config).await?;
-
-        let mut proxy_config = ProxyConfig::new(ports.proxy, dir.join("proxy"));
-        proxy_config.origins = origins;
-        proxy_config.build_index = BuildIndexTarget::new([ports.build_index.to_string()]);
-        let proxy = Proxy::spawn(proxy_config).await?;
-
+        let build_index = BuildIndex::spawn(roles.build_index).await?;
+        let proxy = Proxy::spawn(roles.proxy).await?;
         let mut agents = Vec::new();
-        for (i, (registry, peer)) in ports.agents.iter().enumerate() {
-            let mut agent_config = AgentConfig::new(
-                *registry,
-                dir.join(format!("agent{i}")),
-                vec![tracker_url.clone()],
-                vec![ports.build_index.to_string()],
-            );
-            agent_config.peer_listen = Some(*peer);
+        for agent_config in roles.agents {
             agents.push(Agent::spawn(agent_config).await?);
         }
         let addrs = DevClusterAddrs {
             proxy: proxy.local_addr(),
             origin: origin.local_addr(),
-            origin_peer: origin.peer_addr().unwrap_or(ports.origin_peer),
+            origin_peer: origin
+                .peer_addr()
+                .or(origin_peer)
+                .expect("the origin has a tracker"),
             tracker: tracker.local_addr(),
             build_index: build_index.local_addr(),
             agents: agents
@@ -217,54 +188,5 @@ impl DevCluster {
         self.build_index.shutdown().await;
         self.tracker.shutdown().await;
         self.origin.shutdown().await;
-    }
-}
-
-/// The addresses chosen before anything starts: the origin and the tracker each need the
-/// other's.
-struct Ports {
-    proxy: SocketAddr,
-    origin: SocketAddr,
-    origin_peer: SocketAddr,
-    tracker: SocketAddr,
-    build_index: SocketAddr,
-    agents: Vec<(SocketAddr, SocketAddr)>,
-}
-
-impl Ports {
-    fn plan(plan: PortPlan, agents: usize) -> Result<Self> {
-        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        match plan {
-            PortPlan::GoKraken => {
-                if agents > 49 {
-                    return Err(Error::Config(
-                        "Go Kraken's port plan has room for 49 agents".into(),
-                    ));
-                }
-                Ok(Self {
-                    proxy: at(15000),
-                    origin_peer: at(15001),
-                    origin: at(15002),
-                    tracker: at(15003),
-                    build_index: at(15004),
-                    agents: (0..agents as u16)
-                        .map(|i| (at(16000 + 1000 * i), at(16001 + 1000 * i)))
-                        .collect(),
-                })
-            }
-            PortPlan::Ephemeral => {
-                let free = || -> Result<SocketAddr> {
-                    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-                };
-                Ok(Self {
-                    proxy: at(0),
-                    origin: free()?,
-                    origin_peer: at(0),
-                    tracker: free()?,
-                    build_index: free()?,
-                    agents: (0..agents).map(|_| (at(0), at(0))).collect(),
-                })
-            }
-        }
     }
 }
