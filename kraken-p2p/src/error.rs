@@ -89,6 +89,10 @@ impl Error {
     /// The error for each of `n` callers that waited for one operation: the same variant
     /// for each where it can be copied, else the original shared ([`Error::Shared`]).
     pub(crate) fn for_waiters(self, n: usize) -> Vec<Self> {
+        if n <= 1 {
+            // One waiter gets the error itself, whatever it is.
+            return vec![self];
+        }
         let copy = |e: &Self| -> Option<Self> {
             Some(match e {
                 Self::Tracker { status, message } => Self::Tracker {
@@ -103,6 +107,15 @@ impl Error {
                 Self::DownloadFailed { digest, reason } => Self::DownloadFailed {
                     digest: *digest,
                     reason: *reason,
+                },
+                Self::BlobTooLarge {
+                    digest,
+                    length,
+                    max,
+                } => Self::BlobTooLarge {
+                    digest: *digest,
+                    length: *length,
+                    max: *max,
                 },
                 Self::Shutdown => Self::Shutdown,
                 Self::Config(message) => Self::Config(message),

@@ -266,6 +266,7 @@ async fn inbound_connections_per_address_are_capped() {
 async fn publish(tracker: SocketAddr, meta: &MetaInfo) {
     TrackerClient::new(&format!("http://{tracker}"))
         .unwrap()
+        .with_publish_token(support::publish_token())
         .publish_metainfo("", meta)
         .await
         .unwrap();
@@ -335,7 +336,9 @@ async fn a_peer_claiming_the_seeders_id_cannot_get_the_seeder_blacklisted() {
     .peer_id(seeder_id)
     .store(kraken_core::BlobStore::open(dir.path().join("seeder")).unwrap())
     .tracker(Arc::new(
-        TrackerClient::new(&format!("http://{}", tracker.local_addr())).unwrap(),
+        TrackerClient::new(&format!("http://{}", tracker.local_addr()))
+            .unwrap()
+            .with_publish_token(support::publish_token()),
     ))
     .spawn()
     .await
