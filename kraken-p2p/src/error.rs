@@ -88,6 +88,7 @@ pub enum Error {
 impl Error {
     /// The error for each of `n` callers that waited for one operation: the same variant
     /// for each where it can be copied, else the original shared ([`Error::Shared`]).
+    #[cfg(feature = "runtime-tokio")]
     pub(crate) fn for_waiters(self, n: usize) -> Vec<Self> {
         if n <= 1 {
             // One waiter gets the error itself, whatever it is.

@@ -22,6 +22,7 @@ pub mod api;
 mod auth;
 #[cfg(feature = "runtime-tokio")]
 mod client;
+#[cfg(feature = "runtime-tokio")]
 mod owners;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
