@@ -10,10 +10,10 @@ use crate::wire::WireError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The local store or the data model refused something.
-    #[error("storage")]
+    #[error("storage: {0}")]
     Core(#[from] kraken_core::Error),
     /// A peer broke the wire protocol.
-    #[error("peer protocol")]
+    #[error("peer protocol: {0}")]
     Wire(#[from] WireError),
     /// The tracker answered with an error status.
     #[error("tracker answered {status}: {message}")]
@@ -43,7 +43,7 @@ pub enum Error {
         reason: FailReason,
     },
     /// A socket operation failed.
-    #[error("network I/O")]
+    #[error("network I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The node is shutting down or has shut down.
     #[error("the node is shut down")]

@@ -18,6 +18,7 @@
 //! 4 MiB pieces, and 34 MiB for a 256 MiB blob with 1 MiB pieces.
 
 mod actor;
+mod collection;
 mod conn;
 mod rate;
 mod stream;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::collection::{DirFetch, DirProgress, FileProgress};
 pub use self::stream::BlobStream;
 pub use self::transport::{BoxStream, Listener, PeerStream, TcpTransport, Transport};
 use crate::error::{Error, Result};
@@ -185,6 +187,8 @@ impl NodeBuilder {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (commands, command_rx) = mpsc::unbounded_channel();
+        let piece_lengths = config.piece_lengths.clone();
+        let namespace = config.namespace.clone();
         actor::spawn(actor::ActorParts {
             config,
             store: store.clone(),
@@ -205,6 +209,8 @@ impl NodeBuilder {
                 advertise,
                 peer_id,
                 store,
+                piece_lengths,
+                namespace,
                 shutdown,
                 tasks,
             }),
@@ -244,6 +250,9 @@ struct NodeInner {
     advertise: SocketAddr,
     peer_id: PeerId,
     store: BlobStore,
+    piece_lengths: PieceLengthPolicy,
+    /// The default namespace (what `download("")` means), for seeding in place.
+    namespace: String,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
