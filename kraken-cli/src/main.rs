@@ -53,9 +53,9 @@ enum Command {
     /// Run a whole cluster in one process on loopback (tracker, origin, build-index, proxy,
     /// agents) with local-directory backends, on Go Kraken's devcluster ports.
     Devcluster(devcluster::DevClusterArgs),
-    /// Seed a file to the swarm until interrupted.
+    /// Seed a file or a directory to the swarm, in place, until interrupted.
     Seed(p2p::SeedArgs),
-    /// Download a blob from the swarm into a file, verified.
+    /// Download a blob from the swarm into a file (or a collection into a directory), verified.
     Fetch(p2p::FetchArgs),
     /// Measure swarms of real processes against references run alongside.
     #[command(subcommand)]
@@ -88,7 +88,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kraken: {e:#}");
+            // The library errors include their causes in their own text: print each once.
+            eprintln!("kraken: {}", kraken_core::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
