@@ -45,6 +45,10 @@ pub enum Error {
     /// A socket operation failed.
     #[error("network I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The download was cancelled ([`Node::cancel`](crate::node::Node::cancel), or its last
+    /// waiter went away). Verified pieces stay in the store for a later download to resume.
+    #[error("download of {0} cancelled")]
+    Cancelled(Digest),
     /// The node is shutting down or has shut down.
     #[error("the node is shut down")]
     Shutdown,

@@ -68,6 +68,15 @@ pub struct NodeConfig {
     /// How long a download waits for its metainfo to be published. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// Whether dropping the last [`Fetch`] of a download (with no progress receiver or
+    /// stream of it left) cancels the download, as [`Node::cancel`] does. Off, a download
+    /// runs to the end once started. Default: true.
+    pub cancel_on_drop: bool,
+    /// How often the node runs an eviction pass over its store, by the store's own policy
+    /// ([`kraken_core::StoreConfig`]: idle TTLs and watermarks); `None` leaves eviction to
+    /// the embedder ([`BlobStore::evict`]). Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub evict_interval: Option<Duration>,
     /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
     /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
     /// Default: true.
@@ -88,6 +97,8 @@ impl Default for NodeConfig {
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
             send_file: true,
+            cancel_on_drop: true,
+            evict_interval: Some(Duration::from_secs(60)),
             swarm: SwarmConfig::default(),
         }
     }
@@ -103,8 +114,30 @@ pub struct Progress {
     pub total: u32,
     /// Blob length in bytes (0 until the metainfo is known).
     pub length: u64,
+    /// Bytes verified and written: exact when done, else whole pieces (off by less than
+    /// one piece while the short last piece is among them).
+    pub bytes: u64,
+    /// Average bytes per second verified since this download started (or resumed).
+    pub bytes_per_sec: u64,
+    /// Peers connected for this blob.
+    pub peers: usize,
+    /// What the download is doing.
+    pub stage: Stage,
     /// Whether the blob is complete and verified.
     pub done: bool,
+}
+
+/// What a download is doing.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum Stage {
+    /// Looking in the store, and asking the tracker for the metainfo.
+    #[default]
+    Metainfo,
+    /// Fetching pieces from peers.
+    Downloading,
+    /// Complete and verified (found in the store, or downloaded).
+    Done,
 }
 
 /// Builds a [`Node`].
@@ -169,6 +202,8 @@ impl NodeBuilder {
             Arc::new(tcp.send_file(config.send_file))
         });
         let listener = transport.bind(config.listen).await?;
+        let cancel_on_drop = config.cancel_on_drop;
+        let evict_interval = config.evict_interval;
         let local_addr = listener.local_addr()?;
         let advertise = config.advertise.unwrap_or(local_addr);
         if advertise.ip().is_unspecified() {
@@ -202,6 +237,14 @@ impl NodeBuilder {
             tasks: tasks.clone(),
             span,
         });
+        if let Some(every) = evict_interval {
+            tasks.spawn(evict_periodically(
+                store.clone(),
+                every,
+                commands.clone(),
+                shutdown.clone(),
+            ));
+        }
         Ok(Node {
             inner: Arc::new(NodeInner {
                 commands,
@@ -211,6 +254,7 @@ impl NodeBuilder {
                 store,
                 piece_lengths,
                 namespace,
+                cancel_on_drop,
                 shutdown,
                 tasks,
             }),
@@ -253,8 +297,54 @@ struct NodeInner {
     piece_lengths: PieceLengthPolicy,
     /// The default namespace (what `download("")` means), for seeding in place.
     namespace: String,
+    cancel_on_drop: bool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+impl Drop for NodeInner {
+    /// The last handle is gone: stop the node (its tasks finish on their own; nobody is left
+    /// to wait for them).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+    }
+}
+
+/// Runs the store's eviction policy every `every` until shutdown, and stops seeding what it
+/// evicted (closing the files frees their space).
+async fn evict_periodically(
+    store: BlobStore,
+    every: Duration,
+    commands: mpsc::UnboundedSender<actor::Command>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let store = store.clone();
+        let evicted =
+            tokio::task::spawn_blocking(move || store.evict(std::time::SystemTime::now())).await;
+        match evicted {
+            Ok(Ok(report)) if !report.idle.is_empty() || !report.watermark.is_empty() => {
+                for digest in report.idle.iter().chain(&report.watermark) {
+                    let _ = commands.send(actor::Command::Evicted { digest: *digest });
+                }
+                tracing::info!(
+                    blobs = report.idle.len() + report.watermark.len(),
+                    bytes = report.freed_bytes,
+                    "evicted blobs"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "eviction pass failed"),
+            Err(_) => tracing::warn!("eviction task failed"),
+        }
+    }
 }
 
 impl Node {
@@ -289,7 +379,18 @@ impl Node {
         Fetch {
             result: sent.ok().map(|()| result),
             progress,
+            release: self
+                .inner
+                .cancel_on_drop
+                .then(|| (*digest, self.inner.commands.clone())),
         }
+    }
+
+    /// Cancels the download of a blob: its waiters fail with [`Error::Cancelled`], its
+    /// connections close, and the pieces verified so far stay in the store for a later
+    /// download to resume. Does nothing to a complete blob or an unknown one.
+    pub fn cancel(&self, digest: &Digest) {
+        let _ = self.send(actor::Command::Cancel { digest: *digest });
     }
 
     /// Streams a blob's bytes in order as its pieces arrive, starting the download if needed:
@@ -422,6 +523,19 @@ impl Node {
 pub struct Fetch {
     result: Option<oneshot::Receiver<Result<Blob>>>,
     progress: watch::Receiver<Progress>,
+    /// With [`NodeConfig::cancel_on_drop`]: the blob and where to say this Fetch is gone.
+    release: Option<(Digest, mpsc::UnboundedSender<actor::Command>)>,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        // Let go of this Fetch's own receivers before the actor looks at who still waits.
+        drop(self.result.take());
+        self.progress = watch::channel(Progress::default()).1;
+        if let Some((digest, commands)) = self.release.take() {
+            let _ = commands.send(actor::Command::Release { digest });
+        }
+    }
 }
 
 impl Fetch {
@@ -435,9 +549,12 @@ impl IntoFuture for Fetch {
     type Output = Result<Blob>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Blob>> + Send>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.result {
+            // Dropped before it resolves, this future drops `result` and then `self`, whose
+            // `Drop` releases the download.
+            let result = self.result.take();
+            match result {
                 Some(result) => result.await.map_err(|_| Error::Shutdown)?,
                 None => Err(Error::Shutdown),
             }

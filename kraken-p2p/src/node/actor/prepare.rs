@@ -17,7 +17,7 @@ use crate::tracker::Tracker;
 /// The outcome of preparing a download: the blob is already here, or it can start.
 #[derive(Debug)]
 pub(crate) enum Prepared {
-    Cached(Blob),
+    Cached(Blob, Progress),
     Started(Arc<MetaInfo>, Download),
 }
 
@@ -81,9 +81,9 @@ impl Actor {
             return;
         };
         match result {
-            Ok(Prepared::Cached(blob)) => {
+            Ok(Prepared::Cached(blob, progress)) => {
                 for watcher in &watchers {
-                    watcher.send_modify(|p| p.done = true);
+                    watcher.send_replace(progress);
                 }
                 for waiter in waiters {
                     let _ = waiter.send(Ok(blob.clone()));
@@ -92,11 +92,14 @@ impl Actor {
             Ok(Prepared::Started(meta, download)) => {
                 let info_hash = meta.info_hash();
                 let have = download.bitfield();
+                let bytes = super::verified_bytes(&meta, have.count_ones());
                 let progress = Progress {
                     have: have.count_ones(),
                     total: have.len(),
                     length: meta.length(),
-                    done: false,
+                    bytes,
+                    stage: crate::node::Stage::Downloading,
+                    ..Progress::default()
                 };
                 for watcher in &watchers {
                     watcher.send_replace(progress);
@@ -113,6 +116,7 @@ impl Actor {
                         keep: false,
                         unsynced: 0,
                         writing_back: false,
+                        started: (now, bytes),
                     },
                 );
                 if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
@@ -145,14 +149,17 @@ async fn prepare_download(
     let cached = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || match store.status(&digest) {
-            BlobStatus::Cached { .. } => store.open_blob(&digest).map(Some),
+            BlobStatus::Cached { .. } => store.open_blob(&digest).map(|blob| {
+                let progress = cached_progress(&store, &blob);
+                Some(Prepared::Cached(blob, progress))
+            }),
             _ => Ok(None),
         })
         .await
         .map_err(|_| Error::Internal("store task failed"))??
     };
-    if let Some(blob) = cached {
-        return Ok(Prepared::Cached(blob));
+    if let Some(cached) = cached {
+        return Ok(cached);
     }
     let meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
     let meta = Arc::new(meta);
@@ -160,15 +167,30 @@ async fn prepare_download(
         let meta = Arc::clone(&meta);
         tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
             Ok(download) => Ok(Prepared::Started(meta, download)),
-            Err(kraken_core::Error::AlreadyComplete(_)) => {
-                store.open_blob(&digest).map(Prepared::Cached)
-            }
+            Err(kraken_core::Error::AlreadyComplete(_)) => store.open_blob(&digest).map(|blob| {
+                let progress = cached_progress(&store, &blob);
+                Prepared::Cached(blob, progress)
+            }),
             Err(e) => Err(e),
         })
         .await
         .map_err(|_| Error::Internal("store task failed"))??
     };
     Ok(opened)
+}
+
+/// The progress of a blob found complete in the store: its real piece count and length.
+fn cached_progress(store: &BlobStore, blob: &Blob) -> Progress {
+    match store.metainfo(blob.digest()) {
+        Ok(meta) => super::done_progress(&meta),
+        Err(_) => Progress {
+            length: blob.len(),
+            bytes: blob.len(),
+            stage: crate::node::Stage::Done,
+            done: true,
+            ..Progress::default()
+        },
+    }
 }
 
 /// Polls the tracker until the metainfo is published or `timeout` passes.

@@ -57,6 +57,7 @@ impl Actor {
             keep,
             unsynced: 0,
             writing_back: false,
+            started: (now, meta.length()),
         });
         torrent.keep |= keep;
         let full = Bitfield::full(meta.piece_count());
