@@ -66,3 +66,29 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error's own text says what failed, and a chain of causes prints each once.
+    #[test]
+    fn texts_carry_their_detail_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let core = kraken_core::Error::Io {
+            path: "/models/a".into(),
+            source: io,
+        };
+        let error = Error::from(core);
+        assert_eq!(
+            error.to_string(),
+            "storage: I/O error on /models/a: no such file"
+        );
+        assert_eq!(kraken_core::error_chain(&error), error.to_string());
+        let net = Error::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        ));
+        assert_eq!(net.to_string(), "network I/O: reset by peer");
+    }
+}

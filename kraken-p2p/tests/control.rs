@@ -243,3 +243,40 @@ async fn the_node_evicts_by_its_stores_policy() {
     node.shutdown().await;
     tracker.shutdown().await;
 }
+
+/// Nodes in the tracker's own process use the service directly: no tracker listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_tracker_needs_no_listener() {
+    use kraken_p2p::tracker::{TrackerConfig, TrackerService};
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TrackerConfig::default();
+    config.announce_interval = Duration::from_millis(500);
+    let tracker = Arc::new(TrackerService::new(config));
+    let mut nodes = Vec::new();
+    for host in [2u8, 10] {
+        let mut config = NodeConfig::default();
+        config.listen = SocketAddr::from(([127, 0, 0, host], 0));
+        config.swarm.announce_interval = Duration::from_millis(500);
+        let node = Node::builder(config)
+            .store(BlobStore::open(dir.path().join(host.to_string())).unwrap())
+            .tracker(tracker.clone())
+            .spawn()
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    let file = random_file(dir.path(), (2 << 20) + 3, 5);
+    let meta = nodes[0].seed_file_in_place(&file).await.unwrap();
+    let blob = tokio::time::timeout(LIMIT, nodes[1].download(meta.digest()).into_future())
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(
+        std::fs::read(blob.path()).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

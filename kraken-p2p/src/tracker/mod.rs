@@ -8,13 +8,16 @@
 //!
 //! The pure parts ([`MemoryPeerStore`], [`handout`]) have no I/O; the HTTP service
 //! ([`TrackerService`], [`TrackerServer`]) and its client ([`TrackerClient`]) are behind the
-//! `runtime-tokio` feature. The protocol is described in [`api`]. A tracker answers metainfo
+//! `runtime-tokio` feature; a [`TrackerService`] is itself a [`Tracker`], for nodes in the
+//! tracker's own process (no listener needed). The protocol is described in [`api`]. A tracker answers metainfo
 //! requests from what seeders published to it and, for blobs nobody published, from a
 //! [`MetaInfoSource`] such as the origin cluster.
 
 pub mod api;
 #[cfg(feature = "runtime-tokio")]
 mod client;
+#[cfg(feature = "runtime-tokio")]
+mod in_process;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
 mod pool;
