@@ -82,6 +82,7 @@ pub enum Error {
     #[error("I/O error")]
     Io(#[from] std::io::Error),
     /// An error from the `object_store` client (S3, GCS, Azure) other than not-found.
+    #[cfg(feature = "cloud")]
     #[error("object store request failed")]
     ObjectStore(#[source] object_store::Error),
     /// The operation took longer than allowed.
@@ -113,6 +114,7 @@ impl Error {
         match self {
             Self::Transport(_) | Self::Io(_) | Self::Timeout(_) => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            #[cfg(feature = "cloud")]
             Self::ObjectStore(error) => !matches!(
                 error,
                 object_store::Error::NotFound { .. }
