@@ -16,12 +16,12 @@
 pub mod api;
 #[cfg(feature = "runtime-tokio")]
 mod client;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 mod in_process;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
 mod pool;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 mod service;
 #[cfg(feature = "runtime-tokio")]
 mod source;
@@ -31,7 +31,7 @@ pub use self::client::{Tracker, TrackerClient};
 pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
 #[cfg(feature = "runtime-tokio")]
 pub use self::pool::TrackerPool;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};
 #[cfg(feature = "runtime-tokio")]
 pub use self::source::{MetaInfoLookup, MetaInfoSource};
