@@ -131,6 +131,14 @@ async fn download_to_leaves_the_blob_at_the_callers_path_and_a_changed_seed_is_r
     assert_eq!(blob.path(), out);
     assert_eq!(std::fs::read(&out).unwrap(), content);
     assert_eq!(store_data_bytes(&dir.path().join("fetcher")), 0);
+    // The fetched file is deleted: the next download fetches the blob again.
+    std::fs::remove_file(&out).unwrap();
+    let again = dir.path().join("again.bin");
+    tokio::time::timeout(LIMIT, fetcher.download_to(meta.digest(), &again))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), content);
 
     // The seeded file changes: the seeder's store refuses it and forgets it. (Pieces the
     // running torrent still reads from the changed file fail the receivers' hash checks.)
@@ -225,4 +233,55 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf 
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// Dropping a directory fetch stops it: its blob downloads are cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_dir_fetch_cancels_its_downloads() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_model_tree(&model, 8 << 20);
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    // A slow seeder: the fetch is surely dropped half-way.
+    let seeder = node(
+        2,
+        &dir.path().join("seeder"),
+        tracker.local_addr(),
+        Some(2_000_000),
+    )
+    .await;
+    let digest = seeder.seed_dir(&model).await.unwrap();
+    let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
+    let fetch = fetcher.fetch_dir(&digest, &dir.path().join("out"));
+    let mut progress = fetch.progress();
+    tokio::time::timeout(LIMIT, async {
+        while progress.borrow_and_update().done_bytes == 0 {
+            progress.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("some bytes in time");
+    let shard =
+        Digest::sha256_of(&std::fs::read(model.join("model-00001-of-00002.safetensors")).unwrap());
+    assert!(
+        fetcher.torrent_stats(&shard).await.is_some(),
+        "the big shard is not downloading"
+    );
+    drop(fetch);
+    tokio::time::timeout(LIMIT, async {
+        while fetcher.torrent_stats(&shard).await.is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the shard's download is cancelled");
+    assert!(
+        !dir.path()
+            .join("out/model-00001-of-00002.safetensors")
+            .exists()
+    );
+    fetcher.shutdown().await;
+    seeder.shutdown().await;
+    tracker.shutdown().await;
 }

@@ -59,11 +59,25 @@ pub struct FileProgress {
 }
 
 /// A directory download in progress: await it for the [`Collection`] it laid out.
+///
+/// Dropping it (or the future awaiting it) stops the directory fetch; its blob downloads are
+/// then cancelled as any dropped download is ([`NodeConfig::cancel_on_drop`](super::NodeConfig::cancel_on_drop)),
+/// and files already in place stay.
 #[derive(Debug)]
-#[must_use = "await the DirFetch to learn whether the directory arrived"]
+#[must_use = "a directory fetch stops when its DirFetch is dropped"]
 pub struct DirFetch {
-    task: tokio::task::JoinHandle<Result<Collection>>,
+    task: AbortOnDrop,
     progress: watch::Receiver<DirProgress>,
+}
+
+/// Aborts the directory fetch's task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Collection>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl DirFetch {
@@ -79,7 +93,8 @@ impl IntoFuture for DirFetch {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            self.task
+            let mut task = self.task;
+            (&mut task.0)
                 .await
                 .map_err(|_| Error::Internal("directory fetch task failed"))?
         })
@@ -173,7 +188,16 @@ impl Node {
     /// at `path`.
     pub async fn download_to(&self, digest: &Digest, path: &Path) -> Result<Blob> {
         self.download(digest).await?;
-        self.export(digest, path).await
+        match self.export(digest, path).await {
+            Err(e) if is_stale(&e) => {
+                // The copy this node held was a file that changed or went since: stop serving
+                // it and fetch the blob again.
+                self.unseed(digest);
+                self.download(digest).await?;
+                self.export(digest, path).await
+            }
+            other => other,
+        }
     }
 
     async fn export(&self, digest: &Digest, path: &Path) -> Result<Blob> {
@@ -202,7 +226,10 @@ impl Node {
         let (digest, dest) = (*digest, dest.to_owned());
         let task =
             tokio::spawn(async move { node.fetch_dir_task(digest, dest, progress_tx).await });
-        DirFetch { task, progress }
+        DirFetch {
+            task: AbortOnDrop(task),
+            progress,
+        }
     }
 
     async fn fetch_dir_task(
@@ -319,7 +346,14 @@ impl Node {
             if size == 0 {
                 write_empty(&target).await?;
             } else {
-                self.export(&digest, &target).await?;
+                match self.export(&digest, &target).await {
+                    Err(e) if is_stale(&e) => {
+                        self.download_to(&digest, &target).await?;
+                    }
+                    other => {
+                        other?;
+                    }
+                }
             }
             let mode = entry.mode;
             let path = target.clone();
@@ -336,6 +370,15 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Whether an export failed because the store no longer holds the blob (a file kept by
+/// reference changed or went, or eviction removed it): fetching it again helps.
+fn is_stale(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Core(kraken_core::Error::ReferenceChanged { .. } | kraken_core::Error::NotFound(_))
+    )
 }
 
 /// Creates the directories of `relative` under `dest`, refusing any existing component

@@ -149,10 +149,16 @@ async fn prepare_download(
     let cached = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || match store.status(&digest) {
-            BlobStatus::Cached { .. } => store.open_blob(&digest).map(|blob| {
-                let progress = cached_progress(&store, &blob);
-                Some(Prepared::Cached(blob, progress))
-            }),
+            BlobStatus::Cached { .. } => match store.open_blob(&digest) {
+                Ok(blob) => {
+                    let progress = cached_progress(&store, &blob);
+                    Ok(Some(Prepared::Cached(blob, progress)))
+                }
+                // A blob kept by reference whose file changed or went: the store forgot
+                // it, so download it again.
+                Err(kraken_core::Error::ReferenceChanged { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
             _ => Ok(None),
         })
         .await
