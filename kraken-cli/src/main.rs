@@ -8,6 +8,7 @@ mod devcluster;
 #[cfg(test)]
 mod example_configs;
 mod metainfo;
+mod model;
 mod origin;
 mod p2p;
 mod process;
@@ -57,6 +58,9 @@ enum Command {
     Seed(p2p::SeedArgs),
     /// Download a blob from the swarm into a file (or a collection into a directory), verified.
     Fetch(p2p::FetchArgs),
+    /// Push a model directory as a ModelPack artifact, or pull one into a directory.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Measure swarms of real processes against references run alongside.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -82,6 +86,9 @@ fn main() -> ExitCode {
         }
         Command::Seed(args) => process::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => process::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
+        Command::Model(command) => {
+            process::runtime().and_then(|rt| rt.block_on(model::run(command)))
+        }
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),
     };

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod podman;
 pub mod scenarios;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -33,4 +34,46 @@ pub fn start_role(role: &str, config: &str, dir: &Path, listen: &str) -> Process
         .unwrap();
     wait_for_port(listen);
     ProcessGuard::adopt(child)
+}
+
+/// A `kraken devcluster` process on free ports with two agents.
+pub struct DevCluster {
+    _process: ProcessGuard,
+    _dir: tempfile::TempDir,
+    /// The proxy's address (`host:port`).
+    pub proxy: String,
+    /// The agents' addresses.
+    pub agents: Vec<String>,
+}
+
+impl DevCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(KRAKEN)
+            .args(["devcluster", "--ephemeral-ports", "--json", "--agents", "2"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kraken devcluster");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let process = ProcessGuard::adopt(child);
+        let addrs: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+        Self {
+            _process: process,
+            _dir: dir,
+            proxy: addrs["proxy"].as_str().unwrap().to_owned(),
+            agents: addrs["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
+        }
+    }
 }

@@ -34,7 +34,10 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
+pub use self::tree::{TreeFile, list_tree, prepare_path};
 use crate::digest::Digest;
+
+mod tree;
 
 /// Value of the `format` key.
 pub const FORMAT: &str = "kraken.collection";

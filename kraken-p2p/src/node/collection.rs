@@ -145,16 +145,16 @@ impl Node {
     /// directories are not recorded.
     pub async fn seed_dir(&self, dir: &Path) -> Result<Digest> {
         let root = dir.to_owned();
-        let files = tokio::task::spawn_blocking(move || list_tree(&root))
+        let files = tokio::task::spawn_blocking(move || collection::list_tree(&root))
             .await
             .map_err(|_| Error::Internal("directory walk failed"))??;
         let entries: Vec<CollectionEntry> = futures::stream::iter(files)
-            .map(|(path, file, mode)| async move {
-                let meta = self.seed_file_in_place(&file).await?;
+            .map(|file| async move {
+                let meta = self.seed_file_in_place(&file.source).await?;
                 Ok::<_, Error>(CollectionEntry {
-                    path,
+                    path: file.path,
                     size: meta.length(),
-                    mode,
+                    mode: file.mode,
                     digest: *meta.digest(),
                 })
             })
@@ -381,52 +381,14 @@ fn is_stale(error: &Error) -> bool {
     )
 }
 
-/// Creates the directories of `relative` under `dest`, refusing any existing component
-/// that is a symbolic link (it could lead out of `dest`), and returns the file's path.
+/// Creates the directories of `relative` under `dest` (see
+/// [`collection::prepare_path`]) on the blocking pool.
 async fn prepare_parent(dest: &Path, relative: &str) -> Result<PathBuf> {
     let (dest, relative) = (dest.to_owned(), relative.to_owned());
-    tokio::task::spawn_blocking(move || {
-        collection::validate_path(&relative)?;
-        let io = |path: &Path, source| kraken_core::Error::Io {
-            path: path.to_owned(),
-            source,
-        };
-        std::fs::create_dir_all(&dest).map_err(|e| io(&dest, e))?;
-        let mut dir = dest;
-        let mut components: Vec<&str> = relative.split('/').collect();
-        let name = components.pop().expect("validated paths are not empty");
-        for component in components {
-            dir.push(component);
-            match std::fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(kraken_core::Error::from(CollectionError::Path {
-                        path: relative.clone(),
-                        reason: "a directory on the way at the destination is not a directory",
-                    }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    match std::fs::create_dir(&dir) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io(&dir, e)),
-                    }
-                }
-                Err(e) => return Err(io(&dir, e)),
-            }
-        }
-        let target = dir.join(name);
-        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-            return Err(kraken_core::Error::from(CollectionError::Path {
-                path: relative,
-                reason: "a directory is in the way at the destination",
-            }));
-        }
-        Ok(target)
-    })
-    .await
-    .map_err(|_| Error::Internal("directory task failed"))?
-    .map_err(Error::from)
+    tokio::task::spawn_blocking(move || collection::prepare_path(&dest, &relative))
+        .await
+        .map_err(|_| Error::Internal("directory task failed"))?
+        .map_err(Error::from)
 }
 
 async fn write_empty(target: &Path) -> Result<()> {
@@ -443,65 +405,4 @@ async fn write_empty(target: &Path) -> Result<()> {
     .await
     .map_err(|_| Error::Internal("directory task failed"))?
     .map_err(Error::from)
-}
-
-/// Every regular file under `root`: its collection path, its path on disk and its mode.
-fn list_tree(root: &Path) -> kraken_core::Result<Vec<(String, PathBuf, u32)>> {
-    let io = |path: &Path, source| kraken_core::Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let root = std::fs::canonicalize(root).map_err(|e| io(root, e))?;
-    let mut files = Vec::new();
-    let mut pending = vec![root.clone()];
-    while let Some(dir) = pending.pop() {
-        let mut children: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| io(&dir, e))?
-            .map(|entry| entry.map(|e| e.path()).map_err(|e| io(&dir, e)))
-            .collect::<kraken_core::Result<_>>()?;
-        children.sort();
-        for path in children {
-            let relative = path
-                .strip_prefix(&root)
-                .expect("walked from the root")
-                .to_str()
-                .ok_or_else(|| CollectionError::Path {
-                    path: path.to_string_lossy().into_owned(),
-                    reason: "not UTF-8",
-                })?
-                .to_owned();
-            let refuse = |reason| CollectionError::Path {
-                path: relative.clone(),
-                reason,
-            };
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
-            let file_type = meta.file_type();
-            if file_type.is_dir() {
-                pending.push(path);
-            } else if file_type.is_file() {
-                collection::validate_path(&relative)?;
-                files.push((
-                    relative,
-                    path,
-                    meta.permissions().mode() & collection::MODE_MASK,
-                ));
-            } else if file_type.is_symlink() {
-                let target =
-                    std::fs::canonicalize(&path).map_err(|_| refuse("symbolic link to nothing"))?;
-                if !target.starts_with(&root) {
-                    return Err(refuse("symbolic link out of the tree").into());
-                }
-                let target_meta = std::fs::metadata(&target).map_err(|e| io(&target, e))?;
-                if !target_meta.is_file() {
-                    return Err(refuse("symbolic link to something other than a file").into());
-                }
-                collection::validate_path(&relative)?;
-                let mode = target_meta.permissions().mode() & collection::MODE_MASK;
-                files.push((relative, target, mode));
-            } else {
-                return Err(refuse("not a regular file, directory or link").into());
-            }
-        }
-    }
-    Ok(files)
 }
