@@ -385,17 +385,6 @@ async fn fetch_layer(
     layer: &Descriptor,
     target: &Path,
 ) -> anyhow::Result<()> {
-    if layer.size == 0 {
-        // An empty file has nothing to transfer: its digest says all there is.
-        ensure!(
-            layer.digest == Digest::sha256_of(b""),
-            "an empty layer whose digest is not the empty digest"
-        );
-        let tmp = target.with_extension("kraken-partial");
-        std::fs::write(&tmp, b"")?;
-        std::fs::rename(&tmp, target)?;
-        return Ok(());
-    }
     let mut response = http
         .get(reference.url(plain_http, &format!("blobs/{}", layer.digest)))
         .send()

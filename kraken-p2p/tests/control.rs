@@ -280,3 +280,24 @@ async fn an_in_process_tracker_needs_no_listener() {
         node.shutdown().await;
     }
 }
+
+/// An empty blob (an empty file of a model, say) downloads like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_blob_downloads() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
+    let file = dir.path().join("empty");
+    std::fs::write(&file, b"").unwrap();
+    let meta = seeder.seed_file_in_place(&file).await.unwrap();
+    let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
+    let blob = tokio::time::timeout(LIMIT, fetcher.download(meta.digest()).into_future())
+        .await
+        .expect("the empty blob in time")
+        .unwrap();
+    assert_eq!((blob.len(), blob.digest()), (0, &Digest::sha256_of(b"")));
+    fetcher.shutdown().await;
+    seeder.shutdown().await;
+    tracker.shutdown().await;
+}

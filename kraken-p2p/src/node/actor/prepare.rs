@@ -168,6 +168,19 @@ async fn prepare_download(
         return Ok(cached);
     }
     let meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
+    if meta.length() == 0 {
+        // An empty blob has no piece to fetch, so no swarm would ever complete it: its
+        // digest says all there is (import checks it).
+        return tokio::task::spawn_blocking(move || {
+            store.import(std::io::empty(), meta.piece_length(), Some(&digest))?;
+            let blob = store.open_blob(&digest)?;
+            let progress = cached_progress(&store, &blob);
+            Ok::<_, kraken_core::Error>(Prepared::Cached(blob, progress))
+        })
+        .await
+        .map_err(|_| Error::Internal("store task failed"))?
+        .map_err(Error::from);
+    }
     let meta = Arc::new(meta);
     let opened = {
         let meta = Arc::clone(&meta);
