@@ -12,7 +12,7 @@ use kraken_core::{BlobStatus, BlobStore, Digest, StoreConfig};
 use kraken_p2p::Error;
 use kraken_p2p::node::{Node, NodeConfig, Progress, Stage};
 use kraken_p2p::tracker::TrackerClient;
-use support::{init_tracing, node, random_file, tracker};
+use support::{TestSwarm, init_tracing, node, random_file, tracker};
 
 /// Bound on anything awaited: a hang fails the test instead of blocking it.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -68,20 +68,9 @@ async fn node_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_download_that_resumes_later_and_progress_says_what_happens() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
     // A slow seeder: the download is surely cancelled half-way.
-    let seeder = node(
-        2,
-        &dir.path().join("seeder"),
-        tracker.local_addr(),
-        Some(2_000_000),
-    )
-    .await;
-    let file = random_file(dir.path(), 16 << 20, 3);
-    let meta = seeder.seed_file_in_place(&file).await.unwrap();
-    let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
+    let swarm = TestSwarm::start(16 << 20, 3, Some(2_000_000), 1, None).await;
+    let (fetcher, meta, file) = (&swarm.fetchers[0], &swarm.meta, &swarm.file);
 
     let fetch = fetcher.download(meta.digest());
     let mut progress = fetch.progress();
@@ -115,7 +104,7 @@ async fn cancel_stops_a_download_that_resumes_later_and_progress_says_what_happe
         .unwrap();
     assert_eq!(
         std::fs::read(blob.path()).unwrap(),
-        std::fs::read(&file).unwrap()
+        std::fs::read(file).unwrap()
     );
     let last = *progress.borrow();
     assert!(last.done && last.stage == Stage::Done && last.bytes == meta.length());
@@ -129,27 +118,13 @@ async fn cancel_stops_a_download_that_resumes_later_and_progress_says_what_happe
         (p.total, p.length, p.bytes, p.done),
         (meta.piece_count(), meta.length(), meta.length(), true)
     );
-    fetcher.shutdown().await;
-    seeder.shutdown().await;
-    tracker.shutdown().await;
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_waiter_cancels_unless_configured_otherwise() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(
-        2,
-        &dir.path().join("seeder"),
-        tracker.local_addr(),
-        Some(2_000_000),
-    )
-    .await;
-    let file = random_file(dir.path(), 8 << 20, 4);
-    let meta = seeder.seed_file_in_place(&file).await.unwrap();
-
-    let fetcher = node(10, &dir.path().join("a"), tracker.local_addr(), None).await;
+    let swarm = TestSwarm::start(8 << 20, 4, Some(2_000_000), 1, None).await;
+    let (fetcher, meta) = (&swarm.fetchers[0], &swarm.meta);
     let fetch = fetcher.download(meta.digest());
     let mut progress = fetch.progress();
     wait_for(&mut progress, |p| p.have >= 1).await;
@@ -170,8 +145,8 @@ async fn dropping_the_last_waiter_cancels_unless_configured_otherwise() {
     config.cancel_on_drop = false;
     let keeper = node_with(
         11,
-        &dir.path().join("b"),
-        tracker.local_addr(),
+        &swarm.dir.path().join("b"),
+        swarm.tracker.local_addr(),
         config,
         StoreConfig::default(),
     )
@@ -184,10 +159,8 @@ async fn dropping_the_last_waiter_cancels_unless_configured_otherwise() {
         )
     })
     .await;
-    for node in [&fetcher, &keeper, &seeder] {
-        node.shutdown().await;
-    }
-    tracker.shutdown().await;
+    keeper.shutdown().await;
+    swarm.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
