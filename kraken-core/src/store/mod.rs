@@ -37,7 +37,7 @@
 //!
 //! [`BlobStore::import_reference`] records a file where it is (seeding in place) and
 //! [`BlobStore::export`] moves a cached blob to a caller's path; both leave a cached entry
-//! that points at the external file (see [`reference`]). Such entries hold no bytes of the
+//! that points at the external file, refused once the file changes. Such entries hold no bytes of the
 //! store: they count in [`StoreUsage::referenced_bytes`], not toward the watermarks, and
 //! evicting or deleting one forgets the file without touching it.
 

@@ -98,8 +98,10 @@ fn mtime_nanos(metadata: &fs::Metadata) -> u128 {
 impl BlobStore {
     /// Records the file at `path` as a cached blob **by reference**: hashes it (pieces of
     /// `piece_length` bytes) and stores only its metainfo and where it is; none of its
-    /// bytes are written into the store. The file must then stay unchanged: see the
-    /// [module docs](self) for what happens when it changes.
+    /// bytes are written into the store. The file must then stay unchanged: every
+    /// [`open_blob`](Self::open_blob) compares its size and modification time with the
+    /// recorded ones, and a file that changed or vanished is refused with
+    /// [`Error::ReferenceChanged`] and forgotten (seeding it again re-hashes it).
     ///
     /// If the blob is already cached (a copy in the store, or a valid reference), that entry
     /// is kept. Fails with [`Error::ReferenceChanged`] if the file changed while it was
