@@ -30,8 +30,7 @@ pub(crate) async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     let cluster = DevCluster::start(config)
         .await
         .context("starting the devcluster")?;
-    eprint!("{}", cluster.describe());
-    eprintln!("Ctrl-C stops it.");
+    crate::logging::say(&format!("{}Ctrl-C stops it.", cluster.describe()));
     if args.json {
         let a = cluster.addrs();
         let addrs = serde_json::json!({
@@ -44,7 +43,7 @@ pub(crate) async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         println!("{addrs}");
     }
     crate::process::wait_for_signal().await?;
-    eprintln!("stopping");
+    crate::logging::say("stopping");
     cluster.shutdown().await;
     Ok(())
 }

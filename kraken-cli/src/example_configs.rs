@@ -4,13 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kraken_registry::agent::AgentConfig;
-use kraken_registry::build_index::BuildIndexConfig;
-use kraken_registry::origin::OriginConfig;
-use kraken_registry::proxy::ProxyConfig;
-
-use crate::config::load;
-use crate::p2p::TrackerFileConfig;
+use crate::config::{Role, Sources};
 
 fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config")
@@ -25,19 +19,15 @@ fn role_of(path: &Path) -> String {
     }
 }
 
-/// Loads `path` as `role`'s config and runs the role's own validation.
+/// Loads `path` as `role`'s config the way `kraken config check` does, validation included.
 fn check(role: &str, path: &Path) -> anyhow::Result<()> {
-    match role {
-        "tracker" => {
-            load::<TrackerFileConfig>(path)?;
-        }
-        "origin" => load::<OriginConfig>(path)?.validate()?,
-        "build-index" => load::<BuildIndexConfig>(path)?.validate()?,
-        "proxy" => load::<ProxyConfig>(path)?.validate()?,
-        "agent" => load::<AgentConfig>(path)?.validate()?,
-        other => anyhow::bail!("no role named {other:?}"),
-    }
-    Ok(())
+    let role = <Role as clap::ValueEnum>::from_str(role, true)
+        .map_err(|e| anyhow::anyhow!("no role named {role:?}: {e}"))?;
+    let sources = Sources {
+        config: Some(path.to_owned()),
+        secrets: None,
+    };
+    crate::config::command::check(role, &sources)
 }
 
 #[test]

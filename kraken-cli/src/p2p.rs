@@ -1,6 +1,7 @@
 //! `kraken tracker`, `kraken seed` and `kraken fetch`.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,15 +11,21 @@ use anyhow::Context as _;
 use kraken_core::collection::{self, Collection};
 use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy, StoreConfig};
 use kraken_p2p::http_server::{HttpLimits, ServeConfig};
-use kraken_p2p::node::{Node, NodeConfig};
+use kraken_p2p::metrics::{Metrics, MetricsConfig};
+use kraken_p2p::node::{Node, NodeConfig, Progress};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
-    Tracker, TrackerClient, TrackerConfig, TrackerPool, TrackerServer, TrackerService,
+    PeerStoreLimits, PublishToken, Tracker, TrackerClient, TrackerConfig, TrackerPool,
+    TrackerServer, TrackerService,
 };
 use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
+use tokio::sync::watch;
 
-use crate::process::{peak_rss_bytes, wait_for_signal};
+use crate::config::{Role, Sources};
+use crate::exit::Interrupted;
+use crate::logging::say;
+use crate::process::{Signals, peak_rss_bytes, wait_for_signal};
 use crate::rate::Rate;
 
 /// `kraken tracker --config FILE`:
@@ -38,11 +45,14 @@ use crate::rate::Rate;
 /// [client_tls] # optional: reach the origins over HTTPS
 /// ca = "ca.pem"
 ///
-/// [http]       # optional: timeouts and connection limits (kraken_p2p::http_server::HttpLimits)
+/// [http]       # optional: timeouts, connection limits, access log (kraken_p2p::http_server::HttpLimits)
 /// max_connections = 4096
+///
+/// [metrics]    # optional: a separate listener for /metrics (kraken_p2p::metrics::MetricsConfig)
+/// listen = "127.0.0.1:9090"
 /// ```
 #[non_exhaustive]
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrackerFileConfig {
     /// Address to serve HTTP on. Default: `127.0.0.1:15003`.
@@ -67,6 +77,61 @@ pub(crate) struct TrackerFileConfig {
     /// Most bytes of published metainfo kept (oldest dropped first). Default: 256MiB.
     #[serde(default)]
     max_metainfo_bytes: Option<ByteSize>,
+    /// A separate metrics listener (`/metrics` is on the tracker's listener regardless).
+    #[serde(default)]
+    metrics: MetricsConfig,
+    /// A file holding the publish token: a client presenting it (`Authorization: Bearer`)
+    /// may publish metainfo and announce as an origin. Default: none (only origin
+    /// certificates may).
+    #[serde(default)]
+    publish_token_file: Option<PathBuf>,
+    /// Let anyone publish metainfo (a trusted network without TLS or a token). Default:
+    /// false.
+    #[serde(default)]
+    allow_anonymous_publish: bool,
+    /// Record announcers at the address they declare instead of the connection's source
+    /// address (peers behind NAT). Default: false.
+    #[serde(default)]
+    trust_declared_addresses: bool,
+    /// Caps on announced peers (`max_torrents`, `max_peers`, `max_peers_per_torrent`,
+    /// `max_entries_per_announcer`). Default: 100000, 1000000, 50000, 10000.
+    #[serde(default)]
+    peers: PeerStoreLimits,
+}
+
+impl TrackerFileConfig {
+    /// Every key at its default (`kraken config defaults tracker`).
+    pub(crate) fn defaults() -> Self {
+        Self {
+            listen: default_tracker_listen(),
+            announce_interval: default_announce_interval(),
+            origins: None,
+            tls: None,
+            client_tls: None,
+            http: HttpLimits::default(),
+            max_metainfo_bytes: None,
+            metrics: MetricsConfig::default(),
+            publish_token_file: None,
+            allow_anonymous_publish: false,
+            trust_declared_addresses: false,
+            peers: PeerStoreLimits::default(),
+        }
+    }
+
+    /// Checks the values that have no sensible meaning, and reads the TLS files.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        self.http.validate().map_err(anyhow::Error::msg)?;
+        if let Some(origins) = &self.origins {
+            origins.validate()?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.load().context("tls")?;
+        }
+        if let Some(tls) = &self.client_tls {
+            tls.load().context("client_tls")?;
+        }
+        Ok(())
+    }
 }
 
 fn default_tracker_listen() -> SocketAddr {
@@ -79,16 +144,68 @@ fn default_announce_interval() -> Duration {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrackerArgs {
-    /// Address to serve HTTP on.
-    #[arg(long, default_value = "127.0.0.1:15003")]
-    listen: SocketAddr,
-    /// Interval announcers are told to keep (e.g. `3s`, `500ms`).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    announce_interval: Duration,
-    /// A TOML config file (listen address, announce interval, the origins to ask for
-    /// metainfo; see docs/origin.md). Replaces the flags above.
-    #[arg(long, conflicts_with_all = ["listen", "announce_interval"])]
-    config: Option<PathBuf>,
+    /// Address to serve HTTP on. Default: 127.0.0.1:15003.
+    #[arg(long, conflicts_with = "config")]
+    listen: Option<SocketAddr>,
+    /// Interval announcers are told to keep (e.g. `3s`, `500ms`). Default: 3s.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
+    announce_interval: Option<Duration>,
+    /// A file holding the publish token that lets a client publish metainfo (seeders:
+    /// `kraken seed --publish-token-file`).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    publish_token_file: Option<PathBuf>,
+    /// Let anyone publish metainfo, as on a trusted network.
+    #[arg(long, conflicts_with = "config")]
+    allow_anonymous_publish: bool,
+    /// Listen address, announce interval, the origins to ask for metainfo, TLS, limits (see
+    /// docs/origin.md). `--config` replaces the flags above.
+    #[command(flatten)]
+    sources: Sources,
+}
+
+impl TrackerArgs {
+    /// The settings of `sources` alone, without the flags (`kraken config check tracker`).
+    pub(crate) fn from_sources(sources: Sources) -> Self {
+        Self {
+            listen: None,
+            announce_interval: None,
+            publish_token_file: None,
+            allow_anonymous_publish: false,
+            sources,
+        }
+    }
+
+    /// Loads and checks the settings: the flags, or the config file, then secrets and the
+    /// environment.
+    pub(crate) fn check(&self) -> anyhow::Result<TrackerFileConfig> {
+        let mut base = toml::Table::new();
+        if let Some(listen) = self.listen {
+            base.insert("listen".into(), listen.to_string().into());
+        }
+        if let Some(interval) = self.announce_interval {
+            let text = humantime::format_duration(interval).to_string();
+            base.insert("announce_interval".into(), text.into());
+        }
+        if let Some(path) = &self.publish_token_file {
+            let path = path
+                .to_str()
+                .context("the publish token file's path is not UTF-8")?;
+            base.insert("publish_token_file".into(), path.into());
+        }
+        if self.allow_anonymous_publish {
+            base.insert("allow_anonymous_publish".into(), true.into());
+        }
+        let defaults = TrackerFileConfig::defaults();
+        let file: TrackerFileConfig = crate::config::load_from(
+            Role::Tracker,
+            &self.sources,
+            &defaults,
+            base,
+            std::env::vars_os(),
+        )?;
+        file.validate()?;
+        Ok(file)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,6 +247,10 @@ pub(crate) struct PeerArgs {
     /// Key of `--tls-cert` (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A file holding the tracker's publish token, needed to seed (publish metainfo)
+    /// unless the client certificate is an origin's.
+    #[arg(long, value_name = "FILE")]
+    publish_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,19 +310,7 @@ struct FetchReport {
 }
 
 pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => crate::config::load::<TrackerFileConfig>(path)?,
-        None => TrackerFileConfig {
-            listen: args.listen,
-            announce_interval: args.announce_interval,
-            origins: None,
-            tls: None,
-            client_tls: None,
-            http: HttpLimits::default(),
-            max_metainfo_bytes: None,
-        },
-    };
-    file.http.validate().map_err(anyhow::Error::msg)?;
+    let file = args.check()?;
     let tls = file.tls.as_ref().map(|tls| tls.load()).transpose()?;
     let client_tls = file.client_tls.as_ref().map(|tls| tls.load()).transpose()?;
     let mut config = TrackerConfig::default();
@@ -209,7 +318,17 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     if let Some(bytes) = file.max_metainfo_bytes {
         config.max_metainfo_bytes = bytes;
     }
-    let mut service = TrackerService::new(config);
+    config.publish_token = file
+        .publish_token_file
+        .as_deref()
+        .map(PublishToken::from_file)
+        .transpose()
+        .context("reading the publish token file")?;
+    config.allow_anonymous_publish = file.allow_anonymous_publish;
+    config.trust_declared_addresses = file.trust_declared_addresses;
+    config.peers = file.peers;
+    let metrics = Metrics::new();
+    let mut service = TrackerService::new(config).with_metrics(&metrics);
     if let Some(origins) = file.origins {
         let client = OriginClient::with_tls(client_tls.as_ref())?;
         let source = OriginMetaInfoSource::start_with(origins, client)
@@ -221,10 +340,18 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     let serve = ServeConfig::new("tracker").tls(tls).limits(file.http);
     let server = TrackerServer::bind_with(file.listen, Arc::new(service), serve)
         .await
-        .with_context(|| format!("binding {}", file.listen))?;
-    eprintln!("tracker listening on {scheme}://{}", server.local_addr());
+        .with_context(|| format!("binding the tracker's listener on {}", file.listen))?;
+    say(&format!(
+        "tracker listening on {scheme}://{}",
+        server.local_addr()
+    ));
+    let metrics_server =
+        kraken_p2p::metrics::spawn_listener(&file.metrics, "tracker", &metrics).await?;
     wait_for_signal().await?;
     server.shutdown().await;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.shutdown().await;
+    }
     Ok(())
 }
 
@@ -280,10 +407,29 @@ async fn start_node(
             config.load()
         })
         .transpose()?;
+    let token = args
+        .publish_token_file
+        .as_deref()
+        .map(PublishToken::from_file)
+        .transpose()
+        .context("reading --publish-token-file")?;
+    let client = |url: &str| -> anyhow::Result<Arc<dyn Tracker>> {
+        let mut client = TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?;
+        if let Some(token) = &token {
+            client = client.with_publish_token(token.clone());
+        }
+        Ok(Arc::new(client))
+    };
     let urls: Vec<&str> = args.tracker.split(',').map(str::trim).collect();
     let tracker: Arc<dyn Tracker> = match urls.as_slice() {
-        [url] => Arc::new(TrackerClient::connect(url, tls.as_ref()).context("tracker URL")?),
-        _ => Arc::new(TrackerPool::with_tls(&urls, tls.as_ref()).context("tracker URLs")?),
+        [url] => client(url)?,
+        _ => {
+            let trackers = urls
+                .iter()
+                .map(|url| Ok((url.to_string(), client(url)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Arc::new(TrackerPool::from_trackers(trackers).context("tracker URLs")?)
+        }
     };
     let mut config = NodeConfig::default();
     config.listen = args.listen;
@@ -327,32 +473,36 @@ pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("seeding {}", args.file.display()))?;
         println!("{digest}");
-        eprintln!(
+        say(&format!(
             "seeding directory {} as collection {digest} from {}",
             args.file.display(),
             node.advertise_addr()
-        );
+        ));
     } else {
         let meta = node
             .seed_file_in_place(&args.file)
             .await
             .with_context(|| format!("seeding {}", args.file.display()))?;
         println!("{}", meta.digest());
-        eprintln!(
+        say(&format!(
             "seeding {} ({} bytes, {} pieces) from {}",
             args.file.display(),
             meta.length(),
             meta.piece_count(),
             node.advertise_addr()
-        );
+        ));
     }
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
 }
 
+/// How long an interrupted fetch waits for its node to stop.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut signals = Signals::install()?;
     let node = start_node(&args.peer, |config| {
         config.metainfo_timeout = args.metainfo_timeout;
         // A collection's files are fetched in the namespace of the collection.
@@ -360,27 +510,32 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     })
     .await?;
     let download = node.download_in(&args.namespace, &args.digest);
-    let mut progress = download.progress();
-    let quiet = args.quiet;
-    let reporter = tokio::spawn(async move {
-        let mut last = Instant::now();
-        while progress.changed().await.is_ok() {
-            let p = *progress.borrow_and_update();
-            if !quiet && (last.elapsed() >= Duration::from_secs(1) || p.done) && p.total > 0 {
-                eprintln!("{}/{} pieces", p.have, p.total);
-                last = Instant::now();
-            }
-        }
+    // A bar only for a person watching: a file or a pipe gets the summary line alone.
+    let reporter = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        tokio::spawn(show_progress(
+            node.clone(),
+            args.digest,
+            download.progress(),
+        ))
     });
     let result = tokio::select! {
         result = download.into_future() => result,
-        signal = wait_for_signal() => {
-            signal?;
-            node.shutdown().await;
-            anyhow::bail!("interrupted");
+        () = signals.recv() => {
+            if let Some(reporter) = reporter {
+                reporter.abort();
+                crate::logging::set_progress_bar(None);
+            }
+            // Bounded: a node still waiting for metainfo finishes that wait before it stops,
+            // and Ctrl-C must not wait for it. Nothing is lost: the store resumes.
+            let _ = tokio::time::timeout(INTERRUPT_GRACE, node.shutdown()).await;
+            return Err(Interrupted.into());
         }
     };
-    reporter.abort();
+    if let Some(reporter) = reporter {
+        reporter.abort();
+        let _ = reporter.await;
+        crate::logging::set_progress_bar(None);
+    }
     let blob = match result {
         Ok(blob) => blob,
         Err(e) => {
@@ -397,7 +552,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     };
     let (bytes, digests) = match &listing {
         Some(listing) => {
-            let fetched = fetch_tree(&node, &args, quiet).await;
+            let fetched = fetch_tree(&node, &args, args.quiet).await;
             if let Err(e) = fetched {
                 node.shutdown().await;
                 return Err(e);
@@ -437,21 +592,63 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {
-        eprintln!(
-            "fetched {} ({} bytes) to {} in {:.2}s",
+        say(&format!(
+            "fetched {} ({} bytes) to {} in {:.2}s, {:.1} MiB/s from {} peer(s)",
             report.digest,
             report.bytes,
             args.out.display(),
-            report.seconds
-        );
+            report.seconds,
+            mib_per_second(report.received_total, report.download_seconds),
+            report.received_from.len(),
+        ));
     }
     if args.seed_after {
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        signals.recv().await;
         node.shutdown().await;
     }
     Ok(())
+}
+
+/// MiB per second, 0 for no time.
+fn mib_per_second(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes as f64 / seconds / f64::from(1 << 20)
+    } else {
+        0.0
+    }
+}
+
+/// Draws a progress bar on stderr (bytes, rate, ETA, connected peers) until aborted.
+async fn show_progress(node: Node, digest: Digest, mut progress: watch::Receiver<Progress>) {
+    let style = indicatif::ProgressStyle::with_template(
+        "{wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .expect("a valid template");
+    let bar = indicatif::ProgressBar::new(0).with_style(style);
+    bar.set_message("waiting for metainfo");
+    crate::logging::set_progress_bar(Some(bar.clone()));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            changed = progress.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let p = *progress.borrow_and_update();
+        if p.total > 0 {
+            bar.set_length(p.length);
+            // Pieces are of equal length but the last: close enough for a bar.
+            let piece = p.length.div_ceil(u64::from(p.total));
+            bar.set_position((u64::from(p.have) * piece).min(p.length));
+            let peers = node.torrent_stats(&digest).await.map_or(0, |s| s.conns);
+            bar.set_message(format!("{peers} peer(s)"));
+        }
+        if p.done {
+            break;
+        }
+    }
+    crate::logging::set_progress_bar(None);
 }
 
 /// The collection `blob` holds, if it is one (a blob that merely starts like one but does
@@ -474,22 +671,24 @@ async fn read_collection(blob: &kraken_core::Blob) -> anyhow::Result<Option<Coll
     .await?
 }
 
-/// Fetches the tree of the collection `args.digest` into `args.out`, printing progress.
+/// Fetches the tree of the collection `args.digest` into `args.out`, printing progress
+/// once a second to a person watching (a file or a pipe gets the summary line alone).
 async fn fetch_tree(node: &Node, args: &FetchArgs, quiet: bool) -> anyhow::Result<()> {
     let fetch = node.fetch_dir(&args.digest, &args.out);
     let mut progress = fetch.progress();
+    let watched = !quiet && std::io::stderr().is_terminal();
     let reporter = tokio::spawn(async move {
         let mut last = Instant::now();
         while progress.changed().await.is_ok() {
             let p = progress.borrow_and_update().clone();
-            if !quiet && (last.elapsed() >= Duration::from_secs(1) || p.done) && p.listed {
-                eprintln!(
+            if watched && (last.elapsed() >= Duration::from_secs(1) || p.done) && p.listed {
+                say(&format!(
                     "{}/{} files, {}/{} bytes",
                     p.files_done,
                     p.files.len(),
                     p.done_bytes,
                     p.total_bytes
-                );
+                ));
                 last = Instant::now();
             }
         }
@@ -561,7 +760,7 @@ mod duration_tests {
     fn command_line_durations_use_the_config_files_grammar() {
         let parse = |value: &str| {
             Cli::try_parse_from(["kraken", "--announce-interval", value])
-                .map(|cli| cli.tracker.announce_interval)
+                .map(|cli| cli.tracker.announce_interval.expect("given"))
         };
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1m 30s").unwrap(), Duration::from_secs(90));

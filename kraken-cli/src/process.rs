@@ -16,12 +16,35 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Returns on Ctrl-C (SIGINT) or SIGTERM, the signals that stop a server command cleanly.
 pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = terminate.recv() => {}
-    }
+    Signals::install()?.recv().await;
     Ok(())
+}
+
+/// SIGINT and SIGTERM, caught from [`install`](Self::install) on: a command that must not
+/// die of a signal in its first moments (`kraken fetch`, whose status then says
+/// "interrupted") installs them before it starts anything.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+        })
+    }
+
+    /// Returns when either signal arrives.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (Linux `VmHWM`).

@@ -1,20 +1,41 @@
 //! `kraken proxy`: the registry front-end that images are pushed through.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
-use kraken_registry::proxy::{Proxy, ProxyConfig};
+use kraken_registry::proxy::{BuildIndexTarget, Proxy, ProxyConfig};
+
+use crate::config::{Role, Sources};
+use crate::logging::say;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProxyArgs {
-    /// The TOML config file (listen address, data directory, origin cluster, build-index,
-    /// auth, limits, TLS; see docs/proxy.md).
-    #[arg(long)]
-    config: PathBuf,
+    /// Listen address, data directory, origin cluster, build-index, auth, limits, TLS: see
+    /// docs/proxy.md.
+    #[command(flatten)]
+    sources: Sources,
+}
+
+/// The defaults of `kraken config defaults proxy`, with examples of the required keys.
+pub(crate) fn defaults() -> ProxyConfig {
+    let mut config = ProxyConfig::new(
+        std::net::SocketAddr::from(([0, 0, 0, 0], 15000)),
+        "/var/lib/kraken/proxy",
+    );
+    config.build_index = BuildIndexTarget::new(["build-index:15004"]);
+    config
+}
+
+/// The keys without a default.
+pub(crate) const REQUIRED: &[&str] = &["listen", "data_dir", "build_index.addresses"];
+
+/// Loads and checks the settings without starting anything.
+pub(crate) fn check(sources: &Sources) -> anyhow::Result<ProxyConfig> {
+    let config: ProxyConfig = crate::config::load(Role::Proxy, sources, &defaults())?;
+    config.validate()?;
+    Ok(config)
 }
 
 pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    let config: ProxyConfig = crate::config::load(&args.config)?;
+    let config = check(&args.sources)?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -24,7 +45,10 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .spawn()
         .await
         .context("starting the proxy")?;
-    eprintln!("proxy listening on {scheme}://{}", proxy.local_addr());
+    say(&format!(
+        "proxy listening on {scheme}://{}",
+        proxy.local_addr()
+    ));
     crate::process::wait_for_signal().await?;
     proxy.shutdown().await;
     Ok(())

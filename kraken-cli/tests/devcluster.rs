@@ -1,5 +1,5 @@
 //! `kraken devcluster` as a real process on Go Kraken's default ports: it prints what runs
-//! where, the proxy and the agents answer `/v2/`, and Ctrl-C (SIGINT) stops it with status 0
+//! where, the proxy and the agents answer `/v2/`, every listener answers `/metrics`, and Ctrl-C (SIGINT) stops it with status 0
 //! and frees its ports, even while a client keeps idle connections open.
 
 mod support;
@@ -24,6 +24,15 @@ const DEFAULT_PORTS: [(&str, u16); 9] = [
     ("agent 0 P2P", 16001),
     ("agent 1", 17000),
     ("agent 1 P2P", 17001),
+];
+/// Every HTTP listener of the default devcluster: (component, address).
+const HTTP_LISTENERS: [(&str, &str); 6] = [
+    ("proxy", "127.0.0.1:15000"),
+    ("origin", "127.0.0.1:15002"),
+    ("tracker", "127.0.0.1:15003"),
+    ("build-index", "127.0.0.1:15004"),
+    ("agent 0", "127.0.0.1:16000"),
+    ("agent 1", "127.0.0.1:17000"),
 ];
 /// The line the devcluster prints after its table, once everything listens.
 const READY_LINE: &str = "Ctrl-C stops it.";
@@ -54,14 +63,7 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
     let mut process = ProcessGuard::adopt(child);
 
     let printed = read_until_ready(&mut lines, &mut process).await;
-    for (component, addr) in [
-        ("proxy", "127.0.0.1:15000"),
-        ("origin", "127.0.0.1:15002"),
-        ("tracker", "127.0.0.1:15003"),
-        ("build-index", "127.0.0.1:15004"),
-        ("agent 0", "127.0.0.1:16000"),
-        ("agent 1", "127.0.0.1:17000"),
-    ] {
+    for (component, addr) in HTTP_LISTENERS {
         assert!(
             printed.lines().any(|line| {
                 let line = line.trim_start();
@@ -87,6 +89,14 @@ async fn devcluster_on_default_ports_serves_and_stops_cleanly_on_ctrl_c() {
             "GET /v2/ on {addr}"
         );
         response.bytes().await.unwrap();
+    }
+    // Every listener serves its role's Prometheus metrics.
+    for (component, addr) in HTTP_LISTENERS {
+        let metrics = kraken_testkit::Exposition::scrape(&http, addr).await;
+        assert!(
+            metrics.has("kraken_http_requests_total"),
+            "{component} at {addr} has no kraken_http_requests_total"
+        );
     }
 
     let sent = Command::new("kill")

@@ -36,6 +36,10 @@ fn origin_config(
             .unwrap(),
     );
     config.tracker = tracker.map(str::to_owned);
+    // The origin holds the tracker's publish token (the tracker's config names the file).
+    let token = dir.join("publish-token");
+    std::fs::write(&token, "kraken-origin-test-token").unwrap();
+    config.tracker_publish_token_file = Some(token);
     config.cluster.members = MembersConfig::Static(vec![listen.to_string()]);
     config.write_back.initial_backoff = Duration::from_millis(200);
     config.write_back.max_backoff = Duration::from_secs(1);
@@ -86,7 +90,8 @@ async fn fetch_obtains_a_blob_that_exists_only_in_s3() {
     std::fs::write(
         &tracker_config,
         format!(
-            "listen = \"{tracker_addr}\"\nannounce_interval = \"500ms\"\n\n[origins]\nmembers = {{ static = [\"{}\"] }}\n",
+            "listen = \"{tracker_addr}\"\nannounce_interval = \"500ms\"\npublish_token_file = {:?}\n\n[origins]\nmembers = {{ static = [\"{}\"] }}\n",
+            dir.path().join("publish-token"),
             config.listen
         ),
     )

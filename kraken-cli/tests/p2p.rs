@@ -13,10 +13,28 @@ mod support;
 use kraken_testkit::{ProcessGuard, free_addr, wait_for_port, write_pseudo_random_file};
 use support::KRAKEN;
 
+/// The URL of a tracker that is down: a port nobody listens on any more.
+fn dead_tracker() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A file holding the test trackers' publish token, which seeders present.
+fn token_file() -> &'static str {
+    static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("publish-token");
+        std::fs::write(&path, "kraken-cli-test-token\n").unwrap();
+        path.to_str().unwrap().to_owned()
+    })
+}
+
 fn start_tracker() -> (ProcessGuard, String) {
     let addr = format!("127.0.0.1:{}", free_addr("127.0.0.1").port());
     let child = Command::new(KRAKEN)
         .args(["tracker", "--listen", &addr, "--announce-interval", "500ms"])
+        .args(["--publish-token-file", token_file()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -55,6 +73,8 @@ fn start_seeder_with(
             "500ms",
             "--store",
             store.to_str().unwrap(),
+            "--publish-token-file",
+            token_file(),
         ])
         .args(extra)
         .stdout(Stdio::piped())
@@ -153,11 +173,7 @@ fn nodes_listing_several_trackers_in_any_order_meet_and_survive_one_being_down()
     write_pseudo_random_file(&file, 1 << 20, 1);
     let (_first, first) = start_tracker();
     let (_second, second) = start_tracker();
-    // A tracker that is down: a port nobody listens on any more.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let dead = dead_tracker();
     let seeder_list = format!("{first},{second},{dead}");
     let fetcher_list = format!("{dead},{second},{first}");
     let (_seeder, digest) = start_seeder(&file, &seeder_list, &dir.path().join("seeder"), "100MB");
@@ -182,10 +198,126 @@ fn fetch_fails_clearly_for_an_unknown_blob() {
     let output = fetch_command_with_timeout(&digest, &url, 20, &dir.path().join("s"), &out, "1s")
         .output()
         .unwrap();
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "not found: {stderr}");
     assert!(stderr.contains("no metainfo"), "{stderr}");
     assert!(!out.exists());
+}
+
+/// On a terminal (a pseudo-terminal from `script`), `kraken fetch` draws a progress bar with
+/// bytes, rate, ETA and peers.
+#[test]
+fn fetch_on_a_terminal_draws_a_progress_bar() {
+    let Some(script) = kraken_testkit::require_package("script", "bsdutils") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    write_pseudo_random_file(&file, 4 << 20, 5);
+    let (_tracker, url) = start_tracker();
+    // Slow enough (4 MiB at 2 MB/s) that the bar is drawn several times.
+    let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "2MB");
+    let out = dir.path().join("out");
+    let line = format!(
+        "{KRAKEN} fetch {digest} --tracker {url} --listen 127.0.0.24:0 --store {} --out {}",
+        dir.path().join("f").display(),
+        out.display()
+    );
+    let typescript = dir.path().join("typescript");
+    let mut command = Command::new(script);
+    command
+        .args(["-qec", &line])
+        .arg(&typescript)
+        .env("TERM", "xterm");
+    kraken_testkit::run_with_timeout(&mut command, Duration::from_secs(60)).unwrap();
+    let screen = std::fs::read_to_string(&typescript).unwrap();
+    assert!(
+        screen.contains("MiB/4.00 MiB"),
+        "no byte counts: {screen:?}"
+    );
+    assert!(screen.contains("B/s ETA "), "no rate or ETA: {screen:?}");
+    assert!(screen.contains("1 peer(s)"), "no peer count: {screen:?}");
+    assert!(screen.contains("fetched sha256:"), "no summary: {screen:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap());
+}
+
+#[test]
+fn fetch_from_an_unreachable_tracker_exits_with_the_unreachable_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dead_tracker();
+    let digest = kraken_core::Digest::sha256_of(b"anything").to_string();
+    let out = dir.path().join("out");
+    let output = fetch_command_with_timeout(&digest, &dead, 21, &dir.path().join("s"), &out, "1s")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "unreachable: {stderr}");
+    assert!(stderr.contains(&dead), "{stderr}");
+}
+
+#[test]
+fn fetch_off_a_terminal_prints_one_summary_line_and_ctrl_c_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    write_pseudo_random_file(&file, 2 << 20, 3);
+    let (_tracker, url) = start_tracker();
+    let (_seeder, digest) = start_seeder(&file, &url, &dir.path().join("seeder"), "100MB");
+    let out = dir.path().join("out");
+    let output = Command::new(KRAKEN)
+        .args([
+            "fetch",
+            &digest,
+            "--tracker",
+            &url,
+            "--listen",
+            "127.0.0.22:0",
+        ])
+        .args(["--store", dir.path().join("f").to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // stderr is a pipe: no bar, no per-second lines, one summary.
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let summary = lines[0];
+    assert!(
+        summary.starts_with(&format!("fetched {digest} (2097152 bytes)")),
+        "{summary}"
+    );
+    assert!(summary.contains("MiB/s from 1 peer(s)"), "{summary}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\x1b["),
+        "{stderr:?}"
+    );
+
+    // Interrupted while waiting for metainfo nobody publishes: status 130.
+    let listen = free_addr("127.0.0.23");
+    let unknown = kraken_core::Digest::sha256_of(b"never published").to_string();
+    let child = Command::new(KRAKEN)
+        .args([
+            "fetch",
+            &unknown,
+            "--tracker",
+            &url,
+            "--metainfo-timeout",
+            "10m",
+        ])
+        .args(["--listen", &listen.to_string()])
+        .args(["--store", dir.path().join("g").to_str().unwrap()])
+        .args(["--out", dir.path().join("never").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut fetch = ProcessGuard::adopt(child);
+    // Its peer listener is up once the node started, after the signals are caught.
+    fetch.wait_listening(listen).unwrap();
+    let status = fetch
+        .signal_and_wait("INT", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
 }
 
 #[test]

@@ -59,6 +59,23 @@ pub enum Error {
     /// (every origin unreachable, say); the message says why.
     #[error("metainfo source: {0}")]
     MetaInfoSource(String),
+    /// A blob's metainfo claims more bytes than the node's `max_blob_size`.
+    #[error("metainfo of {digest} claims {length} bytes, more than max_blob_size ({max})")]
+    BlobTooLarge {
+        /// The blob.
+        digest: Digest,
+        /// The length claimed.
+        length: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The download a reader was reading started over with the origins' metainfo (its own
+    /// matched nobody's bytes); reading again reads the new download.
+    #[error("the download of {0} started over with the origins' metainfo; read it again")]
+    MetaInfoReplaced(Digest),
+    /// A tracker's peer store refused an announce: one of its caps is reached.
+    #[error("peer store full: {0}")]
+    PeerStoreFull(#[from] crate::tracker::CapReached),
     /// An internal invariant was violated: a bug. Please report it.
     #[error("internal error: {0}")]
     Internal(&'static str),

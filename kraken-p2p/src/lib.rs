@@ -23,21 +23,24 @@
 //! # Quick start
 //!
 //! Distribute a file from one process and fetch it in another (both need the same tracker,
-//! e.g. `kraken tracker --listen 127.0.0.1:15003`):
+//! e.g. `kraken tracker --listen 127.0.0.1:15003 --publish-token-file token`; only the
+//! seeder, which publishes the blob's metainfo, holds the token):
 //!
 //! ```no_run
 //! # async fn example() -> kraken_p2p::Result<()> {
 //! use std::sync::Arc;
 //! use kraken_core::BlobStore;
 //! use kraken_p2p::node::{Node, NodeConfig};
-//! use kraken_p2p::tracker::TrackerClient;
+//! use kraken_p2p::tracker::{PublishToken, TrackerClient};
 //!
 //! let tracker = Arc::new(TrackerClient::new("http://127.0.0.1:15003")?);
+//! let publisher = TrackerClient::new("http://127.0.0.1:15003")?
+//!     .with_publish_token(PublishToken::from_file("token".as_ref())?);
 //! let mut config = NodeConfig::default();
 //! config.listen = "127.0.0.2:16001".parse().unwrap();
 //! let seeder = Node::builder(config)
 //!     .store(BlobStore::open("/tmp/seeder")?)
-//!     .tracker(tracker.clone())
+//!     .tracker(Arc::new(publisher))
 //!     .spawn()
 //!     .await?;
 //! let meta = seeder.seed_file("model.safetensors".as_ref()).await?;
@@ -70,6 +73,8 @@
 mod error;
 #[cfg(feature = "server")]
 pub mod http_server;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "runtime-tokio")]
 pub mod node;
 #[cfg(any(test, feature = "sim"))]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kraken_core::collection::Collection;
 use kraken_core::{BlobStatus, Digest};
 use kraken_testkit::{assert_same_tree, store_data_bytes, write_model_tree};
-use support::{init_tracing, node, tracker};
+use support::{init_tracing, node, publisher, tracker};
 
 /// Bound on each whole transfer: a hang fails the test instead of blocking it forever.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -22,7 +22,7 @@ async fn a_model_directory_reaches_three_fetchers_byte_for_byte() {
     write_model_tree(&model, 3 << 20);
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
     let seeder_store = dir.path().join("seeder");
-    let seeder = node(2, &seeder_store, tracker.local_addr(), None).await;
+    let seeder = publisher(2, &seeder_store, tracker.local_addr(), None).await;
     let digest = seeder.seed_dir(&model).await.unwrap();
 
     // The seeder's store holds the collection and nothing of the files themselves.
@@ -115,7 +115,7 @@ async fn download_to_leaves_the_blob_at_the_callers_path_and_a_changed_seed_is_r
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
+    let seeder = publisher(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
     let file = dir.path().join("weights.bin");
     kraken_testkit::write_pseudo_random_file(&file, (1 << 20) + 17, 9);
     let content = std::fs::read(&file).unwrap();
@@ -162,7 +162,7 @@ async fn hostile_collections_and_destinations_are_refused() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
+    let seeder = publisher(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
     let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
 
     // A collection naming a path outside the destination, published as any blob.
@@ -244,7 +244,7 @@ async fn dropping_a_dir_fetch_cancels_its_downloads() {
     write_model_tree(&model, 8 << 20);
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
     // A slow seeder: the fetch is surely dropped half-way.
-    let seeder = node(
+    let seeder = publisher(
         2,
         &dir.path().join("seeder"),
         tracker.local_addr(),
@@ -254,20 +254,20 @@ async fn dropping_a_dir_fetch_cancels_its_downloads() {
     let digest = seeder.seed_dir(&model).await.unwrap();
     let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
     let fetch = fetcher.fetch_dir(&digest, &dir.path().join("out"));
-    let mut progress = fetch.progress();
+    let shard =
+        Digest::sha256_of(&std::fs::read(model.join("model-00001-of-00002.safetensors")).unwrap());
+    // Wait (bounded) until the big shard is being downloaded, with some of it verified.
     tokio::time::timeout(LIMIT, async {
-        while progress.borrow_and_update().done_bytes == 0 {
-            progress.changed().await.unwrap();
+        while !fetcher
+            .torrent_stats(&shard)
+            .await
+            .is_some_and(|stats| stats.have > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
-    .expect("some bytes in time");
-    let shard =
-        Digest::sha256_of(&std::fs::read(model.join("model-00001-of-00002.safetensors")).unwrap());
-    assert!(
-        fetcher.torrent_stats(&shard).await.is_some(),
-        "the big shard is not downloading"
-    );
+    .expect("the big shard is downloading in time");
     drop(fetch);
     tokio::time::timeout(LIMIT, async {
         while fetcher.torrent_stats(&shard).await.is_some() {

@@ -12,7 +12,7 @@ use kraken_core::{BlobStatus, BlobStore, Digest, StoreConfig};
 use kraken_p2p::Error;
 use kraken_p2p::node::{Node, NodeConfig, Progress, Stage};
 use kraken_p2p::tracker::TrackerClient;
-use support::{TestSwarm, init_tracing, node, random_file, tracker};
+use support::{TestSwarm, init_tracing, node, publisher, random_file, tracker};
 
 /// Bound on anything awaited: a hang fails the test instead of blocking it.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -260,7 +260,7 @@ async fn an_empty_blob_downloads() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
+    let seeder = publisher(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
     let file = dir.path().join("empty");
     std::fs::write(&file, b"").unwrap();
     let meta = seeder.seed_file_in_place(&file).await.unwrap();

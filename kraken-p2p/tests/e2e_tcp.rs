@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kraken_core::Digest;
 
-use support::{TestSwarm, init_tracing, node, random_file, tracker};
+use support::{TestSwarm, init_tracing, node, publisher, random_file, tracker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_and_three_fetchers() {
@@ -91,7 +91,7 @@ async fn a_peer_serving_corrupt_pieces_is_blacklisted_and_downloads_complete() {
     let swarm = TestSwarm::start(8 << 20, 3, Some(8_000_000), 4, None).await;
     let meta = &swarm.meta;
     // The liar seeds the same blob, then its disk rots: every piece it serves is corrupt.
-    let liar = node(
+    let liar = publisher(
         3,
         &swarm.dir.path().join("liar"),
         swarm.tracker.local_addr(),
@@ -129,7 +129,7 @@ async fn a_tracker_restart_fails_no_download() {
     let dir = tempfile::tempdir().unwrap();
     let first = tracker("127.0.0.1:0".parse().unwrap()).await;
     let addr = first.local_addr();
-    let seeder = node(2, &dir.path().join("seeder"), addr, Some(4_000_000)).await;
+    let seeder = publisher(2, &dir.path().join("seeder"), addr, Some(4_000_000)).await;
     let file = random_file(dir.path(), 16 << 20, 4);
     let meta = seeder.seed_file(&file).await.unwrap();
     let mut fetchers = Vec::new();
@@ -227,7 +227,7 @@ async fn a_blob_already_in_the_store_is_seeded_until_unseeded() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = node(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
+    let seeder = publisher(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
     // The blob arrives in the store some other way (an origin's upload), not by seed_file.
     let file = random_file(dir.path(), 3 << 20, 41);
     let meta = seeder

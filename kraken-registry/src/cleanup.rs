@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::error_chain;
+use crate::metrics::StoreMetrics;
 
 /// Removing blobs from the local disk: `[cleanup]` of the origin and the agent. Blobs
 /// awaiting write-back are never removed.
@@ -70,6 +71,7 @@ pub(crate) async fn eviction_loop<E, F>(
     shutdown: CancellationToken,
     evict: E,
     evicted: F,
+    metrics: StoreMetrics,
 ) where
     E: Fn() -> kraken_core::Result<EvictionReport> + Clone + Send + 'static,
     F: Fn(&Digest),
@@ -89,6 +91,7 @@ pub(crate) async fn eviction_loop<E, F>(
             }
             Err(_) => continue,
         };
+        metrics.evicted(&report);
         for digest in report.idle.iter().chain(&report.watermark) {
             evicted(digest);
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
-use kraken_p2p::tracker::{TrackerConfig, TrackerServer, TrackerService};
+use kraken_p2p::tracker::{PublishToken, TrackerConfig, TrackerServer, TrackerService};
 
 use crate::agent::{Agent, AgentConfig};
 use crate::build_index::{BuildIndex, BuildIndexConfig};
@@ -112,9 +112,15 @@ impl DevCluster {
             ..ClusterConfig::default()
         };
 
+        // Only the origin may publish metainfo: it holds the tracker's publish token, a
+        // fresh random one per run (nothing else in the cluster knows it).
+        let token =
+            PublishToken::new(kraken_core::Digest::sha256_of(&rand::random::<[u8; 32]>()).hex())
+                .expect("a hex digest is a usable token");
         let mut origin_config = OriginConfig::new(ports.origin, dir.join("origin"));
         origin_config.peer_listen = Some(ports.origin_peer);
         origin_config.tracker = Some(tracker_url.clone());
+        origin_config.tracker_publish_token = Some(token.clone());
         origin_config.cluster = origins.clone();
         origin_config.backends = backends("backend-blobs");
         let origin = Origin::spawn(origin_config).await?;
@@ -122,7 +128,10 @@ impl DevCluster {
         let source = OriginMetaInfoSource::start(origins.clone()).await?;
         let mut tracker_config = TrackerConfig::default();
         tracker_config.announce_interval = Duration::from_secs(1);
-        let service = TrackerService::new(tracker_config).with_metainfo_source(Arc::new(source));
+        tracker_config.publish_token = Some(token);
+        let service = TrackerService::new(tracker_config)
+            .with_metainfo_source(Arc::new(source))
+            .with_metrics(&kraken_p2p::metrics::Metrics::new());
         let tracker = TrackerServer::bind(ports.tracker, Arc::new(service)).await?;
 
         let mut bi_config = BuildIndexConfig::new(ports.build_index, dir.join("build-index"));

@@ -72,6 +72,35 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A listener could not be bound (the address is in use, or not this host's).
+    #[error("binding the {what} listener on {addr}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The P2P node could not start on its peer listener.
+    #[error("starting the P2P node on {addr}")]
+    Node {
+        /// The peer listener's address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: kraken_p2p::Error,
+    },
+    /// The data directory cannot be created or written.
+    #[error("data directory {}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A configuration value is invalid; the message says which and why.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -28,6 +28,7 @@
 //! [`MetaInfoSource`]: kraken_p2p::tracker::MetaInfoSource
 #![warn(missing_docs)]
 
+mod address;
 pub mod agent;
 pub mod build_index;
 mod cleanup;
@@ -39,9 +40,11 @@ mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+mod metrics;
 pub mod oci;
 pub mod origin;
 pub mod proxy;
 mod referrers;
+mod startup;
 
 pub use crate::error::{Error, Result};

@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::{BlobStatus, ByteSize, Digest};
 use kraken_p2p::tracker::TrackerServer;
 use kraken_registry::agent::{Agent, AgentConfig};
@@ -21,7 +20,6 @@ use kraken_testkit::oci::{
 use kraken_testkit::{free_addr, require_package};
 use reqwest::StatusCode;
 use support::oci::{Registry, get_blob_and_check, header};
-use support::origin_config;
 
 const REPO: &str = "library/app";
 
@@ -37,21 +35,10 @@ struct Cluster {
 impl Cluster {
     /// Starts the cluster with `agents` agents, each config adjusted by `configure`.
     async fn start(agents: u8, configure: impl Fn(usize, &mut AgentConfig)) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        support::init_tracing();
         let dir = tempfile::tempdir().unwrap();
-        let origin_addr = free_addr("127.0.0.1");
-        let (tracker, tracker_url) = support::tracker_for_origins(&[origin_addr]).await;
-
-        let mut config = origin_config(origin_addr, &[origin_addr], &dir.path().join("origin"));
-        config.backends = BackendsConfig::new(vec![RouteConfig::new(
-            ".*",
-            BackendConfig::Fs(FsConfig::new(dir.path().join("backend"))),
-        )]);
-        config.tracker = Some(tracker_url.clone());
-        let origin = Origin::spawn(config).await.unwrap();
+        let (tracker, tracker_url, origin) = support::origin_with_tracker(dir.path()).await;
+        let origin_addr = origin.local_addr();
 
         let mut config = BuildIndexConfig::new(free_addr("127.0.0.1"), dir.path().join("bi"));
         config.origins.members = MembersConfig::Static(vec![origin_addr.to_string()]);

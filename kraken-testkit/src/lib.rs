@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod exposition;
 mod model_tree;
 mod net;
 pub mod oci;
@@ -32,11 +33,13 @@ mod skopeo;
 /// crate below kraken-p2p (kraken-backends) can configure them without depending on it.
 pub use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTls, ServerTlsConfig};
 
+pub use crate::exposition::{Exposition, Sample};
 pub use crate::model_tree::{assert_same_tree, read_tree, store_data_bytes, write_model_tree};
 pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;
 pub use crate::process::{
-    CLIENT_TIMEOUT, Output, ProcessGuard, READY_TIMEOUT, command_line, run, run_with_timeout,
+    CLIENT_TIMEOUT, Finished, Output, ProcessGuard, READY_TIMEOUT, command_line, run, run_to_end,
+    run_with_timeout,
 };
 pub use crate::program::{require_package, require_packages, require_program, scratch_dir};
 pub use crate::proxy::ForwardingProxy;

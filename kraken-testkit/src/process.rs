@@ -154,6 +154,29 @@ impl ProcessGuard {
             .unwrap_or_default()
     }
 
+    /// Sends `signal` (`INT`, `TERM`, …) with `kill` and waits (up to `timeout`) for the
+    /// process to exit: its status, or an error if it did not exit in time.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Result<ExitStatus> {
+        let pid = self.pid().context("the process is already stopped")?;
+        Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .context("run kill")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not exit within {timeout:?} of SIG{signal}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
@@ -174,9 +197,36 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// What a command that ran to its end printed, and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Its standard output, decoded lossily.
+    pub stdout: String,
+    /// Its standard error, decoded lossily.
+    pub stderr: String,
+}
+
 /// Runs `command` to completion within `timeout`. The error names the command line, its exit
 /// status (or the timeout) and carries what it printed on stderr (and stdout).
 pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Result<Output> {
+    let line = command_line(command);
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = run_to_end(command, timeout)?;
+    if status.success() {
+        Ok(Output { stdout, stderr })
+    } else {
+        bail!("`{line}` failed ({status}):\n{}", both(&stdout, &stderr))
+    }
+}
+
+/// Runs `command` to completion within `timeout`, whatever its exit status (for tests of
+/// the status itself); an error only if it cannot start or does not finish in time.
+pub fn run_to_end(command: &mut Command, timeout: Duration) -> Result<Finished> {
     let line = command_line(command);
     command
         .stdin(Stdio::null())
@@ -200,8 +250,11 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Result<Outp
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     match status {
-        Some(status) if status.success() => Ok(Output { stdout, stderr }),
-        Some(status) => bail!("`{line}` failed ({status}):\n{}", both(&stdout, &stderr)),
+        Some(status) => Ok(Finished {
+            status,
+            stdout,
+            stderr,
+        }),
         None => bail!(
             "`{line}` did not finish within {timeout:?}:\n{}",
             both(&stdout, &stderr)

@@ -51,11 +51,20 @@ pub(super) fn fetch_command(
     Ok(command)
 }
 
-pub(super) fn spawn_tracker() -> anyhow::Result<(Process, String)> {
+/// The publish token file a benchmark's tracker and seeders share, under `dir`.
+fn token_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("publish-token")
+}
+
+/// A tracker on loopback whose publish token (written under `dir`) the seeders hold.
+pub(super) fn spawn_tracker(dir: &Path) -> anyhow::Result<(Process, String)> {
     let addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+    std::fs::write(token_file(dir), "kraken-bench-publish-token")?;
     let tracker = Process(
         kraken_command()?
             .args(["tracker", "--listen", &addr, "--announce-interval", "1s"])
+            .arg("--publish-token-file")
+            .arg(token_file(dir))
             .stderr(Stdio::null())
             .spawn()?,
     );
@@ -87,6 +96,8 @@ pub(super) fn spawn_seeder(
         ])
         .arg("--store")
         .arg(dir.join(store))
+        .arg("--publish-token-file")
+        .arg(token_file(dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(rate) = rate {

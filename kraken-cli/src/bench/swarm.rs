@@ -139,7 +139,7 @@ pub(super) fn run(args: SwarmArgs) -> anyhow::Result<()> {
 /// Runs the Kraken swarm and returns each fetcher's completion time in seconds.
 fn kraken_swarm(dir: &Path, file: &Path, args: &SwarmArgs) -> anyhow::Result<Vec<f64>> {
     let rate = args.rate.0.bytes().to_string();
-    let (_tracker, tracker_url) = spawn_tracker()?;
+    let (_tracker, tracker_url) = spawn_tracker(dir)?;
     let piece_length = args.piece_length.map(|l| l.bytes().to_string());
     let max_conns: Vec<String> = args
         .max_conns

@@ -58,7 +58,7 @@ struct TransferSeeder {
 
 pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_tracker, tracker_url) = spawn_tracker()?;
+    let (_tracker, tracker_url) = spawn_tracker(dir.path())?;
     let piece_length = args.piece_length.map(|l| l.bytes().to_string());
     // Two seeders of two blobs of the same size (different bytes, so different digests),
     // so that a fetch meets only the seeder it measures.

@@ -13,7 +13,6 @@ pub mod docker;
 pub mod podman;
 pub mod scenarios;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -21,6 +20,31 @@ use kraken_testkit::{ProcessGuard, wait_for_port};
 
 /// The binary under test.
 pub const KRAKEN: &str = env!("CARGO_BIN_EXE_kraken");
+
+/// Runs `kraken devcluster` on free ports with `agents` agents and its data in `dir`; returns
+/// the process and the addresses it printed (`--json`: `proxy`, `origin`, `tracker`,
+/// `build_index`, `agents`).
+pub fn start_devcluster(agents: usize, dir: &Path) -> (ProcessGuard, serde_json::Value) {
+    let mut child = Command::new(KRAKEN)
+        .args(["devcluster", "--ephemeral-ports", "--json", "--agents"])
+        .arg(agents.to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kraken devcluster");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let process = ProcessGuard::adopt(child);
+    let addrs =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+    (process, addrs)
+}
 
 /// Runs `kraken ROLE --config FILE` with `config` written to `dir/ROLE.toml`, and waits until
 /// it listens on `listen`.
@@ -47,23 +71,10 @@ pub struct DevCluster {
 }
 
 impl DevCluster {
+    /// Starts one with two agents.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(KRAKEN)
-            .args(["devcluster", "--ephemeral-ports", "--json", "--agents", "2"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run kraken devcluster");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let process = ProcessGuard::adopt(child);
-        let addrs: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("devcluster printed {line:?}: {e}"));
+        let (process, addrs) = start_devcluster(2, dir.path());
         Self {
             _process: process,
             _dir: dir,

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+use super::access::Finished;
 use super::io::Phase;
 
 /// The body of a request: hyper's, with a stall timeout. While the service waits for the
@@ -73,26 +74,35 @@ impl Body for RequestBody {
     }
 }
 
-/// A response body that marks its request finished on the connection when it is dropped:
-/// hyper drops it once it has been written, or abandoned.
+/// A response body that marks its request finished on the connection when it is dropped
+/// (hyper drops it once it has been written, or abandoned), and then logs and counts the
+/// request with the bytes that went out.
 #[derive(Debug)]
-pub(super) struct TrackedBody<B> {
+pub(super) struct TrackedBody<B: Body> {
     inner: Pin<Box<B>>,
     phase: Arc<Phase>,
+    finished: Finished,
+    bytes: u64,
+    complete: bool,
 }
 
-impl<B> TrackedBody<B> {
-    pub(super) fn new(inner: B, phase: Arc<Phase>) -> Self {
+impl<B: Body> TrackedBody<B> {
+    pub(super) fn new(inner: B, phase: Arc<Phase>, finished: Finished) -> Self {
         Self {
             inner: Box::pin(inner),
             phase,
+            finished,
+            bytes: 0,
+            complete: false,
         }
     }
 }
 
-impl<B> Drop for TrackedBody<B> {
+impl<B: Body> Drop for TrackedBody<B> {
     fn drop(&mut self) {
         self.phase.request_finished();
+        let complete = self.complete || self.inner.is_end_stream();
+        self.finished.report(self.bytes, complete);
     }
 }
 
@@ -104,10 +114,23 @@ impl<B: Body> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.get_mut().inner.as_mut().poll_frame(cx)
+        let this = self.get_mut();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.remaining() as u64;
+                }
+            }
+            None => this.complete = true,
+            Some(Err(_)) => {}
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
+        // hyper stops polling a body that says it has ended (an empty one, say): it is
+        // complete then too.
         self.inner.is_end_stream()
     }
 

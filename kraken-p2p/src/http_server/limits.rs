@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 /// max_headers = 100
 /// max_connections = 4096
 /// max_connections_per_client = 256
+/// access_log = "info"
 /// ```
 #[non_exhaustive]
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
@@ -54,6 +55,24 @@ pub struct HttpLimits {
     /// Most connections served at once from one IP address; further ones are closed at once
     /// (plain HTTP: after a `503`). `0`: no per-client limit. Default: 256.
     pub max_connections_per_client: usize,
+    /// The level of the access log: one line per answered request (method, route, status,
+    /// body bytes, duration, client) under the target `kraken_p2p::access`, at `info`, at
+    /// `debug`, or `off`. Default: info.
+    pub access_log: AccessLog,
+}
+
+/// The level of the access log ([`HttpLimits::access_log`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// One `info` event per request.
+    #[default]
+    Info,
+    /// One `debug` event per request.
+    Debug,
+    /// No access log.
+    Off,
 }
 
 impl Default for HttpLimits {
@@ -68,6 +87,7 @@ impl Default for HttpLimits {
             max_headers: 100,
             max_connections: 4096,
             max_connections_per_client: 256,
+            access_log: AccessLog::Info,
         }
     }
 }

@@ -23,13 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use self::access::{Finished, route_name};
+pub use self::access::{RouteNames, common_route};
 use self::admission::PerClient;
 pub use self::body::RequestBody;
 use self::body::TrackedBody;
 use self::io::{GuardedIo, Phase};
-pub use self::limits::HttpLimits;
+pub use self::limits::{AccessLog, HttpLimits};
 use crate::tls::{ClientAuth, Role, Roles, ServerTls};
 
+mod access;
 mod admission;
 mod body;
 mod io;
@@ -109,8 +112,16 @@ pub struct ServeConfig {
     pub tls: Option<ServerTls>,
     /// Time requests in flight get to finish after shutdown begins. Default: 10 s.
     pub drain_timeout: Duration,
-    /// Timeouts, header bounds and connection limits. Default: [`HttpLimits::default`].
+    /// Timeouts, header bounds, connection limits and the access log. Default:
+    /// [`HttpLimits::default`].
     pub limits: HttpLimits,
+    /// Names the endpoint of each request in metrics and the access log. Default:
+    /// [`common_route`] (the probes, `/metrics`, and `other`).
+    pub routes: RouteNames,
+    /// The service's metrics: requests are counted in them, and `GET /metrics` answers
+    /// them. Default: none (`/metrics` goes to the handler like any path).
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ServeConfig {
@@ -121,7 +132,23 @@ impl ServeConfig {
             tls: None,
             drain_timeout: Duration::from_secs(10),
             limits: HttpLimits::default(),
+            routes: common_route,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// Names routes with `routes` (which [`common_route`]'s names take precedence over).
+    pub fn routes(mut self, routes: RouteNames) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Counts requests in `metrics` and answers `GET /metrics` with them.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Serves TLS.
@@ -171,6 +198,10 @@ pub async fn serve<H, F, B>(
     let limits = Arc::new(config.limits.clone());
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = PerClient::new(limits.max_connections_per_client);
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &config.metrics {
+        metrics.listener_started(name);
+    }
     loop {
         // A permit first: at the limit, clients wait in the accept queue, costing nothing.
         let permit = tokio::select! {
@@ -203,6 +234,9 @@ pub async fn serve<H, F, B>(
             watcher: graceful.watcher(),
             limits: Arc::clone(&limits),
             name,
+            routes: config.routes,
+            #[cfg(feature = "metrics")]
+            metrics: config.metrics.clone(),
         };
         let tls = config.tls.clone();
         let shutdown = shutdown.clone();
@@ -326,6 +360,9 @@ struct Connection<H> {
     watcher: Watcher,
     limits: Arc<HttpLimits>,
     name: &'static str,
+    routes: RouteNames,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl<H> Connection<H> {
@@ -344,7 +381,11 @@ impl<H> Connection<H> {
             watcher,
             limits,
             name,
+            routes,
+            #[cfg(feature = "metrics")]
+            metrics,
         } = self;
+        let access_log = limits.access_log;
         let phase = Phase::new(limits.header_read_timeout, limits.idle_timeout);
         let io = GuardedIo::new(stream, Arc::clone(&phase), limits.write_stall_timeout);
         let body_stall_timeout = limits.body_stall_timeout;
@@ -352,10 +393,14 @@ impl<H> Connection<H> {
             phase.request_started();
             let handler = handler.clone();
             let phase = Arc::clone(&phase);
+            let route = route_name(routes, request.method(), request.uri().path());
+            #[cfg(feature = "metrics")]
+            let metrics = metrics.clone();
             let span = tracing::debug_span!(
                 "request",
                 listener = name,
                 method = %request.method(),
+                route,
                 path = %request.uri().path(),
                 remote = %info.remote,
                 status = tracing::field::Empty,
@@ -366,10 +411,17 @@ impl<H> Connection<H> {
                 let (parts, body) = request.into_parts();
                 let mut request =
                     Request::from_parts(parts, RequestBody::new(body, body_stall_timeout));
+                let method = request.method().clone();
                 let response = if needs_certificate(client_auth, request.method())
                     && !info.client_certificate
                 {
                     forbidden(request.method())
+                } else if let Some(scrape) = scrape(
+                    #[cfg(feature = "metrics")]
+                    metrics.as_ref(),
+                    &request,
+                ) {
+                    scrape
                 } else {
                     request.extensions_mut().insert(info);
                     handler(request).await.map(Either::Left)
@@ -378,7 +430,18 @@ impl<H> Connection<H> {
                 span.record("status", response.status().as_u16());
                 span.record("duration_ms", started.elapsed().as_millis() as u64);
                 tracing::debug!("answered");
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase)))
+                let finished = Finished {
+                    listener: name,
+                    route,
+                    method,
+                    status: response.status().as_u16(),
+                    remote: info.remote,
+                    started,
+                    access_log,
+                    #[cfg(feature = "metrics")]
+                    metrics,
+                };
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase, finished)))
             }
             .instrument(span)
         });
@@ -403,6 +466,36 @@ impl<H> Connection<H> {
 /// enforced by the handshake itself.)
 fn needs_certificate(auth: ClientAuth, method: &Method) -> bool {
     auth == ClientAuth::Writes && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The answer to `GET /metrics` (or `HEAD`) when the listener has metrics.
+#[cfg(feature = "metrics")]
+fn scrape<T, B>(
+    metrics: Option<&crate::metrics::Metrics>,
+    request: &Request<T>,
+) -> Option<Response<ServedBody<B>>> {
+    let metrics = metrics?;
+    if request.uri().path() != crate::metrics::PATH
+        || !matches!(*request.method(), Method::GET | Method::HEAD)
+    {
+        return None;
+    }
+    let text = if request.method() == Method::HEAD {
+        String::new()
+    } else {
+        metrics.encode()
+    };
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    response.headers_mut().insert(
+        hyper::http::header::CONTENT_TYPE,
+        hyper::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Some(response)
+}
+
+#[cfg(not(feature = "metrics"))]
+fn scrape<T, B>(_: &Request<T>) -> Option<Response<ServedBody<B>>> {
+    None
 }
 
 fn forbidden<B>(method: &Method) -> Response<ServedBody<B>> {

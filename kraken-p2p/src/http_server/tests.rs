@@ -31,6 +31,14 @@ type TestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// or `timed out` if the body stalled; `/huge` streams 1 GiB (setting `dropped` when the
 /// listener drops it); anything else answers `ok`.
 async fn start(limits: HttpLimits, dropped: Arc<AtomicBool>) -> (SocketAddr, CancellationToken) {
+    start_with(ServeConfig::new("test").limits(limits), dropped).await
+}
+
+/// [`start`] with the listener's whole `config`.
+async fn start_with(
+    config: ServeConfig,
+    dropped: Arc<AtomicBool>,
+) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -63,7 +71,6 @@ async fn start(limits: HttpLimits, dropped: Arc<AtomicBool>) -> (SocketAddr, Can
             Response::new(body)
         }
     };
-    let config = ServeConfig::new("test").limits(limits);
     tokio::spawn(serve(
         listener,
         config,
@@ -313,4 +320,136 @@ async fn a_slow_steady_reader_gets_its_whole_response() {
     }
     assert!(total > 8 << 20, "cut off after {total} bytes");
     assert!(started.elapsed() > Duration::from_millis(1500));
+}
+
+/// The access log and request metrics (feature `metrics` for the registry).
+#[cfg(feature = "metrics")]
+mod access {
+    use super::*;
+
+    /// A log capture for the current thread: what a `fmt` subscriber wrote, without colours.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// Captures this thread's events at `debug` and above until the guard drops.
+        fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+            let captured = Self::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(move || writer.clone())
+                .finish();
+            (captured, tracing::subscriber::set_default(subscriber))
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// [`start`]'s handler (`/big` is 8 MiB, named `big`) with `access_log` and `metrics`.
+    async fn start_counted(
+        access_log: AccessLog,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> (SocketAddr, CancellationToken) {
+        let routes: RouteNames = |_, path| if path == "/big" { "big" } else { "other" };
+        let mut config = ServeConfig::new("test")
+            .limits(HttpLimits {
+                access_log,
+                ..HttpLimits::default()
+            })
+            .routes(routes);
+        config.metrics = metrics;
+        start_with(config, Arc::default()).await
+    }
+
+    #[tokio::test]
+    async fn every_request_is_logged_and_counted_by_route_name() {
+        let (captured, _guard) = Captured::install();
+        let metrics = crate::metrics::Metrics::new();
+        let (addr, shutdown) = start_counted(AccessLog::Info, Some(metrics.clone())).await;
+
+        let answer = get(addr, "/big").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.40}");
+        get(addr, "/elsewhere/sha256:00").await;
+        let scraped = get(addr, "/metrics").await;
+        assert!(
+            scraped.contains("content-type: text/plain; version=0.0.4"),
+            "{scraped}"
+        );
+        let text = metrics.encode();
+        for line in [
+            "kraken_http_requests_total{role=\"test\",route=\"big\",method=\"GET\",status=\"200\"} 1",
+            "kraken_http_requests_total{role=\"test\",route=\"other\",method=\"GET\",status=\"200\"} 1",
+            "kraken_http_requests_total{role=\"test\",route=\"metrics\",method=\"GET\",status=\"200\"} 1",
+            "kraken_http_response_bytes_total{role=\"test\",route=\"big\",method=\"GET\"} 8388608",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("sha256"), "no raw path in a label:\n{text}");
+
+        let log = captured.text();
+        let big = log
+            .lines()
+            .find(|l| l.contains("kraken_p2p::access") && l.contains("big"))
+            .unwrap_or_else(|| panic!("no access line for /big in\n{log}"));
+        assert!(big.contains(" INFO "), "{big}");
+        for field in [
+            "method=GET",
+            "status=200",
+            "bytes=8388608",
+            "complete=true",
+            "client=127.0.0.1:",
+        ] {
+            assert!(big.contains(field), "{field} not in {big}");
+        }
+        assert!(big.contains("duration_ms="), "{big}");
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains("kraken_p2p::access"))
+                .count(),
+            3,
+            "one line per request:\n{log}"
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_access_log_can_be_debug_or_off_and_metrics_are_optional() {
+        let (captured, _guard) = Captured::install();
+        let (quiet, stop_quiet) = start_counted(AccessLog::Off, None).await;
+        let answer = get(quiet, "/metrics").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "without metrics /metrics is the handler's: {answer}"
+        );
+        assert!(
+            !captured.text().contains("kraken_p2p::access"),
+            "{}",
+            captured.text()
+        );
+        let (debug, stop_debug) = start_counted(AccessLog::Debug, None).await;
+        get(debug, "/x").await;
+        let log = captured.text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("kraken_p2p::access"))
+            .unwrap_or_else(|| panic!("no access line in\n{log}"));
+        assert!(line.contains("DEBUG"), "{line}");
+        stop_quiet.cancel();
+        stop_debug.cancel();
+    }
 }

@@ -20,6 +20,7 @@
 mod actor;
 mod collection;
 mod conn;
+mod counters;
 mod rate;
 mod stream;
 mod transport;
@@ -51,8 +52,9 @@ use crate::tracker::Tracker;
 pub struct NodeConfig {
     /// Address the peer listener binds. Default: `127.0.0.1:0` (loopback, any port).
     pub listen: SocketAddr,
-    /// Address announced to the tracker, where other peers reach this one. Default: the
-    /// listener's address (which must then not be a wildcard address).
+    /// Address announced to the tracker, where other peers reach this one; port 0 means the
+    /// listener's port. Default: the listener's address (which must then not be a wildcard
+    /// address).
     pub advertise: Option<SocketAddr>,
     /// Namespace of blobs downloaded and seeded without one. Default: empty.
     pub namespace: String,
@@ -77,6 +79,18 @@ pub struct NodeConfig {
     /// the embedder ([`BlobStore::evict`]). Default: 60s.
     #[serde(with = "humantime_serde")]
     pub evict_interval: Option<Duration>,
+    /// A download with no piece verified for this long asks the tracker for the blob's
+    /// metainfo afresh from the origins, and starts over with it if it differs: metainfo
+    /// that matches no peer's bytes (forged, or stale) stalls a download, and nothing else
+    /// would end the stall. Repeated stalls wait twice as long each time, up to 5 minutes.
+    /// Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_recheck_after: Duration,
+    /// Largest blob this node downloads: a download's file is allocated at the length the
+    /// metainfo claims before any byte is verified, so a longer claim is refused (after
+    /// asking the origins for their metainfo once). Default: 64GiB, as the origin's
+    /// `limits.max_blob_size`.
+    pub max_blob_size: ByteSize,
     /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
     /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
     /// Default: true.
@@ -96,6 +110,8 @@ impl Default for NodeConfig {
             piece_lengths: PieceLengthPolicy::default(),
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            metainfo_recheck_after: Duration::from_secs(10),
+            max_blob_size: ByteSize(64 << 30),
             send_file: true,
             cancel_on_drop: true,
             evict_interval: Some(Duration::from_secs(60)),
@@ -125,6 +141,10 @@ pub struct Progress {
     pub stage: Stage,
     /// Whether the blob is complete and verified.
     pub done: bool,
+    /// Times the download started over with the origins' metainfo because its own matched
+    /// nobody's bytes; a reader of the earlier download then fails with
+    /// [`Error::MetaInfoReplaced`] and reads again.
+    pub restarts: u32,
 }
 
 /// What a download is doing.
@@ -150,9 +170,19 @@ pub struct NodeBuilder {
     transport: Option<Arc<dyn Transport>>,
     peer_id: Option<PeerId>,
     root_span: Option<tracing::Span>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::NodeMetrics>,
 }
 
 impl NodeBuilder {
+    /// Counts transfers, pieces, torrents, connections and downloads into `metrics` (see
+    /// `docs/metrics.md`). Default: counts nothing.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: crate::metrics::NodeMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The blob store to download into and seed from (required).
     pub fn store(mut self, store: BlobStore) -> Self {
         self.store = Some(store);
@@ -205,12 +235,27 @@ impl NodeBuilder {
         let cancel_on_drop = config.cancel_on_drop;
         let evict_interval = config.evict_interval;
         let local_addr = listener.local_addr()?;
-        let advertise = config.advertise.unwrap_or(local_addr);
+        // Port 0 in `advertise` stands for the listener's port, so that an address found at
+        // start-up (the default route's) can be combined with a port bound only now.
+        let advertise = match config.advertise {
+            Some(addr) if addr.port() == 0 => SocketAddr::new(addr.ip(), local_addr.port()),
+            Some(addr) => addr,
+            None => local_addr,
+        };
         if advertise.ip().is_unspecified() {
             return Err(Error::Config(
                 "listening on a wildcard address needs an `advertise` address",
             ));
         }
+        // The tracker records an announcer at the address its connection comes from: a node
+        // that advertises the address it listens on sends from it, as the transport dials
+        // from it. (One advertising another address, behind NAT say, leaves the choice to
+        // the system, and its tracker trusts declared addresses or knows it as an origin.)
+        let tracker = if local_addr.ip().is_unspecified() || advertise.ip() != local_addr.ip() {
+            tracker
+        } else {
+            tracker.bound_to(local_addr.ip())?.unwrap_or(tracker)
+        };
         let peer_id = self
             .peer_id
             .unwrap_or_else(|| PeerId::random(&mut rand::rng()));
@@ -233,6 +278,10 @@ impl NodeBuilder {
             peer_id,
             advertise,
             commands: command_rx,
+            #[cfg(feature = "metrics")]
+            counters: counters::Counters::new(self.metrics),
+            #[cfg(not(feature = "metrics"))]
+            counters: counters::Counters::default(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             span,
@@ -357,6 +406,8 @@ impl Node {
             transport: None,
             peer_id: None,
             root_span: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 

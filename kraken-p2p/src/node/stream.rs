@@ -52,6 +52,9 @@ struct State {
     next: u64,
     /// End of the range read (exclusive), within the blob.
     end: u64,
+    /// The download's restarts when the stream was opened: another count means the source
+    /// read from was dropped for other metainfo.
+    restarts: u32,
 }
 
 impl BlobStream {
@@ -68,7 +71,9 @@ impl BlobStream {
         };
         let range = range.unwrap_or(0..length);
         let end = range.end.min(length);
+        let restarts = progress.borrow().restarts;
         let state = State {
+            restarts,
             source,
             progress,
             next: range.start.min(end),
@@ -116,6 +121,11 @@ impl State {
                             digest: *meta.digest(),
                             reason: crate::swarm::FailReason::Idle,
                         }));
+                    }
+                    if self.progress.borrow().restarts != self.restarts {
+                        // Ends the stream, which drops the old download's handle.
+                        self.next = self.end;
+                        return Some(Err(Error::MetaInfoReplaced(*meta.digest())));
                     }
                 }
                 self.next += len;

@@ -730,7 +730,10 @@ impl Sim {
                         host.swarm.config().origin,
                         complete,
                     );
-                    self.tracker.announce(now, info_hash, me.clone());
+                    // The default caps are far above any simulated cluster.
+                    if let Err(e) = self.tracker.announce(now, info_hash, me.clone()) {
+                        tracing::warn!(error = %e, "simulated tracker refused an announce");
+                    }
                     let peers = match self.handout_policy {
                         HandoutPolicy::Random => self.tracker.handout(
                             now,

@@ -35,8 +35,7 @@ impl Swarm {
             return;
         };
         if failed && let Some(peer) = peer {
-            self.blacklist
-                .insert((peer, info_hash), now + self.config.blacklist_duration);
+            self.blacklist_peer(now, peer, info_hash);
         }
         self.fill_conns(now, info_hash);
         self.fill_all_requests(now, info_hash);

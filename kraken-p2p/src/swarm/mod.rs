@@ -60,6 +60,8 @@ pub struct Swarm {
     conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
     blacklist: HashMap<(PeerId, InfoHash), Instant>,
+    /// Peers blacklisted since the swarm started, for the driver's metrics.
+    blacklistings: u64,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     /// A lower bound on every request deadline, connection idle expiry and refusal backoff.
@@ -86,6 +88,7 @@ impl Swarm {
             conns: BTreeMap::new(),
             next_conn: 0,
             blacklist: HashMap::new(),
+            blacklistings: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             timer_floor: None,
@@ -297,8 +300,7 @@ impl Swarm {
                 if self.conns.contains_key(&conn) {
                     self.violation(now, conn, "corrupt piece");
                 } else if let Some(peer) = sender {
-                    self.blacklist
-                        .insert((peer, info_hash), now + self.config.blacklist_duration);
+                    self.blacklist_peer(now, peer, info_hash);
                 }
                 self.fill_all_requests(now, info_hash);
             }
@@ -481,6 +483,23 @@ impl Swarm {
     /// The torrents in the swarm.
     pub fn torrents(&self) -> impl Iterator<Item = &InfoHash> + '_ {
         self.torrents.keys()
+    }
+
+    /// Whether the peer on `conn` said in its handshake that it is an origin.
+    pub fn is_origin(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.origin)
+    }
+
+    /// How many times a peer has been blacklisted since the swarm started.
+    pub fn blacklistings(&self) -> u64 {
+        self.blacklistings
+    }
+
+    /// Keeps `peer` out of `info_hash` for the blacklist duration.
+    fn blacklist_peer(&mut self, now: Instant, peer: PeerId, info_hash: InfoHash) {
+        self.blacklistings += 1;
+        self.blacklist
+            .insert((peer, info_hash), now + self.config.blacklist_duration);
     }
 
     /// Whether `peer` is blacklisted for `info_hash` at `now`.

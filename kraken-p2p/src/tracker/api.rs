@@ -5,11 +5,14 @@
 //! | `GET` | `/health` | | `200 OK` |
 //! | `POST` | `/announce/{info hash hex}` | JSON [`AnnounceRequest`] | JSON [`AnnounceResponse`] |
 //! | `GET` | `/namespace/{ns}/blobs/{digest}/metainfo` | | `200` canonical metainfo bytes, or `404` |
-//! | `POST` | `/namespace/{ns}/blobs/{digest}/metainfo` | canonical metainfo bytes | `201`, or `400` if it does not decode or names another blob |
+//! | `GET` | `/namespace/{ns}/blobs/{digest}/metainfo?fresh=1` | | the same, asked of the origins again |
+//! | `POST` | `/namespace/{ns}/blobs/{digest}/metainfo` | canonical metainfo bytes | `201`; `403` unless the caller is an authenticated publisher; `400` if it does not decode or names another blob |
 //!
 //! The announce path is Go Kraken's (V2), and so is the metainfo `GET`; the namespace is
 //! percent-encoded into one path segment. Publishing metainfo is ours: it lets a seeder
-//! distribute a blob where no origin runs.
+//! distribute a blob where no origin runs. A publisher authenticates with an origin (or
+//! operator) client certificate or with `Authorization: Bearer <publish token>`; the same
+//! credential on an announce lets it claim `origin` and `complete` and its declared address.
 
 use kraken_core::{Digest, PeerInfo};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
@@ -48,6 +51,11 @@ pub struct AnnounceResponse {
     /// Milliseconds until the next announce.
     pub interval_ms: u64,
 }
+
+/// The query of a metainfo `GET` that asks the tracker to look the metainfo up at the
+/// origins again instead of answering from what it kept: what a fetcher asks when the
+/// metainfo it was given does not match the bytes anyone has.
+pub const FRESH_QUERY: &str = "fresh=1";
 
 /// What stays literal in an encoded segment: RFC 3986's unreserved characters. Everything
 /// else, `/` included, is escaped, so a namespace is always one segment.

@@ -6,10 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use kraken_core::{Digest, InfoHash, MetaInfo};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 
-use super::api::{AnnounceRequest, AnnounceResponse, encode_segment};
+use super::api::{AnnounceRequest, AnnounceResponse, FRESH_QUERY, encode_segment};
+use super::auth::PublishToken;
 use crate::error::{Error, Result};
 use crate::tls::ClientTls;
 
@@ -31,6 +32,19 @@ pub trait Tracker: Send + Sync + fmt::Debug + 'static {
     async fn metainfo(&self, namespace: &str, digest: &Digest) -> Result<Option<MetaInfo>>;
     /// Publishes a blob's metainfo so fetchers can find it.
     async fn publish_metainfo(&self, namespace: &str, meta: &MetaInfo) -> Result<()>;
+    /// The metainfo of a blob as its owners (the origins) have it, not as the tracker kept
+    /// it: asked when the metainfo in hand does not match the bytes anyone holds. A tracker
+    /// without a better source answers as [`metainfo`](Self::metainfo) does.
+    async fn refresh_metainfo(&self, namespace: &str, digest: &Digest) -> Result<Option<MetaInfo>> {
+        self.metainfo(namespace, digest).await
+    }
+    /// The same tracker with its requests sent from the local address `ip` (a node's
+    /// listening address, which the tracker then sees as the announcer's); `None` for a
+    /// tracker without sockets of its own to bind, such as a test double.
+    fn bound_to(&self, ip: std::net::IpAddr) -> Result<Option<std::sync::Arc<dyn Tracker>>> {
+        let _ = ip;
+        Ok(None)
+    }
 }
 
 /// Time to establish a connection (TCP, and TLS for `https://`).
@@ -43,6 +57,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TrackerClient {
     base: String,
     client: reqwest::Client,
+    tls: Option<ClientTls>,
+    token: Option<PublishToken>,
 }
 
 impl fmt::Debug for TrackerClient {
@@ -68,6 +84,26 @@ impl TrackerClient {
     /// [`with_tls`](Self::with_tls) when `tls` is given, else [`new`](Self::new). An
     /// `https://` URL needs `tls`.
     pub fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Self> {
+        Self::build(url, tls, None)
+    }
+
+    /// Presents `token` (the tracker's publishing credential) on every request, so this
+    /// client may publish metainfo and announce as an origin.
+    pub fn with_publish_token(mut self, token: PublishToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Sends requests from `ip`: the address this node advertises, so the tracker, which
+    /// records an announcer at the address its connection comes from, records the same
+    /// one (on a host with several addresses, or nodes on 127.0.0.x).
+    pub fn bind_local(self, ip: std::net::IpAddr) -> Result<Self> {
+        let mut rebuilt = Self::build(&self.base, self.tls.as_ref(), Some(ip))?;
+        rebuilt.token = self.token;
+        Ok(rebuilt)
+    }
+
+    fn build(url: &str, tls: Option<&ClientTls>, local: Option<std::net::IpAddr>) -> Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let parsed =
             Url::parse(&base).map_err(|_| Error::Config("tracker URL is not a valid URI"))?;
@@ -98,9 +134,15 @@ impl TrackerClient {
             // between a node and its tracker.
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .local_address(local)
             .build()
             .map_err(|_| Error::Config("the tracker's HTTP client could not be built"))?;
-        Ok(Self { base, client })
+        Ok(Self {
+            base,
+            client,
+            tls: tls.cloned(),
+            token: None,
+        })
     }
 
     async fn request(
@@ -122,14 +164,14 @@ impl TrackerClient {
                 reason,
             }
         };
-        let mut response = self
+        let mut request = self
             .client
             .request(method, &url)
-            .header(CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .header(CONTENT_TYPE, content_type);
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, token.header_value());
+        }
+        let mut response = request.body(body).send().await.map_err(unreachable)?;
         let status = response.status();
         let too_large = || Error::TrackerUnreachable {
             url: url.clone(),
@@ -198,27 +240,15 @@ impl Tracker for TrackerClient {
     }
 
     async fn metainfo(&self, namespace: &str, digest: &Digest) -> Result<Option<MetaInfo>> {
-        let path = format!(
-            "/namespace/{}/blobs/{digest}/metainfo",
-            encode_segment(namespace)
-        );
-        let (status, body) = self
-            .request(Method::GET, &path, Bytes::new(), "application/octet-stream")
-            .await?;
-        match status {
-            StatusCode::OK => {
-                let meta = MetaInfo::decode(&body)?;
-                if meta.digest() != digest {
-                    return Err(Error::TrackerUnreachable {
-                        url: self.base.clone(),
-                        reason: "tracker returned the metainfo of another blob".into(),
-                    });
-                }
-                Ok(Some(meta))
-            }
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(status_error(status, &body)),
-        }
+        self.get_metainfo(namespace, digest, false).await
+    }
+
+    async fn refresh_metainfo(&self, namespace: &str, digest: &Digest) -> Result<Option<MetaInfo>> {
+        self.get_metainfo(namespace, digest, true).await
+    }
+
+    fn bound_to(&self, ip: std::net::IpAddr) -> Result<Option<std::sync::Arc<dyn Tracker>>> {
+        Ok(Some(std::sync::Arc::new(self.clone().bind_local(ip)?)))
     }
 
     async fn publish_metainfo(&self, namespace: &str, meta: &MetaInfo) -> Result<()> {
@@ -239,6 +269,42 @@ impl Tracker for TrackerClient {
             Ok(())
         } else {
             Err(status_error(status, &body))
+        }
+    }
+}
+
+impl TrackerClient {
+    async fn get_metainfo(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        fresh: bool,
+    ) -> Result<Option<MetaInfo>> {
+        let query = if fresh {
+            format!("?{FRESH_QUERY}")
+        } else {
+            String::new()
+        };
+        let path = format!(
+            "/namespace/{}/blobs/{digest}/metainfo{query}",
+            encode_segment(namespace)
+        );
+        let (status, body) = self
+            .request(Method::GET, &path, Bytes::new(), "application/octet-stream")
+            .await?;
+        match status {
+            StatusCode::OK => {
+                let meta = MetaInfo::decode(&body)?;
+                if meta.digest() != digest {
+                    return Err(Error::TrackerUnreachable {
+                        url: self.base.clone(),
+                        reason: "tracker returned the metainfo of another blob".into(),
+                    });
+                }
+                Ok(Some(meta))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(status, &body)),
         }
     }
 }

@@ -6,7 +6,12 @@
 //! number of connections per torrent and replaces idle ones, these random samples make the
 //! overlay a random regular graph.
 //!
-//! The pure parts ([`MemoryPeerStore`], [`handout`]) have no I/O; the HTTP service
+//! The tracker believes what it can check: an announce's address is the connection's source
+//! address, only an authenticated origin (certificate role, or the [`PublishToken`]) may
+//! claim to be an origin or complete or publish metainfo, and the origins' metainfo wins
+//! over anything published (`docs/protocol.md` has the rules).
+//!
+//! The pure part ([`MemoryPeerStore`]) has no I/O; the HTTP service
 //! ([`TrackerService`], [`TrackerServer`]) and its client ([`TrackerClient`]) are behind the
 //! `runtime-tokio` feature; a [`TrackerService`] is itself a [`Tracker`], for nodes in the
 //! tracker's own process (no listener needed). The protocol is described in [`api`]. A tracker answers metainfo
@@ -14,6 +19,8 @@
 //! [`MetaInfoSource`] such as the origin cluster.
 
 pub mod api;
+#[cfg(feature = "runtime-tokio")]
+mod auth;
 #[cfg(feature = "runtime-tokio")]
 mod client;
 #[cfg(feature = "server")]
@@ -27,10 +34,19 @@ mod service;
 mod source;
 
 #[cfg(feature = "runtime-tokio")]
+pub use self::auth::PublishToken;
+#[cfg(feature = "runtime-tokio")]
 pub use self::client::{Tracker, TrackerClient};
-pub use self::peer_store::{DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore, handout};
+pub use self::peer_store::{
+    Announcer, CapReached, DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore,
+    PeerStoreLimits,
+};
 #[cfg(feature = "runtime-tokio")]
 pub use self::pool::TrackerPool;
+#[cfg(feature = "metrics")]
+pub(crate) use self::service::TrackerEvent;
+#[cfg(feature = "server")]
+pub use self::service::route_name;
 #[cfg(feature = "server")]
 pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};
 #[cfg(feature = "runtime-tokio")]

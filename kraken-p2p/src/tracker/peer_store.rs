@@ -1,12 +1,19 @@
 //! Which peers announced which torrent, and whom to hand out.
+//!
+//! Every entry is keyed by its announcer (the address the announce came from, as the
+//! tracker saw it) and the peer id it claims, so an announce can refresh or replace only
+//! entries its own host made: nobody can evict another host's peer by claiming its id or its
+//! address. Caps on torrents, peers per torrent, peers in all and entries per announcer bound
+//! the memory a flood of announces can take, and expired entries leave through a queue in
+//! expiry order, so no announce walks the whole store.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use kraken_core::{InfoHash, PeerId, PeerInfo};
 use rand::Rng;
-use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 
 /// Default lifetime of an announced peer without a fresh announce: 5 minutes. Complete peers
 /// re-announce every minute by default, leechers every few seconds.
@@ -15,16 +22,66 @@ pub const DEFAULT_PEER_TTL: Duration = Duration::from_secs(300);
 /// Default size of a handout: 50 peers, as in Go Kraken.
 pub const DEFAULT_HANDOUT_LIMIT: usize = 50;
 
-/// An in-memory peer store: peers per torrent, each forgotten `ttl` after its last announce.
-///
-/// Time is a parameter, so the same store serves the tracker service, the test harness and
-/// the simulator. [`handout`](Self::handout) costs time in the size of the handout, not of
-/// the swarm, which is what lets one tracker answer 15,000 hosts announcing every few
-/// seconds.
-#[derive(Debug)]
-pub struct MemoryPeerStore {
-    ttl: Duration,
-    torrents: HashMap<InfoHash, TorrentPeers>,
+/// Bounds on what a peer store holds. An entry (one peer in one torrent) costs about 300
+/// bytes with its indexes, so the defaults bound the store near 300 MiB.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerStoreLimits {
+    /// Most torrents with at least one peer. Default: 100000.
+    pub max_torrents: usize,
+    /// Most peers (entries) in all torrents together. Default: 1000000.
+    pub max_peers: usize,
+    /// Most peers in one torrent. Default: 50000.
+    pub max_peers_per_torrent: usize,
+    /// Most entries one unauthenticated announcer (one source address) may hold across all
+    /// torrents; authenticated origins are exempt. Default: 10000.
+    pub max_entries_per_announcer: usize,
+}
+
+impl Default for PeerStoreLimits {
+    fn default() -> Self {
+        Self {
+            max_torrents: 100_000,
+            max_peers: 1_000_000,
+            max_peers_per_torrent: 50_000,
+            max_entries_per_announcer: 10_000,
+        }
+    }
+}
+
+/// Who sent an announce, as far as the tracker can tell.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub struct Announcer {
+    /// The address the announce came from (the connection's source address).
+    pub ip: IpAddr,
+    /// Whether it is authenticated as an origin or a publisher: exempt from the
+    /// per-announcer cap.
+    pub trusted: bool,
+}
+
+impl Announcer {
+    /// An announcer at `ip`, unauthenticated.
+    pub fn at(ip: IpAddr) -> Self {
+        Self { ip, trusted: false }
+    }
+}
+
+/// An announce the store refused because a cap is reached.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+pub enum CapReached {
+    /// [`PeerStoreLimits::max_torrents`].
+    #[error("the tracker holds its most torrents")]
+    Torrents,
+    /// [`PeerStoreLimits::max_peers`].
+    #[error("the tracker holds its most peers")]
+    Peers,
+    /// [`PeerStoreLimits::max_peers_per_torrent`].
+    #[error("the torrent holds its most peers")]
+    TorrentPeers,
+    /// [`PeerStoreLimits::max_entries_per_announcer`].
+    #[error("this announcer holds its most entries")]
+    Announcer,
 }
 
 /// The handout classes, in the order they are handed out.
@@ -40,106 +97,313 @@ fn class_of(peer: &PeerInfo) -> usize {
     }
 }
 
+/// An entry's key: who announced it and the peer id it claims.
+type Key = (IpAddr, PeerId);
+
+#[derive(Debug)]
+struct Entry {
+    peer: PeerInfo,
+    announcer: IpAddr,
+    expires: Instant,
+}
+
+impl Entry {
+    fn key(&self) -> Key {
+        (self.announcer, self.peer.peer_id)
+    }
+}
+
 /// The peers of one torrent, by handout class, each class indexable for sampling.
 #[derive(Debug, Default)]
 struct TorrentPeers {
-    classes: [Vec<(PeerInfo, Instant)>; 3],
-    /// Where each peer is: its class and position.
-    index: HashMap<PeerId, (usize, usize)>,
-    /// Which peer listens at each address.
-    by_addr: HashMap<SocketAddr, PeerId>,
+    classes: [Vec<Entry>; 3],
+    /// Where each entry is: its class and position.
+    index: HashMap<Key, (usize, usize)>,
+    /// Which entry names each address.
+    by_addr: HashMap<SocketAddr, Key>,
 }
 
 impl TorrentPeers {
-    /// Records `peer`. A peer announcing an address that another peer id holds replaces
-    /// that one: only one process listens at an address, so the other is an earlier run of
-    /// this node (restarted with a new id) or gone, and handing it out would send peers —
-    /// this node among them — to a peer that is not there.
-    fn insert(&mut self, peer: PeerInfo, expires: Instant) {
-        if let Some(&previous) = self.by_addr.get(&peer.addr())
-            && previous != peer.peer_id
+    fn get(&self, key: &Key) -> Option<&Entry> {
+        let &(class, position) = self.index.get(key)?;
+        self.classes[class].get(position)
+    }
+
+    /// Records `entry`, replacing the entry of the same key. Returns the entry it displaced
+    /// at the same address, if any: a peer of the same announcer that named that address
+    /// before (an earlier run of this host, restarted with a new id). Only one process
+    /// listens at an address, and handing out the gone one would send peers to nobody.
+    fn insert(&mut self, entry: Entry) -> Option<Key> {
+        let key = entry.key();
+        let addr = entry.peer.addr();
+        let mut displaced = None;
+        if let Some(&previous) = self.by_addr.get(&addr)
+            && previous != key
+            && previous.0 == key.0
         {
             self.remove(&previous);
+            displaced = Some(previous);
         }
-        if let Some(&(class, position)) = self.index.get(&peer.peer_id) {
+        if let Some(old) = self.get(&key) {
             // The same peer at a new address no longer holds the old one.
-            self.by_addr.remove(&self.classes[class][position].0.addr());
-        }
-        self.by_addr.insert(peer.addr(), peer.peer_id);
-        let class = class_of(&peer);
-        match self.index.get(&peer.peer_id).copied() {
-            Some((old, position)) if old == class => {
-                self.classes[class][position] = (peer, expires);
+            let old_addr = old.peer.addr();
+            if self.by_addr.get(&old_addr) == Some(&key) {
+                self.by_addr.remove(&old_addr);
             }
+        }
+        // A foreign entry at the same address (possible only where declared addresses are
+        // trusted) keeps the address index; both stay listed.
+        self.by_addr.entry(addr).or_insert(key);
+        let class = class_of(&entry.peer);
+        match self.index.get(&key).copied() {
+            Some((old, position)) if old == class => self.classes[class][position] = entry,
             Some((old, position)) => {
                 self.remove_at(old, position);
-                self.push(class, peer, expires);
+                self.push(class, entry);
             }
-            None => self.push(class, peer, expires),
+            None => self.push(class, entry),
         }
+        displaced
     }
 
-    fn push(&mut self, class: usize, peer: PeerInfo, expires: Instant) {
+    fn push(&mut self, class: usize, entry: Entry) {
         self.index
-            .insert(peer.peer_id, (class, self.classes[class].len()));
-        self.classes[class].push((peer, expires));
+            .insert(entry.key(), (class, self.classes[class].len()));
+        self.classes[class].push(entry);
     }
 
-    fn remove(&mut self, peer: &PeerId) {
-        if let Some((class, position)) = self.index.get(peer).copied() {
-            self.remove_at(class, position);
+    fn remove(&mut self, key: &Key) -> bool {
+        match self.index.get(key).copied() {
+            Some((class, position)) => {
+                self.remove_at(class, position);
+                true
+            }
+            None => false,
         }
     }
 
     fn remove_at(&mut self, class: usize, position: usize) {
-        let (removed, _) = self.classes[class].swap_remove(position);
-        self.index.remove(&removed.peer_id);
-        if self.by_addr.get(&removed.addr()) == Some(&removed.peer_id) {
-            self.by_addr.remove(&removed.addr());
+        let removed = self.classes[class].swap_remove(position);
+        let key = removed.key();
+        self.index.remove(&key);
+        if self.by_addr.get(&removed.peer.addr()) == Some(&key) {
+            self.by_addr.remove(&removed.peer.addr());
         }
-        if let Some((moved, _)) = self.classes[class].get(position) {
-            self.index.insert(moved.peer_id, (class, position));
+        if let Some(moved) = self.classes[class].get(position) {
+            self.index.insert(moved.key(), (class, position));
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.index.is_empty()
+    fn len(&self) -> usize {
+        self.index.len()
     }
 
     fn live(&self, now: Instant) -> impl Iterator<Item = &PeerInfo> + '_ {
         self.classes
             .iter()
             .flatten()
-            .filter(move |(_, expires)| *expires > now)
-            .map(|(peer, _)| peer)
+            .filter(move |entry| entry.expires > now)
+            .map(|entry| &entry.peer)
     }
 }
 
+/// An in-memory peer store: peers per torrent, each forgotten `ttl` after its last announce.
+///
+/// Time is a parameter, so the same store serves the tracker service, the test harness and
+/// the simulator. An announce and a [`handout`](Self::handout) cost time in the size of the
+/// handout, not of the swarm, which is what lets one tracker answer 15,000 hosts announcing
+/// every few seconds.
+#[derive(Debug)]
+pub struct MemoryPeerStore {
+    ttl: Duration,
+    limits: PeerStoreLimits,
+    torrents: HashMap<InfoHash, TorrentPeers>,
+    /// Entries in all torrents.
+    entries: usize,
+    /// Entries per announcer address.
+    per_announcer: HashMap<IpAddr, usize>,
+    /// One item per entry, oldest first: when it was due to expire as last queued. An entry
+    /// refreshed since is queued again when its item comes up.
+    expiry: VecDeque<(Instant, InfoHash, Key)>,
+}
+
 impl MemoryPeerStore {
-    /// A store that forgets peers `ttl` after their last announce.
+    /// A store that forgets peers `ttl` after their last announce, with the default limits.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_limits(ttl, PeerStoreLimits::default())
+    }
+
+    /// A store that forgets peers `ttl` after their last announce and holds at most `limits`.
+    pub fn with_limits(ttl: Duration, limits: PeerStoreLimits) -> Self {
         Self {
             ttl,
+            limits,
             torrents: HashMap::new(),
+            entries: 0,
+            per_announcer: HashMap::new(),
+            expiry: VecDeque::new(),
         }
     }
 
-    /// Records (or refreshes) an announce.
-    pub fn announce(&mut self, now: Instant, info_hash: InfoHash, peer: PeerInfo) {
-        self.torrents
-            .entry(info_hash)
-            .or_default()
-            .insert(peer, now + self.ttl);
+    /// Records (or refreshes) an announce of `peer`, believed as it is: the announcer is the
+    /// address it declares, trusted. For the simulator and tests; the tracker service calls
+    /// [`announce_from`](Self::announce_from) with what it saw.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        peer: PeerInfo,
+    ) -> Result<(), CapReached> {
+        let announcer = Announcer {
+            ip: peer.ip,
+            trusted: true,
+        };
+        self.announce_from(now, info_hash, announcer, peer)
     }
 
-    /// Forgets a peer (for example one that announced it is leaving).
+    /// Records (or refreshes) an announce of `peer` that came from `announcer`. The entry is
+    /// the announcer's own: a later announce from another address never replaces it.
+    /// Refreshing an entry always succeeds; a new one is refused when a cap is reached.
+    pub fn announce_from(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        announcer: Announcer,
+        peer: PeerInfo,
+    ) -> Result<(), CapReached> {
+        self.expire(now);
+        let key = (announcer.ip, peer.peer_id);
+        let exists = self
+            .torrents
+            .get(&info_hash)
+            .is_some_and(|t| t.index.contains_key(&key));
+        if !exists {
+            self.admit(&info_hash, announcer)?;
+        }
+        let expires = now + self.ttl;
+        let torrent = self.torrents.entry(info_hash).or_default();
+        let displaced = torrent.insert(Entry {
+            peer,
+            announcer: announcer.ip,
+            expires,
+        });
+        if !exists {
+            self.entries += 1;
+            *self.per_announcer.entry(announcer.ip).or_default() += 1;
+            self.expiry.push_back((expires, info_hash, key));
+            self.compact_if_due();
+        }
+        if displaced.is_some() {
+            self.forget_one(announcer.ip);
+        }
+        Ok(())
+    }
+
+    /// Whether a new entry of `announcer` in `info_hash` fits under the caps.
+    fn admit(&self, info_hash: &InfoHash, announcer: Announcer) -> Result<(), CapReached> {
+        let limits = &self.limits;
+        match self.torrents.get(info_hash) {
+            None if self.torrents.len() >= limits.max_torrents => {
+                return Err(CapReached::Torrents);
+            }
+            Some(t) if t.len() >= limits.max_peers_per_torrent => {
+                return Err(CapReached::TorrentPeers);
+            }
+            _ => {}
+        }
+        if self.entries >= limits.max_peers {
+            return Err(CapReached::Peers);
+        }
+        let held = self.per_announcer.get(&announcer.ip).copied().unwrap_or(0);
+        if !announcer.trusted && held >= limits.max_entries_per_announcer {
+            return Err(CapReached::Announcer);
+        }
+        Ok(())
+    }
+
+    /// Counts one entry of `announcer` gone.
+    fn forget_one(&mut self, announcer: IpAddr) {
+        self.entries -= 1;
+        if let Some(held) = self.per_announcer.get_mut(&announcer) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_announcer.remove(&announcer);
+            }
+        }
+    }
+
+    /// Removes one entry and its torrent if that was the last.
+    fn remove_entry(&mut self, info_hash: &InfoHash, key: &Key) {
+        let Some(torrent) = self.torrents.get_mut(info_hash) else {
+            return;
+        };
+        if torrent.remove(key) {
+            let empty = torrent.len() == 0;
+            self.forget_one(key.0);
+            if empty {
+                self.torrents.remove(info_hash);
+            }
+        }
+    }
+
+    /// Drops the entries whose time is up, oldest first; each step is O(1).
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(due, info_hash, key)) = self.expiry.front() {
+            if due > now {
+                break;
+            }
+            self.expiry.pop_front();
+            let current = self
+                .torrents
+                .get(&info_hash)
+                .and_then(|t| t.get(&key))
+                .map(|entry| entry.expires);
+            match current {
+                Some(expires) if expires > now => {
+                    // Refreshed since it was queued: queue it again for its new time.
+                    self.expiry.push_back((expires, info_hash, key));
+                }
+                Some(_) => self.remove_entry(&info_hash, &key),
+                None => {}
+            }
+        }
+    }
+
+    /// Rebuilds the expiry queue once it holds many items of entries replaced or removed
+    /// since (each entry has one item; a removed one's stays until it comes up), so churn
+    /// cannot grow it without bound. Amortised over the pushes since the last rebuild.
+    fn compact_if_due(&mut self) {
+        if self.expiry.len() <= 2 * self.entries + 1024 {
+            return;
+        }
+        let mut items: Vec<(Instant, InfoHash, Key)> = self
+            .torrents
+            .iter()
+            .flat_map(|(info_hash, t)| {
+                t.classes
+                    .iter()
+                    .flatten()
+                    .map(|entry| (entry.expires, *info_hash, entry.key()))
+            })
+            .collect();
+        items.sort_unstable_by_key(|item| item.0);
+        self.expiry = items.into();
+    }
+
+    /// Forgets a peer id in a torrent, whoever announced it (for example a host that left).
     pub fn remove(&mut self, info_hash: &InfoHash, peer: &PeerId) {
-        if let Some(peers) = self.torrents.get_mut(info_hash) {
-            peers.remove(peer);
+        let keys: Vec<Key> = self
+            .torrents
+            .get(info_hash)
+            .map(|t| t.index.keys().filter(|k| k.1 == *peer).copied().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.remove_entry(info_hash, &key);
         }
     }
 
-    /// The live peers of a torrent, in peer id order.
+    /// The live peers of a torrent, in peer id order. Lists the whole torrent: for tests
+    /// and tools, not for answering announces.
     pub fn peers(&self, now: Instant, info_hash: &InfoHash) -> Vec<PeerInfo> {
         let mut peers: Vec<PeerInfo> = self
             .torrents
@@ -149,106 +413,88 @@ impl MemoryPeerStore {
         peers
     }
 
-    /// The peers to hand `announcer`, chosen as the free function [`handout`] chooses them
-    /// from [`peers`](Self::peers), but sampled without listing the whole swarm.
+    /// Chooses the peers to hand `announcer`: up to `limit`, never the announcer itself,
+    /// complete peers first, then origins, then leechers, each class a uniform random sample.
+    /// A complete announcer gets none: it does not dial. Costs time in `limit`, not in the
+    /// size of the torrent.
     pub fn handout<R: Rng + ?Sized>(
-        &self,
+        &mut self,
         now: Instant,
         info_hash: &InfoHash,
         announcer: &PeerInfo,
         limit: usize,
         rng: &mut R,
     ) -> Vec<PeerInfo> {
+        self.expire(now);
         let Some(torrent) = self.torrents.get(info_hash) else {
             return Vec::new();
         };
         if announcer.complete {
             return Vec::new();
         }
-        let usable = |(peer, expires): &(PeerInfo, Instant)| {
-            *expires > now && peer.peer_id != announcer.peer_id
-        };
+        let usable = |entry: &Entry| entry.expires > now && entry.peer.peer_id != announcer.peer_id;
         let mut out = Vec::with_capacity(limit);
         for class in &torrent.classes {
             let want = limit - out.len();
             if want == 0 {
                 break;
             }
-            // Sampling indices is exact only when none is skipped; a class with stale entries
-            // or the announcer in it may come up short, and is then listed in full.
-            let sampled: Vec<PeerInfo> = if class.len() > 2 * want {
-                rand::seq::index::sample(rng, class.len(), want)
-                    .into_iter()
-                    .map(|i| &class[i])
-                    .filter(|entry| usable(entry))
-                    .map(|(peer, _)| peer.clone())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if sampled.len() == want {
-                out.extend(sampled);
-            } else {
-                let mut all: Vec<PeerInfo> = class
-                    .iter()
-                    .filter(|entry| usable(entry))
-                    .map(|(peer, _)| peer.clone())
-                    .collect();
-                all.shuffle(rng);
-                all.truncate(want);
-                out.extend(all);
-            }
+            out.extend(sample(class, want, rng, usable));
         }
         out
-    }
-
-    /// Drops expired peers and empty torrents; call it now and then.
-    pub fn sweep(&mut self, now: Instant) {
-        for peers in self.torrents.values_mut() {
-            let expired: Vec<PeerId> = peers
-                .classes
-                .iter()
-                .flatten()
-                .filter(|(_, expires)| *expires <= now)
-                .map(|(peer, _)| peer.peer_id)
-                .collect();
-            for peer in expired {
-                peers.remove(&peer);
-            }
-        }
-        self.torrents.retain(|_, peers| !peers.is_empty());
     }
 
     /// Number of torrents with at least one peer.
     pub fn torrent_count(&self) -> usize {
         self.torrents.len()
     }
+
+    /// Number of entries (peers in torrents) held, expired ones not yet dropped included.
+    pub fn entry_count(&self) -> usize {
+        self.entries
+    }
+}
+
+/// Up to `want` usable entries of `class`, a uniform random sample. A small class is listed
+/// and shuffled; a large one is sampled by index, a few rounds at most, so that entries not
+/// usable (the announcer's own, or expired ones not yet dropped) cost no full scan.
+fn sample<R: Rng + ?Sized>(
+    class: &[Entry],
+    want: usize,
+    rng: &mut R,
+    usable: impl Fn(&Entry) -> bool,
+) -> Vec<PeerInfo> {
+    use rand::seq::SliceRandom;
+    if class.len() <= 2 * want + 2 {
+        let mut all: Vec<PeerInfo> = class
+            .iter()
+            .filter(|entry| usable(entry))
+            .map(|entry| entry.peer.clone())
+            .collect();
+        all.shuffle(rng);
+        all.truncate(want);
+        return all;
+    }
+    let mut picked = HashSet::with_capacity(want + 1);
+    let mut out = Vec::with_capacity(want);
+    for _ in 0..8 {
+        let draw = (2 * (want - out.len()) + 1).min(class.len());
+        for i in rand::seq::index::sample(rng, class.len(), draw) {
+            if out.len() < want && picked.insert(i) && usable(&class[i]) {
+                out.push(class[i].peer.clone());
+            }
+        }
+        if out.len() == want {
+            break;
+        }
+    }
+    out
 }
 
 impl Default for MemoryPeerStore {
     fn default() -> Self {
         Self::new(DEFAULT_PEER_TTL)
     }
-}
-
-/// Chooses the peers to hand an announcer: up to `limit`, never the announcer itself,
-/// complete peers and origins first (each group in random order), then leechers at random.
-/// A complete announcer gets none: it does not dial.
-pub fn handout<R: Rng + ?Sized>(
-    mut peers: Vec<PeerInfo>,
-    announcer: &PeerInfo,
-    limit: usize,
-    rng: &mut R,
-) -> Vec<PeerInfo> {
-    if announcer.complete {
-        return Vec::new();
-    }
-    peers.retain(|p| p.peer_id != announcer.peer_id);
-    peers.shuffle(rng);
-    // Stable: the shuffle's order survives within each class.
-    peers.sort_by_key(class_of);
-    peers.truncate(limit);
-    peers
 }
 
 #[cfg(test)]
@@ -267,40 +513,12 @@ mod tests {
         )
     }
 
-    #[test]
-    fn handout_puts_seeders_and_origins_first_and_never_the_announcer() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let peers: Vec<PeerInfo> = (1..=60)
-            .map(|n| peer(n, n % 10 == 0, n % 15 == 0))
-            .collect();
-        let me = peer(7, false, false);
-        let out = handout(peers.clone(), &me, DEFAULT_HANDOUT_LIMIT, &mut rng);
-        assert_eq!(out.len(), 50);
-        assert!(out.iter().all(|p| p.peer_id != me.peer_id));
-        let rank = |p: &PeerInfo| if p.complete || p.origin { 0 } else { 1 };
-        assert!(out.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
-        let special = peers.iter().filter(|p| p.complete || p.origin).count();
-        assert_eq!(out.iter().filter(|p| rank(p) == 0).count(), special);
-        // A complete announcer needs nobody.
-        assert!(handout(peers, &peer(8, true, false), 50, &mut rng).is_empty());
-    }
-
-    #[test]
-    fn handout_is_a_random_sample() {
-        let peers: Vec<PeerInfo> = (1..=100).map(|n| peer(n, false, false)).collect();
-        let me = peer(200, false, false);
-        let mut seen = std::collections::HashSet::new();
-        let mut rng = StdRng::seed_from_u64(2);
-        for _ in 0..20 {
-            for p in handout(peers.clone(), &me, 10, &mut rng) {
-                seen.insert(p.peer_id);
-            }
-        }
-        assert!(
-            seen.len() > 80,
-            "only {} distinct peers handed out",
-            seen.len()
-        );
+    fn ids(store: &MemoryPeerStore, now: Instant, info_hash: &InfoHash) -> Vec<u8> {
+        store
+            .peers(now, info_hash)
+            .iter()
+            .map(|p| p.peer_id.as_bytes()[0])
+            .collect()
     }
 
     #[test]
@@ -309,23 +527,27 @@ mod tests {
         let t0 = Instant::now();
         let info_hash = InfoHash::from_bytes([1; 32]);
         for n in 1..=200u8 {
-            store.announce(t0, info_hash, peer(n, n % 20 == 0, n % 50 == 0));
+            store
+                .announce(t0, info_hash, peer(n, n % 20 == 0, n % 50 == 0))
+                .unwrap();
         }
         // Peer 3 completes: it moves to the front class.
-        store.announce(t0, info_hash, peer(3, true, false));
+        store.announce(t0, info_hash, peer(3, true, false)).unwrap();
         // Peers 100..=200 go stale.
         let later = t0 + Duration::from_secs(8);
         for n in 1..100u8 {
-            store.announce(
-                later,
-                info_hash,
-                peer(n, n % 20 == 0 || n == 3, n % 50 == 0),
-            );
+            store
+                .announce(
+                    later,
+                    info_hash,
+                    peer(n, n % 20 == 0 || n == 3, n % 50 == 0),
+                )
+                .unwrap();
         }
         let now = t0 + Duration::from_secs(12);
         let me = peer(7, false, false);
         let mut rng = StdRng::seed_from_u64(3);
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for _ in 0..30 {
             let out = store.handout(now, &info_hash, &me, 20, &mut rng);
             assert_eq!(out.len(), 20);
@@ -354,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_announcing_another_peers_address_replaces_it() {
+    fn a_peer_of_the_same_host_announcing_its_address_replaces_the_old_one() {
         let mut store = MemoryPeerStore::new(Duration::from_secs(10));
         let now = Instant::now();
         let info_hash = InfoHash::from_bytes([1; 32]);
@@ -366,25 +588,140 @@ mod tests {
                 false,
             )
         };
-        store.announce(now, info_hash, at(1, "127.0.0.1:7000"));
-        store.announce(now, info_hash, at(2, "127.0.0.2:7000"));
+        store
+            .announce(now, info_hash, at(1, "127.0.0.1:7000"))
+            .unwrap();
+        store
+            .announce(now, info_hash, at(2, "127.0.0.2:7000"))
+            .unwrap();
         // Peer 1 restarted as peer 3 on the same address.
-        store.announce(now, info_hash, at(3, "127.0.0.1:7000"));
-        let ids = |store: &MemoryPeerStore| -> Vec<u8> {
-            store
-                .peers(now, &info_hash)
-                .iter()
-                .map(|p| p.peer_id.as_bytes()[0])
-                .collect()
-        };
-        assert_eq!(ids(&store), vec![2, 3]);
-        // Peer 2 moves; whoever takes its old address next replaces nobody.
-        store.announce(now, info_hash, at(2, "127.0.0.9:7000"));
-        store.announce(now, info_hash, at(4, "127.0.0.2:7000"));
-        assert_eq!(ids(&store), vec![2, 3, 4]);
+        store
+            .announce(now, info_hash, at(3, "127.0.0.1:7000"))
+            .unwrap();
+        assert_eq!(ids(&store, now, &info_hash), vec![2, 3]);
+        // Peer 2 moves to another port; whoever takes its old address next replaces nobody.
+        store
+            .announce(now, info_hash, at(2, "127.0.0.2:7001"))
+            .unwrap();
+        store
+            .announce(now, info_hash, at(4, "127.0.0.2:7000"))
+            .unwrap();
+        assert_eq!(ids(&store, now, &info_hash), vec![2, 3, 4]);
         store.remove(&info_hash, &PeerId::from_bytes([4; 20]));
-        store.announce(now, info_hash, at(5, "127.0.0.2:7000"));
-        assert_eq!(ids(&store), vec![2, 3, 5]);
+        store
+            .announce(now, info_hash, at(5, "127.0.0.2:7000"))
+            .unwrap();
+        assert_eq!(ids(&store, now, &info_hash), vec![2, 3, 5]);
+        assert_eq!(store.entry_count(), 3);
+    }
+
+    #[test]
+    fn another_host_cannot_evict_or_overwrite_a_peer() {
+        let mut store = MemoryPeerStore::new(Duration::from_secs(10));
+        let now = Instant::now();
+        let info_hash = InfoHash::from_bytes([1; 32]);
+        let victim = peer(1, true, false);
+        let victim_host = Announcer::at(victim.ip);
+        store
+            .announce_from(now, info_hash, victim_host, victim.clone())
+            .unwrap();
+        // Another host claims the victim's id, then its address (as a trusted declared
+        // address could): the victim's entry stays as it was.
+        let attacker = Announcer::at("127.0.0.66".parse().unwrap());
+        let mut forged = peer(66, false, false);
+        forged.peer_id = victim.peer_id;
+        store
+            .announce_from(now, info_hash, attacker, forged)
+            .unwrap();
+        let mut squatter = peer(67, false, false);
+        squatter.ip = victim.ip;
+        store
+            .announce_from(now, info_hash, attacker, squatter)
+            .unwrap();
+        let peers = store.peers(now, &info_hash);
+        assert_eq!(peers.len(), 3, "{peers:?}");
+        assert!(peers.contains(&victim), "{peers:?}");
+    }
+
+    #[test]
+    fn caps_bound_torrents_peers_and_each_announcer() {
+        let limits = PeerStoreLimits {
+            max_torrents: 3,
+            max_peers: 5,
+            max_peers_per_torrent: 2,
+            max_entries_per_announcer: 2,
+        };
+        let mut store = MemoryPeerStore::with_limits(Duration::from_secs(10), limits);
+        let now = Instant::now();
+        let flooder = Announcer::at("127.0.0.9".parse().unwrap());
+        let torrent = |n: u8| InfoHash::from_bytes([n; 32]);
+        store
+            .announce_from(now, torrent(1), flooder, peer(9, false, false))
+            .unwrap();
+        store
+            .announce_from(now, torrent(2), flooder, peer(9, false, false))
+            .unwrap();
+        assert_eq!(
+            store.announce_from(now, torrent(3), flooder, peer(9, false, false)),
+            Err(CapReached::Announcer)
+        );
+        // Refreshing what it holds still works.
+        store
+            .announce_from(now, torrent(1), flooder, peer(9, true, false))
+            .unwrap();
+        // A trusted announcer is exempt from the per-announcer cap, not from the others.
+        let origin = Announcer {
+            ip: "127.0.0.8".parse().unwrap(),
+            trusted: true,
+        };
+        store
+            .announce_from(now, torrent(1), origin, peer(8, true, true))
+            .unwrap();
+        assert_eq!(
+            store.announce_from(now, torrent(1), origin, peer(7, false, false)),
+            Err(CapReached::TorrentPeers)
+        );
+        store
+            .announce_from(now, torrent(3), origin, peer(8, true, true))
+            .unwrap();
+        assert_eq!(
+            store.announce_from(now, torrent(4), origin, peer(8, true, true)),
+            Err(CapReached::Torrents)
+        );
+        store
+            .announce_from(now, torrent(2), origin, peer(8, true, true))
+            .unwrap();
+        assert_eq!(store.entry_count(), 5);
+        assert_eq!(
+            store.announce_from(now, torrent(3), origin, peer(6, true, true)),
+            Err(CapReached::Peers)
+        );
+        // Once they expire, room is made without a sweep.
+        let later = now + Duration::from_secs(11);
+        store
+            .announce_from(later, torrent(5), flooder, peer(9, false, false))
+            .unwrap();
+        assert_eq!(store.entry_count(), 1);
+        assert_eq!(store.torrent_count(), 1);
+    }
+
+    #[test]
+    fn churn_keeps_the_expiry_queue_bounded() {
+        let mut store = MemoryPeerStore::new(Duration::from_secs(10));
+        let now = Instant::now();
+        let info_hash = InfoHash::from_bytes([1; 32]);
+        // One host restarting over and over on one address: one entry at a time.
+        for n in 0..20_000u32 {
+            let mut p = peer(1, false, false);
+            p.peer_id = PeerId::from_bytes([(n % 251) as u8; 20]);
+            store.announce(now, info_hash, p).unwrap();
+        }
+        assert_eq!(store.entry_count(), 1);
+        assert!(
+            store.expiry.len() <= 2 * store.entry_count() + 1025,
+            "{}",
+            store.expiry.len()
+        );
     }
 
     #[test]
@@ -392,8 +729,12 @@ mod tests {
         let mut store = MemoryPeerStore::new(Duration::from_secs(10));
         let t0 = Instant::now();
         let info_hash = InfoHash::from_bytes([1; 32]);
-        store.announce(t0, info_hash, peer(1, false, false));
-        store.announce(t0 + Duration::from_secs(5), info_hash, peer(2, true, false));
+        store
+            .announce(t0, info_hash, peer(1, false, false))
+            .unwrap();
+        store
+            .announce(t0 + Duration::from_secs(5), info_hash, peer(2, true, false))
+            .unwrap();
         assert_eq!(
             store.peers(t0 + Duration::from_secs(9), &info_hash).len(),
             2
@@ -402,15 +743,17 @@ mod tests {
             store.peers(t0 + Duration::from_secs(11), &info_hash).len(),
             1
         );
-        store.announce(
-            t0 + Duration::from_secs(12),
-            info_hash,
-            peer(2, true, false),
-        );
-        store.sweep(t0 + Duration::from_secs(30));
+        store
+            .announce(
+                t0 + Duration::from_secs(12),
+                info_hash,
+                peer(2, true, false),
+            )
+            .unwrap();
+        // Peer 1 is gone for good: dropped by the announce, not just hidden.
+        assert_eq!(store.entry_count(), 1);
+        store.remove(&info_hash, &PeerId::from_bytes([2; 20]));
         assert_eq!(store.torrent_count(), 0);
-        store.announce(t0, info_hash, peer(3, false, false));
-        store.remove(&info_hash, &PeerId::from_bytes([3; 20]));
         assert!(store.peers(t0, &info_hash).is_empty());
     }
 }

@@ -126,6 +126,23 @@ impl Tracker for TrackerPool {
         })
         .await
     }
+
+    async fn refresh_metainfo(&self, namespace: &str, digest: &Digest) -> Result<Option<MetaInfo>> {
+        self.ask(digest.as_bytes(), |t| t.refresh_metainfo(namespace, digest))
+            .await
+    }
+
+    fn bound_to(&self, ip: std::net::IpAddr) -> Result<Option<Arc<dyn Tracker>>> {
+        let trackers = self
+            .trackers
+            .iter()
+            .map(|(name, tracker)| {
+                let bound = tracker.bound_to(ip)?.unwrap_or_else(|| Arc::clone(tracker));
+                Ok((name.clone(), bound))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Arc::new(Self::from_trackers(trackers)?)))
+    }
 }
 
 #[cfg(test)]
@@ -135,17 +152,25 @@ mod tests {
     use kraken_core::{PeerId, PeerInfo};
 
     use super::*;
-    use crate::tracker::{TrackerConfig, TrackerServer, TrackerService};
+    use crate::tracker::{PublishToken, TrackerConfig, TrackerServer, TrackerService};
 
     async fn tracker() -> TrackerServer {
-        let service = TrackerService::new(TrackerConfig::default());
+        let config = TrackerConfig {
+            publish_token: PublishToken::new("pool-test"),
+            ..TrackerConfig::default()
+        };
+        let service = TrackerService::new(config);
         TrackerServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(service))
             .await
             .unwrap()
     }
 
+    /// Peer `n`, listening on its own port: the clients all send from 127.0.0.1, which the
+    /// tracker records, so peers differ by port.
     fn peer(n: u8, port: u16) -> PeerInfo {
-        let addr: SocketAddr = format!("127.0.0.{n}:{port}").parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.{n}:{}", port + u16::from(n))
+            .parse()
+            .unwrap();
         PeerInfo::new(PeerId::from_bytes([n; 20]), addr, false, false)
     }
 
@@ -217,7 +242,13 @@ mod tests {
             format!("http://{}", first.local_addr()),
             format!("http://{}", second.local_addr()),
         ];
-        let pool = TrackerPool::new(&urls).unwrap();
+        let publisher = |url: &String| {
+            let client = TrackerClient::new(url)
+                .unwrap()
+                .with_publish_token(PublishToken::new("pool-test").unwrap());
+            (url.clone(), Arc::new(client) as Arc<dyn Tracker>)
+        };
+        let pool = TrackerPool::from_trackers(urls.iter().map(publisher).collect()).unwrap();
         let meta = MetaInfo::from_bytes(b"published once", 4096).unwrap();
         pool.publish_metainfo("ns", &meta).await.unwrap();
         let found = pool.metainfo("ns", meta.digest()).await.unwrap().unwrap();

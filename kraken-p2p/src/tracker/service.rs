@@ -15,10 +15,11 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use super::api::{AnnounceRequest, AnnounceResponse, decode_segment};
+use super::api::{AnnounceRequest, AnnounceResponse, FRESH_QUERY, decode_segment};
+use super::auth::{Caller, PublishToken};
 use super::source::{MetaInfoLookup, MetaInfoSource};
-use super::{MemoryPeerStore, handout};
-use crate::error::Result;
+use super::{Announcer, CapReached, MemoryPeerStore, PeerStoreLimits};
+use crate::error::{Error, Result};
 use crate::http_server::{ServeConfig, Server};
 use crate::tls::{Role, Roles};
 
@@ -38,12 +39,29 @@ pub struct TrackerConfig {
     /// A peer is forgotten this long after its last announce. Default: 5m.
     #[serde(with = "humantime_serde")]
     pub peer_ttl: Duration,
-    /// Most metainfos kept in the registry; the oldest are dropped beyond it. Default: 100000.
+    /// Caps on the announced peers, which bound the tracker's memory. Default: see
+    /// [`PeerStoreLimits`].
+    pub peers: PeerStoreLimits,
+    /// Most metainfos kept in each of the two registries (the origins' and the published);
+    /// the oldest are dropped beyond it. Default: 100000.
     pub max_metainfos: usize,
-    /// Most bytes of encoded metainfo kept in the registry; the oldest are dropped beyond it,
-    /// and one larger than this on its own is refused (`413`). A metainfo costs 32 bytes a
-    /// piece, so 256MiB holds a million gigabyte-sized blobs in 4 MiB pieces. Default: 256MiB.
+    /// Most bytes of encoded metainfo kept in each registry; the oldest are dropped beyond
+    /// it, and one larger than this on its own is refused (`413`). A metainfo costs 32
+    /// bytes a piece, so 256MiB holds a million gigabyte-sized blobs in 4 MiB pieces.
+    /// Default: 256MiB.
     pub max_metainfo_bytes: ByteSize,
+    /// The credential that lets a client publish metainfo and announce as an origin without
+    /// an origin certificate (`Authorization: Bearer <token>`). Never serialised. Default:
+    /// none.
+    #[serde(skip_serializing)]
+    pub publish_token: Option<PublishToken>,
+    /// Accept metainfo from anyone, as before publishers were authenticated: for a
+    /// tracker on a trusted network without TLS or a token. Default: false.
+    pub allow_anonymous_publish: bool,
+    /// Believe the address an announce declares instead of the connection's source
+    /// address, for peers behind NAT whose listener is elsewhere. Origins' declared
+    /// addresses are always believed. Default: false.
+    pub trust_declared_addresses: bool,
 }
 
 impl Default for TrackerConfig {
@@ -52,8 +70,12 @@ impl Default for TrackerConfig {
             announce_interval: Duration::from_secs(3),
             handout_limit: super::DEFAULT_HANDOUT_LIMIT,
             peer_ttl: super::DEFAULT_PEER_TTL,
+            peers: PeerStoreLimits::default(),
             max_metainfos: 100_000,
             max_metainfo_bytes: ByteSize(256 << 20),
+            publish_token: None,
+            allow_anonymous_publish: false,
+            trust_declared_addresses: false,
         }
     }
 }
@@ -62,51 +84,99 @@ impl Default for TrackerConfig {
 /// a shared store (Redis, say) lets several trackers answer for the same torrents.
 #[async_trait]
 pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Records an announce.
-    async fn announce(&self, info_hash: InfoHash, peer: PeerInfo) -> Result<()>;
-    /// The live peers of a torrent.
-    async fn peers(&self, info_hash: &InfoHash) -> Result<Vec<PeerInfo>>;
+    /// Records an announce of `peer` sent by `announcer`; refuses a new entry beyond the
+    /// store's caps ([`Error::PeerStoreFull`](crate::Error::PeerStoreFull)).
+    async fn announce(
+        &self,
+        info_hash: InfoHash,
+        announcer: Announcer,
+        peer: PeerInfo,
+    ) -> Result<()>;
+    /// Up to `limit` peers of a torrent for `peer` (never itself; none if it is complete),
+    /// complete peers and origins first, in time proportional to `limit`.
+    async fn handout(
+        &self,
+        info_hash: &InfoHash,
+        peer: &PeerInfo,
+        limit: usize,
+    ) -> Result<Vec<PeerInfo>>;
+
+    /// How many torrents and entries it holds, if it can tell at once (for metrics).
+    /// Default: `None`.
+    fn counts(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// The in-memory [`MemoryPeerStore`] behind a lock, on the wall clock.
 #[derive(Debug)]
 pub struct SharedPeerStore {
-    inner: Mutex<MemoryPeerStore>,
+    inner: Mutex<(MemoryPeerStore, StdRng)>,
 }
 
 impl SharedPeerStore {
-    /// A store that forgets peers `ttl` after their last announce.
-    pub fn new(ttl: Duration) -> Self {
+    /// A store that forgets peers `ttl` after their last announce, holding at most `limits`.
+    pub fn new(ttl: Duration, limits: PeerStoreLimits) -> Self {
         Self {
-            inner: Mutex::new(MemoryPeerStore::new(ttl)),
+            inner: Mutex::new((MemoryPeerStore::with_limits(ttl, limits), rand::make_rng())),
         }
+    }
+
+    /// Number of entries (peers in torrents) held.
+    pub fn entry_count(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.entry_count()
+    }
+
+    /// Number of torrents held.
+    pub fn torrent_count(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.torrent_count()
     }
 }
 
 #[async_trait]
 impl PeerStore for SharedPeerStore {
-    async fn announce(&self, info_hash: InfoHash, peer: PeerInfo) -> Result<()> {
-        let now = Instant::now();
-        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        store.announce(now, info_hash, peer);
-        // Sweeping on the write path keeps the store bounded without a timer task.
-        if rand::random::<u8>() == 0 {
-            store.sweep(now);
-        }
+    async fn announce(
+        &self,
+        info_hash: InfoHash,
+        announcer: Announcer,
+        peer: PeerInfo,
+    ) -> Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .0
+            .announce_from(Instant::now(), info_hash, announcer, peer)?;
         Ok(())
     }
 
-    async fn peers(&self, info_hash: &InfoHash) -> Result<Vec<PeerInfo>> {
-        let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(store.peers(Instant::now(), info_hash))
+    async fn handout(
+        &self,
+        info_hash: &InfoHash,
+        peer: &PeerInfo,
+        limit: usize,
+    ) -> Result<Vec<PeerInfo>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (store, rng) = &mut *inner;
+        Ok(store.handout(Instant::now(), info_hash, peer, limit, rng))
+    }
+
+    fn counts(&self) -> Option<(usize, usize)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Some((inner.0.torrent_count(), inner.0.entry_count()))
     }
 }
 
-/// Metainfos published by seeders or found by the source, bounded in number and in bytes
-/// (oldest dropped first).
+/// The least time between two refreshes of one blob's metainfo from the origins: a fetcher
+/// asking for a fresh copy more often gets the one just fetched, so nobody can turn the
+/// tracker into a flood of requests to the origins.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Metainfos from one provenance, bounded in number and in bytes (oldest dropped first).
 #[derive(Debug, Default)]
 struct MetaInfoRegistry {
-    by_digest: HashMap<Digest, Bytes>,
+    /// Each metainfo and when it was kept.
+    by_digest: HashMap<Digest, (Bytes, Instant)>,
     order: VecDeque<Digest>,
     /// Encoded bytes held in `by_digest`.
     bytes: usize,
@@ -117,19 +187,43 @@ impl MetaInfoRegistry {
     /// entries of at most `max_bytes` together remain.
     fn insert(&mut self, digest: Digest, encoded: Bytes, max_count: usize, max_bytes: usize) {
         self.bytes += encoded.len();
-        match self.by_digest.insert(digest, encoded) {
-            Some(old) => self.bytes -= old.len(),
+        match self.by_digest.insert(digest, (encoded, Instant::now())) {
+            Some((old, _)) => self.bytes -= old.len(),
             None => self.order.push_back(digest),
         }
         while self.order.len() > max_count || self.bytes > max_bytes {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if let Some(dropped) = self.by_digest.remove(&oldest) {
+            if let Some((dropped, _)) = self.by_digest.remove(&oldest) {
                 self.bytes -= dropped.len();
             }
         }
     }
+
+    fn get(&self, digest: &Digest) -> Option<&(Bytes, Instant)> {
+        self.by_digest.get(digest)
+    }
+}
+
+/// The tracker's two metainfo registries: what the origins said (which always wins) and
+/// what authenticated publishers posted (served only for blobs the origins do not know).
+#[derive(Debug, Default)]
+struct MetaInfos {
+    origins: MetaInfoRegistry,
+    published: MetaInfoRegistry,
+}
+
+/// What the tracker counts (see `docs/metrics.md`).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) enum TrackerEvent {
+    /// An announce answered with peers.
+    Announce,
+    /// A metainfo served, `true` when the source was asked for it.
+    MetaInfoServed { from_source: bool },
+    /// A metainfo published by a seeder.
+    MetaInfoPublished,
 }
 
 /// The tracker's request handling, independent of the listener.
@@ -137,15 +231,17 @@ impl MetaInfoRegistry {
 pub struct TrackerService {
     config: TrackerConfig,
     peers: Arc<dyn PeerStore>,
-    metainfos: Mutex<MetaInfoRegistry>,
+    metainfos: Arc<Mutex<MetaInfos>>,
     source: Option<Arc<dyn MetaInfoSource>>,
-    rng: Mutex<StdRng>,
+    /// The registry its listeners serve, and the tracker's counters in it.
+    #[cfg(feature = "metrics")]
+    metrics: Option<(crate::metrics::Metrics, crate::metrics::TrackerMetrics)>,
 }
 
 impl TrackerService {
     /// A service with an in-memory peer store.
     pub fn new(config: TrackerConfig) -> Self {
-        let store = Arc::new(SharedPeerStore::new(config.peer_ttl));
+        let store = Arc::new(SharedPeerStore::new(config.peer_ttl, config.peers));
         Self::with_peer_store(config, store)
     }
 
@@ -154,15 +250,47 @@ impl TrackerService {
         Self {
             config,
             peers,
-            metainfos: Mutex::new(MetaInfoRegistry::default()),
+            metainfos: Arc::default(),
             source: None,
-            rng: Mutex::new(rand::make_rng()),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
-    /// The same service, asking `source` for metainfo nobody published: a found one is kept
-    /// in the registry, "still being made" answers `202 Accepted`, and a source that cannot
-    /// be asked answers `502 Bad Gateway`.
+    /// The same service, counting announces and metainfo in `metrics` and reporting the
+    /// peer store's and the metainfo registry's sizes at every scrape.
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        let peers = Arc::clone(&self.peers);
+        let metainfos = Arc::clone(&self.metainfos);
+        let sizes = move || {
+            let metainfos = metainfos.lock().unwrap_or_else(|e| e.into_inner());
+            let (origins, published) = (&metainfos.origins, &metainfos.published);
+            crate::metrics::TrackerSizes {
+                peer_store: peers.counts(),
+                metainfos: origins.by_digest.len() + published.by_digest.len(),
+                metainfo_bytes: origins.bytes + published.bytes,
+            }
+        };
+        let counters = crate::metrics::TrackerMetrics::register(metrics, sizes);
+        self.metrics = Some((metrics.clone(), counters));
+        self
+    }
+
+    /// Counts `what` if metrics are on.
+    fn count(&self, what: TrackerEvent) {
+        #[cfg(feature = "metrics")]
+        if let Some((_, counters)) = &self.metrics {
+            counters.count(what);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = what;
+    }
+
+    /// The same service, asking `source` (the origins) for metainfo: its answer is kept and
+    /// wins over published metainfo, "still being made" answers `202 Accepted`, and a
+    /// source that cannot be asked answers `502 Bad Gateway` unless a publisher's metainfo
+    /// is there to fall back on.
     pub fn with_metainfo_source(mut self, source: Arc<dyn MetaInfoSource>) -> Self {
         self.source = Some(source);
         self
@@ -185,6 +313,7 @@ impl TrackerService {
         if let Err(refused) = crate::http_server::authorize(&parts.extensions, allowed) {
             return text(StatusCode::FORBIDDEN, &refused.to_string());
         }
+        let caller = Caller::of(&parts, self.config.publish_token.as_ref());
         match (&parts.method, segments.as_slice()) {
             (&Method::GET, ["health"]) => text(StatusCode::OK, "OK"),
             (&Method::POST, ["announce", info_hash]) => {
@@ -192,7 +321,7 @@ impl TrackerService {
                     return text(StatusCode::BAD_REQUEST, "invalid info hash");
                 };
                 match read_body(body, MAX_ANNOUNCE_BODY).await {
-                    Ok(body) => self.announce(info_hash, &body).await,
+                    Ok(body) => self.announce(info_hash, caller, &body).await,
                     Err(response) => response,
                 }
             }
@@ -203,8 +332,21 @@ impl TrackerService {
                     return text(StatusCode::BAD_REQUEST, "invalid namespace or digest");
                 };
                 match *method {
-                    Method::GET => self.metainfo(&namespace, &digest).await,
+                    Method::GET => {
+                        let fresh = parts
+                            .uri
+                            .query()
+                            .is_some_and(|q| q.split('&').any(|kv| kv == FRESH_QUERY));
+                        self.metainfo(&namespace, &digest, fresh).await
+                    }
                     Method::POST => {
+                        if !caller.publisher && !self.config.allow_anonymous_publish {
+                            return text(
+                                StatusCode::FORBIDDEN,
+                                "publishing metainfo needs an origin certificate or the \
+                                 tracker's publish token",
+                            );
+                        }
                         let limit = (kraken_core::METAINFO_HEADER_LEN
                             + kraken_core::MAX_PIECE_COUNT as usize * 32)
                             .min(self.max_metainfo_bytes());
@@ -220,22 +362,60 @@ impl TrackerService {
         }
     }
 
-    async fn announce(&self, info_hash: InfoHash, body: &[u8]) -> Response<Full<Bytes>> {
+    async fn announce(
+        &self,
+        info_hash: InfoHash,
+        caller: Caller,
+        body: &[u8],
+    ) -> Response<Full<Bytes>> {
         let request: AnnounceRequest = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid announce: {e}")),
         };
-        if let Err(e) = self.peers.announce(info_hash, request.peer.clone()).await {
-            return text(StatusCode::SERVICE_UNAVAILABLE, &format!("peer store: {e}"));
+        let declared = request.peer;
+        // What is recorded is what the tracker can vouch for: the socket's address (the
+        // declared port is kept: the listener is not the connection's port) unless the
+        // announcer is an authenticated origin or the operator trusts declared addresses,
+        // and the origin and complete flags only from an authenticated origin.
+        let mut recorded = declared.clone();
+        let believe_address = caller.publisher || self.config.trust_declared_addresses;
+        if let Some(source) = caller.source
+            && !believe_address
+        {
+            recorded.ip = source;
         }
-        let peers = match self.peers.peers(&info_hash).await {
+        recorded.origin &= caller.publisher;
+        recorded.complete &= caller.publisher;
+        let announcer = Announcer {
+            ip: caller.source.unwrap_or(declared.ip),
+            trusted: caller.publisher,
+        };
+        match self
+            .peers
+            .announce(info_hash, announcer, recorded.clone())
+            .await
+        {
+            Ok(()) => {}
+            Err(Error::PeerStoreFull(CapReached::Announcer)) => {
+                return text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "this announcer holds the most torrents it may",
+                );
+            }
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("peer store: {e}")),
+        }
+        // The handout leaves out the announcer as recorded, and gives a complete one (as it
+        // says: it only decides whether it dials) nobody.
+        recorded.complete = declared.complete;
+        let peers = match self
+            .peers
+            .handout(&info_hash, &recorded, self.config.handout_limit)
+            .await
+        {
             Ok(peers) => peers,
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("peer store: {e}")),
         };
-        let peers = {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            handout(peers, &request.peer, self.config.handout_limit, &mut *rng)
-        };
+        self.count(TrackerEvent::Announce);
         let response = AnnounceResponse {
             peers,
             interval_ms: self.config.announce_interval.as_millis() as u64,
@@ -243,33 +423,70 @@ impl TrackerService {
         json(&response)
     }
 
-    async fn metainfo(&self, namespace: &str, digest: &Digest) -> Response<Full<Bytes>> {
-        let published = {
-            let registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
-            registry.by_digest.get(digest).cloned()
+    /// Answers a metainfo request: the origins' metainfo first (kept from an earlier
+    /// answer unless `fresh` asks to look again), then a publisher's.
+    async fn metainfo(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        fresh: bool,
+    ) -> Response<Full<Bytes>> {
+        let (from_origins, published) = {
+            let metainfos = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                metainfos.origins.get(digest).cloned(),
+                metainfos
+                    .published
+                    .get(digest)
+                    .map(|(bytes, _)| bytes.clone()),
+            )
         };
-        if let Some(bytes) = published {
-            return metainfo_response(bytes);
+        let recent = |(_, kept): &(Bytes, Instant)| kept.elapsed() < MIN_REFRESH_INTERVAL;
+        match from_origins {
+            Some((bytes, _)) if !fresh => {
+                self.count(TrackerEvent::MetaInfoServed { from_source: false });
+                return metainfo_response(bytes);
+            }
+            Some(entry) if recent(&entry) => {
+                self.count(TrackerEvent::MetaInfoServed { from_source: false });
+                return metainfo_response(entry.0);
+            }
+            _ => {}
         }
+        let fallback = |status: StatusCode, message: &str| match &published {
+            Some(bytes) => {
+                self.count(TrackerEvent::MetaInfoServed { from_source: false });
+                metainfo_response(bytes.clone())
+            }
+            None => text(status, message),
+        };
         let Some(source) = &self.source else {
-            return text(StatusCode::NOT_FOUND, "metainfo not found");
+            return fallback(StatusCode::NOT_FOUND, "metainfo not found");
         };
         match source.metainfo(namespace, digest).await {
             Ok(MetaInfoLookup::Found(meta)) if meta.digest() == digest => {
                 let bytes = Bytes::from(meta.encode());
-                self.remember(digest, bytes.clone());
+                let (max_count, max_bytes) = (self.config.max_metainfos, self.max_metainfo_bytes());
+                let mut metainfos = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
+                metainfos
+                    .origins
+                    .insert(*digest, bytes.clone(), max_count, max_bytes);
+                drop(metainfos);
+                self.count(TrackerEvent::MetaInfoServed { from_source: true });
                 metainfo_response(bytes)
             }
-            Ok(MetaInfoLookup::Found(_)) => text(
+            Ok(MetaInfoLookup::Found(_)) => fallback(
                 StatusCode::BAD_GATEWAY,
                 "the metainfo source answered with another blob's metainfo",
             ),
+            // The origins have the blob and are making its metainfo: theirs will win, so
+            // nobody is handed another meanwhile.
             Ok(MetaInfoLookup::Pending) => text(
                 StatusCode::ACCEPTED,
                 "the blob is being fetched; ask again shortly",
             ),
-            Ok(MetaInfoLookup::NotFound) => text(StatusCode::NOT_FOUND, "metainfo not found"),
-            Err(e) => text(
+            Ok(MetaInfoLookup::NotFound) => fallback(StatusCode::NOT_FOUND, "metainfo not found"),
+            Err(e) => fallback(
                 StatusCode::BAD_GATEWAY,
                 &format!("metainfo source failed: {e}"),
             ),
@@ -284,15 +501,14 @@ impl TrackerService {
         if meta.digest() != digest {
             return text(StatusCode::BAD_REQUEST, "metainfo names another blob");
         }
-        self.remember(digest, body);
+        let (max_count, max_bytes) = (self.config.max_metainfos, self.max_metainfo_bytes());
+        let mut metainfos = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
+        metainfos
+            .published
+            .insert(*digest, body, max_count, max_bytes);
+        drop(metainfos);
+        self.count(TrackerEvent::MetaInfoPublished);
         text(StatusCode::CREATED, "created")
-    }
-
-    /// Keeps an encoded metainfo, dropping the oldest beyond the configured bound.
-    fn remember(&self, digest: &Digest, encoded: Bytes) {
-        let max_bytes = self.max_metainfo_bytes();
-        let mut registry = self.metainfos.lock().unwrap_or_else(|e| e.into_inner());
-        registry.insert(*digest, encoded, self.config.max_metainfos, max_bytes);
     }
 
     fn max_metainfo_bytes(&self) -> usize {
@@ -311,13 +527,20 @@ impl TrackerServer {
     }
 
     /// Binds `addr` and serves `service` with `config` (TLS, limits, drain time) until
-    /// [`shutdown`](Self::shutdown).
+    /// [`shutdown`](Self::shutdown). A service [with metrics](TrackerService::with_metrics)
+    /// serves them at `/metrics` unless `config` names other metrics.
     pub async fn bind_with(
         addr: SocketAddr,
         service: Arc<TrackerService>,
         config: ServeConfig,
     ) -> Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut config = config.routes(route_name);
+        #[cfg(feature = "metrics")]
+        if config.metrics.is_none() {
+            config.metrics = service.metrics.as_ref().map(|(metrics, _)| metrics.clone());
+        }
         let handler = move |request| {
             let service = Arc::clone(&service);
             async move { service.handle(request).await }
@@ -333,6 +556,18 @@ impl TrackerServer {
     /// Stops accepting, lets in-flight requests finish, and returns when everything has.
     pub async fn shutdown(self) {
         self.0.shutdown().await;
+    }
+}
+
+/// The tracker's route names for metrics and the access log: `announce`, `metainfo_get`,
+/// `metainfo_publish`, `other`.
+pub fn route_name(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["announce", _]) => "announce",
+        (&Method::GET | &Method::HEAD, ["namespace", _, "blobs", _, "metainfo"]) => "metainfo_get",
+        (&Method::POST, ["namespace", _, "blobs", _, "metainfo"]) => "metainfo_publish",
+        _ => "other",
     }
 }
 
@@ -395,6 +630,16 @@ mod tests {
     }
 
     #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        let d = digest(1);
+        let metainfo = format!("/namespace/a%2Fb/blobs/{d}/metainfo");
+        assert_eq!(route_name(&Method::POST, "/announce/00ff"), "announce");
+        assert_eq!(route_name(&Method::GET, &metainfo), "metainfo_get");
+        assert_eq!(route_name(&Method::POST, &metainfo), "metainfo_publish");
+        assert_eq!(route_name(&Method::GET, "/announce/00ff"), "other");
+    }
+
+    #[test]
     fn the_metainfo_registry_is_bounded_in_bytes_and_in_count() {
         let mut registry = MetaInfoRegistry::default();
         for i in 0..10 {
@@ -417,7 +662,11 @@ mod tests {
         assert_eq!(registry.by_digest.len(), 2);
         assert_eq!(
             registry.bytes,
-            registry.by_digest.values().map(Bytes::len).sum::<usize>()
+            registry
+                .by_digest
+                .values()
+                .map(|(b, _)| b.len())
+                .sum::<usize>()
         );
     }
 
@@ -425,6 +674,7 @@ mod tests {
     async fn a_published_metainfo_larger_than_the_registry_is_refused() {
         let config = TrackerConfig {
             max_metainfo_bytes: ByteSize(64),
+            allow_anonymous_publish: true,
             ..TrackerConfig::default()
         };
         let service = TrackerService::new(config);

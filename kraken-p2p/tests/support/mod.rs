@@ -8,7 +8,16 @@ use std::sync::Arc;
 
 use kraken_core::{BlobStore, ByteSize};
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::{TrackerClient, TrackerConfig, TrackerServer, TrackerService};
+use kraken_p2p::tracker::{
+    PublishToken, TrackerClient, TrackerConfig, TrackerServer, TrackerService,
+};
+
+/// The test trackers' publishing credential: seeders hold it, fetchers do not.
+pub const PUBLISH_TOKEN: &str = "kraken-test-publish-token";
+
+pub fn publish_token() -> PublishToken {
+    PublishToken::new(PUBLISH_TOKEN).unwrap()
+}
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -22,6 +31,7 @@ pub fn init_tracing() {
 pub async fn tracker(addr: SocketAddr) -> TrackerServer {
     let mut config = TrackerConfig::default();
     config.announce_interval = std::time::Duration::from_millis(500);
+    config.publish_token = Some(publish_token());
     TrackerServer::bind(addr, Arc::new(TrackerService::new(config)))
         .await
         .unwrap()
@@ -33,6 +43,11 @@ pub async fn node(host: u8, dir: &Path, tracker: SocketAddr, rate: Option<u64>) 
     node_sending_files(host, dir, tracker, rate, true).await
 }
 
+/// [`node`] holding the publishing credential, so it may seed (publish metainfo).
+pub async fn publisher(host: u8, dir: &Path, tracker: SocketAddr, rate: Option<u64>) -> Node {
+    node_with(host, dir, tracker, rate, true, true).await
+}
+
 /// [`node`], sending pieces with `sendfile` or, if `send_file` is false, by copying them.
 pub async fn node_sending_files(
     host: u8,
@@ -41,6 +56,23 @@ pub async fn node_sending_files(
     rate: Option<u64>,
     send_file: bool,
 ) -> Node {
+    node_with(host, dir, tracker, rate, send_file, false).await
+}
+
+/// A node as [`node_sending_files`] makes it, holding the publishing credential if
+/// `publishes`.
+pub async fn node_with(
+    host: u8,
+    dir: &Path,
+    tracker: SocketAddr,
+    rate: Option<u64>,
+    send_file: bool,
+    publishes: bool,
+) -> Node {
+    let mut client = TrackerClient::new(&format!("http://{tracker}")).unwrap();
+    if publishes {
+        client = client.with_publish_token(publish_token());
+    }
     let mut config = NodeConfig::default();
     config.listen = SocketAddr::from(([127, 0, 0, host], 0));
     config.egress_rate = rate.map(ByteSize);
@@ -49,9 +81,7 @@ pub async fn node_sending_files(
     config.send_file = send_file;
     Node::builder(config)
         .store(BlobStore::open(dir).unwrap())
-        .tracker(Arc::new(
-            TrackerClient::new(&format!("http://{tracker}")).unwrap(),
-        ))
+        .tracker(Arc::new(client))
         .spawn()
         .await
         .unwrap()
@@ -101,12 +131,13 @@ impl TestSwarm {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-        let seeder = node_sending_files(
+        let seeder = node_with(
             2,
             &dir.path().join("seeder"),
             tracker.local_addr(),
             seeder_rate,
             seeder_sends_files,
+            true,
         )
         .await;
         let file = random_file(dir.path(), len, seed);

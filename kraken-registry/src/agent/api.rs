@@ -108,6 +108,22 @@ pub(crate) async fn handle(
     }
 }
 
+/// The agent's route names for metrics and the access log: the OCI API's
+/// ([`crate::oci::route_name`]) under `/v2/`, and Go Kraken's agent endpoints.
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
+    if path == "/v2" || path.starts_with("/v2/") {
+        return crate::oci::route_name(method, path);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["tags", rest @ ..]) if !rest.is_empty() => "tag_get",
+        (&Method::GET, ["namespace", _, "blobs", _]) => "blob_download",
+        (&Method::DELETE, ["blobs", _]) => "blob_evict",
+        (&Method::GET, ["preload", "tags", rest @ ..]) if !rest.is_empty() => "preload",
+        _ => "other",
+    }
+}
+
 /// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix):
 /// evicting a blob is for operators; the rest is the pull API (pushes to an agent are
 /// refused by its `/v2/` handler whoever asks).
@@ -327,6 +343,25 @@ mod tests {
             );
         }
         assert!(allowed_roles(&Method::GET, "/blobs/sha256:00") == Roles::ANYONE);
+    }
+
+    #[test]
+    fn route_names_are_the_oci_apis_and_go_krakens() {
+        for (method, path, route) in [
+            (Method::GET, "/v2/library/app/blobs/sha256:00", "blob_get"),
+            (Method::GET, "/v2/library/app/manifests/v1", "manifest_get"),
+            (Method::GET, "/tags/library%2Fapp%3Av1", "tag_get"),
+            (
+                Method::GET,
+                "/namespace/ns/blobs/sha256:00",
+                "blob_download",
+            ),
+            (Method::DELETE, "/blobs/sha256:00", "blob_evict"),
+            (Method::GET, "/preload/tags/app%3Av1", "preload"),
+            (Method::GET, "/elsewhere", "other"),
+        ] {
+            assert_eq!(route_name(&method, path), route, "{method} {path}");
+        }
     }
 
     #[test]

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
+use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::swarm::SwarmConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
+use crate::address::{check_host_port, check_url};
 pub use crate::cleanup::CleanupConfig;
 use crate::error::{Error, Result};
 
@@ -43,8 +45,10 @@ pub struct AgentConfig {
     /// Address the P2P peer listener binds. Default: `listen`'s IP, any port.
     #[serde(default)]
     pub peer_listen: Option<SocketAddr>,
-    /// Address announced to the tracker, where other peers reach this agent. Default: the
-    /// peer listener's address (which must then not be a wildcard address).
+    /// Address announced to the tracker, where other peers reach this agent; port 0 means
+    /// the peer listener's port. Default: the peer listener's address; `kraken agent` fills
+    /// in `--peer-ip` (`KRAKEN_PEER_IP`) or, for a wildcard peer listener, the address of the
+    /// interface of the default route.
     #[serde(default)]
     pub peer_advertise: Option<SocketAddr>,
     /// Directory of the blob cache (`blobs/`) and of the handler's scratch space. Required.
@@ -87,6 +91,10 @@ pub struct AgentConfig {
     /// Default: plain HTTP.
     #[serde(default)]
     pub client_tls: Option<ClientTlsConfig>,
+    /// A separate listener for `/metrics` (every listener of the role answers it anyway;
+    /// see `docs/metrics.md`). Default: none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl AgentConfig {
@@ -113,6 +121,7 @@ impl AgentConfig {
             http: defaults::http(),
             tls: None,
             client_tls: None,
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -128,6 +137,12 @@ impl AgentConfig {
             return Err(Error::Config(
                 "build_index: at least one build-index is needed".into(),
             ));
+        }
+        for tracker in &self.trackers {
+            check_url("trackers", tracker)?;
+        }
+        for address in &self.build_index {
+            check_host_port("build_index", address)?;
         }
         if self.cleanup.upload_ttl.is_some() {
             return Err(Error::Config(
@@ -159,6 +174,14 @@ pub struct P2pConfig {
     /// backend, wait for the blob's metainfo. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// A download that verifies no piece for this long asks the tracker for the origins'
+    /// metainfo again and starts over with it if it differs (see
+    /// `kraken_p2p::node::NodeConfig::metainfo_recheck_after`). Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub metainfo_recheck_after: Duration,
+    /// Largest blob downloaded: a longer metainfo is refused before anything is allocated.
+    /// Default: 64GiB.
+    pub max_blob_size: ByteSize,
     /// The scheduler's settings (connections per torrent, pipelining, timeouts).
     pub swarm: SwarmConfig,
 }
@@ -170,6 +193,8 @@ impl Default for P2pConfig {
             ingress_rate: None,
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            metainfo_recheck_after: Duration::from_secs(10),
+            max_blob_size: ByteSize(64 << 30),
             swarm: SwarmConfig::default(),
         }
     }

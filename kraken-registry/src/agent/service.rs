@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
 use kraken_p2p::tracker::{Tracker, TrackerPool};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,8 +19,10 @@ use crate::build_index::BuildIndexClient;
 use crate::cleanup::eviction_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use crate::metrics::{AgentMetrics, StoreMetrics, spawn_listener};
 use crate::oci::{OciConfig, OciHandler};
 use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::metrics::{Metrics, NodeMetrics};
 
 /// Builds an [`Agent`].
 #[derive(Debug)]
@@ -57,6 +58,7 @@ impl AgentBuilder {
                 client_tls.as_ref(),
             )?),
         };
+        crate::startup::data_dir(&config.data_dir)?;
         let store = {
             let store_config = config.cleanup.store_config();
             let root = config.data_dir.join("blobs");
@@ -64,7 +66,9 @@ impl AgentBuilder {
                 .await
                 .map_err(|_| Error::Internal("startup task failed"))??
         };
-        let listener = TcpListener::bind(config.listen).await?;
+        let metrics = Metrics::new();
+        let store_metrics = StoreMetrics::register(&metrics, store.clone());
+        let listener = crate::startup::bind("agent registry", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let mut node_config = NodeConfig::default();
         // The cleanup loop evicts (and keeps its own bookkeeping of what it evicted).
@@ -77,18 +81,24 @@ impl AgentBuilder {
         node_config.ingress_rate = config.p2p.ingress_rate;
         node_config.dial_timeout = config.p2p.dial_timeout;
         node_config.metainfo_timeout = config.p2p.metainfo_timeout;
+        node_config.metainfo_recheck_after = config.p2p.metainfo_recheck_after;
+        node_config.max_blob_size = config.p2p.max_blob_size;
         node_config.swarm = config.p2p.swarm.clone();
+        let peer_listen = node_config.listen;
         let node = Node::builder(node_config)
+            .metrics(NodeMetrics::register(&metrics))
             .store(store)
             .tracker(Arc::clone(&tracker))
             .spawn()
-            .await?;
+            .await
+            .map_err(crate::startup::node_error(peer_listen))?;
         let build_index =
             BuildIndexClient::with_tls(config.build_index.clone(), client_tls.as_ref())?;
         let storage = Arc::new(
             AgentStorage::new(node.clone(), tracker, build_index)
                 .with_max_manifest(config.limits.max_manifest_size.bytes())
-                .with_metainfo_timeout(config.p2p.metainfo_timeout),
+                .with_metainfo_timeout(config.p2p.metainfo_timeout)
+                .with_pull_metrics(AgentMetrics::register(&metrics)),
         );
         // Pushes are refused before an upload starts; the directory stays empty.
         let oci_config = OciConfig::new(config.data_dir.join("uploads"));
@@ -103,14 +113,26 @@ impl AgentBuilder {
             config,
             storage,
             oci,
+            metrics,
+            store_metrics,
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(cleanup_loop(Arc::clone(&state), shutdown.clone()));
+        spawn_listener(
+            &state.config.metrics,
+            "agent",
+            &state.metrics,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
         tasks.spawn(serve(
             ServeConfig::new("agent")
                 .tls(server_tls)
-                .limits(state.config.http.clone()),
+                .limits(state.config.http.clone())
+                .routes(api::route_name)
+                .metrics(state.metrics.clone()),
             listener,
             Arc::clone(&state),
             api::handle,
@@ -172,6 +194,11 @@ impl Agent {
         &self.node
     }
 
+    /// The agent's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
     /// The registry storage behind `/v2/`.
     pub fn storage(&self) -> &Arc<AgentStorage> {
         &self.state.storage
@@ -194,5 +221,13 @@ async fn cleanup_loop(state: Arc<AgentState>, shutdown: CancellationToken) {
     let evict = move || store.evict(SystemTime::now());
     // The seeding torrent holds the file open; closing it frees the space.
     let evicted = |digest: &kraken_core::Digest| node.unseed(digest);
-    eviction_loop(state.config.cleanup.interval, shutdown, evict, evicted).await;
+    let metrics = state.store_metrics.clone();
+    eviction_loop(
+        state.config.cleanup.interval,
+        shutdown,
+        evict,
+        evicted,
+        metrics,
+    )
+    .await;
 }

@@ -11,6 +11,10 @@ pub(crate) struct AgentState {
     pub(crate) config: AgentConfig,
     pub(crate) storage: Arc<AgentStorage>,
     pub(crate) oci: OciHandler,
+    /// The registry the agent's listener serves at `/metrics`.
+    pub(crate) metrics: kraken_p2p::metrics::Metrics,
+    /// The store's eviction counters in it.
+    pub(crate) store_metrics: crate::metrics::StoreMetrics,
     /// The client of `/readiness` probes of build-indexes and trackers.
     pub(crate) probe: reqwest::Client,
     /// `http`, or `https` with `client_tls`: how build-indexes are reached.

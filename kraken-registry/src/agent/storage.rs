@@ -2,7 +2,7 @@
 //! build-index, manifests and blobs over P2P.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
@@ -11,6 +11,7 @@ use kraken_p2p::node::Node;
 use kraken_p2p::tracker::Tracker;
 
 use crate::build_index::{BuildIndexClient, PageOptions, TagName};
+use crate::metrics::AgentMetrics;
 use crate::oci::{
     ByteStream, Descriptor, Manifest, Operation, Page, Reference, RegistryStorage, RepoName,
     StorageError, StorageResult, StoredManifest, Tag,
@@ -38,6 +39,8 @@ pub struct AgentStorage {
     build_index: BuildIndexClient,
     max_manifest: u64,
     metainfo_timeout: Duration,
+    /// Where pulls' time to first byte is recorded (the agent's metrics).
+    pulls: Option<AgentMetrics>,
 }
 
 impl AgentStorage {
@@ -51,7 +54,14 @@ impl AgentStorage {
             build_index,
             max_manifest: crate::oci::manifest::MAX_MANIFEST_SIZE as u64,
             metainfo_timeout: Duration::from_secs(60),
+            pulls: None,
         }
+    }
+
+    /// Records each blob stream's time to first byte in `metrics`.
+    pub(crate) fn with_pull_metrics(mut self, metrics: AgentMetrics) -> Self {
+        self.pulls = Some(metrics);
+        self
     }
 
     /// Serves manifests up to `bytes` long (at most 4 MiB, the parser's bound).
@@ -109,6 +119,7 @@ impl AgentStorage {
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
     ) -> StorageResult<ByteStream> {
+        let started = Instant::now();
         let stream = self
             .node
             .read_in(namespace, digest, range)
@@ -117,6 +128,12 @@ impl AgentStorage {
                 kraken_p2p::Error::MetaInfoNotFound(d) => StorageError::BlobUnknown(d),
                 e => StorageError::failed(e),
             })?;
+        let mut first = self.pulls.clone();
+        let stream = stream.inspect_ok(move |_| {
+            if let Some(pulls) = first.take() {
+                pulls.first_byte(started);
+            }
+        });
         Ok(Box::pin(stream.map_err(std::io::Error::other)))
     }
 

@@ -22,6 +22,25 @@ use crate::http::{Body, body, text};
 /// Largest request body read (only the internal duplicate calls have one).
 const MAX_REQUEST_BODY: usize = 64 << 10;
 
+/// The build-index's route names for metrics and the access log.
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["origin"]) => "origin",
+        (&Method::GET | &Method::HEAD, ["tags", _]) => "tag_get",
+        (&Method::PUT | &Method::POST, ["tags", _]) => "tag_put",
+        (&Method::DELETE, ["tags", _]) => "tag_delete",
+        (&Method::PUT, ["tags", _, "digest", _]) => "tag_put",
+        (&Method::GET, ["repositories", _, "tags"]) => "repository_tags",
+        (&Method::GET, ["list", ..]) => "list",
+        (&Method::GET, ["internal", "tags", _]) => "internal_tag_get",
+        (&Method::GET, ["internal", "list"]) => "internal_list",
+        (&Method::PUT, ["internal", "duplicate", "tags", _, "digest", _]) => "replica_tag_put",
+        (&Method::DELETE, ["internal", "duplicate", "tags", _]) => "replica_tag_delete",
+        _ => "other",
+    }
+}
+
 /// Handles one request.
 pub(crate) async fn handle(
     state: Arc<BuildIndexState>,
@@ -380,4 +399,37 @@ fn error_response(error: &Error) -> Response<Body> {
         tracing::warn!(error = %error_chain(error), "request failed");
     }
     text(status, &error_chain(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        for (method, path, route) in [
+            (Method::GET, "/tags/library%2Fapp%3Av1", "tag_get"),
+            (Method::HEAD, "/tags/app%3Av1", "tag_get"),
+            (Method::PUT, "/tags/app%3Av1/digest/sha256:00", "tag_put"),
+            (Method::DELETE, "/tags/app%3Av1", "tag_delete"),
+            (Method::GET, "/repositories/app/tags", "repository_tags"),
+            (Method::GET, "/list/library", "list"),
+            (Method::GET, "/internal/tags/app%3Av1", "internal_tag_get"),
+            (Method::GET, "/internal/list", "internal_list"),
+            (
+                Method::PUT,
+                "/internal/duplicate/tags/app%3Av1/digest/sha256:00",
+                "replica_tag_put",
+            ),
+            (
+                Method::DELETE,
+                "/internal/duplicate/tags/app%3Av1",
+                "replica_tag_delete",
+            ),
+            (Method::GET, "/origin", "origin"),
+            (Method::GET, "/elsewhere", "other"),
+        ] {
+            assert_eq!(route_name(&method, path), route, "{method} {path}");
+        }
+    }
 }

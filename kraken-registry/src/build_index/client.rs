@@ -13,7 +13,7 @@ use super::store::TagRecord;
 use super::tag::TagName;
 use kraken_p2p::tls::ClientTls;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 
 /// Largest answer read from a build-index (a page of 1000 long names fits many times).
 const MAX_ANSWER: usize = 8 << 20;
@@ -146,6 +146,21 @@ impl BuildIndexClient {
             addresses,
             scheme,
         })
+    }
+
+    /// `Ok` when one of the build-indexes answers `GET /health` with `200`; else every
+    /// address with what it did.
+    pub(crate) async fn check_ready(&self) -> std::result::Result<(), String> {
+        let mut failures = Vec::new();
+        for address in self.addresses.iter() {
+            let url = format!("{}://{address}/health", self.scheme);
+            match self.http.get(&url).send().await {
+                Ok(response) if response.status() == StatusCode::OK => return Ok(()),
+                Ok(response) => failures.push(format!("{address}: {}", response.status())),
+                Err(e) => failures.push(format!("{address}: {}", error_chain(&e))),
+            }
+        }
+        Err(failures.join("; "))
     }
 
     /// The same client (sharing connections), for the build-index at `address` only.

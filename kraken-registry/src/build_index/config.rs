@@ -7,9 +7,11 @@ use std::time::Duration;
 use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
+use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::address::check_host_port;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
 use crate::origin::ClusterConfig;
@@ -84,6 +86,10 @@ pub struct BuildIndexConfig {
     /// TLS toward origins, neighbours and remote build-indexes. Default: plain HTTP.
     #[serde(default)]
     pub client_tls: Option<ClientTlsConfig>,
+    /// A separate listener for `/metrics` (every listener of the role answers it anyway;
+    /// see `docs/metrics.md`). Default: none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl BuildIndexConfig {
@@ -103,6 +109,7 @@ impl BuildIndexConfig {
             http: HttpLimits::default(),
             tls: None,
             client_tls: None,
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -117,7 +124,14 @@ impl BuildIndexConfig {
     pub fn validate(&self) -> Result<()> {
         self.http.validate().map_err(Error::Config)?;
         self.origins.validate()?;
+        if let Some(advertise) = &self.advertise {
+            check_host_port("advertise", advertise)?;
+        }
+        for neighbour in &self.neighbours {
+            check_host_port("neighbours", neighbour)?;
+        }
         for remote in &self.remotes {
+            check_host_port("remotes.address", &remote.address)?;
             for pattern in &remote.repositories {
                 regex_lite::Regex::new(pattern).map_err(|e| {
                     Error::Config(format!("remotes: repository pattern {pattern:?}: {e}"))

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use kraken_backends::{Backend, Router};
 use regex_lite::Regex;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,9 +18,11 @@ use super::writeback::write_back_loop;
 use crate::durable::Journal;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use crate::metrics::{register_backends, register_queue, spawn_listener};
 use crate::origin::OriginClient;
 use crate::origin::OriginCluster;
 use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::metrics::Metrics;
 
 /// Builds a [`BuildIndex`].
 #[derive(Debug)]
@@ -44,6 +45,7 @@ impl BuildIndexBuilder {
     pub async fn spawn(self) -> Result<BuildIndex> {
         let config = self.config;
         config.validate()?;
+        crate::startup::data_dir(&config.data_dir)?;
         let (tags, write_backs, replications) = {
             let data = config.data_dir.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
@@ -58,9 +60,14 @@ impl BuildIndexBuilder {
             .await
             .map_err(|_| Error::Internal("startup task failed"))??
         };
+        let metrics = Metrics::new();
         let backend: Arc<dyn Backend> = match self.backend {
             Some(backend) => backend,
-            None => Arc::new(Router::from_config(&config.backends)?),
+            None => {
+                let router = Arc::new(Router::from_config(&config.backends)?);
+                register_backends(&metrics, Arc::clone(&router));
+                router
+            }
         };
         let remotes = config
             .remotes
@@ -77,7 +84,7 @@ impl BuildIndexBuilder {
                 Ok((remote.address.clone(), patterns))
             })
             .collect::<Result<Vec<_>>>()?;
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::startup::bind("build-index", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let name = config
             .advertise
@@ -114,13 +121,38 @@ impl BuildIndexBuilder {
             peers,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
+            metrics,
         });
+        let queue = Arc::downgrade(&state);
+        register_queue(
+            &state.metrics,
+            "kraken_build_index_writeback",
+            "tag write-back",
+            move || queue.upgrade().map(|state| state.write_backs.entries()),
+        );
+        let queue = Arc::downgrade(&state);
+        register_queue(
+            &state.metrics,
+            "kraken_build_index_replication",
+            "remote replication",
+            move || queue.upgrade().map(|state| state.replications.entries()),
+        );
+        spawn_listener(
+            &state.config.metrics,
+            "build-index",
+            &state.metrics,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(replication_loop(Arc::clone(&state)));
         tasks.spawn(serve(
             ServeConfig::new("build-index")
                 .tls(server_tls)
-                .limits(state.config.http.clone()),
+                .limits(state.config.http.clone())
+                .routes(api::route_name)
+                .metrics(state.metrics.clone()),
             listener,
             Arc::clone(&state),
             api::handle,
@@ -162,6 +194,11 @@ impl BuildIndex {
     /// This build-index's name among its neighbours.
     pub fn name(&self) -> &str {
         &self.state.name
+    }
+
+    /// The build-index's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
     }
 
     /// Tags waiting to be written to the backend.

@@ -50,6 +50,8 @@ pub(crate) struct BuildIndexState {
     pub(crate) peers: BuildIndexClient,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// The registry the build-index's listeners serve at `/metrics`.
+    pub(crate) metrics: kraken_p2p::metrics::Metrics,
 }
 
 impl BuildIndexState {

@@ -51,6 +51,7 @@ pub use self::handler::{OciHandler, ResponseBody};
 pub use self::local::LocalRegistry;
 pub use self::manifest::{Descriptor, Manifest, ManifestError, ManifestKind};
 pub use self::name::{Reference, RepoName, Tag};
+pub(crate) use self::router::route_name;
 pub use self::server::OciServer;
 pub use self::storage::{
     ByteStream, Operation, Page, RegistryStorage, StorageError, StorageResult, StoredManifest,

@@ -6,6 +6,7 @@
 //! may itself contain `manifests` or `blobs` as components; reading from the right keeps
 //! that unambiguous.
 
+use hyper::http::Method;
 use kraken_p2p::tracker::api::decode_segment;
 
 /// An endpoint and its path parameters, not yet validated.
@@ -71,6 +72,40 @@ pub(crate) fn route(path: &str) -> Option<Route<'_>> {
             }
         }
         _ => None,
+    }
+}
+
+/// The endpoint of a `/v2/` request as a metrics label (`blob_get`, `manifest_put`, …;
+/// `other` outside the API), from the same reading of the path as [`route`].
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
+    let by_method = |get, head, put, delete| match *method {
+        Method::GET => get,
+        Method::HEAD => head,
+        Method::PUT => put,
+        Method::DELETE => delete,
+        _ => "other",
+    };
+    match route(path) {
+        None => "other",
+        Some(Route::Base) => "v2",
+        Some(Route::Catalog) => "catalog",
+        Some(Route::Tags { .. }) => "tags_list",
+        Some(Route::Referrers { .. }) => "referrers",
+        Some(Route::Manifest { .. }) => by_method(
+            "manifest_get",
+            "manifest_head",
+            "manifest_put",
+            "manifest_delete",
+        ),
+        Some(Route::Blob { .. }) => by_method("blob_get", "blob_head", "other", "blob_delete"),
+        Some(Route::Uploads { .. }) => match *method {
+            Method::POST => "upload_start",
+            _ => "other",
+        },
+        Some(Route::Upload { .. }) => match *method {
+            Method::PATCH => "upload_patch",
+            _ => by_method("upload_status", "other", "upload_put", "upload_cancel"),
+        },
     }
 }
 
@@ -140,5 +175,19 @@ mod tests {
         ] {
             assert_eq!(route(none), None, "{none}");
         }
+    }
+
+    #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        let name = |method: Method, path: &str| route_name(&method, path);
+        assert_eq!(name(Method::GET, "/v2/a/b/blobs/sha256:00"), "blob_get");
+        assert_eq!(name(Method::HEAD, "/v2/a/blobs/sha256:00"), "blob_head");
+        assert_eq!(name(Method::PUT, "/v2/a/manifests/latest"), "manifest_put");
+        assert_eq!(name(Method::POST, "/v2/a/blobs/uploads/"), "upload_start");
+        assert_eq!(name(Method::PATCH, "/v2/a/blobs/uploads/x"), "upload_patch");
+        assert_eq!(name(Method::PUT, "/v2/a/blobs/uploads/x"), "upload_put");
+        assert_eq!(name(Method::GET, "/v2/"), "v2");
+        assert_eq!(name(Method::GET, "/v2/x/unknown/y"), "other");
+        assert_eq!(name(Method::GET, "/anything"), "other");
     }
 }

@@ -35,11 +35,12 @@ impl OciServer {
 
     /// Serves `handler` on a bound listener over plain HTTP.
     pub fn serve(listener: TcpListener, handler: OciHandler) -> crate::Result<Self> {
-        Self::serve_with(listener, handler, ServeConfig::new("registry"))
+        let config = ServeConfig::new("registry").metrics(kraken_p2p::metrics::Metrics::new());
+        Self::serve_with(listener, handler, config)
     }
 
     /// Serves `handler` on a bound listener with `config` (TLS, client certificates for
-    /// pushes, limits, drain time).
+    /// pushes, limits, drain time, metrics); routes are named by the OCI endpoint.
     pub fn serve_with(
         listener: TcpListener,
         handler: OciHandler,
@@ -49,6 +50,7 @@ impl OciServer {
             let handler = handler.clone();
             async move { handler.handle(request).await }
         };
+        let config = config.routes(super::route_name);
         Ok(Self(Server::spawn(listener, config, handle)?))
     }
 

@@ -21,6 +21,41 @@ use crate::http::text;
 /// Content type of blob bytes, as Go Kraken's origin sends it.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
 
+/// The origin's route names for metrics and the access log.
+pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["forcecleanup"]) => "forcecleanup",
+        (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
+        (_, ["namespace", _, "blobs", _, rest @ ..])
+        | (_, ["internal", "namespace", _, "blobs", _, rest @ ..]) => match (method, rest) {
+            (&Method::GET, []) => "blob_get",
+            (&Method::HEAD, []) => "blob_head",
+            (&Method::GET, ["metainfo"]) => "metainfo_get",
+            (&Method::POST, ["prefetch"]) => "prefetch",
+            (&Method::POST, ["verify"]) => "verify",
+            (&Method::POST, ["uploads"]) => "upload_start",
+            (&Method::PATCH, ["uploads", _]) => "upload_patch",
+            (&Method::PUT, ["uploads", _]) => "upload_commit",
+            _ => "other",
+        },
+        (
+            &Method::PUT,
+            [
+                "internal",
+                "duplicate",
+                "namespace",
+                _,
+                "blobs",
+                _,
+                "uploads",
+                _,
+            ],
+        ) => "replica_commit",
+        _ => "other",
+    }
+}
+
 /// Handles one request.
 pub(crate) async fn handle(
     state: Arc<OriginState>,
@@ -133,7 +168,10 @@ async fn get_blob(
     headers: &hyper::HeaderMap,
 ) -> Response<Body> {
     // A miss waits for the one backend read every concurrent request shares, then serves.
-    if !matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+    if matches!(state.store.status(digest), BlobStatus::Cached { .. }) {
+        // A miss is counted by the fetcher, which every other read goes through.
+        state.counters.cache(true);
+    } else {
         let callback = on_fetched(state, namespace);
         if let Err(e) = state.fetcher.ensure(namespace, digest, callback).await {
             return error_response(&e);
@@ -458,5 +496,63 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
             response
         }
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "unserialisable report"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_name_the_endpoint_never_the_path() {
+        let d = "sha256:00";
+        for (method, path, route) in [
+            (
+                Method::GET,
+                format!("/namespace/a%2Fb/blobs/{d}"),
+                "blob_get",
+            ),
+            (Method::HEAD, format!("/namespace/a/blobs/{d}"), "blob_head"),
+            (
+                Method::GET,
+                format!("/internal/namespace/a/blobs/{d}"),
+                "blob_get",
+            ),
+            (
+                Method::GET,
+                format!("/namespace/a/blobs/{d}/metainfo"),
+                "metainfo_get",
+            ),
+            (
+                Method::POST,
+                format!("/namespace/a/blobs/{d}/uploads"),
+                "upload_start",
+            ),
+            (
+                Method::PATCH,
+                format!("/namespace/a/blobs/{d}/uploads/u1"),
+                "upload_patch",
+            ),
+            (
+                Method::PUT,
+                format!("/namespace/a/blobs/{d}/uploads/u1"),
+                "upload_commit",
+            ),
+            (
+                Method::PUT,
+                format!("/internal/duplicate/namespace/a/blobs/{d}/uploads/u1"),
+                "replica_commit",
+            ),
+            (
+                Method::GET,
+                format!("/blobs/{d}/locations"),
+                "blob_locations",
+            ),
+            (Method::POST, "/forcecleanup".to_owned(), "forcecleanup"),
+            (Method::DELETE, format!("/namespace/a/blobs/{d}"), "other"),
+            (Method::GET, "/nothing/here".to_owned(), "other"),
+        ] {
+            assert_eq!(route_name(&method, &path), route, "{method} {path}");
+        }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
         state.shutdown.clone(),
         evict,
         evicted,
+        state.store_metrics.clone(),
     )
     .await;
 }

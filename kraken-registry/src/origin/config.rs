@@ -7,10 +7,12 @@ use std::time::Duration;
 use kraken_backends::BackendsConfig;
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
+use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::integrity::ScrubConfig;
+use crate::address::{check_host_port, check_url};
 use crate::cleanup::CleanupConfig;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
@@ -49,6 +51,16 @@ pub struct OriginConfig {
     /// The tracker to announce blobs to (`http://host:port`). Default: none (no P2P seeding).
     #[serde(default)]
     pub tracker: Option<String>,
+    /// A file holding the tracker's publish token (`publish_token_file` in the tracker's
+    /// config), presented on every request to the tracker so this origin may publish
+    /// metainfo and announce as an origin. Not needed when `client_tls` carries an origin
+    /// certificate the tracker checks. Default: none.
+    #[serde(default)]
+    pub tracker_publish_token_file: Option<PathBuf>,
+    /// The same token given directly, for embedders (never read from or written to a
+    /// config file). Default: none.
+    #[serde(skip)]
+    pub tracker_publish_token: Option<kraken_p2p::tracker::PublishToken>,
     /// The origin ring: members, replicas, health checks.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -79,6 +91,10 @@ pub struct OriginConfig {
     /// certificate). With it, origins are reached over `https`. Default: plain HTTP.
     #[serde(default)]
     pub client_tls: Option<ClientTlsConfig>,
+    /// A separate listener for `/metrics` (every listener of the role answers it anyway;
+    /// see `docs/metrics.md`). Default: none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl OriginConfig {
@@ -90,6 +106,8 @@ impl OriginConfig {
             peer_listen: None,
             data_dir: data_dir.into(),
             tracker: None,
+            tracker_publish_token_file: None,
+            tracker_publish_token: None,
             cluster: ClusterConfig::default(),
             backends: BackendsConfig::default(),
             write_back: WriteBackConfig::default(),
@@ -99,6 +117,7 @@ impl OriginConfig {
             http: HttpLimits::default(),
             tls: None,
             client_tls: None,
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -119,6 +138,12 @@ impl OriginConfig {
     pub fn validate(&self) -> Result<()> {
         self.http.validate().map_err(Error::Config)?;
         self.cluster.validate()?;
+        if let Some(advertise) = &self.advertise {
+            check_host_port("advertise", advertise)?;
+        }
+        if let Some(tracker) = &self.tracker {
+            check_url("tracker", tracker)?;
+        }
         if self.cleanup.upload_ttl.is_some()
             && self.limits.upload_ttl != LimitsConfig::default().upload_ttl
         {
@@ -207,6 +232,14 @@ impl ClusterConfig {
             return Err(Error::Config(
                 "cluster intervals must be longer than zero".into(),
             ));
+        }
+        match &self.members {
+            MembersConfig::Static(members) => {
+                for member in members {
+                    check_host_port("members", member)?;
+                }
+            }
+            MembersConfig::Dns(name) => check_host_port("members.dns", name)?,
         }
         Ok(())
     }

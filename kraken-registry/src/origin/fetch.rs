@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result, error_chain};
+use crate::metrics::OriginMetrics;
 
 /// How long a failed fetch is remembered, so that requests polling for a blob the backend
 /// lacks get their `404` instead of starting a fetch each (Go Kraken: 15 s).
@@ -74,6 +75,7 @@ pub(crate) struct Fetcher {
     flights: Mutex<HashMap<(String, Digest), Flight>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    metrics: OriginMetrics,
 }
 
 impl Fetcher {
@@ -84,6 +86,7 @@ impl Fetcher {
         max_blob: u64,
         tasks: TaskTracker,
         shutdown: CancellationToken,
+        metrics: OriginMetrics,
     ) -> Self {
         Self {
             store,
@@ -93,6 +96,7 @@ impl Fetcher {
             flights: Mutex::new(HashMap::new()),
             tasks,
             shutdown,
+            metrics,
         }
     }
 
@@ -107,8 +111,10 @@ impl Fetcher {
         if matches!(self.store.status(digest), BlobStatus::Cached { .. })
             && let Ok(meta) = self.store.metainfo(digest)
         {
+            self.metrics.cache(true);
             return Availability::Cached(meta);
         }
+        self.metrics.cache(false);
         let key = (namespace.to_owned(), *digest);
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         match flights.get(&key) {
@@ -125,6 +131,7 @@ impl Fetcher {
         let namespace = namespace.to_owned();
         let digest = *digest;
         self.tasks.spawn(async move {
+            let started = Instant::now();
             // On shutdown the fetch stops; its waiters see the channel close.
             let fetched = this
                 .shutdown
@@ -133,14 +140,17 @@ impl Fetcher {
             let Some(result) = fetched else { return };
             let result = match result {
                 Ok(meta) => {
+                    this.metrics.fetched("ok", started);
                     this.forget(&key);
                     on_fetched(meta.clone());
                     Ok(meta)
                 }
                 Err(e) => {
                     let failure = if e.is_not_found() {
+                        this.metrics.fetched("not_found", started);
                         FetchFailure::NotFound
                     } else {
+                        this.metrics.fetched("error", started);
                         tracing::warn!(digest = %digest.fmt_short(), error = %error_chain(&e), "fetch from backend failed");
                         FetchFailure::Failed(error_chain(&e))
                     };

@@ -235,6 +235,7 @@ async fn repair(state: &Arc<OriginState>, digest: &Digest, pinned: bool) {
     match repair_from_replica(state, &namespace, digest).await {
         Ok(origin) => {
             tracing::info!(digest = %digest.fmt_short(), %origin, "repaired a corrupt blob from a replica");
+            state.counters.corrupt("replica");
             if pinned && let Err(e) = state.store.pin(digest) {
                 tracing::error!(digest = %digest.fmt_short(), error = %error_chain(&e), "could not pin a repaired blob");
             }
@@ -247,6 +248,7 @@ async fn repair(state: &Arc<OriginState>, digest: &Digest, pinned: bool) {
     }
     if pinned {
         tracing::error!(digest = %digest.fmt_short(), "a corrupt blob not yet written back has no good replica: lost");
+        state.counters.corrupt("failed");
         return;
     }
     let this = Arc::clone(state);
@@ -258,9 +260,11 @@ async fn repair(state: &Arc<OriginState>, digest: &Digest, pinned: bool) {
     match fetched {
         Ok(_) => {
             tracing::info!(digest = %digest.fmt_short(), "repaired a corrupt blob from the backend");
+            state.counters.corrupt("backend");
         }
         Err(e) => {
             tracing::warn!(digest = %digest.fmt_short(), error = %error_chain(&e), "the backend could not repair a corrupt blob");
+            state.counters.corrupt("failed");
         }
     }
 }

@@ -45,6 +45,7 @@ pub(crate) async fn replicate(state: &Arc<OriginState>, namespace: &str, digest:
                 .client
                 .upload_file(owner, namespace, digest, blob.path(), CommitKind::Replica)
                 .await;
+            state.counters.replicated(pushed.is_ok());
             match pushed {
                 Ok(()) => {
                     tracing::info!(%owner, digest = %digest.fmt_short(), "replicated blob");
@@ -65,6 +66,7 @@ pub(crate) async fn replicate(state: &Arc<OriginState>, namespace: &str, digest:
 
 /// Checks every held blob against its owners once.
 pub(crate) async fn repair_pass(state: &Arc<OriginState>) -> usize {
+    state.counters.repair_pass();
     let digests = state.store.cached();
     futures::stream::iter(digests)
         .map(|digest| async move {

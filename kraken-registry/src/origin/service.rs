@@ -7,8 +7,7 @@ use std::sync::Arc;
 use kraken_backends::{Backend, Router};
 use kraken_core::BlobStore;
 use kraken_p2p::node::{Node, NodeConfig};
-use kraken_p2p::tracker::TrackerClient;
-use tokio::net::TcpListener;
+use kraken_p2p::tracker::{PublishToken, TrackerClient};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,7 +26,11 @@ use super::uploads::Uploads;
 use super::writeback::write_back_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
+use crate::metrics::{
+    OriginMetrics, StoreMetrics, register_backends, register_queue, spawn_listener,
+};
 use kraken_p2p::http_server::ServeConfig;
+use kraken_p2p::metrics::{Metrics, NodeMetrics};
 
 /// Builds an [`Origin`].
 #[derive(Debug)]
@@ -50,6 +53,7 @@ impl OriginBuilder {
     pub async fn spawn(self) -> Result<Origin> {
         let config = self.config;
         config.validate()?;
+        crate::startup::data_dir(&config.data_dir)?;
         let data = &config.data_dir;
         let store_config = config.cleanup.store_config();
         let max_concurrent_chunks = config.limits.max_concurrent_chunks;
@@ -73,7 +77,7 @@ impl OriginBuilder {
                 (router.clone(), Some(router))
             }
         };
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::startup::bind("origin", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let name = config
             .advertise
@@ -96,6 +100,12 @@ impl OriginBuilder {
             shutdown.clone(),
         )
         .await?;
+        let metrics = Metrics::new();
+        let counters = OriginMetrics::register(&metrics);
+        let store_metrics = StoreMetrics::register(&metrics, store.clone());
+        if let Some(router) = &router {
+            register_backends(&metrics, Arc::clone(router));
+        }
         let node = match &config.tracker {
             Some(tracker) => {
                 let mut node_config = NodeConfig::default();
@@ -105,14 +115,22 @@ impl OriginBuilder {
                     .peer_listen
                     .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
                 node_config.swarm.origin = true;
+                let peer_listen = node_config.listen;
+                let mut client = TrackerClient::connect(tracker, client_tls.as_ref())?;
+                let token = match &config.tracker_publish_token_file {
+                    Some(path) => Some(PublishToken::from_file(path)?),
+                    None => config.tracker_publish_token.clone(),
+                };
+                if let Some(token) = token {
+                    client = client.with_publish_token(token);
+                }
                 let node = Node::builder(node_config)
+                    .metrics(NodeMetrics::register(&metrics))
                     .store(store.clone())
-                    .tracker(Arc::new(TrackerClient::connect(
-                        tracker,
-                        client_tls.as_ref(),
-                    )?))
+                    .tracker(Arc::new(client))
                     .spawn()
-                    .await?;
+                    .await
+                    .map_err(crate::startup::node_error(peer_listen))?;
                 Some(node)
             }
             None => None,
@@ -124,6 +142,7 @@ impl OriginBuilder {
             config.limits.max_blob_size.bytes(),
             tasks.clone(),
             shutdown.clone(),
+            counters.clone(),
         ));
         let state = Arc::new(OriginState {
             config,
@@ -141,7 +160,25 @@ impl OriginBuilder {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             checks: Default::default(),
+            metrics,
+            counters,
+            store_metrics,
         });
+        let queue = Arc::downgrade(&state);
+        register_queue(
+            &state.metrics,
+            "kraken_origin_writeback",
+            "write-back",
+            move || queue.upgrade().map(|state| state.queue.entries()),
+        );
+        spawn_listener(
+            &state.config.metrics,
+            "origin",
+            &state.metrics,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await?;
         for digest in state.store.cached() {
             let namespace = state.namespaces.get(&digest).unwrap_or_default();
             state.seed(&namespace, &digest);
@@ -153,7 +190,9 @@ impl OriginBuilder {
         tasks.spawn(serve(
             ServeConfig::new("origin")
                 .tls(server_tls)
-                .limits(state.config.http.clone()),
+                .limits(state.config.http.clone())
+                .routes(api::route_name)
+                .metrics(state.metrics.clone()),
             listener,
             Arc::clone(&state),
             api::handle,
@@ -210,6 +249,11 @@ impl Origin {
     /// The P2P address blobs are seeded from, if the origin has a tracker.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.state.node.as_ref().map(Node::advertise_addr)
+    }
+
+    /// The origin's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
     }
 
     /// Blobs waiting to be written to the backend.

@@ -42,6 +42,12 @@ pub(crate) struct OriginState {
     pub(crate) node: Option<Node>,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// The registry every listener of the origin serves at `/metrics`.
+    pub(crate) metrics: kraken_p2p::metrics::Metrics,
+    /// The origin's cache, fetch, replication and repair counters in it.
+    pub(crate) counters: crate::metrics::OriginMetrics,
+    /// The store's eviction counters in it.
+    pub(crate) store_metrics: crate::metrics::StoreMetrics,
     /// Re-hashes of cached blobs in progress and recently done.
     pub(crate) checks: Checks,
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use kraken_core::ByteSize;
 use kraken_p2p::http_server::HttpLimits;
+use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::address::check_host_port;
 use crate::error::{Error, Result};
 use crate::oci::OciConfig;
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
@@ -68,6 +70,10 @@ pub struct ProxyConfig {
     /// TLS toward origins and build-indexes. Default: plain HTTP.
     #[serde(default)]
     pub client_tls: Option<ClientTlsConfig>,
+    /// A separate listener for `/metrics` (every listener of the role answers it anyway;
+    /// see `docs/metrics.md`). Default: none.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl ProxyConfig {
@@ -84,6 +90,7 @@ impl ProxyConfig {
             http: HttpLimits::default(),
             tls: None,
             client_tls: None,
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -95,6 +102,9 @@ impl ProxyConfig {
             return Err(Error::Config(
                 "build_index.addresses must name at least one build-index".into(),
             ));
+        }
+        for address in &self.build_index.addresses {
+            check_host_port("build_index.addresses", address)?;
         }
         if self.limits.max_page == 0 {
             return Err(Error::Config("limits.max_page must be at least 1".into()));

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use hyper::http::{Method, Request, Response, StatusCode};
 use kraken_p2p::http_server::{ConnectionInfo, RequestBody, ServeConfig};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,8 +15,10 @@ use super::storage::{ProxyStorage, StorageOptions};
 use crate::build_index::BuildIndexClient;
 use crate::error::Result;
 use crate::http::{Body, serve, text};
+use crate::metrics::spawn_listener;
 use crate::oci::OciHandler;
 use crate::origin::{OriginClient, OriginCluster};
+use kraken_p2p::metrics::Metrics;
 
 /// Builds a [`Proxy`].
 #[derive(Debug)]
@@ -39,7 +40,8 @@ impl ProxyBuilder {
             .as_ref()
             .map(|tls| tls.load())
             .transpose()?;
-        let listener = TcpListener::bind(config.listen).await?;
+        crate::startup::data_dir(&config.data_dir)?;
+        let listener = crate::startup::bind("proxy", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -59,11 +61,19 @@ impl ProxyBuilder {
             },
         ));
         let handler = OciHandler::new(Arc::clone(&storage) as _, config.oci())?;
-        let frontend = Arc::new(Frontend { handler, auth });
+        let frontend = Arc::new(Frontend {
+            handler,
+            auth,
+            storage: Arc::clone(&storage),
+        });
+        let metrics = Metrics::new();
+        spawn_listener(&config.metrics, "proxy", &metrics, &tasks, shutdown.clone()).await?;
         tasks.spawn(serve(
             ServeConfig::new("proxy")
                 .tls(server_tls)
-                .limits(config.http.clone()),
+                .limits(config.http.clone())
+                .routes(crate::oci::route_name)
+                .metrics(metrics.clone()),
             listener,
             frontend,
             handle,
@@ -73,6 +83,7 @@ impl ProxyBuilder {
         tracing::info!(addr = %local_addr, "proxy started");
         Ok(Proxy {
             local_addr,
+            metrics,
             storage,
             shutdown,
             tasks,
@@ -85,6 +96,7 @@ impl ProxyBuilder {
 #[derive(Debug)]
 pub struct Proxy {
     local_addr: SocketAddr,
+    metrics: Metrics,
     storage: Arc<ProxyStorage>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -106,6 +118,11 @@ impl Proxy {
         self.local_addr
     }
 
+    /// The proxy's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The storage behind the API, for embedders that serve it in their own
     /// [`OciHandler`].
     pub fn storage(&self) -> &Arc<ProxyStorage> {
@@ -121,17 +138,34 @@ impl Proxy {
     }
 }
 
-/// What the listener serves: `/health`, and `/v2/…` behind authentication.
+/// What the listener serves: `/health`, `/readiness`, and `/v2/…` behind authentication.
 #[derive(Debug)]
 struct Frontend {
     handler: OciHandler,
     auth: Option<Authenticator>,
+    /// For `/readiness`: the origins and build-indexes behind the API.
+    storage: Arc<ProxyStorage>,
 }
 
 async fn handle(frontend: Arc<Frontend>, request: Request<RequestBody>) -> Response<Body> {
     let path = request.uri().path();
     if path == "/health" || path == "/readiness" {
         return match *request.method() {
+            // Ready only when pushes can land: an origin passes its health checks and a
+            // build-index answers. `/health` is this process alone.
+            Method::GET | Method::HEAD if path == "/readiness" => {
+                crate::http::readiness(vec![
+                    (
+                        "origins",
+                        futures::future::Either::Left(frontend.storage.origins_ready()),
+                    ),
+                    (
+                        "build-index",
+                        futures::future::Either::Right(frontend.storage.build_index_ready()),
+                    ),
+                ])
+                .await
+            }
             Method::GET | Method::HEAD => text(StatusCode::OK, "OK\n"),
             _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         };

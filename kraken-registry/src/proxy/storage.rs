@@ -73,6 +73,16 @@ impl ProxyStorage {
         }
     }
 
+    /// Ready when an origin passes its health checks.
+    pub(crate) async fn origins_ready(&self) -> std::result::Result<(), String> {
+        self.origins.check_ready().await
+    }
+
+    /// Ready when a build-index answers `/health`.
+    pub(crate) async fn build_index_ready(&self) -> std::result::Result<(), String> {
+        self.build_index.check_ready().await
+    }
+
     /// The manifest `digest` from the origins, parsed; `None` when no origin has it or it
     /// is not a manifest (a layer asked for as a manifest).
     async fn fetch_manifest(

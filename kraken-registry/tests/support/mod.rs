@@ -79,7 +79,9 @@ pub async fn single_origin_with(
     (Origin::spawn(config.clone()).await.unwrap(), config)
 }
 
-/// An origin config for a loopback cluster with fast health checks and repair.
+/// The publish token of the test trackers, which the test origins hold.
+pub const PUBLISH_TOKEN: &str = "kraken-registry-test-publish-token";
+
 /// A tracker on 127.0.0.1 that asks the origins at `origins` for metainfo, and its URL.
 pub async fn tracker_for_origins(
     origins: &[SocketAddr],
@@ -91,8 +93,9 @@ pub async fn tracker_for_origins(
     let source = kraken_registry::origin::OriginMetaInfoSource::start(cluster)
         .await
         .unwrap();
-    let service =
-        TrackerService::new(TrackerConfig::default()).with_metainfo_source(Arc::new(source));
+    let mut config = TrackerConfig::default();
+    config.publish_token = kraken_p2p::tracker::PublishToken::new(PUBLISH_TOKEN);
+    let service = TrackerService::new(config).with_metainfo_source(Arc::new(source));
     let tracker = TrackerServer::bind("127.0.0.1:0".parse().unwrap(), Arc::new(service))
         .await
         .unwrap();
@@ -100,8 +103,36 @@ pub async fn tracker_for_origins(
     (tracker, url)
 }
 
+/// The tracing subscriber of a test, filtered by `RUST_LOG`.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// One origin on 127.0.0.1 over a filesystem backend under `dir`, seeding through a tracker
+/// that asks it for metainfo: the tracker, its URL, the origin.
+pub async fn origin_with_tracker(
+    dir: &Path,
+) -> (kraken_p2p::tracker::TrackerServer, String, Origin) {
+    let origin_addr = free_addr("127.0.0.1");
+    let (tracker, tracker_url) = tracker_for_origins(&[origin_addr]).await;
+    let mut config = origin_config(origin_addr, &[origin_addr], &dir.join("origin"));
+    config.backends = BackendsConfig::new(vec![RouteConfig::new(
+        ".*",
+        BackendConfig::Fs(kraken_backends::FsConfig::new(dir.join("backend"))),
+    )]);
+    config.tracker = Some(tracker_url.clone());
+    let origin = Origin::spawn(config).await.unwrap();
+    (tracker, tracker_url, origin)
+}
+
+/// An origin config for a loopback cluster with fast health checks and repair, holding the
+/// test trackers' publish token.
 pub fn origin_config(listen: SocketAddr, members: &[SocketAddr], data: &Path) -> OriginConfig {
     let mut config = OriginConfig::new(listen, data);
+    config.tracker_publish_token = kraken_p2p::tracker::PublishToken::new(PUBLISH_TOKEN);
     config.cluster.members =
         MembersConfig::Static(members.iter().map(ToString::to_string).collect());
     config.cluster.refresh_interval = Duration::from_millis(200);

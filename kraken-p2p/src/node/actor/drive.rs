@@ -9,7 +9,7 @@ use kraken_core::{Digest, PeerInfo};
 use tokio::sync::mpsc;
 
 use super::seed::resolve;
-use super::{Actor, ActorEvent, done_progress, verified_bytes};
+use super::{Actor, ActorEvent, done_progress, set_progress, verified_bytes};
 use crate::error::Error;
 use crate::node::conn::{ConnHandle, Outgoing, PieceSource};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, FinishError};
@@ -24,6 +24,16 @@ impl Actor {
         }
         while let Some(event) = self.swarm.poll_event() {
             self.on_swarm_event(now, event);
+        }
+        self.counters.blacklistings(self.swarm.blacklistings());
+        if self.counters.gauges_due(now) {
+            let downloading = self
+                .torrents
+                .values()
+                .filter(|t| matches!(t.source, PieceSource::Partial(_)))
+                .count();
+            let seeding = self.torrents.len() - downloading;
+            self.counters.state(downloading, seeding, self.conns.len());
         }
     }
 
@@ -167,19 +177,21 @@ impl Actor {
                 have,
                 total,
             } => {
-                if let Some(torrent) = self.torrents.get(&info_hash) {
+                let peers = self
+                    .swarm
+                    .torrent_stats(&info_hash)
+                    .map_or(0, |stats| stats.conns);
+                if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                    torrent.recheck.progressed(now);
                     let bytes = verified_bytes(&torrent.meta, have);
-                    let peers = self
-                        .swarm
-                        .torrent_stats(&info_hash)
-                        .map_or(0, |stats| stats.conns);
-                    let (started, initial) = torrent.started;
-                    let elapsed = now.saturating_duration_since(started).as_secs_f64();
+                    let (from, initial) = torrent.rate_from;
+                    let elapsed = now.saturating_duration_since(from).as_secs_f64();
                     let rate = if elapsed > 0.0 {
                         (bytes.saturating_sub(initial) as f64 / elapsed) as u64
                     } else {
                         0
                     };
+                    torrent.recheck.progressed(now);
                     for watcher in &torrent.progress {
                         watcher.send_modify(|p| {
                             p.have = have;
@@ -197,8 +209,11 @@ impl Actor {
                     && let PieceSource::Blob(blob) = &torrent.source
                 {
                     tracing::info!(torrent = %info_hash.fmt_short(), digest = %torrent.meta.digest().fmt_short(), "download complete");
+                    if let Some(started) = torrent.started.take() {
+                        self.counters.download(true, started);
+                    }
                     for watcher in torrent.progress.drain(..) {
-                        watcher.send_replace(done_progress(&torrent.meta));
+                        set_progress(&watcher, done_progress(&torrent.meta));
                     }
                     for waiter in torrent.waiters.drain(..) {
                         let _ = waiter.send(Ok(blob.clone()));
@@ -208,6 +223,9 @@ impl Actor {
             Event::Failed { info_hash, reason } => {
                 if let Some(torrent) = self.torrents.remove(&info_hash) {
                     self.by_digest.remove(torrent.meta.digest());
+                    if let Some(started) = torrent.started {
+                        self.counters.download(false, started);
+                    }
                     for waiter in torrent.waiters {
                         let _ = waiter.send(Err(Error::DownloadFailed {
                             digest: *torrent.meta.digest(),
@@ -235,13 +253,13 @@ impl Actor {
     /// waiters with [`Error::Cancelled`]; with `only_if_unwatched`, only when every waiter
     /// and progress receiver is gone. A complete blob is left alone.
     pub(super) fn cancel(&mut self, digest: &Digest, only_if_unwatched: bool) {
-        if let Some((waiters, watchers)) = self.preparing.get(digest) {
+        if let Some((waiters, watchers, _)) = self.preparing.get(digest) {
             let unwatched =
                 waiters.iter().all(|w| w.is_closed()) && watchers.iter().all(|w| w.is_closed());
             if only_if_unwatched && !unwatched {
                 return;
             }
-            let (waiters, _) = self.preparing.remove(digest).expect("checked above");
+            let (waiters, _, _) = self.preparing.remove(digest).expect("checked above");
             for waiter in waiters {
                 let _ = waiter.send(Err(Error::Cancelled(*digest)));
             }

@@ -115,6 +115,11 @@ pub(crate) enum ActorEvent {
         namespace: String,
         result: Result<Prepared>,
     },
+    /// The tracker answered a stalled download's request for the origins' metainfo.
+    Rechecked {
+        info_hash: InfoHash,
+        result: Result<Option<MetaInfo>>,
+    },
     /// A blob to seed was opened and its metainfo published, or this failed; `reply` is
     /// the waiting [`Command::SeedFile`] or [`Command::SeedStored`].
     Seeded {

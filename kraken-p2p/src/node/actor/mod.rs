@@ -3,6 +3,7 @@
 mod drive;
 mod messages;
 mod prepare;
+mod recheck;
 mod seed;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use self::messages::Waiter;
 pub(crate) use self::messages::{ActorEvent, Command};
 use self::seed::{seed_file, seed_stored};
 use super::conn::{ConnHandle, ConnTask, PieceSource};
+use super::counters::Counters;
 use super::rate::RateLimiter;
 use super::stream::PartialSource;
 use super::transport::{BoxStream, Listener, Transport};
@@ -44,6 +46,7 @@ pub(crate) struct ActorParts {
     pub(crate) peer_id: PeerId,
     pub(crate) advertise: SocketAddr,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) counters: Counters,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) span: tracing::Span,
@@ -64,8 +67,15 @@ struct Torrent {
     /// Whether a write-back is running.
     writing_back: bool,
     /// When the download started and the bytes it had then, for its rate.
-    started: (Instant, u64),
+    rate_from: (Instant, u64),
+    /// When the download was asked for (`None`: seeded, not downloaded).
+    started: Option<Instant>,
+    /// Watch for a download that verifies nothing (its metainfo may match nobody's bytes).
+    recheck: recheck::Recheck,
 }
+
+/// A download waiting for its metainfo: who waits, who watches, and when it was asked for.
+type Preparing = (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant);
 
 /// A download's written pieces are made durable every this many bytes, in the background:
 /// the disk then writes while pieces arrive, and completing a 1 GiB blob waits for the last
@@ -85,10 +95,11 @@ struct Actor {
     torrents: HashMap<InfoHash, Torrent>,
     by_digest: HashMap<Digest, InfoHash>,
     /// Downloads waiting for metainfo.
-    preparing: HashMap<Digest, (Vec<Waiter>, Vec<watch::Sender<Progress>>)>,
+    preparing: HashMap<Digest, Preparing>,
     events_tx: mpsc::Sender<ActorEvent>,
     ingress: Option<Arc<RateLimiter>>,
     egress: Option<Arc<RateLimiter>>,
+    counters: Counters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     span: tracing::Span,
@@ -121,6 +132,7 @@ pub(crate) fn spawn(parts: ActorParts) {
         by_digest: HashMap::new(),
         preparing: HashMap::new(),
         events_tx: events_tx.clone(),
+        counters: parts.counters,
         shutdown: parts.shutdown.clone(),
         tasks: parts.tasks.clone(),
         span: parts.span.clone(),
@@ -169,6 +181,11 @@ impl Actor {
         mut events: mpsc::Receiver<ActorEvent>,
     ) {
         tracing::info!(addr = %self.advertise, "node started");
+        // Stalled downloads are looked for a few times per recheck period.
+        let mut recheck = tokio::time::interval(
+            (self.config.metainfo_recheck_after / 4).max(std::time::Duration::from_millis(100)),
+        );
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timeout = self.swarm.poll_timeout();
             let sleep = async {
@@ -182,6 +199,7 @@ impl Actor {
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(event) = events.recv() => self.on_event(event),
                 () = sleep => self.swarm.handle_timeout(Instant::now()),
+                _ = recheck.tick() => self.recheck_stalled(Instant::now()),
             }
             self.drive();
         }
@@ -197,7 +215,7 @@ impl Actor {
                 let _ = waiter.send(Err(Error::Shutdown));
             }
         }
-        for (_, (waiters, _)) in self.preparing.drain() {
+        for (_, (waiters, _, _)) in self.preparing.drain() {
             for waiter in waiters {
                 let _ = waiter.send(Err(Error::Shutdown));
             }
@@ -391,7 +409,10 @@ impl Actor {
                 }
                 message => self.swarm.handle_message(now, conn, message),
             },
-            ActorEvent::PieceSent { conn, bytes } => self.swarm.handle_piece_sent(now, conn, bytes),
+            ActorEvent::PieceSent { conn, bytes } => {
+                self.counters.sent(self.swarm.is_origin(conn), bytes);
+                self.swarm.handle_piece_sent(now, conn, bytes);
+            }
             ActorEvent::Closed { conn, how } => {
                 if self.conns.remove(&conn).is_some() {
                     self.swarm.handle_closed(now, conn, how);
@@ -403,6 +424,11 @@ impl Actor {
                 index,
                 result,
             } => {
+                self.counters.piece(match result {
+                    Ok(()) => None,
+                    Err(PieceWriteError::Corrupt) => Some("corrupt"),
+                    Err(PieceWriteError::Storage) => Some("storage"),
+                });
                 if result.is_ok() {
                     self.write_back_if_due(&info_hash, index);
                 }
@@ -457,6 +483,9 @@ impl Actor {
                 namespace,
                 result,
             } => self.on_download_ready(now, digest, namespace, result),
+            ActorEvent::Rechecked { info_hash, result } => {
+                self.on_rechecked(now, info_hash, result);
+            }
             ActorEvent::Seeded {
                 result,
                 namespace,
@@ -475,6 +504,8 @@ impl Actor {
     }
 
     fn on_payload(&mut self, now: Instant, conn: ConnId, index: u32, data: bytes::Bytes) {
+        self.counters
+            .received(self.swarm.is_origin(conn), data.len() as u64);
         let Some((info_hash, piece)) =
             self.swarm
                 .handle_piece_received(now, conn, index, data.len() as u64)
@@ -586,6 +617,17 @@ fn verified_bytes(meta: &MetaInfo, have: u32) -> u64 {
     } else {
         (u64::from(have) * meta.piece_length()).min(meta.length())
     }
+}
+
+/// Publishes `progress` to a watcher, keeping its count of restarts (which only
+/// [`recheck`] raises).
+fn set_progress(watcher: &watch::Sender<Progress>, progress: Progress) {
+    watcher.send_modify(|old| {
+        *old = Progress {
+            restarts: old.restarts,
+            ..progress
+        };
+    });
 }
 
 /// Whether a tracker's answer refuses the announce for good: a client error other than a

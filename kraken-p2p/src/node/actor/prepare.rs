@@ -8,7 +8,8 @@ use std::time::Instant;
 use kraken_core::{Blob, BlobStatus, BlobStore, Digest, Download, MetaInfo};
 use tokio::sync::watch;
 
-use super::{Actor, ActorEvent, Torrent, Waiter, done_progress};
+use super::recheck::Recheck;
+use super::{Actor, ActorEvent, Torrent, Waiter, done_progress, set_progress};
 use crate::error::{Error, Result};
 use crate::node::Progress;
 use crate::node::conn::PieceSource;
@@ -35,7 +36,7 @@ impl Actor {
             .and_then(|h| self.torrents.get_mut(h))
         {
             if let PieceSource::Blob(blob) = &torrent.source {
-                progress.send_replace(done_progress(&torrent.meta));
+                set_progress(&progress, done_progress(&torrent.meta));
                 let _ = reply.send(Ok(blob.clone()));
             } else {
                 torrent.waiters.push(reply);
@@ -43,12 +44,13 @@ impl Actor {
             }
             return;
         }
-        if let Some((waiters, watchers)) = self.preparing.get_mut(&digest) {
+        if let Some((waiters, watchers, _)) = self.preparing.get_mut(&digest) {
             waiters.push(reply);
             watchers.push(progress);
             return;
         }
-        self.preparing.insert(digest, (vec![reply], vec![progress]));
+        self.preparing
+            .insert(digest, (vec![reply], vec![progress], Instant::now()));
         let namespace = if namespace.is_empty() {
             self.config.namespace.clone()
         } else {
@@ -56,10 +58,25 @@ impl Actor {
         };
         let store = self.store.clone();
         let tracker = Arc::clone(&self.tracker);
+        let limits = (
+            self.config.metainfo_timeout,
+            self.config.max_blob_size.bytes(),
+        );
+        self.spawn_preparation(digest, namespace, move |namespace| async move {
+            prepare_download(store, tracker, &namespace, digest, limits).await
+        });
+    }
+
+    /// Runs `prepare` (which readies a download of `digest`) as a task, and hands its
+    /// outcome back to the actor as [`ActorEvent::DownloadReady`].
+    pub(super) fn spawn_preparation<F, Fut>(&self, digest: Digest, namespace: String, prepare: F)
+    where
+        F: FnOnce(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Prepared>> + Send,
+    {
         let events = self.events_tx.clone();
-        let timeout = self.config.metainfo_timeout;
         self.spawn_task(async move {
-            let result = prepare_download(store, tracker, &namespace, digest, timeout).await;
+            let result = prepare(namespace.clone()).await;
             let _ = events
                 .send(ActorEvent::DownloadReady {
                     digest,
@@ -77,7 +94,7 @@ impl Actor {
         namespace: String,
         result: Result<Prepared>,
     ) {
-        let Some((waiters, watchers)) = self.preparing.remove(&digest) else {
+        let Some((waiters, watchers, started)) = self.preparing.remove(&digest) else {
             return;
         };
         match result {
@@ -90,40 +107,10 @@ impl Actor {
                 }
             }
             Ok(Prepared::Started(meta, download)) => {
-                let info_hash = meta.info_hash();
-                let have = download.bitfield();
-                let bytes = super::verified_bytes(&meta, have.count_ones());
-                let progress = Progress {
-                    have: have.count_ones(),
-                    total: have.len(),
-                    length: meta.length(),
-                    bytes,
-                    stage: crate::node::Stage::Downloading,
-                    ..Progress::default()
-                };
-                for watcher in &watchers {
-                    watcher.send_replace(progress);
-                }
-                self.by_digest.insert(digest, info_hash);
-                self.torrents.insert(
-                    info_hash,
-                    Torrent {
-                        meta: Arc::clone(&meta),
-                        namespace: namespace.clone(),
-                        source: PieceSource::Partial(download),
-                        waiters,
-                        progress: watchers,
-                        keep: false,
-                        unsynced: 0,
-                        writing_back: false,
-                        started: (now, bytes),
-                    },
-                );
-                if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
-                    tracing::error!(error = %e, "could not add torrent");
-                }
+                self.start_torrent(now, meta, download, namespace, (waiters, watchers, started));
             }
             Err(e) => {
+                self.counters.download(false, started);
                 let message = e.to_string();
                 let mut first = Some(e);
                 for waiter in waiters {
@@ -136,16 +123,64 @@ impl Actor {
             }
         }
     }
+
+    /// Adds an opened download to the swarm, with the waiters and watchers of its blob.
+    pub(super) fn start_torrent(
+        &mut self,
+        now: Instant,
+        meta: Arc<MetaInfo>,
+        download: Download,
+        namespace: String,
+        (waiters, watchers, started): super::Preparing,
+    ) {
+        let digest = *meta.digest();
+        let info_hash = meta.info_hash();
+        let have = download.bitfield();
+        let bytes = super::verified_bytes(&meta, have.count_ones());
+        let progress = Progress {
+            have: have.count_ones(),
+            total: have.len(),
+            length: meta.length(),
+            bytes,
+            stage: crate::node::Stage::Downloading,
+            ..Progress::default()
+        };
+        for watcher in &watchers {
+            set_progress(watcher, progress);
+        }
+        self.by_digest.insert(digest, info_hash);
+        self.torrents.insert(
+            info_hash,
+            Torrent {
+                meta: Arc::clone(&meta),
+                namespace: namespace.clone(),
+                source: PieceSource::Partial(download),
+                waiters,
+                progress: watchers,
+                keep: false,
+                unsynced: 0,
+                writing_back: false,
+                recheck: Recheck::new(now),
+                started: Some(started),
+                rate_from: (now, bytes),
+            },
+        );
+        if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
+            tracing::error!(error = %e, "could not add torrent");
+        }
+    }
 }
 
 /// Finds the blob in the store, or fetches its metainfo and opens (or resumes) a download.
+/// `limits` are the time to wait for the metainfo and the largest blob length believed.
 async fn prepare_download(
     store: BlobStore,
     tracker: Arc<dyn Tracker>,
     namespace: &str,
     digest: Digest,
-    timeout: std::time::Duration,
+    limits: (std::time::Duration, u64),
 ) -> Result<Prepared> {
+    let (timeout, max_blob) = limits;
     let cached = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || match store.status(&digest) {
@@ -167,7 +202,22 @@ async fn prepare_download(
     if let Some(cached) = cached {
         return Ok(cached);
     }
-    let meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
+    let mut meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
+    if meta.length() > max_blob {
+        // The file would be allocated at this length before a byte is checked: ask the
+        // blob's owners instead of whoever the tracker heard from.
+        meta = tracker
+            .refresh_metainfo(namespace, &digest)
+            .await?
+            .ok_or(Error::MetaInfoNotFound(digest))?;
+        if meta.length() > max_blob {
+            return Err(Error::BlobTooLarge {
+                digest,
+                length: meta.length(),
+                max: max_blob,
+            });
+        }
+    }
     if meta.length() == 0 {
         // An empty blob has no piece to fetch, so no swarm would ever complete it: its
         // digest says all there is (import checks it).
@@ -181,21 +231,39 @@ async fn prepare_download(
         .map_err(|_| Error::Internal("store task failed"))?
         .map_err(Error::from);
     }
-    let meta = Arc::new(meta);
-    let opened = {
-        let meta = Arc::clone(&meta);
-        tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
-            Ok(download) => Ok(Prepared::Started(meta, download)),
-            Err(kraken_core::Error::AlreadyComplete(_)) => store.open_blob(&digest).map(|blob| {
-                let progress = cached_progress(&store, &blob);
-                Prepared::Cached(blob, progress)
-            }),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(|_| Error::Internal("store task failed"))??
-    };
-    Ok(opened)
+    open_download(store, Arc::new(meta)).await
+}
+
+/// Opens (or resumes) the download of `meta` in the store, or finds the blob complete.
+/// Another metainfo's download of the same blob may still be open for a moment (its last
+/// piece writes finishing after it was dropped); that is waited out, briefly.
+pub(super) async fn open_download(store: BlobStore, meta: Arc<MetaInfo>) -> Result<Prepared> {
+    let digest = *meta.digest();
+    let mut attempts = 0;
+    loop {
+        let opened = {
+            let (store, meta) = (store.clone(), Arc::clone(&meta));
+            tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
+                Ok(download) => Ok(Prepared::Started(meta, download)),
+                Err(kraken_core::Error::AlreadyComplete(_)) => {
+                    store.open_blob(&digest).map(|blob| {
+                        let progress = cached_progress(&store, &blob);
+                        Prepared::Cached(blob, progress)
+                    })
+                }
+                Err(e) => Err(e),
+            })
+            .await
+            .map_err(|_| Error::Internal("store task failed"))?
+        };
+        match opened {
+            Err(kraken_core::Error::MetaInfoConflict(_)) if attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 /// The progress of a blob found complete in the store: its real piece count and length.

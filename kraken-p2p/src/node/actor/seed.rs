@@ -57,7 +57,9 @@ impl Actor {
             keep,
             unsynced: 0,
             writing_back: false,
-            started: (now, meta.length()),
+            rate_from: (now, meta.length()),
+            started: None,
+            recheck: super::recheck::Recheck::new(now),
         });
         torrent.keep |= keep;
         let full = Bitfield::full(meta.piece_count());

@@ -177,6 +177,7 @@ fn a_normal_close_is_not_a_failure_but_bad_data_is() {
     let (polite, _) = accept(&mut s, now, &meta, 2, &full);
     s.handle_closed(now, polite, ConnClosed::Normal);
     assert!(!s.is_blacklisted(now, &peer(2), &meta.info_hash()));
+    assert_eq!(s.blacklistings(), 0);
 
     let (rude, actions) = accept(&mut s, now, &meta, 3, &full);
     let unrequested = (0..8)
@@ -189,6 +190,8 @@ fn a_normal_close_is_not_a_failure_but_bad_data_is() {
     assert!(drain(&mut s).contains(&Action::Close { conn: rude }));
     assert!(s.is_blacklisted(now, &peer(3), &meta.info_hash()));
     assert!(!s.is_blacklisted(now + Duration::from_secs(31), &peer(3), &meta.info_hash()));
+    // The driver's metrics count it.
+    assert_eq!(s.blacklistings(), 1);
 }
 
 #[test]

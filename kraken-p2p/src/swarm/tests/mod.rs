@@ -133,6 +133,7 @@ fn corrupt_peers_are_blacklisted() {
         net.swarm(victim).is_blacklisted(net.now(), &liar_id, &h)
     });
     assert!(caught);
+    assert!(net.swarm(victim).blacklistings() >= 1);
 }
 
 #[test]
