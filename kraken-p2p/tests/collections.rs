@@ -258,10 +258,10 @@ async fn dropping_a_dir_fetch_cancels_its_downloads() {
         Digest::sha256_of(&std::fs::read(model.join("model-00001-of-00002.safetensors")).unwrap());
     // Wait (bounded) until the big shard is being downloaded, with some of it verified.
     tokio::time::timeout(LIMIT, async {
-        while !fetcher
+        while fetcher
             .torrent_stats(&shard)
             .await
-            .is_some_and(|stats| stats.have > 0)
+            .is_none_or(|stats| stats.have == 0)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
