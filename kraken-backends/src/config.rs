@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
+#[cfg(feature = "cloud")]
 use crate::cloud_config::{AzureConfig, GcsConfig, S3Config};
 use crate::error::Result;
 use crate::fs::{FsBackend, FsConfig};
@@ -29,11 +30,14 @@ pub enum BackendConfig {
     Fs(FsConfig),
     /// [`HttpConfig`].
     Http(HttpConfig),
-    /// [`S3Config`].
+    /// [`S3Config`] (feature `cloud`).
+    #[cfg(feature = "cloud")]
     S3(S3Config),
-    /// [`GcsConfig`].
+    /// [`GcsConfig`] (feature `cloud`).
+    #[cfg(feature = "cloud")]
     Gcs(GcsConfig),
-    /// [`AzureConfig`].
+    /// [`AzureConfig`] (feature `cloud`).
+    #[cfg(feature = "cloud")]
     Azure(AzureConfig),
     /// [`WebHdfsConfig`].
     Webhdfs(WebHdfsConfig),
@@ -47,8 +51,11 @@ impl BackendConfig {
         Ok(match self {
             Self::Fs(config) => Arc::new(FsBackend::new(config.clone())?),
             Self::Http(config) => Arc::new(HttpBackend::new(config.clone())?),
+            #[cfg(feature = "cloud")]
             Self::S3(config) => Arc::new(config.build()?),
+            #[cfg(feature = "cloud")]
             Self::Gcs(config) => Arc::new(config.build()?),
+            #[cfg(feature = "cloud")]
             Self::Azure(config) => Arc::new(config.build()?),
             Self::Webhdfs(config) => Arc::new(WebHdfsBackend::new(config.clone())?),
             Self::Registry(config) => Arc::new(RegistryBackend::new(config.clone())?),

@@ -76,13 +76,14 @@ pub enum Error {
     InvalidResponse(String),
     /// The request could not be sent or its answer could not be read (connection refused,
     /// reset, timed out). Usually transient.
-    #[error("request to backend failed")]
+    #[error("request to backend failed: {0}")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A local or remote file operation failed.
-    #[error("I/O error")]
+    #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// An error from the `object_store` client (S3, GCS, Azure) other than not-found.
-    #[error("object store request failed")]
+    #[cfg(feature = "cloud")]
+    #[error("object store request failed: {0}")]
     ObjectStore(#[source] object_store::Error),
     /// The operation took longer than allowed.
     #[error("backend operation timed out after {0:?}")]
@@ -113,6 +114,7 @@ impl Error {
         match self {
             Self::Transport(_) | Self::Io(_) | Self::Timeout(_) => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            #[cfg(feature = "cloud")]
             Self::ObjectStore(error) => !matches!(
                 error,
                 object_store::Error::NotFound { .. }

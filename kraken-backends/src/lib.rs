@@ -64,8 +64,11 @@
 
 mod backend;
 mod client;
+#[cfg(feature = "cloud")]
 mod cloud;
+#[cfg(feature = "cloud")]
 mod cloud_client;
+#[cfg(feature = "cloud")]
 mod cloud_config;
 mod config;
 mod error;
@@ -85,7 +88,9 @@ pub use crate::backend::{
     collect_bytes,
 };
 pub use crate::client::{HttpClientConfig, install_crypto_provider};
+#[cfg(feature = "cloud")]
 pub use crate::cloud::{CloudBackend, MultipartConfig};
+#[cfg(feature = "cloud")]
 pub use crate::cloud_config::{AzureConfig, GcsConfig, S3Config};
 pub use crate::config::{BackendConfig, BackendsConfig, RouteConfig};
 pub use crate::error::{Error, Result};

@@ -108,7 +108,10 @@ pub(crate) fn say(message: &str) {
 /// in JSON mode.
 pub(crate) fn fatal(error: &anyhow::Error) {
     match format() {
-        LogFormat::Text => eprintln!("kraken: {error:#}"),
-        LogFormat::Json => tracing::error!(target: "kraken", "{error:#}"),
+        // The library errors include their causes in their own text: print each once.
+        LogFormat::Text => eprintln!("kraken: {}", kraken_core::error_chain(error.as_ref())),
+        LogFormat::Json => {
+            tracing::error!(target: "kraken", "{}", kraken_core::error_chain(error.as_ref()));
+        }
     }
 }

@@ -10,6 +10,7 @@ mod example_configs;
 mod exit;
 mod logging;
 mod metainfo;
+mod model;
 mod origin;
 #[cfg(feature = "otel")]
 mod otel;
@@ -110,8 +111,9 @@ Server roles:
   devcluster   Run a whole cluster in one process on loopback
 
 Client commands:
-  fetch        Download a blob from the swarm into a file, verified
-  seed         Seed a file to the swarm until interrupted
+  fetch        Download a blob (or a directory) from the swarm, verified
+  seed         Seed a file or directory, in place, until interrupted
+  model        Push a model directory as a ModelPack artifact, or pull one
 
 Tools:
   config       Check a role's settings, or print every key with its default
@@ -186,12 +188,16 @@ enum Command {
     /// Run a whole cluster in one process on loopback (tracker, origin, build-index, proxy,
     /// agents) with local-directory backends, on Go Kraken's devcluster ports.
     Devcluster(devcluster::DevClusterArgs),
-    /// Seed a file to the swarm until interrupted.
+    /// Seed a file or a directory to the swarm, in place, until interrupted.
     Seed(p2p::SeedArgs),
-    /// Download a blob from the swarm into a file, verified. A progress bar on a terminal,
-    /// one summary line otherwise; the exit status says why it failed (see `kraken --help`).
+    /// Download a blob from the swarm into a file (or a collection into a directory),
+    /// verified. A progress bar on a terminal, one summary line otherwise; the exit status
+    /// says why it failed (see `kraken --help`).
     #[command(after_help = exit::HELP)]
     Fetch(p2p::FetchArgs),
+    /// Push a model directory as a ModelPack artifact, or pull one into a directory.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Check a role's settings, or print every key with its default.
     #[command(subcommand)]
     Config(config::command::ConfigCommand),
@@ -236,6 +242,9 @@ fn main() -> ExitCode {
         }
         Command::Seed(args) => process::runtime().and_then(|rt| rt.block_on(p2p::seed(args))),
         Command::Fetch(args) => process::runtime().and_then(|rt| rt.block_on(p2p::fetch(args))),
+        Command::Model(command) => {
+            process::runtime().and_then(|rt| rt.block_on(model::run(command)))
+        }
         Command::Config(command) => config::command::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),

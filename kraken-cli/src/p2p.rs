@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
+use kraken_core::collection::{self, Collection};
+use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy, StoreConfig};
 use kraken_p2p::http_server::{HttpLimits, ServeConfig};
 use kraken_p2p::metrics::{Metrics, MetricsConfig};
 use kraken_p2p::node::{Node, NodeConfig, Progress};
@@ -221,7 +222,10 @@ pub(crate) struct PeerArgs {
     #[arg(long)]
     rate: Option<Rate>,
     /// Blob store directory. Default: a directory per listen address under the system's
-    /// temporary directory, so a restarted node resumes.
+    /// temporary directory, so a restarted node resumes. It holds no copies of finished
+    /// transfers (fetched blobs are moved to `--out`, seeded files are recorded where they
+    /// are), and each start evicts from it what was idle for over an hour and partial
+    /// downloads idle for over a day (see docs/embedding.md).
     #[arg(long)]
     store: Option<PathBuf>,
     /// Announce interval until the tracker says otherwise (e.g. `3s`).
@@ -264,7 +268,9 @@ pub(crate) struct PeerArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SeedArgs {
-    /// The file to seed.
+    /// The file or directory to seed, in place (nothing is copied; it must not change while
+    /// it is seeded). A directory is seeded as a collection: the digest printed names the
+    /// whole tree, for `kraken fetch DIGEST --out DIR`.
     file: PathBuf,
     /// Piece length (`1MiB`); default: chosen from the file's size by the standard table.
     #[arg(long, value_name = "SIZE")]
@@ -275,9 +281,10 @@ pub(crate) struct SeedArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct FetchArgs {
-    /// The blob's digest (`sha256:<hex>`).
+    /// The blob's digest (`sha256:<hex>`), or a collection's (from `kraken seed DIR`).
     digest: Digest,
-    /// Where to write the verified blob.
+    /// Where to put the verified blob (moved there from the store, written once), or, for a
+    /// collection, the directory to lay its tree out in.
     #[arg(long)]
     out: PathBuf,
     /// The blob's namespace (repository), which origins use to pick its backend.
@@ -361,18 +368,47 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the default store keeps a finished blob's entry (its metainfo, and a reference
+/// to where the blob went) unused.
+const DEFAULT_STORE_IDLE_TTL: Duration = Duration::from_secs(3600);
+/// How long the default store keeps a partial download for `kraken fetch` to resume.
+const DEFAULT_STORE_DOWNLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The store `kraken seed` and `kraken fetch` use without `--store`: one per listen address
+/// under the temporary directory, evicted by policy at every start so that nothing
+/// accumulates there.
+fn open_default_store(listen: SocketAddr) -> anyhow::Result<BlobStore> {
+    let dir = std::env::temp_dir()
+        .join("kraken")
+        .join(listen.to_string().replace([':', '[', ']'], "_"));
+    let mut config = StoreConfig::default();
+    config.idle_ttl = Some(DEFAULT_STORE_IDLE_TTL);
+    config.download_idle_ttl = Some(DEFAULT_STORE_DOWNLOAD_TTL);
+    let store = BlobStore::open_with_config(&dir, config)
+        .with_context(|| format!("opening the blob store at {}", dir.display()))?;
+    let report = store
+        .evict(std::time::SystemTime::now())
+        .with_context(|| format!("evicting from {}", dir.display()))?;
+    if report.freed_bytes > 0 || !report.idle.is_empty() {
+        tracing::info!(
+            blobs = report.idle.len() + report.watermark.len(),
+            bytes = report.freed_bytes,
+            "evicted idle blobs from the default store"
+        );
+    }
+    Ok(store)
+}
+
 /// Starts a node from the common flags; `configure` adjusts the rest of its configuration.
 async fn start_node(
     args: &PeerArgs,
     configure: impl FnOnce(&mut NodeConfig),
 ) -> anyhow::Result<Node> {
-    let store_dir = args.store.clone().unwrap_or_else(|| {
-        std::env::temp_dir()
-            .join("kraken")
-            .join(args.listen.to_string().replace([':', '[', ']'], "_"))
-    });
-    let store = BlobStore::open(&store_dir)
-        .with_context(|| format!("opening the blob store at {}", store_dir.display()))?;
+    let store = match &args.store {
+        Some(dir) => BlobStore::open(dir)
+            .with_context(|| format!("opening the blob store at {}", dir.display()))?,
+        None => open_default_store(args.listen)?,
+    };
     let tls = args
         .tls_ca
         .as_ref()
@@ -449,18 +485,31 @@ pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         config.swarm.origin = true;
     })
     .await?;
-    let meta = node
-        .seed_file(&args.file)
-        .await
-        .with_context(|| format!("seeding {}", args.file.display()))?;
-    println!("{}", meta.digest());
-    say(&format!(
-        "seeding {} ({} bytes, {} pieces) from {}",
-        args.file.display(),
-        meta.length(),
-        meta.piece_count(),
-        node.advertise_addr()
-    ));
+    if args.file.is_dir() {
+        let digest = node
+            .seed_dir(&args.file)
+            .await
+            .with_context(|| format!("seeding {}", args.file.display()))?;
+        println!("{digest}");
+        say(&format!(
+            "seeding directory {} as collection {digest} from {}",
+            args.file.display(),
+            node.advertise_addr()
+        ));
+    } else {
+        let meta = node
+            .seed_file_in_place(&args.file)
+            .await
+            .with_context(|| format!("seeding {}", args.file.display()))?;
+        println!("{}", meta.digest());
+        say(&format!(
+            "seeding {} ({} bytes, {} pieces) from {}",
+            args.file.display(),
+            meta.length(),
+            meta.piece_count(),
+            node.advertise_addr()
+        ));
+    }
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
@@ -474,6 +523,8 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let node = start_node(&args.peer, |config| {
         config.metainfo_timeout = args.metainfo_timeout;
+        // A collection's files are fetched in the namespace of the collection.
+        config.namespace = args.namespace.clone();
     })
     .await?;
     let download = node.download_in(&args.namespace, &args.digest);
@@ -510,20 +561,46 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("fetching {}", args.digest));
         }
     };
+    let listing = match read_collection(&blob).await {
+        Ok(listing) => listing,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
+    let (bytes, digests) = match &listing {
+        Some(listing) => {
+            let fetched = fetch_tree(&node, &args, args.quiet).await;
+            if let Err(e) = fetched {
+                node.shutdown().await;
+                return Err(e);
+            }
+            let mut digests: Vec<Digest> = listing.entries().iter().map(|e| e.digest).collect();
+            digests.push(args.digest);
+            (listing.total_size(), digests)
+        }
+        None => (blob.len(), vec![args.digest]),
+    };
     let download_seconds = start.elapsed().as_secs_f64();
-    let stats = node.torrent_stats(&args.digest).await.unwrap_or_default();
+    let mut received_from: BTreeMap<String, u64> = BTreeMap::new();
+    for digest in &digests {
+        let stats = node.torrent_stats(digest).await.unwrap_or_default();
+        for (peer, bytes) in stats.received_from {
+            *received_from.entry(peer.to_string()).or_default() += bytes;
+        }
+    }
+    if listing.is_none() {
+        let (store, digest, out) = (node.store().clone(), args.digest, args.out.clone());
+        tokio::task::spawn_blocking(move || put_out(&store, &digest, &out))
+            .await?
+            .with_context(|| format!("writing {}", args.out.display()))?;
+    }
     if !args.seed_after {
         node.shutdown().await;
     }
-    copy_out(blob.path(), &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    let received_from: BTreeMap<String, u64> = stats
-        .received_from
-        .iter()
-        .map(|(peer, bytes)| (peer.to_string(), *bytes))
-        .collect();
     let report = FetchReport {
         digest: args.digest.to_string(),
-        bytes: blob.len(),
+        bytes,
         download_seconds,
         seconds: start.elapsed().as_secs_f64(),
         received_total: received_from.values().sum(),
@@ -592,41 +669,94 @@ async fn show_progress(node: Node, digest: Digest, mut progress: watch::Receiver
     crate::logging::set_progress_bar(None);
 }
 
-/// Copies a verified blob to `out`. A regular file is replaced through a temporary file and
-/// a rename, so `out` is either absent or complete; anything else (`/dev/null`, a FIFO, a
-/// device) is written in place — renaming over it would replace the device with a file.
-fn copy_out(from: &Path, out: &Path) -> std::io::Result<()> {
+/// The collection `blob` holds, if it is one (a blob that merely starts like one but does
+/// not decode is an error: a corrupt or hostile listing is not written out as a file).
+async fn read_collection(blob: &kraken_core::Blob) -> anyhow::Result<Option<Collection>> {
+    if blob.len() > collection::MAX_COLLECTION_LEN as u64 {
+        return Ok(None);
+    }
+    let blob = blob.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = vec![0; blob.len() as usize];
+        blob.read_exact_at(0, &mut bytes)?;
+        if !Collection::looks_like(&bytes) {
+            return Ok(None);
+        }
+        Ok(Some(
+            Collection::decode(&bytes).context("reading the collection")?,
+        ))
+    })
+    .await?
+}
+
+/// Fetches the tree of the collection `args.digest` into `args.out`, printing progress
+/// once a second to a person watching (a file or a pipe gets the summary line alone).
+async fn fetch_tree(node: &Node, args: &FetchArgs, quiet: bool) -> anyhow::Result<()> {
+    let fetch = node.fetch_dir(&args.digest, &args.out);
+    let mut progress = fetch.progress();
+    let watched = !quiet && std::io::stderr().is_terminal();
+    let reporter = tokio::spawn(async move {
+        let mut last = Instant::now();
+        while progress.changed().await.is_ok() {
+            let p = progress.borrow_and_update().clone();
+            if watched && (last.elapsed() >= Duration::from_secs(1) || p.done) && p.listed {
+                say(&format!(
+                    "{}/{} files, {}/{} bytes",
+                    p.files_done,
+                    p.files.len(),
+                    p.done_bytes,
+                    p.total_bytes
+                ));
+                last = Instant::now();
+            }
+        }
+    });
+    let result = fetch.await;
+    reporter.abort();
+    result.with_context(|| format!("fetching {} into {}", args.digest, args.out.display()))?;
+    Ok(())
+}
+
+/// Puts a verified blob at `out`. A regular file (or a new path) gets the blob moved there
+/// from the store through a temporary name and a rename (copied only across file systems),
+/// so `out` is either absent or complete and the bytes are written once; anything else
+/// (`/dev/null`, a FIFO, a device) is written in place — renaming over it would replace the
+/// device with a file.
+fn put_out(store: &BlobStore, digest: &Digest, out: &Path) -> anyhow::Result<()> {
     match std::fs::metadata(out) {
         Ok(meta) if !meta.is_file() => {
-            let mut source = std::fs::File::open(from)?;
-            let mut target = std::fs::OpenOptions::new().write(true).open(out)?;
-            std::io::copy(&mut source, &mut target).map(drop)
+            let blob = store.open_blob(digest)?;
+            copy_into(blob.path(), out)?;
         }
-        _ => {
-            let tmp = out.with_extension("kraken-partial");
-            std::fs::copy(from, &tmp)?;
-            std::fs::rename(&tmp, out)
-        }
+        _ => store.export(digest, out)?,
     }
+    Ok(())
+}
+
+/// Writes the file at `from` into the existing special file `out`.
+fn copy_into(from: &Path, out: &Path) -> std::io::Result<()> {
+    let mut source = std::fs::File::open(from)?;
+    let mut target = std::fs::OpenOptions::new().write(true).open(out)?;
+    std::io::copy(&mut source, &mut target).map(drop)
 }
 
 #[cfg(test)]
-mod copy_out_tests {
-    use super::copy_out;
+mod put_out_tests {
+    use super::put_out;
 
     #[test]
     fn replaces_regular_files_and_writes_into_special_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let from = dir.path().join("blob");
-        std::fs::write(&from, b"verified").unwrap();
+        let store = kraken_core::BlobStore::open(dir.path().join("store")).unwrap();
+        let meta = store.import(&b"verified"[..], 1 << 20, None).unwrap();
+        // A character device stays a device.
+        put_out(&store, meta.digest(), std::path::Path::new("/dev/null")).unwrap();
+        let dev = std::fs::metadata("/dev/null").unwrap();
+        assert!(!dev.is_file(), "/dev/null was replaced by a regular file");
         let out = dir.path().join("out");
         std::fs::write(&out, b"old contents, longer").unwrap();
-        copy_out(&from, &out).unwrap();
+        put_out(&store, meta.digest(), &out).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"verified");
-        // A character device stays a device.
-        copy_out(&from, std::path::Path::new("/dev/null")).unwrap();
-        let meta = std::fs::metadata("/dev/null").unwrap();
-        assert!(!meta.is_file(), "/dev/null was replaced by a regular file");
     }
 }
 

@@ -4,42 +4,17 @@
 
 mod support;
 
-use kraken_testkit::ProcessGuard;
 use kraken_testkit::Skopeo;
+use support::DevCluster;
 use support::containerd::Containerd;
 use support::docker::{Dockerd, DockerdOptions};
 use support::podman::Podman;
 use support::scenarios::{self, Endpoints, timed};
 
-/// A `kraken devcluster` process on free ports with two agents.
-struct Cluster {
-    _process: ProcessGuard,
-    _dir: tempfile::TempDir,
-    proxy: String,
-    agents: Vec<String>,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (process, addrs) = support::start_devcluster(2, dir.path());
-        Self {
-            _process: process,
-            _dir: dir,
-            proxy: addrs["proxy"].as_str().unwrap().to_owned(),
-            agents: addrs["agents"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().to_owned())
-                .collect(),
-        }
-    }
-
-    fn endpoints(&self) -> Endpoints {
-        let pulls: Vec<&str> = self.agents.iter().map(String::as_str).collect();
-        Endpoints::new(&self.proxy, &pulls)
-    }
+/// The endpoints the scenarios use: push to the proxy, pull from every agent.
+fn endpoints(cluster: &DevCluster) -> Endpoints {
+    let pulls: Vec<&str> = cluster.agents.iter().map(String::as_str).collect();
+    Endpoints::new(&cluster.proxy, &pulls)
 }
 
 /// skopeo: a 3-layer image into the proxy and out of every agent; a multi-platform index;
@@ -49,8 +24,8 @@ fn skopeo_through_proxy_and_agents() {
     if kraken_testkit::require_package("skopeo", "skopeo").is_none() {
         return;
     }
-    let cluster = Cluster::start();
-    let endpoints = cluster.endpoints();
+    let cluster = DevCluster::start();
+    let endpoints = endpoints(&cluster);
     let skopeo = Skopeo::new();
     scenarios::skopeo_all(&endpoints, &skopeo);
 }
@@ -65,8 +40,8 @@ fn containerd_pulls_from_agents() {
     ]) {
         return;
     }
-    let cluster = Cluster::start();
-    let endpoints = cluster.endpoints();
+    let cluster = DevCluster::start();
+    let endpoints = endpoints(&cluster);
     let skopeo = Skopeo::new();
     let containerd = timed("containerd start", Containerd::start);
     let pushed = timed("containerd pulls", || {
@@ -84,8 +59,8 @@ fn docker_pushes_to_the_proxy_and_pulls_from_agents() {
     if !kraken_testkit::require_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")]) {
         return;
     }
-    let cluster = Cluster::start();
-    let endpoints = cluster.endpoints();
+    let cluster = DevCluster::start();
+    let endpoints = endpoints(&cluster);
     let options = DockerdOptions {
         registry_mirrors: vec![format!("http://{}", cluster.agents[0])],
     };
@@ -104,8 +79,8 @@ fn podman_pulls_from_agents() {
     if !kraken_testkit::require_packages(&[("podman", "podman"), ("skopeo", "skopeo")]) {
         return;
     }
-    let cluster = Cluster::start();
-    let endpoints = cluster.endpoints();
+    let cluster = DevCluster::start();
+    let endpoints = endpoints(&cluster);
     let skopeo = Skopeo::new();
     let podman = Podman::new(&[("docker.io", cluster.agents[0].as_str())]).expect("podman storage");
     timed("podman pull", || {

@@ -471,3 +471,49 @@ fn seed_and_fetch_through_a_tracker_that_demands_client_certificates() {
     let stderr = String::from_utf8_lossy(&anonymous.stderr);
     assert!(stderr.contains("TrackerRefused"), "{stderr}");
 }
+
+/// What a new user does with a model directory: `kraken seed DIR` prints one digest, and
+/// three `kraken fetch DIGEST --out DIR` recreate the tree byte for byte. Neither side keeps
+/// a copy of the files in its store.
+#[test]
+fn seed_a_directory_and_fetch_it_into_three_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    kraken_testkit::write_model_tree(&model, 2 << 20);
+    let (_tracker, url) = start_tracker();
+    let seeder_store = dir.path().join("seeder");
+    let (_seeder, digest) = start_seeder(&model, &url, &seeder_store, "100MB");
+    assert!(
+        digest.starts_with("sha256:"),
+        "the seeder failed: {digest:?}"
+    );
+    let fetchers: Vec<(Child, PathBuf, PathBuf)> = (0..3)
+        .map(|i| {
+            let out = dir.path().join(format!("out{i}"));
+            let store = dir.path().join(format!("f{i}"));
+            let child = fetch_command(&digest, &url, 10 + i, &store, &out)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out, store)
+        })
+        .collect();
+    let tree = kraken_testkit::read_tree(&model);
+    let total: u64 = tree.values().map(|(bytes, _)| bytes.len() as u64).sum();
+    let listing_len = kraken_testkit::store_data_bytes(&seeder_store);
+    assert!(listing_len > 0 && listing_len < 4096, "{listing_len}");
+    for (child, out, store) in fetchers {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["bytes"], total);
+        kraken_testkit::assert_same_tree(&model, &out);
+        assert_eq!(kraken_testkit::store_data_bytes(&store), listing_len);
+    }
+    assert_eq!(kraken_testkit::store_data_bytes(&seeder_store), listing_len);
+}

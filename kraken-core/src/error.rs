@@ -11,10 +11,10 @@ use crate::metainfo::MetaInfoError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A string is not a valid digest.
-    #[error("invalid digest")]
+    #[error("invalid digest: {0}")]
     Digest(#[from] DigestError),
     /// Bytes are not a valid metainfo encoding.
-    #[error("invalid metainfo")]
+    #[error("invalid metainfo: {0}")]
     MetaInfo(#[from] MetaInfoError),
     /// A string is not an info hash (64 lowercase hex characters).
     #[error("invalid info hash: expected 64 lowercase hex characters")]
@@ -111,7 +111,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
     /// A file-system operation failed.
-    #[error("I/O error on {}", path.display())]
+    #[error("I/O error on {}: {source}", path.display())]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -119,8 +119,20 @@ pub enum Error {
         source: io::Error,
     },
     /// Reading a caller-supplied stream failed.
-    #[error("reading the blob stream failed")]
+    #[error("reading the blob stream failed: {0}")]
     Read(#[source] io::Error),
+    /// A collection (or a path in one) is invalid.
+    #[error("invalid collection: {0}")]
+    Collection(#[from] crate::collection::CollectionError),
+    /// A file seeded in place changed since it was recorded (its size or modification time
+    /// differs): the store refuses to serve it and forgets it.
+    #[error("file {} seeded in place as {digest} changed since it was recorded", path.display())]
+    ReferenceChanged {
+        /// The blob.
+        digest: Digest,
+        /// The file.
+        path: PathBuf,
+    },
     /// An internal invariant was violated: a bug. Please report it.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -141,12 +153,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error and its causes on one line (`outer: cause: root cause`), for logs and response
 /// bodies: many errors' own messages ("client error (Connect)") hide the part that matters.
+/// A cause whose text the line already ends with (this crate's errors include their
+/// cause in their own text) is not repeated.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

@@ -9,6 +9,7 @@
 //!   encoding; [`PieceIndex`] values checked against it; a configurable
 //!   [`PieceLengthPolicy`];
 //! - [`Bitfield`]: which pieces a host has;
+//! - [`Collection`]: one digest naming a directory tree (paths, sizes, modes, digests);
 //! - [`BlobStore`]: the content-addressed store on disk, with resumable downloads, verified
 //!   promotion into the cache, readers of partial blobs, eviction and pins;
 //! - [`Ring`]: weighted rendezvous hashing, to place blobs on origins;
@@ -45,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod bitfield;
+pub mod collection;
 mod digest;
 mod error;
 mod metainfo;
@@ -58,6 +60,7 @@ mod size;
 pub mod store;
 
 pub use crate::bitfield::{Bitfield, encoded_len as bitfield_encoded_len};
+pub use crate::collection::{Collection, CollectionEntry, CollectionError};
 pub use crate::digest::{Algorithm, Digest, DigestError, Hasher};
 pub use crate::error::{Error, Result, error_chain};
 pub use crate::metainfo::{

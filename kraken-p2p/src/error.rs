@@ -10,10 +10,10 @@ use crate::wire::WireError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The local store or the data model refused something.
-    #[error("storage")]
+    #[error("storage: {0}")]
     Core(#[from] kraken_core::Error),
     /// A peer broke the wire protocol.
-    #[error("peer protocol")]
+    #[error("peer protocol: {0}")]
     Wire(#[from] WireError),
     /// The tracker answered with an error status.
     #[error("tracker answered {status}: {message}")]
@@ -43,8 +43,12 @@ pub enum Error {
         reason: FailReason,
     },
     /// A socket operation failed.
-    #[error("network I/O")]
+    #[error("network I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The download was cancelled ([`Node::cancel`](crate::node::Node::cancel), or its last
+    /// waiter went away). Verified pieces stay in the store for a later download to resume.
+    #[error("download of {0} cancelled")]
+    Cancelled(Digest),
     /// The node is shutting down or has shut down.
     #[error("the node is shut down")]
     Shutdown,
@@ -140,3 +144,29 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error's own text says what failed, and a chain of causes prints each once.
+    #[test]
+    fn texts_carry_their_detail_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let core = kraken_core::Error::Io {
+            path: "/models/a".into(),
+            source: io,
+        };
+        let error = Error::from(core);
+        assert_eq!(
+            error.to_string(),
+            "storage: I/O error on /models/a: no such file"
+        );
+        assert_eq!(kraken_core::error_chain(&error), error.to_string());
+        let net = Error::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        ));
+        assert_eq!(net.to_string(), "network I/O: reset by peer");
+    }
+}

@@ -12,10 +12,10 @@
 //! - [`node`] (feature `runtime-tokio`, on by default): the tokio driver — one actor owning the
 //!   swarm, connection tasks that only move bytes, piece I/O on the blocking pool through
 //!   [`kraken_core`]'s blob store;
-//! - [`tracker`]: the peer store and handout policy (pure), and the HTTP tracker service and
-//!   client (feature `runtime-tokio`);
+//! - [`tracker`]: the peer store and handout policy (pure), the tracker client (feature
+//!   `runtime-tokio`) and the tracker service, over HTTP or in-process (feature `server`);
 //! - [`tls`] (feature `tls`, part of `runtime-tokio`) and [`http_server`] (feature
-//!   `runtime-tokio`): the HTTP listener every Kraken service uses, plain or TLS with client
+//!   `server`): the HTTP listener every Kraken service uses, plain or TLS with client
 //!   certificates and their roles, and the clients' TLS;
 //! - `sim` (feature `sim`): thousands of swarm cores over virtual time and a network model —
 //!   the real scheduler at scale, deterministic for a seed.
@@ -71,7 +71,7 @@
 #![warn(missing_docs)]
 
 mod error;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 pub mod http_server;
 #[cfg(feature = "metrics")]
 pub mod metrics;

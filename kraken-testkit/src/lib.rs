@@ -2,7 +2,7 @@
 //! servers tests start ([`Distribution`], [`MotoServer`], [`Nginx`]) and the guard that
 //! stops any child process on drop ([`ProcessGuard`]), the [`Skopeo`] client, image, layout
 //! and manifest builders ([`oci`]), free ports, deterministic pseudo-random data, test
-//! certificates ([`TestPki`]), an HTTP server answering as the test says ([`TestServer`]) and a
+//! certificates ([`TestPki`]), a model directory and tree comparisons ([`write_model_tree`]), an HTTP server answering as the test says ([`TestServer`]) and a
 //! counting reverse proxy ([`ForwardingProxy`]), and the
 //! backend conformance suite with an in-memory faulty backend ([`backend`]).
 //!
@@ -18,6 +18,7 @@
 pub mod backend;
 mod cluster;
 mod exposition;
+mod model_tree;
 mod net;
 pub mod oci;
 mod pki;
@@ -35,6 +36,7 @@ pub use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTls, ServerTlsConfi
 
 pub use crate::cluster::{ProcessCluster, Role, RoleProcess};
 pub use crate::exposition::{Exposition, Sample};
+pub use crate::model_tree::{assert_same_tree, read_tree, store_data_bytes, write_model_tree};
 pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;
 pub use crate::process::{

@@ -59,3 +59,32 @@ pub fn start_role(role: &str, config: &str, dir: &Path, listen: &str) -> Process
     wait_for_port(listen);
     ProcessGuard::adopt(child)
 }
+
+/// A `kraken devcluster` process on free ports with two agents.
+pub struct DevCluster {
+    _process: ProcessGuard,
+    _dir: tempfile::TempDir,
+    /// The proxy's address (`host:port`).
+    pub proxy: String,
+    /// The agents' addresses.
+    pub agents: Vec<String>,
+}
+
+impl DevCluster {
+    /// Starts one with two agents.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (process, addrs) = start_devcluster(2, dir.path());
+        Self {
+            _process: process,
+            _dir: dir,
+            proxy: addrs["proxy"].as_str().unwrap().to_owned(),
+            agents: addrs["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //!                                            /metainfo      canonical metainfo encoding
 //!                                            /last_access   u64 big-endian Unix milliseconds
 //!                                            /pinned        present while pinned
+//!                                            /reference     instead of data: an external file
+//!                                                           (see `reference`)
 //! <root>/download/<algorithm>/<hex[0..2]>/<hex>/data       pre-sized, written piece by piece
 //!                                               /metainfo
 //!                                               /bitfield   compact bitfield of verified pieces
@@ -28,6 +30,7 @@ pub(super) const METAINFO: &str = "metainfo";
 pub(super) const BITFIELD: &str = "bitfield";
 pub(super) const LAST_ACCESS: &str = "last_access";
 pub(super) const PINNED: &str = "pinned";
+pub(super) const REFERENCE: &str = "reference";
 
 /// The two states a blob can be in on disk.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

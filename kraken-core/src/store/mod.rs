@@ -32,11 +32,20 @@
 //! the store holds more than [`StoreConfig::high_watermark`] bytes, the least recently used
 //! cached blobs until it is down to [`StoreConfig::low_watermark`]. Pinned blobs and
 //! downloads with a live [`Download`] handle are never evicted.
+//!
+//! # Blobs outside the store
+//!
+//! [`BlobStore::import_reference`] records a file where it is (seeding in place) and
+//! [`BlobStore::export`] moves a cached blob to a caller's path; both leave a cached entry
+//! that points at the external file, refused once the file changes. Such entries hold no bytes of the
+//! store: they count in [`StoreUsage::referenced_bytes`], not toward the watermarks, and
+//! evicting or deleting one forgets the file without touching it.
 
 mod blob;
 mod config;
 mod download;
 pub mod layout;
+mod reference;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -50,6 +59,7 @@ pub use self::config::StoreConfig;
 pub use self::download::Download;
 use self::download::DownloadShared;
 use self::layout::{Layout, State};
+use self::reference::Reference;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::metainfo::{
@@ -84,6 +94,11 @@ pub struct StoreUsage {
     pub downloading_blobs: usize,
     /// Bytes reserved by downloads in progress (their full lengths).
     pub downloading_bytes: u64,
+    /// Complete blobs kept outside the store (seeded in place or exported), not counted in
+    /// `cached_blobs`.
+    pub referenced_blobs: usize,
+    /// Their bytes, which the store does not hold.
+    pub referenced_bytes: u64,
 }
 
 /// What one [`BlobStore::evict`] pass removed.
@@ -132,6 +147,8 @@ struct Entry {
     last_access: SystemTime,
     persisted_access: SystemTime,
     pinned: bool,
+    /// Where the bytes are when they are outside the store.
+    reference: Option<Reference>,
 }
 
 impl BlobStore {
@@ -206,9 +223,12 @@ impl BlobStore {
 
     /// Opens a complete blob for reading and records the access.
     pub fn open_blob(&self, digest: &Digest) -> Result<Blob> {
-        match self.inner.index().entries.get(digest) {
-            Some(e) if e.state == State::Cache => {}
+        let reference = match self.inner.index().entries.get(digest) {
+            Some(e) if e.state == State::Cache => e.reference.clone(),
             _ => return Err(Error::NotFound(*digest)),
+        };
+        if let Some(reference) = reference {
+            return self.open_referenced(digest, &reference);
         }
         let dir = self.inner.layout.entry_dir(State::Cache, digest);
         let path = dir.join(layout::DATA);
@@ -244,7 +264,7 @@ impl BlobStore {
         let meta = match MetaInfo::decode(&bytes) {
             Ok(meta) => meta,
             Err(Error::MetaInfo(MetaInfoError::UnsupportedVersion(version)))
-                if state == State::Cache =>
+                if state == State::Cache && !dir_is_referenced(&path) =>
             {
                 self.regenerate_metainfo(digest, &bytes, version)?
             }
@@ -317,6 +337,7 @@ impl BlobStore {
                 last_access: now,
                 persisted_access: now,
                 pinned,
+                reference: None,
             },
         );
         index.active.insert(digest, Arc::downgrade(&shared));
@@ -516,6 +537,10 @@ impl BlobStore {
         let mut usage = StoreUsage::default();
         for entry in index.entries.values() {
             match entry.state {
+                State::Cache if entry.is_referenced() => {
+                    usage.referenced_blobs += 1;
+                    usage.referenced_bytes += entry.length;
+                }
                 State::Cache => {
                     usage.cached_blobs += 1;
                     usage.cached_bytes += entry.length;
@@ -570,7 +595,7 @@ impl BlobStore {
                 let mut total: u64 = index
                     .entries
                     .iter()
-                    .filter(|(d, _)| !idle.contains(d))
+                    .filter(|(d, e)| !idle.contains(d) && !e.is_referenced())
                     .map(|(_, e)| e.length)
                     .sum();
                 if total > high.bytes() {
@@ -578,7 +603,9 @@ impl BlobStore {
                         .entries
                         .iter()
                         .filter(evictable)
-                        .filter(|(d, e)| e.state == State::Cache && !idle.contains(d))
+                        .filter(|(d, e)| {
+                            e.state == State::Cache && !e.is_referenced() && !idle.contains(d)
+                        })
                         .collect();
                     lru.sort_by_key(|(d, e)| (e.last_access, **d));
                     for (digest, entry) in lru {
@@ -723,6 +750,7 @@ impl StoreInner {
                 last_access: now,
                 persisted_access: now,
                 pinned,
+                reference: Reference::load(&target),
             },
         );
         index.active.remove(digest);
@@ -730,10 +758,20 @@ impl StoreInner {
     }
 }
 
-/// Reads an entry's bookkeeping; `None` if it has no data file (a crash while creating it).
+/// Reads an entry's bookkeeping; `None` if it has no data file (a crash while creating it)
+/// and no reference to one.
 fn load_entry(state: State, dir: &Path) -> Option<Entry> {
-    let metadata = fs::metadata(dir.join(layout::DATA)).ok()?;
-    let modified = metadata.modified().unwrap_or_else(|_| SystemTime::now());
+    let reference = (state == State::Cache)
+        .then(|| Reference::load(dir))
+        .flatten();
+    let (length, modified) = match &reference {
+        Some(r) => (r.size, SystemTime::now()),
+        None => {
+            let metadata = fs::metadata(dir.join(layout::DATA)).ok()?;
+            let modified = metadata.modified().unwrap_or_else(|_| SystemTime::now());
+            (metadata.len(), modified)
+        }
+    };
     let last_access = match state {
         State::Cache => layout::read_bounded(&dir.join(layout::LAST_ACCESS), 8)
             .ok()
@@ -744,11 +782,18 @@ fn load_entry(state: State, dir: &Path) -> Option<Entry> {
     };
     Some(Entry {
         state,
-        length: metadata.len(),
+        length,
         last_access,
         persisted_access: last_access,
         pinned: dir.join(layout::PINNED).exists(),
+        reference,
     })
+}
+
+/// Whether the entry directory holding `file` keeps its bytes elsewhere.
+fn dir_is_referenced(file: &Path) -> bool {
+    file.parent()
+        .is_some_and(|dir| dir.join(layout::REFERENCE).exists())
 }
 
 fn max_metainfo_len() -> u64 {

@@ -36,6 +36,15 @@ pub struct NodeConfig {
     /// How long a download waits for its metainfo to be published. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub metainfo_timeout: Duration,
+    /// Whether dropping the last [`Fetch`](super::Fetch) of a download (with no progress
+    /// receiver or stream of it left) cancels the download, as [`Node::cancel`] does. Off, a
+    /// download runs to the end once started. Default: true.
+    pub cancel_on_drop: bool,
+    /// How often the node runs an eviction pass over its store, by the store's own policy
+    /// ([`kraken_core::StoreConfig`]: idle TTLs and watermarks); `None` leaves eviction to
+    /// the embedder ([`kraken_core::BlobStore::evict`]). Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub evict_interval: Option<Duration>,
     /// A download with no piece verified for this long asks the tracker for the blob's
     /// metainfo afresh from the origins, and starts over with it if it differs: metainfo
     /// that matches no peer's bytes (forged, or stale) stalls a download, and nothing else
@@ -77,6 +86,8 @@ impl Default for NodeConfig {
             piece_lengths: PieceLengthPolicy::default(),
             dial_timeout: Duration::from_secs(5),
             metainfo_timeout: Duration::from_secs(60),
+            cancel_on_drop: true,
+            evict_interval: Some(Duration::from_secs(60)),
             metainfo_recheck_after: Duration::from_secs(10),
             max_blob_size: ByteSize(64 << 30),
             write_stall_timeout: Duration::from_secs(30),

@@ -18,6 +18,7 @@
 //! 4 MiB pieces, and 34 MiB for a 256 MiB blob with 1 MiB pieces.
 
 mod actor;
+mod collection;
 mod config;
 mod conn;
 mod counters;
@@ -34,12 +35,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use kraken_core::{Blob, BlobStore, Digest, MetaInfo, PeerId};
+use kraken_core::{Blob, BlobStore, Digest, MetaInfo, PeerId, PieceLengthPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::collection::{DirFetch, DirProgress, FileProgress};
 pub use self::config::NodeConfig;
 pub use self::stream::BlobStream;
 pub use self::tcp::TcpTransport;
@@ -59,12 +62,34 @@ pub struct Progress {
     pub total: u32,
     /// Blob length in bytes (0 until the metainfo is known).
     pub length: u64,
+    /// Bytes verified and written: exact when done, else whole pieces (off by less than
+    /// one piece while the short last piece is among them).
+    pub bytes: u64,
+    /// Average bytes per second verified since this download started (or resumed).
+    pub bytes_per_sec: u64,
+    /// Peers connected for this blob.
+    pub peers: usize,
+    /// What the download is doing.
+    pub stage: Stage,
     /// Whether the blob is complete and verified.
     pub done: bool,
     /// Times the download started over with the origins' metainfo because its own matched
     /// nobody's bytes; a reader of the earlier download then fails with
     /// [`Error::MetaInfoReplaced`] and reads again.
     pub restarts: u32,
+}
+
+/// What a download is doing.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum Stage {
+    /// Looking in the store, and asking the tracker for the metainfo.
+    #[default]
+    Metainfo,
+    /// Fetching pieces from peers.
+    Downloading,
+    /// Complete and verified (found in the store, or downloaded).
+    Done,
 }
 
 /// Builds a [`Node`].
@@ -134,6 +159,8 @@ impl NodeBuilder {
             None => default_transport(&config)?,
         };
         let listener = transport.bind(config.listen).await?;
+        let cancel_on_drop = config.cancel_on_drop;
+        let evict_interval = config.evict_interval;
         let local_addr = listener.local_addr()?;
         // Port 0 in `advertise` stands for the listener's port, so that an address found at
         // start-up (the default route's) can be combined with a port bound only now.
@@ -174,6 +201,8 @@ impl NodeBuilder {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (commands, command_rx) = mpsc::unbounded_channel();
+        let piece_lengths = config.piece_lengths.clone();
+        let namespace = config.namespace.clone();
         actor::spawn(actor::ActorParts {
             config,
             store: store.clone(),
@@ -191,6 +220,14 @@ impl NodeBuilder {
             tasks: tasks.clone(),
             span,
         });
+        if let Some(every) = evict_interval {
+            tasks.spawn(evict_periodically(
+                store.clone(),
+                every,
+                commands.clone(),
+                shutdown.clone(),
+            ));
+        }
         Ok(Node {
             inner: Arc::new(NodeInner {
                 commands,
@@ -198,6 +235,9 @@ impl NodeBuilder {
                 advertise,
                 peer_id,
                 store,
+                piece_lengths,
+                namespace,
+                cancel_on_drop,
                 shutdown,
                 tasks,
             }),
@@ -256,8 +296,57 @@ struct NodeInner {
     advertise: SocketAddr,
     peer_id: PeerId,
     store: BlobStore,
+    piece_lengths: PieceLengthPolicy,
+    /// The default namespace (what `download("")` means), for seeding in place.
+    namespace: String,
+    cancel_on_drop: bool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+impl Drop for NodeInner {
+    /// The last handle is gone: stop the node (its tasks finish on their own; nobody is left
+    /// to wait for them).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+    }
+}
+
+/// Runs the store's eviction policy every `every` until shutdown, and stops seeding what it
+/// evicted (closing the files frees their space).
+async fn evict_periodically(
+    store: BlobStore,
+    every: Duration,
+    commands: mpsc::UnboundedSender<actor::Command>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let store = store.clone();
+        let evicted =
+            tokio::task::spawn_blocking(move || store.evict(std::time::SystemTime::now())).await;
+        match evicted {
+            Ok(Ok(report)) if !report.idle.is_empty() || !report.watermark.is_empty() => {
+                for digest in report.idle.iter().chain(&report.watermark) {
+                    let _ = commands.send(actor::Command::Evicted { digest: *digest });
+                }
+                tracing::info!(
+                    blobs = report.idle.len() + report.watermark.len(),
+                    bytes = report.freed_bytes,
+                    "evicted blobs"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "eviction pass failed"),
+            Err(_) => tracing::warn!("eviction task failed"),
+        }
+    }
 }
 
 impl Node {
@@ -294,7 +383,18 @@ impl Node {
         Fetch {
             result: sent.ok().map(|()| result),
             progress,
+            release: self
+                .inner
+                .cancel_on_drop
+                .then(|| (*digest, self.inner.commands.clone())),
         }
+    }
+
+    /// Cancels the download of a blob: its waiters fail with [`Error::Cancelled`], its
+    /// connections close, and the pieces verified so far stay in the store for a later
+    /// download to resume. Does nothing to a complete blob or an unknown one.
+    pub fn cancel(&self, digest: &Digest) {
+        let _ = self.send(actor::Command::Cancel { digest: *digest });
     }
 
     /// Streams a blob's bytes in order as its pieces arrive, starting the download if needed:
@@ -427,6 +527,19 @@ impl Node {
 pub struct Fetch {
     result: Option<oneshot::Receiver<Result<Blob>>>,
     progress: watch::Receiver<Progress>,
+    /// With [`NodeConfig::cancel_on_drop`]: the blob and where to say this Fetch is gone.
+    release: Option<(Digest, mpsc::UnboundedSender<actor::Command>)>,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        // Let go of this Fetch's own receivers before the actor looks at who still waits.
+        drop(self.result.take());
+        self.progress = watch::channel(Progress::default()).1;
+        if let Some((digest, commands)) = self.release.take() {
+            let _ = commands.send(actor::Command::Release { digest });
+        }
+    }
 }
 
 impl Fetch {
@@ -440,9 +553,12 @@ impl IntoFuture for Fetch {
     type Output = Result<Blob>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Blob>> + Send>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.result {
+            // Dropped before it resolves, this future drops `result` and then `self`, whose
+            // `Drop` releases the download.
+            let result = self.result.take();
+            match result {
                 Some(result) => result.await.map_err(|_| Error::Shutdown)?,
                 None => Err(Error::Shutdown),
             }

@@ -151,6 +151,11 @@ impl Swarm {
         }
     }
 
+    /// Whether [`pin`](Self::pin) keeps the torrent.
+    pub fn is_pinned(&self, info_hash: &InfoHash) -> bool {
+        self.torrents.get(info_hash).is_some_and(|t| t.pinned)
+    }
+
     /// Drops a torrent and closes its connections.
     pub fn remove_torrent(&mut self, info_hash: &InfoHash) {
         if let Some(torrent) = self.torrents.remove(info_hash) {

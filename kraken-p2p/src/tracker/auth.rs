@@ -2,15 +2,20 @@
 //! a request (its source address, whether it may publish or speak for an origin).
 
 use std::fmt;
+#[cfg(feature = "server")]
 use std::net::IpAddr;
 use std::path::Path;
 
+#[cfg(feature = "server")]
 use hyper::http::request::Parts;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "server")]
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
+#[cfg(feature = "server")]
 use crate::http_server::ConnectionInfo;
+#[cfg(feature = "server")]
 use crate::tls::Role;
 
 /// The shared secret that lets a client without an origin certificate publish metainfo and
@@ -42,6 +47,7 @@ impl PublishToken {
     }
 
     /// Whether an `Authorization` header value presents this token.
+    #[cfg(feature = "server")]
     fn presented_in(&self, header: &[u8]) -> bool {
         let Some(presented) = header.strip_prefix(b"Bearer ") else {
             return false;
@@ -57,7 +63,15 @@ impl fmt::Debug for PublishToken {
     }
 }
 
+/// Marks a request handed to the service by code in its own process (the service used as a
+/// [`Tracker`](super::Tracker)): such a caller is the embedder itself, trusted to publish.
+/// Only code can attach it; nothing a client sends becomes a request extension.
+#[cfg(feature = "server")]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InProcess;
+
 /// What the tracker believes of one request.
+#[cfg(feature = "server")]
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Caller {
     /// The connection's source address; `None` for a request that crossed no listener
@@ -67,6 +81,7 @@ pub(super) struct Caller {
     pub(super) publisher: bool,
 }
 
+#[cfg(feature = "server")]
 impl Caller {
     /// Reads the connection facts and the `Authorization` header of a request.
     pub(super) fn of(parts: &Parts, token: Option<&PublishToken>) -> Self {
@@ -80,9 +95,10 @@ impl Caller {
                 .get(hyper::http::header::AUTHORIZATION)
                 .is_some_and(|value| token.presented_in(value.as_bytes()))
         });
+        let in_process = parts.extensions.get::<InProcess>().is_some();
         Self {
             source: info.map(|info| info.remote.ip().to_canonical()),
-            publisher: certified || presented,
+            publisher: certified || presented || in_process,
         }
     }
 }

@@ -13,7 +13,8 @@
 //!
 //! The pure part ([`MemoryPeerStore`]) has no I/O; the HTTP service
 //! ([`TrackerService`], [`TrackerServer`]) and its client ([`TrackerClient`]) are behind the
-//! `runtime-tokio` feature. The protocol is described in [`api`]. A tracker answers metainfo
+//! `runtime-tokio` feature; a [`TrackerService`] is itself a [`Tracker`], for nodes in the
+//! tracker's own process (no listener needed). The protocol is described in [`api`]. A tracker answers metainfo
 //! requests from what seeders published to it and, for blobs nobody published, from a
 //! [`MetaInfoSource`] such as the origin cluster.
 
@@ -22,12 +23,14 @@ pub mod api;
 mod auth;
 #[cfg(feature = "runtime-tokio")]
 mod client;
+#[cfg(feature = "server")]
+mod in_process;
 #[cfg(feature = "runtime-tokio")]
 mod owners;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
 mod pool;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 mod service;
 #[cfg(feature = "runtime-tokio")]
 mod source;
@@ -44,9 +47,9 @@ pub use self::peer_store::{
 pub use self::pool::TrackerPool;
 #[cfg(feature = "metrics")]
 pub(crate) use self::service::TrackerEvent;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 pub use self::service::route_name;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 pub use self::service::{PeerStore, SharedPeerStore, TrackerConfig, TrackerServer, TrackerService};
 #[cfg(feature = "runtime-tokio")]
 pub use self::source::{MetaInfoLookup, MetaInfoSource};

@@ -71,6 +71,8 @@ impl AgentBuilder {
         let listener = crate::startup::bind("agent registry", config.listen).await?;
         let local_addr = listener.local_addr()?;
         let mut node_config = NodeConfig::default();
+        // The cleanup loop evicts (and keeps its own bookkeeping of what it evicted).
+        node_config.evict_interval = None;
         node_config.listen = config
             .peer_listen
             .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));

@@ -110,6 +110,8 @@ impl OriginBuilder {
             None
         } else {
             let mut node_config = NodeConfig::default();
+            // The cleanup loop evicts (and keeps its own bookkeeping of what it evicted).
+            node_config.evict_interval = None;
             node_config.listen = config
                 .peer_listen
                 .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));

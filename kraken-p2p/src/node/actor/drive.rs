@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-use kraken_core::PeerInfo;
+use kraken_core::{Digest, PeerInfo};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::seed::resolve;
-use super::{Actor, ActorEvent, done_progress, set_progress};
+use super::{Actor, ActorEvent, done_progress, set_progress, verified_bytes};
 use crate::error::Error;
 use crate::node::conn::{ConnHandle, Outgoing, PieceSource};
 use crate::swarm::{Action, ConnClosed, ConnId, Event, FinishError};
@@ -179,12 +179,29 @@ impl Actor {
                 have,
                 total,
             } => {
+                let peers = self
+                    .swarm
+                    .torrent_stats(&info_hash)
+                    .map_or(0, |stats| stats.conns);
                 if let Some(torrent) = self.torrents.get_mut(&info_hash) {
+                    torrent.recheck.progressed(now);
+                    let bytes = verified_bytes(&torrent.meta, have);
+                    let (from, initial) = torrent.rate_from;
+                    let elapsed = now.saturating_duration_since(from).as_secs_f64();
+                    let rate = if elapsed > 0.0 {
+                        (bytes.saturating_sub(initial) as f64 / elapsed) as u64
+                    } else {
+                        0
+                    };
                     torrent.recheck.progressed(now);
                     for watcher in &torrent.progress {
                         watcher.send_modify(|p| {
                             p.have = have;
                             p.total = total;
+                            p.bytes = bytes;
+                            p.peers = peers;
+                            p.bytes_per_sec = rate;
+                            p.stage = crate::node::Stage::Downloading;
                         });
                     }
                 }
@@ -227,5 +244,45 @@ impl Actor {
                 self.by_digest.remove(torrent.meta.digest());
             }
         }
+    }
+
+    /// Stops the download of `digest` (waiting for metainfo, or in the swarm) and fails its
+    /// waiters with [`Error::Cancelled`]; with `only_if_unwatched`, only when every waiter
+    /// and progress receiver is gone. A complete blob is left alone.
+    pub(super) fn cancel(&mut self, digest: &Digest, only_if_unwatched: bool) {
+        if let Some((waiters, watchers, _)) = self.preparing.get(digest) {
+            let unwatched =
+                waiters.iter().all(|w| w.is_closed()) && watchers.iter().all(|w| w.is_closed());
+            if only_if_unwatched && !unwatched {
+                return;
+            }
+            let (waiters, _, _) = self.preparing.remove(digest).expect("checked above");
+            for waiter in waiters {
+                let _ = waiter.send(Err(Error::Cancelled(*digest)));
+            }
+            tracing::debug!(digest = %digest.fmt_short(), "download cancelled before it started");
+            return;
+        }
+        let Some(info_hash) = self.by_digest.get(digest).copied() else {
+            return;
+        };
+        let Some(torrent) = self.torrents.get(&info_hash) else {
+            return;
+        };
+        if matches!(torrent.source, PieceSource::Blob(_)) {
+            return;
+        }
+        let unwatched = torrent.waiters.iter().all(|w| w.is_closed())
+            && torrent.progress.iter().all(|w| w.is_closed());
+        if only_if_unwatched && !unwatched {
+            return;
+        }
+        let torrent = self.torrents.remove(&info_hash).expect("checked above");
+        self.by_digest.remove(digest);
+        self.swarm.remove_torrent(&info_hash);
+        for waiter in torrent.waiters {
+            let _ = waiter.send(Err(Error::Cancelled(*digest)));
+        }
+        tracing::info!(digest = %digest.fmt_short(), "download cancelled");
     }
 }

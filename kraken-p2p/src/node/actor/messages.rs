@@ -55,6 +55,15 @@ pub(crate) enum Command {
         digest: Digest,
         reply: oneshot::Sender<Option<TorrentStats>>,
     },
+    /// The node's eviction pass removed a blob from the store: stop serving it unless it
+    /// is seeded on purpose (`Node::seed`, `seed_file`, `seed_dir`), which keeps its file
+    /// open and goes on.
+    Evicted { digest: Digest },
+    /// Stop a download in progress, failing its waiters with `Error::Cancelled`.
+    Cancel { digest: Digest },
+    /// A `Fetch` of the blob was dropped: cancel its download if nobody waits for it any
+    /// more (every waiter and progress receiver gone).
+    Release { digest: Digest },
     /// Answer at once, showing that the actor is running (a health probe).
     Ping { reply: oneshot::Sender<()> },
 }

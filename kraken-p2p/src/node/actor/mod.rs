@@ -66,6 +66,8 @@ struct Torrent {
     unsynced: u64,
     /// Whether a write-back is running.
     writing_back: bool,
+    /// When the download started and the bytes it had then, for its rate.
+    rate_from: (Instant, u64),
     /// When the download was asked for (`None`: seeded, not downloaded).
     started: Option<Instant>,
     /// Watch for a download that verifies nothing (its metainfo may match nobody's bytes).
@@ -337,6 +339,25 @@ impl Actor {
                     .and_then(|h| self.swarm.torrent_stats(h));
                 let _ = reply.send(stats);
             }
+            Command::Evicted { digest } => {
+                let idle_seed = self.by_digest.get(&digest).and_then(|info_hash| {
+                    let torrent = self.torrents.get(info_hash)?;
+                    (matches!(torrent.source, PieceSource::Blob(_))
+                        && !self.swarm.is_pinned(info_hash))
+                    .then_some(*info_hash)
+                });
+                if let Some(info_hash) = idle_seed {
+                    self.by_digest.remove(&digest);
+                    self.swarm.remove_torrent(&info_hash);
+                    self.torrents.remove(&info_hash);
+                }
+            }
+            Command::Cancel { digest } => self.cancel(&digest, false),
+            Command::Release { digest } => {
+                if self.config.cancel_on_drop {
+                    self.cancel(&digest, true);
+                }
+            }
             Command::Ping { reply } => {
                 let _ = reply.send(());
             }
@@ -520,8 +541,20 @@ fn done_progress(meta: &MetaInfo) -> Progress {
         have: meta.piece_count(),
         total: meta.piece_count(),
         length: meta.length(),
+        bytes: meta.length(),
+        stage: super::Stage::Done,
         done: true,
-        restarts: 0,
+        ..Progress::default()
+    }
+}
+
+/// Bytes of `have` verified pieces of `meta`: exact when complete, else counting whole
+/// pieces (off by less than one piece when the short last piece is among them).
+fn verified_bytes(meta: &MetaInfo, have: u32) -> u64 {
+    if have >= meta.piece_count() {
+        meta.length()
+    } else {
+        (u64::from(have) * meta.piece_length()).min(meta.length())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::tracker::Tracker;
 /// The outcome of preparing a download: the blob is already here, or it can start.
 #[derive(Debug)]
 pub(crate) enum Prepared {
-    Cached(Blob),
+    Cached(Blob, Progress),
     Started(Arc<MetaInfo>, Download),
 }
 
@@ -98,10 +98,10 @@ impl Actor {
             return;
         };
         match result {
-            Ok(Prepared::Cached(blob)) => {
+            Ok(Prepared::Cached(blob, progress)) => {
                 let (waiters, watchers, _) = preparing;
                 for watcher in &watchers {
-                    watcher.send_modify(|p| p.done = true);
+                    watcher.send_replace(progress);
                 }
                 for waiter in waiters {
                     let _ = waiter.send(Ok(blob.clone()));
@@ -134,12 +134,14 @@ impl Actor {
         let digest = *meta.digest();
         let info_hash = meta.info_hash();
         let have = download.bitfield();
+        let bytes = super::verified_bytes(&meta, have.count_ones());
         let progress = Progress {
             have: have.count_ones(),
             total: have.len(),
             length: meta.length(),
-            done: false,
-            restarts: 0,
+            bytes,
+            stage: crate::node::Stage::Downloading,
+            ..Progress::default()
         };
         for watcher in &watchers {
             set_progress(watcher, progress);
@@ -157,6 +159,7 @@ impl Actor {
                 writing_back: false,
                 recheck: Recheck::new(now),
                 started: Some(started),
+                rate_from: (now, bytes),
             },
         );
         if let Err(e) = self.swarm.add_torrent(now, meta, have, namespace) {
@@ -178,14 +181,23 @@ async fn prepare_download(
     let cached = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || match store.status(&digest) {
-            BlobStatus::Cached { .. } => store.open_blob(&digest).map(Some),
+            BlobStatus::Cached { .. } => match store.open_blob(&digest) {
+                Ok(blob) => {
+                    let progress = cached_progress(&store, &blob);
+                    Ok(Some(Prepared::Cached(blob, progress)))
+                }
+                // A blob kept by reference whose file changed or went: the store forgot
+                // it, so download it again.
+                Err(kraken_core::Error::ReferenceChanged { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
             _ => Ok(None),
         })
         .await
         .map_err(|_| Error::Internal("store task failed"))??
     };
-    if let Some(blob) = cached {
-        return Ok(Prepared::Cached(blob));
+    if let Some(cached) = cached {
+        return Ok(cached);
     }
     let mut meta = fetch_metainfo(&*tracker, namespace, &digest, timeout).await?;
     if meta.length() > max_blob {
@@ -203,6 +215,19 @@ async fn prepare_download(
             });
         }
     }
+    if meta.length() == 0 {
+        // An empty blob has no piece to fetch, so no swarm would ever complete it: its
+        // digest says all there is (import checks it).
+        return tokio::task::spawn_blocking(move || {
+            store.import(std::io::empty(), meta.piece_length(), Some(&digest))?;
+            let blob = store.open_blob(&digest)?;
+            let progress = cached_progress(&store, &blob);
+            Ok::<_, kraken_core::Error>(Prepared::Cached(blob, progress))
+        })
+        .await
+        .map_err(|_| Error::Internal("store task failed"))?
+        .map_err(Error::from);
+    }
     open_download(store, Arc::new(meta)).await
 }
 
@@ -218,7 +243,10 @@ pub(super) async fn open_download(store: BlobStore, meta: Arc<MetaInfo>) -> Resu
             tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
                 Ok(download) => Ok(Prepared::Started(meta, download)),
                 Err(kraken_core::Error::AlreadyComplete(_)) => {
-                    store.open_blob(&digest).map(Prepared::Cached)
+                    store.open_blob(&digest).map(|blob| {
+                        let progress = cached_progress(&store, &blob);
+                        Prepared::Cached(blob, progress)
+                    })
                 }
                 Err(e) => Err(e),
             })
@@ -232,6 +260,20 @@ pub(super) async fn open_download(store: BlobStore, meta: Arc<MetaInfo>) -> Resu
             }
             opened => return Ok(opened?),
         }
+    }
+}
+
+/// The progress of a blob found complete in the store: its real piece count and length.
+fn cached_progress(store: &BlobStore, blob: &Blob) -> Progress {
+    match store.metainfo(blob.digest()) {
+        Ok(meta) => super::done_progress(&meta),
+        Err(_) => Progress {
+            length: blob.len(),
+            bytes: blob.len(),
+            stage: crate::node::Stage::Done,
+            done: true,
+            ..Progress::default()
+        },
     }
 }
 

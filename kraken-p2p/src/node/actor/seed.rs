@@ -56,6 +56,7 @@ impl Actor {
             progress: Vec::new(),
             unsynced: 0,
             writing_back: false,
+            rate_from: (now, meta.length()),
             started: None,
             recheck: super::recheck::Recheck::new(now),
         });
