@@ -25,7 +25,7 @@ mod auth;
 mod client;
 #[cfg(feature = "server")]
 mod in_process;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "server")]
 mod owners;
 mod peer_store;
 #[cfg(feature = "runtime-tokio")]
