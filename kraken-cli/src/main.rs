@@ -19,6 +19,7 @@ mod process;
 mod proxy;
 mod rate;
 mod sim;
+mod tracker;
 
 #[cfg(test)]
 mod build_info {
@@ -169,7 +170,7 @@ enum Command {
     Metainfo(metainfo::MetainfoArgs),
     /// Run a tracker: peers announce to it and learn about each other.
     #[command(after_help = env_help!("TRACKER"))]
-    Tracker(p2p::TrackerArgs),
+    Tracker(tracker::TrackerArgs),
     /// Run an origin: the blob store of the cluster, backed by remote storage, seeding to the
     /// swarm.
     #[command(after_help = env_help!("ORIGIN"))]
@@ -230,7 +231,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Metainfo(args) => metainfo::run(args),
-        Command::Tracker(args) => process::runtime().and_then(|rt| rt.block_on(p2p::tracker(args))),
+        Command::Tracker(args) => {
+            process::runtime().and_then(|rt| rt.block_on(tracker::tracker(args)))
+        }
         Command::Origin(args) => process::runtime().and_then(|rt| rt.block_on(origin::run(args))),
         Command::BuildIndex(args) => {
             process::runtime().and_then(|rt| rt.block_on(build_index::run(args)))

@@ -33,7 +33,7 @@ pub(crate) enum ConfigCommand {
 pub(crate) fn check(role: Role, sources: &Sources) -> anyhow::Result<()> {
     match role {
         Role::Tracker => {
-            crate::p2p::TrackerArgs::from_sources(sources.clone()).check()?;
+            crate::tracker::TrackerArgs::from_sources(sources.clone()).check()?;
         }
         Role::Origin => {
             crate::origin::check(sources)?;
@@ -70,7 +70,9 @@ pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<()> {
         }
         ConfigCommand::Defaults { role } => {
             let text = match role {
-                Role::Tracker => render_defaults(&crate::p2p::TrackerFileConfig::defaults(), &[])?,
+                Role::Tracker => {
+                    render_defaults(&crate::tracker::TrackerFileConfig::defaults(), &[])?
+                }
                 Role::Origin => {
                     render_defaults(&crate::origin::defaults(), crate::origin::REQUIRED)?
                 }
