@@ -351,6 +351,15 @@ async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
         error_code(unknown).await,
         (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
     );
+    // A reference that is not a valid tag names no manifest: 404, not 400.
+    let invalid = format!("{base}/v2/{REPO}/manifests/-bad");
+    let invalid_get = client.get(&invalid).send().await.unwrap();
+    assert_eq!(
+        error_code(invalid_get).await,
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
+    );
+    let invalid_head = client.head(&invalid).send().await.unwrap();
+    assert_eq!(invalid_head.status(), StatusCode::NOT_FOUND);
     let missing = Digest::sha256_of(b"missing");
     let unknown_blob = client
         .head(format!("{base}/v2/{REPO}/blobs/{missing}"))
@@ -359,9 +368,21 @@ async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
         .unwrap();
     assert_eq!(unknown_blob.status(), StatusCode::NOT_FOUND);
 
-    // Writes: the agent is a pull cache.
+    // Writes: the agent is a pull cache, and answers them as the proxy answers an operation
+    // it does not offer.
     let refused = [
         client.post(format!("{base}/v2/{REPO}/blobs/uploads/")),
+        client.post(format!(
+            "{base}/v2/{REPO}/blobs/uploads/?mount={}&from=other",
+            v1.digest
+        )),
+        client
+            .patch(format!("{base}/v2/{REPO}/blobs/uploads/some-id"))
+            .body("x"),
+        client.put(format!(
+            "{base}/v2/{REPO}/blobs/uploads/some-id?digest={missing}"
+        )),
+        client.delete(format!("{base}/v2/{REPO}/blobs/uploads/some-id")),
         client
             .put(format!("{base}/v2/{REPO}/manifests/v9"))
             .header("content-type", MANIFEST_TYPE)
@@ -373,7 +394,7 @@ async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
         let response = request.send().await.unwrap();
         assert_eq!(
             error_code(response).await,
-            (StatusCode::FORBIDDEN, "DENIED".into())
+            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".into())
         );
     }
     let catalog = client

@@ -85,11 +85,20 @@ async fn bad_requests_get_spec_errors_and_store_nothing() {
         case(get.clone(), "/v2/nope/tags/list", 404, "NAME_UNKNOWN"),
         case(get.clone(), "/v2/seed/nothing/here", 404, "NAME_UNKNOWN"),
         // References and digests.
+        // A reference no tag can have names no manifest: 404 to a read or a delete (a
+        // `PUT` to it, below, is 400). A `HEAD` answer has no body, hence no code.
         case(
             get.clone(),
             "/v2/seed/manifests/-bad",
-            400,
-            "MANIFEST_INVALID",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        case(Method::HEAD, "/v2/seed/manifests/-bad", 404, ""),
+        case(
+            Method::DELETE,
+            "/v2/seed/manifests/-bad",
+            404,
+            "MANIFEST_UNKNOWN",
         ),
         case(
             get.clone(),

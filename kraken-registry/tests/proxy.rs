@@ -235,6 +235,25 @@ async fn an_image_pushed_through_the_proxy_is_in_the_origins_and_the_build_index
     let (status, _) = error_of(get(client, &format!("/v2/{repo}/manifests/broken")).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // A reference that is not a valid tag: 404 `MANIFEST_UNKNOWN` to a read, as OCI clients
+    // expect, and 400 `MANIFEST_INVALID` to a push.
+    let invalid = format!("/v2/{repo}/manifests/-bad");
+    let (status, code) = error_of(get(client, &invalid).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+    let head = client.request(Method::HEAD, &invalid).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    let refused = client
+        .put_manifest(repo, "-bad", MANIFEST_TYPE, &broken)
+        .await;
+    let (status, code) = error_of(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID")
+    );
+
     // A cross-repository mount of a blob in the origins: 201, no upload.
     let mounted = client
         .request(

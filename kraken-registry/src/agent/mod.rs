@@ -7,7 +7,7 @@
 //!   repository name is the P2P namespace). A `HEAD` of a blob answers its size from the
 //!   tracker's metainfo without downloading it (Go Kraken downloads the whole blob), and a
 //!   blob `GET` streams bytes as pieces arrive (Go Kraken answers once the download ends),
-//!   ranges included. Pushes and deletes are `403 DENIED`; the catalog is `405 UNSUPPORTED`;
+//!   ranges included. Pushes, deletes and the catalog are `405 UNSUPPORTED`;
 //!   `tags/list` works, through the build-index;
 //! - Go Kraken's agent endpoints: `GET /health`, `GET /readiness`, `GET /tags/{repo:tag}`,
 //!   `GET /namespace/{ns}/blobs/{digest}`, `DELETE /blobs/{digest}` and

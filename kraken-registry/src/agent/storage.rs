@@ -30,8 +30,8 @@ use crate::oci::{
 /// - Tags: listed through the build-index.
 /// - Referrers: the index the proxy keeps under the referrers tag schema, its tag resolved
 ///   through the build-index and the index read over P2P.
-/// - Pushes, mounts and deletes: [`StorageError::Denied`]; the catalog:
-///   [`StorageError::Unsupported`].
+/// - Pushes, mounts, deletes and the catalog: [`StorageError::Unsupported`] (the trait's
+///   defaults), refused by [`allows`](RegistryStorage::allows) before a body is read.
 #[derive(Clone, Debug)]
 pub struct AgentStorage {
     node: Node,
@@ -195,9 +195,9 @@ impl RegistryStorage for AgentStorage {
             | Operation::ReadManifest
             | Operation::ListTags
             | Operation::Referrers => Ok(()),
-            Operation::Catalog => Err(StorageError::Unsupported(operation)),
-            // Pushes and deletes go to the proxy: the agent is a pull cache by role.
-            _ => Err(StorageError::Denied(operation)),
+            // Pushes and deletes go to the proxy: the agent is a pull cache, and answers them
+            // as the proxy answers an operation it does not offer (405 `UNSUPPORTED`).
+            _ => Err(StorageError::Unsupported(operation)),
         }
     }
 
@@ -212,19 +212,6 @@ impl RegistryStorage for AgentStorage {
         range: Option<std::ops::Range<u64>>,
     ) -> StorageResult<ByteStream> {
         self.blob_stream(repo.as_str(), digest, range).await
-    }
-
-    async fn blob_mount(
-        &self,
-        _repo: &RepoName,
-        _digest: &Digest,
-        _from: Option<&RepoName>,
-    ) -> StorageResult<u64> {
-        Err(StorageError::Denied(Operation::MountBlob))
-    }
-
-    async fn blob_delete(&self, _repo: &RepoName, _digest: &Digest) -> StorageResult<()> {
-        Err(StorageError::Denied(Operation::DeleteBlob))
     }
 
     async fn manifest_get(
@@ -244,10 +231,6 @@ impl RegistryStorage for AgentStorage {
         };
         let (bytes, manifest) = self.manifest_blob(repo.as_str(), &digest).await?;
         Ok(StoredManifest::new(bytes, manifest.media_type(), digest))
-    }
-
-    async fn manifest_delete(&self, _repo: &RepoName, _reference: &Reference) -> StorageResult<()> {
-        Err(StorageError::Denied(Operation::DeleteManifest))
     }
 
     async fn tags(&self, repo: &RepoName, page: Page<'_>) -> StorageResult<Vec<Tag>> {

@@ -39,10 +39,11 @@ pub enum ErrorCode {
     SizeInvalid,
     /// `UNAUTHORIZED`, 401: authentication is required.
     Unauthorized,
-    /// `DENIED`, 403: this registry's role forbids the operation (pushing to a pull-only
-    /// agent, say).
+    /// `DENIED`, 403: a policy forbids the operation to this client (missing credentials,
+    /// a repository outside the user's patterns, say).
     Denied,
-    /// `UNSUPPORTED`, 405: this registry does not implement the operation, or a parameter
+    /// `UNSUPPORTED`, 405: this registry does not implement or offer the operation (a push
+    /// to the pull-only agent, say), or a parameter
     /// asks for something it does not support (a digest algorithm other than sha256).
     Unsupported,
     /// `TOOMANYREQUESTS`, 429: a limit on concurrent work was reached; retry later.

@@ -131,7 +131,18 @@ impl OciHandler {
             }
             Route::Manifest { name, reference } => {
                 let repo = repo_name(name)?;
-                let reference = Reference::parse(&reference)?;
+                let reference = match Reference::parse(&reference) {
+                    // No manifest can have a name no tag can have: a read or a delete of
+                    // one is `MANIFEST_UNKNOWN`, as OCI clients and the conformance tests
+                    // expect; `MANIFEST_INVALID` is for what a `PUT` sends.
+                    Err(e)
+                        if e.code() == ErrorCode::ManifestInvalid
+                            && matches!(*method, Method::GET | Method::HEAD | Method::DELETE) =>
+                    {
+                        return Err(ApiError::new(ErrorCode::ManifestUnknown, e.message()));
+                    }
+                    parsed => parsed?,
+                };
                 match *method {
                     Method::GET => self.get_manifest(&repo, &reference, true).await,
                     Method::HEAD => self.get_manifest(&repo, &reference, false).await,
@@ -165,6 +176,8 @@ impl OciHandler {
             }
             Route::Upload { name, id } => {
                 let repo = repo_name(name)?;
+                // A storage that takes no pushes has no sessions: say so, not "unknown".
+                self.store().allows(Operation::PushBlob)?;
                 match *method {
                     Method::GET => self.upload_status(&repo, &id).await,
                     Method::PATCH => self.patch_upload(&repo, &id, req, body).await,

@@ -27,7 +27,8 @@ pub enum Reference {
 impl Reference {
     /// Parses a reference: a digest when it contains `:` (tags cannot), else a tag. A bad
     /// digest is `DIGEST_INVALID` or `UNSUPPORTED` (see [`parse_digest`]); a bad tag is
-    /// `MANIFEST_INVALID`, since the spec has no code of its own for tags.
+    /// `MANIFEST_INVALID`, since the spec has no code of its own for tags (the handler
+    /// answers a read or a delete of one `MANIFEST_UNKNOWN` instead: no manifest has it).
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         if s.contains(':') {
             parse_digest(s).map(Self::Digest)

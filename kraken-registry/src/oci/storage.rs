@@ -13,7 +13,7 @@
 //! **Capabilities.** Writes (`blob_put`, `blob_mount`, `blob_delete`, `manifest_put`,
 //! `manifest_delete`) and listings (`tags`, `catalog`, `referrers`) have default
 //! implementations that answer [`StorageError::Unsupported`], so a read-only implementation
-//! writes only the reads. An implementation that refuses an operation by policy rather than
+//! writes only the reads (the agent does: a pull cache offers no pushes). An implementation that refuses an operation by policy rather than
 //! for want of code answers [`StorageError::Denied`]. [`RegistryStorage::allows`] lets the
 //! handler refuse a push before it reads any bytes; override it together with the writes.
 //!
@@ -97,7 +97,8 @@ pub enum StorageError {
     /// This storage does not implement the operation: `UNSUPPORTED` (405).
     #[error("{0} is not supported by this registry")]
     Unsupported(Operation),
-    /// This storage's role forbids the operation: `DENIED` (403).
+    /// A policy forbids the operation: `DENIED` (403). A storage that never offers the
+    /// operation answers [`Unsupported`](Self::Unsupported) instead.
     #[error("{0} is denied by this registry")]
     Denied(Operation),
     /// Too much work in progress; the client should retry later: `TOOMANYREQUESTS` (429).
