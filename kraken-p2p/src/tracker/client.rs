@@ -205,7 +205,26 @@ fn untrusting_config() -> rustls::ClientConfig {
     .with_no_client_auth()
 }
 
-fn status_error(status: StatusCode, body: &[u8]) -> Error {
+/// The path of an announce for `info_hash`.
+pub(super) fn announce_path(info_hash: &InfoHash) -> String {
+    format!("/announce/{info_hash}")
+}
+
+/// The path of a blob's metainfo; `fresh` asks the tracker to look at the origins again.
+pub(super) fn metainfo_path(namespace: &str, digest: &Digest, fresh: bool) -> String {
+    let query = if fresh {
+        format!("?{FRESH_QUERY}")
+    } else {
+        String::new()
+    };
+    format!(
+        "/namespace/{}/blobs/{digest}/metainfo{query}",
+        encode_segment(namespace)
+    )
+}
+
+/// A tracker's refusal, with the start of what it said.
+pub(super) fn status_error(status: StatusCode, body: &[u8]) -> Error {
     let message = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     Error::Tracker {
         status: status.as_u16(),
@@ -225,7 +244,7 @@ impl Tracker for TrackerClient {
         let (status, body) = self
             .request(
                 Method::POST,
-                &format!("/announce/{info_hash}"),
+                &announce_path(&info_hash),
                 body.into(),
                 "application/json",
             )
@@ -252,11 +271,7 @@ impl Tracker for TrackerClient {
     }
 
     async fn publish_metainfo(&self, namespace: &str, meta: &MetaInfo) -> Result<()> {
-        let path = format!(
-            "/namespace/{}/blobs/{}/metainfo",
-            encode_segment(namespace),
-            meta.digest()
-        );
+        let path = metainfo_path(namespace, meta.digest(), false);
         let (status, body) = self
             .request(
                 Method::POST,
@@ -280,15 +295,7 @@ impl TrackerClient {
         digest: &Digest,
         fresh: bool,
     ) -> Result<Option<MetaInfo>> {
-        let query = if fresh {
-            format!("?{FRESH_QUERY}")
-        } else {
-            String::new()
-        };
-        let path = format!(
-            "/namespace/{}/blobs/{digest}/metainfo{query}",
-            encode_segment(namespace)
-        );
+        let path = metainfo_path(namespace, digest, fresh);
         let (status, body) = self
             .request(Method::GET, &path, Bytes::new(), "application/octet-stream")
             .await?;

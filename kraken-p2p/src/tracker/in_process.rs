@@ -13,7 +13,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, StatusCode};
 use kraken_core::{Digest, InfoHash, MetaInfo};
 
-use super::api::{AnnounceRequest, AnnounceResponse, encode_segment};
+use super::api::{AnnounceRequest, AnnounceResponse};
+use super::client::{announce_path, metainfo_path, status_error};
 use super::{Tracker, TrackerService};
 use crate::error::{Error, Result};
 
@@ -38,13 +39,6 @@ impl TrackerService {
     }
 }
 
-fn refused(status: StatusCode, body: &[u8]) -> Error {
-    Error::Tracker {
-        status: status.as_u16(),
-        message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-    }
-}
-
 #[async_trait]
 impl Tracker for TrackerService {
     async fn announce(
@@ -55,38 +49,31 @@ impl Tracker for TrackerService {
         let body =
             serde_json::to_vec(&request).map_err(|_| Error::Internal("announce serialisation"))?;
         let (status, body) = self
-            .call(Method::POST, &format!("/announce/{info_hash}"), body.into())
+            .call(Method::POST, &announce_path(&info_hash), body.into())
             .await?;
         if status != StatusCode::OK {
-            return Err(refused(status, &body));
+            return Err(status_error(status, &body));
         }
         serde_json::from_slice(&body).map_err(|_| Error::Internal("in-process announce answer"))
     }
 
     async fn metainfo(&self, namespace: &str, digest: &Digest) -> Result<Option<MetaInfo>> {
-        let path = format!(
-            "/namespace/{}/blobs/{digest}/metainfo",
-            encode_segment(namespace)
-        );
+        let path = metainfo_path(namespace, digest, false);
         let (status, body) = self.call(Method::GET, &path, Bytes::new()).await?;
         match status {
             StatusCode::OK => Ok(Some(MetaInfo::decode(&body)?)),
             StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(refused(status, &body)),
+            _ => Err(status_error(status, &body)),
         }
     }
 
     async fn publish_metainfo(&self, namespace: &str, meta: &MetaInfo) -> Result<()> {
-        let path = format!(
-            "/namespace/{}/blobs/{}/metainfo",
-            encode_segment(namespace),
-            meta.digest()
-        );
+        let path = metainfo_path(namespace, meta.digest(), false);
         let (status, body) = self.call(Method::POST, &path, meta.encode().into()).await?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(refused(status, &body))
+            Err(status_error(status, &body))
         }
     }
 }
