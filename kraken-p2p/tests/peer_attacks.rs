@@ -139,6 +139,17 @@ async fn slots_freed(seeder: &Node, meta: &MetaInfo) -> bool {
     .is_ok()
 }
 
+/// A raw connection from 127.0.0.`host` to `seeder` that has sent a handshake for `meta`
+/// under the id `[host; 20]`.
+async fn attacker(host: u8, seeder: &Node, meta: &MetaInfo) -> TcpStream {
+    let mut stream = connect_from(host, seeder.local_addr()).await;
+    stream
+        .write_all(&handshake(meta, PeerId::from_bytes([host; 20])))
+        .await
+        .unwrap();
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_peers_that_ask_and_never_read_lose_their_slots_to_an_honest_fetcher() {
     let (dir, tracker, seeder, meta) = seeded(40 << 20, |c| {
@@ -150,11 +161,7 @@ async fn ten_peers_that_ask_and_never_read_lose_their_slots_to_an_honest_fetcher
     .await;
     let mut attackers = Vec::new();
     for i in 0..10u8 {
-        let mut stream = connect_from(100 + i, seeder.local_addr()).await;
-        stream
-            .write_all(&handshake(&meta, PeerId::from_bytes([100 + i; 20])))
-            .await
-            .unwrap();
+        let mut stream = attacker(100 + i, &seeder, &meta).await;
         // As many pieces as the seeder queues per peer (8 × 4 MiB), then silence: the
         // seeder's writer fills the socket and waits for a reader that never comes.
         for index in 0..8 {
@@ -186,11 +193,7 @@ async fn ten_silent_peers_holding_every_slot_are_replaced_by_an_honest_fetcher()
     .await;
     let mut attackers = Vec::new();
     for i in 0..10u8 {
-        let mut stream = connect_from(100 + i, seeder.local_addr()).await;
-        stream
-            .write_all(&handshake(&meta, PeerId::from_bytes([100 + i; 20])))
-            .await
-            .unwrap();
+        let mut stream = attacker(100 + i, &seeder, &meta).await;
         let (mut decoder, mut buf) = (FrameDecoder::new(), BytesMut::new());
         let reply = next_message(&mut stream, &mut decoder, &mut buf).await;
         assert!(
