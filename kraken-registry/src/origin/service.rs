@@ -142,6 +142,7 @@ impl OriginBuilder {
             Arc::clone(&backend),
             kraken_core::PieceLengthPolicy::default(),
             config.limits.max_blob_size.bytes(),
+            config.limits.max_backend_fetches,
             tasks.clone(),
             shutdown.clone(),
             counters.clone(),
