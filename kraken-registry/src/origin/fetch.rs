@@ -18,6 +18,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::config::LimitsConfig;
 use crate::error::{Error, Result, error_chain};
 use crate::metrics::OriginMetrics;
 
@@ -87,8 +88,7 @@ impl Fetcher {
         store: BlobStore,
         backend: Arc<dyn Backend>,
         pieces: PieceLengthPolicy,
-        max_blob: u64,
-        max_fetches: usize,
+        limits: &LimitsConfig,
         tasks: TaskTracker,
         shutdown: CancellationToken,
         metrics: OriginMetrics,
@@ -97,9 +97,9 @@ impl Fetcher {
             store,
             backend,
             pieces,
-            max_blob,
+            max_blob: limits.max_blob_size.bytes(),
             flights: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(max_fetches.max(1))),
+            slots: Arc::new(Semaphore::new(limits.max_backend_fetches.max(1))),
             tasks,
             shutdown,
             metrics,
