@@ -104,7 +104,35 @@ pub(crate) async fn handle(
                 Err(e) => failure(&e),
             }
         }
+        (&Method::GET, ["x", "blacklist"]) => match state.storage.node().blacklist().await {
+            Ok(entries) => json(&entries.iter().map(BlacklistItem::from).collect::<Vec<_>>()),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &error_chain(&e)),
+        },
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// One entry of `GET /x/blacklist`: Go Kraken's `{peer_id, info_hash, remaining}`
+/// (`remaining` in nanoseconds, as Go encodes a duration), with the peer's address and the
+/// torrent's digest when the node still has the torrent.
+#[derive(Debug, serde::Serialize)]
+struct BlacklistItem {
+    peer_id: String,
+    ip: String,
+    info_hash: String,
+    digest: Option<String>,
+    remaining: u64,
+}
+
+impl From<&(kraken_p2p::swarm::BlacklistEntry, Option<Digest>)> for BlacklistItem {
+    fn from((entry, digest): &(kraken_p2p::swarm::BlacklistEntry, Option<Digest>)) -> Self {
+        Self {
+            peer_id: entry.peer_id.to_string(),
+            ip: entry.ip.to_string(),
+            info_hash: entry.info_hash.to_string(),
+            digest: digest.map(|d| d.to_string()),
+            remaining: u64::try_from(entry.remaining.as_nanos()).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -120,6 +148,7 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
         (&Method::GET, ["namespace", _, "blobs", _]) => "blob_download",
         (&Method::DELETE, ["blobs", _]) => "blob_evict",
         (&Method::GET, ["preload", "tags", rest @ ..]) if !rest.is_empty() => "preload",
+        (&Method::GET, ["x", "blacklist"]) => "blacklist",
         _ => "other",
     }
 }
@@ -358,6 +387,7 @@ mod tests {
             ),
             (Method::DELETE, "/blobs/sha256:00", "blob_evict"),
             (Method::GET, "/preload/tags/app%3Av1", "preload"),
+            (Method::GET, "/x/blacklist", "blacklist"),
             (Method::GET, "/elsewhere", "other"),
         ] {
             assert_eq!(route_name(&method, path), route, "{method} {path}");
