@@ -8,7 +8,7 @@
 //! it elsewhere.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
-pub mod containerd;
+pub use kraken_testkit::containerd;
 pub mod docker;
 pub mod podman;
 pub mod scenarios;

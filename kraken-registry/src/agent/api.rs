@@ -9,6 +9,7 @@ use kraken_p2p::tls::Roles;
 use kraken_p2p::tracker::api::decode_segment;
 
 use super::preload::preload;
+use super::runtime::{self, Runtime};
 use super::state::AgentState;
 use crate::build_index::TagName;
 use crate::error::error_chain;
@@ -51,6 +52,7 @@ pub(crate) async fn handle(
         };
         return state.oci.handle(request).await;
     }
+    let query = request.uri().query().map(str::to_owned);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["tags", rest @ ..]) if !rest.is_empty() => {
@@ -89,8 +91,12 @@ pub(crate) async fn handle(
                 Ok(tag) => tag,
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
+            let runtime = match Runtime::from_query(query.as_deref().unwrap_or_default()) {
+                Ok(runtime) => runtime,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
             let limits = &state.config.limits;
-            match preload(
+            let report = match preload(
                 &state.storage,
                 &tag,
                 limits.preload_max_manifests,
@@ -98,10 +104,30 @@ pub(crate) async fn handle(
             )
             .await
             {
-                Ok(Some(report)) => json(&report),
-                Ok(None) => text(StatusCode::NOT_FOUND, &format!("tag {tag} not found")),
-                Err(e) if e.is_not_found() => text(StatusCode::NOT_FOUND, &error_chain(&e)),
-                Err(e) => failure(&e),
+                Ok(Some(report)) => report,
+                Ok(None) => return text(StatusCode::NOT_FOUND, &format!("tag {tag} not found")),
+                Err(e) if e.is_not_found() => {
+                    return text(StatusCode::NOT_FOUND, &error_chain(&e));
+                }
+                Err(e) => return failure(&e),
+            };
+            let Some(runtime) = runtime else {
+                return json(&report);
+            };
+            // The image is in the cache: the runtime's pull through this agent is local.
+            let config = &state.config.container_runtime;
+            match runtime::pull(config, &runtime, &state.runtime_registry, &tag).await {
+                Ok(()) => json(&report.pulled_by(runtime.name())),
+                Err(reason) => {
+                    tracing::warn!(%tag, runtime = runtime.name(), %reason, "preload: the runtime's pull failed");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!(
+                            "{tag} is cached, but {} could not pull it: {reason}",
+                            runtime.name()
+                        ),
+                    )
+                }
             }
         }
         (&Method::GET, ["x", "blacklist"]) => match state.storage.node().blacklist().await {
