@@ -9,7 +9,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 pub use kraken_testkit::containerd;
-pub mod docker;
+pub use kraken_testkit::docker;
 pub mod podman;
 pub mod scenarios;
 
