@@ -477,6 +477,15 @@ impl Node {
         let _ = self.send(actor::Command::Unseed { digest: *digest });
     }
 
+    /// The peers this node keeps out of a torrent now (the swarm's blacklist, per address,
+    /// peer id and torrent), each with the time left and the torrent's digest when the node
+    /// still has the torrent: what the agent's `GET /x/blacklist` lists.
+    pub async fn blacklist(&self) -> Result<Vec<(crate::swarm::BlacklistEntry, Option<Digest>)>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(actor::Command::Blacklist { reply })?;
+        answer.await.map_err(|_| Error::Shutdown)
+    }
+
     /// Counters of a blob's torrent, if it is in the swarm.
     pub async fn torrent_stats(&self, digest: &Digest) -> Option<TorrentStats> {
         let (reply, result) = oneshot::channel();
