@@ -352,7 +352,7 @@ fn unknown_upload(id: &str, repo: &RepoName) -> ApiError {
     )
 }
 
-fn too_large(max_size: u64) -> ApiError {
+pub(super) fn too_large(max_size: u64) -> ApiError {
     ApiError::new(
         ErrorCode::SizeInvalid,
         format!("blob larger than the registry's limit of {max_size} bytes"),
@@ -360,7 +360,7 @@ fn too_large(max_size: u64) -> ApiError {
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
-fn length_mismatch() -> ApiError {
+pub(super) fn length_mismatch() -> ApiError {
     ApiError::new(
         ErrorCode::SizeInvalid,
         "the body's length does not match its Content-Range or Content-Length",
