@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 
 /// Bytes sent per upload `PATCH`, as Go Kraken's uploader does.
 pub const UPLOAD_CHUNK: u64 = 32 << 20;
+/// The request header in which an uploader announces a blob's length when it starts the
+/// upload (ours, not Go Kraken's): the origin then hashes the chunks as they arrive in order
+/// and its commit reads nothing again.
+pub(crate) const UPLOAD_LENGTH: &str = "upload-length";
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
@@ -374,7 +378,10 @@ impl OriginClient {
         chunks: crate::oci::ByteStream,
         kind: CommitKind,
     ) -> Result<()> {
-        let Some(id) = self.start_upload(origin, namespace, digest).await? else {
+        let Some(id) = self
+            .start_upload(origin, namespace, digest, Some(length))
+            .await?
+        else {
             return Ok(());
         };
         let source = ChunkSource::stream(chunks);
@@ -382,18 +389,24 @@ impl OriginClient {
             .await
     }
 
-    /// Starts an upload at `origin`: its id, or `None` if the origin has the blob already.
+    /// Starts an upload at `origin`, announcing the blob's `length` when known: its id, or
+    /// `None` if the origin has the blob already.
     pub(crate) async fn start_upload(
         &self,
         origin: &str,
         namespace: &str,
         digest: &Digest,
+        length: Option<u64>,
     ) -> Result<Option<String>> {
         let uploads = format!(
             "{}/uploads",
             self.blob_url(origin, "/namespace", namespace, digest)
         );
-        let started = self.send(origin, self.http.post(&uploads)).await?;
+        let mut request = self.http.post(&uploads);
+        if let Some(length) = length {
+            request = request.header(UPLOAD_LENGTH, length);
+        }
+        let started = self.send(origin, request).await?;
         match started.status() {
             StatusCode::OK => {}
             StatusCode::CONFLICT => return Ok(None),
@@ -418,7 +431,10 @@ impl OriginClient {
         kind: CommitKind,
         source: &ChunkSource,
     ) -> Result<()> {
-        let Some(id) = self.start_upload(origin, namespace, digest).await? else {
+        let Some(id) = self
+            .start_upload(origin, namespace, digest, Some(length))
+            .await?
+        else {
             return Ok(());
         };
         self.send_upload(origin, namespace, digest, &id, length, kind, source)

@@ -271,7 +271,11 @@ impl OriginCluster {
     ) -> Result<()> {
         let mut failures = Vec::new();
         for origin in self.membership.view().owners(digest) {
-            match self.client.start_upload(&origin, namespace, digest).await {
+            match self
+                .client
+                .start_upload(&origin, namespace, digest, Some(length))
+                .await
+            {
                 Ok(None) => return Ok(()),
                 Ok(Some(id)) => {
                     let source = ChunkSource::stream(chunks);
