@@ -365,30 +365,6 @@ impl OriginClient {
             .await
     }
 
-    /// Uploads a blob of `length` bytes from `chunks` as they arrive (a client's push the
-    /// proxy passes on without writing it anywhere), [`UPLOAD_CHUNK`] bytes per request.
-    /// The bytes can be sent once: a caller that may try another origin calls
-    /// [`start_upload`](Self::start_upload) first.
-    pub async fn upload_stream(
-        &self,
-        origin: &str,
-        namespace: &str,
-        digest: &Digest,
-        length: u64,
-        chunks: crate::oci::ByteStream,
-        kind: CommitKind,
-    ) -> Result<()> {
-        let Some(id) = self
-            .start_upload(origin, namespace, digest, Some(length))
-            .await?
-        else {
-            return Ok(());
-        };
-        let source = ChunkSource::stream(chunks);
-        self.send_upload(origin, namespace, digest, &id, length, kind, &source)
-            .await
-    }
-
     /// Starts an upload at `origin`, announcing the blob's `length` when known: its id, or
     /// `None` if the origin has the blob already.
     pub(crate) async fn start_upload(
