@@ -57,7 +57,8 @@ fn start_seeder_with(
     extra: &[&str],
 ) -> (ProcessGuard, String) {
     let listen = format!("127.0.0.2:{}", free_addr("127.0.0.2").port());
-    let mut child = Command::new(KRAKEN)
+    let mut command = Command::new(KRAKEN);
+    command
         .args([
             "seed",
             file.to_str().unwrap(),
@@ -76,7 +77,13 @@ fn start_seeder_with(
             "--publish-token-file",
             token_file(),
         ])
-        .args(extra)
+        .args(extra);
+    spawn_seeder(command)
+}
+
+/// Spawns a `kraken seed` command and returns it once it printed the digest.
+fn spawn_seeder(mut command: Command) -> (ProcessGuard, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -618,22 +625,15 @@ fn a_default_store_start_sweeps_other_idle_stores() {
     // A seeder without --store opens its own store there, sweeping the others.
     let (_tracker, url) = start_tracker();
     let listen = format!("127.0.0.2:{}", free_addr("127.0.0.2").port());
-    let mut child = Command::new(KRAKEN)
+    let mut command = Command::new(KRAKEN);
+    command
         .arg("seed")
         .arg(&file)
         .args(["--tracker", &url, "--listen", &listen])
         .args(["--publish-token-file", token_file()])
-        .env("TMPDIR", &tmp)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _seeder = ProcessGuard::adopt(child);
-    assert_eq!(line.trim(), meta.digest().to_string());
+        .env("TMPDIR", &tmp);
+    let (_seeder, digest) = spawn_seeder(command);
+    assert_eq!(digest, meta.digest().to_string());
     assert!(!stale.exists(), "the idle store was not swept");
     // The seeder's own store holds metainfo only: the file is seeded in place.
     assert!(kraken_testkit::file_bytes(&tmp) < 64 << 10);

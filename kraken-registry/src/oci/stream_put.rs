@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::error::{ApiError, ErrorCode};
 use super::name::RepoName;
 use super::storage::RegistryStorage;
-use super::uploads::{RequestBody, length_mismatch};
+use super::uploads::{RequestBody, body_unreadable, length_mismatch};
 
 /// Body frames between the reader and the storage: the memory a push holds here.
 const IN_FLIGHT: usize = 8;
@@ -83,12 +83,7 @@ async fn read_verified(
     let mut received = 0u64;
     let outcome = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    format!("reading the request body failed: {e}"),
-                )
-            })?;
+            let frame = frame.map_err(body_unreadable)?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };

@@ -272,12 +272,7 @@ impl Session {
             }
             let mut pending = BytesMut::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::BlobUploadInvalid,
-                        format!("reading the request body failed: {e}"),
-                    )
-                })?;
+                let frame = frame.map_err(body_unreadable)?;
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers
                 };
@@ -358,6 +353,14 @@ pub(super) fn too_large(max_size: u64) -> ApiError {
         format!("blob larger than the registry's limit of {max_size} bytes"),
     )
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// `BLOB_UPLOAD_INVALID`: the request body broke off or could not be read.
+pub(super) fn body_unreadable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("reading the request body failed: {error}"),
+    )
 }
 
 pub(super) fn length_mismatch() -> ApiError {
