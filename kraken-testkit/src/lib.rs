@@ -38,7 +38,9 @@ pub use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTls, ServerTlsConfi
 
 pub use crate::cluster::{ProcessCluster, Role, RoleProcess};
 pub use crate::exposition::{Exposition, Sample};
-pub use crate::model_tree::{assert_same_tree, read_tree, store_data_bytes, write_model_tree};
+pub use crate::model_tree::{
+    assert_same_tree, file_bytes, read_tree, store_data_bytes, write_model_tree,
+};
 pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;
 pub use crate::process::{

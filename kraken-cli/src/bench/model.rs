@@ -48,7 +48,8 @@ struct ModelReport {
     wall_seconds: Vec<f64>,
     max_wall_t_star: f64,
     max_peak_rss_bytes: u64,
-    /// Bytes written to storage by each fetcher (`/proc/PID/io` `write_bytes`), sorted.
+    /// Bytes written to storage by each fetcher (its report's `write_bytes`, Linux
+    /// `/proc/self/io`, by the time the tree is in place), sorted.
     written_bytes: Vec<u64>,
     max_written_per_model_byte: f64,
 }
@@ -91,7 +92,6 @@ pub(super) fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
             &digest,
             &tracker,
             &ip,
-            &dir.path().join(format!("store{i}")),
             &dir.path().join(format!("out{i}")),
             &[],
         )?
@@ -105,14 +105,14 @@ pub(super) fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         fetchers.push((Process(child), BufReader::new(stdout), started));
     }
     let (mut wall_seconds, mut written_bytes, mut max_rss) = (Vec::new(), Vec::new(), 0u64);
-    for (process, stdout, started) in &mut fetchers {
+    for (_process, stdout, started) in &mut fetchers {
         let mut line = String::new();
         stdout.read_line(&mut line)?;
         let report: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("a fetcher failed (printed {line:?})"))?;
         wall_seconds.push(*started + report["seconds"].as_f64().context("seconds")?);
         max_rss = max_rss.max(report["peak_rss_bytes"].as_u64().unwrap_or(0));
-        written_bytes.push(write_bytes(process.0.id())?);
+        written_bytes.push(report["write_bytes"].as_u64().context("write_bytes")?);
     }
     for i in 0..args.fetchers {
         let out = dir.path().join(format!("out{i}"));
@@ -162,31 +162,4 @@ pub(super) fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Bytes a live process has caused to be written to storage (`/proc/PID/io`).
-fn write_bytes(pid: u32) -> anyhow::Result<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .with_context(|| format!("reading /proc/{pid}/io"))?;
-    io.lines()
-        .find_map(|line| line.strip_prefix("write_bytes:"))
-        .context("no write_bytes in /proc/PID/io")?
-        .trim()
-        .parse()
-        .context("write_bytes")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn write_bytes_of_this_process() {
-        let before = super::write_bytes(std::process::id()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f");
-        std::fs::write(&file, vec![1u8; 1 << 20]).unwrap();
-        std::fs::File::open(&file).unwrap().sync_all().unwrap();
-        let after = super::write_bytes(std::process::id()).unwrap();
-        // Other test threads may write too; this one wrote at least its megabyte.
-        assert!(after >= before + (1 << 20), "{before} -> {after}");
-    }
 }

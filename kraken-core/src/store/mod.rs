@@ -415,7 +415,7 @@ impl BlobStore {
         piece_length: u64,
         expected: Option<&Digest>,
     ) -> Result<MetaInfo> {
-        self.import_file_with(path, piece_length, expected, false)
+        self.import_file_with(path, Hashed::Pieces(piece_length), expected, false)
     }
 
     /// As [`import_file`](Self::import_file), with the blob [pinned](Self::pin) from the
@@ -427,18 +427,43 @@ impl BlobStore {
         piece_length: u64,
         expected: Option<&Digest>,
     ) -> Result<MetaInfo> {
-        self.import_file_with(path, piece_length, expected, true)
+        self.import_file_with(path, Hashed::Pieces(piece_length), expected, true)
+    }
+
+    /// As [`import_file_pinned`](Self::import_file_pinned) for a file whose metainfo the
+    /// caller computed from the very bytes it wrote there, in order (a
+    /// [`MetaInfoGenerator`] fed as an upload was written): the file is not read again, only
+    /// its length checked against `meta`. Fails with [`Error::DigestMismatch`] if `meta` is
+    /// not `expected`'s.
+    pub fn import_hashed_file_pinned(
+        &self,
+        path: &Path,
+        meta: &MetaInfo,
+        expected: &Digest,
+    ) -> Result<MetaInfo> {
+        let length = fs::metadata(path)
+            .map_err(|source| Error::io(path, source))?
+            .len();
+        if length != meta.length() {
+            return Err(Error::Internal("the file's length is not its metainfo's"));
+        }
+        self.import_file_with(path, Hashed::Already(meta.clone()), Some(expected), true)
     }
 
     fn import_file_with(
         &self,
         path: &Path,
-        piece_length: u64,
+        hashed: Hashed,
         expected: Option<&Digest>,
         pinned: bool,
     ) -> Result<MetaInfo> {
-        let file = File::open(path).map_err(|source| Error::io(path, source))?;
-        let meta = MetaInfo::from_reader(file, piece_length)?;
+        let meta = match hashed {
+            Hashed::Already(meta) => meta,
+            Hashed::Pieces(piece_length) => {
+                let file = File::open(path).map_err(|source| Error::io(path, source))?;
+                MetaInfo::from_reader(file, piece_length)?
+            }
+        };
         if let Some(expected) = expected
             && expected != meta.digest()
         {
@@ -591,6 +616,13 @@ impl BlobStore {
         entry.pinned = pinned;
         Ok(())
     }
+}
+
+/// An imported file's metainfo: computed by the caller as the bytes were written, or to
+/// compute by reading it with pieces of this length.
+enum Hashed {
+    Already(MetaInfo),
+    Pieces(u64),
 }
 
 impl Index {

@@ -616,3 +616,36 @@ fn a_pinned_import_is_pinned_as_it_appears_and_every_new_directory_is_synced() {
         );
     }
 }
+
+#[test]
+fn a_file_hashed_as_it_was_written_is_installed_without_being_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let data = blob(5000, 3);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let upload = dir.path().join("upload");
+    // Another metainfo's digest, or a file of another length: refused, the file kept.
+    std::fs::write(&upload, &data).unwrap();
+    let other = Digest::sha256_of(b"other");
+    assert!(matches!(
+        store.import_hashed_file_pinned(&upload, &meta, &other),
+        Err(Error::DigestMismatch { .. })
+    ));
+    std::fs::write(&upload, &data[..4000]).unwrap();
+    assert!(
+        store
+            .import_hashed_file_pinned(&upload, &meta, meta.digest())
+            .is_err()
+    );
+    assert!(upload.exists());
+    assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+    // The file and its metainfo: moved in as it is, pinned, with that metainfo.
+    std::fs::write(&upload, &data).unwrap();
+    let installed = store
+        .import_hashed_file_pinned(&upload, &meta, meta.digest())
+        .unwrap();
+    assert_eq!(installed, meta);
+    assert!(store.is_pinned(meta.digest()));
+    assert!(!upload.exists());
+    assert_eq!(read_all(&store.open_blob(meta.digest()).unwrap()), data);
+}

@@ -22,7 +22,8 @@ use super::response::{
 };
 use super::router::{Route, route};
 use super::storage::{Operation, Page, RegistryStorage, StorageError};
-use super::uploads::{RequestBody, Session, UploadLimits, UploadSessions};
+use super::stream_put;
+use super::uploads::{RequestBody, Session, UploadLimits, UploadSessions, too_large};
 use crate::http::body::{self, Body};
 use crate::http::range::RangeRequest;
 
@@ -401,16 +402,21 @@ impl OciHandler {
             content_length(req)?
         };
         let max = self.inner.uploads.limits().max_size;
+        // A whole blob in one request of known length goes on as it arrives, to a storage
+        // that takes streams (the proxy's): written nowhere here.
+        if session.size() == 0
+            && self.store().streams_blob_puts()
+            && let Some(length) = expected.filter(|&length| length > 0)
+        {
+            if length > max {
+                return Err(too_large(max));
+            }
+            return stream_put::put(self.store(), &session.repo, digest, length, body).await;
+        }
         session.append(body, expected, max).await?;
         let actual = session.digest();
         if actual != *digest {
-            return Err(ApiError::new(
-                ErrorCode::DigestInvalid,
-                format!("uploaded content has digest {actual}, not {digest}"),
-            )
-            .with_detail(
-                serde_json::json!({"expected": digest.to_string(), "actual": actual.to_string()}),
-            ));
+            return Err(stream_put::digest_invalid(digest, &actual));
         }
         self.store()
             .blob_put(&session.repo, digest, session.path(), session.size())

@@ -129,7 +129,9 @@ pub(crate) async fn handle(
                 (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
                 (&Method::POST, ["verify"]) => verify(&state, &digest),
-                (&Method::POST, ["uploads"]) => start_upload(&state, &namespace, &digest).await,
+                (&Method::POST, ["uploads"]) => {
+                    start_upload(&state, &namespace, &digest, &parts.headers).await
+                }
                 (&Method::PATCH, ["uploads", id]) => {
                     patch_upload(&state, &namespace, &digest, id, &parts.headers, body).await
                 }
@@ -321,11 +323,25 @@ async fn start_upload(
     state: &Arc<OriginState>,
     namespace: &str,
     digest: &Digest,
+    headers: &hyper::HeaderMap,
 ) -> Response<Body> {
     if let Some(refused) = refuse_upload(state, namespace, digest, CommitKind::Primary).await {
         return refused;
     }
-    match state.uploads.create() {
+    // The blob's length, when the uploader announces it, fixes its piece length: the chunks
+    // can then be hashed as they arrive.
+    let announced = headers
+        .get(super::client::UPLOAD_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&length| length <= state.config.limits.max_blob_size.bytes())
+        .map(|length| {
+            (
+                length,
+                state.config_piece_lengths().piece_length_for(length),
+            )
+        });
+    match state.uploads.create(announced) {
         Ok(id) => {
             let mut response = text(StatusCode::OK, "");
             response

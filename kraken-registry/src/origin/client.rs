@@ -2,6 +2,7 @@
 //! a tracker uses to ask them for metainfo, and what a proxy or a test uses to upload.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,10 @@ use crate::error::{Error, Result};
 
 /// Bytes sent per upload `PATCH`, as Go Kraken's uploader does.
 pub const UPLOAD_CHUNK: u64 = 32 << 20;
+/// The request header in which an uploader announces a blob's length when it starts the
+/// upload (ours, not Go Kraken's): the origin then hashes the chunks as they arrive in order
+/// and its commit reads nothing again.
+pub(crate) const UPLOAD_LENGTH: &str = "upload-length";
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
@@ -374,23 +379,27 @@ impl OriginClient {
             .await
     }
 
-    async fn upload(
+    /// Starts an upload at `origin`, announcing the blob's `length` when known: its id, or
+    /// `None` if the origin has the blob already.
+    pub(crate) async fn start_upload(
         &self,
         origin: &str,
         namespace: &str,
         digest: &Digest,
-        length: u64,
-        kind: CommitKind,
-        source: &ChunkSource,
-    ) -> Result<()> {
+        length: Option<u64>,
+    ) -> Result<Option<String>> {
         let uploads = format!(
             "{}/uploads",
             self.blob_url(origin, "/namespace", namespace, digest)
         );
-        let started = self.send(origin, self.http.post(&uploads)).await?;
+        let mut request = self.http.post(&uploads);
+        if let Some(length) = length {
+            request = request.header(UPLOAD_LENGTH, length);
+        }
+        let started = self.send(origin, request).await?;
         match started.status() {
             StatusCode::OK => {}
-            StatusCode::CONFLICT => return Ok(()),
+            StatusCode::CONFLICT => return Ok(None),
             status => return Err(origin_error(origin, status, "start upload")),
         }
         let upload_id = started
@@ -400,14 +409,53 @@ impl OriginClient {
             .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| origin_error(origin, StatusCode::OK, "no upload id in Location"))?
             .to_owned();
+        Ok(Some(upload_id))
+    }
+
+    async fn upload(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        length: u64,
+        kind: CommitKind,
+        source: &ChunkSource,
+    ) -> Result<()> {
+        let Some(id) = self
+            .start_upload(origin, namespace, digest, Some(length))
+            .await?
+        else {
+            return Ok(());
+        };
+        self.send_upload(origin, namespace, digest, &id, length, kind, source)
+            .await
+    }
+
+    /// Sends the bytes of upload `upload_id` in chunks, then commits it.
+    #[allow(clippy::too_many_arguments)] // one upload's every coordinate
+    pub(crate) async fn send_upload(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        upload_id: &str,
+        length: u64,
+        kind: CommitKind,
+        source: &ChunkSource,
+    ) -> Result<()> {
+        let uploads = format!(
+            "{}/uploads",
+            self.blob_url(origin, "/namespace", namespace, digest)
+        );
         let mut offset = 0;
         while offset < length {
             let end = (offset + UPLOAD_CHUNK).min(length);
-            let chunk = source.read(offset, end - offset).await?;
+            let chunk = source.body(offset, end - offset).await?;
             let request = self
                 .http
                 .patch(format!("{uploads}/{upload_id}"))
                 .header("content-range", format!("{offset}-{end}"))
+                .header(reqwest::header::CONTENT_LENGTH, end - offset)
                 .body(chunk);
             let response = self.send(origin, request).await?;
             match response.status() {
@@ -542,15 +590,34 @@ impl OriginClient {
 }
 
 /// Where upload chunks come from.
-enum ChunkSource {
+pub(crate) enum ChunkSource {
     Memory(Bytes),
     File(PathBuf),
+    /// Bytes arriving from a client: each chunk's body streams the next bytes as they come.
+    Stream(Arc<tokio::sync::Mutex<StreamCursor>>),
+}
+
+/// A stream of bytes being cut into chunks: a frame across a chunk's end is split, and its
+/// rest starts the next chunk.
+pub(crate) struct StreamCursor {
+    chunks: crate::oci::ByteStream,
+    leftover: Option<Bytes>,
 }
 
 impl ChunkSource {
-    async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+    pub(crate) fn stream(chunks: crate::oci::ByteStream) -> Self {
+        Self::Stream(Arc::new(tokio::sync::Mutex::new(StreamCursor {
+            chunks,
+            leftover: None,
+        })))
+    }
+
+    /// The body of the chunk of `length` bytes at `offset`.
+    async fn body(&self, offset: u64, length: u64) -> Result<reqwest::Body> {
         match self {
-            Self::Memory(data) => Ok(data.slice(offset as usize..(offset + length) as usize)),
+            Self::Memory(data) => Ok(data
+                .slice(offset as usize..(offset + length) as usize)
+                .into()),
             Self::File(path) => {
                 let path = path.clone();
                 let read = tokio::task::spawn_blocking(move || {
@@ -562,7 +629,11 @@ impl ChunkSource {
                 });
                 Ok(read
                     .await
-                    .map_err(|_| Error::Internal("chunk read task failed"))??)
+                    .map_err(|_| Error::Internal("chunk read task failed"))??
+                    .into())
+            }
+            Self::Stream(cursor) => {
+                Ok(reqwest::Body::wrap_stream(take(Arc::clone(cursor), length)))
             }
         }
     }
@@ -584,6 +655,42 @@ fn busy_delay(response: &reqwest::Response) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The next `length` bytes of `cursor`, as they arrive. An error, or the end of the bytes
+/// before `length`, ends it with an error: the chunk is then cut short, and the origin
+/// refuses it.
+fn take(
+    cursor: Arc<tokio::sync::Mutex<StreamCursor>>,
+    length: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
+    futures::stream::unfold((cursor, length), |(cursor, remaining)| async move {
+        if remaining == 0 {
+            return None;
+        }
+        let mut held = cursor.lock().await;
+        let next = match held.leftover.take() {
+            Some(bytes) => Some(Ok(bytes)),
+            None => futures::StreamExt::next(&mut held.chunks).await,
+        };
+        let item = match next {
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the upload ended early",
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(mut bytes)) => {
+                if bytes.len() as u64 > remaining {
+                    held.leftover = Some(bytes.split_off(remaining as usize));
+                }
+                Ok(bytes)
+            }
+        };
+        drop(held);
+        // After an error, nothing more.
+        let remaining = item.as_ref().map_or(0, |b| remaining - b.len() as u64);
+        Some((item, (cursor, remaining)))
+    })
 }
 
 fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {

@@ -12,6 +12,7 @@ use kraken_core::Digest;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client::ChunkSource;
 use super::{ClusterConfig, CommitKind, MembersConfig, Membership, OriginClient};
 use crate::error::{Error, Result, error_chain};
 use crate::oci::manifest::manifest_dependencies;
@@ -254,6 +255,47 @@ impl OriginCluster {
                 .await
         })
         .await
+    }
+
+    /// Uploads a blob of `length` bytes from `chunks` as they arrive, verified by the caller
+    /// on the way (see [`RegistryStorage::blob_put_stream`](crate::oci::RegistryStorage::blob_put_stream)),
+    /// to the first of its owners that starts an upload; that origin writes it back and
+    /// replicates it. The bytes pass once: an owner that fails once they flow fails the
+    /// upload (the client pushes again).
+    pub(crate) async fn upload_stream(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        length: u64,
+        chunks: crate::oci::ByteStream,
+    ) -> Result<()> {
+        let mut failures = Vec::new();
+        for origin in self.membership.view().owners(digest) {
+            match self
+                .client
+                .start_upload(&origin, namespace, digest, Some(length))
+                .await
+            {
+                Ok(None) => return Ok(()),
+                Ok(Some(id)) => {
+                    let source = ChunkSource::stream(chunks);
+                    return self
+                        .client
+                        .send_upload(
+                            &origin,
+                            namespace,
+                            digest,
+                            &id,
+                            length,
+                            CommitKind::Primary,
+                            &source,
+                        )
+                        .await;
+                }
+                Err(e) => failures.push(error_chain(&e)),
+            }
+        }
+        Err(no_origin(failures))
     }
 
     /// [`upload_file`](Self::upload_file) for a blob in memory (a manifest).

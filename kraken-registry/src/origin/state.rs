@@ -104,18 +104,28 @@ impl OriginState {
         kind: CommitKind,
     ) -> Result<()> {
         let this = Arc::clone(self);
+        let hashed = self.uploads.take_hashed(
+            upload.id(),
+            std::fs::metadata(upload.path()).map_or(u64::MAX, |m| m.len()),
+        );
         let upload = upload.path().to_owned();
         let task = self.write_back_task(namespace, digest, kind);
         let pieces = self.config_piece_lengths();
         tokio::task::spawn_blocking(move || {
             let size = std::fs::metadata(&upload)?.len();
             this.namespaces.set(&task.digest, &task.namespace)?;
-            // Moved into the store, not copied: the upload is on the same disk.
-            let imported = this.store.import_file_pinned(
-                &upload,
-                pieces.piece_length_for(size),
-                Some(&task.digest),
-            );
+            // Moved into the store, not copied: the upload is on the same disk. Hashed as
+            // it was written when its chunks came in order, else now.
+            let imported = match &hashed {
+                Some(meta) => this
+                    .store
+                    .import_hashed_file_pinned(&upload, meta, &task.digest),
+                None => this.store.import_file_pinned(
+                    &upload,
+                    pieces.piece_length_for(size),
+                    Some(&task.digest),
+                ),
+            };
             let _ = std::fs::remove_file(&upload);
             if imported.is_err() && this.store.status(&task.digest) == BlobStatus::Absent {
                 this.namespaces.remove(&task.digest);

@@ -241,6 +241,25 @@ impl RegistryStorage for ProxyStorage {
             .await?)
     }
 
+    /// A push's bytes go straight on to an owning origin, which hashes, stores and writes
+    /// them back: the proxy writes nothing to its disk.
+    fn streams_blob_puts(&self) -> bool {
+        true
+    }
+
+    async fn blob_put_stream(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        chunks: ByteStream,
+    ) -> StorageResult<()> {
+        Ok(self
+            .origins
+            .upload_stream(repo.as_str(), digest, size, chunks)
+            .await?)
+    }
+
     /// A blob anywhere in the origin cluster is mountable into any repository: the origins
     /// are one content-addressed store. It is looked up under the source repository's
     /// namespace (the target's when there is none), whose backend it was written to.
