@@ -86,6 +86,38 @@ impl OriginCluster {
         Ok(found.is_some())
     }
 
+    /// Purges a blob from every healthy origin and from the backend of `namespace`
+    /// (`DELETE /internal/namespace/{ns}/blobs/{d}` on each); whether any had it. An
+    /// origin that is not healthy keeps its copy (logged): the repair pass may bring the
+    /// blob back from it, and the garbage collector removes it again if nothing refers to it.
+    pub(crate) async fn purge(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let view = self.membership.view();
+        let healthy = view.healthy();
+        for member in view.listed() {
+            if !healthy.contains(member) {
+                tracing::warn!(origin = %member, %digest, "an origin that is down keeps its copy of a deleted blob");
+            }
+        }
+        // With none healthy, the ring uses the listed members; so does a purge.
+        let targets = if healthy.is_empty() {
+            view.listed().to_vec()
+        } else {
+            healthy
+        };
+        let mut found = false;
+        let mut failures = Vec::new();
+        for origin in &targets {
+            match self.client.delete(origin, namespace, digest).await {
+                Ok(had) => found |= had,
+                Err(e) => failures.push(format!("{origin}: {}", error_chain(&e))),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(no_origin(failures));
+        }
+        Ok(found)
+    }
+
     /// A blob of at most `max_len` bytes, verified, from the first owner that has it.
     pub(crate) async fn download(
         &self,
@@ -287,6 +319,36 @@ impl OriginCluster {
         max_manifest: u64,
         max_manifests: usize,
     ) -> Result<Vec<Digest>> {
+        self.walk(namespace, root, max_manifest, max_manifests, true)
+            .await
+    }
+
+    /// Every blob the image `root` refers to, as [`dependencies`](Self::dependencies) finds
+    /// them, without checking that the cluster has them: a manifest no origin has is
+    /// skipped (with what it refers to), as is a child of an index that is no manifest. The
+    /// garbage collector marks with it; any other error (an origin that cannot answer)
+    /// fails the walk, so that nothing is swept on a partial mark.
+    pub(crate) async fn reachable(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+    ) -> Result<Vec<Digest>> {
+        self.walk(namespace, root, max_manifest, max_manifests, false)
+            .await
+    }
+
+    /// [`dependencies`](Self::dependencies) when `strict`, else
+    /// [`reachable`](Self::reachable).
+    async fn walk(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+        strict: bool,
+    ) -> Result<Vec<Digest>> {
         let mut all = vec![*root];
         let mut seen: BTreeSet<Digest> = all.iter().copied().collect();
         let mut manifests = vec![*root];
@@ -301,6 +363,7 @@ impl OriginCluster {
             }
             let bytes = match self.download(namespace, &manifest, max_manifest).await {
                 Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() && !strict => continue,
                 Err(e) if e.is_not_found() => return Err(Error::MissingDependency(manifest)),
                 // A blob bigger than a manifest can be is not a manifest: it is a plain blob
                 // (only the root may be one; children must be manifests).
@@ -316,7 +379,7 @@ impl OriginCluster {
                 reason,
             })?;
             let Some(deps) = deps else {
-                if manifest != *root {
+                if manifest != *root && strict {
                     return Err(Error::InvalidManifest {
                         digest: manifest,
                         reason: "an index refers to it as a manifest, but it is not one".into(),
@@ -325,17 +388,19 @@ impl OriginCluster {
                 continue;
             };
             let blobs: Vec<Digest> = deps.blobs.into_iter().filter(|d| seen.insert(*d)).collect();
-            futures::stream::iter(blobs.iter().copied())
-                .map(|digest| async move {
-                    match self.has(namespace, &digest).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(Error::MissingDependency(digest)),
-                        Err(e) => Err(e),
-                    }
-                })
-                .buffered(STAT_CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await?;
+            if strict {
+                futures::stream::iter(blobs.iter().copied())
+                    .map(|digest| async move {
+                        match self.has(namespace, &digest).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(Error::MissingDependency(digest)),
+                            Err(e) => Err(e),
+                        }
+                    })
+                    .buffered(STAT_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+            }
             all.extend(blobs);
             for child in deps.manifests {
                 if seen.insert(child) {

@@ -47,7 +47,8 @@ mod service;
 mod storage;
 
 pub use self::config::{
-    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, LimitsConfig, ProxyConfig, UserConfig,
+    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, DeleteConfig, LimitsConfig, ProxyConfig,
+    UserConfig,
 };
 pub use self::service::{Proxy, ProxyBuilder};
 pub use self::storage::ProxyStorage;
