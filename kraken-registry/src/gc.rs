@@ -3,7 +3,7 @@
 //! **Mark.** Every tag the build-index holds (`GET /list/`, page by page) is resolved to its
 //! digest, and the image is walked through the origins exactly as the build-index's
 //! dependency check walks it — the manifest, recursively the children of manifest lists
-//! and image indexes, their configs and layers ([`OriginCluster::reachable`], over
+//! and image indexes, their configs and layers (`OriginCluster::reachable`, over
 //! `oci::manifest::dependencies`). Referrers are marked through their subject's referrers
 //! tag (`<repo>:sha256-<hex>`), which points at an index of them. Any failure to list, resolve or
 //! walk stops the collection before anything is swept: a partial mark would sweep live
