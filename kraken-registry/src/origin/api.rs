@@ -30,13 +30,13 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
     match (method, segments.as_slice()) {
         (&Method::POST, ["forcecleanup"]) => "forcecleanup",
         (&Method::POST, ["internal", "gc"]) => "gc_sweep",
+        (&Method::DELETE, ["internal", "namespace", _, "blobs", _]) => "blob_delete",
         (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
         (&Method::GET, ["peer"]) => "peer",
         (_, ["namespace", _, "blobs", _, rest @ ..])
         | (_, ["internal", "namespace", _, "blobs", _, rest @ ..]) => match (method, rest) {
             (&Method::GET, []) => "blob_get",
             (&Method::HEAD, []) => "blob_head",
-            (&Method::DELETE, []) => "blob_delete",
             (&Method::GET, ["metainfo"]) => "metainfo_get",
             (&Method::POST, ["prefetch"]) => "prefetch",
             (&Method::POST, ["verify"]) => "verify",
@@ -617,6 +617,12 @@ mod tests {
             ),
             (Method::POST, "/forcecleanup".to_owned(), "forcecleanup"),
             (Method::DELETE, format!("/namespace/a/blobs/{d}"), "other"),
+            (
+                Method::DELETE,
+                format!("/internal/namespace/a/blobs/{d}"),
+                "blob_delete",
+            ),
+            (Method::POST, "/internal/gc".to_owned(), "gc_sweep"),
             (Method::GET, "/nothing/here".to_owned(), "other"),
         ] {
             assert_eq!(route_name(&method, &path), route, "{method} {path}");

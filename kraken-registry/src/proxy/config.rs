@@ -457,5 +457,6 @@ mod tests {
         assert_eq!(config.http.max_connections_per_client, 256);
         assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
         assert!(config.tls.is_some() && config.client_tls.is_some());
+        assert!(!config.delete.enabled && !config.delete_tags);
     }
 }
