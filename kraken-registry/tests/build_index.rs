@@ -9,9 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::{
-    Backend, BackendConfig, BackendsConfig, FsBackend, FsConfig, RouteConfig, collect_bytes,
-};
+use kraken_backends::{Backend, FsBackend, FsConfig, collect_bytes};
 use kraken_core::Digest;
 use kraken_registry::Error;
 use kraken_registry::build_index::{
@@ -22,19 +20,12 @@ use kraken_testkit::backend::FaultyBackend;
 use kraken_testkit::{ClientAuth, TestPki};
 use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{eventually, https_client, origin_config};
+use support::{eventually, fs_backends, https_client, origin_config};
 
 const REPO: &str = "library/app";
 
 fn tag(name: &str) -> TagName {
     TagName::new(REPO, name).unwrap()
-}
-
-fn fs_backends(dir: &Path) -> BackendsConfig {
-    BackendsConfig::new(vec![RouteConfig::new(
-        ".*",
-        BackendConfig::Fs(FsConfig::new(dir)),
-    )])
 }
 
 /// A one-origin cluster whose backend is a directory.

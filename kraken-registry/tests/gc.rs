@@ -11,7 +11,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_registry::build_index::{
     BuildIndex, BuildIndexClient, BuildIndexConfig, RemoteConfig, TagName,
@@ -24,17 +23,10 @@ use kraken_testkit::{free_addr, require_package};
 use reqwest::{Method, StatusCode};
 use support::oci::{JsonBody, Registry, error_of, header, push_image};
 use support::skopeo::{skopeo, write_layout};
-use support::{eventually, origin_config};
+use support::{eventually, files_of, fs_backends, holds, origin_config};
 
 /// How long the write-backs and replications these tests wait for may take.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn fs_backends(dir: &Path) -> BackendsConfig {
-    BackendsConfig::new(vec![RouteConfig::new(
-        ".*",
-        BackendConfig::Fs(FsConfig::new(dir)),
-    )])
-}
 
 /// An origin, a build-index (tags written back to a directory) and a proxy, and a registry
 /// client of the proxy.
@@ -115,30 +107,6 @@ impl Cluster {
         self.build_index.shutdown().await;
         self.origin.shutdown().await;
     }
-}
-
-/// Every file under `dir` whose path holds `digest`'s hex.
-fn files_of(dir: &Path, digest: &Digest) -> Vec<PathBuf> {
-    fn walk(dir: &Path, hex: &str, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, hex, out);
-            } else if path.to_string_lossy().contains(hex) {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &digest.hex(), &mut out);
-    out
-}
-
-fn holds(dir: &Path, digest: &Digest) -> bool {
-    !files_of(dir, digest).is_empty()
 }
 
 /// Makes every file of `digest` under `dir` look written `by` ago.
@@ -236,6 +204,15 @@ async fn deletes_when_enabled_answer_202_then_404_and_the_tag_list_follows() {
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+    );
+    // A manifest no tag names is deleted by digest too.
+    assert_eq!(
+        send(client, Method::DELETE, &by_second).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        send(client, Method::HEAD, &by_second).await.status(),
+        StatusCode::NOT_FOUND
     );
 
     // A blob: 202, then 404 BLOB_UNKNOWN, gone from the origin and the backend.

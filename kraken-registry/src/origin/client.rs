@@ -19,6 +19,8 @@ pub const UPLOAD_CHUNK: u64 = 32 << 20;
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
+/// How long one origin's garbage-collection sweep may take.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// Largest error answer read (only its start is reported).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -490,9 +492,11 @@ impl OriginClient {
             origin: origin.to_owned(),
             reason: format!("unserialisable sweep request: {e}"),
         })?;
+        // A sweep of a large disk and backend outlasts the usual per-request timeout.
         let request = self
             .http
             .post(url)
+            .timeout(SWEEP_TIMEOUT)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let response = self.send(origin, request).await?;

@@ -203,8 +203,14 @@ pub(crate) async fn sweep(state: &Arc<OriginState>, request: SweepRequest) -> Sw
             sweep_backend_blob(state, &namespace, &digest, &old, &mut report).await;
         }
     }
+    // Blobs committed elsewhere and still queued for write-back here are in use.
+    let pending: HashSet<Digest> = state.queue.entries().iter().map(|t| t.digest).collect();
+    let skip = Skip {
+        keep: &keep,
+        pending: &pending,
+    };
     for namespace in &request.backend_namespaces {
-        if let Err(e) = sweep_backend(state, namespace, &keep, &mut seen, &old, &mut report).await {
+        if let Err(e) = sweep_backend(state, namespace, &skip, &mut seen, &old, &mut report).await {
             report.errors.push(format!(
                 "listing the backend of {namespace}: {}",
                 error_chain(&e)
@@ -227,11 +233,17 @@ pub(crate) async fn sweep(state: &Arc<OriginState>, request: SweepRequest) -> Sw
     report
 }
 
+/// What a backend listing leaves alone: marked blobs and blobs awaiting write-back.
+struct Skip<'a> {
+    keep: &'a HashSet<Digest>,
+    pending: &'a HashSet<Digest>,
+}
+
 /// Lists the backend of `namespace` and sweeps every digest-named blob not seen yet.
 async fn sweep_backend(
     state: &Arc<OriginState>,
     namespace: &str,
-    keep: &HashSet<Digest>,
+    skip: &Skip<'_>,
     seen: &mut HashSet<Digest>,
     old: &impl Fn(Option<SystemTime>) -> bool,
     report: &mut SweepReport,
@@ -251,11 +263,11 @@ async fn sweep_backend(
             if !seen.insert(digest) {
                 continue;
             }
-            if keep.contains(&digest) {
+            if skip.keep.contains(&digest) {
                 report.kept_marked += 1;
                 continue;
             }
-            if state.queue.entries().iter().any(|t| t.digest == digest) {
+            if skip.pending.contains(&digest) {
                 report.kept_pinned += 1;
                 continue;
             }
