@@ -3,8 +3,8 @@
 //! `404`, the tag list following) and `405` with `Allow` when not; a tag delete replicated
 //! to a remote cluster's build-index and removed from the backend; the mark-and-sweep
 //! collector's dry run, and its sweep of an old unreferenced blob from the origin's disk and
-//! the backend while it keeps what tags reach (through an index too) and what is new; and
-//! skopeo deleting an image.
+//! the backend while it keeps what tags reach (through an index too) and what is new; with
+//! two origins, a purge and a sweep on each; and skopeo deleting an image.
 
 mod support;
 
@@ -28,16 +28,16 @@ use support::{eventually, files_of, fs_backends, holds, origin_config};
 /// How long the write-backs and replications these tests wait for may take.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// An origin, a build-index (tags written back to a directory) and a proxy, and a registry
-/// client of the proxy.
+/// Origins (sharing one backend directory, every blob on each), a build-index (tags written
+/// back to a directory) and a proxy, and a registry client of the proxy.
 struct Cluster {
-    origin: Origin,
+    origins: Vec<Origin>,
     build_index: BuildIndex,
     proxy: Proxy,
     client: Registry,
-    /// The origin's data directory.
-    origin_dir: PathBuf,
-    /// The origin's backend.
+    /// Each origin's blob store.
+    stores: Vec<PathBuf>,
+    /// The origins' backend.
     blobs: PathBuf,
     /// The build-index's backend.
     tags: PathBuf,
@@ -49,18 +49,34 @@ impl Cluster {
         remotes: Vec<RemoteConfig>,
         configure: impl FnOnce(&mut ProxyConfig),
     ) -> Self {
-        let (origin_dir, blobs, tags) = (
-            dir.join("origin"),
-            dir.join("backend-blobs"),
-            dir.join("backend-tags"),
-        );
-        let addr = free_addr("127.0.0.1");
-        let mut config = origin_config(addr, &[addr], &origin_dir);
-        config.backends = fs_backends(&blobs);
-        let origin = Origin::spawn(config).await.unwrap();
-        let members = MembersConfig::Static(vec![origin.local_addr().to_string()]);
+        Self::start_with_origins(dir, 1, remotes, configure).await
+    }
+
+    async fn start_with_origins(
+        dir: &Path,
+        count: usize,
+        remotes: Vec<RemoteConfig>,
+        configure: impl FnOnce(&mut ProxyConfig),
+    ) -> Self {
+        let (blobs, tags) = (dir.join("backend-blobs"), dir.join("backend-tags"));
+        let addrs: Vec<_> = (0..count).map(|_| free_addr("127.0.0.1")).collect();
+        let mut origins = Vec::new();
+        let mut stores = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let data = dir.join(format!("origin-{i}"));
+            let mut config = origin_config(*addr, &addrs, &data);
+            config.backends = fs_backends(&blobs);
+            config.cluster.replicas = count;
+            // Replicas write back at once, so that nothing stays pinned for the sweep.
+            config.cluster.replica_write_back_delay = Duration::from_millis(100);
+            origins.push(Origin::spawn(config).await.unwrap());
+            stores.push(data.join("store"));
+        }
+        let members =
+            MembersConfig::Static(origins.iter().map(|o| o.local_addr().to_string()).collect());
         let mut bi = BuildIndexConfig::new(free_addr("127.0.0.1"), dir.join("bi"));
         bi.origins.members = members.clone();
+        bi.origins.replicas = count;
         bi.backends = fs_backends(&tags);
         bi.remotes = remotes;
         bi.write_back.initial_backoff = Duration::from_millis(100);
@@ -69,6 +85,7 @@ impl Cluster {
         let build_index = BuildIndex::spawn(bi).await.unwrap();
         let mut config = ProxyConfig::new(free_addr("127.0.0.1"), dir.join("proxy"));
         config.origins.members = members;
+        config.origins.replicas = count;
         config.origins.refresh_interval = Duration::from_millis(200);
         config.build_index = BuildIndexTarget::new([build_index.local_addr().to_string()]);
         configure(&mut config);
@@ -78,11 +95,11 @@ impl Cluster {
             tempfile::tempdir().unwrap(),
         );
         Self {
-            origin,
+            origins,
             build_index,
             proxy,
             client,
-            origin_dir,
+            stores,
             blobs,
             tags,
         }
@@ -95,8 +112,12 @@ impl Cluster {
     fn gc_config(&self, dry_run: bool) -> GcConfig {
         let mut config = GcConfig::default();
         config.build_index = vec![self.build_index.local_addr().to_string()];
-        config.origins = vec![self.origin.local_addr().to_string()];
-        config.replicas = 1;
+        config.origins = self
+            .origins
+            .iter()
+            .map(|o| o.local_addr().to_string())
+            .collect();
+        config.replicas = self.origins.len();
         config.grace = Duration::from_secs(24 * 3600);
         config.dry_run = dry_run;
         config
@@ -105,7 +126,9 @@ impl Cluster {
     async fn shutdown(self) {
         self.proxy.shutdown().await;
         self.build_index.shutdown().await;
-        self.origin.shutdown().await;
+        for origin in self.origins {
+            origin.shutdown().await;
+        }
     }
 }
 
@@ -168,7 +191,7 @@ async fn deletes_when_enabled_answer_202_then_404_and_the_tag_list_follows() {
             (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
         );
     }
-    assert!(!holds(&cluster.origin_dir.join("store"), &digest));
+    assert!(!holds(&cluster.stores[0], &digest));
     assert!(!holds(&cluster.blobs, &digest));
     let list = send(client, Method::GET, &format!("/v2/{repo}/tags/list")).await;
     assert_eq!(list.status(), StatusCode::OK);
@@ -240,7 +263,7 @@ async fn deletes_when_enabled_answer_202_then_404_and_the_tag_list_follows() {
         (status, code.as_str()),
         (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
     );
-    assert!(!holds(&cluster.origin_dir.join("store"), &layer));
+    assert!(!holds(&cluster.stores[0], &layer));
     assert!(!holds(&cluster.blobs, &layer));
     let (status, code) = error_of(send(client, Method::DELETE, &blob).await).await;
     assert_eq!(
@@ -419,7 +442,7 @@ async fn seed(cluster: &Cluster) -> Seeded {
     for digest in reachable.iter().chain([&old, &backend_only]) {
         age(&cluster.blobs, digest, two_days);
         if *digest != backend_only {
-            age(&cluster.origin_dir.join("store"), digest, two_days);
+            age(&cluster.stores[0], digest, two_days);
         }
     }
     Seeded {
@@ -489,7 +512,7 @@ async fn a_dry_run_reports_what_it_would_sweep_and_deletes_nothing() {
         seeded.reachable.len()
     );
     // Nothing was deleted.
-    assert!(holds(&cluster.origin_dir.join("store"), &old));
+    assert!(holds(&cluster.stores[0], &old));
     assert!(holds(&cluster.blobs, &old));
     assert!(holds(&cluster.blobs, &backend_only));
     cluster.shutdown().await;
@@ -508,21 +531,21 @@ async fn the_sweep_removes_old_garbage_and_keeps_what_tags_reach_and_what_is_new
     assert_eq!(swept(&report, Location::Store), vec![old]);
     assert_eq!((report.swept_blobs, report.swept_bytes), (1, old_size));
     assert_eq!(report.backend_swept_blobs, 2);
-    let store = cluster.origin_dir.join("store");
-    assert!(!holds(&store, &old), "swept from the origin");
+    let store = &cluster.stores[0];
+    assert!(!holds(store, &old), "swept from the origin");
     assert!(!holds(&cluster.blobs, &old), "swept from the backend");
     assert!(
         !holds(&cluster.blobs, &backend_only),
         "swept from the backend"
     );
     for digest in &seeded.reachable {
-        assert!(holds(&store, digest), "{digest} is kept on the origin");
+        assert!(holds(store, digest), "{digest} is kept on the origin");
         assert!(
             holds(&cluster.blobs, digest),
             "{digest} is kept in the backend"
         );
     }
-    assert!(holds(&store, &seeded.new), "a new blob is kept");
+    assert!(holds(store, &seeded.new), "a new blob is kept");
     assert!(holds(&cluster.blobs, &seeded.new), "a new blob is kept");
     // The tagged images still pull, the index's child by digest too.
     for tag in ["v1", "multi"] {
@@ -535,6 +558,76 @@ async fn the_sweep_removes_old_garbage_and_keeps_what_tags_reach_and_what_is_new
     // A second collection finds nothing more.
     let again = collect_garbage(&cluster.gc_config(false)).await.unwrap();
     assert_eq!((again.swept_blobs, again.backend_swept_blobs), (0, 0));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_origins_a_delete_purges_both_and_each_sweeps_its_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        Cluster::start_with_origins(dir.path(), 2, Vec::new(), |c| c.delete.enabled = true).await;
+    let client = &cluster.client;
+    let on_both = |digest: Digest| {
+        let cluster = &cluster;
+        async move {
+            eventually(
+                PATIENCE,
+                "a copy on each origin and in the backend",
+                || async {
+                    cluster.stores.iter().all(|s| holds(s, &digest))
+                        && holds(&cluster.blobs, &digest)
+                },
+            )
+            .await;
+        }
+    };
+    let deleted = client
+        .push_blob("team/junk", b"deleted on every origin")
+        .await;
+    on_both(deleted).await;
+    let path = format!("/v2/team/junk/blobs/{deleted}");
+    assert_eq!(
+        send(client, Method::DELETE, &path).await.status(),
+        StatusCode::ACCEPTED
+    );
+    for store in &cluster.stores {
+        assert!(!holds(store, &deleted), "purged from {}", store.display());
+    }
+    assert!(!holds(&cluster.blobs, &deleted));
+    assert_eq!(
+        send(client, Method::HEAD, &path).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let old = client
+        .push_blob("team/junk", b"swept from every origin")
+        .await;
+    on_both(old).await;
+    let two_days = Duration::from_secs(48 * 3600);
+    for dir in cluster.stores.iter().chain([&cluster.blobs]) {
+        age(dir, &old, two_days);
+    }
+    // Each origin reports its own copy once its write-back pin is gone.
+    let config = cluster.gc_config(true);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let report = collect_garbage(&config).await.unwrap();
+        if report.swept_blobs == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = collect_garbage(&cluster.gc_config(false)).await.unwrap();
+    assert_eq!(
+        (report.swept_blobs, report.backend_swept_blobs),
+        (2, 1),
+        "{report:?}"
+    );
+    for store in &cluster.stores {
+        assert!(!holds(store, &old), "swept from {}", store.display());
+    }
+    assert!(!holds(&cluster.blobs, &old));
     cluster.shutdown().await;
 }
 
