@@ -571,6 +571,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sweeps_are_for_operators_and_purges_for_proxies() {
+        let d = "sha256:00";
+        assert!(allowed_roles(&Method::POST, &["internal", "gc"]) == Roles::OPERATORS);
+        let purge = ["internal", "namespace", "a", "blobs", d];
+        assert!(allowed_roles(&Method::DELETE, &purge) == Roles::of(&[Role::Proxy]));
+        // An upload's roles do not reach the purge: build-indexes and origins upload.
+        assert!(
+            allowed_roles(&Method::POST, &["namespace", "a", "blobs", d, "uploads"])
+                != Roles::of(&[Role::Proxy])
+        );
+    }
+
+    #[test]
     fn route_names_name_the_endpoint_never_the_path() {
         let d = "sha256:00";
         for (method, path, route) in [
