@@ -290,6 +290,13 @@ impl OriginMetrics {
         }
     }
 
+    /// A fetch refused because `limits.max_backend_fetches` were running.
+    pub(crate) fn fetch_busy(&self) {
+        self.fetches
+            .get_or_create(&labelled("outcome", "busy"))
+            .inc();
+    }
+
     pub(crate) fn replicated(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
         self.replicas

@@ -647,6 +647,16 @@ async fn preload_fills_the_cache_and_probes_see_the_cluster() {
         let response = client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+    // Nobody misbehaved: the node's blacklist is an empty JSON list (its entries are
+    // `kraken_p2p::swarm::BlacklistEntry`, tested in the swarm).
+    let response = client
+        .get(format!("{base}/x/blacklist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(json(response).await, serde_json::json!([]));
     // Without the tracker the agent is not ready, and says why.
     cluster.tracker.take().unwrap().shutdown().await;
     let response = client

@@ -1,5 +1,5 @@
 //! Test support shared by the kraken crates' tests, each piece in one place: the external
-//! servers tests start ([`Distribution`], [`MotoServer`], [`Nginx`]) and the guard that
+//! servers tests start ([`Distribution`], [`MotoServer`], [`Nginx`], [`containerd`], [`docker`]) and the guard that
 //! stops any child process on drop ([`ProcessGuard`]), the [`Skopeo`] client, image, layout
 //! and manifest builders ([`oci`]), free ports, deterministic pseudo-random data, test
 //! certificates ([`TestPki`]), a model directory and tree comparisons ([`write_model_tree`]), an HTTP server answering as the test says ([`TestServer`]) and a
@@ -17,6 +17,8 @@
 
 pub mod backend;
 mod cluster;
+pub mod containerd;
+pub mod docker;
 mod exposition;
 mod model_tree;
 mod net;

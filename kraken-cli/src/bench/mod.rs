@@ -1,6 +1,7 @@
 //! `kraken bench`: swarms of real processes on loopback, measured against references run in
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
+mod model;
 mod origin;
 mod process;
 mod registry;
@@ -21,6 +22,9 @@ pub(crate) enum BenchCommand {
     /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
     /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
     Registry(registry::RegistryBenchArgs),
+    /// A model directory (shards, config, tokenizer) from one seeder to N capped fetchers,
+    /// each `kraken fetch DIGEST --out DIR`: wall time against T*, peak memory, bytes written.
+    Model(model::ModelBenchArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -29,5 +33,28 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Transfer(args) => transfer::run(args),
         BenchCommand::Origin(args) => origin::run(args),
         BenchCommand::Registry(args) => registry::run(args),
+        BenchCommand::Model(args) => model::run(args),
     }
+}
+
+/// The fluid lower bound T* of DESIGN.md §8 for one seeder of `size` bytes and `fetchers`
+/// fetchers, every node capped at `rate` bytes per second each way (d = u = U = rate).
+fn fluid_bound(size: f64, rate: f64, fetchers: u32) -> f64 {
+    let n = f64::from(fetchers);
+    (size / rate).max(n * size / (rate + n * rate))
+}
+
+/// Bytes of the regular files under `dir`, recursively.
+fn tree_size(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            tree_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }

@@ -11,6 +11,8 @@ use kraken_p2p::swarm::SwarmConfig;
 use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use super::runtime::ContainerRuntimeConfig;
+
 use super::cidr::Cidr;
 use crate::address::{check_host_port, check_url};
 pub use crate::cleanup::CleanupConfig;
@@ -95,6 +97,11 @@ pub struct AgentConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The host's container runtimes, for `GET /preload/tags/{repo:tag}?runtime=…`
+    /// (Go Kraken's `container_runtime`). Default: Docker and containerd at their usual
+    /// sockets.
+    #[serde(default)]
+    pub container_runtime: ContainerRuntimeConfig,
 }
 
 impl AgentConfig {
@@ -122,6 +129,7 @@ impl AgentConfig {
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            container_runtime: ContainerRuntimeConfig::default(),
         }
     }
 

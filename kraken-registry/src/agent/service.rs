@@ -105,7 +105,21 @@ impl AgentBuilder {
         // Pushes are refused before an upload starts; the directory stays empty.
         let oci_config = OciConfig::new(config.data_dir.join("uploads"));
         let oci = OciHandler::new(storage.clone(), oci_config)?;
+        // Where a container runtime on this host reaches the agent (preload's `runtime=`).
+        let runtime_registry = config
+            .container_runtime
+            .registry
+            .clone()
+            .unwrap_or_else(|| {
+                let ip = if local_addr.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    local_addr.ip()
+                };
+                SocketAddr::new(ip, local_addr.port()).to_string()
+            });
         let state = Arc::new(AgentState {
+            runtime_registry,
             probe: crate::http::client(client_tls.as_ref())?,
             scheme: if client_tls.is_some() {
                 "https"

@@ -32,6 +32,7 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
         (&Method::DELETE, ["tags", _]) => "tag_delete",
         (&Method::PUT, ["tags", _, "digest", _]) => "tag_put",
         (&Method::GET, ["repositories", _, "tags"]) => "repository_tags",
+        (&Method::POST, ["remotes", "tags", _]) => "remote_tag_replicate",
         (&Method::GET, ["list", ..]) => "list",
         (&Method::GET, ["internal", "tags", _]) => "internal_tag_get",
         (&Method::GET, ["internal", "list"]) => "internal_list",
@@ -103,6 +104,20 @@ pub(crate) async fn handle(
             };
             match state.put(&tag, &digest, replicate).await {
                 Ok(()) => text(StatusCode::OK, ""),
+                Err(e) => error_response(&e),
+            }
+        }
+        (&Method::POST, ["remotes", "tags", tag]) => {
+            let tag = match parse_tag(tag) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            match state.replicate_again(&tag).await {
+                Ok(Some((digest, remotes))) => text(
+                    StatusCode::OK,
+                    &format!("replication of {tag} ({digest}) queued to {remotes} remotes"),
+                ),
+                Ok(None) => tag_not_found(&tag),
                 Err(e) => error_response(&e),
             }
         }
@@ -438,6 +453,11 @@ mod tests {
                 "replica_tag_delete",
             ),
             (Method::GET, "/origin", "origin"),
+            (
+                Method::POST,
+                "/remotes/tags/app%3Av1",
+                "remote_tag_replicate",
+            ),
             (Method::GET, "/elsewhere", "other"),
         ] {
             assert_eq!(route_name(&method, path), route, "{method} {path}");

@@ -316,6 +316,7 @@ fn metainfo(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Respo
         }
         Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching the blob; ask again"),
         Availability::Failed(failure) => failure_response(digest, failure),
+        Availability::Busy => error_response(&Error::Busy("backend fetches")),
     }
 }
 
@@ -327,6 +328,7 @@ fn prefetch(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Respo
         Availability::Cached(_) => text(StatusCode::OK, "cached"),
         Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching"),
         Availability::Failed(failure) => failure_response(digest, failure),
+        Availability::Busy => error_response(&Error::Busy("backend fetches")),
     }
 }
 
@@ -510,6 +512,13 @@ fn error_response(error: &Error) -> Response<Body> {
         Error::Origin { .. } | Error::Backend(_) => StatusCode::BAD_GATEWAY,
         Error::Config(_) => StatusCode::BAD_REQUEST,
         Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Busy(_) => {
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {

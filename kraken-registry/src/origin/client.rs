@@ -23,6 +23,12 @@ const MAX_METAINFO: usize =
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// Largest error answer read (only its start is reported).
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// Attempts of a read that origins answer `503` with `Retry-After` (busy: at
+/// `limits.max_backend_fetches`) before the `503` is the answer.
+const BUSY_ATTEMPTS: u32 = 6;
+/// Longest `Retry-After` waited out: a larger one is cut to this, so that a hostile or
+/// misconfigured origin cannot park a caller.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Which commit ends an upload.
 #[non_exhaustive]
@@ -151,6 +157,9 @@ impl OriginClient {
                 Ok(MetaInfoLookup::Found(meta))
             }
             StatusCode::ACCEPTED => Ok(MetaInfoLookup::Pending),
+            // Busy (too many backend fetches): "not yet", as while it fetches. The tracker
+            // answers `202` and agents ask again, backing off, instead of failing.
+            _ if busy_delay(&response).is_some() => Ok(MetaInfoLookup::Pending),
             StatusCode::NOT_FOUND => Ok(MetaInfoLookup::NotFound),
             _ => Err(self.status_error(origin, response).await),
         }
@@ -228,7 +237,7 @@ impl OriginClient {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64> {
         let url = self.blob_url(origin, "/namespace", namespace, digest);
-        let mut response = self.send(origin, self.http.get(url)).await?;
+        let mut response = self.send_patiently(origin, || self.http.get(&url)).await?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(Error::NotFound(*digest)),
@@ -284,19 +293,24 @@ impl OriginClient {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<(reqwest::Response, u64)>> {
         let url = self.blob_url(origin, "/namespace", namespace, digest);
-        let mut request = self.http.get(url);
-        let expected = match &range {
+        let (header, expected) = match &range {
             Some(range) if range.start >= range.end => {
                 return Err(Error::Internal("an empty range of a blob was asked for"));
             }
-            Some(range) => {
-                let header = format!("bytes={}-{}", range.start, range.end - 1);
-                request = request.header(reqwest::header::RANGE, header);
-                StatusCode::PARTIAL_CONTENT
-            }
-            None => StatusCode::OK,
+            Some(range) => (
+                Some(format!("bytes={}-{}", range.start, range.end - 1)),
+                StatusCode::PARTIAL_CONTENT,
+            ),
+            None => (None, StatusCode::OK),
         };
-        let response = self.send(origin, request).await?;
+        let request = || {
+            let request = self.http.get(&url);
+            match &header {
+                Some(value) => request.header(reqwest::header::RANGE, value),
+                None => request,
+            }
+        };
+        let response = self.send_patiently(origin, request).await?;
         match response.status() {
             status if status == expected => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -430,6 +444,47 @@ impl OriginClient {
         })
     }
 
+    /// [`send`](Self::send), and again while `origin` answers `503` with `Retry-After`
+    /// (busy), after that delay (at most [`MAX_RETRY_AFTER`]), [`BUSY_ATTEMPTS`] times in
+    /// all; then the last answer. Only for requests that are safe to repeat.
+    async fn send_patiently(
+        &self,
+        origin: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut attempt = 1;
+        loop {
+            let response = self.send(origin, request()).await?;
+            match busy_delay(&response) {
+                Some(delay) if attempt < BUSY_ATTEMPTS => {
+                    tracing::debug!(%origin, ?delay, attempt, "origin busy; retrying after its Retry-After");
+                    drop(response);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    /// Asks `origin` to fetch a blob from its backend if it does not hold it (`POST
+    /// …/prefetch`), waiting out `503` busy answers as [`download`](Self::download) does:
+    /// `true` if it holds the blob, `false` if it is fetching it, [`Error::NotFound`] if its
+    /// backend lacks it.
+    pub async fn prefetch(&self, origin: &str, namespace: &str, digest: &Digest) -> Result<bool> {
+        let url = format!(
+            "{}/prefetch",
+            self.blob_url(origin, "/namespace", namespace, digest)
+        );
+        let response = self.send_patiently(origin, || self.http.post(&url)).await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            StatusCode::NOT_FOUND => Err(Error::NotFound(*digest)),
+            _ => Err(self.status_error(origin, response).await),
+        }
+    }
+
     /// The error for an unexpected answer, with the start of its body.
     async fn status_error(&self, origin: &str, response: reqwest::Response) -> Error {
         let status = response.status();
@@ -555,6 +610,24 @@ impl ChunkSource {
             }
         }
     }
+}
+
+/// How long a `503` answer asks to be left alone (`Retry-After` in seconds, at most
+/// [`MAX_RETRY_AFTER`]); `None` for any other answer, or a `503` without a delay (a
+/// shutdown), which is not retried.
+fn busy_delay(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {

@@ -287,6 +287,12 @@ pub struct LimitsConfig {
     /// Upload `PATCH` bodies written at once; more get `503` with `Retry-After`. Each holds
     /// at most 1 MiB in memory while it is written. Default: 16.
     pub max_concurrent_chunks: usize,
+    /// Fetches from the backend running at once (blobs asked for but not on disk; concurrent
+    /// asks for one blob share one fetch). A miss beyond it is answered `503` with
+    /// `Retry-After: 1`, which agents, trackers and proxies wait out and retry, so a cold
+    /// start of many blobs cannot exhaust the backend's connections or the origin's disk
+    /// bandwidth. Go Kraken: 10,000 workers. Default: 64.
+    pub max_backend_fetches: usize,
 }
 
 impl Default for LimitsConfig {
@@ -296,6 +302,7 @@ impl Default for LimitsConfig {
             max_blob_size: ByteSize(64 << 30),
             upload_ttl: Duration::from_secs(3600),
             max_concurrent_chunks: 16,
+            max_backend_fetches: 64,
         }
     }
 }

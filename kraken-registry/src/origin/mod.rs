@@ -74,7 +74,7 @@ mod uploads;
 mod writeback;
 
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
-pub(crate) use self::cluster::OriginCluster;
+pub(crate) use self::cluster::{ImageParts, OriginCluster};
 pub use self::config::{ClusterConfig, LimitsConfig, MembersConfig, OriginConfig};
 pub use self::gc::{Location, SweepReport, SweepRequest, SweptBlob};
 pub use self::integrity::ScrubConfig;

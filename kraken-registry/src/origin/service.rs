@@ -141,7 +141,7 @@ impl OriginBuilder {
             store.clone(),
             Arc::clone(&backend),
             kraken_core::PieceLengthPolicy::default(),
-            config.limits.max_blob_size.bytes(),
+            &config.limits,
             tasks.clone(),
             shutdown.clone(),
             counters.clone(),

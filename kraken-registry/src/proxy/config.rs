@@ -10,6 +10,7 @@ use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use super::prefetch::PrefetchConfig;
 use crate::address::check_host_port;
 use crate::error::{Error, Result};
 use crate::oci::OciConfig;
@@ -77,6 +78,9 @@ pub struct ProxyConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Prefetches and registry notifications: size filters, concurrency, bounds.
+    #[serde(default)]
+    pub prefetch: PrefetchConfig,
 }
 
 impl ProxyConfig {
@@ -95,6 +99,7 @@ impl ProxyConfig {
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            prefetch: PrefetchConfig::default(),
         }
     }
 
@@ -109,6 +114,11 @@ impl ProxyConfig {
         }
         for address in &self.build_index.addresses {
             check_host_port("build_index.addresses", address)?;
+        }
+        if self.prefetch.min_blob_size > self.prefetch.max_blob_size {
+            return Err(Error::Config(
+                "prefetch.min_blob_size must not exceed prefetch.max_blob_size".into(),
+            ));
         }
         if self.limits.max_page == 0 {
             return Err(Error::Config("limits.max_page must be at least 1".into()));

@@ -81,6 +81,16 @@ impl ProxyStorage {
         }
     }
 
+    /// The origin cluster behind the API.
+    pub(crate) fn origins(&self) -> &OriginCluster {
+        &self.origins
+    }
+
+    /// The build-index behind the API.
+    pub(crate) fn build_index(&self) -> &BuildIndexClient {
+        &self.build_index
+    }
+
     /// Ready when an origin passes its health checks.
     pub(crate) async fn origins_ready(&self) -> std::result::Result<(), String> {
         self.origins.check_ready().await

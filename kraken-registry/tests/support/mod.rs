@@ -186,12 +186,39 @@ pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
     digest
 }
 
-/// One `fs` backend, the directory `dir`, for every namespace.
+/// Routes every namespace to a filesystem backend under `dir`.
 pub fn fs_backends(dir: &Path) -> BackendsConfig {
     BackendsConfig::new(vec![RouteConfig::new(
         ".*",
-        BackendConfig::Fs(FsConfig::new(dir)),
+        BackendConfig::Fs(kraken_backends::FsConfig::new(dir)),
     )])
+}
+
+/// A one-origin cluster whose backend is a directory.
+pub async fn start_origin(dir: &Path) -> Origin {
+    let addr = kraken_testkit::free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], &dir.join("origin"));
+    config.backends = fs_backends(&dir.join("origin-backend"));
+    Origin::spawn(config).await.unwrap()
+}
+
+/// A build-index config over `origin`, with `neighbours`, and fast retries of write-backs
+/// and replication.
+pub fn bi_config(
+    listen: SocketAddr,
+    dir: &Path,
+    origin: &Origin,
+    neighbours: &[SocketAddr],
+) -> kraken_registry::build_index::BuildIndexConfig {
+    let mut config = kraken_registry::build_index::BuildIndexConfig::new(listen, dir);
+    config.origins.members = MembersConfig::Static(vec![origin.local_addr().to_string()]);
+    config.neighbours = neighbours.iter().map(ToString::to_string).collect();
+    config.write_back.initial_backoff = Duration::from_millis(100);
+    config.write_back.max_backoff = Duration::from_millis(500);
+    config.replication.initial_backoff = Duration::from_millis(100);
+    config.replication.max_backoff = Duration::from_millis(500);
+    config.limits.neighbour_timeout = Duration::from_secs(1);
+    config
 }
 
 /// Every file under `dir` whose path holds `digest`'s hex (a store's entry, a backend's
