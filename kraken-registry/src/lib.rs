@@ -39,6 +39,7 @@ mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gc;
 mod http;
 mod metrics;
 pub mod oci;

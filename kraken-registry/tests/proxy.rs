@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,7 +24,7 @@ use kraken_testkit::{free_addr, pseudo_random_bytes, require_package};
 use reqwest::{Method, StatusCode};
 use support::oci::{JsonBody, Registry, error_of, header, push_image};
 use support::skopeo::{copy_across_and_out, skopeo, write_layout};
-use support::{eventually, https_client, origin_config};
+use support::{eventually, holds, https_client, origin_config};
 
 /// An origin (its backend routes `library/…` apart from the rest), a build-index and a
 /// proxy, and a registry client of the proxy.
@@ -90,24 +90,6 @@ impl Cluster {
         self.build_index.shutdown().await;
         self.origin.shutdown().await;
     }
-}
-
-/// Whether a file whose path holds `digest`'s hex is under `dir`.
-fn holds(dir: &Path, digest: &Digest) -> bool {
-    fn walk(dir: &Path, hex: &str) -> bool {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return false;
-        };
-        entries.flatten().any(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, hex)
-            } else {
-                path.to_string_lossy().contains(hex)
-            }
-        })
-    }
-    walk(dir, &digest.hex())
 }
 
 async fn get(client: &Registry, path: &str) -> reqwest::Response {

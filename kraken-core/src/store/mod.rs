@@ -557,6 +557,24 @@ impl BlobStore {
             .map(|e| e.last_access)
     }
 
+    /// When a cached blob's bytes were written on this host (its data file's modification
+    /// time), or `None` if it is not cached here (or a reference outside the store). Unlike
+    /// [`open_blob`](Self::open_blob) it does not count as an access, so asking leaves
+    /// eviction's idle clock alone; the origins' garbage collector reads a blob's age here.
+    pub fn written_at(&self, digest: &Digest) -> Option<SystemTime> {
+        let dir = {
+            let index = self.inner.index();
+            let entry = index.entries.get(digest)?;
+            if entry.state != State::Cache || entry.is_referenced() {
+                return None;
+            }
+            self.inner.layout.entry_dir(State::Cache, digest)
+        };
+        fs::metadata(dir.join(layout::DATA))
+            .and_then(|meta| meta.modified())
+            .ok()
+    }
+
     /// Byte and blob counts.
     pub fn usage(&self) -> StoreUsage {
         let index = self.inner.index();

@@ -649,3 +649,31 @@ fn a_file_hashed_as_it_was_written_is_installed_without_being_read_again() {
     assert!(!upload.exists());
     assert_eq!(read_all(&store.open_blob(meta.digest()).unwrap()), data);
 }
+
+#[test]
+fn written_at_is_the_data_files_mtime_and_is_not_an_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(3000, 9);
+    let meta = store.import(&data[..], PIECE, None).unwrap();
+    let digest = *meta.digest();
+    let written = store.written_at(&digest).expect("a cached blob has an age");
+    assert!(SystemTime::now().duration_since(written).unwrap() < Duration::from_secs(60));
+    // Make it look two days old, as the garbage collector's tests do.
+    let then = SystemTime::now() - Duration::from_secs(48 * 3600);
+    let path = store.open_blob(&digest).unwrap().path().to_owned();
+    let accessed = store.last_access(&digest).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    assert_eq!(store.written_at(&digest), Some(then));
+    assert_eq!(
+        store.last_access(&digest),
+        Some(accessed),
+        "asking is no access"
+    );
+    assert_eq!(store.written_at(&Digest::sha256_of(b"absent")), None);
+}

@@ -82,10 +82,13 @@ pub(crate) async fn handle(
                     Ok(None) => empty(StatusCode::NOT_FOUND),
                     Err(e) => error_response(&e),
                 },
-                Method::DELETE => match state.delete(&tag).await {
-                    Ok(true) => text(StatusCode::OK, ""),
-                    Ok(false) => tag_not_found(&tag),
-                    Err(e) => error_response(&e),
+                Method::DELETE => match replicate_param(&query) {
+                    Err(reason) => text(StatusCode::BAD_REQUEST, reason),
+                    Ok(replicate) => match state.delete(&tag, replicate).await {
+                        Ok(true) => text(StatusCode::OK, ""),
+                        Ok(false) => tag_not_found(&tag),
+                        Err(e) => error_response(&e),
+                    },
                 },
                 _ => method_not_allowed(),
             }
@@ -95,10 +98,9 @@ pub(crate) async fn handle(
                 Ok(parsed) => parsed,
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
-            let replicate = match query.get("replicate").as_deref() {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => return text(StatusCode::BAD_REQUEST, "replicate must be true or false"),
+            let replicate = match replicate_param(&query) {
+                Ok(replicate) => replicate,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
             };
             match state.put(&tag, &digest, replicate).await {
                 Ok(()) => text(StatusCode::OK, ""),
@@ -195,6 +197,15 @@ fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
         (_, ["internal", "duplicate", ..]) => Roles::of(&[Role::BuildIndex]),
         (_, ["tags", ..]) => Roles::of(&[Role::Proxy, Role::BuildIndex]),
         _ => Roles::OPERATORS,
+    }
+}
+
+/// `?replicate=`: absent or `false`, or `true`.
+fn replicate_param(query: &Query) -> std::result::Result<bool, &'static str> {
+    match query.get("replicate").as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err("replicate must be true or false"),
     }
 }
 

@@ -100,17 +100,21 @@ impl BuildIndexState {
             .await?;
         self.write(tag, Some(*digest)).await?;
         if replicate {
-            self.queue_replication(tag, digest).await?;
+            self.queue_replication(tag, Some(*digest)).await?;
         }
         Ok(())
     }
 
-    /// Deletes `tag`; `false` if it did not exist.
-    pub(crate) async fn delete(self: &Arc<Self>, tag: &TagName) -> Result<bool> {
+    /// Deletes `tag`; `false` if it did not exist. With `replicate`, queues the delete for
+    /// the matching remotes as a put's replication is queued.
+    pub(crate) async fn delete(self: &Arc<Self>, tag: &TagName, replicate: bool) -> Result<bool> {
         if self.digest(tag).await?.is_none() {
             return Ok(false);
         }
         self.write(tag, None).await?;
+        if replicate {
+            self.queue_replication(tag, None).await?;
+        }
         Ok(true)
     }
 
@@ -169,12 +173,17 @@ impl BuildIndexState {
         let Some(digest) = self.digest(tag).await? else {
             return Ok(None);
         };
-        let remotes = self.queue_replication(tag, &digest).await?;
+        let remotes = self.queue_replication(tag, Some(digest)).await?;
         Ok(Some((digest, remotes)))
     }
 
-    /// Queues one replication task per remote whose repositories match `tag`'s; how many.
-    async fn queue_replication(self: &Arc<Self>, tag: &TagName, digest: &Digest) -> Result<usize> {
+    /// Queues `tag` → `digest` (`None`: its delete) for every remote whose patterns match
+    /// its repository, replacing a queued task of the same tag and remote; how many.
+    async fn queue_replication(
+        self: &Arc<Self>,
+        tag: &TagName,
+        digest: Option<Digest>,
+    ) -> Result<usize> {
         let tasks: Vec<ReplicationTask> = self
             .remotes
             .iter()
@@ -182,7 +191,7 @@ impl BuildIndexState {
             .map(|(remote, _)| ReplicationTask {
                 remote: remote.clone(),
                 tag: tag.to_string(),
-                digest: *digest,
+                digest,
                 not_before: SystemTime::now(),
             })
             .collect();

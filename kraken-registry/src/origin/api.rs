@@ -18,6 +18,9 @@ use crate::http::body::{self, Body};
 use crate::http::range::{RangeRequest, parse_exclusive_content_range};
 use crate::http::text;
 
+/// Largest `POST /internal/gc` body: about 850,000 marked digests.
+const MAX_SWEEP_BODY: usize = 64 << 20;
+
 /// Content type of blob bytes, as Go Kraken's origin sends it.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
 
@@ -26,6 +29,8 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::POST, ["forcecleanup"]) => "forcecleanup",
+        (&Method::POST, ["internal", "gc"]) => "gc_sweep",
+        (&Method::DELETE, ["internal", "namespace", _, "blobs", _]) => "blob_delete",
         (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
         (&Method::GET, ["peer"]) => "peer",
         (_, ["namespace", _, "blobs", _, rest @ ..])
@@ -105,6 +110,13 @@ pub(crate) async fn handle(
             let report = super::cleanup::force_cleanup(&state, ttl).await;
             json_response(&report)
         }
+        (&Method::POST, ["internal", "gc"]) => {
+            let request = match read_json::<super::gc::SweepRequest>(body, MAX_SWEEP_BODY).await {
+                Ok(request) => request,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            json_response(&super::gc::sweep(&state, request).await)
+        }
         (&Method::GET, ["blobs", digest, "locations"]) => {
             let Ok(digest) = digest.parse::<Digest>() else {
                 return bad_digest();
@@ -125,6 +137,19 @@ pub(crate) async fn handle(
                 (&Method::GET, []) => get_blob(&state, &namespace, &digest, &parts.headers).await,
                 (&Method::HEAD, []) => {
                     head_blob(&state, &namespace, &digest, query.contains("local=true")).await
+                }
+                // Only under `/internal/`: a purge is for proxies and operators.
+                (&Method::DELETE, []) if segments[0] == "internal" => {
+                    match super::gc::purge(&state, &namespace, &digest).await {
+                        Ok(purged) if purged.local || purged.backend => {
+                            text(StatusCode::ACCEPTED, "")
+                        }
+                        Ok(_) => text(
+                            StatusCode::NOT_FOUND,
+                            "blob not on this origin nor in its backend",
+                        ),
+                        Err(e) => error_response(&e),
+                    }
                 }
                 (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
@@ -165,12 +190,15 @@ pub(crate) async fn handle(
 
 /// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix).
 /// Reads are open; uploads come from proxies, build-indexes replicating across clusters and
-/// origins re-replicating; replicas only from origins; cleanup only from operators.
+/// origins re-replicating; replicas only from origins; purges from proxies; cleanup and
+/// garbage collection only from operators.
 fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
     const UPLOADERS: Roles = Roles::of(&[Role::Proxy, Role::BuildIndex, Role::Origin]);
     match (method, segments) {
         (&Method::GET | &Method::HEAD, _) => Roles::ANYONE,
-        (&Method::POST, ["forcecleanup"]) => Roles::OPERATORS,
+        (&Method::POST, ["forcecleanup"] | ["internal", "gc"]) => Roles::OPERATORS,
+        // A purge: the proxy's registry deletes.
+        (&Method::DELETE, ["internal", "namespace", ..]) => Roles::of(&[Role::Proxy]),
         (&Method::PUT, ["internal", "duplicate", ..]) => Roles::of(&[Role::Origin]),
         (_, ["namespace" | "internal", .., "prefetch"]) => Roles::of(&Role::ALL),
         (_, ["namespace" | "internal", ..]) => UPLOADERS,
@@ -535,6 +563,20 @@ fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
         .find_map(|(k, v)| (k == key).then_some(v))
 }
 
+/// A JSON body of at most `limit` bytes; the reason it is not one.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    body: RequestBody,
+    limit: usize,
+) -> std::result::Result<T, String> {
+    use http_body_util::{BodyExt, Limited};
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| format!("unreadable body (at most {limit} bytes): {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))
+}
+
 fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(bytes) => {
@@ -552,6 +594,19 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweeps_are_for_operators_and_purges_for_proxies() {
+        let d = "sha256:00";
+        assert!(allowed_roles(&Method::POST, &["internal", "gc"]) == Roles::OPERATORS);
+        let purge = ["internal", "namespace", "a", "blobs", d];
+        assert!(allowed_roles(&Method::DELETE, &purge) == Roles::of(&[Role::Proxy]));
+        // An upload's roles do not reach the purge: build-indexes and origins upload.
+        assert!(
+            allowed_roles(&Method::POST, &["namespace", "a", "blobs", d, "uploads"])
+                != Roles::of(&[Role::Proxy])
+        );
+    }
 
     #[test]
     fn route_names_name_the_endpoint_never_the_path() {
@@ -600,6 +655,12 @@ mod tests {
             ),
             (Method::POST, "/forcecleanup".to_owned(), "forcecleanup"),
             (Method::DELETE, format!("/namespace/a/blobs/{d}"), "other"),
+            (
+                Method::DELETE,
+                format!("/internal/namespace/a/blobs/{d}"),
+                "blob_delete",
+            ),
+            (Method::POST, "/internal/gc".to_owned(), "gc_sweep"),
             (Method::GET, "/nothing/here".to_owned(), "other"),
         ] {
             assert_eq!(route_name(&method, &path), route, "{method} {path}");

@@ -24,6 +24,8 @@ pub(crate) const UPLOAD_LENGTH: &str = "upload-length";
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
+/// How long one origin's garbage-collection sweep may take.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// Largest error answer read (only its start is reported).
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// Attempts of a read that origins answer `503` with `Retry-After` (busy: at
@@ -568,6 +570,48 @@ impl OriginClient {
             body.extend_from_slice(&chunk);
         }
         Ok(body.into())
+    }
+
+    /// Purges a blob from `origin` and from its backend under `namespace`
+    /// (`DELETE /internal/namespace/{ns}/blobs/{d}`): `true` if either had it.
+    pub async fn delete(&self, origin: &str, namespace: &str, digest: &Digest) -> Result<bool> {
+        let url = self.blob_url(origin, "/internal/namespace", namespace, digest);
+        let response = self.send(origin, self.http.delete(url)).await?;
+        match response.status() {
+            StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(origin, response).await),
+        }
+    }
+
+    /// Asks `origin` to sweep what `request` does not mark (`POST /internal/gc`); its report.
+    pub async fn sweep(
+        &self,
+        origin: &str,
+        request: &super::SweepRequest,
+    ) -> Result<super::SweepReport> {
+        let url = self.url(origin, "/internal/gc");
+        let body = serde_json::to_vec(request).map_err(|e| Error::Origin {
+            origin: origin.to_owned(),
+            reason: format!("unserialisable sweep request: {e}"),
+        })?;
+        // A sweep of a large disk and backend outlasts the usual per-request timeout.
+        let request = self
+            .http
+            .post(url)
+            .timeout(SWEEP_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = self.send(origin, request).await?;
+        if response.status() != StatusCode::OK {
+            return Err(self.status_error(origin, response).await);
+        }
+        // A report lists at most every blob the origin and its backend hold.
+        let body = self.body(origin, response, 1 << 30).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Origin {
+            origin: origin.to_owned(),
+            reason: format!("invalid sweep report: {e}"),
+        })
     }
 
     /// Tells `origin` that its copy of `digest` did not hash to `digest`, so that it checks

@@ -87,6 +87,38 @@ impl OriginCluster {
         Ok(found.is_some())
     }
 
+    /// Purges a blob from every healthy origin and from the backend of `namespace`
+    /// (`DELETE /internal/namespace/{ns}/blobs/{d}` on each); whether any had it. An
+    /// origin that is not healthy keeps its copy (logged): the repair pass may bring the
+    /// blob back from it, and the garbage collector removes it again if nothing refers to it.
+    pub(crate) async fn purge(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let view = self.membership.view();
+        let healthy = view.healthy();
+        for member in view.listed() {
+            if !healthy.contains(member) {
+                tracing::warn!(origin = %member, %digest, "an origin that is down keeps its copy of a deleted blob");
+            }
+        }
+        // With none healthy, the ring uses the listed members; so does a purge.
+        let targets = if healthy.is_empty() {
+            view.listed().to_vec()
+        } else {
+            healthy
+        };
+        let mut found = false;
+        let mut failures = Vec::new();
+        for origin in &targets {
+            match self.client.delete(origin, namespace, digest).await {
+                Ok(had) => found |= had,
+                Err(e) => failures.push(format!("{origin}: {}", error_chain(&e))),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(no_origin(failures));
+        }
+        Ok(found)
+    }
+
     /// A blob of at most `max_len` bytes, verified, from the first owner that has it.
     pub(crate) async fn download(
         &self,
@@ -417,6 +449,37 @@ impl OriginCluster {
         max_manifest: u64,
         max_manifests: usize,
     ) -> Result<ImageParts> {
+        self.walk_image(namespace, root, max_manifest, max_manifests, false)
+            .await
+    }
+
+    /// Every blob the image `root` refers to, as [`walk`](Self::walk) finds them, except
+    /// that a manifest no origin has is skipped (with what it would refer to), as is a
+    /// child of an index that is no manifest. The garbage collector marks with it; any other
+    /// error (an origin that cannot answer) fails the walk, so that nothing is swept on a
+    /// partial mark.
+    pub(crate) async fn reachable(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+    ) -> Result<Vec<Digest>> {
+        let image = self
+            .walk_image(namespace, root, max_manifest, max_manifests, true)
+            .await?;
+        Ok(image.all)
+    }
+
+    /// [`walk`](Self::walk), or with `skip_missing` [`reachable`](Self::reachable)'s walk.
+    async fn walk_image(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+        skip_missing: bool,
+    ) -> Result<ImageParts> {
         let mut image = ImageParts {
             all: vec![*root],
             manifests: Vec::new(),
@@ -433,6 +496,7 @@ impl OriginCluster {
             }
             let bytes = match self.download(namespace, &manifest, max_manifest).await {
                 Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() && skip_missing => continue,
                 Err(e) if e.is_not_found() => return Err(Error::MissingDependency(manifest)),
                 // A blob bigger than a manifest can be is not a manifest: it is a plain blob
                 // (only the root may be one; children must be manifests).
@@ -448,7 +512,7 @@ impl OriginCluster {
                 reason,
             })?;
             let Some(deps) = deps else {
-                if manifest != *root {
+                if manifest != *root && !skip_missing {
                     return Err(Error::InvalidManifest {
                         digest: manifest,
                         reason: "an index refers to it as a manifest, but it is not one".into(),

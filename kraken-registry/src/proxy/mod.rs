@@ -51,7 +51,8 @@ mod service;
 mod storage;
 
 pub use self::config::{
-    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, LimitsConfig, ProxyConfig, UserConfig,
+    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, DeleteConfig, LimitsConfig, ProxyConfig,
+    UserConfig,
 };
 pub use self::prefetch::PrefetchConfig;
 pub use self::service::{Proxy, ProxyBuilder};

@@ -57,7 +57,8 @@ impl ProxyBuilder {
             build_index,
             StorageOptions {
                 replicate: config.build_index.replicate,
-                delete_tags: config.delete_tags,
+                delete_tags: config.delete_tags || config.delete.enabled,
+                delete: config.delete.enabled,
                 max_manifest: config.limits.max_manifest_size.bytes(),
                 max_catalog_scan: config.limits.max_catalog_scan,
             },

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
+use kraken_backends::{Backend, BackendConfig, BackendsConfig, FsConfig, RetryConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient, OriginConfig};
 use kraken_testkit::{ForwardingProxy, MotoServer, free_addr};
@@ -219,4 +219,30 @@ pub fn bi_config(
     config.replication.max_backoff = Duration::from_millis(500);
     config.limits.neighbour_timeout = Duration::from_secs(1);
     config
+}
+
+/// Every file under `dir` whose path holds `digest`'s hex (a store's entry, a backend's
+/// object).
+pub fn files_of(dir: &Path, digest: &Digest) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, hex: &str, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, hex, out);
+            } else if path.to_string_lossy().contains(hex) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &digest.hex(), &mut out);
+    out
+}
+
+/// Whether a file whose path holds `digest`'s hex is under `dir`.
+pub fn holds(dir: &Path, digest: &Digest) -> bool {
+    !files_of(dir, digest).is_empty()
 }
