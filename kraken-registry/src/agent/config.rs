@@ -15,6 +15,7 @@ use super::cidr::Cidr;
 use crate::address::{check_host_port, check_url};
 pub use crate::cleanup::CleanupConfig;
 use crate::error::{Error, Result};
+use crate::small_blobs::SmallBlobConfig;
 
 /// Settings of an [`Agent`](super::Agent).
 ///
@@ -95,6 +96,10 @@ pub struct AgentConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The in-memory cache of small blobs (manifests, image configs), filled only with
+    /// bytes that hash to their digest (see [`SmallBlobConfig`]).
+    #[serde(default)]
+    pub cache: SmallBlobConfig,
 }
 
 impl AgentConfig {
@@ -122,6 +127,7 @@ impl AgentConfig {
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            cache: SmallBlobConfig::default(),
         }
     }
 
