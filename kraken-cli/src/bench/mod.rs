@@ -5,6 +5,7 @@ mod origin;
 mod process;
 mod registry;
 mod swarm;
+mod tracker_restart;
 mod transfer;
 
 #[derive(Debug, clap::Subcommand)]
@@ -21,6 +22,10 @@ pub(crate) enum BenchCommand {
     /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
     /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
     Registry(registry::RegistryBenchArgs),
+    /// A cold pull of a layer through an agent before and right after a tracker restart, on
+    /// a `kraken devcluster --processes` cluster, with the tracker's peers in memory and in
+    /// Redis.
+    TrackerRestart(tracker_restart::TrackerRestartArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -29,5 +34,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Transfer(args) => transfer::run(args),
         BenchCommand::Origin(args) => origin::run(args),
         BenchCommand::Registry(args) => registry::run(args),
+        BenchCommand::TrackerRestart(args) => tracker_restart::run(args),
     }
 }

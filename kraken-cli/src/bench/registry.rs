@@ -278,6 +278,11 @@ fn push(host: &str, image: &Image) -> anyhow::Result<()> {
 
 /// `POST /v2/REPO/blobs/uploads/`; the absolute upload URL.
 fn start_upload(host: &str) -> anyhow::Result<String> {
+    start_upload_to(host, REPO)
+}
+
+/// `POST /v2/<repo>/blobs/uploads/`; the absolute upload URL.
+pub(super) fn start_upload_to(host: &str, repo: &str) -> anyhow::Result<String> {
     let headers = curl(&[
         "-X",
         "POST",
@@ -285,7 +290,7 @@ fn start_upload(host: &str) -> anyhow::Result<String> {
         "-",
         "-o",
         "/dev/null",
-        &format!("http://{host}/v2/{REPO}/blobs/uploads/"),
+        &format!("http://{host}/v2/{repo}/blobs/uploads/"),
     ])?;
     let location = headers
         .lines()
@@ -346,7 +351,7 @@ fn concurrent_gets(url: &str, n: u32, size: u64) -> anyhow::Result<f64> {
 }
 
 /// Runs `curl -sS --fail` with `args`; its stdout.
-fn curl(args: &[&str]) -> anyhow::Result<String> {
+pub(super) fn curl(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("curl")
         .args(["-sS", "--fail"])
         .args(args)
