@@ -2,7 +2,7 @@
 //! and origins serve from memory instead of the disk: `[cache]` in their configs.
 //!
 //! It can only ever serve bytes that hash to their digest: an entry goes in through
-//! [`SmallBlobs::insert_verified`], which hashes the bytes and refuses a mismatch, and the
+//! `SmallBlobs::insert_verified`, which hashes the bytes and refuses a mismatch, and the
 //! bytes of an entry never change afterwards. Bounded by its total bytes; the least recently
 //! used entries leave first. Nothing removes a blob from the cluster yet; whatever does
 //! must drop it from here too.
