@@ -318,4 +318,18 @@ mod config_tests {
         assert!(file.origins.is_some());
         file.http.validate().unwrap();
     }
+
+    #[test]
+    fn a_shared_peer_store_is_read_from_peer_store() {
+        let file: TrackerFileConfig =
+            toml::from_str("[peer_store]\nredis = \"redis://127.0.0.1:6379\"").unwrap();
+        assert_eq!(
+            file.peer_store.redis.as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        file.validate().unwrap();
+        let file: TrackerFileConfig =
+            toml::from_str("[peer_store]\nredis = \"127.0.0.1:6379\"").unwrap();
+        assert!(file.validate().is_err());
+    }
 }

@@ -252,17 +252,7 @@ fn push(host: &str, image: &Image) -> anyhow::Result<()> {
         (&image.config, &image.config_digest),
         (&image.layer, &image.layer_digest),
     ] {
-        let location = start_upload(host)?;
-        let separator = if location.contains('?') { '&' } else { '?' };
-        curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-T",
-            path_str(file)?,
-            &format!("{location}{separator}digest={digest}"),
-        ])?;
+        push_blob(host, REPO, file, digest)?;
     }
     curl(&[
         "-X",
@@ -276,13 +266,30 @@ fn push(host: &str, image: &Image) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `POST /v2/REPO/blobs/uploads/`; the absolute upload URL.
-fn start_upload(host: &str) -> anyhow::Result<String> {
-    start_upload_to(host, REPO)
+/// Pushes `file` as blob `digest` of `repo`: `POST`, then one `PUT ?digest=` with the whole
+/// body, as skopeo does.
+pub(super) fn push_blob(
+    host: &str,
+    repo: &str,
+    file: &Path,
+    digest: &Digest,
+) -> anyhow::Result<()> {
+    let location = start_upload(host, repo)?;
+    let separator = if location.contains('?') { '&' } else { '?' };
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-T",
+        path_str(file)?,
+        &format!("{location}{separator}digest={digest}"),
+    ])?;
+    Ok(())
 }
 
 /// `POST /v2/<repo>/blobs/uploads/`; the absolute upload URL.
-pub(super) fn start_upload_to(host: &str, repo: &str) -> anyhow::Result<String> {
+fn start_upload(host: &str, repo: &str) -> anyhow::Result<String> {
     let headers = curl(&[
         "-X",
         "POST",
@@ -351,7 +358,7 @@ fn concurrent_gets(url: &str, n: u32, size: u64) -> anyhow::Result<f64> {
 }
 
 /// Runs `curl -sS --fail` with `args`; its stdout.
-pub(super) fn curl(args: &[&str]) -> anyhow::Result<String> {
+fn curl(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("curl")
         .args(["-sS", "--fail"])
         .args(args)

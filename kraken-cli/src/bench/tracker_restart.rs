@@ -17,7 +17,7 @@ use super::process::{
     Process, curl_seconds, digest_of, free_port, kraken_command, wait_for_port, which,
     write_random_file,
 };
-use super::registry::{curl, start_upload_to};
+use super::registry::push_blob;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrackerRestartArgs {
@@ -172,17 +172,7 @@ fn measure(
             let path = dir.join(format!("layer-{store}-{round}-{which}"));
             write_random_file(&path, args.size.bytes(), u64::from(round) * 2 + which + 1)?;
             let digest = digest_of(&path)?;
-            let location = start_upload_to(&proxy, REPO)?;
-            let separator = if location.contains('?') { '&' } else { '?' };
-            curl(&[
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/octet-stream",
-                "-T",
-                path.to_str().context("a non-UTF-8 path")?,
-                &format!("{location}{separator}digest={digest}"),
-            ])?;
+            push_blob(&proxy, REPO, &path, &digest)?;
             std::fs::remove_file(&path)?;
             layers.push(digest);
         }

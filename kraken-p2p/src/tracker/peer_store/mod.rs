@@ -161,3 +161,28 @@ fn class_of(peer: &PeerInfo) -> usize {
         (false, false) => LEECHER,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_store_config_needs_a_redis_url_and_times_above_zero() {
+        let config: PeerStoreConfig =
+            toml::from_str("redis = \"redis://:secret@10.0.0.5:6379/2\"\ntimeout = \"250ms\"")
+                .unwrap();
+        assert_eq!(config.timeout, Duration::from_millis(250));
+        assert_eq!(config.retry_interval, Duration::from_secs(1));
+        config.validate().unwrap();
+        let wrong: PeerStoreConfig =
+            toml::from_str("redis = \"http://:secret@host:6379\"").unwrap();
+        let error = wrong.validate().unwrap_err();
+        assert!(
+            error.contains("redis://") && !error.contains("secret"),
+            "{error}"
+        );
+        let zero: PeerStoreConfig = toml::from_str("timeout = \"0s\"").unwrap();
+        assert!(zero.validate().is_err());
+        assert!(toml::from_str::<PeerStoreConfig>("redis_url = \"x\"").is_err());
+    }
+}
