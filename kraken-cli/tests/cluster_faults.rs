@@ -538,3 +538,56 @@ async fn a_corrupt_copy_on_an_origin_is_never_served_and_is_repaired() {
     let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(30)).await;
     assert_no_failures(&cluster, &failed, &lost);
 }
+
+/// Keys in the Redis server at `url` (`DBSIZE`, over a plain socket).
+fn redis_keys(url: &str) -> u64 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("redis://");
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.write_all(b"DBSIZE\r\n").unwrap();
+    let mut answer = [0u8; 64];
+    let n = socket.read(&mut answer).unwrap();
+    let text = std::str::from_utf8(&answer[..n]).unwrap();
+    text.trim().trim_start_matches(':').parse().unwrap()
+}
+
+/// Two trackers keeping their peers in one Redis (`--redis`): an agent pulls, both trackers
+/// are SIGKILLed and restarted from their configs, and the other agents pull every blob; the
+/// peers are in Redis (its keys outlive the trackers), and no pull fails, no blob is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trackers_sharing_a_redis_restart_without_failing_a_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = kraken_testkit::RedisServer::start(&dir.path().join("redis.log")) else {
+        return;
+    };
+    let url = redis.url();
+    let mut cluster =
+        ProcessCluster::start_with(Path::new(KRAKEN), dir.path(), 1, 2, 3, &["--redis", &url])
+            .unwrap_or_else(|e| panic!("starting the cluster: {e:#}"));
+    let blobs = push_settled(&cluster, 3, 1 << 20, 110).await;
+    let http = client();
+    let mut failed = Vec::new();
+    let first = cluster.agents[0].addr.to_string();
+    for (digest, _) in &blobs {
+        if let Err(why) = pull(&http, &first, digest).await {
+            failed.push((first.clone(), *digest, why));
+        }
+    }
+    assert!(redis_keys(&url) > 0, "the trackers' peers are not in Redis");
+    for i in 0..2 {
+        cluster.kill(Role::Tracker(i)).unwrap();
+    }
+    assert!(
+        redis_keys(&url) > 0,
+        "the peers did not outlive the trackers"
+    );
+    for i in 0..2 {
+        cluster.restart(Role::Tracker(i)).unwrap();
+    }
+    failed.extend(pull_everywhere(&cluster, &blobs).await);
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(30)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}
