@@ -1,6 +1,7 @@
 //! `kraken bench`: swarms of real processes on loopback, measured against references run in
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
+mod model;
 mod origin;
 mod process;
 mod registry;
@@ -26,6 +27,9 @@ pub(crate) enum BenchCommand {
     /// a `kraken devcluster --processes` cluster, with the tracker's peers in memory and in
     /// Redis.
     TrackerRestart(tracker_restart::TrackerRestartArgs),
+    /// A model directory (shards, config, tokenizer) from one seeder to N capped fetchers,
+    /// each `kraken fetch DIGEST --out DIR`: wall time against T*, peak memory, bytes written.
+    Model(model::ModelBenchArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -35,5 +39,28 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Origin(args) => origin::run(args),
         BenchCommand::Registry(args) => registry::run(args),
         BenchCommand::TrackerRestart(args) => tracker_restart::run(args),
+        BenchCommand::Model(args) => model::run(args),
     }
+}
+
+/// The fluid lower bound T* of DESIGN.md §8 for one seeder of `size` bytes and `fetchers`
+/// fetchers, every node capped at `rate` bytes per second each way (d = u = U = rate).
+fn fluid_bound(size: f64, rate: f64, fetchers: u32) -> f64 {
+    let n = f64::from(fetchers);
+    (size / rate).max(n * size / (rate + n * rate))
+}
+
+/// Bytes of the regular files under `dir`, recursively.
+fn tree_size(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            tree_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }

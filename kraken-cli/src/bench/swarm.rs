@@ -86,13 +86,11 @@ pub(super) fn run(args: SwarmArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("blob");
     write_random_file(&file, args.size.bytes(), 0)?;
-    let (s, rate, n) = (
+    let t_star = super::fluid_bound(
         args.size.bytes() as f64,
         args.rate.0.bytes() as f64,
-        f64::from(args.fetchers),
+        u32::from(args.fetchers),
     );
-    // DESIGN.md §8 with d = u = U = rate.
-    let t_star = (s / rate).max(n * s / (rate + n * rate));
 
     let kraken = Completion::new(kraken_swarm(dir.path(), &file, &args)?, t_star);
     let aria2 = if args.aria2 {

@@ -27,6 +27,7 @@ mod piece_source;
 mod rate;
 mod stream;
 mod tcp;
+#[cfg(feature = "tls")]
 mod tls;
 mod transport;
 
@@ -46,6 +47,7 @@ pub use self::collection::{DirFetch, DirProgress, FileProgress};
 pub use self::config::NodeConfig;
 pub use self::stream::BlobStream;
 pub use self::tcp::TcpTransport;
+#[cfg(feature = "tls")]
 pub use self::tls::TlsTransport;
 pub use self::transport::{BoxStream, Listener, PeerStream, Transport};
 use crate::error::{Error, Result};
@@ -254,14 +256,15 @@ fn default_transport(config: &NodeConfig) -> Result<Arc<dyn Transport>> {
         TcpTransport::with_source_ip(ip)
     };
     let tcp = tcp.send_file(config.send_file);
-    Ok(match &config.tls {
-        Some(tls) => Arc::new(TlsTransport::new(
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        return Ok(Arc::new(TlsTransport::new(
             tcp,
             tls.load()?,
             config.swarm.handshake_timeout,
-        )),
-        None => Arc::new(tcp),
-    })
+        )));
+    }
+    Ok(Arc::new(tcp))
 }
 
 /// A P2P node: a cheap, cloneable handle to the actor that runs it.
