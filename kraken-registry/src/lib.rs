@@ -46,6 +46,7 @@ pub mod oci;
 pub mod origin;
 pub mod proxy;
 mod referrers;
+pub mod small_blobs;
 mod startup;
 
 pub use crate::error::{Error, Result};

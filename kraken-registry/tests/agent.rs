@@ -319,6 +319,61 @@ async fn a_blob_streams_before_its_download_ends() {
     cluster.shutdown().await;
 }
 
+/// The agent's in-memory cache of small blobs: the manifest and config read once from the
+/// agent's store (after their download) are kept, hashed first, and served from memory —
+/// right although the store's copies are corrupt by then; a large layer is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blobs_read_once_are_served_from_memory() {
+    let cluster = Cluster::start(1, |_, config| {
+        config.cache.small_blob_max_size = ByteSize(64 << 10);
+    })
+    .await;
+    let image = cluster.push_image("small", 3, [1000, 200_000]).await;
+    let client = client_from("127.0.0.1");
+    let base = cluster.base(0);
+    let store = cluster.agents[0].node().store().clone();
+    let small = [&image.manifest, &image.config, &image.layers[0]];
+    let get = |blob: &[u8]| {
+        let url = format!("{base}/v2/{REPO}/blobs/{}", Digest::sha256_of(blob));
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.bytes().await.unwrap()
+        }
+    };
+    // The download, then a read of the store's copy, which fills the cache.
+    for blob in small.iter().chain([&&image.layers[1]]) {
+        assert_eq!(get(blob).await, blob[..]);
+        let digest = Digest::sha256_of(blob);
+        support::eventually(Duration::from_secs(10), "the blob is cached", || async {
+            matches!(store.status(&digest), BlobStatus::Cached { .. })
+        })
+        .await;
+        assert_eq!(get(blob).await, blob[..]);
+    }
+    for blob in small {
+        let path = store
+            .open_blob(&Digest::sha256_of(blob))
+            .unwrap()
+            .path()
+            .to_owned();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    for blob in small {
+        assert_eq!(get(blob).await, blob[..], "served from memory");
+    }
+    // Each small blob: one miss (the read that filled it), one hit; the large layer neither.
+    assert_eq!(get(&image.layers[1]).await, image.layers[1][..]);
+    let agent = cluster.agents[0].local_addr().to_string();
+    let scraped = kraken_testkit::Exposition::scrape(&client, &agent).await;
+    let lookups = |result| scraped.sum("kraken_small_blob_lookups_total", &[("result", result)]);
+    assert_eq!((lookups("hit"), lookups("miss")), (3.0, 3.0));
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
     // Agent B lets in only 127.0.0.1.

@@ -6,6 +6,7 @@ mod origin;
 mod process;
 mod registry;
 mod swarm;
+mod tracker_restart;
 mod transfer;
 
 #[derive(Debug, clap::Subcommand)]
@@ -22,6 +23,10 @@ pub(crate) enum BenchCommand {
     /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
     /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
     Registry(registry::RegistryBenchArgs),
+    /// A cold pull of a layer through an agent before and right after a tracker restart, on
+    /// a `kraken devcluster --processes` cluster, with the tracker's peers in memory and in
+    /// Redis.
+    TrackerRestart(tracker_restart::TrackerRestartArgs),
     /// A model directory (shards, config, tokenizer) from one seeder to N capped fetchers,
     /// each `kraken fetch DIGEST --out DIR`: wall time against T*, peak memory, bytes written.
     Model(model::ModelBenchArgs),
@@ -33,6 +38,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Transfer(args) => transfer::run(args),
         BenchCommand::Origin(args) => origin::run(args),
         BenchCommand::Registry(args) => registry::run(args),
+        BenchCommand::TrackerRestart(args) => tracker_restart::run(args),
         BenchCommand::Model(args) => model::run(args),
     }
 }

@@ -313,22 +313,8 @@ fn push(host: &str, image: &Image) -> anyhow::Result<f64> {
         (&image.config, &image.config_digest),
         (&image.layer, &image.layer_digest),
     ] {
-        let location = start_upload(host)?;
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let timing = curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-T",
-            path_str(file)?,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{time_total}",
-            &format!("{location}{separator}digest={digest}"),
-        ])?;
-        layer_seconds = timing.trim().parse()?;
+        // The layer goes last: its time is the one kept.
+        layer_seconds = push_blob(host, REPO, file, digest)?;
     }
     curl(&[
         "-X",
@@ -353,8 +339,34 @@ fn openssl_digest(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `POST /v2/REPO/blobs/uploads/`; the absolute upload URL.
-fn start_upload(host: &str) -> anyhow::Result<String> {
+/// Pushes `file` as blob `digest` of `repo`: `POST`, then one `PUT ?digest=` with the whole
+/// body, as skopeo does; returns the `PUT`'s time, request start to last byte.
+pub(super) fn push_blob(
+    host: &str,
+    repo: &str,
+    file: &Path,
+    digest: &Digest,
+) -> anyhow::Result<f64> {
+    let location = start_upload(host, repo)?;
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let timing = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-T",
+        path_str(file)?,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{time_total}",
+        &format!("{location}{separator}digest={digest}"),
+    ])?;
+    Ok(timing.trim().parse()?)
+}
+
+/// `POST /v2/<repo>/blobs/uploads/`; the absolute upload URL.
+fn start_upload(host: &str, repo: &str) -> anyhow::Result<String> {
     let headers = curl(&[
         "-X",
         "POST",
@@ -362,7 +374,7 @@ fn start_upload(host: &str) -> anyhow::Result<String> {
         "-",
         "-o",
         "/dev/null",
-        &format!("http://{host}/v2/{REPO}/blobs/uploads/"),
+        &format!("http://{host}/v2/{repo}/blobs/uploads/"),
     ])?;
     let location = headers
         .lines()

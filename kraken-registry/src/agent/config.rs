@@ -17,6 +17,7 @@ use super::cidr::Cidr;
 use crate::address::{check_host_port, check_url};
 pub use crate::cleanup::CleanupConfig;
 use crate::error::{Error, Result};
+use crate::small_blobs::SmallBlobConfig;
 
 /// Settings of an [`Agent`](super::Agent).
 ///
@@ -102,6 +103,10 @@ pub struct AgentConfig {
     /// sockets.
     #[serde(default)]
     pub container_runtime: ContainerRuntimeConfig,
+    /// The in-memory cache of small blobs (manifests, image configs), filled only with
+    /// bytes that hash to their digest (see [`SmallBlobConfig`]).
+    #[serde(default)]
+    pub cache: SmallBlobConfig,
 }
 
 impl AgentConfig {
@@ -130,6 +135,7 @@ impl AgentConfig {
             client_tls: None,
             metrics: MetricsConfig::default(),
             container_runtime: ContainerRuntimeConfig::default(),
+            cache: SmallBlobConfig::default(),
         }
     }
 

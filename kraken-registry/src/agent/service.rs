@@ -19,7 +19,7 @@ use crate::build_index::BuildIndexClient;
 use crate::cleanup::eviction_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
-use crate::metrics::{AgentMetrics, StoreMetrics, spawn_listener};
+use crate::metrics::{AgentMetrics, SmallBlobMetrics, StoreMetrics, spawn_listener};
 use crate::oci::{OciConfig, OciHandler};
 use kraken_p2p::http_server::ServeConfig;
 use kraken_p2p::metrics::{Metrics, NodeMetrics};
@@ -100,7 +100,8 @@ impl AgentBuilder {
             AgentStorage::new(node.clone(), tracker, build_index)
                 .with_max_manifest(config.limits.max_manifest_size.bytes())
                 .with_metainfo_timeout(config.p2p.metainfo_timeout)
-                .with_pull_metrics(AgentMetrics::register(&metrics)),
+                .with_pull_metrics(AgentMetrics::register(&metrics))
+                .with_small_blobs(SmallBlobMetrics::cache(&metrics, config.cache)),
         );
         // Pushes are refused before an upload starts; the directory stays empty.
         let oci_config = OciConfig::new(config.data_dir.join("uploads"));

@@ -222,15 +222,26 @@ async fn get_blob(
             return error_response(&e);
         }
     }
-    let store = state.store.clone();
-    let digest = *digest;
-    let opened = tokio::task::spawn_blocking(move || store.open_blob(&digest)).await;
-    let blob = match opened {
-        Ok(Ok(blob)) => blob,
-        Ok(Err(e)) => return error_response(&e.into()),
-        Err(_) => return error_response(&Error::Internal("open task failed")),
+    // A small blob is served from memory, kept there from a read of the store that hashed
+    // to its digest.
+    let memory = state.small.read(&state.store, digest).await;
+    let blob = match memory {
+        Some(_) => None,
+        None => {
+            let store = state.store.clone();
+            let digest = *digest;
+            match tokio::task::spawn_blocking(move || store.open_blob(&digest)).await {
+                Ok(Ok(blob)) => Some(blob),
+                Ok(Err(e)) => return error_response(&e.into()),
+                Err(_) => return error_response(&Error::Internal("open task failed")),
+            }
+        }
     };
-    let size = blob.len();
+    let size = match (&memory, &blob) {
+        (Some(bytes), _) => bytes.len() as u64,
+        (None, Some(blob)) => blob.len(),
+        (None, None) => return error_response(&Error::Internal("neither memory nor store")),
+    };
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, offset, length) = match RangeRequest::parse(range_header, size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
@@ -255,9 +266,15 @@ async fn get_blob(
             format!("bytes {offset}-{}/{size}", offset + length - 1),
         );
     }
-    builder
-        .body(body::blob_range(blob, offset, length))
-        .expect("valid response parts")
+    let body = match (memory, blob) {
+        (Some(bytes), _) => body::full(crate::small_blobs::slice(
+            &bytes,
+            Some(offset..offset + length),
+        )),
+        (None, Some(blob)) => body::blob_range(blob, offset, length),
+        (None, None) => unreachable!("answered above"),
+    };
+    builder.body(body).expect("valid response parts")
 }
 
 async fn head_blob(

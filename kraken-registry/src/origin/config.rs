@@ -16,6 +16,7 @@ use crate::address::{check_host_port, check_url};
 use crate::cleanup::CleanupConfig;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
+use crate::small_blobs::SmallBlobConfig;
 
 /// Settings of an [`Origin`](super::Origin).
 ///
@@ -103,6 +104,10 @@ pub struct OriginConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The in-memory cache of small blobs (manifests, image configs), filled only with
+    /// bytes that hash to their digest (see [`SmallBlobConfig`]).
+    #[serde(default)]
+    pub cache: SmallBlobConfig,
 }
 
 impl OriginConfig {
@@ -127,6 +132,7 @@ impl OriginConfig {
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            cache: SmallBlobConfig::default(),
         }
     }
 

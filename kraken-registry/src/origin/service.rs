@@ -146,7 +146,9 @@ impl OriginBuilder {
             shutdown.clone(),
             counters.clone(),
         ));
+        let small = crate::metrics::SmallBlobMetrics::cache(&metrics, config.cache);
         let state = Arc::new(OriginState {
+            small,
             config,
             name,
             store,

@@ -50,6 +50,8 @@ pub(crate) struct OriginState {
     pub(crate) store_metrics: crate::metrics::StoreMetrics,
     /// Re-hashes of cached blobs in progress and recently done.
     pub(crate) checks: Checks,
+    /// Small blobs served from memory (`[cache]`).
+    pub(crate) small: Arc<crate::small_blobs::SmallBlobs>,
 }
 
 impl OriginState {
