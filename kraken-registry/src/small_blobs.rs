@@ -144,10 +144,17 @@ impl SmallBlobs {
     /// read whole from the store, hashed, kept and returned. `None` when it is not small, not
     /// complete in `store`, or its copy there does not hash to its digest (the caller then
     /// serves it the usual way, whose own checks find the corruption).
+    ///
+    /// Memory answers only for a blob `store` still holds complete: a blob deleted from the
+    /// store (a registry delete, a garbage collector's sweep, eviction) is dropped from
+    /// memory here too, so it is never served after it is gone.
     pub(crate) async fn read(&self, store: &BlobStore, digest: &Digest) -> Option<Bytes> {
         let small = match store.status(digest) {
             BlobStatus::Cached { length } => self.wants(length),
-            _ => false,
+            _ => {
+                self.remove(digest);
+                return None;
+            }
         };
         if let Some(bytes) = self.get(digest, small) {
             return Some(bytes);
@@ -173,6 +180,15 @@ impl SmallBlobs {
             tracing::warn!(digest = %digest.fmt_short(),
                 "a small blob's copy on disk does not hash to its digest; not kept in memory");
             None
+        }
+    }
+
+    /// Drops blob `digest` from memory, if it is there.
+    pub(crate) fn remove(&self, digest: &Digest) {
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((gone, used)) = lru.entries.remove(digest) {
+            lru.order.remove(&used);
+            lru.bytes -= gone.len() as u64;
         }
     }
 
@@ -244,5 +260,27 @@ mod tests {
         let (a, bytes) = blob(1, 10);
         assert!(cache.insert_verified(&a, bytes));
         assert_eq!(cache.get(&a, true), None);
+    }
+
+    #[tokio::test]
+    async fn a_blob_gone_from_the_store_is_not_served_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let cache = SmallBlobs::new(SmallBlobConfig::default());
+        let meta = store
+            .import(&b"a small manifest"[..], 1 << 20, None)
+            .unwrap();
+        let digest = *meta.digest();
+        let first = cache.read(&store, &digest).await.expect("read and kept");
+        assert_eq!(cache.bytes(), first.len() as u64);
+        // Deleted (a registry delete, a sweep, eviction): memory no longer answers.
+        assert!(store.delete(&digest).unwrap());
+        assert_eq!(cache.read(&store, &digest).await, None);
+        assert_eq!(cache.bytes(), 0);
+        // And `remove` drops an entry outright.
+        let meta = store.import(&b"another"[..], 1 << 20, None).unwrap();
+        cache.read(&store, meta.digest()).await.unwrap();
+        cache.remove(meta.digest());
+        assert_eq!(cache.bytes(), 0);
     }
 }

@@ -74,6 +74,7 @@ async fn delete_local(state: &Arc<OriginState>, digest: &Digest, force: bool) ->
     .await
     .map_err(|_| Error::Internal("delete task failed"))??;
     state.namespaces.remove(&digest);
+    state.small.remove(&digest);
     Ok(deleted)
 }
 
