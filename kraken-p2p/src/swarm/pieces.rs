@@ -240,9 +240,13 @@ impl Swarm {
                 });
             }
         }
+        // An origin is told too, though it holds the piece: it spreads its uploads by the
+        // pieces we lack (`Torrent::should_spread`), and judged by the bitfield of our
+        // handshake it refused everything we still needed once the other peers had left,
+        // until an idle timeout replaced the link (issue 17).
         for &conn in &torrent.conns {
             let c = &self.conns[&conn];
-            if c.state == ConnState::Active && !c.have.get(index) {
+            if c.state == ConnState::Active && (c.origin || !c.have.get(index)) {
                 self.actions.push_back(Action::Send {
                     conn,
                     message: Message::AnnouncePiece { index },

@@ -377,6 +377,38 @@ fn an_origin_spreads_its_uploads() {
     );
 }
 
+/// An origin spreads its uploads by the pieces each requester lacks, so a leecher tells it of
+/// every new piece although it holds them all; another complete peer needs no such news
+/// (issue 17: the origin refused a straggler everything it still lacked).
+#[test]
+fn a_leecher_announces_its_new_pieces_to_an_origin() {
+    let (mut s, meta, now) = leeching(SwarmConfig::default(), 8);
+    let full = Bitfield::full(8);
+    let origin = s.handle_incoming(now, addr(2));
+    let Message::Handshake(mut h) = handshake(&meta, 2, &full, Vec::new()) else {
+        unreachable!()
+    };
+    h.origin = true;
+    s.handle_message(now, origin, Message::Handshake(h));
+    let asked = requests_to(&drain(&mut s), origin);
+    let (seeder, _) = accept(&mut s, now, &meta, 3, &full);
+    let index = asked[0];
+    let (info_hash, piece) = s
+        .handle_piece_received(now, origin, index, 1024)
+        .expect("a requested piece");
+    drain(&mut s);
+    s.handle_piece_written(now, origin, info_hash, piece, Ok(()));
+    let actions = drain(&mut s);
+    let announced_to = |conn| {
+        actions.contains(&Action::Send {
+            conn,
+            message: Message::AnnouncePiece { index },
+        })
+    };
+    assert!(announced_to(origin), "{actions:?}");
+    assert!(!announced_to(seeder), "{actions:?}");
+}
+
 #[test]
 fn a_refused_announce_fails_a_download_but_not_a_seed() {
     let (mut swarm, meta, now) = leeching(SwarmConfig::default(), 4);

@@ -230,3 +230,60 @@ fn same_seed_same_outcome() {
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43));
 }
+
+/// Issue 17: `kraken bench swarm` fetchers exit as soon as they hold the blob, and the last
+/// one waited for the 30 s idle timeout of its link to the seeder before it finished. The
+/// seeder (an origin: it spreads its uploads by the pieces a requester lacks) judged the
+/// straggler by the bitfield of its handshake, as leechers announced new pieces only to
+/// neighbours lacking them, and refused every piece it still needed once the other fetchers
+/// had left. Without the fix the last fetcher finishes at 5.6 × T*.
+#[test]
+fn fetchers_leaving_as_they_finish_do_not_strand_the_last_behind_a_spreading_origin() {
+    let mut net = net(12);
+    let meta = blob(12, 128 << 20, 256 << 10);
+    let origin = net.add_host(NodeSpec {
+        config: SwarmConfig {
+            origin: true,
+            ..SwarmConfig::default()
+        },
+        ..NodeSpec::symmetric(20.0 * MB)
+    });
+    net.seed(origin, &meta);
+    let fetchers = net.add_fetchers(16, 20.0 * MB, &meta);
+    let h = meta.info_hash();
+    let limit = Duration::from_secs(120);
+    // Each pass runs until some fetcher still online has finished and takes it off the
+    // network, as the bench's fetch processes exit; bounded by the fetchers' count.
+    let finished = |net: &Net| -> Vec<_> {
+        fetchers
+            .iter()
+            .copied()
+            .filter(|&f| net.is_online(f) && net.completed_at(f, &h).is_some())
+            .collect()
+    };
+    for _ in 0..fetchers.len() {
+        if !net.run_until(limit, |net| !finished(net).is_empty()) {
+            break;
+        }
+        for f in finished(&net) {
+            net.kill(f);
+        }
+    }
+    let times: Vec<Duration> = fetchers
+        .iter()
+        .map(|&f| net.completed_at(f, &h).unwrap_or(limit))
+        .collect();
+    let t_star = crate::sim::fluid_bound(
+        meta.length() as f64,
+        fetchers.len() as f64,
+        20.0 * MB,
+        20.0 * MB,
+        20.0 * MB,
+    );
+    let worst = times.iter().max().unwrap().as_secs_f64();
+    // Measured with this seed: 1.77 × T* (5.63 × T* before the fix).
+    assert!(
+        worst < 2.5 * t_star,
+        "the slowest fetcher took {worst:.2}s, T* = {t_star:.2}s: {times:?}"
+    );
+}
