@@ -137,6 +137,14 @@ impl Backoff {
         self.earliest
     }
 
+    /// Forgets every entry; returns whether there was any.
+    pub(super) fn clear(&mut self) -> bool {
+        self.earliest = None;
+        let any = !self.until.is_empty();
+        self.until.clear();
+        any
+    }
+
     /// Forgets the entries that ended by `now`; returns whether any did.
     pub(super) fn expire(&mut self, now: Instant) -> bool {
         if self.earliest.is_none_or(|e| e > now) {

@@ -38,6 +38,7 @@ impl Swarm {
         if failed && let Some(peer) = peer {
             self.blacklist_peer(now, peer, info_hash);
         }
+        self.retry_origin_refusals(info_hash);
         self.fill_conns(now, info_hash);
         self.fill_all_requests(now, info_hash);
     }

@@ -263,15 +263,40 @@ impl Swarm {
         // just cancelled have room they did not have, unless the write limit held everyone
         // back or endgame (which asks for pieces in flight) begins. Visiting every connection
         // after every piece stood out in the simulator's profile, mostly as cache misses.
+        let retry = self.retry_origin_refusals(info_hash);
         let torrent = &self.torrents[&info_hash];
         let endgame = torrent.missing() <= self.config.endgame_threshold as u32;
-        if writes_were_full || endgame {
+        if writes_were_full || endgame || retry {
             self.fill_all_requests(now, info_hash);
         } else {
             for conn in freed {
                 self.fill_requests(now, conn);
             }
         }
+    }
+
+    /// Forgets the refusal backoffs of the torrent's origins when nothing is in flight;
+    /// returns whether there were any. An origin refuses a piece while we lack one it has
+    /// uploaded less often (`Torrent::should_spread`), a judgement our next piece or a
+    /// neighbour's leaving may change: a straggler whose last sources left waited out a
+    /// backoff for a piece the origin would now serve. Called only when a piece is written
+    /// or a link closes, never on a refusal, so it cannot loop.
+    pub(super) fn retry_origin_refusals(&mut self, info_hash: InfoHash) -> bool {
+        let Some(torrent) = self.torrents.get(&info_hash) else {
+            return false;
+        };
+        if torrent.phase != Phase::Leeching || !torrent.nothing_in_flight() {
+            return false;
+        }
+        let mut any = false;
+        for conn in &torrent.conns {
+            if let Some(c) = self.conns.get_mut(conn)
+                && c.origin
+            {
+                any |= c.avoid.clear();
+            }
+        }
+        any
     }
 
     pub(super) fn fill_all_requests(&mut self, now: Instant, info_hash: InfoHash) {

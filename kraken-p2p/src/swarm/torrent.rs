@@ -126,7 +126,7 @@ impl Torrent {
             return None;
         }
         let leeching = self.phase == Phase::Leeching;
-        let starving = leeching && self.requests.is_empty() && self.writing.is_empty();
+        let starving = leeching && self.nothing_in_flight();
         let under_connected = leeching
             && self.candidates.is_empty()
             && self.conns.len() < config.max_conns_per_torrent;
@@ -225,6 +225,11 @@ impl Torrent {
     /// Whether `index` is being verified and written.
     pub(super) fn is_writing(&self, index: u32) -> bool {
         self.writing.contains_key(&index)
+    }
+
+    /// Whether no piece is requested or being written.
+    pub(super) fn nothing_in_flight(&self) -> bool {
+        self.requests.is_empty() && self.writing.is_empty()
     }
 
     /// Pieces being verified and written.
