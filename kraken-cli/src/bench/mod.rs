@@ -2,6 +2,7 @@
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
 mod origin;
+mod origin_scale;
 mod process;
 mod registry;
 mod swarm;
@@ -18,6 +19,10 @@ pub(crate) enum BenchCommand {
     /// `GET` of a blob cached by a `kraken origin` against CNCF Distribution
     /// (`docker-registry`) serving the same blob from its filesystem.
     Origin(origin::OriginBenchArgs),
+    /// A `kraken origin` whose store holds many small blobs (100,000 by default): time to
+    /// the first blob served, files held open, and the announces and metainfo publishes its
+    /// tracker sees at start-up and while a few blobs are wanted.
+    OriginScale(origin_scale::OriginScaleArgs),
     /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
     /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
     Registry(registry::RegistryBenchArgs),
@@ -28,6 +33,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Swarm(args) => swarm::run(args),
         BenchCommand::Transfer(args) => transfer::run(args),
         BenchCommand::Origin(args) => origin::run(args),
+        BenchCommand::OriginScale(args) => origin_scale::run(args),
         BenchCommand::Registry(args) => registry::run(args),
     }
 }

@@ -41,6 +41,7 @@
 //! store: they count in [`StoreUsage::referenced_bytes`], not toward the watermarks, and
 //! evicting or deleting one forgets the file without touching it.
 
+mod batch;
 mod blob;
 mod config;
 mod download;
@@ -640,6 +641,19 @@ impl StoreInner {
     /// Moves a fully written and verified entry directory into `cache/`. If the blob is
     /// already cached, the existing copy wins and `source_dir` is removed.
     fn install(&self, source_dir: &Path, digest: &Digest, length: u64) -> Result<()> {
+        self.install_with(source_dir, digest, length, true)
+    }
+
+    /// [`install`](Self::install); without `durable`, nothing is `fsync`ed and no access
+    /// time is written (the data file's mtime stands for it): the caller syncs the whole
+    /// file system once for many entries ([`BlobStore::import_batch`]).
+    fn install_with(
+        &self,
+        source_dir: &Path,
+        digest: &Digest,
+        length: u64,
+        durable: bool,
+    ) -> Result<()> {
         let target = self.layout.entry_dir(State::Cache, digest);
         let mut index = self.index();
         if matches!(index.entries.get(digest), Some(e) if e.state == State::Cache) {
@@ -655,18 +669,26 @@ impl StoreInner {
             layout::remove_entry(&self.layout, &stale)?;
         }
         if let Some(parent) = target.parent() {
-            layout::create_dir_all_synced(parent)?;
+            if durable {
+                layout::create_dir_all_synced(parent)?;
+            } else {
+                layout::create_dir_all(parent)?;
+            }
         }
         fs::rename(source_dir, &target).map_err(|source| Error::io(&target, source))?;
         // The rename is what makes the blob cached: it must survive a power failure before
         // anyone is told the blob is here.
-        if let Some(parent) = target.parent() {
+        if durable && let Some(parent) = target.parent() {
             layout::sync_dir(parent)?;
         }
         let _ = fs::remove_file(target.join(layout::BITFIELD));
         let now = SystemTime::now();
-        let _ =
-            layout::write_atomically(&target.join(layout::LAST_ACCESS), &layout::encode_time(now));
+        if durable {
+            let _ = layout::write_atomically(
+                &target.join(layout::LAST_ACCESS),
+                &layout::encode_time(now),
+            );
+        }
         index.entries.insert(
             *digest,
             Entry {

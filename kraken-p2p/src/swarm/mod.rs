@@ -151,6 +151,17 @@ impl Swarm {
         }
     }
 
+    /// Restarts a complete torrent's `seeder_idle_timeout` clock, as if a piece had just
+    /// moved: for an embedder that keeps a blob in the swarm while it is asked for without
+    /// pinning it. Does nothing to a torrent still downloading (its clock is its progress).
+    pub fn keep_alive(&mut self, now: Instant, info_hash: &InfoHash) {
+        if let Some(torrent) = self.torrents.get_mut(info_hash)
+            && torrent.phase == Phase::Seeding
+        {
+            torrent.last_progress = torrent.last_progress.max(now);
+        }
+    }
+
     /// Whether [`pin`](Self::pin) keeps the torrent.
     pub fn is_pinned(&self, info_hash: &InfoHash) -> bool {
         self.torrents.get(info_hash).is_some_and(|t| t.pinned)

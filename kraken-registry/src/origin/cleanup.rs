@@ -23,6 +23,7 @@ pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
         // The seeding torrent holds the file open; closing it frees the space.
         if let Some(node) = &state.node {
             node.unseed(digest);
+            state.recent.remove(digest);
         }
     };
     eviction_loop(
@@ -74,6 +75,7 @@ pub(crate) async fn force_cleanup(state: &Arc<OriginState>, ttl: Duration) -> Fo
         // The seeding torrent holds the file open; closing it frees the space.
         if let Some(node) = &state.node {
             node.unseed(&digest);
+            state.recent.remove(&digest);
         }
         let store = state.store.clone();
         match tokio::task::spawn_blocking(move || store.delete(&digest)).await {

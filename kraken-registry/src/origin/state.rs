@@ -17,6 +17,7 @@ use super::integrity::Checks;
 use super::membership::Membership;
 use super::namespaces::NamespaceIndex;
 use super::queue::{WriteBackQueue, WriteBackTask};
+use super::recent::RecentSet;
 use super::replicate;
 use super::uploads::{Claim, Uploads};
 use crate::durable::Entry;
@@ -50,6 +51,8 @@ pub(crate) struct OriginState {
     pub(crate) store_metrics: crate::metrics::StoreMetrics,
     /// Re-hashes of cached blobs in progress and recently done.
     pub(crate) checks: Checks,
+    /// The blobs kept in the P2P swarm: the most recently wanted.
+    pub(crate) recent: RecentSet,
 }
 
 impl OriginState {
@@ -261,15 +264,21 @@ impl OriginState {
         self.spawn_replication(namespace, meta.digest());
     }
 
-    /// Announces the blob over P2P (if this origin has a tracker).
+    /// The blob is wanted: keeps it in the P2P swarm, announced and its metainfo published
+    /// (if this origin has a tracker), as one of the most recently wanted blobs; the least
+    /// recently wanted one beyond [`OriginConfig::max_announced_blobs`] leaves the swarm
+    /// when idle (see `recent.rs`).
     pub(crate) fn seed(&self, namespace: &str, digest: &Digest) {
         let Some(node) = self.node.clone() else {
             return;
         };
+        if let Some(old) = self.recent.touch(digest) {
+            node.retire(&old);
+        }
         let namespace = namespace.to_owned();
         let digest = *digest;
         self.tasks.spawn(async move {
-            if let Err(e) = node.seed(&namespace, &digest).await {
+            if let Err(e) = node.offer(&namespace, &digest).await {
                 tracing::warn!(digest = %digest.fmt_short(), error = %error_chain(&e), "could not seed blob");
             }
         });
