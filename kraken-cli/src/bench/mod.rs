@@ -1,6 +1,7 @@
 //! `kraken bench`: swarms of real processes on loopback, measured against references run in
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
+mod layers;
 mod origin;
 mod origin_scale;
 mod process;
@@ -19,6 +20,10 @@ pub(crate) enum BenchCommand {
     /// `GET` of a blob cached by a `kraken origin` against CNCF Distribution
     /// (`docker-registry`) serving the same blob from its filesystem.
     Origin(origin::OriginBenchArgs),
+    /// An image of many layers (a directory seeded as a collection) pulled by N capped
+    /// fetchers: wall times against T* for the whole image, and the most sockets a process
+    /// held.
+    Layers(layers::LayersArgs),
     /// A `kraken origin` whose store holds many small blobs (100,000 by default): time to
     /// the first blob served, files held open, and the announces and metainfo publishes its
     /// tracker sees at start-up and while a few blobs are wanted.
@@ -34,6 +39,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Transfer(args) => transfer::run(args),
         BenchCommand::Origin(args) => origin::run(args),
         BenchCommand::OriginScale(args) => origin_scale::run(args),
+        BenchCommand::Layers(args) => layers::run(args),
         BenchCommand::Registry(args) => registry::run(args),
     }
 }

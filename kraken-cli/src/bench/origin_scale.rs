@@ -65,7 +65,8 @@ pub(crate) struct OriginScaleReport {
 const NAMESPACE: &str = "bench/scale";
 
 pub(crate) fn run(args: OriginScaleArgs) -> anyhow::Result<()> {
-    let report = measure(&args)?;
+    let dir = tempfile::tempdir()?;
+    let report = measure(&args, dir.path())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -94,19 +95,18 @@ pub(crate) fn run(args: OriginScaleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn measure(args: &OriginScaleArgs) -> anyhow::Result<OriginScaleReport> {
+fn measure(args: &OriginScaleArgs, dir: &Path) -> anyhow::Result<OriginScaleReport> {
     anyhow::ensure!(args.wanted <= args.blobs, "--wanted exceeds --blobs");
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("origin");
+    let data = dir.join("origin");
     let started = Instant::now();
     let digests = fill_store(&data.join("store"), args.blobs, args.size.bytes())?;
     let create_seconds = started.elapsed().as_secs_f64();
 
     let origin_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
-    let token = dir.path().join("publish-token");
+    let token = dir.join("publish-token");
     std::fs::write(&token, "kraken-bench-publish-token")?;
     let tracker_addr = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
-    let tracker_config = dir.path().join("tracker.toml");
+    let tracker_config = dir.join("tracker.toml");
     std::fs::write(
         &tracker_config,
         format!(
@@ -129,7 +129,7 @@ pub(crate) fn measure(args: &OriginScaleArgs) -> anyhow::Result<OriginScaleRepor
     config.trackers = vec![tracker.clone()];
     config.tracker_publish_token_file = Some(token);
     config.peer_listen = Some(format!("127.0.0.1:{}", free_port("127.0.0.1")?).parse()?);
-    let origin_config = dir.path().join("origin.toml");
+    let origin_config = dir.join("origin.toml");
     std::fs::write(&origin_config, toml::to_string(&config)?)?;
 
     let runtime = crate::process::runtime()?;
@@ -190,8 +190,8 @@ pub(crate) fn measure(args: &OriginScaleArgs) -> anyhow::Result<OriginScaleRepor
             &digest.to_string(),
             &tracker,
             "127.0.0.3",
-            &dir.path().join("fetcher"),
-            &dir.path().join("fetched"),
+            &dir.join("fetcher"),
+            &dir.join("fetched"),
             &["--namespace".into(), NAMESPACE.into()],
         )?
         .stdout(Stdio::null())
@@ -199,7 +199,7 @@ pub(crate) fn measure(args: &OriginScaleArgs) -> anyhow::Result<OriginScaleRepor
         .status()?;
         p2p_fetch_seconds = fetch_started.elapsed().as_secs_f64();
         anyhow::ensure!(status.success(), "kraken fetch of a wanted blob failed");
-        let fetched = std::fs::read(dir.path().join("fetched"))?;
+        let fetched = std::fs::read(dir.join("fetched"))?;
         anyhow::ensure!(
             Digest::sha256_of(&fetched) == *digest,
             "kraken fetch wrote other bytes"
