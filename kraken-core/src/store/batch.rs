@@ -1,13 +1,12 @@
 //! Importing many blobs at once with two file-system syncs instead of several per blob.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use super::{BlobStore, layout};
+use super::{BlobStore, layout, write_hashing};
 use crate::error::{Error, Result};
-use crate::metainfo::{MetaInfo, MetaInfoGenerator};
-use std::path::Path;
+use crate::metainfo::MetaInfo;
 
 impl BlobStore {
     /// Adds every blob `blobs` yields, each read once and its metainfo computed with pieces
@@ -26,11 +25,13 @@ impl BlobStore {
         piece_length: u64,
     ) -> Result<Vec<MetaInfo>> {
         let mut staged: Vec<(PathBuf, MetaInfo)> = Vec::new();
+        // One buffer for every blob: a batch is typically many small ones.
+        let mut buf = vec![0; 64 << 10];
         let result = (|| {
             for mut reader in blobs {
                 let staging = self.inner.layout.tmp_path("import");
                 layout::create_dir_all(&staging)?;
-                match stage(&mut reader, &staging, piece_length) {
+                match stage(&mut reader, &staging, piece_length, &mut buf) {
                     Ok(meta) => staged.push((staging, meta)),
                     Err(e) => {
                         let _ = fs::remove_dir_all(&staging);
@@ -75,23 +76,15 @@ impl BlobStore {
 }
 
 /// Writes one blob's data and metainfo into `staging`, unsynced.
-fn stage(reader: &mut impl Read, staging: &Path, piece_length: u64) -> Result<MetaInfo> {
+fn stage(
+    reader: &mut impl Read,
+    staging: &Path,
+    piece_length: u64,
+    buf: &mut [u8],
+) -> Result<MetaInfo> {
     let data_path = staging.join(layout::DATA);
     let mut file = File::create(&data_path).map_err(|source| Error::io(&data_path, source))?;
-    let mut generator = MetaInfoGenerator::new(piece_length)?;
-    let mut buf = vec![0; 64 << 10];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Read(e)),
-        };
-        file.write_all(&buf[..n])
-            .map_err(|source| Error::io(&data_path, source))?;
-        generator.update(&buf[..n]);
-    }
-    let meta = generator.finish()?;
+    let meta = write_hashing(reader, &mut file, &data_path, piece_length, buf)?;
     let meta_path = staging.join(layout::METAINFO);
     fs::write(&meta_path, meta.encode()).map_err(|source| Error::io(&meta_path, source))?;
     Ok(meta)

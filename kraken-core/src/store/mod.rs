@@ -363,22 +363,15 @@ impl BlobStore {
             let data_path = staging.join(layout::DATA);
             let mut file =
                 File::create(&data_path).map_err(|source| Error::io(&data_path, source))?;
-            let mut generator = MetaInfoGenerator::new(piece_length)?;
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::Read(e)),
-                };
-                file.write_all(&buf[..n])
-                    .map_err(|source| Error::io(&data_path, source))?;
-                generator.update(&buf[..n]);
-            }
+            let meta = write_hashing(
+                &mut reader,
+                &mut file,
+                &data_path,
+                piece_length,
+                &mut vec![0; 1 << 20],
+            )?;
             file.sync_data()
                 .map_err(|source| Error::io(&data_path, source))?;
-            let meta = generator.finish()?;
             if let Some(expected) = expected
                 && expected != meta.digest()
             {
@@ -735,6 +728,30 @@ fn load_entry(state: State, dir: &Path) -> Option<Entry> {
         pinned: dir.join(layout::PINNED).exists(),
         reference,
     })
+}
+
+/// Copies `reader` into `file` (at `path`, for errors) through `buf`, computing the
+/// metainfo with pieces of `piece_length` bytes on the way: one pass over the bytes.
+fn write_hashing(
+    reader: &mut impl Read,
+    file: &mut File,
+    path: &Path,
+    piece_length: u64,
+    buf: &mut [u8],
+) -> Result<MetaInfo> {
+    let mut generator = MetaInfoGenerator::new(piece_length)?;
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Read(e)),
+        };
+        file.write_all(&buf[..n])
+            .map_err(|source| Error::io(path, source))?;
+        generator.update(&buf[..n]);
+    }
+    generator.finish()
 }
 
 /// Whether the entry directory holding `file` keeps its bytes elsewhere.

@@ -459,14 +459,7 @@ impl Node {
     /// [`unseed`](Self::unseed)): publishes its metainfo under `namespace` and announces it.
     /// Seeding a blob already seeded does nothing more. Fails if the blob is not cached.
     pub async fn seed(&self, namespace: &str, digest: &Digest) -> Result<MetaInfo> {
-        let (reply, result) = oneshot::channel();
-        self.send(actor::Command::SeedStored {
-            digest: *digest,
-            namespace: namespace.to_owned(),
-            pin: true,
-            reply,
-        })?;
-        result.await.map_err(|_| Error::Shutdown)?
+        self.seed_stored(namespace, digest, true).await
     }
 
     /// Seeds a blob already cached in the node's store while it is wanted: publishes its
@@ -477,11 +470,15 @@ impl Node {
     /// holding many blobs offers those asked for, so its open files and its announces
     /// follow demand, not the size of its store. Fails if the blob is not cached.
     pub async fn offer(&self, namespace: &str, digest: &Digest) -> Result<MetaInfo> {
+        self.seed_stored(namespace, digest, false).await
+    }
+
+    async fn seed_stored(&self, namespace: &str, digest: &Digest, pin: bool) -> Result<MetaInfo> {
         let (reply, result) = oneshot::channel();
         self.send(actor::Command::SeedStored {
             digest: *digest,
             namespace: namespace.to_owned(),
-            pin: false,
+            pin,
             reply,
         })?;
         result.await.map_err(|_| Error::Shutdown)?
