@@ -74,12 +74,26 @@ pub const READINESS_NAME: &str =
 pub struct BlobInfo {
     /// Size in bytes.
     pub size: u64,
+    /// When the blob was last written, where the backend says (`fs`: the file's mtime;
+    /// object stores: `Last-Modified`); `None` where it does not. The origins' garbage
+    /// collector never sweeps a blob of unknown age from a backend.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 impl BlobInfo {
-    /// Info for a blob of `size` bytes.
+    /// Info for a blob of `size` bytes, of unknown age.
     pub fn new(size: u64) -> Self {
-        Self { size }
+        Self {
+            size,
+            modified: None,
+        }
+    }
+
+    /// The same info, written at `modified`.
+    #[must_use]
+    pub fn with_modified(mut self, modified: std::time::SystemTime) -> Self {
+        self.modified = Some(modified);
+        self
     }
 }
 

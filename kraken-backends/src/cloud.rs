@@ -166,7 +166,7 @@ impl Backend for CloudBackend {
             .head(&self.location(name)?)
             .await
             .map_err(|e| store_error(e, namespace, name))?;
-        Ok(BlobInfo::new(meta.size))
+        Ok(BlobInfo::new(meta.size).with_modified(meta.last_modified.into()))
     }
 
     async fn download(

@@ -81,10 +81,22 @@ impl FsBackend {
         Ok(self.root.join(self.layout.path_outside_uploads(name)?))
     }
 
-    /// Metadata of a regular file, with a missing file or a directory reported as not found.
+    /// Size of a regular file, with a missing file or a directory reported as not found.
     async fn file_size(&self, path: &Path, namespace: &str, name: &str) -> Result<u64> {
+        Ok(self.file_info(path, namespace, name).await?.size)
+    }
+
+    /// Size and mtime of a regular file, with a missing file or a directory reported as not
+    /// found.
+    async fn file_info(&self, path: &Path, namespace: &str, name: &str) -> Result<BlobInfo> {
         match tokio::fs::metadata(path).await {
-            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            Ok(meta) if meta.is_file() => {
+                let info = BlobInfo::new(meta.len());
+                Ok(match meta.modified() {
+                    Ok(modified) => info.with_modified(modified),
+                    Err(_) => info,
+                })
+            }
             Ok(_) => Err(Error::not_found(namespace, name)),
             Err(error) => Err(not_found_or_io(error, namespace, name)),
         }
@@ -95,7 +107,7 @@ impl FsBackend {
 impl Backend for FsBackend {
     async fn stat(&self, namespace: &str, name: &str) -> Result<BlobInfo> {
         let path = self.blob_path(name)?;
-        Ok(BlobInfo::new(self.file_size(&path, namespace, name).await?))
+        self.file_info(&path, namespace, name).await
     }
 
     async fn download(

@@ -92,3 +92,28 @@ async fn a_root_missing_at_start_is_created_at_the_first_upload() {
     let stream = backend.download("ns", "blob", None).await.unwrap();
     assert_eq!(collect_bytes(stream, 16).await.unwrap(), &b"x"[..]);
 }
+
+#[tokio::test]
+async fn stat_says_when_a_blob_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(&dir);
+    backend
+        .upload("ns", "blob", UploadBody::from_bytes("abc"))
+        .await
+        .unwrap();
+    let info = backend.stat("ns", "blob").await.unwrap();
+    assert_eq!(info.size, 3);
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("root/blob"))
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let info = backend.stat("ns", "blob").await.unwrap();
+    assert_eq!(
+        info.modified,
+        Some(then),
+        "the garbage collector reads a blob's age here"
+    );
+}

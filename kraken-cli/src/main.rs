@@ -8,6 +8,7 @@ mod devcluster;
 #[cfg(test)]
 mod example_configs;
 mod exit;
+mod gc;
 mod logging;
 mod metainfo;
 mod model;
@@ -118,6 +119,7 @@ Client commands:
 
 Tools:
   config       Check a role's settings, or print every key with its default
+  gc           Sweep blobs no tag reaches from the origins and their backends
   metainfo     Compute a file's metainfo (digest, pieces, info hash)
   bench        Measure swarms of real processes against references
   sim          Simulate the scheduler distributing an image to many hosts
@@ -202,6 +204,9 @@ enum Command {
     /// Check a role's settings, or print every key with its default.
     #[command(subcommand)]
     Config(config::command::ConfigCommand),
+    /// Sweep blobs that no tag of the build-index reaches, and that are older than the grace
+    /// period, from every origin and their backends; prints a JSON report.
+    Gc(gc::GcArgs),
     /// Measure swarms of real processes against references run alongside.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
             process::runtime().and_then(|rt| rt.block_on(model::run(command)))
         }
         Command::Config(command) => config::command::run(command),
+        Command::Gc(args) => process::runtime().and_then(|rt| rt.block_on(gc::run(args))),
         Command::Bench(command) => bench::run(command),
         Command::Sim(args) => sim::run(args),
     };

@@ -55,6 +55,14 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Bytes this process caused to be written to storage (Linux `write_bytes` in
+/// `/proc/self/io`, counted as pages are dirtied), if known.
+pub(crate) fn write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The variable through which `kraken devcluster --processes` asks a child to die with it: its
 /// value is the parent's pid.
 pub(crate) const DIE_WITH_PARENT: &str = "KRAKEN_DIE_WITH_PARENT";

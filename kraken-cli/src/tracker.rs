@@ -11,7 +11,8 @@ use kraken_p2p::http_server::{HttpLimits, ServeConfig};
 use kraken_p2p::metrics::{Metrics, MetricsConfig};
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use kraken_p2p::tracker::{
-    PeerStoreLimits, PublishToken, TrackerConfig, TrackerServer, TrackerService,
+    PeerStoreConfig, PeerStoreLimits, PublishToken, RedisPeerStore, TrackerConfig, TrackerServer,
+    TrackerService,
 };
 use kraken_registry::origin::{ClusterConfig, OriginClient, OriginMetaInfoSource};
 use serde::Serialize;
@@ -42,6 +43,9 @@ use crate::process::wait_for_signal;
 ///
 /// [metrics]    # optional: a separate listener for /metrics (kraken_p2p::metrics::MetricsConfig)
 /// listen = "127.0.0.1:9090"
+///
+/// [peer_store] # optional: peers in a Redis server shared by every tracker (kraken_p2p::tracker::PeerStoreConfig)
+/// redis = "redis://127.0.0.1:6379"
 /// ```
 #[non_exhaustive]
 #[derive(Debug, serde::Deserialize, Serialize)]
@@ -89,6 +93,10 @@ pub(crate) struct TrackerFileConfig {
     /// `max_entries_per_announcer`). Default: 100000, 1000000, 50000, 10000.
     #[serde(default)]
     peers: PeerStoreLimits,
+    /// Where peers are kept: this tracker's memory, or a Redis server every tracker shares
+    /// (`redis`, `timeout`, `retry_interval`, `key_prefix`). Default: memory.
+    #[serde(default)]
+    peer_store: PeerStoreConfig,
 }
 
 impl TrackerFileConfig {
@@ -107,12 +115,14 @@ impl TrackerFileConfig {
             allow_anonymous_publish: false,
             trust_declared_addresses: false,
             peers: PeerStoreLimits::default(),
+            peer_store: PeerStoreConfig::default(),
         }
     }
 
     /// Checks the values that have no sensible meaning, and reads the TLS files.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.http.validate().map_err(anyhow::Error::msg)?;
+        self.peer_store.validate().map_err(anyhow::Error::msg)?;
         if let Some(origins) = &self.origins {
             origins.validate()?;
         }
@@ -219,7 +229,19 @@ pub(crate) async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     config.trust_declared_addresses = file.trust_declared_addresses;
     config.peers = file.peers;
     let metrics = Metrics::new();
-    let mut service = TrackerService::new(config).with_metrics(&metrics);
+    let mut service = match &file.peer_store.redis {
+        None => TrackerService::new(config),
+        Some(_) => {
+            let store = RedisPeerStore::new(&file.peer_store, config.peer_ttl, config.peers)
+                .context("peer_store")?;
+            say(&format!(
+                "tracker keeps its peers in redis at {}",
+                store.server()
+            ));
+            TrackerService::with_peer_store(config, Arc::new(store))
+        }
+    }
+    .with_metrics(&metrics);
     if let Some(origins) = file.origins {
         let client = OriginClient::with_tls(client_tls.as_ref())?;
         let source = OriginMetaInfoSource::start_with(origins, client)
@@ -295,5 +317,19 @@ mod config_tests {
         assert_eq!(file.http.max_connections_per_client, 256);
         assert!(file.origins.is_some());
         file.http.validate().unwrap();
+    }
+
+    #[test]
+    fn a_shared_peer_store_is_read_from_peer_store() {
+        let file: TrackerFileConfig =
+            toml::from_str("[peer_store]\nredis = \"redis://127.0.0.1:6379\"").unwrap();
+        assert_eq!(
+            file.peer_store.redis.as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        file.validate().unwrap();
+        let file: TrackerFileConfig =
+            toml::from_str("[peer_store]\nredis = \"127.0.0.1:6379\"").unwrap();
+        assert!(file.validate().is_err());
     }
 }

@@ -5,13 +5,14 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kraken_core::Digest;
-use kraken_testkit::oci::push_blob;
-use kraken_testkit::{ProcessCluster, Role, pseudo_random_bytes};
+use kraken_testkit::oci::{ImageSpec, push_blob};
+use kraken_testkit::{ProcessCluster, Role, Skopeo, pseudo_random_bytes};
 use support::KRAKEN;
+use support::scenarios::push_image;
 
 const REPO: &str = "library/app";
 /// One pull may take this long before it counts as failed.
@@ -279,7 +280,8 @@ async fn pulls_wait_for_a_tracker_that_is_down_and_comes_back() {
 
 /// The shared file-system backend made unavailable (its directory replaced by a file, which
 /// fails every access even for root) while images are pushed: existence checks answer "not
-/// here" and pushes succeed; an origin killed during the outage starts again and serves what
+/// here" and pushes succeed, skopeo's included (an image pushed and read back out of an
+/// agent); an origin killed during the outage starts again and serves what
 /// it holds; once the backend is back every acknowledged blob reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_outage_blocks_no_push_and_loses_no_blob() {
@@ -305,16 +307,58 @@ async fn a_backend_outage_blocks_no_push_and_loses_no_blob() {
         .unwrap();
     assert_eq!(check.status(), 404, "an existence check during the outage");
     blobs.extend(push_blobs(&cluster, 3, 300_000, 60).await);
+    // An image pushed by a real client (skopeo asks whether each blob exists first).
+    let mut image = None;
+    if kraken_testkit::require_package("skopeo", "skopeo").is_some() {
+        let skopeo = Skopeo::new();
+        let spec = ImageSpec::new(&[200_000], 61).without_busybox();
+        let pushed = push_image(
+            &skopeo,
+            &cluster.proxy.addr.to_string(),
+            REPO,
+            "outage",
+            &spec,
+        )
+        .unwrap_or_else(|e| panic!("skopeo push during the outage: {e:#}"));
+        image = Some((skopeo, pushed));
+    }
 
     cluster.kill(Role::Origin(0)).unwrap();
     cluster
         .restart(Role::Origin(0))
         .unwrap_or_else(|e| panic!("the origin must start during the outage: {e:#}"));
-    let failed = pull_everywhere(&cluster, &blobs).await;
+    let mut failed = pull_everywhere(&cluster, &blobs).await;
+    let mut lost = Vec::new();
+    if let Some((skopeo, pushed)) = &image {
+        // The image's blobs reach the backend like the others, and every agent serves them.
+        let mut image_blobs = Vec::new();
+        for digest in pushed.blobs() {
+            let url = format!("http://{}/v2/{REPO}/blobs/{digest}", cluster.agents[0].addr);
+            match http.get(url).send().await {
+                Ok(answer) if answer.status() == 200 => {
+                    image_blobs.push((digest, answer.bytes().await.unwrap().to_vec()));
+                }
+                Ok(answer) => failed.push(("agent-0".into(), digest, answer.status().to_string())),
+                Err(e) => failed.push(("agent-0".into(), digest, e.to_string())),
+            }
+        }
+        failed.extend(pull_everywhere(&cluster, &image_blobs).await);
+        blobs.extend(image_blobs);
+        // And skopeo reads the image back out of an agent.
+        let out = skopeo.scratch("out");
+        let pulled = skopeo.copy(
+            &format!("docker://{}/{REPO}:outage", cluster.agents[0].addr),
+            &format!("oci:{}:outage", out.display()),
+            false,
+        );
+        if let Err(e) = pulled {
+            failed.push(("agent-0".into(), pushed.manifest, format!("skopeo: {e:#}")));
+        }
+    }
 
     std::fs::remove_file(&backend).unwrap();
     std::fs::rename(&away, &backend).unwrap();
-    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    lost.extend(lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await);
     assert_no_failures(&cluster, &failed, &lost);
 }
 
@@ -415,5 +459,135 @@ async fn a_wiped_origin_gets_its_replicas_back() {
     );
     let failed = pull_everywhere(&cluster, &blobs).await;
     let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(60)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}
+
+/// The file of `origin`'s complete copy of `digest` (`store/cache/sha256/ab/abcd…/data`
+/// under its data directory), if it holds one.
+fn cached_file(cluster: &ProcessCluster, origin: usize, digest: &Digest) -> Option<PathBuf> {
+    let hex = digest.hex();
+    let path = cluster
+        .data_dir()
+        .join(format!("origin-{origin}"))
+        .join("store/cache/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data");
+    path.is_file().then_some(path)
+}
+
+/// An origin's cached copy of each blob with one byte flipped (SIGKILL-free, the process keeps
+/// running): agents pulling over P2P verify every piece and take it from the other origin;
+/// reads through the proxy are the right bytes or cut, never wrong bytes with a `200`; and the
+/// origin, told by the proxy, re-hashes its copy, drops it and repairs it from the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_copy_on_an_origin_is_never_served_and_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), 2, 1, 2);
+    let blobs = push_settled(&cluster, 3, 2 << 20, 100).await;
+    let http = client();
+    let origins: Vec<String> = cluster.origins.iter().map(|o| o.addr.to_string()).collect();
+    // Corrupt each blob on the origin the proxy reads it from first.
+    let mut corrupted = Vec::new();
+    for (digest, _) in &blobs {
+        let first = owners(&http, &origins[0], digest).await[0].clone();
+        let origin = origins.iter().position(|o| *o == first).expect("an owner");
+        let path = cached_file(&cluster, origin, digest).expect("the owner holds it");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        corrupted.push((origin, *digest));
+    }
+
+    let mut failed = pull_everywhere(&cluster, &blobs).await;
+    let registry = format!("http://{}", cluster.proxy.addr);
+    for (digest, data) in &blobs {
+        for attempt in 0..3 {
+            let answer = http
+                .get(format!("{registry}/v2/{REPO}/blobs/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            match answer.bytes().await {
+                Ok(body) if status == 200 && body[..] != data[..] => failed.push((
+                    "proxy".into(),
+                    *digest,
+                    format!("GET {attempt}: 200 with wrong bytes"),
+                )),
+                Ok(_) if status != 200 => {
+                    failed.push(("proxy".into(), *digest, format!("GET {attempt}: {status}")));
+                }
+                // Right bytes, or a transfer cut short: the client knows it failed.
+                _ => {}
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut unrepaired = corrupted.clone();
+    while !unrepaired.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        unrepaired.retain(|(origin, digest)| {
+            cached_file(&cluster, *origin, digest)
+                .and_then(|path| std::fs::read(path).ok())
+                .is_none_or(|bytes| Digest::sha256_of(&bytes) != *digest)
+        });
+    }
+    assert!(unrepaired.is_empty(), "not repaired: {unrepaired:?}");
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(30)).await;
+    assert_no_failures(&cluster, &failed, &lost);
+}
+
+/// Keys in the Redis server at `url` (`DBSIZE`, over a plain socket).
+fn redis_keys(url: &str) -> u64 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("redis://");
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.write_all(b"DBSIZE\r\n").unwrap();
+    let mut answer = [0u8; 64];
+    let n = socket.read(&mut answer).unwrap();
+    let text = std::str::from_utf8(&answer[..n]).unwrap();
+    text.trim().trim_start_matches(':').parse().unwrap()
+}
+
+/// Two trackers keeping their peers in one Redis (`--redis`): an agent pulls, both trackers
+/// are SIGKILLed and restarted from their configs, and the other agents pull every blob; the
+/// peers are in Redis (its keys outlive the trackers), and no pull fails, no blob is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trackers_sharing_a_redis_restart_without_failing_a_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = kraken_testkit::RedisServer::start(&dir.path().join("redis.log")) else {
+        return;
+    };
+    let url = redis.url();
+    let mut cluster =
+        ProcessCluster::start_with(Path::new(KRAKEN), dir.path(), 1, 2, 3, &["--redis", &url])
+            .unwrap_or_else(|e| panic!("starting the cluster: {e:#}"));
+    let blobs = push_settled(&cluster, 3, 1 << 20, 110).await;
+    let http = client();
+    let mut failed = Vec::new();
+    let first = cluster.agents[0].addr.to_string();
+    for (digest, _) in &blobs {
+        if let Err(why) = pull(&http, &first, digest).await {
+            failed.push((first.clone(), *digest, why));
+        }
+    }
+    assert!(redis_keys(&url) > 0, "the trackers' peers are not in Redis");
+    for i in 0..2 {
+        cluster.kill(Role::Tracker(i)).unwrap();
+    }
+    assert!(
+        redis_keys(&url) > 0,
+        "the peers did not outlive the trackers"
+    );
+    for i in 0..2 {
+        cluster.restart(Role::Tracker(i)).unwrap();
+    }
+    failed.extend(pull_everywhere(&cluster, &blobs).await);
+    let lost = lost_blobs(&cluster, &blobs, Duration::from_secs(30)).await;
     assert_no_failures(&cluster, &failed, &lost);
 }

@@ -154,6 +154,22 @@ async fn every_listener_serves_metrics_after_a_push_and_a_pull() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(fetched, "the origin never counted the failed fetch");
+    // An agent streams a blob as its pieces arrive, so a client can hold the last byte a
+    // moment before the download is finished (cached, its duration observed): wait for the
+    // agent to finish its three downloads (bounded) before reading its metrics.
+    let agent_addr = cluster.listeners[4].1.clone();
+    let mut finished = false;
+    for _ in 0..100 {
+        let agent_m = Exposition::scrape(&http, &agent_addr).await;
+        if agent_m.sum("kraken_p2p_download_duration_seconds_count", &[]) >= 3.0
+            && agent_m.sum("kraken_store_blobs", &[("state", "cached")]) >= 4.0
+        {
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(finished, "the agent never finished its downloads");
 
     let mut exported = Vec::new();
     for (role, addr) in &cluster.listeners {

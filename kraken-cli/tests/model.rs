@@ -112,3 +112,123 @@ fn model_push_through_the_proxy_and_pull_from_every_agent() {
     assert!(!refused.status.success());
     assert!(!dir.path().join("none").exists());
 }
+
+/// Interoperability with an independent ModelPack tool, both ways: olot (PyPI) builds an
+/// artifact of tar layers in an OCI layout, skopeo pushes it through the proxy and `kraken
+/// model pull` lays it out from an agent; `kraken model push` writes one that skopeo copies
+/// from an agent into a layout, where olot's own schemas and media types accept it.
+#[test]
+fn olot_and_kraken_read_each_others_modelpack_artifacts() {
+    let (Some(olot), true) = (
+        kraken_testkit::require_program("olot", "pip install olot==1.2.1"),
+        kraken_testkit::require_packages(&[("skopeo", "skopeo"), ("python3", "python3")]),
+    ) else {
+        return;
+    };
+    let glue = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/modelpack_olot.py");
+    let run = |command: &mut Command| {
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{command:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(model.join("tokenizer")).unwrap();
+    kraken_testkit::write_pseudo_random_file(
+        &model.join("model-00001-of-00002.safetensors"),
+        3 << 20,
+        1,
+    );
+    kraken_testkit::write_pseudo_random_file(
+        &model.join("model-00002-of-00002.safetensors"),
+        1 << 20,
+        2,
+    );
+    std::fs::write(model.join("config.json"), br#"{"hidden_size":64}"#).unwrap();
+    std::fs::write(
+        model.join("tokenizer/tokenizer.json"),
+        br#"{"vocab":{"a":0}}"#,
+    )
+    .unwrap();
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, b"# A model card\n").unwrap();
+    let cluster = DevCluster::start();
+    let skopeo = kraken_testkit::Skopeo::new();
+
+    // olot → skopeo → proxy → agent → `kraken model pull`.
+    let layout = dir.path().join("olot-layout");
+    run(Command::new("python3").args([glue, "base"]).arg(&layout));
+    let mut olot_command = Command::new(olot);
+    olot_command
+        .args(["--add-modelpack", "--root-dir"])
+        .arg(&model)
+        .arg("--modelcard")
+        .arg(&readme)
+        .arg(&layout);
+    for file in kraken_testkit::read_tree(&model).keys() {
+        olot_command.arg(model.join(file));
+    }
+    run(&mut olot_command);
+    run(Command::new("python3")
+        .args([glue, "select"])
+        .arg(&layout)
+        .arg("model"));
+    skopeo
+        .copy(
+            &format!("oci:{}:model", layout.display()),
+            &format!("docker://{}/models/olot:v1", cluster.proxy),
+            false,
+        )
+        .unwrap();
+    let pulled = dir.path().join("pulled");
+    run(Command::new(KRAKEN)
+        .args([
+            "model",
+            "pull",
+            &format!("{}/models/olot:v1", cluster.agents[0]),
+        ])
+        .arg(&pulled)
+        .arg("--plain-http"));
+    // olot writes every file under `models/` in its tar layers, the model card beside them.
+    let mut expected = kraken_testkit::read_tree(&model)
+        .into_iter()
+        .map(|(path, (bytes, _))| (format!("models/{path}"), bytes))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    expected.insert("models/README.md".into(), std::fs::read(&readme).unwrap());
+    let got = kraken_testkit::read_tree(&pulled)
+        .into_iter()
+        .map(|(path, (bytes, _))| (path, bytes))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &expected {
+        assert!(&got[path] == bytes, "{path} differs after the pull");
+    }
+
+    // `kraken model push` → proxy → agent → skopeo → olot's schemas.
+    std::fs::copy(&readme, model.join("README.md")).unwrap();
+    run(Command::new(KRAKEN)
+        .args(["model", "push"])
+        .arg(&model)
+        .arg(format!("{}/models/kraken:v1", cluster.proxy))
+        .arg("--plain-http"));
+    let copied = dir.path().join("kraken-layout");
+    skopeo
+        .copy(
+            &format!("docker://{}/models/kraken:v1", cluster.agents[1]),
+            &format!("oci:{}:kraken", copied.display()),
+            false,
+        )
+        .unwrap();
+    run(Command::new("python3")
+        .args([glue, "check"])
+        .arg(&copied)
+        .arg("kraken")
+        .arg(&model));
+}

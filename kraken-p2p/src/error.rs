@@ -80,6 +80,10 @@ pub enum Error {
     /// A tracker's peer store refused an announce: one of its caps is reached.
     #[error("peer store full: {0}")]
     PeerStoreFull(#[from] crate::tracker::CapReached),
+    /// A shared peer store (Redis) could not be asked; the message says why. The tracker
+    /// then answers from its own memory.
+    #[error("redis: {0}")]
+    Redis(String),
     /// An internal invariant was violated: a bug. Please report it.
     #[error("internal error: {0}")]
     Internal(&'static str),

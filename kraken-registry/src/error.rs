@@ -104,6 +104,10 @@ pub enum Error {
     /// A configuration value is invalid; the message says which and why.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The service is at its limit of the work named (e.g. `limits.max_backend_fetches`);
+    /// answered `503` with `Retry-After`, and worth retrying after that delay.
+    #[error("busy: too many {0} at once; retry later")]
+    Busy(&'static str),
     /// The service is shutting down.
     #[error("shutting down")]
     Shutdown,

@@ -39,12 +39,14 @@ mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gc;
 mod http;
 mod metrics;
 pub mod oci;
 pub mod origin;
 pub mod proxy;
 mod referrers;
+pub mod small_blobs;
 mod startup;
 
 pub use crate::error::{Error, Result};

@@ -290,6 +290,13 @@ impl OriginMetrics {
         }
     }
 
+    /// A fetch refused because `limits.max_backend_fetches` were running.
+    pub(crate) fn fetch_busy(&self) {
+        self.fetches
+            .get_or_create(&labelled("outcome", "busy"))
+            .inc();
+    }
+
     pub(crate) fn replicated(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
         self.replicas
@@ -304,6 +311,57 @@ impl OriginMetrics {
     pub(crate) fn corrupt(&self, repaired_from: &'static str) {
         self.corrupt
             .get_or_create(&labelled("repair", repaired_from))
+            .inc();
+    }
+}
+
+/// The in-memory cache of small blobs: lookups of small blobs by result, and its size.
+#[derive(Clone, Debug)]
+pub(crate) struct SmallBlobMetrics {
+    lookups: Family<OneLabel, Counter>,
+}
+
+impl SmallBlobMetrics {
+    /// The cache of `config` with its counters in `metrics`, and its size read at each
+    /// scrape.
+    pub(crate) fn cache(
+        metrics: &Metrics,
+        config: crate::small_blobs::SmallBlobConfig,
+    ) -> Arc<crate::small_blobs::SmallBlobs> {
+        let this = Self {
+            lookups: Family::default(),
+        };
+        for result in ["hit", "miss"] {
+            this.lookups
+                .get_or_create(&labelled("result", result))
+                .inc_by(0);
+        }
+        metrics.register(
+            "kraken_small_blob_lookups",
+            "Reads of small blobs ([cache] small_blob_max_size or less) served from memory (hit) or from the disk or P2P (miss)",
+            this.lookups.clone(),
+        );
+        let cache = Arc::new(crate::small_blobs::SmallBlobs::new(config).with_counters(this));
+        let held = Arc::downgrade(&cache);
+        metrics.register_scrape(move |scrape| {
+            if let Some(cache) = held.upgrade() {
+                scrape.gauge(
+                    "kraken_small_blob_bytes",
+                    "Bytes held by the in-memory cache of small blobs",
+                    &[(&[], cache.bytes() as f64)],
+                );
+            }
+        });
+        cache
+    }
+
+    pub(crate) fn lookup(&self, lookup: crate::small_blobs::Lookup) {
+        let result = match lookup {
+            crate::small_blobs::Lookup::Hit => "hit",
+            crate::small_blobs::Lookup::Miss => "miss",
+        };
+        self.lookups
+            .get_or_create(&labelled("result", result))
             .inc();
     }
 }

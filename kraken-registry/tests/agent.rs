@@ -319,6 +319,61 @@ async fn a_blob_streams_before_its_download_ends() {
     cluster.shutdown().await;
 }
 
+/// The agent's in-memory cache of small blobs: the manifest and config read once from the
+/// agent's store (after their download) are kept, hashed first, and served from memory —
+/// right although the store's copies are corrupt by then; a large layer is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blobs_read_once_are_served_from_memory() {
+    let cluster = Cluster::start(1, |_, config| {
+        config.cache.small_blob_max_size = ByteSize(64 << 10);
+    })
+    .await;
+    let image = cluster.push_image("small", 3, [1000, 200_000]).await;
+    let client = client_from("127.0.0.1");
+    let base = cluster.base(0);
+    let store = cluster.agents[0].node().store().clone();
+    let small = [&image.manifest, &image.config, &image.layers[0]];
+    let get = |blob: &[u8]| {
+        let url = format!("{base}/v2/{REPO}/blobs/{}", Digest::sha256_of(blob));
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.bytes().await.unwrap()
+        }
+    };
+    // The download, then a read of the store's copy, which fills the cache.
+    for blob in small.iter().chain([&&image.layers[1]]) {
+        assert_eq!(get(blob).await, blob[..]);
+        let digest = Digest::sha256_of(blob);
+        support::eventually(Duration::from_secs(10), "the blob is cached", || async {
+            matches!(store.status(&digest), BlobStatus::Cached { .. })
+        })
+        .await;
+        assert_eq!(get(blob).await, blob[..]);
+    }
+    for blob in small {
+        let path = store
+            .open_blob(&Digest::sha256_of(blob))
+            .unwrap()
+            .path()
+            .to_owned();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    for blob in small {
+        assert_eq!(get(blob).await, blob[..], "served from memory");
+    }
+    // Each small blob: one miss (the read that filled it), one hit; the large layer neither.
+    assert_eq!(get(&image.layers[1]).await, image.layers[1][..]);
+    let agent = cluster.agents[0].local_addr().to_string();
+    let scraped = kraken_testkit::Exposition::scrape(&client, &agent).await;
+    let lookups = |result| scraped.sum("kraken_small_blob_lookups_total", &[("result", result)]);
+    assert_eq!((lookups("hit"), lookups("miss")), (3.0, 3.0));
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
     // Agent B lets in only 127.0.0.1.
@@ -370,42 +425,62 @@ async fn tags_are_fresh_and_writes_unknowns_and_strangers_are_refused() {
 
     // Writes: the agent is a pull cache, and answers them as the proxy answers an operation
     // it does not offer.
+    // Each 405 names what the endpoint does allow (`Allow`): reads of manifests and blobs,
+    // nothing on the upload endpoints nor the catalog.
     let refused = [
-        client.post(format!("{base}/v2/{REPO}/blobs/uploads/")),
-        client.post(format!(
-            "{base}/v2/{REPO}/blobs/uploads/?mount={}&from=other",
-            v1.digest
-        )),
-        client
-            .patch(format!("{base}/v2/{REPO}/blobs/uploads/some-id"))
-            .body("x"),
-        client.put(format!(
-            "{base}/v2/{REPO}/blobs/uploads/some-id?digest={missing}"
-        )),
-        client.delete(format!("{base}/v2/{REPO}/blobs/uploads/some-id")),
-        client
-            .put(format!("{base}/v2/{REPO}/manifests/v9"))
-            .header("content-type", MANIFEST_TYPE)
-            .body(v1.manifest.clone()),
-        client.delete(format!("{base}/v2/{REPO}/manifests/{}", v1.digest)),
-        client.delete(format!("{base}/v2/{REPO}/blobs/{missing}")),
+        (client.post(format!("{base}/v2/{REPO}/blobs/uploads/")), ""),
+        (
+            client.post(format!(
+                "{base}/v2/{REPO}/blobs/uploads/?mount={}&from=other",
+                v1.digest
+            )),
+            "",
+        ),
+        (
+            client
+                .patch(format!("{base}/v2/{REPO}/blobs/uploads/some-id"))
+                .body("x"),
+            "",
+        ),
+        (
+            client.put(format!(
+                "{base}/v2/{REPO}/blobs/uploads/some-id?digest={missing}"
+            )),
+            "",
+        ),
+        (
+            client.delete(format!("{base}/v2/{REPO}/blobs/uploads/some-id")),
+            "",
+        ),
+        (
+            client
+                .put(format!("{base}/v2/{REPO}/manifests/v9"))
+                .header("content-type", MANIFEST_TYPE)
+                .body(v1.manifest.clone()),
+            "GET, HEAD",
+        ),
+        (
+            client.delete(format!("{base}/v2/{REPO}/manifests/{}", v1.digest)),
+            "GET, HEAD",
+        ),
+        (
+            client.delete(format!("{base}/v2/{REPO}/blobs/{missing}")),
+            "GET, HEAD",
+        ),
+        (client.get(format!("{base}/v2/_catalog")), ""),
     ];
-    for request in refused {
+    for (request, allow) in refused {
         let response = request.send().await.unwrap();
+        let allowed = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(allowed.as_deref(), Some(allow));
         assert_eq!(
             error_code(response).await,
             (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".into())
         );
     }
-    let catalog = client
-        .get(format!("{base}/v2/_catalog"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(catalog).await,
-        (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".into())
-    );
 
     // Allowed CIDRs on agent B: 127.0.0.5 is refused, except for the probes.
     let stranger = client_from("127.0.0.5");
@@ -627,6 +702,16 @@ async fn preload_fills_the_cache_and_probes_see_the_cluster() {
         let response = client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+    // Nobody misbehaved: the node's blacklist is an empty JSON list (its entries are
+    // `kraken_p2p::swarm::BlacklistEntry`, tested in the swarm).
+    let response = client
+        .get(format!("{base}/x/blacklist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(json(response).await, serde_json::json!([]));
     // Without the tracker the agent is not ready, and says why.
     cluster.tracker.take().unwrap().shutdown().await;
     let response = client

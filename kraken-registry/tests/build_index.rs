@@ -9,20 +9,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::{
-    Backend, BackendConfig, BackendsConfig, FsBackend, FsConfig, RouteConfig, collect_bytes,
-};
+use kraken_backends::{Backend, FsBackend, FsConfig, collect_bytes};
 use kraken_core::Digest;
 use kraken_registry::Error;
 use kraken_registry::build_index::{
-    BuildIndex, BuildIndexClient, BuildIndexConfig, PageOptions, RemoteConfig, TagName,
+    BuildIndex, BuildIndexClient, PageOptions, RemoteConfig, TagName,
 };
-use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient};
+use kraken_registry::origin::{CommitKind, Origin, OriginClient};
 use kraken_testkit::backend::FaultyBackend;
 use kraken_testkit::{ClientAuth, TestPki};
 use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{eventually, https_client, origin_config};
+use support::{bi_config, eventually, fs_backends, https_client, origin_config, start_origin};
 
 const REPO: &str = "library/app";
 
@@ -30,43 +28,11 @@ fn tag(name: &str) -> TagName {
     TagName::new(REPO, name).unwrap()
 }
 
-fn fs_backends(dir: &Path) -> BackendsConfig {
-    BackendsConfig::new(vec![RouteConfig::new(
-        ".*",
-        BackendConfig::Fs(FsConfig::new(dir)),
-    )])
-}
-
-/// A one-origin cluster whose backend is a directory.
-async fn start_origin(dir: &Path) -> Origin {
-    let addr = free_addr("127.0.0.1");
-    let mut config = origin_config(addr, &[addr], &dir.join("origin"));
-    config.backends = fs_backends(&dir.join("origin-backend"));
-    Origin::spawn(config).await.unwrap()
-}
-
 /// One origin and one build-index without neighbours.
 async fn start_cluster(dir: &Path) -> (Origin, BuildIndex) {
     let origin = start_origin(dir).await;
     let config = bi_config(free_addr("127.0.0.1"), &dir.join("bi"), &origin, &[]);
     (origin, BuildIndex::spawn(config).await.unwrap())
-}
-
-fn bi_config(
-    listen: SocketAddr,
-    dir: &Path,
-    origin: &Origin,
-    neighbours: &[SocketAddr],
-) -> BuildIndexConfig {
-    let mut config = BuildIndexConfig::new(listen, dir);
-    config.origins.members = MembersConfig::Static(vec![origin.local_addr().to_string()]);
-    config.neighbours = neighbours.iter().map(ToString::to_string).collect();
-    config.write_back.initial_backoff = Duration::from_millis(100);
-    config.write_back.max_backoff = Duration::from_millis(500);
-    config.replication.initial_backoff = Duration::from_millis(100);
-    config.replication.max_backoff = Duration::from_millis(500);
-    config.limits.neighbour_timeout = Duration::from_secs(1);
-    config
 }
 
 /// Uploads `data` to the origin and returns its digest.

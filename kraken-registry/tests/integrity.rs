@@ -207,6 +207,39 @@ async fn a_corrupt_small_blob_is_read_from_the_replica() {
     cluster.shutdown().await;
 }
 
+/// The origins' in-memory cache of small blobs: a small blob read once is kept (its copy on
+/// disk hashed first), and read again from memory — right although every copy on disk is
+/// corrupt by then; the hit counter says so. A copy corrupt before its first read is never
+/// kept (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_blob_read_once_is_served_from_memory_after_its_copies_rot() {
+    let cluster = Cluster::start(|_| {}).await;
+    let data = pseudo_random_bytes(SMALL, 9);
+    let digest = cluster.push(&data).await;
+    let (status, body) = cluster.get(&digest).await;
+    assert_eq!((status, body.as_deref()), (StatusCode::OK, Some(&data[..])));
+    for origin in &cluster.origins {
+        corrupt(origin, &digest);
+    }
+    let http = reqwest::Client::new();
+    let owner = cluster.first_owner(&digest).local_addr().to_string();
+    let hits = |scraped: &kraken_testkit::Exposition| {
+        scraped.sum("kraken_small_blob_lookups_total", &[("result", "hit")])
+    };
+    let before = hits(&kraken_testkit::Exposition::scrape(&http, &owner).await);
+    for attempt in 0..3 {
+        let (status, body) = cluster.get(&digest).await;
+        assert_eq!(status, StatusCode::OK, "GET {attempt}");
+        assert!(
+            body.as_deref() == Some(&data[..]),
+            "GET {attempt}: wrong bytes"
+        );
+    }
+    let after = hits(&kraken_testkit::Exposition::scrape(&http, &owner).await);
+    assert_eq!(after - before, 3.0, "three reads from memory");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scrub_finds_and_repairs_a_corrupt_copy_nobody_reads() {
     let cluster = Cluster::start(|config| {

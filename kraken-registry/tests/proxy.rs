@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,7 +24,7 @@ use kraken_testkit::{free_addr, pseudo_random_bytes, require_package};
 use reqwest::{Method, StatusCode};
 use support::oci::{JsonBody, Registry, error_of, header, push_image};
 use support::skopeo::{copy_across_and_out, skopeo, write_layout};
-use support::{eventually, https_client, origin_config};
+use support::{eventually, holds, https_client, origin_config};
 
 /// An origin (its backend routes `library/…` apart from the rest), a build-index and a
 /// proxy, and a registry client of the proxy.
@@ -90,24 +90,6 @@ impl Cluster {
         self.build_index.shutdown().await;
         self.origin.shutdown().await;
     }
-}
-
-/// Whether a file whose path holds `digest`'s hex is under `dir`.
-fn holds(dir: &Path, digest: &Digest) -> bool {
-    fn walk(dir: &Path, hex: &str) -> bool {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return false;
-        };
-        entries.flatten().any(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, hex)
-            } else {
-                path.to_string_lossy().contains(hex)
-            }
-        })
-    }
-    walk(dir, &digest.hex())
 }
 
 async fn get(client: &Registry, path: &str) -> reqwest::Response {
@@ -889,5 +871,95 @@ async fn a_password_flood_is_limited_and_does_not_slow_blob_traffic() {
         slowest < Duration::from_secs(2),
         "a read and push took {slowest:?}"
     );
+    cluster.shutdown().await;
+}
+
+/// A blob pushed whole in one request goes on to the origin as it arrives (the proxy writes
+/// it nowhere): across the proxy's chunks to the origin it arrives intact, by a single
+/// `POST` and by `POST` + `PUT`; bytes that do not hash to the digest pushed are refused
+/// with `DIGEST_INVALID` and stored nowhere; a body cut short is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_blob_pushes_stream_through_the_proxy_verified() {
+    let cluster = Cluster::start().await;
+    let client = &cluster.client;
+    let repo = "library/stream";
+    // More than one 32 MiB chunk to the origin, in frames that do not line up with it.
+    let big = pseudo_random_bytes((32 << 20) + 777_777, 11);
+    let digest = client.push_blob(repo, &big).await;
+    let pulled = get(client, &format!("/v2/{repo}/blobs/{digest}")).await;
+    assert_eq!(pulled.status(), StatusCode::OK);
+    assert!(
+        pulled.bytes().await.unwrap() == big,
+        "the blob came back different"
+    );
+
+    let small = pseudo_random_bytes(100_000, 12);
+    let small_digest = Digest::sha256_of(&small);
+    let started = client
+        .request(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = header(&started, "location");
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let put = client
+        .request(
+            Method::PUT,
+            &format!("{location}{separator}digest={small_digest}"),
+        )
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let pulled = get(client, &format!("/v2/{repo}/blobs/{small_digest}")).await;
+    assert_eq!(pulled.bytes().await.unwrap(), small);
+
+    // Bytes that hash to something else: refused, and nowhere to be found.
+    let claimed = Digest::sha256_of(b"something else");
+    let refused = client
+        .request(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/?digest={claimed}"),
+        )
+        .body(pseudo_random_bytes(3 << 20, 13))
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_of(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let actual = Digest::sha256_of(&pseudo_random_bytes(3 << 20, 13));
+    for digest in [claimed, actual] {
+        let (status, _) = error_of(get(client, &format!("/v2/{repo}/blobs/{digest}")).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{digest} was stored");
+    }
+
+    // A body shorter than its Content-Length: the connection breaks, nothing is stored.
+    let short = pseudo_random_bytes(2 << 20, 14);
+    let short_digest = Digest::sha256_of(&short);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    tx.unbounded_send(Ok(short[..1 << 20].to_vec())).unwrap();
+    tx.unbounded_send(Err(std::io::Error::other("client gave up")))
+        .unwrap();
+    let cut = client
+        .request(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/?digest={short_digest}"),
+        )
+        .header("content-length", short.len())
+        .body(reqwest::Body::wrap_stream(rx))
+        .send()
+        .await;
+    assert!(
+        cut.is_err() || !cut.unwrap().status().is_success(),
+        "a cut body was accepted"
+    );
+    let (status, _) =
+        error_of(get(client, &format!("/v2/{repo}/blobs/{short_digest}")).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     cluster.shutdown().await;
 }

@@ -85,6 +85,18 @@ impl ProcessCluster {
         trackers: usize,
         agents: usize,
     ) -> Result<Self> {
+        Self::start_with(kraken, dir, origins, trackers, agents, &[])
+    }
+
+    /// [`start`](Self::start) with more `kraken devcluster` flags (`--redis URL`, say).
+    pub fn start_with(
+        kraken: &Path,
+        dir: &Path,
+        origins: usize,
+        trackers: usize,
+        agents: usize,
+        flags: &[&str],
+    ) -> Result<Self> {
         let log = dir.join("devcluster.log");
         let data = dir.join("cluster");
         let counts = [origins, trackers, agents].map(|n| n.to_string());
@@ -103,7 +115,9 @@ impl ProcessCluster {
                 counts[2].as_ref(),
                 "--data-dir".as_ref(),
                 data.as_os_str(),
-            ],
+            ]
+            .into_iter()
+            .chain(flags.iter().map(|flag| flag.as_ref())),
             &log,
         )?;
         // stdout and stderr share the log: the JSON line is the one that opens with `{`.

@@ -1,5 +1,5 @@
 //! Test support shared by the kraken crates' tests, each piece in one place: the external
-//! servers tests start ([`Distribution`], [`MotoServer`], [`Nginx`]) and the guard that
+//! servers tests start ([`Distribution`], [`MotoServer`], [`Nginx`], [`RedisServer`], [`containerd`], [`docker`]) and the guard that
 //! stops any child process on drop ([`ProcessGuard`]), the [`Skopeo`] client, image, layout
 //! and manifest builders ([`oci`]), free ports, deterministic pseudo-random data, test
 //! certificates ([`TestPki`]), a model directory and tree comparisons ([`write_model_tree`]), an HTTP server answering as the test says ([`TestServer`]) and a
@@ -17,6 +17,8 @@
 
 pub mod backend;
 mod cluster;
+pub mod containerd;
+pub mod docker;
 mod exposition;
 mod model_tree;
 mod net;
@@ -36,7 +38,9 @@ pub use kraken_p2p::tls::{ClientAuth, ClientTlsConfig, ServerTls, ServerTlsConfi
 
 pub use crate::cluster::{ProcessCluster, Role, RoleProcess};
 pub use crate::exposition::{Exposition, Sample};
-pub use crate::model_tree::{assert_same_tree, read_tree, store_data_bytes, write_model_tree};
+pub use crate::model_tree::{
+    assert_same_tree, file_bytes, read_tree, store_data_bytes, write_model_tree,
+};
 pub use crate::net::{free_addr, free_port, http_status, wait_for_port};
 pub use crate::pki::TestPki;
 pub use crate::process::{
@@ -47,7 +51,7 @@ pub use crate::program::{require_package, require_packages, require_program, scr
 pub use crate::proxy::ForwardingProxy;
 pub use crate::random::{pseudo_random_bytes, write_pseudo_random_file};
 pub use crate::server::TestServer;
-pub use crate::servers::{Distribution, MotoServer, Nginx, Request, summary};
+pub use crate::servers::{Distribution, MotoServer, Nginx, RedisServer, Request, summary};
 pub use crate::skopeo::Skopeo;
 /// The body of a request as [`TestServer`] handlers receive it (the services' own type).
 pub use kraken_p2p::http_server::RequestBody;

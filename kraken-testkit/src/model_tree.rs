@@ -81,7 +81,17 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
 /// Bytes of every file named `data` under a blob store's root: what the store holds
 /// itself (blobs kept by reference have none).
 pub fn store_data_bytes(root: &Path) -> u64 {
-    fn walk(dir: &Path, total: &mut u64) {
+    file_bytes_where(root, &|path| path.file_name().is_some_and(|n| n == "data"))
+}
+
+/// Bytes of every regular file under `root` (0 when it does not exist): what a command
+/// left on disk there.
+pub fn file_bytes(root: &Path) -> u64 {
+    file_bytes_where(root, &|_| true)
+}
+
+fn file_bytes_where(root: &Path, counted: &dyn Fn(&Path) -> bool) -> u64 {
+    fn walk(dir: &Path, counted: &dyn Fn(&Path) -> bool, total: &mut u64) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -91,13 +101,13 @@ pub fn store_data_bytes(root: &Path) -> u64 {
                 continue;
             };
             if meta.is_dir() {
-                walk(&path, total);
-            } else if path.file_name().is_some_and(|n| n == "data") {
+                walk(&path, counted, total);
+            } else if meta.is_file() && counted(&path) {
                 *total += meta.len();
             }
         }
     }
     let mut total = 0;
-    walk(root, &mut total);
+    walk(root, counted, &mut total);
     total
 }

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use kraken_core::ByteSize;
 use serde::Serialize;
 
+use super::Completion;
 use super::process::{
     Process, fetch_command, settle_disk, spawn_seeder, spawn_tracker, write_random_file,
 };
@@ -48,8 +49,8 @@ struct LayersReport {
     t_star: f64,
     /// Fetchers' wall times (process start to the tree in place), sorted, in seconds.
     seconds: Vec<f64>,
-    p50_t_star: f64,
-    p99_t_star: f64,
+    /// The same as percentiles, and against T*.
+    wall: Completion,
     /// The most sockets one fetcher held open at any sample (every 200 ms).
     max_fetcher_sockets: usize,
     /// The most the seeder held.
@@ -97,7 +98,6 @@ pub(crate) fn run(args: LayersArgs) -> anyhow::Result<()> {
             &digest,
             &tracker,
             &ip,
-            &dir.path().join(format!("fetcher{i}")),
             &dir.path().join(format!("out{i}")),
             &[],
         )?
@@ -139,16 +139,13 @@ pub(crate) fn run(args: LayersArgs) -> anyhow::Result<()> {
         }
     }
     seconds.sort_by(f64::total_cmp);
-    let rank =
-        |q: f64| seconds[((q * seconds.len() as f64).ceil() as usize).clamp(1, seconds.len()) - 1];
     let report = LayersReport {
         layers: args.layers,
         layer_size: args.size.bytes(),
         fetchers: args.fetchers,
         rate: args.rate.0.bytes(),
         t_star,
-        p50_t_star: rank(0.5) / t_star,
-        p99_t_star: rank(0.99) / t_star,
+        wall: Completion::new(seconds.clone(), t_star),
         seconds,
         max_fetcher_sockets,
         max_seeder_sockets,
@@ -162,8 +159,8 @@ pub(crate) fn run(args: LayersArgs) -> anyhow::Result<()> {
         );
         println!(
             "wall p50 {:.2} T*, p99 {:.2} T*; most sockets: fetcher {}, seeder {}",
-            report.p50_t_star,
-            report.p99_t_star,
+            report.wall.p50_t_star,
+            report.wall.p99_t_star,
             report.max_fetcher_sockets,
             report.max_seeder_sockets
         );

@@ -2,11 +2,13 @@
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
 mod layers;
+mod model;
 mod origin;
 mod origin_scale;
 mod process;
 mod registry;
 mod swarm;
+mod tracker_restart;
 mod transfer;
 
 #[derive(Debug, clap::Subcommand)]
@@ -31,6 +33,13 @@ pub(crate) enum BenchCommand {
     /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
     /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
     Registry(registry::RegistryBenchArgs),
+    /// A cold pull of a layer through an agent before and right after a tracker restart, on
+    /// a `kraken devcluster --processes` cluster, with the tracker's peers in memory and in
+    /// Redis.
+    TrackerRestart(tracker_restart::TrackerRestartArgs),
+    /// A model directory (shards, config, tokenizer) from one seeder to N capped fetchers,
+    /// each `kraken fetch DIGEST --out DIR`: wall time against T*, peak memory, bytes written.
+    Model(model::ModelBenchArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -41,5 +50,57 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::OriginScale(args) => origin_scale::run(args),
         BenchCommand::Layers(args) => layers::run(args),
         BenchCommand::Registry(args) => registry::run(args),
+        BenchCommand::TrackerRestart(args) => tracker_restart::run(args),
+        BenchCommand::Model(args) => model::run(args),
     }
+}
+
+/// Completion times of a swarm's fetchers: percentiles (nearest rank) and the slowest, in
+/// seconds and as multiples of the fluid bound T*.
+#[derive(Debug, serde::Serialize)]
+struct Completion {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    p50_t_star: f64,
+    p99_t_star: f64,
+}
+
+impl Completion {
+    fn new(mut seconds: Vec<f64>, t_star: f64) -> Self {
+        seconds.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            seconds[((q * seconds.len() as f64).ceil() as usize).clamp(1, seconds.len()) - 1]
+        };
+        let (p50, p99) = (rank(0.5), rank(0.99));
+        Self {
+            p50,
+            p99,
+            max: *seconds.last().expect("at least one fetcher"),
+            p50_t_star: p50 / t_star,
+            p99_t_star: p99 / t_star,
+        }
+    }
+}
+
+/// The fluid lower bound T* of DESIGN.md §8 for one seeder of `size` bytes and `fetchers`
+/// fetchers, every node capped at `rate` bytes per second each way (d = u = U = rate).
+fn fluid_bound(size: f64, rate: f64, fetchers: u32) -> f64 {
+    let n = f64::from(fetchers);
+    (size / rate).max(n * size / (rate + n * rate))
+}
+
+/// Bytes of the regular files under `dir`, recursively.
+fn tree_size(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            tree_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }

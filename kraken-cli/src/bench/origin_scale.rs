@@ -190,7 +190,6 @@ fn measure(args: &OriginScaleArgs, dir: &Path) -> anyhow::Result<OriginScaleRepo
             &digest.to_string(),
             &tracker,
             "127.0.0.3",
-            &dir.join("fetcher"),
             &dir.join("fetched"),
             &["--namespace".into(), NAMESPACE.into()],
         )?

@@ -32,12 +32,13 @@ pub(super) fn kraken_command() -> anyhow::Result<Command> {
     Ok(command)
 }
 
-/// `kraken fetch` of `digest` from a node on `ip`, quiet, with a JSON report on stdout.
+/// `kraken fetch` of `digest` from a node on `ip` into `out`, quiet, with a JSON report on
+/// stdout; otherwise as a user runs it (the default store, beside `out`; the default
+/// announce interval; no seeding after the download).
 pub(super) fn fetch_command(
     digest: &str,
     tracker: &str,
     ip: &str,
-    store: &Path,
     out: &Path,
     extra_args: &[String],
 ) -> anyhow::Result<Command> {
@@ -46,11 +47,35 @@ pub(super) fn fetch_command(
         .args(["fetch", digest, "--tracker", tracker, "--quiet", "--json"])
         .args(extra_args)
         .args(["--listen", &format!("{ip}:{}", free_port(ip)?)])
-        .arg("--store")
-        .arg(store)
         .arg("--out")
         .arg(out);
     Ok(command)
+}
+
+/// What one timed `kraken fetch` process reported, and how long it ran.
+pub(super) struct TimedFetch {
+    /// From the process's start to its exit with the blob at `--out`: what a user waits for.
+    pub(super) wall_seconds: f64,
+    /// Its own JSON report (`download_seconds`: from its start to the blob verified).
+    pub(super) report: serde_json::Value,
+}
+
+/// Runs `command` (a [`fetch_command`]) to its exit, timing it; fails if it fails.
+pub(super) fn run_fetch(mut command: Command) -> anyhow::Result<TimedFetch> {
+    let started = Instant::now();
+    let out = command.stderr(Stdio::piped()).output()?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.status.success(),
+        "fetch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("a fetch printed {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    Ok(TimedFetch {
+        wall_seconds,
+        report,
+    })
 }
 
 /// The publish token file a benchmark's tracker and seeders share, under `dir`.
@@ -64,7 +89,7 @@ pub(super) fn spawn_tracker(dir: &Path) -> anyhow::Result<(Process, String)> {
     std::fs::write(token_file(dir), "kraken-bench-publish-token")?;
     let tracker = Process(
         kraken_command()?
-            .args(["tracker", "--listen", &addr, "--announce-interval", "1s"])
+            .args(["tracker", "--listen", &addr])
             .arg("--publish-token-file")
             .arg(token_file(dir))
             .stderr(Stdio::null())
@@ -88,14 +113,7 @@ pub(super) fn spawn_seeder(
     command
         .arg("seed")
         .arg(file)
-        .args([
-            "--tracker",
-            tracker,
-            "--listen",
-            &listen,
-            "--announce-interval",
-            "1s",
-        ])
+        .args(["--tracker", tracker, "--listen", &listen])
         .arg("--store")
         .arg(dir.join(store))
         .arg("--publish-token-file")

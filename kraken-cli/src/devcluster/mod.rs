@@ -27,6 +27,10 @@ pub(crate) struct DevClusterArgs {
     /// How many trackers (`--processes` only).
     #[arg(long, default_value_t = 1, requires = "processes")]
     trackers: usize,
+    /// The Redis server the trackers share their peers through, `redis://HOST:PORT`
+    /// (`--processes` only). Default: each tracker's own memory.
+    #[arg(long, value_name = "URL", requires = "processes")]
+    redis: Option<String>,
     /// Listen on free ports instead of Go Kraken's devcluster ports (15000–15004, 16000, …).
     #[arg(long)]
     ephemeral_ports: bool,
@@ -42,6 +46,7 @@ pub(crate) async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         shape.origins = args.origins;
         shape.trackers = args.trackers;
         shape.agents = args.agents;
+        shape.redis = args.redis;
         return processes::run(shape, args.json).await;
     }
     let mut config = DevClusterConfig::new(&args.data_dir);

@@ -8,8 +8,8 @@
 //! it elsewhere.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
-pub mod containerd;
-pub mod docker;
+pub use kraken_testkit::containerd;
+pub use kraken_testkit::docker;
 pub mod podman;
 pub mod scenarios;
 

@@ -409,7 +409,7 @@ impl BlobStore {
         piece_length: u64,
         expected: Option<&Digest>,
     ) -> Result<MetaInfo> {
-        self.import_file_with(path, piece_length, expected, false)
+        self.import_file_with(path, Hashed::Pieces(piece_length), expected, false)
     }
 
     /// As [`import_file`](Self::import_file), with the blob [pinned](Self::pin) from the
@@ -421,18 +421,43 @@ impl BlobStore {
         piece_length: u64,
         expected: Option<&Digest>,
     ) -> Result<MetaInfo> {
-        self.import_file_with(path, piece_length, expected, true)
+        self.import_file_with(path, Hashed::Pieces(piece_length), expected, true)
+    }
+
+    /// As [`import_file_pinned`](Self::import_file_pinned) for a file whose metainfo the
+    /// caller computed from the very bytes it wrote there, in order (a
+    /// [`MetaInfoGenerator`] fed as an upload was written): the file is not read again, only
+    /// its length checked against `meta`. Fails with [`Error::DigestMismatch`] if `meta` is
+    /// not `expected`'s.
+    pub fn import_hashed_file_pinned(
+        &self,
+        path: &Path,
+        meta: &MetaInfo,
+        expected: &Digest,
+    ) -> Result<MetaInfo> {
+        let length = fs::metadata(path)
+            .map_err(|source| Error::io(path, source))?
+            .len();
+        if length != meta.length() {
+            return Err(Error::Internal("the file's length is not its metainfo's"));
+        }
+        self.import_file_with(path, Hashed::Already(meta.clone()), Some(expected), true)
     }
 
     fn import_file_with(
         &self,
         path: &Path,
-        piece_length: u64,
+        hashed: Hashed,
         expected: Option<&Digest>,
         pinned: bool,
     ) -> Result<MetaInfo> {
-        let file = File::open(path).map_err(|source| Error::io(path, source))?;
-        let meta = MetaInfo::from_reader(file, piece_length)?;
+        let meta = match hashed {
+            Hashed::Already(meta) => meta,
+            Hashed::Pieces(piece_length) => {
+                let file = File::open(path).map_err(|source| Error::io(path, source))?;
+                MetaInfo::from_reader(file, piece_length)?
+            }
+        };
         if let Some(expected) = expected
             && expected != meta.digest()
         {
@@ -526,6 +551,24 @@ impl BlobStore {
             .map(|e| e.last_access)
     }
 
+    /// When a cached blob's bytes were written on this host (its data file's modification
+    /// time), or `None` if it is not cached here (or a reference outside the store). Unlike
+    /// [`open_blob`](Self::open_blob) it does not count as an access, so asking leaves
+    /// eviction's idle clock alone; the origins' garbage collector reads a blob's age here.
+    pub fn written_at(&self, digest: &Digest) -> Option<SystemTime> {
+        let dir = {
+            let index = self.inner.index();
+            let entry = index.entries.get(digest)?;
+            if entry.state != State::Cache || entry.is_referenced() {
+                return None;
+            }
+            self.inner.layout.entry_dir(State::Cache, digest)
+        };
+        fs::metadata(dir.join(layout::DATA))
+            .and_then(|meta| meta.modified())
+            .ok()
+    }
+
     /// Byte and blob counts.
     pub fn usage(&self) -> StoreUsage {
         let index = self.inner.index();
@@ -585,6 +628,13 @@ impl BlobStore {
         entry.pinned = pinned;
         Ok(())
     }
+}
+
+/// An imported file's metainfo: computed by the caller as the bytes were written, or to
+/// compute by reading it with pieces of this length.
+enum Hashed {
+    Already(MetaInfo),
+    Pieces(u64),
 }
 
 impl Index {

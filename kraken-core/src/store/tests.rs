@@ -616,3 +616,64 @@ fn a_pinned_import_is_pinned_as_it_appears_and_every_new_directory_is_synced() {
         );
     }
 }
+
+#[test]
+fn a_file_hashed_as_it_was_written_is_installed_without_being_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let data = blob(5000, 3);
+    let meta = MetaInfo::from_bytes(&data, PIECE).unwrap();
+    let upload = dir.path().join("upload");
+    // Another metainfo's digest, or a file of another length: refused, the file kept.
+    std::fs::write(&upload, &data).unwrap();
+    let other = Digest::sha256_of(b"other");
+    assert!(matches!(
+        store.import_hashed_file_pinned(&upload, &meta, &other),
+        Err(Error::DigestMismatch { .. })
+    ));
+    std::fs::write(&upload, &data[..4000]).unwrap();
+    assert!(
+        store
+            .import_hashed_file_pinned(&upload, &meta, meta.digest())
+            .is_err()
+    );
+    assert!(upload.exists());
+    assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+    // The file and its metainfo: moved in as it is, pinned, with that metainfo.
+    std::fs::write(&upload, &data).unwrap();
+    let installed = store
+        .import_hashed_file_pinned(&upload, &meta, meta.digest())
+        .unwrap();
+    assert_eq!(installed, meta);
+    assert!(store.is_pinned(meta.digest()));
+    assert!(!upload.exists());
+    assert_eq!(read_all(&store.open_blob(meta.digest()).unwrap()), data);
+}
+
+#[test]
+fn written_at_is_the_data_files_mtime_and_is_not_an_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let data = blob(3000, 9);
+    let meta = store.import(&data[..], PIECE, None).unwrap();
+    let digest = *meta.digest();
+    let written = store.written_at(&digest).expect("a cached blob has an age");
+    assert!(SystemTime::now().duration_since(written).unwrap() < Duration::from_secs(60));
+    // Make it look two days old, as the garbage collector's tests do.
+    let then = SystemTime::now() - Duration::from_secs(48 * 3600);
+    let path = store.open_blob(&digest).unwrap().path().to_owned();
+    let accessed = store.last_access(&digest).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    assert_eq!(store.written_at(&digest), Some(then));
+    assert_eq!(
+        store.last_access(&digest),
+        Some(accessed),
+        "asking is no access"
+    );
+    assert_eq!(store.written_at(&Digest::sha256_of(b"absent")), None);
+}

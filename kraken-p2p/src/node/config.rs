@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(doc)]
 use super::{Node, TcpTransport};
 use crate::swarm::SwarmConfig;
+#[cfg(feature = "tls")]
 use crate::tls::PeerTlsConfig;
 
 /// Settings of a [`Node`].
@@ -65,7 +66,9 @@ pub struct NodeConfig {
     pub write_stall_timeout: Duration,
     /// TLS on peer links (`[p2p.tls]`): certificates from the cluster's CA on both ends,
     /// the node's peer id bound to its certificate, and optionally plain connections
-    /// refused. Ignored with a transport of one's own. Default: none (plain TCP).
+    /// refused. Ignored with a transport of one's own. Default: none (plain TCP). Feature
+    /// `tls`.
+    #[cfg(feature = "tls")]
     pub tls: Option<PeerTlsConfig>,
     /// Whether the default TCP transport sends pieces with `sendfile`, straight from the page
     /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
@@ -91,6 +94,7 @@ impl Default for NodeConfig {
             metainfo_recheck_after: Duration::from_secs(10),
             max_blob_size: ByteSize(64 << 30),
             write_stall_timeout: Duration::from_secs(30),
+            #[cfg(feature = "tls")]
             tls: None,
             send_file: true,
             swarm: SwarmConfig::default(),

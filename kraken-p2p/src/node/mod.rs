@@ -27,6 +27,7 @@ mod piece_source;
 mod rate;
 mod stream;
 mod tcp;
+#[cfg(feature = "tls")]
 mod tls;
 mod transport;
 
@@ -46,6 +47,7 @@ pub use self::collection::{DirFetch, DirProgress, FileProgress};
 pub use self::config::NodeConfig;
 pub use self::stream::BlobStream;
 pub use self::tcp::TcpTransport;
+#[cfg(feature = "tls")]
 pub use self::tls::TlsTransport;
 pub use self::transport::{BoxStream, Listener, PeerStream, Transport};
 use crate::error::{Error, Result};
@@ -254,14 +256,15 @@ fn default_transport(config: &NodeConfig) -> Result<Arc<dyn Transport>> {
         TcpTransport::with_source_ip(ip)
     };
     let tcp = tcp.send_file(config.send_file);
-    Ok(match &config.tls {
-        Some(tls) => Arc::new(TlsTransport::new(
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        return Ok(Arc::new(TlsTransport::new(
             tcp,
             tls.load()?,
             config.swarm.handshake_timeout,
-        )),
-        None => Arc::new(tcp),
-    })
+        )));
+    }
+    Ok(Arc::new(tcp))
 }
 
 /// A P2P node: a cheap, cloneable handle to the actor that runs it.
@@ -495,6 +498,15 @@ impl Node {
     /// from the store frees its space). Does nothing if the blob is not in the swarm.
     pub fn unseed(&self, digest: &Digest) {
         let _ = self.send(actor::Command::Unseed { digest: *digest });
+    }
+
+    /// The peers this node keeps out of a torrent now (the swarm's blacklist, per address,
+    /// peer id and torrent), each with the time left and the torrent's digest when the node
+    /// still has the torrent: what the agent's `GET /x/blacklist` lists.
+    pub async fn blacklist(&self) -> Result<Vec<(crate::swarm::BlacklistEntry, Option<Digest>)>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(actor::Command::Blacklist { reply })?;
+        answer.await.map_err(|_| Error::Shutdown)
     }
 
     /// Counters of a blob's torrent, if it is in the swarm.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use kraken_core::{Blob, Download, MetaInfo};
 use tokio::sync::watch;
 
@@ -13,8 +13,12 @@ use super::Progress;
 use super::conn::PieceSource;
 use crate::error::{Error, Result};
 
-/// Bytes per item when streaming a complete blob.
+/// Most bytes per item: a piece longer than this is read in several items.
 const CHUNK: u64 = 1 << 20;
+/// Items read ahead of the consumer, so that the disk read of the next chunk overlaps the
+/// send of this one (without it a pull alternated between reading and sending): memory per
+/// stream stays bounded at this many chunks.
+const READ_AHEAD: usize = 4;
 
 /// Where a stream reads from.
 #[derive(Debug)]
@@ -45,18 +49,6 @@ impl std::fmt::Debug for BlobStream {
     }
 }
 
-struct State {
-    source: PartialSource,
-    progress: watch::Receiver<Progress>,
-    /// Next byte to read.
-    next: u64,
-    /// End of the range read (exclusive), within the blob.
-    end: u64,
-    /// The download's restarts when the stream was opened: another count means the source
-    /// read from was dropped for other metainfo.
-    restarts: u32,
-}
-
 impl BlobStream {
     /// Streams bytes `range` of `source` (cut to the blob's length; the whole blob when
     /// `None`).
@@ -65,23 +57,37 @@ impl BlobStream {
         progress: watch::Receiver<Progress>,
         range: Option<std::ops::Range<u64>>,
     ) -> Self {
-        let length = match &source {
-            PartialSource::Complete(blob) => blob.len(),
-            PartialSource::Partial(meta, _) => meta.length(),
+        let (length, piece_length) = match &source {
+            PartialSource::Complete(blob) => (blob.len(), CHUNK),
+            PartialSource::Partial(meta, _) => (meta.length(), meta.piece_length()),
         };
         let range = range.unwrap_or(0..length);
         let end = range.end.min(length);
+        let start = range.start.min(end);
         let restarts = progress.borrow().restarts;
-        let state = State {
-            restarts,
-            source,
-            progress,
-            next: range.start.min(end),
-            end,
-        };
-        let stream = futures::stream::unfold(state, |mut state| async move {
-            let item = state.next_chunk().await;
-            item.map(|item| (item, state))
+        let source = Arc::new(source);
+        // Items never straddle a piece boundary, so each waits for one piece only.
+        let items = std::iter::successors(Some(start), move |&offset| {
+            let piece_end = (offset / piece_length + 1) * piece_length;
+            Some((offset + CHUNK).min(piece_end).min(end))
+        })
+        .take_while(move |&offset| offset < end)
+        .map(move |offset| {
+            let piece_end = (offset / piece_length + 1) * piece_length;
+            (offset, (offset + CHUNK).min(piece_end).min(end) - offset)
+        });
+        let reads = futures::stream::iter(items)
+            .map(move |(offset, len)| {
+                let (source, progress) = (Arc::clone(&source), progress.clone());
+                read_item(source, progress, restarts, offset, len)
+            })
+            .buffered(READ_AHEAD);
+        // The first error ends the stream (the items read ahead after it are dropped).
+        let mut failed = false;
+        let stream = reads.take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            std::future::ready(go)
         });
         Self {
             inner: Box::pin(stream),
@@ -89,66 +95,43 @@ impl BlobStream {
     }
 }
 
-impl State {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
-        if self.next >= self.end {
-            return None;
-        }
-        let offset = self.next;
-        match &self.source {
-            PartialSource::Complete(blob) => {
-                let len = CHUNK.min(self.end - offset);
-                self.next += len;
-                let blob = blob.clone();
-                Some(
-                    blocking(move || {
-                        let mut buf = vec![0; len as usize];
-                        blob.read_exact_at(offset, &mut buf)?;
-                        Ok(Bytes::from(buf))
-                    })
-                    .await,
-                )
+/// Reads `len` bytes at `offset` of `source`, once the piece they fall in is verified.
+async fn read_item(
+    source: Arc<PartialSource>,
+    mut progress: watch::Receiver<Progress>,
+    restarts: u32,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes> {
+    if let PartialSource::Partial(meta, download) = &*source {
+        let index = u32::try_from(offset / meta.piece_length())
+            .ok()
+            .and_then(|i| meta.piece_index(i).ok())
+            .ok_or(Error::Internal("stream offset past the blob"))?;
+        // Wait for the piece: every verified write bumps the progress watch.
+        while !download.has_piece(index) {
+            if progress.changed().await.is_err() && !download.has_piece(index) {
+                return Err(Error::DownloadFailed {
+                    digest: *meta.digest(),
+                    reason: crate::swarm::FailReason::Idle,
+                });
             }
-            PartialSource::Partial(meta, download) => {
-                // The piece `offset` falls in; only the part of it inside the range is read.
-                let index = u32::try_from(offset / meta.piece_length()).ok()?;
-                let index = meta.piece_index(index).ok()?;
-                let len = meta.piece_range(index).end.min(self.end) - offset;
-                // Wait for the piece: every verified write bumps the progress watch.
-                while !download.has_piece(index) {
-                    if self.progress.changed().await.is_err() && !download.has_piece(index) {
-                        return Some(Err(Error::DownloadFailed {
-                            digest: *meta.digest(),
-                            reason: crate::swarm::FailReason::Idle,
-                        }));
-                    }
-                    if self.progress.borrow().restarts != self.restarts {
-                        // Ends the stream, which drops the old download's handle.
-                        self.next = self.end;
-                        return Some(Err(Error::MetaInfoReplaced(*meta.digest())));
-                    }
-                }
-                self.next += len;
-                let download = download.clone();
-                Some(
-                    blocking(move || {
-                        let mut buf = vec![0; len as usize];
-                        download.read_exact_at(offset, &mut buf)?;
-                        Ok(Bytes::from(buf))
-                    })
-                    .await,
-                )
+            if progress.borrow().restarts != restarts {
+                // Ends the stream, which drops the old download's handle.
+                return Err(Error::MetaInfoReplaced(*meta.digest()));
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| Error::Internal("read task failed"))?
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0; len as usize];
+        match &*source {
+            PartialSource::Complete(blob) => blob.read_exact_at(offset, &mut buf)?,
+            PartialSource::Partial(_, download) => download.read_exact_at(offset, &mut buf)?,
+        }
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(|_| Error::Internal("read task failed"))?
 }
 
 impl Stream for BlobStream {
@@ -156,5 +139,80 @@ impl Stream for BlobStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+    use kraken_core::{BlobStore, MetaInfo};
+
+    use super::*;
+
+    /// Pseudo-random bytes (no two pieces alike).
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
+    }
+
+    /// Items of a stream: each at most `CHUNK` long, none across a piece boundary, in order.
+    async fn items(stream: BlobStream) -> Vec<Bytes> {
+        stream.map(|item| item.unwrap()).collect().await
+    }
+
+    #[tokio::test]
+    async fn items_are_bounded_chunks_within_pieces_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = bytes(9 << 20 | 333);
+        let piece = 4 << 20;
+        let meta = store.import(&data[..], piece, None).unwrap();
+        let blob = store.open_blob(meta.digest()).unwrap();
+        let (_tx, progress) = watch::channel(Progress::default());
+        let range = 100..(8 << 20) + 5;
+        let got = items(BlobStream::new(
+            PartialSource::Complete(blob),
+            progress,
+            Some(range.clone()),
+        ))
+        .await;
+        assert!(got.iter().all(|item| item.len() as u64 <= CHUNK));
+        assert_eq!(
+            got.concat(),
+            &data[range.start as usize..range.end as usize]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partial_blob_is_read_ahead_as_its_pieces_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = bytes(3 << 20 | 17);
+        let piece: u64 = 1536 << 10; // not a multiple of CHUNK: items end at pieces
+        let meta = Arc::new(MetaInfo::from_bytes(&data, piece).unwrap());
+        let download = store.begin_download(&meta).unwrap();
+        let (tx, progress) = watch::channel(Progress::default());
+        let stream = BlobStream::new(
+            PartialSource::Partial(Arc::clone(&meta), download.clone()),
+            progress,
+            None,
+        );
+        let reader = tokio::spawn(items(stream));
+        // Last piece first: the reader must wait for the first.
+        let pieces: Vec<_> = meta.pieces().collect();
+        for &index in pieces.iter().rev() {
+            let range = meta.piece_range(index);
+            download
+                .write_piece(index, &data[range.start as usize..range.end as usize])
+                .unwrap();
+            tokio::task::yield_now().await;
+            tx.send_modify(|p| p.have += 1);
+        }
+        let got = reader.await.unwrap();
+        for item in &got {
+            assert!(item.len() as u64 <= CHUNK);
+        }
+        let lengths: Vec<usize> = got.iter().map(Bytes::len).collect();
+        assert_eq!(lengths, [1 << 20, 512 << 10, 1 << 20, 512 << 10, 17]);
+        assert_eq!(got.concat(), data);
     }
 }

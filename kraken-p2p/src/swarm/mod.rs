@@ -466,6 +466,23 @@ impl Swarm {
         self.blacklistings
     }
 
+    /// The peers blacklisted at `now`, each for one torrent, with the time left.
+    pub fn blacklist(&self, now: Instant) -> Vec<BlacklistEntry> {
+        let mut entries: Vec<BlacklistEntry> = self
+            .blacklist
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(((ip, peer_id), info_hash), until)| BlacklistEntry {
+                ip: *ip,
+                peer_id: *peer_id,
+                info_hash: *info_hash,
+                remaining: *until - now,
+            })
+            .collect();
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.remaining));
+        entries
+    }
+
     /// Keeps `peer` out of `info_hash` for the blacklist duration.
     pub(super) fn blacklist_peer(&mut self, now: Instant, peer: PeerKey, info_hash: InfoHash) {
         self.blacklistings += 1;
@@ -492,6 +509,21 @@ impl Swarm {
             .get(&((ip, *peer), *info_hash))
             .is_some_and(|until| *until > now)
     }
+}
+
+/// A peer kept out of one torrent (after a failed handshake, a bad piece, a stalled or
+/// closed link) and for how much longer; see [`Swarm::blacklist`].
+#[non_exhaustive]
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct BlacklistEntry {
+    /// The peer's address: the blacklist is kept per address and peer id.
+    pub ip: IpAddr,
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// The torrent it is kept out of.
+    pub info_hash: InfoHash,
+    /// How long until it may connect for this torrent again.
+    pub remaining: Duration,
 }
 
 fn message_kind(message: &Message) -> &'static str {

@@ -12,7 +12,16 @@ use reqwest::{Method, StatusCode, Url};
 use super::api::{AnnounceRequest, AnnounceResponse, FRESH_QUERY, encode_segment};
 use super::auth::PublishToken;
 use crate::error::{Error, Result};
+#[cfg(feature = "tls")]
 use crate::tls::ClientTls;
+
+/// A client TLS configuration: [`ClientTls`] with feature `tls`; without it, none can exist
+/// (an uninhabited type), so the code below is the same in both builds.
+#[cfg(feature = "tls")]
+type Tls = ClientTls;
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum Tls {}
 
 /// Largest tracker answer read: the largest metainfo plus slack.
 const MAX_RESPONSE: usize =
@@ -57,7 +66,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TrackerClient {
     base: String,
     client: reqwest::Client,
-    tls: Option<ClientTls>,
+    tls: Option<Tls>,
     token: Option<PublishToken>,
 }
 
@@ -72,17 +81,20 @@ impl fmt::Debug for TrackerClient {
 impl TrackerClient {
     /// A client of the tracker at `url` (`http://host:port`). Requests time out after 10 s.
     pub fn new(url: &str) -> Result<Self> {
-        Self::connect(url, None)
+        Self::build(url, None, None)
     }
 
     /// A client of the tracker at `url` (`https://host:port`) over TLS with `tls` (the pinned
     /// CA, and a client certificate if the tracker asks for one). Requests time out after 10 s.
+    /// Feature `tls`.
+    #[cfg(feature = "tls")]
     pub fn with_tls(url: &str, tls: &ClientTls) -> Result<Self> {
         Self::connect(url, Some(tls))
     }
 
     /// [`with_tls`](Self::with_tls) when `tls` is given, else [`new`](Self::new). An
-    /// `https://` URL needs `tls`.
+    /// `https://` URL needs `tls`. Feature `tls`.
+    #[cfg(feature = "tls")]
     pub fn connect(url: &str, tls: Option<&ClientTls>) -> Result<Self> {
         Self::build(url, tls, None)
     }
@@ -103,7 +115,7 @@ impl TrackerClient {
         Ok(rebuilt)
     }
 
-    fn build(url: &str, tls: Option<&ClientTls>, local: Option<std::net::IpAddr>) -> Result<Self> {
+    fn build(url: &str, tls: Option<&Tls>, local: Option<std::net::IpAddr>) -> Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let parsed =
             Url::parse(&base).map_err(|_| Error::Config("tracker URL is not a valid URI"))?;
@@ -114,18 +126,21 @@ impl TrackerClient {
             ));
         }
         if scheme == "https" && tls.is_none() {
-            return Err(Error::Config(
-                "an https tracker URL needs a client TLS configuration",
-            ));
+            return Err(Error::Config(if cfg!(feature = "tls") {
+                "an https tracker URL needs a client TLS configuration"
+            } else {
+                "an https tracker URL needs kraken-p2p's feature `tls`"
+            }));
         }
+        let builder = reqwest::Client::builder();
         // The TLS configuration carries its crypto provider (ring), so nothing depends on a
         // process-wide default. Without a configuration nothing is trusted: plain http only.
-        let config = match tls {
+        #[cfg(feature = "tls")]
+        let builder = builder.tls_backend_preconfigured(match tls {
             Some(tls) => tls.config().as_ref().clone(),
             None => untrusting_config(),
-        };
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
+        });
+        let client = builder
             .http1_only()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -195,6 +210,7 @@ impl TrackerClient {
 }
 
 /// A TLS configuration that trusts no server: what a plain-HTTP client carries.
+#[cfg(feature = "tls")]
 fn untrusting_config() -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),

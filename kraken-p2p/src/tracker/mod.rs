@@ -39,9 +39,11 @@ mod source;
 pub use self::auth::PublishToken;
 #[cfg(feature = "runtime-tokio")]
 pub use self::client::{Tracker, TrackerClient};
+#[cfg(feature = "redis")]
+pub use self::peer_store::RedisPeerStore;
 pub use self::peer_store::{
     Announcer, CapReached, DEFAULT_HANDOUT_LIMIT, DEFAULT_PEER_TTL, MemoryPeerStore,
-    PeerStoreLimits,
+    PeerStoreConfig, PeerStoreLimits,
 };
 #[cfg(feature = "runtime-tokio")]
 pub use self::pool::TrackerPool;

@@ -12,6 +12,7 @@ use kraken_core::{Digest, InfoHash, MetaInfo, Ring};
 use super::api::{AnnounceRequest, AnnounceResponse};
 use super::{PublishToken, Tracker, TrackerClient};
 use crate::error::{Error, Result};
+#[cfg(feature = "tls")]
 use crate::tls::ClientTls;
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -48,26 +49,43 @@ impl TrackerPool {
 
     /// HTTP clients of the trackers at `urls` (`http://host:port` each).
     pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Self> {
-        Self::with_tls(urls, None)
+        Self::from_clients(urls, None, TrackerClient::new)
     }
 
     /// HTTP clients of the trackers at `urls`, over TLS with `tls` where a URL is
-    /// `https://`.
+    /// `https://`. Feature `tls`.
+    #[cfg(feature = "tls")]
     pub fn with_tls<S: AsRef<str>>(urls: &[S], tls: Option<&ClientTls>) -> Result<Self> {
         Self::connect(urls, tls, None)
     }
 
     /// HTTP clients of the trackers at `urls`, over TLS with `tls` where a URL is
     /// `https://`, each presenting `token` (a publisher's: an origin's, say) if given.
+    /// Feature `tls`.
+    #[cfg(feature = "tls")]
     pub fn connect<S: AsRef<str>>(
         urls: &[S],
         tls: Option<&ClientTls>,
         token: Option<&PublishToken>,
     ) -> Result<Self> {
+        Self::from_clients(urls, token, |url| TrackerClient::connect(url, tls))
+    }
+
+    /// HTTP clients of the trackers at `urls` over plain HTTP, each presenting `token` (a
+    /// publisher's credential).
+    pub fn with_publish_token<S: AsRef<str>>(urls: &[S], token: &PublishToken) -> Result<Self> {
+        Self::from_clients(urls, Some(token), TrackerClient::new)
+    }
+
+    fn from_clients<S: AsRef<str>>(
+        urls: &[S],
+        token: Option<&PublishToken>,
+        client: impl Fn(&str) -> Result<TrackerClient>,
+    ) -> Result<Self> {
         let trackers = urls
             .iter()
             .map(|url| {
-                let mut client = TrackerClient::connect(url.as_ref(), tls)?;
+                let mut client = client(url.as_ref())?;
                 if let Some(token) = token {
                     client = client.with_publish_token(token.clone());
                 }

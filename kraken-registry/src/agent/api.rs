@@ -9,6 +9,7 @@ use kraken_p2p::tls::Roles;
 use kraken_p2p::tracker::api::decode_segment;
 
 use super::preload::preload;
+use super::runtime::{self, Runtime};
 use super::state::AgentState;
 use crate::build_index::TagName;
 use crate::error::error_chain;
@@ -51,6 +52,7 @@ pub(crate) async fn handle(
         };
         return state.oci.handle(request).await;
     }
+    let query = request.uri().query().map(str::to_owned);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["tags", rest @ ..]) if !rest.is_empty() => {
@@ -89,8 +91,12 @@ pub(crate) async fn handle(
                 Ok(tag) => tag,
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
+            let runtime = match Runtime::from_query(query.as_deref().unwrap_or_default()) {
+                Ok(runtime) => runtime,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
             let limits = &state.config.limits;
-            match preload(
+            let report = match preload(
                 &state.storage,
                 &tag,
                 limits.preload_max_manifests,
@@ -98,13 +104,61 @@ pub(crate) async fn handle(
             )
             .await
             {
-                Ok(Some(report)) => json(&report),
-                Ok(None) => text(StatusCode::NOT_FOUND, &format!("tag {tag} not found")),
-                Err(e) if e.is_not_found() => text(StatusCode::NOT_FOUND, &error_chain(&e)),
-                Err(e) => failure(&e),
+                Ok(Some(report)) => report,
+                Ok(None) => return text(StatusCode::NOT_FOUND, &format!("tag {tag} not found")),
+                Err(e) if e.is_not_found() => {
+                    return text(StatusCode::NOT_FOUND, &error_chain(&e));
+                }
+                Err(e) => return failure(&e),
+            };
+            let Some(runtime) = runtime else {
+                return json(&report);
+            };
+            // The image is in the cache: the runtime's pull through this agent is local.
+            let config = &state.config.container_runtime;
+            match runtime::pull(config, &runtime, &state.runtime_registry, &tag).await {
+                Ok(()) => json(&report.pulled_by(runtime.name())),
+                Err(reason) => {
+                    tracing::warn!(%tag, runtime = runtime.name(), %reason, "preload: the runtime's pull failed");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!(
+                            "{tag} is cached, but {} could not pull it: {reason}",
+                            runtime.name()
+                        ),
+                    )
+                }
             }
         }
+        (&Method::GET, ["x", "blacklist"]) => match state.storage.node().blacklist().await {
+            Ok(entries) => json(&entries.iter().map(BlacklistItem::from).collect::<Vec<_>>()),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &error_chain(&e)),
+        },
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// One entry of `GET /x/blacklist`: Go Kraken's `{peer_id, info_hash, remaining}`
+/// (`remaining` in nanoseconds, as Go encodes a duration), with the peer's address and the
+/// torrent's digest when the node still has the torrent.
+#[derive(Debug, serde::Serialize)]
+struct BlacklistItem {
+    peer_id: String,
+    ip: String,
+    info_hash: String,
+    digest: Option<String>,
+    remaining: u64,
+}
+
+impl From<&(kraken_p2p::swarm::BlacklistEntry, Option<Digest>)> for BlacklistItem {
+    fn from((entry, digest): &(kraken_p2p::swarm::BlacklistEntry, Option<Digest>)) -> Self {
+        Self {
+            peer_id: entry.peer_id.to_string(),
+            ip: entry.ip.to_string(),
+            info_hash: entry.info_hash.to_string(),
+            digest: digest.map(|d| d.to_string()),
+            remaining: u64::try_from(entry.remaining.as_nanos()).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -120,6 +174,7 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
         (&Method::GET, ["namespace", _, "blobs", _]) => "blob_download",
         (&Method::DELETE, ["blobs", _]) => "blob_evict",
         (&Method::GET, ["preload", "tags", rest @ ..]) if !rest.is_empty() => "preload",
+        (&Method::GET, ["x", "blacklist"]) => "blacklist",
         _ => "other",
     }
 }
@@ -358,6 +413,7 @@ mod tests {
             ),
             (Method::DELETE, "/blobs/sha256:00", "blob_evict"),
             (Method::GET, "/preload/tags/app%3Av1", "preload"),
+            (Method::GET, "/x/blacklist", "blacklist"),
             (Method::GET, "/elsewhere", "other"),
         ] {
             assert_eq!(route_name(&method, path), route, "{method} {path}");

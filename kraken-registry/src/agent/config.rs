@@ -11,10 +11,13 @@ use kraken_p2p::swarm::SwarmConfig;
 use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use super::runtime::ContainerRuntimeConfig;
+
 use super::cidr::Cidr;
 use crate::address::{check_host_port, check_url};
 pub use crate::cleanup::CleanupConfig;
 use crate::error::{Error, Result};
+use crate::small_blobs::SmallBlobConfig;
 
 /// Settings of an [`Agent`](super::Agent).
 ///
@@ -95,6 +98,15 @@ pub struct AgentConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The host's container runtimes, for `GET /preload/tags/{repo:tag}?runtime=…`
+    /// (Go Kraken's `container_runtime`). Default: Docker and containerd at their usual
+    /// sockets.
+    #[serde(default)]
+    pub container_runtime: ContainerRuntimeConfig,
+    /// The in-memory cache of small blobs (manifests, image configs), filled only with
+    /// bytes that hash to their digest (see [`SmallBlobConfig`]).
+    #[serde(default)]
+    pub cache: SmallBlobConfig,
 }
 
 impl AgentConfig {
@@ -122,6 +134,8 @@ impl AgentConfig {
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            container_runtime: ContainerRuntimeConfig::default(),
+            cache: SmallBlobConfig::default(),
         }
     }
 

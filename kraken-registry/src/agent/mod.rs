@@ -40,11 +40,13 @@ mod api;
 mod cidr;
 mod config;
 mod preload;
+mod runtime;
 mod service;
 mod state;
 mod storage;
 
 pub use self::cidr::{Cidr, CidrError};
 pub use self::config::{AgentConfig, CleanupConfig, LimitsConfig, P2pConfig};
+pub use self::runtime::{ContainerRuntimeConfig, ContainerdRuntimeConfig, DockerRuntimeConfig};
 pub use self::service::{Agent, AgentBuilder};
 pub use self::storage::AgentStorage;

@@ -23,6 +23,19 @@ pub(crate) struct PreloadReport {
     pub(crate) blobs: usize,
     /// Their bytes.
     pub(crate) bytes: u64,
+    /// The container runtime that then pulled the image through the agent (`?runtime=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) runtime: Option<&'static str>,
+}
+
+impl PreloadReport {
+    /// The report of a preload that `runtime` then pulled.
+    pub(crate) fn pulled_by(self, runtime: &'static str) -> Self {
+        Self {
+            runtime: Some(runtime),
+            ..self
+        }
+    }
 }
 
 /// Pulls `tag` — its manifest, every child manifest of an index (recursively), every config
@@ -81,5 +94,6 @@ pub(crate) async fn preload(
         manifests: seen.len(),
         blobs: blobs.len(),
         bytes: bytes.iter().sum(),
+        runtime: None,
     }))
 }

@@ -19,7 +19,7 @@ use crate::build_index::BuildIndexClient;
 use crate::cleanup::eviction_loop;
 use crate::error::{Error, Result};
 use crate::http::serve;
-use crate::metrics::{AgentMetrics, StoreMetrics, spawn_listener};
+use crate::metrics::{AgentMetrics, SmallBlobMetrics, StoreMetrics, spawn_listener};
 use crate::oci::{OciConfig, OciHandler};
 use kraken_p2p::http_server::ServeConfig;
 use kraken_p2p::metrics::{Metrics, NodeMetrics};
@@ -100,12 +100,27 @@ impl AgentBuilder {
             AgentStorage::new(node.clone(), tracker, build_index)
                 .with_max_manifest(config.limits.max_manifest_size.bytes())
                 .with_metainfo_timeout(config.p2p.metainfo_timeout)
-                .with_pull_metrics(AgentMetrics::register(&metrics)),
+                .with_pull_metrics(AgentMetrics::register(&metrics))
+                .with_small_blobs(SmallBlobMetrics::cache(&metrics, config.cache)),
         );
         // Pushes are refused before an upload starts; the directory stays empty.
         let oci_config = OciConfig::new(config.data_dir.join("uploads"));
         let oci = OciHandler::new(storage.clone(), oci_config)?;
+        // Where a container runtime on this host reaches the agent (preload's `runtime=`).
+        let runtime_registry = config
+            .container_runtime
+            .registry
+            .clone()
+            .unwrap_or_else(|| {
+                let ip = if local_addr.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    local_addr.ip()
+                };
+                SocketAddr::new(ip, local_addr.port()).to_string()
+            });
         let state = Arc::new(AgentState {
+            runtime_registry,
             probe: crate::http::client(client_tls.as_ref())?,
             scheme: if client_tls.is_some() {
                 "https"

@@ -19,4 +19,6 @@ pub(crate) struct AgentState {
     pub(crate) probe: reqwest::Client,
     /// `http`, or `https` with `client_tls`: how build-indexes are reached.
     pub(crate) scheme: &'static str,
+    /// `host:port` of this agent as the host's container runtimes reach it.
+    pub(crate) runtime_registry: String,
 }

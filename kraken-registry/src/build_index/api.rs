@@ -32,6 +32,7 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
         (&Method::DELETE, ["tags", _]) => "tag_delete",
         (&Method::PUT, ["tags", _, "digest", _]) => "tag_put",
         (&Method::GET, ["repositories", _, "tags"]) => "repository_tags",
+        (&Method::POST, ["remotes", "tags", _]) => "remote_tag_replicate",
         (&Method::GET, ["list", ..]) => "list",
         (&Method::GET, ["internal", "tags", _]) => "internal_tag_get",
         (&Method::GET, ["internal", "list"]) => "internal_list",
@@ -81,10 +82,13 @@ pub(crate) async fn handle(
                     Ok(None) => empty(StatusCode::NOT_FOUND),
                     Err(e) => error_response(&e),
                 },
-                Method::DELETE => match state.delete(&tag).await {
-                    Ok(true) => text(StatusCode::OK, ""),
-                    Ok(false) => tag_not_found(&tag),
-                    Err(e) => error_response(&e),
+                Method::DELETE => match replicate_param(&query) {
+                    Err(reason) => text(StatusCode::BAD_REQUEST, reason),
+                    Ok(replicate) => match state.delete(&tag, replicate).await {
+                        Ok(true) => text(StatusCode::OK, ""),
+                        Ok(false) => tag_not_found(&tag),
+                        Err(e) => error_response(&e),
+                    },
                 },
                 _ => method_not_allowed(),
             }
@@ -94,13 +98,26 @@ pub(crate) async fn handle(
                 Ok(parsed) => parsed,
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             };
-            let replicate = match query.get("replicate").as_deref() {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => return text(StatusCode::BAD_REQUEST, "replicate must be true or false"),
+            let replicate = match replicate_param(&query) {
+                Ok(replicate) => replicate,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
             };
             match state.put(&tag, &digest, replicate).await {
                 Ok(()) => text(StatusCode::OK, ""),
+                Err(e) => error_response(&e),
+            }
+        }
+        (&Method::POST, ["remotes", "tags", tag]) => {
+            let tag = match parse_tag(tag) {
+                Ok(tag) => tag,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            match state.replicate_again(&tag).await {
+                Ok(Some((digest, remotes))) => text(
+                    StatusCode::OK,
+                    &format!("replication of {tag} ({digest}) queued to {remotes} remotes"),
+                ),
+                Ok(None) => tag_not_found(&tag),
                 Err(e) => error_response(&e),
             }
         }
@@ -180,6 +197,15 @@ fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
         (_, ["internal", "duplicate", ..]) => Roles::of(&[Role::BuildIndex]),
         (_, ["tags", ..]) => Roles::of(&[Role::Proxy, Role::BuildIndex]),
         _ => Roles::OPERATORS,
+    }
+}
+
+/// `?replicate=`: absent or `false`, or `true`.
+fn replicate_param(query: &Query) -> std::result::Result<bool, &'static str> {
+    match query.get("replicate").as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err("replicate must be true or false"),
     }
 }
 
@@ -427,6 +453,11 @@ mod tests {
                 "replica_tag_delete",
             ),
             (Method::GET, "/origin", "origin"),
+            (
+                Method::POST,
+                "/remotes/tags/app%3Av1",
+                "remote_tag_replicate",
+            ),
             (Method::GET, "/elsewhere", "other"),
         ] {
             assert_eq!(route_name(&method, path), route, "{method} {path}");

@@ -223,7 +223,17 @@ impl BuildIndexClient {
 
     /// Deletes `tag` (an extension of Go Kraken's API); `Ok(false)` if there was none.
     pub async fn delete_tag(&self, tag: &TagName) -> Result<bool> {
-        let path = format!("/tags/{}", encode_segment(tag.as_str()));
+        self.delete_tag_with(tag, false).await
+    }
+
+    /// Deletes `tag` and, with `replicate`, queues the delete for the remote clusters whose
+    /// patterns match its repository (`DELETE /tags/{tag}?replicate=true`), as
+    /// [`put_tag`](Self::put_tag) does for puts; `Ok(false)` if there was none.
+    pub async fn delete_tag_with(&self, tag: &TagName, replicate: bool) -> Result<bool> {
+        let mut path = format!("/tags/{}", encode_segment(tag.as_str()));
+        if replicate {
+            path.push_str("?replicate=true");
+        }
         let (address, response) = self
             .send(|http, base| http.delete(format!("{base}{path}")))
             .await?;

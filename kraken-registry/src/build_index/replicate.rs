@@ -6,7 +6,8 @@
 //! manifests, configs, layers) that the remote origins lack is downloaded from the local
 //! origins into a file and uploaded to its first owner there (which copies it to the other
 //! owners and writes it back); then the tag is put on the remote with `?replicate=true`, so
-//! replication chains on through the remote's own remotes. Failures are retried with
+//! replication chains on through the remote's own remotes. A delete task deletes the tag on
+//! the remote with `?replicate=true`, which chains the same way. Failures are retried with
 //! backoff; the queue is durable, so a restart resumes it.
 
 use std::sync::Arc;
@@ -45,7 +46,14 @@ async fn replicate(state: &BuildIndexState, task: &ReplicationTask) -> Result<Ou
         Err(e) => return Ok(Outcome::Dropped(e.to_string())),
     };
     let remote = state.peers.at(&task.remote);
-    if remote.get_tag(&tag).await? == Some(task.digest) {
+    let Some(digest) = task.digest else {
+        // A delete: chained on through the remote's own remotes, as puts are. A remote
+        // without the tag has nothing to delete (and had nothing to pass on).
+        remote.delete_tag_with(&tag, true).await?;
+        tracing::info!(tag = %tag, remote = %task.remote, "replicated a tag delete");
+        return Ok(Outcome::Done);
+    };
+    if remote.get_tag(&tag).await? == Some(digest) {
         return Ok(Outcome::Done);
     }
     let remote_origins = remote.origin().await?;
@@ -61,7 +69,7 @@ async fn replicate(state: &BuildIndexState, task: &ReplicationTask) -> Result<Ou
         .origins
         .dependencies(
             namespace,
-            &task.digest,
+            &digest,
             limits.max_manifest_size.bytes(),
             limits.max_manifests,
         )
@@ -69,7 +77,7 @@ async fn replicate(state: &BuildIndexState, task: &ReplicationTask) -> Result<Ou
     for digest in &blobs {
         push_blob(state, &remote_origins, namespace, digest).await?;
     }
-    remote.put_tag(&tag, &task.digest, true).await?;
+    remote.put_tag(&tag, &digest, true).await?;
     tracing::info!(tag = %tag, remote = %task.remote, blobs = blobs.len(), "replicated tag");
     Ok(Outcome::Done)
 }

@@ -100,17 +100,21 @@ impl BuildIndexState {
             .await?;
         self.write(tag, Some(*digest)).await?;
         if replicate {
-            self.queue_replication(tag, digest).await?;
+            self.queue_replication(tag, Some(*digest)).await?;
         }
         Ok(())
     }
 
-    /// Deletes `tag`; `false` if it did not exist.
-    pub(crate) async fn delete(self: &Arc<Self>, tag: &TagName) -> Result<bool> {
+    /// Deletes `tag`; `false` if it did not exist. With `replicate`, queues the delete for
+    /// the matching remotes as a put's replication is queued.
+    pub(crate) async fn delete(self: &Arc<Self>, tag: &TagName, replicate: bool) -> Result<bool> {
         if self.digest(tag).await?.is_none() {
             return Ok(false);
         }
         self.write(tag, None).await?;
+        if replicate {
+            self.queue_replication(tag, None).await?;
+        }
         Ok(true)
     }
 
@@ -158,7 +162,28 @@ impl BuildIndexState {
         self.blocking(move |state| state.tags.insert(record)).await
     }
 
-    async fn queue_replication(self: &Arc<Self>, tag: &TagName, digest: &Digest) -> Result<()> {
+    /// Queues the replication of `tag`, as it points now, to the matching remotes again
+    /// (`POST /remotes/tags/{tag}`): its digest and how many remotes, or `None` if the tag
+    /// does not exist. A remote that already has the tag at that digest finishes the task at
+    /// once.
+    pub(crate) async fn replicate_again(
+        self: &Arc<Self>,
+        tag: &TagName,
+    ) -> Result<Option<(Digest, usize)>> {
+        let Some(digest) = self.digest(tag).await? else {
+            return Ok(None);
+        };
+        let remotes = self.queue_replication(tag, Some(digest)).await?;
+        Ok(Some((digest, remotes)))
+    }
+
+    /// Queues `tag` → `digest` (`None`: its delete) for every remote whose patterns match
+    /// its repository, replacing a queued task of the same tag and remote; how many.
+    async fn queue_replication(
+        self: &Arc<Self>,
+        tag: &TagName,
+        digest: Option<Digest>,
+    ) -> Result<usize> {
         let tasks: Vec<ReplicationTask> = self
             .remotes
             .iter()
@@ -166,12 +191,13 @@ impl BuildIndexState {
             .map(|(remote, _)| ReplicationTask {
                 remote: remote.clone(),
                 tag: tag.to_string(),
-                digest: *digest,
+                digest,
                 not_before: SystemTime::now(),
             })
             .collect();
+        let count = tasks.len();
         if tasks.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.blocking(move |state| {
             for task in tasks {
@@ -179,7 +205,8 @@ impl BuildIndexState {
             }
             Ok(())
         })
-        .await
+        .await?;
+        Ok(count)
     }
 
     /// The newest record of `tag` here and at every neighbour that answers in time; a newer

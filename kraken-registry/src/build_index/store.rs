@@ -73,12 +73,14 @@ impl Task for WriteBackTask {
     }
 }
 
-/// A tag to put on a remote cluster's build-index, after its blobs.
+/// A tag to put on a remote cluster's build-index, after its blobs, or to delete there.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub(crate) struct ReplicationTask {
     pub(crate) remote: String,
     pub(crate) tag: String,
-    pub(crate) digest: Digest,
+    /// `None` (`null`): delete the tag on the remote. Tasks of earlier releases always
+    /// name a digest.
+    pub(crate) digest: Option<Digest>,
     #[serde(rename = "not_before_ms", with = "unix_ms")]
     pub(crate) not_before: SystemTime,
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kraken_backends::{BackendConfig, BackendsConfig, FsConfig, RouteConfig};
+use kraken_p2p::tracker::PeerStoreConfig;
 use serde::Serialize;
 
 use crate::agent::AgentConfig;
@@ -34,6 +35,9 @@ pub struct ClusterShape {
     pub trackers: usize,
     /// How many agents. Default: 2.
     pub agents: usize,
+    /// The Redis server the trackers share their peers through (`[peer_store] redis`).
+    /// Default: none (each tracker's own memory).
+    pub redis: Option<String>,
 }
 
 impl ClusterShape {
@@ -44,6 +48,7 @@ impl ClusterShape {
             origins: 1,
             trackers: 1,
             agents: 2,
+            redis: None,
         }
     }
 }
@@ -62,6 +67,9 @@ pub struct TrackerRoleConfig {
     pub origins: ClusterConfig,
     /// The file holding the publish token the origins present (and nothing else holds).
     pub publish_token_file: PathBuf,
+    /// Where the tracker keeps peers (a shared Redis); none: its own memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_store: Option<PeerStoreConfig>,
 }
 
 /// Every role's config of one devcluster: what the one-process [`DevCluster`](super::DevCluster)
@@ -144,6 +152,11 @@ impl RoleConfigs {
                 announce_interval: Duration::from_secs(1),
                 origins: ring.clone(),
                 publish_token_file: publish_token_file.clone(),
+                peer_store: shape.redis.as_ref().map(|url| {
+                    let mut store = PeerStoreConfig::default();
+                    store.redis = Some(url.clone());
+                    store
+                }),
             })
             .collect();
         let mut build_index = BuildIndexConfig::new(ports.build_index, dir.join("build-index"));

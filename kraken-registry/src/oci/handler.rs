@@ -22,7 +22,8 @@ use super::response::{
 };
 use super::router::{Route, route};
 use super::storage::{Operation, Page, RegistryStorage, StorageError};
-use super::uploads::{RequestBody, Session, UploadLimits, UploadSessions};
+use super::stream_put;
+use super::uploads::{RequestBody, Session, UploadLimits, UploadSessions, too_large};
 use crate::http::body::{self, Body};
 use crate::http::range::RangeRequest;
 
@@ -95,6 +96,12 @@ impl OciHandler {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110: a 405 names the methods the resource does allow.
+            let allowed = route(parts.uri.path())
+                .map_or_else(Vec::new, |route| allowed_methods(&route, self.store()));
+            insert(response.headers_mut(), header::ALLOW, allowed.join(", "));
+        }
         response.headers_mut().insert(
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
@@ -401,16 +408,21 @@ impl OciHandler {
             content_length(req)?
         };
         let max = self.inner.uploads.limits().max_size;
+        // A whole blob in one request of known length goes on as it arrives, to a storage
+        // that takes streams (the proxy's): written nowhere here.
+        if session.size() == 0
+            && self.store().streams_blob_puts()
+            && let Some(length) = expected.filter(|&length| length > 0)
+        {
+            if length > max {
+                return Err(too_large(max));
+            }
+            return stream_put::put(self.store(), &session.repo, digest, length, body).await;
+        }
         session.append(body, expected, max).await?;
         let actual = session.digest();
         if actual != *digest {
-            return Err(ApiError::new(
-                ErrorCode::DigestInvalid,
-                format!("uploaded content has digest {actual}, not {digest}"),
-            )
-            .with_detail(
-                serde_json::json!({"expected": digest.to_string(), "actual": actual.to_string()}),
-            ));
+            return Err(stream_put::digest_invalid(digest, &actual));
         }
         self.store()
             .blob_put(&session.repo, digest, session.path(), session.size())
@@ -641,6 +653,45 @@ impl OciHandler {
         }
         Ok(response)
     }
+}
+
+/// The methods `route` answers over `storage` (the `Allow` header of a `405`).
+fn allowed_methods(route: &Route<'_>, storage: &dyn RegistryStorage) -> Vec<&'static str> {
+    let can = |operation| storage.allows(operation).is_ok();
+    let mut methods = Vec::new();
+    match route {
+        Route::Base => methods.extend(["GET", "HEAD"]),
+        Route::Tags { .. } if can(Operation::ListTags) => methods.push("GET"),
+        Route::Catalog if can(Operation::Catalog) => methods.push("GET"),
+        Route::Referrers { .. } if can(Operation::Referrers) => methods.push("GET"),
+        Route::Tags { .. } | Route::Catalog | Route::Referrers { .. } => {}
+        Route::Manifest { .. } => {
+            methods.extend(["GET", "HEAD"]);
+            if can(Operation::PushManifest) {
+                methods.push("PUT");
+            }
+            if can(Operation::DeleteManifest) {
+                methods.push("DELETE");
+            }
+        }
+        Route::Blob { .. } => {
+            methods.extend(["GET", "HEAD"]);
+            if can(Operation::DeleteBlob) {
+                methods.push("DELETE");
+            }
+        }
+        Route::Uploads { .. } => {
+            if can(Operation::PushBlob) {
+                methods.push("POST");
+            }
+        }
+        Route::Upload { .. } => {
+            if can(Operation::PushBlob) {
+                methods.extend(["GET", "PATCH", "PUT", "DELETE"]);
+            }
+        }
+    }
+    methods
 }
 
 /// `MANIFEST_BLOB_UNKNOWN` unless `dependency` is in the repository.

@@ -43,6 +43,7 @@ mod response;
 pub(crate) mod router;
 mod server;
 mod storage;
+mod stream_put;
 mod uploads;
 
 pub use self::config::OciConfig;

@@ -241,6 +241,28 @@ pub trait RegistryStorage: fmt::Debug + Send + Sync + 'static {
         Err(StorageError::Unsupported(Operation::PushBlob))
     }
 
+    /// Whether [`blob_put_stream`](Self::blob_put_stream) is offered. Default: no.
+    fn streams_blob_puts(&self) -> bool {
+        false
+    }
+
+    /// Stores a blob of `size` bytes from `chunks` as they arrive from the client (a push
+    /// whose whole body and length come in one request), and links it into `repo`: a
+    /// storage that only passes the bytes on (the proxy) need not write them anywhere. The
+    /// handler hashes the bytes as they pass and holds the last chunk back until they hash
+    /// to `digest`: a stream that ends early or in an error must leave nothing stored.
+    /// Offered when [`streams_blob_puts`](Self::streams_blob_puts) says so.
+    async fn blob_put_stream(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        chunks: ByteStream,
+    ) -> StorageResult<()> {
+        let _ = (repo, digest, size, chunks);
+        Err(StorageError::Unsupported(Operation::PushBlob))
+    }
+
     /// Makes blob `digest` of repository `from` (of any repository when `None`) available in
     /// `repo` without an upload, and returns its size. [`StorageError::BlobUnknown`] when the
     /// source lacks it: the handler then starts an ordinary upload.

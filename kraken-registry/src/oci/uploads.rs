@@ -272,12 +272,7 @@ impl Session {
             }
             let mut pending = BytesMut::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::BlobUploadInvalid,
-                        format!("reading the request body failed: {e}"),
-                    )
-                })?;
+                let frame = frame.map_err(body_unreadable)?;
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers
                 };
@@ -352,7 +347,7 @@ fn unknown_upload(id: &str, repo: &RepoName) -> ApiError {
     )
 }
 
-fn too_large(max_size: u64) -> ApiError {
+pub(super) fn too_large(max_size: u64) -> ApiError {
     ApiError::new(
         ErrorCode::SizeInvalid,
         format!("blob larger than the registry's limit of {max_size} bytes"),
@@ -360,7 +355,15 @@ fn too_large(max_size: u64) -> ApiError {
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
-fn length_mismatch() -> ApiError {
+/// `BLOB_UPLOAD_INVALID`: the request body broke off or could not be read.
+pub(super) fn body_unreadable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("reading the request body failed: {error}"),
+    )
+}
+
+pub(super) fn length_mismatch() -> ApiError {
     ApiError::new(
         ErrorCode::SizeInvalid,
         "the body's length does not match its Content-Range or Content-Length",

@@ -18,6 +18,9 @@ use crate::http::body::{self, Body};
 use crate::http::range::{RangeRequest, parse_exclusive_content_range};
 use crate::http::text;
 
+/// Largest `POST /internal/gc` body: about 850,000 marked digests.
+const MAX_SWEEP_BODY: usize = 64 << 20;
+
 /// Content type of blob bytes, as Go Kraken's origin sends it.
 const BLOB_CONTENT_TYPE: &str = "application/octet-stream-v1";
 
@@ -26,6 +29,8 @@ pub(crate) fn route_name(method: &Method, path: &str) -> &'static str {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::POST, ["forcecleanup"]) => "forcecleanup",
+        (&Method::POST, ["internal", "gc"]) => "gc_sweep",
+        (&Method::DELETE, ["internal", "namespace", _, "blobs", _]) => "blob_delete",
         (&Method::GET, ["blobs", _, "locations"]) => "blob_locations",
         (&Method::GET, ["peer"]) => "peer",
         (_, ["namespace", _, "blobs", _, rest @ ..])
@@ -105,6 +110,13 @@ pub(crate) async fn handle(
             let report = super::cleanup::force_cleanup(&state, ttl).await;
             json_response(&report)
         }
+        (&Method::POST, ["internal", "gc"]) => {
+            let request = match read_json::<super::gc::SweepRequest>(body, MAX_SWEEP_BODY).await {
+                Ok(request) => request,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            };
+            json_response(&super::gc::sweep(&state, request).await)
+        }
         (&Method::GET, ["blobs", digest, "locations"]) => {
             let Ok(digest) = digest.parse::<Digest>() else {
                 return bad_digest();
@@ -126,10 +138,25 @@ pub(crate) async fn handle(
                 (&Method::HEAD, []) => {
                     head_blob(&state, &namespace, &digest, query.contains("local=true")).await
                 }
+                // Only under `/internal/`: a purge is for proxies and operators.
+                (&Method::DELETE, []) if segments[0] == "internal" => {
+                    match super::gc::purge(&state, &namespace, &digest).await {
+                        Ok(purged) if purged.local || purged.backend => {
+                            text(StatusCode::ACCEPTED, "")
+                        }
+                        Ok(_) => text(
+                            StatusCode::NOT_FOUND,
+                            "blob not on this origin nor in its backend",
+                        ),
+                        Err(e) => error_response(&e),
+                    }
+                }
                 (&Method::GET, ["metainfo"]) => metainfo(&state, &namespace, &digest),
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
                 (&Method::POST, ["verify"]) => verify(&state, &digest),
-                (&Method::POST, ["uploads"]) => start_upload(&state, &namespace, &digest).await,
+                (&Method::POST, ["uploads"]) => {
+                    start_upload(&state, &namespace, &digest, &parts.headers).await
+                }
                 (&Method::PATCH, ["uploads", id]) => {
                     patch_upload(&state, &namespace, &digest, id, &parts.headers, body).await
                 }
@@ -163,12 +190,15 @@ pub(crate) async fn handle(
 
 /// Which client-certificate roles may call each endpoint (`docs/tls.md` has the matrix).
 /// Reads are open; uploads come from proxies, build-indexes replicating across clusters and
-/// origins re-replicating; replicas only from origins; cleanup only from operators.
+/// origins re-replicating; replicas only from origins; purges from proxies; cleanup and
+/// garbage collection only from operators.
 fn allowed_roles(method: &Method, segments: &[&str]) -> Roles {
     const UPLOADERS: Roles = Roles::of(&[Role::Proxy, Role::BuildIndex, Role::Origin]);
     match (method, segments) {
         (&Method::GET | &Method::HEAD, _) => Roles::ANYONE,
-        (&Method::POST, ["forcecleanup"]) => Roles::OPERATORS,
+        (&Method::POST, ["forcecleanup"] | ["internal", "gc"]) => Roles::OPERATORS,
+        // A purge: the proxy's registry deletes.
+        (&Method::DELETE, ["internal", "namespace", ..]) => Roles::of(&[Role::Proxy]),
         (&Method::PUT, ["internal", "duplicate", ..]) => Roles::of(&[Role::Origin]),
         (_, ["namespace" | "internal", .., "prefetch"]) => Roles::of(&Role::ALL),
         (_, ["namespace" | "internal", ..]) => UPLOADERS,
@@ -192,15 +222,26 @@ async fn get_blob(
             return error_response(&e);
         }
     }
-    let store = state.store.clone();
-    let digest = *digest;
-    let opened = tokio::task::spawn_blocking(move || store.open_blob(&digest)).await;
-    let blob = match opened {
-        Ok(Ok(blob)) => blob,
-        Ok(Err(e)) => return error_response(&e.into()),
-        Err(_) => return error_response(&Error::Internal("open task failed")),
+    // A small blob is served from memory, kept there from a read of the store that hashed
+    // to its digest.
+    let memory = state.small.read(&state.store, digest).await;
+    let blob = match memory {
+        Some(_) => None,
+        None => {
+            let store = state.store.clone();
+            let digest = *digest;
+            match tokio::task::spawn_blocking(move || store.open_blob(&digest)).await {
+                Ok(Ok(blob)) => Some(blob),
+                Ok(Err(e)) => return error_response(&e.into()),
+                Err(_) => return error_response(&Error::Internal("open task failed")),
+            }
+        }
     };
-    let size = blob.len();
+    let size = match (&memory, &blob) {
+        (Some(bytes), _) => bytes.len() as u64,
+        (None, Some(blob)) => blob.len(),
+        (None, None) => return error_response(&Error::Internal("neither memory nor store")),
+    };
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, offset, length) = match RangeRequest::parse(range_header, size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
@@ -225,9 +266,15 @@ async fn get_blob(
             format!("bytes {offset}-{}/{size}", offset + length - 1),
         );
     }
-    builder
-        .body(body::blob_range(blob, offset, length))
-        .expect("valid response parts")
+    let body = match (memory, blob) {
+        (Some(bytes), _) => body::full(crate::small_blobs::slice(
+            &bytes,
+            Some(offset..offset + length),
+        )),
+        (None, Some(blob)) => body::blob_range(blob, offset, length),
+        (None, None) => unreachable!("answered above"),
+    };
+    builder.body(body).expect("valid response parts")
 }
 
 async fn head_blob(
@@ -288,6 +335,7 @@ fn metainfo(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Respo
         }
         Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching the blob; ask again"),
         Availability::Failed(failure) => failure_response(digest, failure),
+        Availability::Busy => error_response(&Error::Busy("backend fetches")),
     }
 }
 
@@ -299,6 +347,7 @@ fn prefetch(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> Respo
         Availability::Cached(_) => text(StatusCode::OK, "cached"),
         Availability::Fetching(_) => text(StatusCode::ACCEPTED, "fetching"),
         Availability::Failed(failure) => failure_response(digest, failure),
+        Availability::Busy => error_response(&Error::Busy("backend fetches")),
     }
 }
 
@@ -319,11 +368,25 @@ async fn start_upload(
     state: &Arc<OriginState>,
     namespace: &str,
     digest: &Digest,
+    headers: &hyper::HeaderMap,
 ) -> Response<Body> {
     if let Some(refused) = refuse_upload(state, namespace, digest, CommitKind::Primary).await {
         return refused;
     }
-    match state.uploads.create() {
+    // The blob's length, when the uploader announces it, fixes its piece length: the chunks
+    // can then be hashed as they arrive.
+    let announced = headers
+        .get(super::client::UPLOAD_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&length| length <= state.config.limits.max_blob_size.bytes())
+        .map(|length| {
+            (
+                length,
+                state.config_piece_lengths().piece_length_for(length),
+            )
+        });
+    match state.uploads.create(announced) {
         Ok(id) => {
             let mut response = text(StatusCode::OK, "");
             response
@@ -482,6 +545,13 @@ fn error_response(error: &Error) -> Response<Body> {
         Error::Origin { .. } | Error::Backend(_) => StatusCode::BAD_GATEWAY,
         Error::Config(_) => StatusCode::BAD_REQUEST,
         Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Busy(_) => {
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {
@@ -510,6 +580,20 @@ fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
         .find_map(|(k, v)| (k == key).then_some(v))
 }
 
+/// A JSON body of at most `limit` bytes; the reason it is not one.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    body: RequestBody,
+    limit: usize,
+) -> std::result::Result<T, String> {
+    use http_body_util::{BodyExt, Limited};
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| format!("unreadable body (at most {limit} bytes): {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))
+}
+
 fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(bytes) => {
@@ -527,6 +611,19 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweeps_are_for_operators_and_purges_for_proxies() {
+        let d = "sha256:00";
+        assert!(allowed_roles(&Method::POST, &["internal", "gc"]) == Roles::OPERATORS);
+        let purge = ["internal", "namespace", "a", "blobs", d];
+        assert!(allowed_roles(&Method::DELETE, &purge) == Roles::of(&[Role::Proxy]));
+        // An upload's roles do not reach the purge: build-indexes and origins upload.
+        assert!(
+            allowed_roles(&Method::POST, &["namespace", "a", "blobs", d, "uploads"])
+                != Roles::of(&[Role::Proxy])
+        );
+    }
 
     #[test]
     fn route_names_name_the_endpoint_never_the_path() {
@@ -575,6 +672,12 @@ mod tests {
             ),
             (Method::POST, "/forcecleanup".to_owned(), "forcecleanup"),
             (Method::DELETE, format!("/namespace/a/blobs/{d}"), "other"),
+            (
+                Method::DELETE,
+                format!("/internal/namespace/a/blobs/{d}"),
+                "blob_delete",
+            ),
+            (Method::POST, "/internal/gc".to_owned(), "gc_sweep"),
             (Method::GET, "/nothing/here".to_owned(), "other"),
         ] {
             assert_eq!(route_name(&method, &path), route, "{method} {path}");

@@ -2,6 +2,7 @@
 //! a tracker uses to ask them for metainfo, and what a proxy or a test uses to upload.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,11 +17,23 @@ use crate::error::{Error, Result};
 
 /// Bytes sent per upload `PATCH`, as Go Kraken's uploader does.
 pub const UPLOAD_CHUNK: u64 = 32 << 20;
+/// The request header in which an uploader announces a blob's length when it starts the
+/// upload (ours, not Go Kraken's): the origin then hashes the chunks as they arrive in order
+/// and its commit reads nothing again.
+pub(crate) const UPLOAD_LENGTH: &str = "upload-length";
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
+/// How long one origin's garbage-collection sweep may take.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// Largest error answer read (only its start is reported).
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// Attempts of a read that origins answer `503` with `Retry-After` (busy: at
+/// `limits.max_backend_fetches`) before the `503` is the answer.
+const BUSY_ATTEMPTS: u32 = 6;
+/// Longest `Retry-After` waited out: a larger one is cut to this, so that a hostile or
+/// misconfigured origin cannot park a caller.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Which commit ends an upload.
 #[non_exhaustive]
@@ -149,6 +162,9 @@ impl OriginClient {
                 Ok(MetaInfoLookup::Found(meta))
             }
             StatusCode::ACCEPTED => Ok(MetaInfoLookup::Pending),
+            // Busy (too many backend fetches): "not yet", as while it fetches. The tracker
+            // answers `202` and agents ask again, backing off, instead of failing.
+            _ if busy_delay(&response).is_some() => Ok(MetaInfoLookup::Pending),
             StatusCode::NOT_FOUND => Ok(MetaInfoLookup::NotFound),
             _ => Err(self.status_error(origin, response).await),
         }
@@ -226,7 +242,7 @@ impl OriginClient {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64> {
         let url = self.blob_url(origin, "/namespace", namespace, digest);
-        let mut response = self.send(origin, self.http.get(url)).await?;
+        let mut response = self.send_patiently(origin, || self.http.get(&url)).await?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(Error::NotFound(*digest)),
@@ -282,19 +298,24 @@ impl OriginClient {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<(reqwest::Response, u64)>> {
         let url = self.blob_url(origin, "/namespace", namespace, digest);
-        let mut request = self.http.get(url);
-        let expected = match &range {
+        let (header, expected) = match &range {
             Some(range) if range.start >= range.end => {
                 return Err(Error::Internal("an empty range of a blob was asked for"));
             }
-            Some(range) => {
-                let header = format!("bytes={}-{}", range.start, range.end - 1);
-                request = request.header(reqwest::header::RANGE, header);
-                StatusCode::PARTIAL_CONTENT
-            }
-            None => StatusCode::OK,
+            Some(range) => (
+                Some(format!("bytes={}-{}", range.start, range.end - 1)),
+                StatusCode::PARTIAL_CONTENT,
+            ),
+            None => (None, StatusCode::OK),
         };
-        let response = self.send(origin, request).await?;
+        let request = || {
+            let request = self.http.get(&url);
+            match &header {
+                Some(value) => request.header(reqwest::header::RANGE, value),
+                None => request,
+            }
+        };
+        let response = self.send_patiently(origin, request).await?;
         match response.status() {
             status if status == expected => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -360,23 +381,27 @@ impl OriginClient {
             .await
     }
 
-    async fn upload(
+    /// Starts an upload at `origin`, announcing the blob's `length` when known: its id, or
+    /// `None` if the origin has the blob already.
+    pub(crate) async fn start_upload(
         &self,
         origin: &str,
         namespace: &str,
         digest: &Digest,
-        length: u64,
-        kind: CommitKind,
-        source: &ChunkSource,
-    ) -> Result<()> {
+        length: Option<u64>,
+    ) -> Result<Option<String>> {
         let uploads = format!(
             "{}/uploads",
             self.blob_url(origin, "/namespace", namespace, digest)
         );
-        let started = self.send(origin, self.http.post(&uploads)).await?;
+        let mut request = self.http.post(&uploads);
+        if let Some(length) = length {
+            request = request.header(UPLOAD_LENGTH, length);
+        }
+        let started = self.send(origin, request).await?;
         match started.status() {
             StatusCode::OK => {}
-            StatusCode::CONFLICT => return Ok(()),
+            StatusCode::CONFLICT => return Ok(None),
             status => return Err(origin_error(origin, status, "start upload")),
         }
         let upload_id = started
@@ -386,14 +411,53 @@ impl OriginClient {
             .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| origin_error(origin, StatusCode::OK, "no upload id in Location"))?
             .to_owned();
+        Ok(Some(upload_id))
+    }
+
+    async fn upload(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        length: u64,
+        kind: CommitKind,
+        source: &ChunkSource,
+    ) -> Result<()> {
+        let Some(id) = self
+            .start_upload(origin, namespace, digest, Some(length))
+            .await?
+        else {
+            return Ok(());
+        };
+        self.send_upload(origin, namespace, digest, &id, length, kind, source)
+            .await
+    }
+
+    /// Sends the bytes of upload `upload_id` in chunks, then commits it.
+    #[allow(clippy::too_many_arguments)] // one upload's every coordinate
+    pub(crate) async fn send_upload(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        upload_id: &str,
+        length: u64,
+        kind: CommitKind,
+        source: &ChunkSource,
+    ) -> Result<()> {
+        let uploads = format!(
+            "{}/uploads",
+            self.blob_url(origin, "/namespace", namespace, digest)
+        );
         let mut offset = 0;
         while offset < length {
             let end = (offset + UPLOAD_CHUNK).min(length);
-            let chunk = source.read(offset, end - offset).await?;
+            let chunk = source.body(offset, end - offset).await?;
             let request = self
                 .http
                 .patch(format!("{uploads}/{upload_id}"))
                 .header("content-range", format!("{offset}-{end}"))
+                .header(reqwest::header::CONTENT_LENGTH, end - offset)
                 .body(chunk);
             let response = self.send(origin, request).await?;
             match response.status() {
@@ -426,6 +490,47 @@ impl OriginClient {
             origin: origin.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// [`send`](Self::send), and again while `origin` answers `503` with `Retry-After`
+    /// (busy), after that delay (at most [`MAX_RETRY_AFTER`]), [`BUSY_ATTEMPTS`] times in
+    /// all; then the last answer. Only for requests that are safe to repeat.
+    async fn send_patiently(
+        &self,
+        origin: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut attempt = 1;
+        loop {
+            let response = self.send(origin, request()).await?;
+            match busy_delay(&response) {
+                Some(delay) if attempt < BUSY_ATTEMPTS => {
+                    tracing::debug!(%origin, ?delay, attempt, "origin busy; retrying after its Retry-After");
+                    drop(response);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    /// Asks `origin` to fetch a blob from its backend if it does not hold it (`POST
+    /// …/prefetch`), waiting out `503` busy answers as [`download`](Self::download) does:
+    /// `true` if it holds the blob, `false` if it is fetching it, [`Error::NotFound`] if its
+    /// backend lacks it.
+    pub async fn prefetch(&self, origin: &str, namespace: &str, digest: &Digest) -> Result<bool> {
+        let url = format!(
+            "{}/prefetch",
+            self.blob_url(origin, "/namespace", namespace, digest)
+        );
+        let response = self.send_patiently(origin, || self.http.post(&url)).await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            StatusCode::NOT_FOUND => Err(Error::NotFound(*digest)),
+            _ => Err(self.status_error(origin, response).await),
+        }
     }
 
     /// The error for an unexpected answer, with the start of its body.
@@ -467,6 +572,48 @@ impl OriginClient {
         Ok(body.into())
     }
 
+    /// Purges a blob from `origin` and from its backend under `namespace`
+    /// (`DELETE /internal/namespace/{ns}/blobs/{d}`): `true` if either had it.
+    pub async fn delete(&self, origin: &str, namespace: &str, digest: &Digest) -> Result<bool> {
+        let url = self.blob_url(origin, "/internal/namespace", namespace, digest);
+        let response = self.send(origin, self.http.delete(url)).await?;
+        match response.status() {
+            StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(origin, response).await),
+        }
+    }
+
+    /// Asks `origin` to sweep what `request` does not mark (`POST /internal/gc`); its report.
+    pub async fn sweep(
+        &self,
+        origin: &str,
+        request: &super::SweepRequest,
+    ) -> Result<super::SweepReport> {
+        let url = self.url(origin, "/internal/gc");
+        let body = serde_json::to_vec(request).map_err(|e| Error::Origin {
+            origin: origin.to_owned(),
+            reason: format!("unserialisable sweep request: {e}"),
+        })?;
+        // A sweep of a large disk and backend outlasts the usual per-request timeout.
+        let request = self
+            .http
+            .post(url)
+            .timeout(SWEEP_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = self.send(origin, request).await?;
+        if response.status() != StatusCode::OK {
+            return Err(self.status_error(origin, response).await);
+        }
+        // A report lists at most every blob the origin and its backend hold.
+        let body = self.body(origin, response, 1 << 30).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Origin {
+            origin: origin.to_owned(),
+            reason: format!("invalid sweep report: {e}"),
+        })
+    }
+
     /// Tells `origin` that its copy of `digest` did not hash to `digest`, so that it checks
     /// (and repairs) it. Best effort: a failure is only logged.
     pub(crate) async fn report_corrupt(&self, origin: &str, namespace: &str, digest: &Digest) {
@@ -487,15 +634,34 @@ impl OriginClient {
 }
 
 /// Where upload chunks come from.
-enum ChunkSource {
+pub(crate) enum ChunkSource {
     Memory(Bytes),
     File(PathBuf),
+    /// Bytes arriving from a client: each chunk's body streams the next bytes as they come.
+    Stream(Arc<tokio::sync::Mutex<StreamCursor>>),
+}
+
+/// A stream of bytes being cut into chunks: a frame across a chunk's end is split, and its
+/// rest starts the next chunk.
+pub(crate) struct StreamCursor {
+    chunks: crate::oci::ByteStream,
+    leftover: Option<Bytes>,
 }
 
 impl ChunkSource {
-    async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+    pub(crate) fn stream(chunks: crate::oci::ByteStream) -> Self {
+        Self::Stream(Arc::new(tokio::sync::Mutex::new(StreamCursor {
+            chunks,
+            leftover: None,
+        })))
+    }
+
+    /// The body of the chunk of `length` bytes at `offset`.
+    async fn body(&self, offset: u64, length: u64) -> Result<reqwest::Body> {
         match self {
-            Self::Memory(data) => Ok(data.slice(offset as usize..(offset + length) as usize)),
+            Self::Memory(data) => Ok(data
+                .slice(offset as usize..(offset + length) as usize)
+                .into()),
             Self::File(path) => {
                 let path = path.clone();
                 let read = tokio::task::spawn_blocking(move || {
@@ -507,10 +673,68 @@ impl ChunkSource {
                 });
                 Ok(read
                     .await
-                    .map_err(|_| Error::Internal("chunk read task failed"))??)
+                    .map_err(|_| Error::Internal("chunk read task failed"))??
+                    .into())
+            }
+            Self::Stream(cursor) => {
+                Ok(reqwest::Body::wrap_stream(take(Arc::clone(cursor), length)))
             }
         }
     }
+}
+
+/// How long a `503` answer asks to be left alone (`Retry-After` in seconds, at most
+/// [`MAX_RETRY_AFTER`]); `None` for any other answer, or a `503` without a delay (a
+/// shutdown), which is not retried.
+fn busy_delay(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The next `length` bytes of `cursor`, as they arrive. An error, or the end of the bytes
+/// before `length`, ends it with an error: the chunk is then cut short, and the origin
+/// refuses it.
+fn take(
+    cursor: Arc<tokio::sync::Mutex<StreamCursor>>,
+    length: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
+    futures::stream::unfold((cursor, length), |(cursor, remaining)| async move {
+        if remaining == 0 {
+            return None;
+        }
+        let mut held = cursor.lock().await;
+        let next = match held.leftover.take() {
+            Some(bytes) => Some(Ok(bytes)),
+            None => futures::StreamExt::next(&mut held.chunks).await,
+        };
+        let item = match next {
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the upload ended early",
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(mut bytes)) => {
+                if bytes.len() as u64 > remaining {
+                    held.leftover = Some(bytes.split_off(remaining as usize));
+                }
+                Ok(bytes)
+            }
+        };
+        drop(held);
+        // After an error, nothing more.
+        let remaining = item.as_ref().map_or(0, |b| remaining - b.len() as u64);
+        Some((item, (cursor, remaining)))
+    })
 }
 
 fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {

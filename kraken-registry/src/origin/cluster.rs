@@ -12,6 +12,7 @@ use kraken_core::Digest;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client::ChunkSource;
 use super::{ClusterConfig, CommitKind, MembersConfig, Membership, OriginClient};
 use crate::error::{Error, Result, error_chain};
 use crate::oci::manifest::manifest_dependencies;
@@ -84,6 +85,38 @@ impl OriginCluster {
         })
         .await?;
         Ok(found.is_some())
+    }
+
+    /// Purges a blob from every healthy origin and from the backend of `namespace`
+    /// (`DELETE /internal/namespace/{ns}/blobs/{d}` on each); whether any had it. An
+    /// origin that is not healthy keeps its copy (logged): the repair pass may bring the
+    /// blob back from it, and the garbage collector removes it again if nothing refers to it.
+    pub(crate) async fn purge(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let view = self.membership.view();
+        let healthy = view.healthy();
+        for member in view.listed() {
+            if !healthy.contains(member) {
+                tracing::warn!(origin = %member, %digest, "an origin that is down keeps its copy of a deleted blob");
+            }
+        }
+        // With none healthy, the ring uses the listed members; so does a purge.
+        let targets = if healthy.is_empty() {
+            view.listed().to_vec()
+        } else {
+            healthy
+        };
+        let mut found = false;
+        let mut failures = Vec::new();
+        for origin in &targets {
+            match self.client.delete(origin, namespace, digest).await {
+                Ok(had) => found |= had,
+                Err(e) => failures.push(format!("{origin}: {}", error_chain(&e))),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(no_origin(failures));
+        }
+        Ok(found)
     }
 
     /// A blob of at most `max_len` bytes, verified, from the first owner that has it.
@@ -256,6 +289,47 @@ impl OriginCluster {
         .await
     }
 
+    /// Uploads a blob of `length` bytes from `chunks` as they arrive, verified by the caller
+    /// on the way (see [`RegistryStorage::blob_put_stream`](crate::oci::RegistryStorage::blob_put_stream)),
+    /// to the first of its owners that starts an upload; that origin writes it back and
+    /// replicates it. The bytes pass once: an owner that fails once they flow fails the
+    /// upload (the client pushes again).
+    pub(crate) async fn upload_stream(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        length: u64,
+        chunks: crate::oci::ByteStream,
+    ) -> Result<()> {
+        let mut failures = Vec::new();
+        for origin in self.membership.view().owners(digest) {
+            match self
+                .client
+                .start_upload(&origin, namespace, digest, Some(length))
+                .await
+            {
+                Ok(None) => return Ok(()),
+                Ok(Some(id)) => {
+                    let source = ChunkSource::stream(chunks);
+                    return self
+                        .client
+                        .send_upload(
+                            &origin,
+                            namespace,
+                            digest,
+                            &id,
+                            length,
+                            CommitKind::Primary,
+                            &source,
+                        )
+                        .await;
+                }
+                Err(e) => failures.push(error_chain(&e)),
+            }
+        }
+        Err(no_origin(failures))
+    }
+
     /// [`upload_file`](Self::upload_file) for a blob in memory (a manifest).
     pub(crate) async fn upload_bytes(
         &self,
@@ -275,6 +349,64 @@ impl OriginCluster {
         .await
     }
 
+    /// Asks the blob's owners, first to answer decides, to fetch it from their backend if
+    /// they do not hold it (`POST …/prefetch`; a busy owner is waited out): `true` if held,
+    /// `false` if being fetched; [`Error::NotFound`] if the backend lacks it. The owner that
+    /// fetches it replicates it to the others.
+    pub(crate) async fn trigger(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let owners = self.membership.view().owners(digest);
+        let held = first_found(owners, |origin| async move {
+            match self.client.prefetch(&origin, namespace, digest).await {
+                Ok(held) => Ok(Some(held)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        held.ok_or(Error::NotFound(*digest))
+    }
+
+    /// Makes sure the blob is on its owners: asks them for its metainfo (which starts a
+    /// fetch from the backend on a miss) until one has it, waiting while it is fetched or
+    /// the owner is busy, for at most `patience`. [`Error::NotFound`] if the backend lacks
+    /// it. The owner that fetches it replicates it to the others.
+    pub(crate) async fn warm(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        patience: std::time::Duration,
+    ) -> Result<()> {
+        use kraken_p2p::tracker::MetaInfoLookup;
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            let mut failures = Vec::new();
+            let mut pending = false;
+            for origin in self.membership.view().owners(digest) {
+                match self.client.metainfo(&origin, namespace, digest).await {
+                    Ok(MetaInfoLookup::Found(_)) => return Ok(()),
+                    Ok(MetaInfoLookup::NotFound) => return Err(Error::NotFound(*digest)),
+                    Ok(_) => {
+                        pending = true;
+                        break;
+                    }
+                    Err(e) => failures.push(error_chain(&e)),
+                }
+            }
+            if !pending {
+                return Err(no_origin(failures));
+            }
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(Error::Origin {
+                    origin: "owners".into(),
+                    reason: format!("{digest} still being fetched after {patience:?}"),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        }
+    }
+
     /// Every blob the image `root` consists of — `root` itself, the manifests below it if it
     /// is an index, their configs and layers — after checking that the cluster has each:
     /// [`Error::MissingDependency`] names the first one missing. A `root` that is no
@@ -287,13 +419,76 @@ impl OriginCluster {
         max_manifest: u64,
         max_manifests: usize,
     ) -> Result<Vec<Digest>> {
-        let mut all = vec![*root];
-        let mut seen: BTreeSet<Digest> = all.iter().copied().collect();
+        let image = self
+            .walk(namespace, root, max_manifest, max_manifests)
+            .await?;
+        let blobs: Vec<Digest> = image.blobs.iter().map(|(digest, _)| *digest).collect();
+        futures::stream::iter(blobs)
+            .map(|digest| async move {
+                match self.has(namespace, &digest).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(Error::MissingDependency(digest)),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(STAT_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(image.all)
+    }
+
+    /// The image `root` read from the cluster: its manifests (recursively through indexes)
+    /// and the blobs they name, each once. A manifest the cluster lacks is
+    /// [`Error::MissingDependency`]; the blobs are not looked for. A `root` that is no
+    /// manifest is its own only part. Reads at most `max_manifests` manifests of at most
+    /// `max_manifest` bytes each.
+    pub(crate) async fn walk(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+    ) -> Result<ImageParts> {
+        self.walk_image(namespace, root, max_manifest, max_manifests, false)
+            .await
+    }
+
+    /// Every blob the image `root` refers to, as [`walk`](Self::walk) finds them, except
+    /// that a manifest no origin has is skipped (with what it would refer to), as is a
+    /// child of an index that is no manifest. The garbage collector marks with it; any other
+    /// error (an origin that cannot answer) fails the walk, so that nothing is swept on a
+    /// partial mark.
+    pub(crate) async fn reachable(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+    ) -> Result<Vec<Digest>> {
+        let image = self
+            .walk_image(namespace, root, max_manifest, max_manifests, true)
+            .await?;
+        Ok(image.all)
+    }
+
+    /// [`walk`](Self::walk), or with `skip_missing` [`reachable`](Self::reachable)'s walk.
+    async fn walk_image(
+        &self,
+        namespace: &str,
+        root: &Digest,
+        max_manifest: u64,
+        max_manifests: usize,
+        skip_missing: bool,
+    ) -> Result<ImageParts> {
+        let mut image = ImageParts {
+            all: vec![*root],
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+        };
+        let mut seen: BTreeSet<Digest> = image.all.iter().copied().collect();
         let mut manifests = vec![*root];
-        let mut read = 0;
         while let Some(manifest) = manifests.pop() {
-            read += 1;
-            if read > max_manifests {
+            if image.manifests.len() >= max_manifests {
                 return Err(Error::InvalidManifest {
                     digest: *root,
                     reason: format!("refers to more than {max_manifests} manifests"),
@@ -301,6 +496,7 @@ impl OriginCluster {
             }
             let bytes = match self.download(namespace, &manifest, max_manifest).await {
                 Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() && skip_missing => continue,
                 Err(e) if e.is_not_found() => return Err(Error::MissingDependency(manifest)),
                 // A blob bigger than a manifest can be is not a manifest: it is a plain blob
                 // (only the root may be one; children must be manifests).
@@ -316,7 +512,7 @@ impl OriginCluster {
                 reason,
             })?;
             let Some(deps) = deps else {
-                if manifest != *root {
+                if manifest != *root && !skip_missing {
                     return Err(Error::InvalidManifest {
                         digest: manifest,
                         reason: "an index refers to it as a manifest, but it is not one".into(),
@@ -324,28 +520,33 @@ impl OriginCluster {
                 }
                 continue;
             };
-            let blobs: Vec<Digest> = deps.blobs.into_iter().filter(|d| seen.insert(*d)).collect();
-            futures::stream::iter(blobs.iter().copied())
-                .map(|digest| async move {
-                    match self.has(namespace, &digest).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(Error::MissingDependency(digest)),
-                        Err(e) => Err(e),
-                    }
-                })
-                .buffered(STAT_CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await?;
-            all.extend(blobs);
+            image.manifests.push((manifest, bytes.len() as u64));
+            for (blob, size) in deps.blobs.into_iter().zip(deps.blob_sizes) {
+                if seen.insert(blob) {
+                    image.all.push(blob);
+                    image.blobs.push((blob, size));
+                }
+            }
             for child in deps.manifests {
                 if seen.insert(child) {
-                    all.push(child);
+                    image.all.push(child);
                     manifests.push(child);
                 }
             }
         }
-        Ok(all)
+        Ok(image)
     }
+}
+
+/// What [`OriginCluster::walk`] found of an image.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ImageParts {
+    /// The root, its blobs and its child manifests, each once, in the order met.
+    pub(crate) all: Vec<Digest>,
+    /// The manifests read and their sizes (empty when the root is no manifest).
+    pub(crate) manifests: Vec<(Digest, u64)>,
+    /// The configs and layers, with the sizes their manifests declare.
+    pub(crate) blobs: Vec<(Digest, u64)>,
 }
 
 /// Asks each of `origins` in turn until one has the thing: its answer; `None` if every

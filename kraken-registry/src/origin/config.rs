@@ -16,6 +16,7 @@ use crate::address::{check_host_port, check_url};
 use crate::cleanup::CleanupConfig;
 use crate::durable::WriteBackConfig;
 use crate::error::{Error, Result};
+use crate::small_blobs::SmallBlobConfig;
 
 /// Settings of an [`Origin`](super::Origin).
 ///
@@ -112,6 +113,10 @@ pub struct OriginConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The in-memory cache of small blobs (manifests, image configs), filled only with
+    /// bytes that hash to their digest (see [`SmallBlobConfig`]).
+    #[serde(default)]
+    pub cache: SmallBlobConfig,
 }
 
 fn default_max_announced_blobs() -> usize {
@@ -141,6 +146,7 @@ impl OriginConfig {
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            cache: SmallBlobConfig::default(),
         }
     }
 
@@ -301,6 +307,12 @@ pub struct LimitsConfig {
     /// Upload `PATCH` bodies written at once; more get `503` with `Retry-After`. Each holds
     /// at most 1 MiB in memory while it is written. Default: 16.
     pub max_concurrent_chunks: usize,
+    /// Fetches from the backend running at once (blobs asked for but not on disk; concurrent
+    /// asks for one blob share one fetch). A miss beyond it is answered `503` with
+    /// `Retry-After: 1`, which agents, trackers and proxies wait out and retry, so a cold
+    /// start of many blobs cannot exhaust the backend's connections or the origin's disk
+    /// bandwidth. Go Kraken: 10,000 workers. Default: 64.
+    pub max_backend_fetches: usize,
 }
 
 impl Default for LimitsConfig {
@@ -310,6 +322,7 @@ impl Default for LimitsConfig {
             max_blob_size: ByteSize(64 << 30),
             upload_ttl: Duration::from_secs(3600),
             max_concurrent_chunks: 16,
+            max_backend_fetches: 64,
         }
     }
 }

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use kraken_backends::Backend;
 use kraken_core::{BlobStatus, BlobStore, Digest, MetaInfo, PieceLengthPolicy};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::config::LimitsConfig;
 use crate::error::{Error, Result, error_chain};
 use crate::metrics::OriginMetrics;
 
@@ -57,6 +58,8 @@ pub(crate) enum Availability {
     Fetching(watch::Receiver<Outcome>),
     /// A recent fetch failed.
     Failed(FetchFailure),
+    /// Not on disk and `limits.max_backend_fetches` fetches are running: ask again later.
+    Busy,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,8 @@ pub(crate) struct Fetcher {
     pieces: PieceLengthPolicy,
     max_blob: u64,
     flights: Mutex<HashMap<(String, Digest), Flight>>,
+    /// One permit per fetch running (`limits.max_backend_fetches`).
+    slots: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     metrics: OriginMetrics,
@@ -83,7 +88,7 @@ impl Fetcher {
         store: BlobStore,
         backend: Arc<dyn Backend>,
         pieces: PieceLengthPolicy,
-        max_blob: u64,
+        limits: &LimitsConfig,
         tasks: TaskTracker,
         shutdown: CancellationToken,
         metrics: OriginMetrics,
@@ -92,8 +97,9 @@ impl Fetcher {
             store,
             backend,
             pieces,
-            max_blob,
+            max_blob: limits.max_blob_size.bytes(),
             flights: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(limits.max_backend_fetches.max(1))),
             tasks,
             shutdown,
             metrics,
@@ -124,6 +130,12 @@ impl Fetcher {
             }
             _ => {}
         }
+        // Joining a fetch in flight is free; a new one needs a slot. Refused rather than
+        // queued: the caller's retry (after `Retry-After`) costs nothing here meanwhile.
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            self.metrics.fetch_busy();
+            return Availability::Busy;
+        };
         let (sender, outcome) = watch::channel(None);
         flights.insert(key.clone(), Flight::Running(outcome.clone()));
         drop(flights);
@@ -131,6 +143,7 @@ impl Fetcher {
         let namespace = namespace.to_owned();
         let digest = *digest;
         self.tasks.spawn(async move {
+            let _slot = slot;
             let started = Instant::now();
             // On shutdown the fetch stops; its waiters see the channel close.
             let fetched = this
@@ -175,6 +188,7 @@ impl Fetcher {
         match self.availability(namespace, digest, on_fetched) {
             Availability::Cached(meta) => Ok(meta),
             Availability::Failed(failure) => Err(failure.into_error(digest)),
+            Availability::Busy => Err(Error::Busy("backend fetches")),
             Availability::Fetching(mut outcome) => {
                 let done = outcome
                     .wait_for(Option::is_some)

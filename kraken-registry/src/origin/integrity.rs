@@ -296,7 +296,7 @@ async fn repair_from_replica(
                 continue;
             }
         }
-        let id = state.uploads.create()?;
+        let id = state.uploads.create(None)?;
         let path = state
             .uploads
             .path(&id)

@@ -29,6 +29,9 @@
 //!   many blobs the store holds.
 //! - **Cleanup.** Idle blobs, and the least recently used ones above the high watermark,
 //!   are evicted periodically ([`CleanupConfig`]); blobs awaiting write-back never are.
+//! - **Deletes and garbage collection.** `DELETE /internal/namespace/{ns}/blobs/{d}` purges
+//!   a blob from the origin and its backend (the proxy's registry deletes); `POST
+//!   /internal/gc` sweeps what the collector ([`crate::gc`]) did not mark.
 //! - **Integrity.** A cached blob a reader reports as corrupt, or that the background scrub
 //!   ([`ScrubConfig`]) finds corrupt, is re-hashed, deleted if bad (never served again) and
 //!   fetched again from a replica or the backend.
@@ -60,6 +63,7 @@ mod client;
 mod cluster;
 mod config;
 mod fetch;
+mod gc;
 mod health;
 mod integrity;
 mod membership;
@@ -74,8 +78,9 @@ mod uploads;
 mod writeback;
 
 pub use self::client::{CommitKind, OriginClient, UPLOAD_CHUNK};
-pub(crate) use self::cluster::OriginCluster;
+pub(crate) use self::cluster::{ImageParts, OriginCluster};
 pub use self::config::{ClusterConfig, LimitsConfig, MembersConfig, OriginConfig};
+pub use self::gc::{Location, SweepReport, SweepRequest, SweptBlob};
 pub use self::integrity::ScrubConfig;
 pub use self::membership::{Membership, RingView};
 pub use self::metainfo_source::OriginMetaInfoSource;

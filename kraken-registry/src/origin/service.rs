@@ -142,13 +142,15 @@ impl OriginBuilder {
             store.clone(),
             Arc::clone(&backend),
             kraken_core::PieceLengthPolicy::default(),
-            config.limits.max_blob_size.bytes(),
+            &config.limits,
             tasks.clone(),
             shutdown.clone(),
             counters.clone(),
         ));
         let config_max_announced = config.max_announced_blobs;
+        let small = crate::metrics::SmallBlobMetrics::cache(&metrics, config.cache);
         let state = Arc::new(OriginState {
+            small,
             config,
             name,
             store,

@@ -53,6 +53,8 @@ pub(crate) struct OriginState {
     pub(crate) checks: Checks,
     /// The blobs kept in the P2P swarm: the most recently wanted.
     pub(crate) recent: RecentSet,
+    /// Small blobs served from memory (`[cache]`).
+    pub(crate) small: Arc<crate::small_blobs::SmallBlobs>,
 }
 
 impl OriginState {
@@ -107,18 +109,28 @@ impl OriginState {
         kind: CommitKind,
     ) -> Result<()> {
         let this = Arc::clone(self);
+        let hashed = self.uploads.take_hashed(
+            upload.id(),
+            std::fs::metadata(upload.path()).map_or(u64::MAX, |m| m.len()),
+        );
         let upload = upload.path().to_owned();
         let task = self.write_back_task(namespace, digest, kind);
         let pieces = self.config_piece_lengths();
         tokio::task::spawn_blocking(move || {
             let size = std::fs::metadata(&upload)?.len();
             this.namespaces.set(&task.digest, &task.namespace)?;
-            // Moved into the store, not copied: the upload is on the same disk.
-            let imported = this.store.import_file_pinned(
-                &upload,
-                pieces.piece_length_for(size),
-                Some(&task.digest),
-            );
+            // Moved into the store, not copied: the upload is on the same disk. Hashed as
+            // it was written when its chunks came in order, else now.
+            let imported = match &hashed {
+                Some(meta) => this
+                    .store
+                    .import_hashed_file_pinned(&upload, meta, &task.digest),
+                None => this.store.import_file_pinned(
+                    &upload,
+                    pieces.piece_length_for(size),
+                    Some(&task.digest),
+                ),
+            };
             let _ = std::fs::remove_file(&upload);
             if imported.is_err() && this.store.status(&task.digest) == BlobStatus::Absent {
                 this.namespaces.remove(&task.digest);
@@ -262,6 +274,18 @@ impl OriginState {
         }
         self.seed(namespace, meta.digest());
         self.spawn_replication(namespace, meta.digest());
+    }
+
+    /// Forgets a blob leaving the store (evicted, purged, swept): its namespace, its place in
+    /// the swarm (the seeding torrent holds the file open; closing it frees the space) and
+    /// among the recently wanted, and its copy in memory.
+    pub(crate) fn forget(&self, digest: &Digest) {
+        self.namespaces.remove(digest);
+        if let Some(node) = &self.node {
+            node.unseed(digest);
+        }
+        self.recent.remove(digest);
+        self.small.remove(digest);
     }
 
     /// The blob is wanted: keeps it in the P2P swarm, announced and its metainfo published

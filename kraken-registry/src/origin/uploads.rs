@@ -4,8 +4,13 @@
 //! A chunk write and a commit each [claim](Uploads::claim) the upload for as long as they
 //! run; a second claim is refused. So no chunk can land in the file while a commit hashes
 //! it, and what the store installs is exactly what was hashed.
+//!
+//! An upload whose length was announced at its start (the `Upload-Length` header, which
+//! the proxy sends) is hashed as its chunks are written, while they come in order: its
+//! commit then installs it without reading it again. Chunks out of order, or a chunk that
+//! fails, leave the hashing to the commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use hyper::body::Body;
+use kraken_core::{MetaInfo, MetaInfoGenerator};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -33,7 +39,22 @@ pub(crate) struct Uploads {
     writers: Arc<Semaphore>,
     /// Uploads a chunk write or a commit is working on.
     claimed: Mutex<HashSet<String>>,
+    /// Uploads hashed as their chunks come in order, by id (taken out while a chunk or the
+    /// commit works on them).
+    hashing: Mutex<HashMap<String, InOrder>>,
 }
+
+/// The hash of an upload's first bytes, fed as its chunks arrive in order.
+#[derive(Debug)]
+struct InOrder {
+    generator: MetaInfoGenerator,
+    /// Bytes hashed: the next chunk is hashed too if it starts here.
+    hashed: u64,
+}
+
+/// How often, in bytes written, an upload's file is flushed to disk in the background, so
+/// that the commit's `fdatasync` waits for the last of them only.
+const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 /// Why an upload could not be claimed.
 #[derive(Debug, Eq, PartialEq)]
@@ -53,6 +74,11 @@ pub(crate) struct Claim<'a> {
 }
 
 impl Claim<'_> {
+    /// The upload's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The upload's file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -86,6 +112,7 @@ impl Uploads {
             dir: dir.to_owned(),
             writers: Arc::new(Semaphore::new(max_concurrent_chunks.max(1))),
             claimed: Mutex::new(HashSet::new()),
+            hashing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -133,8 +160,41 @@ impl Uploads {
             .open(claim.path())
             .map_err(|e| ChunkError::Write(e.into()))?;
         let file = Arc::new(file);
+        // Hashed with the chunk if it continues what was hashed; otherwise never again.
+        let mut in_order = self.hashing().remove(id).filter(|h| h.hashed == offset);
+        let result = self
+            .write_body(&file, offset, length, &mut body, &mut in_order)
+            .await;
+        if result.is_ok()
+            && let Some(hashing) = in_order
+        {
+            self.hashing().insert(id.to_owned(), hashing);
+        }
+        if result.is_ok() && (offset + length) / WRITE_BACK_EVERY > offset / WRITE_BACK_EVERY {
+            // Flushed in the background while the next chunks come; errors surface at the
+            // commit's own sync.
+            let file = Arc::clone(&file);
+            tokio::task::spawn_blocking(move || file.sync_data());
+        }
+        result
+    }
+
+    /// Writes `body` (`length` bytes) at `offset`, feeding `in_order` as it goes.
+    async fn write_body<B>(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        length: u64,
+        body: &mut B,
+        in_order: &mut Option<InOrder>,
+    ) -> std::result::Result<(), ChunkError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
         let mut written = 0u64;
         let mut batch = BytesMut::new();
+        // One batch is written (and hashed) on the blocking pool while the next is read.
+        let mut pending: Option<PendingWrite> = None;
         loop {
             let frame = match body.frame().await {
                 Some(Ok(frame)) => frame,
@@ -150,21 +210,57 @@ impl Uploads {
             batch.extend_from_slice(&data);
             if batch.len() >= WRITE_BATCH {
                 let data = batch.split().freeze();
-                written += data.len() as u64;
-                write_at(&file, offset + written - data.len() as u64, data).await?;
+                if let Some(previous) = pending.take() {
+                    *in_order = previous.finish().await?;
+                }
+                pending = Some(PendingWrite::start(file, offset + written, data, in_order));
+                written += batch_len(&pending);
             }
+        }
+        if let Some(previous) = pending.take() {
+            *in_order = previous.finish().await?;
         }
         if written + batch.len() as u64 != length {
             return Err(ChunkError::Body("body shorter than its Content-Range"));
         }
         let data = batch.freeze();
-        write_at(&file, offset + written, data).await
+        if data.is_empty() {
+            return Ok(());
+        }
+        *in_order = PendingWrite::start(file, offset + written, data, in_order)
+            .finish()
+            .await?;
+        Ok(())
     }
 
-    /// Starts an upload; returns its id.
-    pub(crate) fn create(&self) -> Result<String> {
+    fn hashing(&self) -> std::sync::MutexGuard<'_, HashMap<String, InOrder>> {
+        self.hashing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The metainfo of upload `id` if all of it, `length` bytes, was hashed as it was
+    /// written; forgets its hashing either way.
+    pub(crate) fn take_hashed(&self, id: &str, length: u64) -> Option<MetaInfo> {
+        let hashing = self.hashing().remove(id)?;
+        if hashing.hashed != length {
+            return None;
+        }
+        hashing.generator.finish().ok()
+    }
+
+    /// Starts an upload; returns its id. With `announced` (the blob's length and the piece
+    /// length its metainfo will have), its chunks are hashed as they come in order.
+    pub(crate) fn create(&self, announced: Option<(u64, u64)>) -> Result<String> {
         let id = format!("{:032x}", rand::random::<u128>());
         File::create(self.dir.join(&id))?;
+        if let Some((_, piece_length)) = announced
+            && let Ok(generator) = MetaInfoGenerator::new(piece_length)
+        {
+            let hashing = InOrder {
+                generator,
+                hashed: 0,
+            };
+            self.hashing().insert(id.clone(), hashing);
+        }
         Ok(id)
     }
 
@@ -187,6 +283,9 @@ impl Uploads {
                 .and_then(|m| m.modified())
                 .is_ok_and(|modified| now.duration_since(modified).unwrap_or_default() > ttl);
             if stale && fs::remove_file(entry.path()).is_ok() {
+                if let Some(id) = entry.file_name().to_str() {
+                    self.hashing().remove(id);
+                }
                 removed += 1;
             }
         }
@@ -194,23 +293,46 @@ impl Uploads {
     }
 }
 
-/// Writes `data` at `offset` of `file` on the blocking pool.
-async fn write_at(
-    file: &Arc<File>,
-    offset: u64,
-    data: Bytes,
-) -> std::result::Result<(), ChunkError> {
-    if data.is_empty() {
-        return Ok(());
+/// A batch being written at an offset of an upload's file on the blocking pool, and hashed
+/// there when it continues what was hashed.
+struct PendingWrite {
+    len: u64,
+    task: tokio::task::JoinHandle<std::io::Result<Option<InOrder>>>,
+}
+
+impl PendingWrite {
+    /// Starts writing `data` at `offset` of `file`, taking `in_order` along if `data`
+    /// continues it.
+    fn start(file: &Arc<File>, offset: u64, data: Bytes, in_order: &mut Option<InOrder>) -> Self {
+        let file = Arc::clone(file);
+        let mut hashing = in_order.take().filter(|h| h.hashed == offset);
+        let len = data.len() as u64;
+        let task = tokio::task::spawn_blocking(move || {
+            file.write_all_at(&data, offset)?;
+            if let Some(h) = &mut hashing {
+                h.generator.update(&data);
+                h.hashed += data.len() as u64;
+            }
+            Ok(hashing)
+        });
+        Self { len, task }
     }
-    let file = Arc::clone(file);
-    match tokio::task::spawn_blocking(move || file.write_all_at(&data, offset)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ChunkError::Write(e.into())),
-        Err(_) => Err(ChunkError::Write(Error::Internal(
-            "upload write task failed",
-        ))),
+
+    /// Waits for the write; the hashing it carried on. A failed write drops the hashing
+    /// (the commit hashes the file then).
+    async fn finish(self) -> std::result::Result<Option<InOrder>, ChunkError> {
+        match self.task.await {
+            Ok(Ok(hashing)) => Ok(hashing),
+            Ok(Err(e)) => Err(ChunkError::Write(e.into())),
+            Err(_) => Err(ChunkError::Write(Error::Internal(
+                "upload write task failed",
+            ))),
+        }
     }
+}
+
+fn batch_len(pending: &Option<PendingWrite>) -> u64 {
+    pending.as_ref().map_or(0, |p| p.len)
 }
 
 #[cfg(test)]
@@ -230,7 +352,7 @@ mod tests {
     async fn chunks_land_at_their_offsets_and_stale_uploads_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         let uploads = Uploads::open(dir.path(), 4).unwrap();
-        let id = uploads.create().unwrap();
+        let id = uploads.create(None).unwrap();
         let path = uploads.path(&id).unwrap();
         uploads
             .write_chunk(&id, 5, 5, body(&[b"wor", b"ld"]))
@@ -257,7 +379,7 @@ mod tests {
     async fn chunk_writes_at_once_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let uploads = Uploads::open(dir.path(), 1).unwrap();
-        let id = uploads.create().unwrap();
+        let id = uploads.create(None).unwrap();
         // A body that never ends holds the only writer.
         let stalled = http_body_util::StreamBody::new(futures::stream::pending::<
             std::io::Result<hyper::body::Frame<Bytes>>,
@@ -269,11 +391,57 @@ mod tests {
         assert!(matches!(busy, Err(ChunkError::Busy)), "{busy:?}");
     }
 
+    #[tokio::test]
+    async fn an_announced_upload_is_hashed_as_its_chunks_come_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(dir.path(), 4).unwrap();
+        let data: Vec<u8> = (0..(3 << 20) + 100).map(|i: u32| (i % 251) as u8).collect();
+        let piece = 1 << 20;
+        let whole = kraken_core::MetaInfo::from_bytes(&data, piece).unwrap();
+        let chunk = |range: std::ops::Range<usize>| {
+            let bytes = Bytes::copy_from_slice(&data[range]);
+            http_body_util::Full::new(bytes)
+        };
+        let length = data.len() as u64;
+        // In order, in chunks that are not multiples of the batch or the piece: hashed.
+        let id = uploads.create(Some((length, piece))).unwrap();
+        let cut = 1_500_000;
+        uploads
+            .write_chunk(&id, 0, cut as u64, chunk(0..cut))
+            .await
+            .unwrap();
+        let rest = data.len() - cut;
+        uploads
+            .write_chunk(&id, cut as u64, rest as u64, chunk(cut..data.len()))
+            .await
+            .unwrap();
+        assert_eq!(uploads.take_hashed(&id, length), Some(whole));
+        assert_eq!(fs::read(uploads.path(&id).unwrap()).unwrap(), data);
+        // Out of order: left to the commit.
+        let id = uploads.create(Some((length, piece))).unwrap();
+        uploads
+            .write_chunk(&id, cut as u64, rest as u64, chunk(cut..data.len()))
+            .await
+            .unwrap();
+        uploads
+            .write_chunk(&id, 0, cut as u64, chunk(0..cut))
+            .await
+            .unwrap();
+        assert_eq!(uploads.take_hashed(&id, length), None);
+        // Not announced: nothing hashed.
+        let id = uploads.create(None).unwrap();
+        uploads
+            .write_chunk(&id, 0, length, chunk(0..data.len()))
+            .await
+            .unwrap();
+        assert_eq!(uploads.take_hashed(&id, length), None);
+    }
+
     #[test]
     fn a_claimed_upload_cannot_be_claimed_again_until_released() {
         let dir = tempfile::tempdir().unwrap();
         let uploads = Uploads::open(dir.path(), 4).unwrap();
-        let id = uploads.create().unwrap();
+        let id = uploads.create(None).unwrap();
         let commit = uploads.claim(&id).unwrap();
         // A chunk arriving while the commit hashes the file is refused.
         assert_eq!(uploads.claim(&id).unwrap_err(), ClaimError::Busy);

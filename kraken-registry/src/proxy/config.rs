@@ -10,6 +10,7 @@ use kraken_p2p::metrics::MetricsConfig;
 use kraken_p2p::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
+use super::prefetch::PrefetchConfig;
 use crate::address::check_host_port;
 use crate::error::{Error, Result};
 use crate::oci::OciConfig;
@@ -51,11 +52,14 @@ pub struct ProxyConfig {
     /// Who may push (and, optionally, pull). Default: no credentials, everything open.
     #[serde(default)]
     pub auth: AuthConfig,
-    /// Whether `DELETE /v2/<name>/manifests/<tag>` deletes the tag in the build-index.
-    /// Deleting manifests by digest and deleting blobs are never supported (405). Default:
-    /// false (405).
+    /// Whether `DELETE /v2/<name>/manifests/<tag>` deletes the tag in the build-index, when
+    /// `[delete] enabled` is off (it enables tag deletes too). Default: false (405).
     #[serde(default)]
     pub delete_tags: bool,
+    /// Deletes of manifests, tags and blobs through the registry API (CNCF Distribution's
+    /// `storage.delete.enabled`). Default: off (`405 UNSUPPORTED`).
+    #[serde(default)]
+    pub delete: DeleteConfig,
     /// Bounds on uploads, manifests and listings.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -74,6 +78,9 @@ pub struct ProxyConfig {
     /// see `docs/metrics.md`). Default: none.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Prefetches and registry notifications: size filters, concurrency, bounds.
+    #[serde(default)]
+    pub prefetch: PrefetchConfig,
 }
 
 impl ProxyConfig {
@@ -86,11 +93,13 @@ impl ProxyConfig {
             build_index: BuildIndexTarget::default(),
             auth: AuthConfig::default(),
             delete_tags: false,
+            delete: DeleteConfig::default(),
             limits: LimitsConfig::default(),
             http: HttpLimits::default(),
             tls: None,
             client_tls: None,
             metrics: MetricsConfig::default(),
+            prefetch: PrefetchConfig::default(),
         }
     }
 
@@ -105,6 +114,11 @@ impl ProxyConfig {
         }
         for address in &self.build_index.addresses {
             check_host_port("build_index.addresses", address)?;
+        }
+        if self.prefetch.min_blob_size > self.prefetch.max_blob_size {
+            return Err(Error::Config(
+                "prefetch.min_blob_size must not exceed prefetch.max_blob_size".into(),
+            ));
         }
         if self.limits.max_page == 0 {
             return Err(Error::Config("limits.max_page must be at least 1".into()));
@@ -127,6 +141,25 @@ impl ProxyConfig {
         oci.max_page = self.limits.max_page;
         oci
     }
+}
+
+/// `[delete]`: whether the registry API deletes (see `docs/proxy.md`, "Deletes").
+///
+/// ```toml
+/// [delete]
+/// enabled = true
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeleteConfig {
+    /// `DELETE /v2/<name>/manifests/<digest>` removes the manifest from the origins and
+    /// their backends and every tag of `<name>` pointing at it; `…/manifests/<tag>` removes
+    /// the tag; `DELETE /v2/<name>/blobs/<digest>` removes the blob from the origins and
+    /// their backends. Blobs are content-addressed across the cluster, so a deleted
+    /// manifest or blob is gone for every repository. Default: false (`405 UNSUPPORTED`,
+    /// with `Allow`).
+    pub enabled: bool,
 }
 
 /// The build-index cluster the proxy puts tags to.
@@ -434,5 +467,6 @@ mod tests {
         assert_eq!(config.http.max_connections_per_client, 256);
         assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
         assert!(config.tls.is_some() && config.client_tls.is_some());
+        assert!(!config.delete.enabled && !config.delete_tags);
     }
 }

@@ -18,6 +18,8 @@
 //!   `subject`.
 //! - **Listings**: `tags/list` from the build-index's tags of the repository; `_catalog`
 //!   from all its tags, reduced to repositories.
+//! - **Cold start**: `/proxy/v1|v2/registry/prefetch` and `/registry/notifications` warm
+//!   the origins for an image, through indexes, before agents pull it ([`PrefetchConfig`]).
 //! - **Auth**: optional basic auth (bcrypt, on its own threads, with failures limited per
 //!   client address) and bearer tokens for writes ([`AuthConfig`]), per-user repository
 //!   rules ([`AccessRule`]), and mTLS through `[tls]`.
@@ -42,12 +44,16 @@
 mod access;
 pub(crate) mod auth;
 mod config;
+mod notifications;
 mod password;
+mod prefetch;
 mod service;
 mod storage;
 
 pub use self::config::{
-    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, LimitsConfig, ProxyConfig, UserConfig,
+    AccessLevel, AccessRule, AuthConfig, BuildIndexTarget, DeleteConfig, LimitsConfig, ProxyConfig,
+    UserConfig,
 };
+pub use self::prefetch::PrefetchConfig;
 pub use self::service::{Proxy, ProxyBuilder};
 pub use self::storage::ProxyStorage;

@@ -11,6 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use super::auth::Authenticator;
 use super::config::ProxyConfig;
+use super::notifications;
+use super::prefetch::{Prefetcher, Version};
 use super::storage::{ProxyStorage, StorageOptions};
 use crate::build_index::BuildIndexClient;
 use crate::error::Result;
@@ -55,16 +57,25 @@ impl ProxyBuilder {
             build_index,
             StorageOptions {
                 replicate: config.build_index.replicate,
-                delete_tags: config.delete_tags,
+                delete_tags: config.delete_tags || config.delete.enabled,
+                delete: config.delete.enabled,
                 max_manifest: config.limits.max_manifest_size.bytes(),
                 max_catalog_scan: config.limits.max_catalog_scan,
             },
         ));
         let handler = OciHandler::new(Arc::clone(&storage) as _, config.oci())?;
+        let prefetcher = Arc::new(Prefetcher::new(
+            Arc::clone(&storage),
+            config.prefetch.clone(),
+            config.limits.max_manifest_size.bytes(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         let frontend = Arc::new(Frontend {
             handler,
             auth,
             storage: Arc::clone(&storage),
+            prefetcher,
         });
         let metrics = Metrics::new();
         spawn_listener(&config.metrics, "proxy", &metrics, &tasks, shutdown.clone()).await?;
@@ -72,7 +83,7 @@ impl ProxyBuilder {
             ServeConfig::new("proxy")
                 .tls(server_tls)
                 .limits(config.http.clone())
-                .routes(crate::oci::route_name)
+                .routes(route_name)
                 .metrics(metrics.clone()),
             listener,
             frontend,
@@ -145,7 +156,27 @@ struct Frontend {
     auth: Option<Authenticator>,
     /// For `/readiness`: the origins and build-indexes behind the API.
     storage: Arc<ProxyStorage>,
+    /// Prefetches and notifications.
+    prefetcher: Arc<Prefetcher>,
 }
+
+/// The proxy's route names for metrics and the access log: the OCI API's, and the
+/// cold-start endpoints'.
+fn route_name(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (&Method::POST, PREFETCH_V1) => "prefetch_v1",
+        (&Method::POST, PREFETCH_V2) => "prefetch_v2",
+        (&Method::POST, NOTIFICATIONS) => "notifications",
+        _ => crate::oci::route_name(method, path),
+    }
+}
+
+/// Go Kraken's asynchronous prefetch.
+const PREFETCH_V1: &str = "/proxy/v1/registry/prefetch";
+/// Go Kraken's trigger prefetch.
+const PREFETCH_V2: &str = "/proxy/v2/registry/prefetch";
+/// The registry notifications sink.
+const NOTIFICATIONS: &str = "/registry/notifications";
 
 async fn handle(frontend: Arc<Frontend>, request: Request<RequestBody>) -> Response<Body> {
     let path = request.uri().path();
@@ -170,8 +201,12 @@ async fn handle(frontend: Arc<Frontend>, request: Request<RequestBody>) -> Respo
             _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         };
     }
-    if path != "/v2" && !path.starts_with("/v2/") {
+    let cold_start = matches!(path, PREFETCH_V1 | PREFETCH_V2 | NOTIFICATIONS);
+    if !cold_start && path != "/v2" && !path.starts_with("/v2/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if cold_start && request.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
     if let Some(auth) = &frontend.auth {
         let client = request
@@ -186,6 +221,17 @@ async fn handle(frontend: Arc<Frontend>, request: Request<RequestBody>) -> Respo
         if let Err(refusal) = allowed {
             return *refusal;
         }
+    }
+    if cold_start {
+        let version = match request.uri().path() {
+            PREFETCH_V1 => Version::V1,
+            PREFETCH_V2 => Version::V2,
+            _ => return notifications::handle(&frontend.prefetcher, request.into_body()).await,
+        };
+        return frontend
+            .prefetcher
+            .handle(version, request.into_body())
+            .await;
     }
     frontend.handler.handle(request).await
 }

@@ -20,6 +20,9 @@ use crate::origin::OriginCluster;
 /// A lock per (repository, subject) whose referrers index is being updated.
 type ReferrerLocks = HashMap<(RepoName, Digest), Arc<tokio::sync::Mutex<()>>>;
 
+/// Pages of a repository's tags read when a manifest is deleted, at most.
+const MAX_TAG_PAGES: usize = 10_000;
+
 /// Rounds of read, merge, write and read back of a referrers index before giving up.
 const REFERRERS_ROUNDS: usize = 5;
 
@@ -41,6 +44,7 @@ pub struct ProxyStorage {
     build_index: BuildIndexClient,
     replicate: bool,
     delete_tags: bool,
+    delete: bool,
     max_manifest: u64,
     max_catalog_scan: usize,
     /// One lock per (repository, subject) whose referrers index is being updated here.
@@ -51,7 +55,10 @@ pub struct ProxyStorage {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StorageOptions {
     pub(crate) replicate: bool,
+    /// Tag deletes (`delete_tags`, or `[delete] enabled`).
     pub(crate) delete_tags: bool,
+    /// Manifest (by digest) and blob deletes (`[delete] enabled`).
+    pub(crate) delete: bool,
     pub(crate) max_manifest: u64,
     pub(crate) max_catalog_scan: usize,
 }
@@ -67,10 +74,21 @@ impl ProxyStorage {
             build_index,
             replicate: options.replicate,
             delete_tags: options.delete_tags,
+            delete: options.delete,
             max_manifest: options.max_manifest,
             max_catalog_scan: options.max_catalog_scan,
             referrer_locks: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The origin cluster behind the API.
+    pub(crate) fn origins(&self) -> &OriginCluster {
+        &self.origins
+    }
+
+    /// The build-index behind the API.
+    pub(crate) fn build_index(&self) -> &BuildIndexClient {
+        &self.build_index
     }
 
     /// Ready when an origin passes its health checks.
@@ -189,6 +207,39 @@ impl ProxyStorage {
         )))
     }
 
+    /// Deletes every tag of `repo` that points at the manifest `digest`, then the manifest
+    /// itself from the origins and their backends. `MANIFEST_UNKNOWN` when no origin has a
+    /// manifest by that digest.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StorageResult<()> {
+        if self.fetch_manifest(repo, digest).await?.is_none() {
+            return Err(StorageError::ManifestUnknown(digest.to_string()));
+        }
+        // Tags first: a tag must never be left pointing at a manifest that is gone.
+        let mut options = PageOptions::default();
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let page = self
+                .build_index
+                .list_repo_tags(repo.as_str(), &options)
+                .await?;
+            tags.extend(page.names);
+            match page.next {
+                Some(next) => options.offset = Some(next),
+                None => break,
+            }
+        }
+        for tag in tags {
+            let name = tag_name(repo, &tag)?;
+            if self.build_index.get_tag(&name).await? == Some(*digest) {
+                self.build_index
+                    .delete_tag_with(&name, self.replicate)
+                    .await?;
+            }
+        }
+        self.origins.purge(repo.as_str(), digest).await?;
+        Ok(())
+    }
+
     fn lock_referrers(&self) -> std::sync::MutexGuard<'_, ReferrerLocks> {
         // The map holds no invariant a panic could break.
         self.referrer_locks
@@ -199,6 +250,19 @@ impl ProxyStorage {
 
 #[async_trait::async_trait]
 impl RegistryStorage for ProxyStorage {
+    fn allows(&self, operation: Operation) -> StorageResult<()> {
+        let allowed = match operation {
+            Operation::DeleteBlob => self.delete,
+            Operation::DeleteManifest => self.delete || self.delete_tags,
+            _ => true,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(StorageError::Unsupported(operation))
+        }
+    }
+
     async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> StorageResult<u64> {
         self.origins
             .stat(repo.as_str(), digest)
@@ -231,6 +295,25 @@ impl RegistryStorage for ProxyStorage {
             .await?)
     }
 
+    /// A push's bytes go straight on to an owning origin, which hashes, stores and writes
+    /// them back: the proxy writes nothing to its disk.
+    fn streams_blob_puts(&self) -> bool {
+        true
+    }
+
+    async fn blob_put_stream(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        chunks: ByteStream,
+    ) -> StorageResult<()> {
+        Ok(self
+            .origins
+            .upload_stream(repo.as_str(), digest, size, chunks)
+            .await?)
+    }
+
     /// A blob anywhere in the origin cluster is mountable into any repository: the origins
     /// are one content-addressed store. It is looked up under the source repository's
     /// namespace (the target's when there is none), whose backend it was written to.
@@ -245,6 +328,17 @@ impl RegistryStorage for ProxyStorage {
             .stat(namespace.as_str(), digest)
             .await?
             .ok_or(StorageError::BlobUnknown(*digest))
+    }
+
+    /// Removes the blob from every origin and its backend: the origins are one
+    /// content-addressed store, so it is gone for every repository (`docs/proxy.md`).
+    async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> StorageResult<()> {
+        self.allows(Operation::DeleteBlob)?;
+        if self.origins.stat(repo.as_str(), digest).await?.is_none() {
+            return Err(StorageError::BlobUnknown(*digest));
+        }
+        self.origins.purge(repo.as_str(), digest).await?;
+        Ok(())
     }
 
     async fn manifest_get(
@@ -294,12 +388,17 @@ impl RegistryStorage for ProxyStorage {
         match reference {
             Reference::Tag(tag) if self.delete_tags => {
                 let name = tag_name(repo, tag.as_str())?;
-                if self.build_index.delete_tag(&name).await? {
+                if self
+                    .build_index
+                    .delete_tag_with(&name, self.replicate)
+                    .await?
+                {
                     Ok(())
                 } else {
                     Err(StorageError::ManifestUnknown(reference.to_string()))
                 }
             }
+            Reference::Digest(digest) if self.delete => self.delete_manifest(repo, digest).await,
             _ => Err(StorageError::Unsupported(Operation::DeleteManifest)),
         }
     }

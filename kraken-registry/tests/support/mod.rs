@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraken_backends::{Backend, BackendConfig, BackendsConfig, RetryConfig, RouteConfig};
+use kraken_backends::{Backend, BackendConfig, BackendsConfig, FsConfig, RetryConfig, RouteConfig};
 use kraken_core::Digest;
 use kraken_registry::origin::{CommitKind, MembersConfig, Origin, OriginClient, OriginConfig};
 use kraken_testkit::{ForwardingProxy, MotoServer, free_addr};
@@ -184,4 +184,65 @@ pub async fn upload(origin: &Origin, namespace: &str, data: &[u8]) -> Digest {
         .await
         .unwrap();
     digest
+}
+
+/// Routes every namespace to a filesystem backend under `dir`.
+pub fn fs_backends(dir: &Path) -> BackendsConfig {
+    BackendsConfig::new(vec![RouteConfig::new(
+        ".*",
+        BackendConfig::Fs(kraken_backends::FsConfig::new(dir)),
+    )])
+}
+
+/// A one-origin cluster whose backend is a directory.
+pub async fn start_origin(dir: &Path) -> Origin {
+    let addr = kraken_testkit::free_addr("127.0.0.1");
+    let mut config = origin_config(addr, &[addr], &dir.join("origin"));
+    config.backends = fs_backends(&dir.join("origin-backend"));
+    Origin::spawn(config).await.unwrap()
+}
+
+/// A build-index config over `origin`, with `neighbours`, and fast retries of write-backs
+/// and replication.
+pub fn bi_config(
+    listen: SocketAddr,
+    dir: &Path,
+    origin: &Origin,
+    neighbours: &[SocketAddr],
+) -> kraken_registry::build_index::BuildIndexConfig {
+    let mut config = kraken_registry::build_index::BuildIndexConfig::new(listen, dir);
+    config.origins.members = MembersConfig::Static(vec![origin.local_addr().to_string()]);
+    config.neighbours = neighbours.iter().map(ToString::to_string).collect();
+    config.write_back.initial_backoff = Duration::from_millis(100);
+    config.write_back.max_backoff = Duration::from_millis(500);
+    config.replication.initial_backoff = Duration::from_millis(100);
+    config.replication.max_backoff = Duration::from_millis(500);
+    config.limits.neighbour_timeout = Duration::from_secs(1);
+    config
+}
+
+/// Every file under `dir` whose path holds `digest`'s hex (a store's entry, a backend's
+/// object).
+pub fn files_of(dir: &Path, digest: &Digest) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, hex: &str, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, hex, out);
+            } else if path.to_string_lossy().contains(hex) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &digest.hex(), &mut out);
+    out
+}
+
+/// Whether a file whose path holds `digest`'s hex is under `dir`.
+pub fn holds(dir: &Path, digest: &Digest) -> bool {
+    !files_of(dir, digest).is_empty()
 }

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::Notify;
 
 use kraken_backends::{
     Backend, BlobInfo, ByteRange, ByteStream, Error, ListOptions, ListPage, Result, UploadBody,
@@ -18,13 +19,17 @@ use kraken_backends::{
 const MAX_BLOB: usize = 256 * 1024 * 1024;
 
 /// An in-memory backend for decorator tests: counts calls, fails the next N calls with a
-/// transient [`Error::Transport`], and can delay every call.
+/// transient [`Error::Transport`], can delay every call, and can hold downloads until
+/// released (a backend that is slow for exactly as long as a test needs).
 #[derive(Debug, Default)]
 pub struct FaultyBackend {
     blobs: Mutex<BTreeMap<String, Bytes>>,
     failures_left: AtomicU32,
     calls: AtomicU32,
     delay: Mutex<Duration>,
+    held: AtomicBool,
+    released: Notify,
+    waiting: AtomicU32,
 }
 
 impl FaultyBackend {
@@ -43,6 +48,27 @@ impl FaultyBackend {
     /// Makes every call take `delay` (on tokio's clock, so paused-time tests stay instant).
     pub fn delay_each_call(&self, delay: Duration) {
         *self.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// Makes every download wait until [`release`](Self::release).
+    pub fn hold_downloads(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets held downloads (and later ones) go on.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
+    }
+
+    /// Downloads waiting for [`release`](Self::release) now.
+    pub fn held_downloads(&self) -> u32 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Stores `data` as `name`, without counting a call.
+    pub fn insert(&self, name: &str, data: Bytes) {
+        self.blobs().insert(name.to_owned(), data);
     }
 
     /// Calls so far, failed ones included.
@@ -100,6 +126,18 @@ impl Backend for FaultyBackend {
         range: Option<ByteRange>,
     ) -> Result<ByteStream> {
         self.enter().await?;
+        // Registered before the check, so a release between the two is not missed.
+        let mut released = std::pin::pin!(self.released.notified());
+        released.as_mut().enable();
+        if self.held.load(Ordering::SeqCst) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while self.held.load(Ordering::SeqCst) {
+                released.as_mut().await;
+                released.set(self.released.notified());
+                released.as_mut().enable();
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         let mut blob = self.blob(namespace, name)?;
         if let Some(range) = range {
             let length = range.clamp_to(blob.len() as u64)?;

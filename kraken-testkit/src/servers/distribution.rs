@@ -42,7 +42,22 @@ impl Distribution {
     /// A registry accepting pushes. Needs `docker-registry` (gate with
     /// `require_package("docker-registry", "docker-registry")`).
     pub fn start() -> Result<Self> {
-        Self::start_with(None)
+        Self::start_with(String::new())
+    }
+
+    /// A registry accepting pushes that sends its notifications (the event envelope, one
+    /// event per request, retried every second while the endpoint fails) to `url`.
+    pub fn start_notifying(url: &str) -> Result<Self> {
+        Self::start_with(format!(
+            "notifications:
+  endpoints:
+    - name: kraken
+      url: {url}
+      timeout: 5s
+      threshold: 1
+      backoff: 1s
+"
+        ))
     }
 
     /// [`start`](Self::start), or `None` (the test skips) when `docker-registry` is not
@@ -55,15 +70,13 @@ impl Distribution {
     /// A read-only pull-through cache of the registry at `remote` (`HOST:PORT`, plain HTTP):
     /// like a kraken agent, it serves what was pushed elsewhere.
     pub fn start_pull_through(remote: &str) -> Result<Self> {
-        Self::start_with(Some(remote))
+        Self::start_with(format!("proxy:\n  remoteurl: http://{remote}\n"))
     }
 
-    fn start_with(remote: Option<&str>) -> Result<Self> {
+    /// A registry whose config ends with `extra` (top-level YAML sections).
+    fn start_with(extra: String) -> Result<Self> {
         let dir = scratch_dir("distribution");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let proxy = remote
-            .map(|remote| format!("proxy:\n  remoteurl: http://{remote}\n"))
-            .unwrap_or_default();
         let config = format!(
             "version: 0.1
 log:
@@ -79,7 +92,7 @@ http:
 health:
   storagedriver:
     enabled: false
-{proxy}",
+{extra}",
             root = dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");

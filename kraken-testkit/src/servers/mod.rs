@@ -3,7 +3,9 @@
 mod distribution;
 mod moto;
 mod nginx;
+mod redis;
 
 pub use distribution::{Distribution, Request, summary};
 pub use moto::MotoServer;
 pub use nginx::Nginx;
+pub use redis::RedisServer;

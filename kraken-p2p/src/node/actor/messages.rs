@@ -71,6 +71,10 @@ pub(crate) enum Command {
     Release { digest: Digest },
     /// Answer at once, showing that the actor is running (a health probe).
     Ping { reply: oneshot::Sender<()> },
+    /// The swarm's blacklist now, with the digest of each torrent the node knows.
+    Blacklist {
+        reply: oneshot::Sender<Vec<(crate::swarm::BlacklistEntry, Option<Digest>)>>,
+    },
 }
 
 /// What connection and I/O tasks report to the actor.

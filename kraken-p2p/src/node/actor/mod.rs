@@ -380,6 +380,20 @@ impl Actor {
             Command::Ping { reply } => {
                 let _ = reply.send(());
             }
+            Command::Blacklist { reply } => {
+                let digests: HashMap<InfoHash, Digest> =
+                    self.by_digest.iter().map(|(d, h)| (*h, *d)).collect();
+                let entries = self
+                    .swarm
+                    .blacklist(Instant::now())
+                    .into_iter()
+                    .map(|entry| {
+                        let digest = digests.get(&entry.info_hash).copied();
+                        (entry, digest)
+                    })
+                    .collect();
+                let _ = reply.send(entries);
+            }
         }
     }
 

@@ -190,6 +190,14 @@ fn a_normal_close_is_not_a_failure_but_bad_data_is() {
     assert!(drain(&mut s).contains(&Action::Close { conn: rude }));
     assert!(s.is_blacklisted(now, &peer(3), &meta.info_hash()));
     assert!(!s.is_blacklisted(now + Duration::from_secs(31), &peer(3), &meta.info_hash()));
+    // The snapshot the agent's `/x/blacklist` serves: the peer, its torrent, the time left.
+    let later = now + Duration::from_secs(10);
+    let listed = s.blacklist(later);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].peer_id, peer(3));
+    assert_eq!(listed[0].info_hash, meta.info_hash());
+    assert_eq!(listed[0].remaining, Duration::from_secs(20));
+    assert!(s.blacklist(now + Duration::from_secs(31)).is_empty());
     // The driver's metrics count it.
     assert_eq!(s.blacklistings(), 1);
 }

@@ -10,6 +10,9 @@ use super::Manifest;
 pub(crate) struct Dependencies {
     /// Config and layers: blobs that must exist.
     pub(crate) blobs: Vec<Digest>,
+    /// The size the manifest declares for each of `blobs`, in the same order (what a
+    /// prefetch's size filters go by).
+    pub(crate) blob_sizes: Vec<u64>,
     /// Child manifests of a manifest list or image index: they must exist, and so must
     /// their own dependencies.
     pub(crate) manifests: Vec<Digest>,
@@ -32,12 +35,14 @@ pub(crate) fn manifest_dependencies(bytes: &[u8]) -> Result<Option<Dependencies>
         return Ok(None);
     }
     let manifest = Manifest::parse(bytes, None).map_err(|e| e.to_string())?;
+    let (blobs, blob_sizes) = manifest
+        .blobs()
+        .filter(|d| !d.is_non_distributable())
+        .map(|d| (d.digest, d.size))
+        .unzip();
     Ok(Some(Dependencies {
-        blobs: manifest
-            .blobs()
-            .filter(|d| !d.is_non_distributable())
-            .map(|d| d.digest)
-            .collect(),
+        blobs,
+        blob_sizes,
         manifests: manifest.manifests().iter().map(|d| d.digest).collect(),
         subject: manifest.subject().map(|d| d.digest),
     }))
@@ -67,6 +72,7 @@ mod tests {
         );
         let deps = manifest_dependencies(manifest.as_bytes()).unwrap().unwrap();
         assert_eq!(deps.blobs, vec![digest(1), digest(2), digest(3)]);
+        assert_eq!(deps.blob_sizes, vec![1, 2, 3]);
         assert!(deps.manifests.is_empty());
         assert_eq!(deps.subject, Some(digest(4)));
 

@@ -1,11 +1,4 @@
-//! Which peers announced which torrent, and whom to hand out.
-//!
-//! Every entry is keyed by its announcer (the address the announce came from, as the
-//! tracker saw it) and the peer id it claims, so an announce can refresh or replace only
-//! entries its own host made: nobody can evict another host's peer by claiming its id or its
-//! address. Caps on torrents, peers per torrent, peers in all and entries per announcer bound
-//! the memory a flood of announces can take, and expired entries leave through a queue in
-//! expiry order, so no announce walks the whole store.
+//! The in-memory peer store: one tracker's own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -13,89 +6,8 @@ use std::time::{Duration, Instant};
 
 use kraken_core::{InfoHash, PeerId, PeerInfo};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-/// Default lifetime of an announced peer without a fresh announce: 5 minutes. Complete peers
-/// re-announce every minute by default, leechers every few seconds.
-pub const DEFAULT_PEER_TTL: Duration = Duration::from_secs(300);
-
-/// Default size of a handout: 50 peers, as in Go Kraken.
-pub const DEFAULT_HANDOUT_LIMIT: usize = 50;
-
-/// Bounds on what a peer store holds. An entry (one peer in one torrent) costs about 300
-/// bytes with its indexes, so the defaults bound the store near 300 MiB.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PeerStoreLimits {
-    /// Most torrents with at least one peer. Default: 100000.
-    pub max_torrents: usize,
-    /// Most peers (entries) in all torrents together. Default: 1000000.
-    pub max_peers: usize,
-    /// Most peers in one torrent. Default: 50000.
-    pub max_peers_per_torrent: usize,
-    /// Most entries one unauthenticated announcer (one source address) may hold across all
-    /// torrents; authenticated origins are exempt. Default: 10000.
-    pub max_entries_per_announcer: usize,
-}
-
-impl Default for PeerStoreLimits {
-    fn default() -> Self {
-        Self {
-            max_torrents: 100_000,
-            max_peers: 1_000_000,
-            max_peers_per_torrent: 50_000,
-            max_entries_per_announcer: 10_000,
-        }
-    }
-}
-
-/// Who sent an announce, as far as the tracker can tell.
-#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
-pub struct Announcer {
-    /// The address the announce came from (the connection's source address).
-    pub ip: IpAddr,
-    /// Whether it is authenticated as an origin or a publisher: exempt from the
-    /// per-announcer cap.
-    pub trusted: bool,
-}
-
-impl Announcer {
-    /// An announcer at `ip`, unauthenticated.
-    pub fn at(ip: IpAddr) -> Self {
-        Self { ip, trusted: false }
-    }
-}
-
-/// An announce the store refused because a cap is reached.
-#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
-pub enum CapReached {
-    /// [`PeerStoreLimits::max_torrents`].
-    #[error("the tracker holds its most torrents")]
-    Torrents,
-    /// [`PeerStoreLimits::max_peers`].
-    #[error("the tracker holds its most peers")]
-    Peers,
-    /// [`PeerStoreLimits::max_peers_per_torrent`].
-    #[error("the torrent holds its most peers")]
-    TorrentPeers,
-    /// [`PeerStoreLimits::max_entries_per_announcer`].
-    #[error("this announcer holds its most entries")]
-    Announcer,
-}
-
-/// The handout classes, in the order they are handed out.
-const COMPLETE: usize = 0;
-const ORIGIN: usize = 1;
-const LEECHER: usize = 2;
-
-fn class_of(peer: &PeerInfo) -> usize {
-    match (peer.complete, peer.origin) {
-        (_, true) => ORIGIN,
-        (true, false) => COMPLETE,
-        (false, false) => LEECHER,
-    }
-}
+use super::{Announcer, CapReached, DEFAULT_PEER_TTL, PeerStoreLimits, class_of};
 
 /// An entry's key: who announced it and the peer id it claims.
 type Key = (IpAddr, PeerId);
@@ -502,6 +414,7 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
+    use super::super::{COMPLETE, ORIGIN};
     use super::*;
 
     fn peer(n: u8, complete: bool, origin: bool) -> PeerInfo {

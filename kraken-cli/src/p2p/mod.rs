@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kraken_core::collection::{self, Collection};
-use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy, StoreConfig};
+use kraken_core::{BlobStore, ByteSize, Digest, PieceLengthPolicy};
 use kraken_p2p::node::{Node, NodeConfig, Progress};
 use kraken_p2p::tls::{ClientTlsConfig, PeerTlsConfig};
 use kraken_p2p::tracker::{PublishToken, Tracker, TrackerClient, TrackerPool};
@@ -18,8 +18,12 @@ use tokio::sync::watch;
 
 use crate::exit::Interrupted;
 use crate::logging::say;
-use crate::process::{Signals, peak_rss_bytes, wait_for_signal};
+use crate::process::{Signals, peak_rss_bytes, wait_for_signal, write_bytes};
 use crate::rate::Rate;
+
+mod store;
+
+use self::store::DefaultStore;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct PeerArgs {
@@ -34,10 +38,11 @@ pub(crate) struct PeerArgs {
     /// Cap on bytes per second in each direction, across all peers (`20MB`, `50MiB/s`).
     #[arg(long)]
     rate: Option<Rate>,
-    /// Blob store directory. Default: a directory per listen address under the system's
-    /// temporary directory, so a restarted node resumes. It holds no copies of finished
-    /// transfers (fetched blobs are moved to `--out`, seeded files are recorded where they
-    /// are), and each start evicts from it what was idle for over an hour and partial
+    /// Blob store directory. Default: for `kraken fetch`, `.NAME.kraken/` beside `--out`
+    /// (on its file system, so the blob is renamed into place), kept after a failure or
+    /// Ctrl-C for the next fetch to resume and removed after success; for `kraken seed`, one
+    /// per listen address under the temporary directory, holding only metainfo (files are
+    /// seeded in place), where every start evicts what was idle for over an hour and partial
     /// downloads idle for over a day (see docs/embedding.md).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -133,49 +138,35 @@ struct FetchReport {
     received_total: u64,
     /// The process's peak resident memory (Linux `VmHWM`), if known.
     peak_rss_bytes: Option<u64>,
+    /// Bytes the process caused to be written to storage (Linux `write_bytes` of
+    /// `/proc/self/io`), if known: about the blob's length when it is written once.
+    write_bytes: Option<u64>,
 }
 
-/// How long the default store keeps a finished blob's entry (its metainfo, and a reference
-/// to where the blob went) unused.
-const DEFAULT_STORE_IDLE_TTL: Duration = Duration::from_secs(3600);
-/// How long the default store keeps a partial download for `kraken fetch` to resume.
-const DEFAULT_STORE_DOWNLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// The store `kraken seed` and `kraken fetch` use without `--store`: one per listen address
-/// under the temporary directory, evicted by policy at every start so that nothing
-/// accumulates there.
-fn open_default_store(listen: SocketAddr) -> anyhow::Result<BlobStore> {
-    let dir = std::env::temp_dir()
-        .join("kraken")
-        .join(listen.to_string().replace([':', '[', ']'], "_"));
-    let mut config = StoreConfig::default();
-    config.idle_ttl = Some(DEFAULT_STORE_IDLE_TTL);
-    config.download_idle_ttl = Some(DEFAULT_STORE_DOWNLOAD_TTL);
-    let store = BlobStore::open_with_config(&dir, config)
-        .with_context(|| format!("opening the blob store at {}", dir.display()))?;
-    let report = store
-        .evict(std::time::SystemTime::now())
-        .with_context(|| format!("evicting from {}", dir.display()))?;
-    if report.freed_bytes > 0 || !report.idle.is_empty() {
-        tracing::info!(
-            blobs = report.idle.len() + report.watermark.len(),
-            bytes = report.freed_bytes,
-            "evicted idle blobs from the default store"
-        );
+/// The store of `--store`, or, without it, a default store this process holds (`fetch_out`:
+/// the `--out` of a fetch).
+fn open_store(
+    args: &PeerArgs,
+    fetch_out: Option<&Path>,
+) -> anyhow::Result<(BlobStore, Option<DefaultStore>)> {
+    if let Some(dir) = &args.store {
+        let store = BlobStore::open(dir)
+            .with_context(|| format!("opening the blob store at {}", dir.display()))?;
+        return Ok((store, None));
     }
-    Ok(store)
+    let held = match fetch_out {
+        Some(out) => DefaultStore::for_fetch(out, args.listen)?,
+        None => DefaultStore::for_address(args.listen)?,
+    };
+    Ok((held.store().clone(), Some(held)))
 }
 
 /// Starts a node from the common flags; `configure` adjusts the rest of its configuration.
 async fn start_node(
     args: &PeerArgs,
+    store: BlobStore,
     configure: impl FnOnce(&mut NodeConfig),
 ) -> anyhow::Result<Node> {
-    let store = match &args.store {
-        Some(dir) => BlobStore::open(dir)
-            .with_context(|| format!("opening the blob store at {}", dir.display()))?,
-        None => open_default_store(args.listen)?,
-    };
     let tls = args
         .tls_ca
         .as_ref()
@@ -243,7 +234,9 @@ pub(crate) async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .map(|length| PieceLengthPolicy::fixed(length.bytes()))
         .transpose()
         .context("piece length")?;
-    let node = start_node(&args.peer, |config| {
+    // The default store is held until the process exits.
+    let (store, _default_store) = open_store(&args.peer, None)?;
+    let node = start_node(&args.peer, store, |config| {
         if let Some(policy) = policy {
             config.piece_lengths = policy;
         }
@@ -288,7 +281,8 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut signals = Signals::install()?;
-    let node = start_node(&args.peer, |config| {
+    let (store, mut default_store) = open_store(&args.peer, Some(args.out.as_path()))?;
+    let node = start_node(&args.peer, store, |config| {
         config.metainfo_timeout = args.metainfo_timeout;
         // A collection's files are fetched in the namespace of the collection.
         config.namespace = args.namespace.clone();
@@ -364,6 +358,9 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     }
     if !args.seed_after {
         node.shutdown().await;
+        if let Some(default_store) = default_store.take() {
+            default_store.finish(&digests)?;
+        }
     }
     let report = FetchReport {
         digest: args.digest.to_string(),
@@ -373,6 +370,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         received_total: received_from.values().sum(),
         received_from,
         peak_rss_bytes: peak_rss_bytes(),
+        write_bytes: write_bytes(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -392,6 +390,9 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         signals.recv().await;
         node.shutdown().await;
+        if let Some(default_store) = default_store {
+            default_store.finish(&digests)?;
+        }
     }
     Ok(())
 }

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use kraken_core::Digest;
 
-use kraken_testkit::{ProcessGuard, require_package, run, run_with_timeout, scratch_dir};
+use crate::{ProcessGuard, require_package, run, run_with_timeout, scratch_dir};
 
 /// The containerd namespace the tests use.
 pub const NAMESPACE: &str = "kraken-e2e";
 
 /// A running containerd, stopped on drop. Gate with `kraken_testkit::require_packages(&[("containerd",
-/// "containerd"), ("ctr", "containerd")])`.
+/// "containerd"), ("ctr", "containerd")])`. Shared by the end-to-end client tests
+/// (kraken-cli) and the agent's preload through containerd (kraken-registry).
 #[derive(Debug)]
 pub struct Containerd {
     socket: PathBuf,
@@ -81,6 +82,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             daemon,
             dir,
         })
+    }
+
+    /// The socket of containerd's API (what `ctr --address` takes).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// `ctr -a SOCKET -n NAMESPACE`.

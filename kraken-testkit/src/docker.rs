@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use kraken_core::Digest;
 use serde_json::json;
 
-use kraken_testkit::{Output, ProcessGuard, require_package, run, scratch_dir};
+use crate::{Output, ProcessGuard, require_package, run, scratch_dir};
 
 /// Docker's CLI from Debian's `docker.io`, the engine's own version. A newer CLI found earlier
 /// in `PATH` (e.g. /usr/local/bin) wants BuildKit's buildx plugin for `docker build`.
@@ -83,6 +83,11 @@ impl Dockerd {
         })
     }
 
+    /// The daemon's API socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// `docker -H unix://SOCKET` with a private client config and the legacy builder.
     pub fn docker(&self) -> Command {
         let mut command = Command::new(&self.cli);
@@ -116,7 +121,7 @@ impl Dockerd {
     /// `marker` (so different markers give different images); returns the image ID.
     pub fn build_busybox_image(&self, tag: &str, marker: &str) -> Result<String> {
         let context = tempfile::tempdir_in(self.dir.path())?;
-        std::fs::copy(kraken_testkit::oci::BUSYBOX, context.path().join("busybox"))
+        std::fs::copy(crate::oci::BUSYBOX, context.path().join("busybox"))
             .context("copy busybox into the build context")?;
         std::fs::write(context.path().join("marker"), marker)?;
         std::fs::write(
@@ -147,6 +152,7 @@ impl Dockerd {
         Ok(serde_json::from_str(output.stdout.trim())?)
     }
 
+    /// `docker tag SOURCE TARGET`.
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
         self.run(&["tag", source, target])?;
         Ok(())

@@ -2,20 +2,21 @@
 //! ModelPack artifact (model-spec v1) in any OCI registry — pushed through Kraken's proxy,
 //! pulled from an agent, whose layers then travel over P2P.
 //!
-//! Every file is one layer, uncompressed (`….raw` media types), with its path in the
-//! `org.cncf.model.filepath` annotation; the config lists the layers' digests as the
-//! model's `diffIds`. Pulling checks every path as untrusted input (the collection rules:
-//! relative, no `..`, no links followed at the destination) and every layer's size and
-//! digest before renaming it into place.
+//! Pushing makes every file one layer, uncompressed (`….raw` media types), with its path in
+//! the `org.cncf.model.filepath` annotation; the config lists the layers' digests as the
+//! model's `diffIds`. Pulling ([`pull`]) also reads the tar and tar+gzip layers other
+//! ModelPack tools (olot, modctl) write, unpacking them as they stream in ([`archive`]).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use kraken_core::collection::{self, TreeFile};
 use kraken_core::{Digest, Hasher};
 use serde::{Deserialize, Serialize};
+
+mod archive;
+mod pull;
 
 /// The artifact type of a ModelPack manifest.
 pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.cncf.model.manifest.v1+json";
@@ -64,13 +65,17 @@ pub(crate) struct PullArgs {
     /// Talk plain HTTP to the registry instead of HTTPS.
     #[arg(long)]
     plain_http: bool,
+    /// Most bytes one archive layer may unpack to (a compressed layer that inflates past it
+    /// is refused, and what it unpacked so far removed).
+    #[arg(long, default_value = "64GiB")]
+    max_unpacked_size: kraken_core::ByteSize,
 }
 
 pub(crate) async fn run(command: ModelCommand) -> anyhow::Result<()> {
     kraken_backends::install_crypto_provider();
     match command {
         ModelCommand::Push(args) => push(args).await,
-        ModelCommand::Pull(args) => pull(args).await,
+        ModelCommand::Pull(args) => pull::pull(args).await,
     }
 }
 
@@ -312,115 +317,6 @@ async fn upload_blob(
         done.text().await.unwrap_or_default()
     );
     Ok(())
-}
-
-async fn pull(args: PullArgs) -> anyhow::Result<()> {
-    let reference = Reference::parse(&args.reference)?;
-    let http = client()?;
-    let mut response = http
-        .get(reference.url(args.plain_http, &format!("manifests/{}", reference.tag)))
-        .header(reqwest::header::ACCEPT, OCI_MANIFEST)
-        .send()
-        .await
-        .context("fetching the manifest")?;
-    ensure!(
-        response.status().is_success(),
-        "fetching the manifest: {}",
-        response.status()
-    );
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        ensure!(
-            body.len() + chunk.len() <= MAX_MANIFEST,
-            "the manifest is larger than {MAX_MANIFEST} bytes"
-        );
-        body.extend_from_slice(&chunk);
-    }
-    let manifest: Manifest = serde_json::from_slice(&body).context("reading the manifest")?;
-    ensure!(
-        manifest.artifact_type.as_deref() == Some(ARTIFACT_TYPE)
-            || manifest.config.media_type == CONFIG_MEDIA_TYPE,
-        "{} is not a ModelPack artifact",
-        args.reference
-    );
-    let mut seen = std::collections::HashSet::new();
-    for layer in &manifest.layers {
-        let path = layer
-            .annotations
-            .get(FILEPATH_ANNOTATION)
-            .with_context(|| format!("layer {} has no {FILEPATH_ANNOTATION}", layer.digest))?;
-        collection::validate_path(path)?;
-        ensure!(seen.insert(path.clone()), "{path:?} appears twice");
-        if !layer.media_type.ends_with(".raw") {
-            bail!(
-                "{path}: layers of media type {} (archives) are not supported; only .raw",
-                layer.media_type
-            );
-        }
-    }
-    for layer in &manifest.layers {
-        let path = &layer.annotations[FILEPATH_ANNOTATION];
-        let (dir, relative) = (args.dir.clone(), path.clone());
-        let target = tokio::task::spawn_blocking(move || collection::prepare_path(&dir, &relative))
-            .await??;
-        fetch_layer(&http, &reference, args.plain_http, layer, &target)
-            .await
-            .with_context(|| format!("pulling {path}"))?;
-    }
-    eprintln!(
-        "pulled {} files of {} into {}",
-        manifest.layers.len(),
-        args.reference,
-        args.dir.display()
-    );
-    Ok(())
-}
-
-/// Downloads one layer to a temporary file beside `target`, checks its size and digest, and
-/// renames it into place.
-async fn fetch_layer(
-    http: &reqwest::Client,
-    reference: &Reference,
-    plain_http: bool,
-    layer: &Descriptor,
-    target: &Path,
-) -> anyhow::Result<()> {
-    let mut response = http
-        .get(reference.url(plain_http, &format!("blobs/{}", layer.digest)))
-        .send()
-        .await?;
-    ensure!(response.status().is_success(), "{}", response.status());
-    let tmp = target.with_extension("kraken-partial");
-    let mut file = std::fs::File::create(&tmp)?;
-    let mut hasher = Hasher::new();
-    let mut size = 0u64;
-    let result = async {
-        while let Some(chunk) = response.chunk().await? {
-            size += chunk.len() as u64;
-            ensure!(
-                size <= layer.size,
-                "more bytes than the manifest's {}",
-                layer.size
-            );
-            hasher.update(&chunk);
-            file.write_all(&chunk)?;
-        }
-        ensure!(
-            size == layer.size,
-            "{size} bytes, the manifest says {}",
-            layer.size
-        );
-        let actual = hasher.finalize();
-        ensure!(actual == layer.digest, "content hashes to {actual}");
-        file.sync_data()?;
-        std::fs::rename(&tmp, target)?;
-        Ok(())
-    }
-    .await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
