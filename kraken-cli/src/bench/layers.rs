@@ -5,19 +5,12 @@
 //! sockets any process held, which the node-wide connection cap bounds however many
 //! torrents are active.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use anyhow::Context as _;
 use kraken_core::ByteSize;
 use serde::Serialize;
 
 use super::Completion;
-use super::process::{
-    Process, fetch_command, settle_disk, spawn_seeder, spawn_tracker, write_random_file,
-};
+use super::process::write_random_file;
+use super::{dir_swarm, fluid_bound};
 use crate::rate::Rate;
 
 #[derive(Debug, clap::Args)]
@@ -72,72 +65,20 @@ pub(crate) fn run(args: LayersArgs) -> anyhow::Result<()> {
             u64::from(i),
         )?;
     }
-    let rate = args.rate.0.bytes() as f64;
-    let s = f64::from(args.layers) * args.size.bytes() as f64;
-    let n = f64::from(args.fetchers);
-    let t_star = (s / rate).max(n * s / (rate + n * rate));
-
-    let rate_arg = args.rate.0.bytes().to_string();
-    let (_tracker, tracker) = spawn_tracker(dir.path())?;
-    let (seeder, digest) = spawn_seeder(
+    let size = u64::from(args.layers) * args.size.bytes();
+    let t_star = fluid_bound(
+        size as f64,
+        args.rate.0.bytes() as f64,
+        u32::from(args.fetchers),
+    );
+    let run = dir_swarm::run(
         dir.path(),
         &image,
-        &tracker,
-        Some(&rate_arg),
-        None,
-        &[],
-        "seeder",
+        args.fetchers,
+        args.rate.0.bytes(),
+        t_star,
     )?;
-    settle_disk()?;
-    let t0 = Instant::now();
-    let (lines_tx, lines) = mpsc::channel();
-    let mut fetchers = Vec::new();
-    for i in 0..args.fetchers {
-        let ip = format!("127.0.0.{}", 10 + i);
-        let mut child = fetch_command(
-            &digest,
-            &tracker,
-            &ip,
-            &dir.path().join(format!("out{i}")),
-            &[],
-        )?
-        .args(["--seed-after", "--rate", &rate_arg])
-        .stdout(Stdio::piped())
-        .spawn()?;
-        let started = t0.elapsed().as_secs_f64();
-        let stdout = child.stdout.take().expect("piped");
-        let tx = lines_tx.clone();
-        // One reader per fetcher: they finish in any order.
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send((started, line));
-        });
-        fetchers.push(Process(child));
-    }
-    drop(lines_tx);
-    let mut seconds = Vec::new();
-    let mut max_fetcher_sockets = 0;
-    let mut max_seeder_sockets = 0;
-    let deadline = Instant::now() + Duration::from_secs_f64(t_star * 10.0 + 60.0);
-    while seconds.len() < fetchers.len() {
-        for fetcher in &fetchers {
-            max_fetcher_sockets = max_fetcher_sockets.max(sockets(fetcher.0.id()));
-        }
-        max_seeder_sockets = max_seeder_sockets.max(sockets(seeder.0.id()));
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok((started, line)) => {
-                let report: serde_json::Value = serde_json::from_str(&line)
-                    .with_context(|| format!("a fetcher failed (printed {line:?})"))?;
-                let wall = report["seconds"].as_f64().context("seconds")?;
-                seconds.push(started + wall);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                anyhow::ensure!(Instant::now() < deadline, "the fetchers did not finish");
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("a fetcher died"),
-        }
-    }
+    let mut seconds: Vec<f64> = run.fetches.iter().map(|(wall, _)| *wall).collect();
     seconds.sort_by(f64::total_cmp);
     let report = LayersReport {
         layers: args.layers,
@@ -147,8 +88,8 @@ pub(crate) fn run(args: LayersArgs) -> anyhow::Result<()> {
         t_star,
         wall: Completion::new(seconds.clone(), t_star),
         seconds,
-        max_fetcher_sockets,
-        max_seeder_sockets,
+        max_fetcher_sockets: run.max_fetcher_sockets,
+        max_seeder_sockets: run.max_seeder_sockets,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -166,18 +107,4 @@ pub(crate) fn run(args: LayersArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Sockets process `pid` holds open (0 once it is gone).
-fn sockets(pid: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-        })
-        .count()
 }

@@ -1,6 +1,7 @@
 //! `kraken bench`: swarms of real processes on loopback, measured against references run in
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
+mod dir_swarm;
 mod layers;
 mod model;
 mod origin;
