@@ -37,6 +37,8 @@ struct Cluster {
     library_backend: PathBuf,
     /// The origin's backend for every other namespace.
     other_backend: PathBuf,
+    /// The origin's data directory (its store and its uploads in progress).
+    origin_data: PathBuf,
 }
 
 impl Cluster {
@@ -50,8 +52,9 @@ impl Cluster {
             dir.path().join("library-backend"),
             dir.path().join("other-backend"),
         );
+        let origin_data = dir.path().join("origin");
         let addr = free_addr("127.0.0.1");
-        let mut config = origin_config(addr, &[addr], &dir.path().join("origin"));
+        let mut config = origin_config(addr, &[addr], &origin_data);
         config.backends = BackendsConfig::new(vec![
             RouteConfig::new(
                 "library/.*",
@@ -78,6 +81,7 @@ impl Cluster {
             client,
             library_backend,
             other_backend,
+            origin_data,
         }
     }
 
@@ -875,9 +879,13 @@ async fn a_password_flood_is_limited_and_does_not_slow_blob_traffic() {
 }
 
 /// A blob pushed whole in one request goes on to the origin as it arrives (the proxy writes
-/// it nowhere): across the proxy's chunks to the origin it arrives intact, by a single
-/// `POST` and by `POST` + `PUT`; bytes that do not hash to the digest pushed are refused
-/// with `DIGEST_INVALID` and stored nowhere; a body cut short is refused too.
+/// it nowhere and does not hash it): across the proxy's chunks to the origin it arrives
+/// intact, by a single `POST` and by `POST` + `PUT`. Bytes that do not hash to the digest
+/// pushed — over more than one of the proxy's chunks to the origin, so that the origin
+/// receives all of them and its commit is what refuses them — are answered
+/// `DIGEST_INVALID` with the digest they have, and stored nowhere: not in the origin's store,
+/// not in its backends, not left in its uploads. A body cut short, inside a chunk or right
+/// after a whole one, is refused too and stored nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_blob_pushes_stream_through_the_proxy_verified() {
     let cluster = Cluster::start().await;
@@ -916,50 +924,75 @@ async fn whole_blob_pushes_stream_through_the_proxy_verified() {
     let pulled = get(client, &format!("/v2/{repo}/blobs/{small_digest}")).await;
     assert_eq!(pulled.bytes().await.unwrap(), small);
 
-    // Bytes that hash to something else: refused, and nowhere to be found.
+    // Bytes that hash to something else, all of them sent on to the origin: refused with
+    // the digest they have, and nowhere to be found.
+    let lie = pseudo_random_bytes((32 << 20) + 4_321, 13);
+    let actual = Digest::sha256_of(&lie);
     let claimed = Digest::sha256_of(b"something else");
     let refused = client
         .request(
             Method::POST,
             &format!("/v2/{repo}/blobs/uploads/?digest={claimed}"),
         )
-        .body(pseudo_random_bytes(3 << 20, 13))
+        .body(lie)
         .send()
         .await
         .unwrap();
-    let (status, code) = error_of(refused).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
-    );
-    let actual = Digest::sha256_of(&pseudo_random_bytes(3 << 20, 13));
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let error = &body["errors"][0];
+    assert_eq!(error["code"], "DIGEST_INVALID", "{body}");
+    assert_eq!(error["detail"]["actual"], actual.to_string(), "{body}");
+    assert_eq!(error["detail"]["expected"], claimed.to_string(), "{body}");
     for digest in [claimed, actual] {
         let (status, _) = error_of(get(client, &format!("/v2/{repo}/blobs/{digest}")).await).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{digest} was stored");
+        for dir in [
+            &cluster.origin_data,
+            &cluster.library_backend,
+            &cluster.other_backend,
+        ] {
+            assert!(!holds(dir, &digest), "{digest} is under {}", dir.display());
+        }
     }
-
-    // A body shorter than its Content-Length: the connection breaks, nothing is stored.
-    let short = pseudo_random_bytes(2 << 20, 14);
-    let short_digest = Digest::sha256_of(&short);
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
-    tx.unbounded_send(Ok(short[..1 << 20].to_vec())).unwrap();
-    tx.unbounded_send(Err(std::io::Error::other("client gave up")))
-        .unwrap();
-    let cut = client
-        .request(
-            Method::POST,
-            &format!("/v2/{repo}/blobs/uploads/?digest={short_digest}"),
-        )
-        .header("content-length", short.len())
-        .body(reqwest::Body::wrap_stream(rx))
-        .send()
-        .await;
-    assert!(
-        cut.is_err() || !cut.unwrap().status().is_success(),
-        "a cut body was accepted"
+    let uploads = cluster.origin_data.join("uploads");
+    let left = std::fs::read_dir(&uploads)
+        .unwrap_or_else(|e| panic!("{}: {e}", uploads.display()))
+        .count();
+    assert_eq!(
+        left, 0,
+        "the refused upload was left in the origin's uploads"
     );
-    let (status, _) =
-        error_of(get(client, &format!("/v2/{repo}/blobs/{short_digest}")).await).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Bodies shorter than their Content-Length, cut inside the first chunk to the origin and
+    // right after it: the connection breaks, nothing is stored.
+    let short = pseudo_random_bytes((32 << 20) + 1_000, 14);
+    let short_digest = Digest::sha256_of(&short);
+    for cut_at in [1 << 20, 32 << 20] {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+        tx.unbounded_send(Ok(short[..cut_at].to_vec())).unwrap();
+        tx.unbounded_send(Err(std::io::Error::other("client gave up")))
+            .unwrap();
+        let cut = client
+            .request(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={short_digest}"),
+            )
+            .header("content-length", short.len())
+            .body(reqwest::Body::wrap_stream(rx))
+            .send()
+            .await;
+        assert!(
+            cut.is_err() || !cut.unwrap().status().is_success(),
+            "a body cut at {cut_at} was accepted"
+        );
+        let (status, _) =
+            error_of(get(client, &format!("/v2/{repo}/blobs/{short_digest}")).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "cut at {cut_at}");
+        assert!(
+            !holds(&cluster.origin_data, &short_digest),
+            "cut at {cut_at}"
+        );
+    }
     cluster.shutdown().await;
 }

@@ -1,8 +1,11 @@
 //! `kraken bench`: swarms of real processes on loopback, measured against references run in
 //! the same invocation (the fluid lower bound, an aria2c swarm, `openssl dgst -sha256`).
 
+mod dir_swarm;
+mod layers;
 mod model;
 mod origin;
+mod origin_scale;
 mod process;
 mod registry;
 mod swarm;
@@ -20,6 +23,14 @@ pub(crate) enum BenchCommand {
     /// `GET` of a blob cached by a `kraken origin` against CNCF Distribution
     /// (`docker-registry`) serving the same blob from its filesystem.
     Origin(origin::OriginBenchArgs),
+    /// An image of many layers (a directory seeded as a collection) pulled by N capped
+    /// fetchers: wall times against T* for the whole image, and the most sockets a process
+    /// held.
+    Layers(layers::LayersArgs),
+    /// A `kraken origin` whose store holds many small blobs (100,000 by default): time to
+    /// the first blob served, files held open, and the announces and metainfo publishes its
+    /// tracker sees at start-up and while a few blobs are wanted.
+    OriginScale(origin_scale::OriginScaleArgs),
     /// The registry end to end through `kraken devcluster` — push to the proxy, pull through
     /// two agents, cached and 50 concurrent pulls from an agent — against CNCF Distribution.
     Registry(registry::RegistryBenchArgs),
@@ -37,9 +48,39 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Swarm(args) => swarm::run(args),
         BenchCommand::Transfer(args) => transfer::run(args),
         BenchCommand::Origin(args) => origin::run(args),
+        BenchCommand::OriginScale(args) => origin_scale::run(args),
+        BenchCommand::Layers(args) => layers::run(args),
         BenchCommand::Registry(args) => registry::run(args),
         BenchCommand::TrackerRestart(args) => tracker_restart::run(args),
         BenchCommand::Model(args) => model::run(args),
+    }
+}
+
+/// Completion times of a swarm's fetchers: percentiles (nearest rank) and the slowest, in
+/// seconds and as multiples of the fluid bound T*.
+#[derive(Debug, serde::Serialize)]
+struct Completion {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    p50_t_star: f64,
+    p99_t_star: f64,
+}
+
+impl Completion {
+    fn new(mut seconds: Vec<f64>, t_star: f64) -> Self {
+        seconds.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            seconds[((q * seconds.len() as f64).ceil() as usize).clamp(1, seconds.len()) - 1]
+        };
+        let (p50, p99) = (rank(0.5), rank(0.99));
+        Self {
+            p50,
+            p99,
+            max: *seconds.last().expect("at least one fetcher"),
+            p50_t_star: p50 / t_star,
+            p99_t_star: p99 / t_star,
+        }
     }
 }
 

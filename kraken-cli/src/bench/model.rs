@@ -4,18 +4,12 @@
 //! at `--out`) against the fluid bound T*, its peak memory, and the bytes it wrote to disk
 //! against the model's size (one write per byte is the goal: no copy through a store).
 
-use std::io::{BufRead as _, BufReader};
-use std::process::Stdio;
-use std::time::Instant;
-
 use anyhow::Context as _;
 use kraken_core::ByteSize;
 use serde::Serialize;
 
-use super::fluid_bound;
-use super::process::{
-    Process, fetch_command, settle_disk, spawn_seeder, spawn_tracker, write_random_file,
-};
+use super::process::write_random_file;
+use super::{dir_swarm, fluid_bound};
 use crate::rate::Rate;
 
 #[derive(Debug, clap::Args)]
@@ -72,45 +66,10 @@ pub(super) fn run(args: ModelBenchArgs) -> anyhow::Result<()> {
     let rate = args.rate.0.bytes();
     let t_star = fluid_bound(model_bytes as f64, rate as f64, u32::from(args.fetchers));
 
-    let (_tracker, tracker) = spawn_tracker(dir.path())?;
-    let rate_arg = rate.to_string();
-    let (_seeder, digest) = spawn_seeder(
-        dir.path(),
-        &model,
-        &tracker,
-        Some(&rate_arg),
-        None,
-        &[],
-        "seeder",
-    )?;
-    settle_disk()?;
-    let t0 = Instant::now();
-    let mut fetchers = Vec::new();
-    for i in 0..args.fetchers {
-        let ip = format!("127.0.0.{}", 10 + i);
-        let mut child = fetch_command(
-            &digest,
-            &tracker,
-            &ip,
-            &dir.path().join(format!("out{i}")),
-            &[],
-        )?
-        // Embedders' nodes live on after a download: keep each fetcher in the swarm until
-        // every one is done, as the agents of a cluster do.
-        .args(["--seed-after", "--rate", &rate_arg])
-        .stdout(Stdio::piped())
-        .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let started = t0.elapsed().as_secs_f64();
-        fetchers.push((Process(child), BufReader::new(stdout), started));
-    }
+    let run = dir_swarm::run(dir.path(), &model, args.fetchers, rate, t_star)?;
     let (mut wall_seconds, mut written_bytes, mut max_rss) = (Vec::new(), Vec::new(), 0u64);
-    for (_process, stdout, started) in &mut fetchers {
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let report: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("a fetcher failed (printed {line:?})"))?;
-        wall_seconds.push(*started + report["seconds"].as_f64().context("seconds")?);
+    for (wall, report) in &run.fetches {
+        wall_seconds.push(*wall);
         max_rss = max_rss.max(report["peak_rss_bytes"].as_u64().unwrap_or(0));
         written_bytes.push(report["write_bytes"].as_u64().context("write_bytes")?);
     }

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use kraken_core::{ByteSize, PieceLengthPolicy};
 use serde::Serialize;
 
+use super::Completion;
 use super::process::{
     Process, fetch_command, free_port, settle_disk, spawn_seeder, spawn_tracker, wait_for_port,
     which, write_random_file,
@@ -54,32 +55,6 @@ struct SwarmReport {
     /// blob at `--out`.
     kraken_wall: Completion,
     aria2: Option<Completion>,
-}
-
-#[derive(Debug, Serialize)]
-struct Completion {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    p50_t_star: f64,
-    p99_t_star: f64,
-}
-
-impl Completion {
-    fn new(mut seconds: Vec<f64>, t_star: f64) -> Self {
-        seconds.sort_by(f64::total_cmp);
-        let rank = |q: f64| {
-            seconds[((q * seconds.len() as f64).ceil() as usize).clamp(1, seconds.len()) - 1]
-        };
-        let (p50, p99) = (rank(0.5), rank(0.99));
-        Self {
-            p50,
-            p99,
-            max: *seconds.last().expect("at least one fetcher"),
-            p50_t_star: p50 / t_star,
-            p99_t_star: p99 / t_star,
-        }
-    }
 }
 
 pub(super) fn run(args: SwarmArgs) -> anyhow::Result<()> {

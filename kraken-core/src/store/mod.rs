@@ -41,6 +41,7 @@
 //! store: they count in [`StoreUsage::referenced_bytes`], not toward the watermarks, and
 //! evicting or deleting one forgets the file without touching it.
 
+mod batch;
 mod blob;
 mod config;
 mod download;
@@ -362,22 +363,15 @@ impl BlobStore {
             let data_path = staging.join(layout::DATA);
             let mut file =
                 File::create(&data_path).map_err(|source| Error::io(&data_path, source))?;
-            let mut generator = MetaInfoGenerator::new(piece_length)?;
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::Read(e)),
-                };
-                file.write_all(&buf[..n])
-                    .map_err(|source| Error::io(&data_path, source))?;
-                generator.update(&buf[..n]);
-            }
+            let meta = write_hashing(
+                &mut reader,
+                &mut file,
+                &data_path,
+                piece_length,
+                &mut vec![0; 1 << 20],
+            )?;
             file.sync_data()
                 .map_err(|source| Error::io(&data_path, source))?;
-            let meta = generator.finish()?;
             if let Some(expected) = expected
                 && expected != meta.digest()
             {
@@ -690,6 +684,19 @@ impl StoreInner {
     /// Moves a fully written and verified entry directory into `cache/`. If the blob is
     /// already cached, the existing copy wins and `source_dir` is removed.
     fn install(&self, source_dir: &Path, digest: &Digest, length: u64) -> Result<()> {
+        self.install_with(source_dir, digest, length, true)
+    }
+
+    /// [`install`](Self::install); without `durable`, nothing is `fsync`ed and no access
+    /// time is written (the data file's mtime stands for it): the caller syncs the whole
+    /// file system once for many entries ([`BlobStore::import_batch`]).
+    fn install_with(
+        &self,
+        source_dir: &Path,
+        digest: &Digest,
+        length: u64,
+        durable: bool,
+    ) -> Result<()> {
         let target = self.layout.entry_dir(State::Cache, digest);
         let mut index = self.index();
         if matches!(index.entries.get(digest), Some(e) if e.state == State::Cache) {
@@ -705,18 +712,26 @@ impl StoreInner {
             layout::remove_entry(&self.layout, &stale)?;
         }
         if let Some(parent) = target.parent() {
-            layout::create_dir_all_synced(parent)?;
+            if durable {
+                layout::create_dir_all_synced(parent)?;
+            } else {
+                layout::create_dir_all(parent)?;
+            }
         }
         fs::rename(source_dir, &target).map_err(|source| Error::io(&target, source))?;
         // The rename is what makes the blob cached: it must survive a power failure before
         // anyone is told the blob is here.
-        if let Some(parent) = target.parent() {
+        if durable && let Some(parent) = target.parent() {
             layout::sync_dir(parent)?;
         }
         let _ = fs::remove_file(target.join(layout::BITFIELD));
         let now = SystemTime::now();
-        let _ =
-            layout::write_atomically(&target.join(layout::LAST_ACCESS), &layout::encode_time(now));
+        if durable {
+            let _ = layout::write_atomically(
+                &target.join(layout::LAST_ACCESS),
+                &layout::encode_time(now),
+            );
+        }
         index.entries.insert(
             *digest,
             Entry {
@@ -763,6 +778,30 @@ fn load_entry(state: State, dir: &Path) -> Option<Entry> {
         pinned: dir.join(layout::PINNED).exists(),
         reference,
     })
+}
+
+/// Copies `reader` into `file` (at `path`, for errors) through `buf`, computing the
+/// metainfo with pieces of `piece_length` bytes on the way: one pass over the bytes.
+fn write_hashing(
+    reader: &mut impl Read,
+    file: &mut File,
+    path: &Path,
+    piece_length: u64,
+    buf: &mut [u8],
+) -> Result<MetaInfo> {
+    let mut generator = MetaInfoGenerator::new(piece_length)?;
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Read(e)),
+        };
+        file.write_all(&buf[..n])
+            .map_err(|source| Error::io(path, source))?;
+        generator.update(&buf[..n]);
+    }
+    generator.finish()
 }
 
 /// Whether the entry directory holding `file` keeps its bytes elsewhere.

@@ -462,13 +462,36 @@ impl Node {
     /// [`unseed`](Self::unseed)): publishes its metainfo under `namespace` and announces it.
     /// Seeding a blob already seeded does nothing more. Fails if the blob is not cached.
     pub async fn seed(&self, namespace: &str, digest: &Digest) -> Result<MetaInfo> {
+        self.seed_stored(namespace, digest, true).await
+    }
+
+    /// Seeds a blob already cached in the node's store while it is wanted: publishes its
+    /// metainfo under `namespace` and announces it, as [`seed`](Self::seed), but without
+    /// pinning it — it leaves the swarm (closing its file, ending its announces) once it has
+    /// had no connection for [`SwarmConfig::seeder_idle_timeout`](crate::swarm::SwarmConfig),
+    /// or at [`retire`](Self::retire). Offering it again restarts that clock. An origin
+    /// holding many blobs offers those asked for, so its open files and its announces
+    /// follow demand, not the size of its store. Fails if the blob is not cached.
+    pub async fn offer(&self, namespace: &str, digest: &Digest) -> Result<MetaInfo> {
+        self.seed_stored(namespace, digest, false).await
+    }
+
+    async fn seed_stored(&self, namespace: &str, digest: &Digest, pin: bool) -> Result<MetaInfo> {
         let (reply, result) = oneshot::channel();
         self.send(actor::Command::SeedStored {
             digest: *digest,
             namespace: namespace.to_owned(),
+            pin,
             reply,
         })?;
         result.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Stops seeding a blob that is neither pinned ([`seed`](Self::seed)) nor connected to
+    /// any peer; one in use stays until it is idle. Does nothing to downloads. An inbound
+    /// handshake for the blob brings it back.
+    pub fn retire(&self, digest: &Digest) {
+        let _ = self.send(actor::Command::Retire { digest: *digest });
     }
 
     /// Stops seeding a blob and closes its connections and its file (so that deleting it

@@ -155,3 +155,29 @@ fn water_filling_finishes_and_is_not_slower_than_the_equal_split() {
         "water-fill p50 {filled_p50:.2}s, equal split {equal_p50:.2}s"
     );
 }
+
+#[test]
+fn with_heterogeneous_hosts_each_is_measured_against_its_own_bound() {
+    // Hosts at 10% to 100% of 10 MB/s: a host's own bound (S over its own downlink, at
+    // least) is above the nominal T*, so against it the slowest hosts' ratios shrink.
+    let mut scenario = small(20, 4 << 20, 10.0 * MB);
+    scenario.origin_bandwidth = 200.0 * MB;
+    scenario.heterogeneity = 0.9;
+    let report = scenario.run();
+    assert_eq!(report.completed, 20);
+    let nominal_max = report.completion_times[19] / report.t_star;
+    let own = &report.completion_t_star;
+    let (own_p50, own_max) = (own.p50.unwrap(), own.max.unwrap());
+    assert!(
+        nominal_max > 3.0,
+        "the scenario needs slow hosts: {nominal_max:.2}"
+    );
+    assert!(
+        own_max < 0.9 * nominal_max,
+        "the worst ratio {own_max:.2} is the nominal one ({nominal_max:.2})"
+    );
+    assert!(
+        own_p50 >= 1.0,
+        "the median host beat its own bound: {own_p50:.3}"
+    );
+}

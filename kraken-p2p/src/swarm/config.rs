@@ -16,6 +16,14 @@ pub struct SwarmConfig {
     /// fetchers: p99 1.21–1.23 × T* against 1.15–1.18), a per-connection cost the simulator
     /// does not model; large clusters may raise it.
     pub max_conns_per_torrent: usize,
+    /// Most connections of the node over all its torrents together (dialing, handshaking
+    /// and active, both directions): a host pulling an image of many layers, or an origin
+    /// serving many blobs, keeps its sockets (one file descriptor each) bounded however
+    /// many torrents are active. At the cap no peer is dialed and an accepted connection is
+    /// closed at once; a torrent waiting for a slot dials when one frees. Default: 512 —
+    /// above 50 layers × `max_conns_per_torrent`, and, with an origin's
+    /// `max_announced_blobs`, under the 1,024 open files many systems allow a process.
+    pub max_conns: usize,
     /// An inbound handshake is refused when more than this many of the sender's neighbours
     /// are already our neighbours on the torrent, which keeps the overlay from clustering.
     /// Default: 5.
@@ -123,6 +131,7 @@ impl Default for SwarmConfig {
     fn default() -> Self {
         Self {
             max_conns_per_torrent: 10,
+            max_conns: 512,
             max_mutual_conns: 5,
             pipeline_limit: 3,
             seeder_pipeline_limit: 5,

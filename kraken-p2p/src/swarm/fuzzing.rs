@@ -58,6 +58,7 @@ impl Driver {
         config.pipeline_limit = u.int_in_range(1..=3)?;
         config.max_pending_writes = u.int_in_range(1..=3)?;
         config.endgame_threshold = u.int_in_range(0..=3)?;
+        config.max_conns = u.int_in_range(1..=6)?;
         let metas = (0..2u8)
             .map(|i| {
                 let data: Vec<u8> = (0..(200 + usize::from(i) * 64))

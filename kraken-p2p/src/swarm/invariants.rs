@@ -95,6 +95,14 @@ impl Swarm {
         {
             return Err(format!("{n} inbound connections from {ip}"));
         }
+        // 13: the node's connections, over all torrents, within its cap.
+        if self.conns.len() > self.config.max_conns {
+            return Err(format!(
+                "{} connections over the node's cap of {}",
+                self.conns.len(),
+                self.config.max_conns
+            ));
+        }
         // 10: the timer floor is never later than a deadline.
         if let Some(exact) = self.exact_timer_floor()
             && self.timer_floor.is_none_or(|floor| floor > exact)

@@ -41,6 +41,33 @@ impl Swarm {
         self.retry_origin_refusals(info_hash);
         self.fill_conns(now, info_hash);
         self.fill_all_requests(now, info_hash);
+        self.offer_freed_slots(now);
+    }
+
+    /// A connection slot of the node freed while some torrent waited for one (see
+    /// [`SwarmConfig::max_conns`](super::SwarmConfig::max_conns)): the leeching torrents
+    /// with candidates dial, fewest connections first, until the slots are taken again.
+    pub(super) fn offer_freed_slots(&mut self, now: Instant) {
+        if !self.waiting_for_slot || self.conns.len() >= self.config.max_conns {
+            return;
+        }
+        self.waiting_for_slot = false;
+        let mut waiting: Vec<(usize, InfoHash)> = self
+            .torrents
+            .iter()
+            .filter(|(_, t)| t.phase == Phase::Leeching && !t.candidates.is_empty())
+            .map(|(h, t)| (t.conns.len(), *h))
+            .collect();
+        // Sorted, so the order is the same whatever the map's: the simulator is
+        // deterministic.
+        waiting.sort_unstable();
+        for (_, info_hash) in waiting {
+            if self.conns.len() >= self.config.max_conns {
+                self.waiting_for_slot = true;
+                return;
+            }
+            self.fill_conns(now, info_hash);
+        }
     }
 
     pub(super) fn drop_conn_state(&mut self, conn: ConnId) -> Option<(InfoHash, Option<PeerKey>)> {
@@ -87,6 +114,13 @@ impl Swarm {
                 .any(|c| self.conns.get(c).and_then(Conn::key) == Some(key));
             if blacklisted || connected || peer.peer_id == self.local_peer {
                 continue;
+            }
+            let node_full = self.conns.len() >= self.config.max_conns;
+            if node_full && torrent.conns.len() < self.config.max_conns_per_torrent {
+                // The node is at its cap: wait for a slot (`forget_conn` calls again).
+                torrent.candidates.push(peer);
+                self.waiting_for_slot = true;
+                return;
             }
             if torrent.conns.len() >= self.config.max_conns_per_torrent {
                 // Full: a seeder or origin may take the place of a link over which nothing

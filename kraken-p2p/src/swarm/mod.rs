@@ -77,6 +77,9 @@ pub struct Swarm {
     /// earlier one lowers it, [`handle_timeout`](Self::handle_timeout) makes it exact. A
     /// stale (too early) floor only costs one extra wake-up.
     timer_floor: Option<Instant>,
+    /// A leeching torrent left candidates undialed because the node was at
+    /// [`SwarmConfig::max_conns`]: the next freed slot goes to it.
+    waiting_for_slot: bool,
 }
 
 impl Swarm {
@@ -96,6 +99,7 @@ impl Swarm {
             next_conn: 0,
             blacklist: HashMap::new(),
             blacklistings: 0,
+            waiting_for_slot: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             timer_floor: None,
@@ -151,6 +155,23 @@ impl Swarm {
         }
     }
 
+    /// Restarts a complete torrent's `seeder_idle_timeout` clock, as if a piece had just
+    /// moved: for an embedder that keeps a blob in the swarm while it is asked for without
+    /// pinning it. Does nothing to a torrent still downloading (its clock is its progress).
+    pub fn keep_alive(&mut self, now: Instant, info_hash: &InfoHash) {
+        if let Some(torrent) = self.torrents.get_mut(info_hash)
+            && torrent.phase == Phase::Seeding
+        {
+            torrent.last_progress = torrent.last_progress.max(now);
+        }
+    }
+
+    /// Connections the node holds over all its torrents, in any state (at most
+    /// [`SwarmConfig::max_conns`]).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Whether [`pin`](Self::pin) keeps the torrent.
     pub fn is_pinned(&self, info_hash: &InfoHash) -> bool {
         self.torrents.get(info_hash).is_some_and(|t| t.pinned)
@@ -178,6 +199,11 @@ impl Swarm {
             .count();
         if from_ip >= self.config.max_inbound_per_ip {
             tracing::debug!(conn = %id, %remote, "too many connections from one address");
+            self.actions.push_back(Action::Close { conn: id });
+            return id;
+        }
+        if self.conns.len() >= self.config.max_conns {
+            tracing::debug!(conn = %id, %remote, "at the node's connection cap");
             self.actions.push_back(Action::Close { conn: id });
             return id;
         }

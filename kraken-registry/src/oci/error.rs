@@ -3,6 +3,7 @@
 use std::fmt;
 
 use hyper::http::StatusCode;
+use kraken_core::Digest;
 use serde::Serialize;
 
 /// An error code of the OCI distribution spec v1.1, plus three that CNCF Distribution defines
@@ -145,6 +146,17 @@ impl ApiError {
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
+    }
+
+    /// `DIGEST_INVALID`: the bytes pushed hash to `actual`, not `expected`.
+    pub(crate) fn digest_invalid(expected: &Digest, actual: &Digest) -> Self {
+        Self::new(
+            ErrorCode::DigestInvalid,
+            format!("uploaded content has digest {actual}, not {expected}"),
+        )
+        .with_detail(
+            serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()}),
+        )
     }
 
     /// The code.

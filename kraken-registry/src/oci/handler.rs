@@ -422,7 +422,7 @@ impl OciHandler {
         session.append(body, expected, max).await?;
         let actual = session.digest();
         if actual != *digest {
-            return Err(stream_put::digest_invalid(digest, &actual));
+            return Err(ApiError::digest_invalid(digest, &actual));
         }
         self.store()
             .blob_put(&session.repo, digest, session.path(), session.size())

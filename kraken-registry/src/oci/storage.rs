@@ -2,7 +2,8 @@
 //!
 //! The handler does the protocol — routing, validation, upload sessions, digest
 //! verification, manifest parsing and the checks on references — and asks the storage only
-//! for content. Each role implements the trait over its own stores:
+//! for content. (One exception: a whole-blob push streamed to a storage that takes streams is
+//! verified by that storage, see [`RegistryStorage::blob_put_stream`].) Each role implements the trait over its own stores:
 //!
 //! | role | blobs | manifests and tags |
 //! |---|---|---|
@@ -101,6 +102,16 @@ pub enum StorageError {
     /// operation answers [`Unsupported`](Self::Unsupported) instead.
     #[error("{0} is denied by this registry")]
     Denied(Operation),
+    /// The bytes of a push do not hash to the digest they were pushed as; nothing was
+    /// stored: `DIGEST_INVALID` (400). Answered by a storage that verifies pushes itself
+    /// ([`RegistryStorage::blob_put_stream`]).
+    #[error("uploaded content has digest {actual}, not {expected}")]
+    DigestInvalid {
+        /// The digest the client pushed the bytes as.
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
     /// Too much work in progress; the client should retry later: `TOOMANYREQUESTS` (429).
     #[error("too many requests: {0}")]
     TooManyRequests(String),
@@ -138,6 +149,9 @@ impl From<crate::Error> for StorageError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
+        if let StorageError::DigestInvalid { expected, actual } = &error {
+            return Self::digest_invalid(expected, actual);
+        }
         let message = crate::error::error_chain(&error);
         let code = match &error {
             StorageError::BlobUnknown(_) => ErrorCode::BlobUnknown,
@@ -145,6 +159,7 @@ impl From<StorageError> for ApiError {
             StorageError::NameUnknown(_) => ErrorCode::NameUnknown,
             StorageError::Unsupported(_) => ErrorCode::Unsupported,
             StorageError::Denied(_) => ErrorCode::Denied,
+            StorageError::DigestInvalid { .. } => ErrorCode::DigestInvalid,
             StorageError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             StorageError::Failed(_) => {
                 tracing::warn!(error = %message, "registry storage failed");
@@ -193,7 +208,8 @@ pub struct Page<'a> {
 /// The content behind a `/v2/` API: blobs, manifests, tags, referrers.
 ///
 /// Object-safe, for `Arc<dyn RegistryStorage>`. Every argument has been validated by the
-/// handler (names, tags and digests parse; a blob's digest has been verified).
+/// handler (names, tags and digests parse; a blob's digest has been verified, except in
+/// [`blob_put_stream`](Self::blob_put_stream), which verifies it itself).
 ///
 /// **Capabilities.** Writes, deletes and listings have default implementations that answer
 /// [`StorageError::Unsupported`] (405 `UNSUPPORTED`), so a read-only implementation writes
@@ -248,9 +264,13 @@ pub trait RegistryStorage: fmt::Debug + Send + Sync + 'static {
 
     /// Stores a blob of `size` bytes from `chunks` as they arrive from the client (a push
     /// whose whole body and length come in one request), and links it into `repo`: a
-    /// storage that only passes the bytes on (the proxy) need not write them anywhere. The
-    /// handler hashes the bytes as they pass and holds the last chunk back until they hash
-    /// to `digest`: a stream that ends early or in an error must leave nothing stored.
+    /// storage that only passes the bytes on (the proxy) need not write them anywhere.
+    ///
+    /// The handler counts the bytes but does not hash them, so that a host that passes a
+    /// push on hashes it no more than once (the origin that stores it hashes it anyway). The
+    /// storage must check that the bytes hash to `digest` before it stores or acknowledges
+    /// anything, and answer [`StorageError::DigestInvalid`] when they do not. A stream that
+    /// ends early or in an error (a body cut short or too long) must leave nothing stored.
     /// Offered when [`streams_blob_puts`](Self::streams_blob_puts) says so.
     async fn blob_put_stream(
         &self,

@@ -1,17 +1,23 @@
 //! A push whose whole body and length come in one request, passed on to a storage that
-//! streams ([`RegistryStorage::blob_put_stream`], the proxy's) as the bytes arrive: hashed on
-//! the way, with the last chunk held back until the bytes hash to the digest pushed. The
+//! streams ([`RegistryStorage::blob_put_stream`], the proxy's) as the bytes arrive. The
 //! push is then written nowhere on this host, and its bytes move on while the client still
 //! sends them.
+//!
+//! The bytes are counted here, not hashed: the storage verifies the digest before it stores
+//! or acknowledges anything (the proxy's origin hashes the upload as it writes it, and its
+//! commit refuses bytes that hash to another digest), so each host that handles a push
+//! hashes it once. Hashing it here too would double the push's largest cost on the proxy
+//! for no added safety. A body that breaks off, or runs long or short of its length, ends
+//! the stream in an error, so the storage never completes it.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use kraken_core::{Digest, Hasher};
+use kraken_core::Digest;
 use tokio::sync::mpsc;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::name::RepoName;
 use super::storage::RegistryStorage;
 use super::uploads::{RequestBody, body_unreadable, length_mismatch};
@@ -22,7 +28,8 @@ const IN_FLIGHT: usize = 8;
 /// Why the client's bytes were refused, set by the reader before it ends the stream.
 type Refusal = Arc<Mutex<Option<ApiError>>>;
 
-/// Streams `body`, which must be `length` bytes hashing to `digest`, into `storage`.
+/// Streams `body`, which must be `length` bytes hashing to `digest`, into `storage`, which
+/// checks the digest (`DIGEST_INVALID` when the bytes hash to something else).
 pub(super) async fn put(
     storage: &dyn RegistryStorage,
     repo: &RepoName,
@@ -32,13 +39,7 @@ pub(super) async fn put(
 ) -> Result<(), ApiError> {
     let refused = Refusal::default();
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
-    let reader = tokio::spawn(read_verified(
-        body,
-        *digest,
-        length,
-        tx,
-        Arc::clone(&refused),
-    ));
+    let reader = tokio::spawn(read_counted(body, length, tx, Arc::clone(&refused)));
     let chunks = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -58,28 +59,15 @@ pub(super) async fn put(
     }
 }
 
-/// `DIGEST_INVALID`: the bytes pushed hash to `actual`, not `expected`.
-pub(super) fn digest_invalid(expected: &Digest, actual: &Digest) -> ApiError {
-    ApiError::new(
-        ErrorCode::DigestInvalid,
-        format!("uploaded content has digest {actual}, not {expected}"),
-    )
-    .with_detail(
-        serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()}),
-    )
-}
-
-/// Reads the body into `tx`, hashing it; the frame that completes `length` bytes is sent
-/// only if they hash to `digest`. A body that breaks, runs long or short, or hashes to
-/// something else ends the stream with an error, its reason left in `refused`.
-async fn read_verified(
+/// Reads the body into `tx`, counting it. A body that breaks, or runs long or short of
+/// `length`, ends the stream with an error, its reason left in `refused`; the bytes past
+/// `length` are never sent.
+async fn read_counted(
     mut body: RequestBody,
-    digest: Digest,
     length: u64,
     tx: mpsc::Sender<std::io::Result<Bytes>>,
     refused: Refusal,
 ) {
-    let mut hasher = Hasher::new();
     let mut received = 0u64;
     let outcome = async {
         while let Some(frame) = body.frame().await {
@@ -90,13 +78,6 @@ async fn read_verified(
             received += data.len() as u64;
             if received > length {
                 return Err(length_mismatch());
-            }
-            hasher.update(&data);
-            if received == length {
-                let actual = std::mem::replace(&mut hasher, Hasher::new()).finalize();
-                if actual != digest {
-                    return Err(digest_invalid(&digest, &actual));
-                }
             }
             if tx.send(Ok(data)).await.is_err() {
                 return Ok(()); // the storage stopped reading: its answer says why

@@ -541,10 +541,18 @@ fn failure_response(digest: &Digest, failure: FetchFailure) -> Response<Body> {
 fn error_response(error: &Error) -> Response<Body> {
     let status = match error {
         e if e.is_not_found() => StatusCode::NOT_FOUND,
-        Error::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
         Error::Origin { .. } | Error::Backend(_) => StatusCode::BAD_GATEWAY,
         Error::Config(_) => StatusCode::BAD_REQUEST,
         Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::DigestMismatch { actual, .. } => {
+            // The uploader (a proxy) reads the digest from the header to answer its client.
+            let mut response = text(StatusCode::BAD_REQUEST, &error_chain(error));
+            response.headers_mut().insert(
+                super::client::ACTUAL_DIGEST,
+                HeaderValue::from_str(&actual.to_string()).expect("a digest is ASCII"),
+            );
+            return response;
+        }
         Error::Busy(_) => {
             let mut response = text(StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
             response

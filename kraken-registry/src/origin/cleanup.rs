@@ -18,13 +18,7 @@ pub(crate) async fn cleanup_loop(state: Arc<OriginState>) {
         this.uploads.sweep(now, this.config.upload_ttl());
         this.store.evict(now)
     };
-    let evicted = |digest: &Digest| {
-        state.namespaces.remove(digest);
-        // The seeding torrent holds the file open; closing it frees the space.
-        if let Some(node) = &state.node {
-            node.unseed(digest);
-        }
-    };
+    let evicted = |digest: &Digest| state.forget(digest);
     eviction_loop(
         state.config.cleanup.interval,
         state.shutdown.clone(),
@@ -74,6 +68,7 @@ pub(crate) async fn force_cleanup(state: &Arc<OriginState>, ttl: Duration) -> Fo
         // The seeding torrent holds the file open; closing it frees the space.
         if let Some(node) = &state.node {
             node.unseed(&digest);
+            state.recent.remove(&digest);
         }
         let store = state.store.clone();
         match tokio::task::spawn_blocking(move || store.delete(&digest)).await {

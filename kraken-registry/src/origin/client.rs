@@ -21,6 +21,10 @@ pub const UPLOAD_CHUNK: u64 = 32 << 20;
 /// upload (ours, not Go Kraken's): the origin then hashes the chunks as they arrive in order
 /// and its commit reads nothing again.
 pub(crate) const UPLOAD_LENGTH: &str = "upload-length";
+/// The header of an origin's `400` answer to a commit whose bytes hash to another digest
+/// than the one they were uploaded as (ours, not Go Kraken's): the digest of the bytes. The
+/// client makes it [`Error::DigestMismatch`], which the proxy answers `DIGEST_INVALID`.
+pub(crate) const ACTUAL_DIGEST: &str = "kraken-actual-digest";
 /// Largest metainfo answer read.
 const MAX_METAINFO: usize =
     kraken_core::METAINFO_HEADER_LEN + kraken_core::MAX_PIECE_COUNT as usize * 32;
@@ -475,8 +479,12 @@ impl OriginClient {
             ),
         };
         let response = self.send(origin, self.http.put(commit)).await?;
-        match response.status() {
-            StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
+        match (response.status(), actual_digest(&response)) {
+            (StatusCode::CREATED | StatusCode::CONFLICT, _) => Ok(()),
+            (StatusCode::BAD_REQUEST, Some(actual)) => Err(Error::DigestMismatch {
+                expected: *digest,
+                actual,
+            }),
             _ => Err(self.status_error(origin, response).await),
         }
     }
@@ -699,6 +707,17 @@ fn busy_delay(response: &reqwest::Response) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The digest an origin found uploaded bytes to have ([`ACTUAL_DIGEST`]), if it says.
+fn actual_digest(response: &reqwest::Response) -> Option<Digest> {
+    response
+        .headers()
+        .get(ACTUAL_DIGEST)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The next `length` bytes of `cursor`, as they arrive. An error, or the end of the bytes

@@ -289,11 +289,12 @@ impl OriginCluster {
         .await
     }
 
-    /// Uploads a blob of `length` bytes from `chunks` as they arrive, verified by the caller
-    /// on the way (see [`RegistryStorage::blob_put_stream`](crate::oci::RegistryStorage::blob_put_stream)),
-    /// to the first of its owners that starts an upload; that origin writes it back and
-    /// replicates it. The bytes pass once: an owner that fails once they flow fails the
-    /// upload (the client pushes again).
+    /// Uploads a blob of `length` bytes from `chunks` as they arrive, unverified (see
+    /// [`RegistryStorage::blob_put_stream`](crate::oci::RegistryStorage::blob_put_stream)),
+    /// to the first of its owners that starts an upload; that origin verifies the digest at
+    /// its commit ([`Error::DigestMismatch`] when the bytes hash to another), then writes it
+    /// back and replicates it. The bytes pass once: an owner that fails once they flow fails
+    /// the upload (the client pushes again).
     pub(crate) async fn upload_stream(
         &self,
         namespace: &str,

@@ -70,6 +70,15 @@ pub struct OriginConfig {
     /// config file). Default: none.
     #[serde(skip)]
     pub tracker_publish_token: Option<kraken_p2p::tracker::PublishToken>,
+    /// Most blobs kept in the P2P swarm because they were recently wanted (the tracker
+    /// asked for their metainfo, or they were uploaded, fetched or repaired): each is an
+    /// open file and an announce to the tracker every minute. Beyond it, the least recently
+    /// wanted leaves the swarm once no peer is connected for it. Other held blobs are not
+    /// announced, but are still served to any peer that asks (the tracker lists a blob's
+    /// owning origins itself), so start-up and the tracker's load do not grow with the
+    /// store. Default: 256 (with the node's 512 connections, under 1,000 open files).
+    #[serde(default = "default_max_announced_blobs")]
+    pub max_announced_blobs: usize,
     /// The origin ring: members, replicas, health checks.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -110,6 +119,10 @@ pub struct OriginConfig {
     pub cache: SmallBlobConfig,
 }
 
+fn default_max_announced_blobs() -> usize {
+    256
+}
+
 impl OriginConfig {
     /// A config with defaults for everything but the listen address and data directory.
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
@@ -122,6 +135,7 @@ impl OriginConfig {
             trackers: Vec::new(),
             tracker_publish_token_file: None,
             tracker_publish_token: None,
+            max_announced_blobs: default_max_announced_blobs(),
             cluster: ClusterConfig::default(),
             backends: BackendsConfig::default(),
             write_back: WriteBackConfig::default(),

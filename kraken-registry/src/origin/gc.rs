@@ -60,9 +60,7 @@ pub(crate) async fn purge(
 /// whether it was there. A pinned blob without `force` is [`Error::Store`]'s `Pinned`.
 async fn delete_local(state: &Arc<OriginState>, digest: &Digest, force: bool) -> Result<bool> {
     // The seeding torrent holds the file open; closing it frees the space.
-    if let Some(node) = &state.node {
-        node.unseed(digest);
-    }
+    state.forget(digest);
     let store = state.store.clone();
     let digest = *digest;
     let deleted = tokio::task::spawn_blocking(move || {
@@ -73,8 +71,6 @@ async fn delete_local(state: &Arc<OriginState>, digest: &Digest, force: bool) ->
     })
     .await
     .map_err(|_| Error::Internal("delete task failed"))??;
-    state.namespaces.remove(&digest);
-    state.small.remove(&digest);
     Ok(deleted)
 }
 

@@ -23,7 +23,10 @@
 //!   many requests ask at the same time — and serves it when it is verified and cached. A metainfo request
 //!   starts the same fetch and answers `202 Accepted` until it is done, as Go Kraken does.
 //! - **P2P.** With a tracker configured, the origin runs a [`kraken_p2p::node::Node`] with
-//!   `origin: true` and seeds every blob it holds, publishing its metainfo.
+//!   `origin: true`. It serves every blob it holds to any peer that asks, and announces
+//!   (and publishes the metainfo of) the [`OriginConfig::max_announced_blobs`] most
+//!   recently wanted ones: start-up opens no blob and asks nothing of the tracker, however
+//!   many blobs the store holds.
 //! - **Cleanup.** Idle blobs, and the least recently used ones above the high watermark,
 //!   are evicted periodically ([`CleanupConfig`]); blobs awaiting write-back never are.
 //! - **Deletes and garbage collection.** `DELETE /internal/namespace/{ns}/blobs/{d}` purges
@@ -67,6 +70,7 @@ mod membership;
 mod metainfo_source;
 mod namespaces;
 pub(crate) mod queue;
+mod recent;
 mod replicate;
 mod service;
 mod state;

@@ -20,6 +20,7 @@ use super::integrity::scrub_loop;
 use super::membership::{Membership, RingView};
 use super::namespaces::NamespaceIndex;
 use super::queue;
+use super::recent::RecentSet;
 use super::replicate::{repair_loop, repair_pass};
 use super::state::OriginState;
 use super::uploads::Uploads;
@@ -146,6 +147,7 @@ impl OriginBuilder {
             shutdown.clone(),
             counters.clone(),
         ));
+        let config_max_announced = config.max_announced_blobs;
         let small = crate::metrics::SmallBlobMetrics::cache(&metrics, config.cache);
         let state = Arc::new(OriginState {
             small,
@@ -164,6 +166,7 @@ impl OriginBuilder {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             checks: Default::default(),
+            recent: RecentSet::new(config_max_announced),
             metrics,
             counters,
             store_metrics,
@@ -183,10 +186,8 @@ impl OriginBuilder {
             shutdown.clone(),
         )
         .await?;
-        for digest in state.store.cached() {
-            let namespace = state.namespaces.get(&digest).unwrap_or_default();
-            state.seed(&namespace, &digest);
-        }
+        // Nothing is seeded here: a blob enters the swarm when it is wanted (`OriginState::seed`),
+        // so start-up opens no blob and sends the tracker nothing, however large the store.
         tasks.spawn(write_back_loop(Arc::clone(&state)));
         tasks.spawn(repair_loop(Arc::clone(&state)));
         tasks.spawn(cleanup_loop(Arc::clone(&state)));

@@ -17,6 +17,7 @@ use super::integrity::Checks;
 use super::membership::Membership;
 use super::namespaces::NamespaceIndex;
 use super::queue::{WriteBackQueue, WriteBackTask};
+use super::recent::RecentSet;
 use super::replicate;
 use super::uploads::{Claim, Uploads};
 use crate::durable::Entry;
@@ -50,6 +51,8 @@ pub(crate) struct OriginState {
     pub(crate) store_metrics: crate::metrics::StoreMetrics,
     /// Re-hashes of cached blobs in progress and recently done.
     pub(crate) checks: Checks,
+    /// The blobs kept in the P2P swarm: the most recently wanted.
+    pub(crate) recent: RecentSet,
     /// Small blobs served from memory (`[cache]`).
     pub(crate) small: Arc<crate::small_blobs::SmallBlobs>,
 }
@@ -273,15 +276,33 @@ impl OriginState {
         self.spawn_replication(namespace, meta.digest());
     }
 
-    /// Announces the blob over P2P (if this origin has a tracker).
+    /// Forgets a blob leaving the store (evicted, purged, swept): its namespace, its place in
+    /// the swarm (the seeding torrent holds the file open; closing it frees the space) and
+    /// among the recently wanted, and its copy in memory.
+    pub(crate) fn forget(&self, digest: &Digest) {
+        self.namespaces.remove(digest);
+        if let Some(node) = &self.node {
+            node.unseed(digest);
+        }
+        self.recent.remove(digest);
+        self.small.remove(digest);
+    }
+
+    /// The blob is wanted: keeps it in the P2P swarm, announced and its metainfo published
+    /// (if this origin has a tracker), as one of the most recently wanted blobs; the least
+    /// recently wanted one beyond [`OriginConfig::max_announced_blobs`] leaves the swarm
+    /// when idle (see `recent.rs`).
     pub(crate) fn seed(&self, namespace: &str, digest: &Digest) {
         let Some(node) = self.node.clone() else {
             return;
         };
+        if let Some(old) = self.recent.touch(digest) {
+            node.retire(&old);
+        }
         let namespace = namespace.to_owned();
         let digest = *digest;
         self.tasks.spawn(async move {
-            if let Err(e) = node.seed(&namespace, &digest).await {
+            if let Err(e) = node.offer(&namespace, &digest).await {
                 tracing::warn!(digest = %digest.fmt_short(), error = %error_chain(&e), "could not seed blob");
             }
         });

@@ -296,11 +296,15 @@ impl RegistryStorage for ProxyStorage {
     }
 
     /// A push's bytes go straight on to an owning origin, which hashes, stores and writes
-    /// them back: the proxy writes nothing to its disk.
+    /// them back: the proxy writes nothing to its disk, and does not hash the bytes.
     fn streams_blob_puts(&self) -> bool {
         true
     }
 
+    /// The origin verifies the digest: it hashes the upload as its chunks arrive, and its
+    /// commit stores nothing (and replicates nothing) unless the bytes hash to `digest`,
+    /// answering a mismatch with the digest they have, which becomes
+    /// [`StorageError::DigestInvalid`].
     async fn blob_put_stream(
         &self,
         repo: &RepoName,
@@ -308,10 +312,17 @@ impl RegistryStorage for ProxyStorage {
         size: u64,
         chunks: ByteStream,
     ) -> StorageResult<()> {
-        Ok(self
+        match self
             .origins
             .upload_stream(repo.as_str(), digest, size, chunks)
-            .await?)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(Error::DigestMismatch { expected, actual }) => {
+                Err(StorageError::DigestInvalid { expected, actual })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A blob anywhere in the origin cluster is mountable into any repository: the origins

@@ -41,13 +41,18 @@ pub(crate) enum Command {
         store: BlobStore,
         reply: oneshot::Sender<Result<MetaInfo>>,
     },
-    /// Publish the metainfo of a blob already in the store and seed it, keeping it in the
-    /// swarm even when idle.
+    /// Publish the metainfo of a blob already in the store and seed it; `pin` keeps it in
+    /// the swarm even when idle, otherwise it leaves after `seeder_idle_timeout` without
+    /// connections (and asking again restarts that clock).
     SeedStored {
         digest: Digest,
         namespace: String,
+        pin: bool,
         reply: oneshot::Sender<Result<MetaInfo>>,
     },
+    /// Stop seeding a blob that is not pinned and has no connection: what an embedder that
+    /// keeps only recently wanted blobs in the swarm calls for those it no longer wants.
+    Retire { digest: Digest },
     /// Stop seeding a blob (a download in progress is left alone).
     Unseed { digest: Digest },
     /// The swarm's counters of a blob's torrent.
@@ -129,6 +134,7 @@ pub(crate) enum ActorEvent {
     Seeded {
         result: Result<(MetaInfo, Blob)>,
         namespace: String,
+        pin: bool,
         reply: oneshot::Sender<Result<MetaInfo>>,
     },
 }

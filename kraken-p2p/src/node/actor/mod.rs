@@ -291,13 +291,14 @@ impl Actor {
                 let policy = self.config.piece_lengths.clone();
                 let tracker = Arc::clone(&self.tracker);
                 let namespace = self.config.namespace.clone();
-                self.spawn_seeding(namespace, reply, |namespace| async move {
+                self.spawn_seeding(namespace, true, reply, |namespace| async move {
                     seed_file(path, store, policy, tracker, &namespace).await
                 });
             }
             Command::SeedStored {
                 digest,
                 namespace,
+                pin,
                 reply,
             } => {
                 if let Some(torrent) = self
@@ -308,13 +309,17 @@ impl Actor {
                 {
                     // Already seeding: only make sure it stays in the swarm.
                     let meta = (*torrent.meta).clone();
-                    self.swarm.pin(&meta.info_hash());
+                    if pin {
+                        self.swarm.pin(&meta.info_hash());
+                    } else {
+                        self.swarm.keep_alive(Instant::now(), &meta.info_hash());
+                    }
                     let _ = reply.send(Ok(meta));
                     return;
                 }
                 let store = self.store.clone();
                 let tracker = Arc::clone(&self.tracker);
-                self.spawn_seeding(namespace, reply, move |namespace| async move {
+                self.spawn_seeding(namespace, pin, reply, move |namespace| async move {
                     seed_stored(store, tracker, &namespace, digest).await
                 });
             }
@@ -329,6 +334,20 @@ impl Actor {
                     self.swarm.remove_torrent(&info_hash);
                     // Dropping the torrent closes its blob file, so an evicted blob's
                     // disk space is freed.
+                    self.torrents.remove(&info_hash);
+                }
+            }
+            Command::Retire { digest } => {
+                let idle = self.by_digest.get(&digest).and_then(|info_hash| {
+                    let torrent = self.torrents.get(info_hash)?;
+                    (matches!(torrent.source, PieceSource::Blob(_))
+                        && !self.swarm.is_pinned(info_hash)
+                        && self.swarm.torrent_stats(info_hash)?.conns == 0)
+                        .then_some(*info_hash)
+                });
+                if let Some(info_hash) = idle {
+                    self.by_digest.remove(&digest);
+                    self.swarm.remove_torrent(&info_hash);
                     self.torrents.remove(&info_hash);
                 }
             }
@@ -505,11 +524,12 @@ impl Actor {
             ActorEvent::Seeded {
                 result,
                 namespace,
+                pin,
                 reply,
             } => {
                 let reply_value = match result {
                     Ok((meta, blob)) => {
-                        self.add_seed(now, Arc::new(meta.clone()), blob, namespace, true);
+                        self.add_seed(now, Arc::new(meta.clone()), blob, namespace, pin);
                         Ok(meta)
                     }
                     Err(e) => Err(e),

@@ -19,6 +19,7 @@ impl Actor {
     pub(super) fn spawn_seeding<F, Fut>(
         &self,
         namespace: String,
+        pin: bool,
         reply: oneshot::Sender<Result<MetaInfo>>,
         prepare: F,
     ) where
@@ -32,6 +33,7 @@ impl Actor {
                 .send(ActorEvent::Seeded {
                     result,
                     namespace,
+                    pin,
                     reply,
                 })
                 .await;

@@ -291,3 +291,54 @@ fn fetchers_leaving_as_they_finish_do_not_strand_the_last_behind_a_spreading_ori
         "the slowest fetcher took {worst:.2}s, T* = {t_star:.2}s: {times:?}"
     );
 }
+
+#[test]
+fn many_torrents_keep_each_node_under_its_connection_cap() {
+    // 20 blobs between 9 hosts: without the node-wide cap each leecher would hold up to 8
+    // connections per blob, 160 in all.
+    const CAP: usize = 16;
+    let mut net = net(12);
+    let config = SwarmConfig {
+        max_conns: CAP,
+        ..SwarmConfig::default()
+    };
+    let spec = NodeSpec {
+        config,
+        ..NodeSpec::symmetric(8.0 * MB)
+    };
+    let metas: Vec<_> = (0..20)
+        .map(|i| blob(40 + i, 512 << 10, 256 << 10))
+        .collect();
+    let seeder = net.add_host(spec.clone());
+    for meta in &metas {
+        net.seed(seeder, meta);
+    }
+    let leechers: Vec<_> = (0..8).map(|_| net.add_host(spec.clone())).collect();
+    for &l in &leechers {
+        for meta in &metas {
+            net.fetch(l, meta);
+        }
+    }
+    let hosts: Vec<_> = std::iter::once(seeder).chain(leechers.clone()).collect();
+    let mut most = 0;
+    let done = net.run_until(Duration::from_secs(300), |net| {
+        for &h in &hosts {
+            let connections = net.swarm(h).connections();
+            assert!(
+                connections <= CAP,
+                "host {h:?} holds {connections} connections"
+            );
+            most = most.max(connections);
+        }
+        metas.iter().all(|m| {
+            leechers
+                .iter()
+                .all(|&l| net.completed_at(l, &m.info_hash()).is_some())
+        })
+    });
+    assert!(done, "not every leecher got every blob");
+    assert_eq!(most, CAP, "the scenario never reached the cap");
+    for &h in &hosts {
+        net.swarm(h).check_invariants().unwrap();
+    }
+}
