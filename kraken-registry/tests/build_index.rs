@@ -12,15 +12,15 @@ use std::time::Duration;
 use kraken_backends::{Backend, FsBackend, FsConfig, collect_bytes};
 use kraken_core::Digest;
 use kraken_registry::Error;
-use kraken_registry::build_index::{
-    BuildIndex, BuildIndexClient, PageOptions, RemoteConfig, TagName,
-};
+use kraken_registry::build_index::{BuildIndex, BuildIndexClient, PageOptions, TagName};
 use kraken_registry::origin::{CommitKind, Origin, OriginClient};
 use kraken_testkit::backend::FaultyBackend;
 use kraken_testkit::{ClientAuth, TestPki};
 use kraken_testkit::{free_addr, pseudo_random_bytes};
 use reqwest::StatusCode;
-use support::{bi_config, eventually, fs_backends, https_client, origin_config, start_origin};
+use support::{
+    TwoClusters, bi_config, eventually, fs_backends, https_client, origin_config, start_origin,
+};
 
 const REPO: &str = "library/app";
 
@@ -544,27 +544,12 @@ async fn bad_input_gets_400_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_tag_reaches_the_remote_cluster_with_all_its_blobs() {
     let dir = tempfile::tempdir().unwrap();
-    let here = start_origin(&dir.path().join("here")).await;
-    let there = start_origin(&dir.path().join("there")).await;
-    let remote = BuildIndex::spawn(bi_config(
-        free_addr("127.0.0.1"),
-        &dir.path().join("there/bi"),
-        &there,
-        &[],
-    ))
-    .await
-    .unwrap();
-    let mut config = bi_config(
-        free_addr("127.0.0.1"),
-        &dir.path().join("here/bi"),
-        &here,
-        &[],
-    );
-    config.remotes = vec![RemoteConfig::new(
-        remote.local_addr().to_string(),
-        &["library/.*"],
-    )];
-    let local = BuildIndex::spawn(config).await.unwrap();
+    let TwoClusters {
+        here,
+        there,
+        local,
+        remote,
+    } = TwoClusters::start(dir.path()).await;
 
     // A two-platform image.
     let mut blobs = Vec::new();

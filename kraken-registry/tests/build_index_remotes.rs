@@ -7,34 +7,19 @@ mod support;
 use std::time::Duration;
 
 use kraken_core::Digest;
-use kraken_registry::build_index::{BuildIndex, BuildIndexClient, RemoteConfig, TagName};
-use kraken_testkit::free_addr;
+use kraken_registry::build_index::{BuildIndexClient, TagName};
 use reqwest::StatusCode;
-use support::{bi_config, eventually, start_origin};
+use support::{TwoClusters, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_is_replicated_again_on_request_and_an_unknown_one_is_404() {
     let dir = tempfile::tempdir().unwrap();
-    let here = start_origin(&dir.path().join("here")).await;
-    let there = start_origin(&dir.path().join("there")).await;
-    let remote_config = bi_config(
-        free_addr("127.0.0.1"),
-        &dir.path().join("there/bi"),
-        &there,
-        &[],
-    );
-    let remote = BuildIndex::spawn(remote_config).await.unwrap();
-    let mut config = bi_config(
-        free_addr("127.0.0.1"),
-        &dir.path().join("here/bi"),
-        &here,
-        &[],
-    );
-    config.remotes = vec![RemoteConfig::new(
-        remote.local_addr().to_string(),
-        &["library/.*"],
-    )];
-    let local = BuildIndex::spawn(config).await.unwrap();
+    let TwoClusters {
+        here,
+        there,
+        local,
+        remote,
+    } = TwoClusters::start(dir.path()).await;
     let local_client = BuildIndexClient::new([local.local_addr().to_string()]).unwrap();
     let remote_client = BuildIndexClient::new([remote.local_addr().to_string()]).unwrap();
 

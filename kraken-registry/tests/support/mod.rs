@@ -221,6 +221,48 @@ pub fn bi_config(
     config
 }
 
+/// Two clusters, each an origin and a build-index: `local` (over `here`) replicates tags of
+/// `library/…` to `remote` (over `there`).
+pub struct TwoClusters {
+    pub here: Origin,
+    pub there: Origin,
+    pub local: kraken_registry::build_index::BuildIndex,
+    pub remote: kraken_registry::build_index::BuildIndex,
+}
+
+impl TwoClusters {
+    /// Starts both under `dir` (`here/`, `there/`).
+    pub async fn start(dir: &Path) -> Self {
+        use kraken_registry::build_index::{BuildIndex, RemoteConfig};
+        let here = start_origin(&dir.join("here")).await;
+        let there = start_origin(&dir.join("there")).await;
+        let remote_config = bi_config(
+            kraken_testkit::free_addr("127.0.0.1"),
+            &dir.join("there/bi"),
+            &there,
+            &[],
+        );
+        let remote = BuildIndex::spawn(remote_config).await.unwrap();
+        let mut config = bi_config(
+            kraken_testkit::free_addr("127.0.0.1"),
+            &dir.join("here/bi"),
+            &here,
+            &[],
+        );
+        config.remotes = vec![RemoteConfig::new(
+            remote.local_addr().to_string(),
+            &["library/.*"],
+        )];
+        let local = BuildIndex::spawn(config).await.unwrap();
+        Self {
+            here,
+            there,
+            local,
+            remote,
+        }
+    }
+}
+
 /// Every file under `dir` whose path holds `digest`'s hex (a store's entry, a backend's
 /// object).
 pub fn files_of(dir: &Path, digest: &Digest) -> Vec<std::path::PathBuf> {
