@@ -73,6 +73,21 @@ impl Blob {
             .map_err(|source| Error::io(&self.path, source))
     }
 
+    /// `len` bytes from `offset` in a new buffer (not zeroed before the read: see
+    /// [`read_vec_at`](super::read_vec_at)); reading past the end is an error.
+    pub fn read_vec_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if offset.saturating_add(len as u64) > self.length {
+            return Err(Error::io(
+                &self.path,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past the end of the blob",
+                ),
+            ));
+        }
+        super::read_vec_at(&self.file, offset, len).map_err(|source| Error::io(&self.path, source))
+    }
+
     /// A `Read + Seek` cursor over the blob, independent of other readers.
     pub fn reader(&self) -> BlobReader {
         BlobReader {

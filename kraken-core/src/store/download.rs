@@ -137,6 +137,15 @@ impl Download {
             .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
     }
 
+    /// `len` verified bytes from `offset` in a new buffer (not zeroed before the read: see
+    /// [`read_vec_at`](super::read_vec_at)); [`Error::PieceMissing`] if a piece the range
+    /// falls in is not verified yet.
+    pub fn read_vec_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let file = self.verified_file(offset..offset.saturating_add(len as u64))?;
+        super::read_vec_at(file, offset, len)
+            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+    }
+
     /// The data file, once every piece that `range` falls in has been verified (otherwise
     /// [`Error::PieceMissing`] naming the first missing piece): for zero-copy sends
     /// (`sendfile`) of verified bytes. The file stays valid after [`finish`](Self::finish)
@@ -165,9 +174,7 @@ impl Download {
     /// Reads one verified piece.
     pub fn read_piece(&self, index: PieceIndex) -> Result<Vec<u8>> {
         let range = self.shared.meta.piece_range(index);
-        let mut buf = vec![0; (range.end - range.start) as usize];
-        self.read_exact_at(range.start, &mut buf)?;
-        Ok(buf)
+        self.read_vec_at(range.start, (range.end - range.start) as usize)
     }
 
     /// Moves the blob into the cache once its bytes are known to hash to its digest.
@@ -332,9 +339,8 @@ fn resume(
         for index in have.iter_ones().collect::<Vec<_>>() {
             let piece = meta.piece_index(index)?;
             let range = meta.piece_range(piece);
-            let mut buf = vec![0; (range.end - range.start) as usize];
-            let intact = data.read_exact_at(&mut buf, range.start).is_ok()
-                && meta.verify_piece(piece, &buf).is_ok();
+            let intact = super::read_vec_at(&data, range.start, (range.end - range.start) as usize)
+                .is_ok_and(|buf| meta.verify_piece(piece, &buf).is_ok());
             if !intact {
                 have.unset(index)?;
                 dropped += 1;

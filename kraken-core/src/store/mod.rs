@@ -47,6 +47,7 @@ mod config;
 mod download;
 mod evict;
 pub mod layout;
+mod positional;
 mod reference;
 
 use std::collections::HashMap;
@@ -61,6 +62,7 @@ pub use self::config::StoreConfig;
 pub use self::download::Download;
 use self::download::DownloadShared;
 use self::layout::{Layout, State};
+pub use self::positional::{MAX_PARTS, read_vec_at, write_all_vectored_at};
 use self::reference::Reference;
 use crate::digest::Digest;
 use crate::error::{Error, Result};

@@ -123,11 +123,10 @@ async fn read_item(
         }
     }
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0; len as usize];
-        match &*source {
-            PartialSource::Complete(blob) => blob.read_exact_at(offset, &mut buf)?,
-            PartialSource::Partial(_, download) => download.read_exact_at(offset, &mut buf)?,
-        }
+        let buf = match &*source {
+            PartialSource::Complete(blob) => blob.read_vec_at(offset, len as usize)?,
+            PartialSource::Partial(_, download) => download.read_vec_at(offset, len as usize)?,
+        };
         Ok(Bytes::from(buf))
     })
     .await

@@ -37,42 +37,37 @@ where
 /// a bounded number of chunks ahead of the client.
 pub(crate) fn blob_range(blob: Blob, offset: u64, length: u64) -> Body {
     let chunks = read_chunks(
-        move |position, buf| {
-            blob.read_exact_at(position, buf)
-                .map_err(std::io::Error::other)
-        },
+        move |position, n| blob.read_vec_at(position, n).map_err(std::io::Error::other),
         offset,
         length,
     );
     stream(chunks)
 }
 
-/// `length` bytes from `offset` of whatever `read_exact_at` reads (a file, a blob), as a
-/// stream of chunks. Each chunk is read on the blocking pool, at most [`READ_AHEAD`] of them
+/// `length` bytes from `offset` of whatever `read_vec_at` reads (a file, a blob: `n` bytes
+/// at a position, in a new buffer), as a stream of chunks. Each chunk is read on the blocking pool, at most [`READ_AHEAD`] of them
 /// ahead of the consumer, so memory stays bounded however large the range; and a blocking
 /// thread is held only while it reads, never while the consumer (a client's socket) is slow
 /// to take the bytes, so clients that stop reading cannot starve commits, journal syncs and
 /// piece reads of threads. Reading stops when the stream is dropped.
 pub(crate) fn read_chunks<F>(
-    read_exact_at: F,
+    read_vec_at: F,
     offset: u64,
     length: u64,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static
 where
-    F: Fn(u64, &mut [u8]) -> std::io::Result<()> + Send + Sync + 'static,
+    F: Fn(u64, usize) -> std::io::Result<Vec<u8>> + Send + Sync + 'static,
 {
-    let read_exact_at = std::sync::Arc::new(read_exact_at);
+    let read_vec_at = std::sync::Arc::new(read_vec_at);
     let end = offset + length;
     let chunks = (offset..end)
         .step_by(READ_CHUNK as usize)
         .map(move |position| (position, (end - position).min(READ_CHUNK) as usize));
     futures::StreamExt::buffered(
         futures::StreamExt::map(futures::stream::iter(chunks), move |(position, n)| {
-            let read_exact_at = std::sync::Arc::clone(&read_exact_at);
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0; n];
-                read_exact_at(position, &mut buf).map(|()| Bytes::from(buf))
-            });
+            let read_vec_at = std::sync::Arc::clone(&read_vec_at);
+            let read =
+                tokio::task::spawn_blocking(move || read_vec_at(position, n).map(Bytes::from));
             async move { read.await.map_err(std::io::Error::other)? }
         }),
         READ_AHEAD,

@@ -18,7 +18,6 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -254,7 +253,7 @@ impl RegistryStorage for LocalRegistry {
             return Err(StorageError::failed("blob range outside the blob"));
         }
         let chunks = read_chunks(
-            move |offset, buf| file.read_exact_at(buf, offset),
+            move |offset, n| kraken_core::store::read_vec_at(&file, offset, n),
             range.start,
             range.end - range.start,
         );

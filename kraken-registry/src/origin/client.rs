@@ -673,11 +673,8 @@ impl ChunkSource {
             Self::File(path) => {
                 let path = path.clone();
                 let read = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
                     let file = std::fs::File::open(&path)?;
-                    let mut buf = vec![0; length as usize];
-                    file.read_exact_at(&mut buf, offset)?;
-                    Ok::<_, std::io::Error>(Bytes::from(buf))
+                    kraken_core::store::read_vec_at(&file, offset, length as usize).map(Bytes::from)
                 });
                 Ok(read
                     .await
