@@ -12,12 +12,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Body;
 use kraken_core::{MetaInfo, MetaInfoGenerator};
@@ -31,6 +30,9 @@ const ID_LEN: usize = 32;
 /// Bytes of a chunk's body gathered before they are written: with the limit on chunks
 /// written at once, what uploads hold in memory is bounded whatever the chunk size.
 const WRITE_BATCH: usize = 1 << 20;
+/// Body frames gathered into one batch at most: one `pwritev` takes them as they are.
+const BATCH_FRAMES: usize = 256;
+const _: () = assert!(BATCH_FRAMES <= kraken_core::store::MAX_PARTS);
 
 #[derive(Debug)]
 pub(crate) struct Uploads {
@@ -192,8 +194,11 @@ impl Uploads {
         B: Body<Data = Bytes> + Unpin,
     {
         let mut written = 0u64;
-        let mut batch = BytesMut::new();
-        // One batch is written (and hashed) on the blocking pool while the next is read.
+        // The frames as they arrived, not copied into one buffer: written with one
+        // `pwritev`.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0u64;
+        // One batch is written and hashed on the blocking pool while the next is read.
         let mut pending: Option<PendingWrite> = None;
         loop {
             let frame = match body.frame().await {
@@ -204,30 +209,30 @@ impl Uploads {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if written + (batch.len() + data.len()) as u64 > length {
+            if written + batch_len + data.len() as u64 > length {
                 return Err(ChunkError::Body("body longer than its Content-Range"));
             }
-            batch.extend_from_slice(&data);
-            if batch.len() >= WRITE_BATCH {
-                let data = batch.split().freeze();
+            batch_len += data.len() as u64;
+            batch.push(data);
+            if batch_len >= WRITE_BATCH as u64 || batch.len() >= BATCH_FRAMES {
                 if let Some(previous) = pending.take() {
                     *in_order = previous.finish().await?;
                 }
+                let data = std::mem::take(&mut batch);
                 pending = Some(PendingWrite::start(file, offset + written, data, in_order));
-                written += batch_len(&pending);
+                written += std::mem::take(&mut batch_len);
             }
         }
         if let Some(previous) = pending.take() {
             *in_order = previous.finish().await?;
         }
-        if written + batch.len() as u64 != length {
+        if written + batch_len != length {
             return Err(ChunkError::Body("body shorter than its Content-Range"));
         }
-        let data = batch.freeze();
-        if data.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
-        *in_order = PendingWrite::start(file, offset + written, data, in_order)
+        *in_order = PendingWrite::start(file, offset + written, batch, in_order)
             .finish()
             .await?;
         Ok(())
@@ -293,46 +298,54 @@ impl Uploads {
     }
 }
 
-/// A batch being written at an offset of an upload's file on the blocking pool, and hashed
-/// there when it continues what was hashed.
+/// A batch being written at an offset of an upload's file on the blocking pool and, when it
+/// continues what was hashed, hashed there at the same time on another thread: the write
+/// (a page-cache copy) and the hash each take one core instead of following each other.
 struct PendingWrite {
-    len: u64,
-    task: tokio::task::JoinHandle<std::io::Result<Option<InOrder>>>,
+    write: tokio::task::JoinHandle<std::io::Result<()>>,
+    hash: Option<tokio::task::JoinHandle<InOrder>>,
 }
 
 impl PendingWrite {
-    /// Starts writing `data` at `offset` of `file`, taking `in_order` along if `data`
-    /// continues it.
-    fn start(file: &Arc<File>, offset: u64, data: Bytes, in_order: &mut Option<InOrder>) -> Self {
-        let file = Arc::clone(file);
-        let mut hashing = in_order.take().filter(|h| h.hashed == offset);
-        let len = data.len() as u64;
-        let task = tokio::task::spawn_blocking(move || {
-            file.write_all_at(&data, offset)?;
-            if let Some(h) = &mut hashing {
-                h.generator.update(&data);
-                h.hashed += data.len() as u64;
-            }
-            Ok(hashing)
+    /// Starts writing `data` (frames, in order) at `offset` of `file`, and hashing it with
+    /// `in_order` if it continues that.
+    fn start(
+        file: &Arc<File>,
+        offset: u64,
+        data: Vec<Bytes>,
+        in_order: &mut Option<InOrder>,
+    ) -> Self {
+        let hash = in_order.take().filter(|h| h.hashed == offset).map(|mut h| {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || {
+                for part in &data {
+                    h.generator.update(part);
+                    h.hashed += part.len() as u64;
+                }
+                h
+            })
         });
-        Self { len, task }
+        let file = Arc::clone(file);
+        let write = tokio::task::spawn_blocking(move || {
+            kraken_core::store::write_all_vectored_at(&file, &data, offset)
+        });
+        Self { write, hash }
     }
 
-    /// Waits for the write; the hashing it carried on. A failed write drops the hashing
-    /// (the commit hashes the file then).
+    /// Waits for the write and the hash; the hashing, carried on. A failed write drops the
+    /// hashing (the commit hashes the file then).
     async fn finish(self) -> std::result::Result<Option<InOrder>, ChunkError> {
-        match self.task.await {
-            Ok(Ok(hashing)) => Ok(hashing),
+        let failed = || ChunkError::Write(Error::Internal("upload write task failed"));
+        let hashing = match self.hash {
+            Some(hash) => Some(hash.await.map_err(|_| failed())?),
+            None => None,
+        };
+        match self.write.await {
+            Ok(Ok(())) => Ok(hashing),
             Ok(Err(e)) => Err(ChunkError::Write(e.into())),
-            Err(_) => Err(ChunkError::Write(Error::Internal(
-                "upload write task failed",
-            ))),
+            Err(_) => Err(failed()),
         }
     }
-}
-
-fn batch_len(pending: &Option<PendingWrite>) -> u64 {
-    pending.as_ref().map_or(0, |p| p.len)
 }
 
 #[cfg(test)]
