@@ -46,6 +46,7 @@ mod blob;
 mod config;
 mod download;
 mod evict;
+mod external;
 pub mod layout;
 mod positional;
 mod reference;
@@ -53,7 +54,7 @@ mod reference;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
@@ -185,6 +186,9 @@ impl BlobStore {
         let mut index = Index::default();
         for state in [State::Download, State::Cache] {
             for (digest, dir) in layout.scan(state)? {
+                if state == State::Download && external::discard_leftover(&layout, &dir)? {
+                    continue;
+                }
                 match load_entry(state, &dir) {
                     Some(entry) => {
                         index.entries.insert(digest, entry);
@@ -310,26 +314,38 @@ impl BlobStore {
     /// is discarded. Callers asking for the same blob at once share one download. Fails with
     /// [`Error::AlreadyComplete`] if the blob is already cached.
     pub fn begin_download(&self, meta: &MetaInfo) -> Result<Download> {
-        let _opening = lock(&self.inner.opening);
+        self.begin(meta, None)
+    }
+
+    /// [`begin_download`](Self::begin_download), writing a new download's data file beside
+    /// `external` (outside the store) when given; a download already open or on disk is
+    /// shared or resumed where it is.
+    fn begin(&self, meta: &MetaInfo, external: Option<PathBuf>) -> Result<Download> {
+        let opening = lock(&self.inner.opening);
         let digest = *meta.digest();
-        {
+        let (existing, on_disk) = {
             let index = self.inner.index();
             if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
                 return Err(Error::AlreadyComplete(digest));
             }
-            if let Some(shared) = index.active.get(&digest).and_then(Weak::upgrade) {
-                if shared.meta().info_hash() != meta.info_hash() {
-                    return Err(Error::MetaInfoConflict(digest));
-                }
-                return Ok(Download::from_shared(shared));
+            let on_disk = index.entries.contains_key(&digest);
+            (index.active.get(&digest).and_then(Weak::upgrade), on_disk)
+        };
+        if let Some(shared) = existing {
+            // The locks go first: dropping the last handle of a download outside the store
+            // takes `opening` (see `DownloadShared`'s `Drop`).
+            drop(opening);
+            if shared.meta().info_hash() != meta.info_hash() {
+                return Err(Error::MetaInfoConflict(digest));
             }
+            return Ok(Download::from_shared(shared));
         }
         let dir = self.inner.layout.entry_dir(State::Download, &digest);
-        let shared = Arc::new(DownloadShared::open_or_create(
-            Arc::clone(&self.inner),
-            meta,
-            dir,
-        )?);
+        let inner = Arc::clone(&self.inner);
+        let shared = Arc::new(match external {
+            Some(dest) if !on_disk => DownloadShared::create_external(inner, meta, dir, dest)?,
+            _ => DownloadShared::open_or_create(inner, meta, dir)?,
+        });
         let mut index = self.inner.index();
         let now = SystemTime::now();
         let pinned = index.entries.get(&digest).is_some_and(|e| e.pinned);

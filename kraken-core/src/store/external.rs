@@ -1,0 +1,444 @@
+//! Downloads written straight to a caller's path on another file system.
+//!
+//! [`BlobStore::export`] moves a downloaded blob out of the store with a rename, so its bytes
+//! are written once — but only when the destination is on the store's file system; elsewhere
+//! it must copy them, a second full write. [`BlobStore::begin_download_to`] avoids that: when
+//! the destination's directory is on another file system, the download's data file is not
+//! `data` in the entry directory but a temporary file beside the destination
+//! (`.NAME.kraken-partial-NONCE`, see [`partial_path`]). Pieces are verified and written as
+//! for any download; [`Download::finish`] renames the file into place and caches the blob
+//! **by reference** to it (see [`reference`](super::reference)), so the node can go on
+//! seeding it.
+//!
+//! The entry directory under `download/` holds the metainfo and bitfield as usual, and an
+//! `external` record naming the destination and the partial file's nonce, written (and made
+//! durable) before the partial file is created: a partial file the store made is always
+//! recorded.
+//!
+//! # Lifetime: no resume
+//!
+//! Such a download lives only as long as its [`Download`] handles. When the last handle goes
+//! without the download having finished — it failed, was cancelled, or its digest did not
+//! match — the partial file and the entry are removed. After a crash, opening the store
+//! removes every download with an `external` record and its partial file. A partial file
+//! sits in the caller's directory, not the store's, and nothing but the caller that asked
+//! for that path knows whether it is still wanted there; resuming it would also make a
+//! later plain download of the blob land at a path its caller did not choose. Pieces are
+//! fetched again instead.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use super::download::{Download, Progress, reserve_space};
+use super::layout::{self, Layout};
+use super::reference::{self, Destination};
+use super::{BlobStore, StoreInner};
+use crate::bitfield::Bitfield;
+use crate::error::{Error, Result};
+use crate::metainfo::MetaInfo;
+
+/// First line of an `external` record, naming its format.
+const MAGIC: &[u8] = b"kraken-external 1\n";
+/// Most bytes of an `external` record (a path of up to 4 KiB plus a nonce).
+const MAX_LEN: u64 = 8192;
+
+/// Where a download's bytes go when they are written outside the store.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(super) struct External {
+    /// The caller's destination (absolute, through its canonical directory).
+    pub(super) dest: PathBuf,
+    /// The temporary file beside `dest` the pieces are written to.
+    pub(super) partial: PathBuf,
+    nonce: u64,
+}
+
+impl External {
+    fn new(dest: PathBuf, nonce: u64) -> Self {
+        let partial = reference::partial_path(&dest, nonce);
+        Self {
+            dest,
+            partial,
+            nonce,
+        }
+    }
+
+    /// The record: the nonce, not the partial file's name, so that whatever a record says
+    /// it can only name a `.NAME.kraken-partial-NONCE` file beside its destination, never
+    /// somebody else's file.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(format!("{:016x}\n", self.nonce).as_bytes());
+        out.extend_from_slice(self.dest.as_os_str().as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let rest = bytes.strip_prefix(MAGIC)?;
+        let mut parts = rest.splitn(2, |&b| b == b'\n');
+        let nonce = std::str::from_utf8(parts.next()?).ok()?;
+        let nonce = (nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u64::from_str_radix(nonce, 16).ok())
+            .flatten()?;
+        let dest = PathBuf::from(std::ffi::OsStr::from_bytes(parts.next()?));
+        (dest.is_absolute() && dest.file_name().is_some()).then(|| Self::new(dest, nonce))
+    }
+
+    /// The record in an entry directory, if it has one.
+    fn load(dir: &Path) -> Option<Self> {
+        let bytes = layout::read_bounded(&dir.join(layout::EXTERNAL), MAX_LEN)
+            .ok()
+            .flatten()?;
+        let external = Self::decode(&bytes);
+        if external.is_none() {
+            tracing::warn!(dir = %dir.display(), "ignoring unreadable external download record");
+        }
+        external
+    }
+}
+
+impl BlobStore {
+    /// Starts downloading the blob `meta` describes so that it ends up at `dest` with each of
+    /// its bytes written once, wherever `dest` is.
+    ///
+    /// When `dest`'s directory is on the store's file system, or a download of the blob is
+    /// already open or on disk (its pieces are kept), this is
+    /// [`begin_download`](Self::begin_download): the bytes go into the store and
+    /// [`export`](Self::export) later moves them to `dest` with a rename. Otherwise the
+    /// pieces are written to a temporary file beside `dest`, and
+    /// [`Download::finish`] renames it to `dest` (replacing a regular file there) and keeps
+    /// the blob cached **by reference** to it, as `export` would have. Such a download is
+    /// not resumed: when its last handle is dropped unfinished, or the store is reopened
+    /// after a crash, the temporary file is removed (see the [module docs](self)).
+    ///
+    /// Fails with [`Error::AlreadyComplete`] if the blob is already cached (then `export`
+    /// it), and as [`begin_download`](Self::begin_download) does.
+    pub fn begin_download_to(&self, meta: &MetaInfo, dest: &Path) -> Result<Download> {
+        let destination = Destination::resolve(dest)?;
+        let store_device = device(self.root())?;
+        if device(&destination.parent)? == store_device {
+            return self.begin_download(meta);
+        }
+        self.begin(meta, Some(destination.dest))
+    }
+}
+
+/// The device (file system) a path is on.
+fn device(path: &Path) -> Result<u64> {
+    fs::metadata(path)
+        .map(|m| m.dev())
+        .map_err(|source| Error::io(path, source))
+}
+
+/// Creates a fresh download of `meta` in `dir` whose data file is a new partial file beside
+/// `dest`. The record is durable before the partial file exists.
+pub(super) fn create(
+    store: &StoreInner,
+    meta: &MetaInfo,
+    dir: &Path,
+    dest: PathBuf,
+) -> Result<(fs::File, Progress, External)> {
+    layout::remove_entry(&store.layout, dir)?;
+    layout::create_dir_all(dir)?;
+    let external = External::new(dest, rand::random());
+    layout::write_atomically(&dir.join(layout::EXTERNAL), &external.encode())?;
+    layout::sync_dir(dir)?;
+    let partial = &external.partial;
+    let created = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .map_err(|source| Error::io(partial, source));
+    let result = created.and_then(|data| {
+        reserve_space(&data, meta.length()).map_err(|source| Error::io(partial, source))?;
+        let have = Bitfield::new(meta.piece_count());
+        let bitfield_path = dir.join(layout::BITFIELD);
+        layout::write_atomically(&bitfield_path, have.as_bytes())?;
+        let bitfield_file = OpenOptions::new()
+            .write(true)
+            .open(&bitfield_path)
+            .map_err(|source| Error::io(&bitfield_path, source))?;
+        // Written last: a directory with a valid metainfo has its data and bitfield files.
+        layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
+        Ok((data, Progress::new(have, bitfield_file)))
+    });
+    match result {
+        Ok((data, progress)) => Ok((data, progress, external)),
+        Err(e) => {
+            let _ = fs::remove_file(partial);
+            let _ = layout::remove_entry(&store.layout, dir);
+            Err(e)
+        }
+    }
+}
+
+/// Removes a download left by an earlier run whose data file was outside the store (see the
+/// [module docs](self) for why it is not resumed), with that file. Returns whether `dir` was
+/// such a download.
+pub(super) fn discard_leftover(layout: &Layout, dir: &Path) -> Result<bool> {
+    if !dir.join(layout::EXTERNAL).exists() {
+        return Ok(false);
+    }
+    if let Some(external) = External::load(dir) {
+        tracing::warn!(
+            partial = %external.partial.display(),
+            "removing a download to another file system interrupted by a restart"
+        );
+        match fs::remove_file(&external.partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&external.partial, e));
+            }
+            _ => {}
+        }
+    }
+    layout::remove_entry(layout, dir)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::store::BlobStatus;
+    use crate::store::layout::State;
+
+    const PIECE: u64 = 4096;
+
+    /// A directory on another file system than `/tmp` (where the stores go): `/dev/shm`,
+    /// a tmpfs on Linux. Without one the test cannot say anything: it fails under
+    /// `CI=true`, and is skipped elsewhere. (kraken-testkit's `other_file_system_dir` is the
+    /// same for the other crates' tests; kraken-core cannot depend on it.)
+    fn other_file_system(store: &Path) -> Option<tempfile::TempDir> {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && device(shm).ok() != device(store).ok() {
+            return Some(tempfile::tempdir_in(shm).unwrap());
+        }
+        let message = "no second file system: mount a tmpfs at /dev/shm";
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{message}");
+        println!("SKIPPED: {message}");
+        None
+    }
+
+    /// Every file under `dir` named `data`, whatever its size.
+    fn data_files(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(data_files(&path));
+            } else if path.file_name().is_some_and(|n| n == layout::DATA) {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn content() -> Vec<u8> {
+        (0..10 * PIECE + 7).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_download_to_another_file_system_writes_its_bytes_only_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = BlobStore::open(&root).unwrap();
+        let Some(out) = other_file_system(&root) else {
+            return;
+        };
+        let dest = out.path().join("weights.bin");
+        fs::write(&dest, b"an older file").unwrap();
+        let content = content();
+        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
+        let download = store.begin_download_to(&meta, &dest).unwrap();
+        let pieces: Vec<_> = meta.pieces().collect();
+        for &index in &pieces[..5] {
+            let range = meta.piece_range(index);
+            download
+                .write_piece(index, &content[range.start as usize..range.end as usize])
+                .unwrap();
+        }
+        // Halfway: the store holds no data file; a partial file beside the destination
+        // holds the pieces, and reads are served from it.
+        assert_eq!(data_files(&root), Vec::<PathBuf>::new());
+        let names = names_in(out.path());
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names[0].starts_with(".weights.bin.kraken-partial-"),
+            "{names:?}"
+        );
+        assert_eq!(
+            download.read_piece(pieces[1]).unwrap(),
+            &content[4096..8192]
+        );
+        for &index in &pieces[5..] {
+            let range = meta.piece_range(index);
+            download
+                .write_piece(index, &content[range.start as usize..range.end as usize])
+                .unwrap();
+        }
+        let blob = download.finish().unwrap();
+        let dest = fs::canonicalize(&dest).unwrap();
+        assert_eq!(blob.path(), dest);
+        assert_eq!(fs::read(&dest).unwrap(), content);
+        assert_eq!(names_in(out.path()), ["weights.bin"]);
+        assert_eq!(data_files(&root), Vec::<PathBuf>::new());
+        let usage = store.usage();
+        assert_eq!(
+            (
+                usage.referenced_blobs,
+                usage.cached_blobs,
+                usage.downloading_blobs
+            ),
+            (1, 0, 0)
+        );
+        // Exporting it to where it is does nothing; the blob stays cached there across a
+        // restart, seedable.
+        store.export(meta.digest(), &dest).unwrap();
+        drop((download, store));
+        let store = BlobStore::open(&root).unwrap();
+        assert_eq!(
+            store.status(meta.digest()),
+            BlobStatus::Cached {
+                length: content.len() as u64
+            }
+        );
+        assert_eq!(store.open_blob(meta.digest()).unwrap().path(), dest);
+        assert_eq!(store.metainfo(meta.digest()).unwrap(), meta);
+    }
+
+    #[test]
+    fn on_the_stores_file_system_the_download_stays_in_the_store_until_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = BlobStore::open(&root).unwrap();
+        let content = content();
+        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
+        let dest = dir.path().join("out.bin");
+        let download = store.begin_download_to(&meta, &dest).unwrap();
+        assert_eq!(data_files(&root).len(), 1);
+        assert!(!dir.path().read_dir().unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("kraken-partial")
+        }));
+        drop(download);
+        // It is kept for a later download to resume, as any download in the store.
+        assert_eq!(store.status(meta.digest()), BlobStatus::Downloading);
+    }
+
+    #[test]
+    fn an_abandoned_or_refused_download_removes_its_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = BlobStore::open(&root).unwrap();
+        let Some(out) = other_file_system(&root) else {
+            return;
+        };
+        let dest = out.path().join("model.bin");
+        let content = content();
+        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
+        let download = store.begin_download_to(&meta, &dest).unwrap();
+        let first = meta.pieces().next().unwrap();
+        download.write_piece(first, &content[..4096]).unwrap();
+        // A second handle keeps it alive; a bad piece is refused and changes nothing.
+        let other = store.begin_download_to(&meta, &dest).unwrap();
+        assert!(matches!(
+            other.write_piece(first, &[0; 4096]),
+            Err(Error::PieceHashMismatch { .. })
+        ));
+        drop(download);
+        assert_eq!(names_in(out.path()).len(), 1);
+        assert_eq!(store.status(meta.digest()), BlobStatus::Downloading);
+        // The last handle goes unfinished (a failed or cancelled download): nothing is left
+        // beside the destination, nor in the store.
+        drop(other);
+        assert_eq!(names_in(out.path()), Vec::<String>::new());
+        assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+        let entry = Layout::new(&root).entry_dir(State::Download, meta.digest());
+        assert!(!entry.exists());
+        // A fresh download starts again from nothing.
+        let again = store.begin_download_to(&meta, &dest).unwrap();
+        assert_eq!(again.bitfield().count_ones(), 0);
+        drop(again);
+        assert_eq!(names_in(out.path()), Vec::<String>::new());
+        assert_eq!(Digest::sha256_of(&content), *meta.digest());
+    }
+
+    #[test]
+    fn reopening_after_a_crash_discards_an_external_download_and_its_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = BlobStore::open(&root).unwrap();
+        let Some(out) = other_file_system(&root) else {
+            return;
+        };
+        let dest = out.path().join("model.bin");
+        let content = content();
+        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
+        let download = store.begin_download_to(&meta, &dest).unwrap();
+        download
+            .write_piece(meta.pieces().next().unwrap(), &content[..4096])
+            .unwrap();
+        // A crash: the handle's cleanup never runs.
+        std::mem::forget(download);
+        drop(store);
+        assert_eq!(names_in(out.path()).len(), 1);
+        let store = BlobStore::open(&root).unwrap();
+        assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+        assert_eq!(names_in(out.path()), Vec::<String>::new());
+        let entry = Layout::new(&root).entry_dir(State::Download, meta.digest());
+        assert!(!entry.exists());
+        // The blob downloads again from scratch, to the same place.
+        let download = store.begin_download_to(&meta, &dest).unwrap();
+        for index in meta.pieces() {
+            let range = meta.piece_range(index);
+            download
+                .write_piece(index, &content[range.start as usize..range.end as usize])
+                .unwrap();
+        }
+        download.finish().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), content);
+        // An unreadable record removes its entry and no file.
+        let fake = Layout::new(&root).entry_dir(State::Download, &Digest::sha256_of(b"x"));
+        fs::create_dir_all(&fake).unwrap();
+        let mut record = MAGIC.to_vec();
+        record.extend_from_slice(b"model.bin\n");
+        record.extend_from_slice(dest.as_os_str().as_bytes());
+        fs::write(fake.join(layout::EXTERNAL), record).unwrap();
+        drop(store);
+        let _store = BlobStore::open(&root).unwrap();
+        assert!(!fake.exists());
+        assert_eq!(fs::read(&dest).unwrap(), content);
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_to_name_other_files() {
+        let external = External::new(PathBuf::from("/out/with\nnewline.bin"), 0xabc);
+        assert_eq!(External::decode(&external.encode()), Some(external.clone()));
+        assert_eq!(
+            external.partial,
+            PathBuf::from("/out/.with\nnewline.bin.kraken-partial-0000000000000abc")
+        );
+        for garbage in [
+            &b"kraken-external 1\nimportant.txt\n/out/a.bin"[..],
+            b"kraken-external 1\n+000000000000abc\n/out/a.bin",
+            b"kraken-external 1\n0000000000000abc\nrelative/a.bin",
+            b"kraken-external 1\n0000000000000abc\n/",
+            b"kraken-external 2\n0000000000000abc\n/out/a.bin",
+        ] {
+            assert_eq!(External::decode(garbage), None, "{garbage:?}");
+        }
+    }
+}
