@@ -1,5 +1,5 @@
 //! Directories between real nodes over real TCP: `seed_dir`, `fetch_dir`, seeding in place
-//! and `download_to`.
+//! and `download_to` (onto the store's file system and onto another).
 
 mod support;
 
@@ -152,6 +152,151 @@ async fn download_to_leaves_the_blob_at_the_callers_path_and_a_changed_seed_is_r
     // Seeding it again hashes what is there now.
     let again = seeder.seed_file_in_place(&file).await.unwrap();
     assert_eq!(again.digest(), &Digest::sha256_of(b"retrained"));
+    fetcher.shutdown().await;
+    seeder.shutdown().await;
+    tracker.shutdown().await;
+}
+
+/// What a [`watch_paths`] saw while it ran.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Most bytes of `data` files in the store at once.
+    store_bytes: u64,
+    /// Whether a `.NAME.kraken-partial-…` file stood in the destination's directory.
+    partial: bool,
+}
+
+/// Watches, every millisecond until `stop`, the bytes the store at `store` holds and the
+/// names in `out`.
+fn watch_paths(
+    store: std::path::PathBuf,
+    out: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Seen> {
+    tokio::task::spawn_blocking(move || {
+        let mut seen = Seen::default();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            seen.store_bytes = seen.store_bytes.max(store_data_bytes(&store));
+            seen.partial |= partial_files(&out) > 0;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    })
+}
+
+/// `.NAME.kraken-partial-…` files in `dir`.
+fn partial_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".kraken-partial-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_to_another_file_system_writes_the_blob_once_beside_the_destination() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(out_dir) = kraken_testkit::other_file_system_dir(dir.path()) else {
+        return;
+    };
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    // The seeder sends 4 MiB/s, so the 2 MiB download takes about half a second: long
+    // enough for the watcher to see where its bytes go.
+    let seeder = publisher(
+        2,
+        &dir.path().join("seeder"),
+        tracker.local_addr(),
+        Some(4 << 20),
+    )
+    .await;
+    let file = dir.path().join("weights.bin");
+    kraken_testkit::write_pseudo_random_file(&file, (2 << 20) + 17, 5);
+    let content = std::fs::read(&file).unwrap();
+    let meta = seeder.seed_file_in_place(&file).await.unwrap();
+
+    let store = dir.path().join("fetcher");
+    let fetcher = node(10, &store, tracker.local_addr(), None).await;
+    let out = out_dir.path().join("weights.bin");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_paths(store.clone(), out_dir.path().to_owned(), stop.clone());
+    let blob = tokio::time::timeout(LIMIT, fetcher.download_to(meta.digest(), &out))
+        .await
+        .expect("in time")
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.await.unwrap();
+    // The store never held the blob's bytes: they went once, beside the destination.
+    assert_eq!(
+        seen.store_bytes, 0,
+        "the fetcher's store held a copy: the blob was written twice"
+    );
+    assert!(seen.partial, "no partial file beside the destination");
+    assert_eq!(blob.path(), std::fs::canonicalize(&out).unwrap());
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+    assert_eq!(partial_files(out_dir.path()), 0);
+    assert_eq!(
+        fetcher.store().status(meta.digest()),
+        BlobStatus::Cached {
+            length: content.len() as u64
+        }
+    );
+    // The fetcher seeds it from there: another node fetches it with the seeder gone.
+    seeder.shutdown().await;
+    let late = node(11, &dir.path().join("late"), tracker.local_addr(), None).await;
+    let again = tokio::time::timeout(LIMIT, late.download(meta.digest()).into_future())
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(std::fs::read(again.path()).unwrap(), content);
+    late.shutdown().await;
+    fetcher.shutdown().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_download_to_another_file_system_leaves_no_partial_file() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(out_dir) = kraken_testkit::other_file_system_dir(dir.path()) else {
+        return;
+    };
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    // Slow enough (256 KiB/s for 4 MiB) that the download is cancelled midway.
+    let seeder = publisher(
+        2,
+        &dir.path().join("seeder"),
+        tracker.local_addr(),
+        Some(256 << 10),
+    )
+    .await;
+    let file = dir.path().join("weights.bin");
+    kraken_testkit::write_pseudo_random_file(&file, 4 << 20, 6);
+    let meta = seeder.seed_file_in_place(&file).await.unwrap();
+    let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
+    let out = out_dir.path().join("weights.bin");
+    let appeared = async {
+        while partial_files(out_dir.path()) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        result = fetcher.download_to(meta.digest(), &out) => panic!("finished too soon: {result:?}"),
+        () = appeared => {}
+    }
+    // The download_to future is gone: the download is cancelled and its partial file goes.
+    tokio::time::timeout(LIMIT, async {
+        while partial_files(out_dir.path()) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the partial file is removed");
+    assert!(!out.exists());
+    assert_eq!(fetcher.store().status(meta.digest()), BlobStatus::Absent);
     fetcher.shutdown().await;
     seeder.shutdown().await;
     tracker.shutdown().await;

@@ -141,7 +141,7 @@ impl Actor {
         entry.1.extend(stuck.progress);
         let store = self.store.clone();
         self.spawn_preparation(digest, stuck.namespace, move |_| async move {
-            open_download(store, Arc::new(meta)).await
+            open_download(store, Arc::new(meta), None).await
         });
     }
 }
