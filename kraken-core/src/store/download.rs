@@ -371,6 +371,10 @@ impl DownloadShared {
     pub(super) fn meta(&self) -> &MetaInfo {
         &self.meta
     }
+
+    pub(super) fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
 }
 
 impl Drop for DownloadShared {

@@ -377,6 +377,36 @@ mod tests {
     }
 
     #[test]
+    fn a_download_outside_the_store_does_not_count_toward_its_watermarks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut config = crate::store::StoreConfig::default();
+        config.high_watermark = Some(crate::size::ByteSize(12 * PIECE));
+        config.low_watermark = Some(crate::size::ByteSize(6 * PIECE));
+        let store = BlobStore::open_with_config(&root, config).unwrap();
+        let Some(out) = other_file_system(&root) else {
+            return;
+        };
+        let kept = store
+            .import(&content()[..8 * PIECE as usize], PIECE, None)
+            .unwrap();
+        // 8 pieces in the store (under the high watermark of 12) and 11 outside it: over
+        // the high watermark only if the download counted.
+        let meta = MetaInfo::from_bytes(&content(), PIECE).unwrap();
+        let download = store
+            .begin_download_to(&meta, &out.path().join("big.bin"))
+            .unwrap();
+        let report = store.evict(std::time::SystemTime::now()).unwrap();
+        assert_eq!(report.watermark, Vec::<Digest>::new());
+        assert!(matches!(
+            store.status(kept.digest()),
+            BlobStatus::Cached { .. }
+        ));
+        assert_eq!(store.usage().downloading_bytes, meta.length());
+        drop(download);
+    }
+
+    #[test]
     fn reopening_after_a_crash_discards_an_external_download_and_its_partial_file() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");

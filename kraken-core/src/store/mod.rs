@@ -154,6 +154,9 @@ struct Entry {
     pinned: bool,
     /// Where the bytes are when they are outside the store.
     reference: Option<Reference>,
+    /// A download whose data file is beside its destination, outside the store
+    /// ([`external`]).
+    external: bool,
 }
 
 impl BlobStore {
@@ -358,6 +361,7 @@ impl BlobStore {
                 persisted_access: now,
                 pinned,
                 reference: None,
+                external: shared.is_external(),
             },
         );
         index.active.insert(digest, Arc::downgrade(&shared));
@@ -759,6 +763,7 @@ impl StoreInner {
                 persisted_access: now,
                 pinned,
                 reference: Reference::load(&target),
+                external: false,
             },
         );
         index.active.remove(digest);
@@ -795,6 +800,7 @@ fn load_entry(state: State, dir: &Path) -> Option<Entry> {
         persisted_access: last_access,
         pinned: dir.join(layout::PINNED).exists(),
         reference,
+        external: false,
     })
 }
 

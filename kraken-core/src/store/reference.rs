@@ -295,6 +295,12 @@ impl Entry {
     pub(super) fn is_referenced(&self) -> bool {
         self.reference.is_some()
     }
+
+    /// Whether the store's file system holds the blob's bytes: not for a reference, nor for
+    /// a download written beside its destination. Only these count toward the watermarks.
+    pub(super) fn in_store(&self) -> bool {
+        !self.is_referenced() && !self.external
+    }
 }
 
 #[cfg(test)]
