@@ -258,6 +258,49 @@ async fn download_to_another_file_system_writes_the_blob_once_beside_the_destina
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_dir_onto_another_file_system_writes_each_file_once() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(out_dir) = kraken_testkit::other_file_system_dir(dir.path()) else {
+        return;
+    };
+    let model = dir.path().join("model");
+    write_model_tree(&model, 2 << 20);
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    // Slow enough (4 MiB/s) for the watcher to see where the bytes go.
+    let seeder = publisher(
+        2,
+        &dir.path().join("seeder"),
+        tracker.local_addr(),
+        Some(4 << 20),
+    )
+    .await;
+    let digest = seeder.seed_dir(&model).await.unwrap();
+    let listing = std::fs::read(seeder.store().open_blob(&digest).unwrap().path()).unwrap();
+    let store = dir.path().join("fetcher");
+    let fetcher = node(10, &store, tracker.local_addr(), None).await;
+    let out = out_dir.path().join("model");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_paths(store.clone(), out.clone(), stop.clone());
+    tokio::time::timeout(LIMIT, fetcher.fetch_dir(&digest, &out).into_future())
+        .await
+        .expect("in time")
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.await.unwrap();
+    assert_same_tree(&model, &out);
+    // The store held the collection, never the files.
+    assert_eq!(
+        seen.store_bytes,
+        listing.len() as u64,
+        "files were written twice"
+    );
+    fetcher.shutdown().await;
+    seeder.shutdown().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_download_to_another_file_system_leaves_no_partial_file() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();

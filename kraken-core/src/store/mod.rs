@@ -35,11 +35,13 @@
 //!
 //! # Blobs outside the store
 //!
-//! [`BlobStore::import_reference`] records a file where it is (seeding in place) and
-//! [`BlobStore::export`] moves a cached blob to a caller's path; both leave a cached entry
-//! that points at the external file, refused once the file changes. Such entries hold no bytes of the
-//! store: they count in [`StoreUsage::referenced_bytes`], not toward the watermarks, and
-//! evicting or deleting one forgets the file without touching it.
+//! [`BlobStore::import_reference`] records a file where it is (seeding in place),
+//! [`BlobStore::export`] moves a cached blob to a caller's path, and
+//! [`BlobStore::begin_download_to`] downloads a blob straight to a caller's path on another
+//! file system (see [`external`] for how, and why such a download is not resumed); all leave
+//! a cached entry that points at the external file, refused once the file changes. Such
+//! entries hold no bytes of the store: they count in [`StoreUsage::referenced_bytes`], not
+//! toward the watermarks, and evicting or deleting one forgets the file without touching it.
 
 mod batch;
 mod blob;
@@ -97,7 +99,8 @@ pub struct StoreUsage {
     pub cached_bytes: u64,
     /// Downloads in progress.
     pub downloading_blobs: usize,
-    /// Bytes reserved by downloads in progress (their full lengths).
+    /// Bytes reserved by downloads in progress (their full lengths), including those written
+    /// outside the store ([`BlobStore::begin_download_to`]).
     pub downloading_bytes: u64,
     /// Complete blobs kept outside the store (seeded in place or exported), not counted in
     /// `cached_blobs`.

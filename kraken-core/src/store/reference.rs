@@ -186,7 +186,10 @@ impl BlobStore {
     /// store is moved, not copied, when `dest` is on the store's file system (so the bytes
     /// were written once, by the download); across file systems, or for a blob that is
     /// itself a reference elsewhere, the bytes are copied through a temporary file beside
-    /// `dest` and renamed into place. Readers holding the blob open keep reading it.
+    /// `dest` and renamed into place — a second write of every byte. To write a blob not yet
+    /// downloaded once onto another file system, download it with
+    /// [`begin_download_to`](Self::begin_download_to) instead; exporting it afterwards to
+    /// the same `dest` does nothing. Readers holding the blob open keep reading it.
     pub fn export(&self, digest: &Digest, dest: &Path) -> Result<()> {
         let entry = self
             .inner

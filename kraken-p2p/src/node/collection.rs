@@ -4,8 +4,10 @@
 //! A directory travels as a [`Collection`] blob naming every file's blob. Seeding a
 //! directory records each file **in place** (the store keeps only its metainfo, see
 //! [`BlobStore::import_reference`]); fetching one downloads each distinct blob once,
-//! several at a time, and moves it to its path under the destination
-//! ([`BlobStore::export`]): each file is written once, and stays seedable from there.
+//! several at a time, to its path under the destination: moved out of the store
+//! ([`BlobStore::export`]) on the store's file system, written there directly on another
+//! ([`BlobStore::begin_download_to`]). Each file is written once, and stays seedable from
+//! there.
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
@@ -326,7 +328,10 @@ impl Node {
                 .into());
             }
         } else {
-            let fetch = self.download(&digest);
+            // Written straight to its first path when that is on another file system than
+            // the store (see `download_to`); the export below then finds it there.
+            let first = prepare_parent(dest, &entries[indices[0]].path).await?;
+            let fetch = self.fetch("", &digest, Some(first));
             let mut watcher = fetch.progress();
             let forward = async {
                 while watcher.changed().await.is_ok() {
