@@ -391,10 +391,26 @@ impl Drop for DownloadShared {
         if finishing.is_some() {
             return;
         }
+        match fs::remove_file(&external.partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %external.partial.display(), error = %e, "could not remove a partial file");
+            }
+            _ => {
+                tracing::debug!(path = %external.partial.display(), "removed an unfinished download's partial file")
+            }
+        }
         let digest = *self.meta.digest();
-        // Under `opening`, so that a download of the blob begun meanwhile (in the same
-        // entry directory) is either seen here and left alone, or begins after this.
-        let opening = lock(&self.store.opening);
+        // The entry goes under `opening`, so that a download of the blob begun meanwhile (in
+        // the same entry directory) is either seen here and left alone, or begins after
+        // this. That lock can be held for seconds (resuming a download re-hashes its
+        // pieces), and this may run on an async task: when it is taken, the entry is left
+        // to the next download of the blob (which starts afresh over it), eviction, or the
+        // next start.
+        let opening = match self.store.opening.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         let ours = {
             let mut index = self.store.index();
             let me: *const Self = self;
@@ -412,14 +428,6 @@ impl Drop for DownloadShared {
             tracing::warn!(error = %e, "could not remove an abandoned download");
         }
         drop(opening);
-        match fs::remove_file(&external.partial) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %external.partial.display(), error = %e, "could not remove a partial file");
-            }
-            _ => {
-                tracing::debug!(path = %external.partial.display(), "removed an unfinished download's partial file")
-            }
-        }
     }
 }
 

@@ -407,6 +407,37 @@ mod tests {
     }
 
     #[test]
+    fn an_abandoned_download_dropped_while_the_store_is_busy_still_removes_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = BlobStore::open(&root).unwrap();
+        let Some(out) = other_file_system(&root) else {
+            return;
+        };
+        let dest = out.path().join("model.bin");
+        let content = content();
+        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
+        let download = store.begin_download_to(&meta, &dest).unwrap();
+        download
+            .write_piece(meta.pieces().next().unwrap(), &content[..4096])
+            .unwrap();
+        // Another download is being opened (the store's `opening` lock is held): the last
+        // handle's drop does not wait for it.
+        let busy = store.inner.opening.lock().unwrap();
+        drop(download);
+        drop(busy);
+        assert_eq!(names_in(out.path()), Vec::<String>::new());
+        // The entry left behind is started afresh over, outside the store again.
+        let again = store.begin_download_to(&meta, &dest).unwrap();
+        assert_eq!(again.bitfield().count_ones(), 0);
+        assert_eq!(names_in(out.path()).len(), 1);
+        assert_eq!(data_files(&root), Vec::<PathBuf>::new());
+        drop(again);
+        assert_eq!(names_in(out.path()), Vec::<String>::new());
+        assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+    }
+
+    #[test]
     fn reopening_after_a_crash_discards_an_external_download_and_its_partial_file() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");

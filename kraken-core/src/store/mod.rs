@@ -334,12 +334,14 @@ impl BlobStore {
             if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
                 return Err(Error::AlreadyComplete(digest));
             }
-            let on_disk = index.entries.contains_key(&digest);
+            // A download written outside the store is never resumed: one left here is
+            // started afresh over.
+            let on_disk = index.entries.get(&digest).is_some_and(|e| !e.external);
             (index.active.get(&digest).and_then(Weak::upgrade), on_disk)
         };
         if let Some(shared) = existing {
             // The locks go first: dropping the last handle of a download outside the store
-            // takes `opening` (see `DownloadShared`'s `Drop`).
+            // tries `opening` to remove its entry (see `DownloadShared`'s `Drop`).
             drop(opening);
             if shared.meta().info_hash() != meta.info_hash() {
                 return Err(Error::MetaInfoConflict(digest));
