@@ -396,7 +396,7 @@ impl Drop for DownloadShared {
                 tracing::warn!(path = %external.partial.display(), error = %e, "could not remove a partial file");
             }
             _ => {
-                tracing::debug!(path = %external.partial.display(), "removed an unfinished download's partial file")
+                tracing::debug!(path = %external.partial.display(), "removed an unfinished download's partial file");
             }
         }
         let digest = *self.meta.digest();

@@ -380,9 +380,11 @@ mod tests {
     fn a_download_outside_the_store_does_not_count_toward_its_watermarks() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        let mut config = crate::store::StoreConfig::default();
-        config.high_watermark = Some(crate::size::ByteSize(12 * PIECE));
-        config.low_watermark = Some(crate::size::ByteSize(6 * PIECE));
+        let config = crate::store::StoreConfig {
+            high_watermark: Some(crate::size::ByteSize(12 * PIECE)),
+            low_watermark: Some(crate::size::ByteSize(6 * PIECE)),
+            ..Default::default()
+        };
         let store = BlobStore::open_with_config(&root, config).unwrap();
         let Some(out) = other_file_system(&root) else {
             return;
