@@ -110,7 +110,9 @@ impl BlobStore {
     /// [`Download::finish`] renames it to `dest` (replacing a regular file there) and keeps
     /// the blob cached **by reference** to it, as `export` would have. Such a download is
     /// not resumed: when its last handle is dropped unfinished, or the store is reopened
-    /// after a crash, the temporary file is removed (see the [module docs](self)).
+    /// after a crash, the temporary file is removed. (It sits in the caller's directory,
+    /// where only the caller knows whether it is still wanted; and a resumed one would make
+    /// a later plain download of the blob land at a path its caller did not choose.)
     ///
     /// Fails with [`Error::AlreadyComplete`] if the blob is already cached (then `export`
     /// it), and as [`begin_download`](Self::begin_download) does.

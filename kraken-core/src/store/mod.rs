@@ -38,7 +38,8 @@
 //! [`BlobStore::import_reference`] records a file where it is (seeding in place),
 //! [`BlobStore::export`] moves a cached blob to a caller's path, and
 //! [`BlobStore::begin_download_to`] downloads a blob straight to a caller's path on another
-//! file system (see [`external`] for how, and why such a download is not resumed); all leave
+//! file system (such a download is not resumed after a crash: its partial file beside the
+//! destination is removed when the store opens); all leave
 //! a cached entry that points at the external file, refused once the file changes. Such
 //! entries hold no bytes of the store: they count in [`StoreUsage::referenced_bytes`], not
 //! toward the watermarks, and evicting or deleting one forgets the file without touching it.
