@@ -3,14 +3,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use super::blob::Blob;
 use super::external::{self, External};
 use super::layout::{self, State};
 use super::reference::Reference;
-use super::{StoreInner, lock, max_metainfo_len};
+use super::{BlobStore, Entry, StoreInner, lock, max_metainfo_len};
 use crate::bitfield::Bitfield;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
@@ -55,15 +55,6 @@ pub(super) struct DownloadShared {
 pub(super) struct Progress {
     have: Bitfield,
     bitfield_file: File,
-}
-
-impl Progress {
-    pub(super) fn new(have: Bitfield, bitfield_file: File) -> Self {
-        Self {
-            have,
-            bitfield_file,
-        }
-    }
 }
 
 impl Download {
@@ -377,6 +368,69 @@ impl DownloadShared {
     }
 }
 
+impl BlobStore {
+    /// Starts or resumes downloading the blob `meta` describes.
+    ///
+    /// A download already on disk with the same metainfo resumes with the pieces it has
+    /// (after re-hashing them, see
+    /// [`StoreConfig::verify_on_resume`](super::StoreConfig::verify_on_resume)); one with a
+    /// different metainfo is discarded. Callers asking for the same blob at once share one
+    /// download. Fails with [`Error::AlreadyComplete`] if the blob is already cached.
+    pub fn begin_download(&self, meta: &MetaInfo) -> Result<Download> {
+        self.begin(meta, None)
+    }
+
+    /// [`begin_download`](Self::begin_download), writing a new download's data file beside
+    /// `external` (outside the store) when given; a download already open or on disk is
+    /// shared or resumed where it is.
+    pub(super) fn begin(&self, meta: &MetaInfo, external: Option<PathBuf>) -> Result<Download> {
+        let opening = lock(&self.inner.opening);
+        let digest = *meta.digest();
+        let (existing, on_disk) = {
+            let index = self.inner.index();
+            if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
+                return Err(Error::AlreadyComplete(digest));
+            }
+            // A download written outside the store is never resumed: one left here is
+            // started afresh over.
+            let on_disk = index.entries.get(&digest).is_some_and(|e| !e.external);
+            (index.active.get(&digest).and_then(Weak::upgrade), on_disk)
+        };
+        if let Some(shared) = existing {
+            // The locks go first: dropping the last handle of a download outside the store
+            // tries `opening` to remove its entry (see `DownloadShared`'s `Drop`).
+            drop(opening);
+            if shared.meta().info_hash() != meta.info_hash() {
+                return Err(Error::MetaInfoConflict(digest));
+            }
+            return Ok(Download::from_shared(shared));
+        }
+        let dir = self.inner.layout.entry_dir(State::Download, &digest);
+        let inner = Arc::clone(&self.inner);
+        let shared = Arc::new(match external {
+            Some(dest) if !on_disk => DownloadShared::create_external(inner, meta, dir, dest)?,
+            _ => DownloadShared::open_or_create(inner, meta, dir)?,
+        });
+        let mut index = self.inner.index();
+        let now = SystemTime::now();
+        let pinned = index.entries.get(&digest).is_some_and(|e| e.pinned);
+        index.entries.insert(
+            digest,
+            Entry {
+                state: State::Download,
+                length: meta.length(),
+                last_access: now,
+                persisted_access: now,
+                pinned,
+                reference: None,
+                external: shared.is_external(),
+            },
+        );
+        index.active.insert(digest, Arc::downgrade(&shared));
+        Ok(Download::from_shared(shared))
+    }
+}
+
 impl Drop for DownloadShared {
     /// A download outside the store lives only as long as its handles (see [`external`]):
     /// unfinished, its entry and its partial file go with the last one.
@@ -535,6 +589,12 @@ fn create(store: &StoreInner, meta: &MetaInfo, dir: &Path) -> Result<(File, Prog
         .open(&data_path)
         .map_err(|source| Error::io(&data_path, source))?;
     reserve_space(&data, meta.length()).map_err(|source| Error::io(&data_path, source))?;
+    Ok((data, start_progress(meta, dir)?))
+}
+
+/// Writes a fresh download's empty bitfield, then its metainfo, into `dir` (its data file
+/// made already).
+pub(super) fn start_progress(meta: &MetaInfo, dir: &Path) -> Result<Progress> {
     let have = Bitfield::new(meta.piece_count());
     let bitfield_path = dir.join(layout::BITFIELD);
     layout::write_atomically(&bitfield_path, have.as_bytes())?;
@@ -544,11 +604,8 @@ fn create(store: &StoreInner, meta: &MetaInfo, dir: &Path) -> Result<(File, Prog
         .map_err(|source| Error::io(&bitfield_path, source))?;
     // Written last: a directory with a valid metainfo has its data and bitfield files.
     layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
-    Ok((
-        data,
-        Progress {
-            have,
-            bitfield_file,
-        },
-    ))
+    Ok(Progress {
+        have,
+        bitfield_file,
+    })
 }

@@ -31,11 +31,10 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use super::download::{Download, Progress, reserve_space};
+use super::download::{Download, Progress, reserve_space, start_progress};
 use super::layout::{self, Layout};
 use super::reference::{self, Destination};
 use super::{BlobStore, StoreInner};
-use crate::bitfield::Bitfield;
 use crate::error::{Error, Result};
 use crate::metainfo::MetaInfo;
 
@@ -155,16 +154,7 @@ pub(super) fn create(
         .map_err(|source| Error::io(partial, source));
     let result = created.and_then(|data| {
         reserve_space(&data, meta.length()).map_err(|source| Error::io(partial, source))?;
-        let have = Bitfield::new(meta.piece_count());
-        let bitfield_path = dir.join(layout::BITFIELD);
-        layout::write_atomically(&bitfield_path, have.as_bytes())?;
-        let bitfield_file = OpenOptions::new()
-            .write(true)
-            .open(&bitfield_path)
-            .map_err(|source| Error::io(&bitfield_path, source))?;
-        // Written last: a directory with a valid metainfo has its data and bitfield files.
-        layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
-        Ok((data, Progress::new(have, bitfield_file)))
+        Ok((data, start_progress(meta, dir)?))
     });
     match result {
         Ok((data, progress)) => Ok((data, progress, external)),
@@ -203,15 +193,81 @@ pub(super) fn discard_leftover(layout: &Layout, dir: &Path) -> Result<bool> {
 mod tests {
     use super::*;
     use crate::digest::Digest;
-    use crate::store::BlobStatus;
     use crate::store::layout::State;
+    use crate::store::{BlobStatus, StoreConfig};
 
     const PIECE: u64 = 4096;
 
-    /// A directory on another file system than `/tmp` (where the stores go): `/dev/shm`,
-    /// a tmpfs on Linux. Without one the test cannot say anything: it fails under
-    /// `CI=true`, and is skipped elsewhere. (kraken-testkit's `other_file_system_dir` is the
-    /// same for the other crates' tests; kraken-core cannot depend on it.)
+    /// A store under `/tmp`, a directory on another file system for its downloads to go to,
+    /// and a blob of 11 pieces (the last short).
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        store: BlobStore,
+        out: tempfile::TempDir,
+        content: Vec<u8>,
+        meta: MetaInfo,
+    }
+
+    impl Fixture {
+        /// `None` (the test skipped) without a second file system; see `other_file_system`.
+        fn new(config: StoreConfig) -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            let store = BlobStore::open_with_config(&root, config).unwrap();
+            let out = other_file_system(&root)?;
+            let content: Vec<u8> = (0..10 * PIECE + 7).map(|i| (i * 7 % 251) as u8).collect();
+            let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
+            Some(Self {
+                _dir: dir,
+                root,
+                store,
+                out,
+                content,
+                meta,
+            })
+        }
+
+        fn dest(&self) -> PathBuf {
+            self.out.path().join("model.bin")
+        }
+
+        fn begin(&self) -> Download {
+            self.store
+                .begin_download_to(&self.meta, &self.dest())
+                .unwrap()
+        }
+
+        /// Writes pieces `indices` of the blob.
+        fn write(&self, download: &Download, indices: std::ops::Range<usize>) {
+            for index in self.meta.pieces().skip(indices.start).take(indices.len()) {
+                let range = self.meta.piece_range(index);
+                download
+                    .write_piece(
+                        index,
+                        &self.content[range.start as usize..range.end as usize],
+                    )
+                    .unwrap();
+            }
+        }
+
+        /// The names in the destination's directory.
+        fn beside_dest(&self) -> Vec<String> {
+            names_in(self.out.path())
+        }
+
+        /// Whether the blob's download entry directory exists.
+        fn entry_exists(&self) -> bool {
+            Layout::new(&self.root)
+                .entry_dir(State::Download, self.meta.digest())
+                .exists()
+        }
+    }
+
+    /// A directory on another file system than `store`'s: under `/dev/shm`, a tmpfs on
+    /// Linux. Without one the test cannot say anything: it fails under `CI=true`, and is
+    /// skipped elsewhere. (kraken-testkit's `other_file_system_dir` does this for the other
+    /// crates' tests; kraken-core cannot depend on it.)
     fn other_file_system(store: &Path) -> Option<tempfile::TempDir> {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() && device(shm).ok() != device(store).ok() {
@@ -246,56 +302,35 @@ mod tests {
         names
     }
 
-    fn content() -> Vec<u8> {
-        (0..10 * PIECE + 7).map(|i| (i * 7 % 251) as u8).collect()
-    }
+    const NONE: Vec<String> = Vec::new();
 
     #[test]
     fn a_download_to_another_file_system_writes_its_bytes_only_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let store = BlobStore::open(&root).unwrap();
-        let Some(out) = other_file_system(&root) else {
+        let Some(f) = Fixture::new(StoreConfig::default()) else {
             return;
         };
-        let dest = out.path().join("weights.bin");
-        fs::write(&dest, b"an older file").unwrap();
-        let content = content();
-        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
-        let download = store.begin_download_to(&meta, &dest).unwrap();
-        let pieces: Vec<_> = meta.pieces().collect();
-        for &index in &pieces[..5] {
-            let range = meta.piece_range(index);
-            download
-                .write_piece(index, &content[range.start as usize..range.end as usize])
-                .unwrap();
-        }
+        fs::write(f.dest(), b"an older file").unwrap();
+        let download = f.begin();
+        f.write(&download, 0..5);
         // Halfway: the store holds no data file; a partial file beside the destination
         // holds the pieces, and reads are served from it.
-        assert_eq!(data_files(&root), Vec::<PathBuf>::new());
-        let names = names_in(out.path());
+        assert_eq!(data_files(&f.root), Vec::<PathBuf>::new());
+        let names = f.beside_dest();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(
-            names[0].starts_with(".weights.bin.kraken-partial-"),
+            names[0].starts_with(".model.bin.kraken-partial-"),
             "{names:?}"
         );
-        assert_eq!(
-            download.read_piece(pieces[1]).unwrap(),
-            &content[4096..8192]
-        );
-        for &index in &pieces[5..] {
-            let range = meta.piece_range(index);
-            download
-                .write_piece(index, &content[range.start as usize..range.end as usize])
-                .unwrap();
-        }
+        let second = f.meta.pieces().nth(1).unwrap();
+        assert_eq!(download.read_piece(second).unwrap(), &f.content[4096..8192]);
+        f.write(&download, 5..11);
         let blob = download.finish().unwrap();
-        let dest = fs::canonicalize(&dest).unwrap();
+        let dest = fs::canonicalize(f.dest()).unwrap();
         assert_eq!(blob.path(), dest);
-        assert_eq!(fs::read(&dest).unwrap(), content);
-        assert_eq!(names_in(out.path()), ["weights.bin"]);
-        assert_eq!(data_files(&root), Vec::<PathBuf>::new());
-        let usage = store.usage();
+        assert_eq!(fs::read(&dest).unwrap(), f.content);
+        assert_eq!(f.beside_dest(), ["model.bin"]);
+        assert_eq!(data_files(&f.root), Vec::<PathBuf>::new());
+        let usage = f.store.usage();
         assert_eq!(
             (
                 usage.referenced_blobs,
@@ -306,17 +341,17 @@ mod tests {
         );
         // Exporting it to where it is does nothing; the blob stays cached there across a
         // restart, seedable.
-        store.export(meta.digest(), &dest).unwrap();
-        drop((download, store));
-        let store = BlobStore::open(&root).unwrap();
+        f.store.export(f.meta.digest(), &dest).unwrap();
+        drop(download);
+        let store = BlobStore::open(&f.root).unwrap();
         assert_eq!(
-            store.status(meta.digest()),
+            store.status(f.meta.digest()),
             BlobStatus::Cached {
-                length: content.len() as u64
+                length: f.content.len() as u64
             }
         );
-        assert_eq!(store.open_blob(meta.digest()).unwrap().path(), dest);
-        assert_eq!(store.metainfo(meta.digest()).unwrap(), meta);
+        assert_eq!(store.open_blob(f.meta.digest()).unwrap().path(), dest);
+        assert_eq!(store.metainfo(f.meta.digest()).unwrap(), f.meta);
     }
 
     #[test]
@@ -324,17 +359,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
         let store = BlobStore::open(&root).unwrap();
-        let content = content();
-        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
-        let dest = dir.path().join("out.bin");
-        let download = store.begin_download_to(&meta, &dest).unwrap();
+        let meta = MetaInfo::from_bytes(&[7; 3 * PIECE as usize], PIECE).unwrap();
+        let download = store
+            .begin_download_to(&meta, &dir.path().join("out.bin"))
+            .unwrap();
         assert_eq!(data_files(&root).len(), 1);
-        assert!(!dir.path().read_dir().unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains("kraken-partial")
-        }));
+        assert_eq!(names_in(dir.path()), ["store"]);
         drop(download);
         // It is kept for a later download to resume, as any download in the store.
         assert_eq!(store.status(meta.digest()), BlobStatus::Downloading);
@@ -342,150 +372,115 @@ mod tests {
 
     #[test]
     fn an_abandoned_or_refused_download_removes_its_partial_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let store = BlobStore::open(&root).unwrap();
-        let Some(out) = other_file_system(&root) else {
+        let Some(f) = Fixture::new(StoreConfig::default()) else {
             return;
         };
-        let dest = out.path().join("model.bin");
-        let content = content();
-        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
-        let download = store.begin_download_to(&meta, &dest).unwrap();
-        let first = meta.pieces().next().unwrap();
-        download.write_piece(first, &content[..4096]).unwrap();
+        let download = f.begin();
+        f.write(&download, 0..1);
         // A second handle keeps it alive; a bad piece is refused and changes nothing.
-        let other = store.begin_download_to(&meta, &dest).unwrap();
+        let other = f.begin();
+        let first = f.meta.pieces().next().unwrap();
         assert!(matches!(
             other.write_piece(first, &[0; 4096]),
             Err(Error::PieceHashMismatch { .. })
         ));
         drop(download);
-        assert_eq!(names_in(out.path()).len(), 1);
-        assert_eq!(store.status(meta.digest()), BlobStatus::Downloading);
+        assert_eq!(f.beside_dest().len(), 1);
+        assert_eq!(f.store.status(f.meta.digest()), BlobStatus::Downloading);
         // The last handle goes unfinished (a failed or cancelled download): nothing is left
         // beside the destination, nor in the store.
         drop(other);
-        assert_eq!(names_in(out.path()), Vec::<String>::new());
-        assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
-        let entry = Layout::new(&root).entry_dir(State::Download, meta.digest());
-        assert!(!entry.exists());
+        assert_eq!(f.beside_dest(), NONE);
+        assert_eq!(f.store.status(f.meta.digest()), BlobStatus::Absent);
+        assert!(!f.entry_exists());
         // A fresh download starts again from nothing.
-        let again = store.begin_download_to(&meta, &dest).unwrap();
+        let again = f.begin();
         assert_eq!(again.bitfield().count_ones(), 0);
         drop(again);
-        assert_eq!(names_in(out.path()), Vec::<String>::new());
-        assert_eq!(Digest::sha256_of(&content), *meta.digest());
+        assert_eq!(f.beside_dest(), NONE);
     }
 
     #[test]
     fn a_download_outside_the_store_does_not_count_toward_its_watermarks() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let config = crate::store::StoreConfig {
+        let config = StoreConfig {
             high_watermark: Some(crate::size::ByteSize(12 * PIECE)),
             low_watermark: Some(crate::size::ByteSize(6 * PIECE)),
             ..Default::default()
         };
-        let store = BlobStore::open_with_config(&root, config).unwrap();
-        let Some(out) = other_file_system(&root) else {
+        let Some(f) = Fixture::new(config) else {
             return;
         };
-        let kept = store
-            .import(&content()[..8 * PIECE as usize], PIECE, None)
+        let kept = f
+            .store
+            .import(&f.content[..8 * PIECE as usize], PIECE, None)
             .unwrap();
         // 8 pieces in the store (under the high watermark of 12) and 11 outside it: over
         // the high watermark only if the download counted.
-        let meta = MetaInfo::from_bytes(&content(), PIECE).unwrap();
-        let download = store
-            .begin_download_to(&meta, &out.path().join("big.bin"))
-            .unwrap();
-        let report = store.evict(std::time::SystemTime::now()).unwrap();
+        let download = f.begin();
+        let report = f.store.evict(std::time::SystemTime::now()).unwrap();
         assert_eq!(report.watermark, Vec::<Digest>::new());
         assert!(matches!(
-            store.status(kept.digest()),
+            f.store.status(kept.digest()),
             BlobStatus::Cached { .. }
         ));
-        assert_eq!(store.usage().downloading_bytes, meta.length());
+        assert_eq!(f.store.usage().downloading_bytes, f.meta.length());
         drop(download);
     }
 
     #[test]
     fn an_abandoned_download_dropped_while_the_store_is_busy_still_removes_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let store = BlobStore::open(&root).unwrap();
-        let Some(out) = other_file_system(&root) else {
+        let Some(f) = Fixture::new(StoreConfig::default()) else {
             return;
         };
-        let dest = out.path().join("model.bin");
-        let content = content();
-        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
-        let download = store.begin_download_to(&meta, &dest).unwrap();
-        download
-            .write_piece(meta.pieces().next().unwrap(), &content[..4096])
-            .unwrap();
+        let download = f.begin();
+        f.write(&download, 0..1);
         // Another download is being opened (the store's `opening` lock is held): the last
         // handle's drop does not wait for it.
-        let busy = store.inner.opening.lock().unwrap();
+        let busy = f.store.inner.opening.lock().unwrap();
         drop(download);
         drop(busy);
-        assert_eq!(names_in(out.path()), Vec::<String>::new());
+        assert_eq!(f.beside_dest(), NONE);
         // The entry left behind is started afresh over, outside the store again.
-        let again = store.begin_download_to(&meta, &dest).unwrap();
+        let again = f.begin();
         assert_eq!(again.bitfield().count_ones(), 0);
-        assert_eq!(names_in(out.path()).len(), 1);
-        assert_eq!(data_files(&root), Vec::<PathBuf>::new());
+        assert_eq!(f.beside_dest().len(), 1);
+        assert_eq!(data_files(&f.root), Vec::<PathBuf>::new());
         drop(again);
-        assert_eq!(names_in(out.path()), Vec::<String>::new());
-        assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
+        assert_eq!(f.beside_dest(), NONE);
+        assert_eq!(f.store.status(f.meta.digest()), BlobStatus::Absent);
     }
 
     #[test]
     fn reopening_after_a_crash_discards_an_external_download_and_its_partial_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let store = BlobStore::open(&root).unwrap();
-        let Some(out) = other_file_system(&root) else {
+        let Some(f) = Fixture::new(StoreConfig::default()) else {
             return;
         };
-        let dest = out.path().join("model.bin");
-        let content = content();
-        let meta = MetaInfo::from_bytes(&content, PIECE).unwrap();
-        let download = store.begin_download_to(&meta, &dest).unwrap();
-        download
-            .write_piece(meta.pieces().next().unwrap(), &content[..4096])
-            .unwrap();
+        let download = f.begin();
+        f.write(&download, 0..1);
         // A crash: the handle's cleanup never runs.
         std::mem::forget(download);
-        drop(store);
-        assert_eq!(names_in(out.path()).len(), 1);
-        let store = BlobStore::open(&root).unwrap();
-        assert_eq!(store.status(meta.digest()), BlobStatus::Absent);
-        assert_eq!(names_in(out.path()), Vec::<String>::new());
-        let entry = Layout::new(&root).entry_dir(State::Download, meta.digest());
-        assert!(!entry.exists());
+        assert_eq!(f.beside_dest().len(), 1);
+        let store = BlobStore::open(&f.root).unwrap();
+        assert_eq!(store.status(f.meta.digest()), BlobStatus::Absent);
+        assert_eq!(f.beside_dest(), NONE);
+        assert!(!f.entry_exists());
         // The blob downloads again from scratch, to the same place.
-        let download = store.begin_download_to(&meta, &dest).unwrap();
-        for index in meta.pieces() {
-            let range = meta.piece_range(index);
-            download
-                .write_piece(index, &content[range.start as usize..range.end as usize])
-                .unwrap();
-        }
+        let download = store.begin_download_to(&f.meta, &f.dest()).unwrap();
+        assert_eq!(download.bitfield().count_ones(), 0);
+        f.write(&download, 0..11);
         download.finish().unwrap();
-        assert_eq!(fs::read(&dest).unwrap(), content);
+        assert_eq!(fs::read(f.dest()).unwrap(), f.content);
         // An unreadable record removes its entry and no file.
-        let fake = Layout::new(&root).entry_dir(State::Download, &Digest::sha256_of(b"x"));
+        let fake = Layout::new(&f.root).entry_dir(State::Download, &Digest::sha256_of(b"x"));
         fs::create_dir_all(&fake).unwrap();
         let mut record = MAGIC.to_vec();
         record.extend_from_slice(b"model.bin\n");
-        record.extend_from_slice(dest.as_os_str().as_bytes());
+        record.extend_from_slice(f.dest().as_os_str().as_bytes());
         fs::write(fake.join(layout::EXTERNAL), record).unwrap();
         drop(store);
-        let _store = BlobStore::open(&root).unwrap();
+        let _store = BlobStore::open(&f.root).unwrap();
         assert!(!fake.exists());
-        assert_eq!(fs::read(&dest).unwrap(), content);
+        assert_eq!(fs::read(f.dest()).unwrap(), f.content);
     }
 
     #[test]

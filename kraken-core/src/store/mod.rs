@@ -57,7 +57,7 @@ mod reference;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
@@ -312,66 +312,6 @@ impl BlobStore {
         layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
         tracing::info!(%digest, from_version = version, "cached blob's metainfo regenerated");
         Ok(meta)
-    }
-
-    /// Starts or resumes downloading the blob `meta` describes.
-    ///
-    /// A download already on disk with the same metainfo resumes with the pieces it has (after
-    /// re-hashing them, see [`StoreConfig::verify_on_resume`]); one with a different metainfo
-    /// is discarded. Callers asking for the same blob at once share one download. Fails with
-    /// [`Error::AlreadyComplete`] if the blob is already cached.
-    pub fn begin_download(&self, meta: &MetaInfo) -> Result<Download> {
-        self.begin(meta, None)
-    }
-
-    /// [`begin_download`](Self::begin_download), writing a new download's data file beside
-    /// `external` (outside the store) when given; a download already open or on disk is
-    /// shared or resumed where it is.
-    fn begin(&self, meta: &MetaInfo, external: Option<PathBuf>) -> Result<Download> {
-        let opening = lock(&self.inner.opening);
-        let digest = *meta.digest();
-        let (existing, on_disk) = {
-            let index = self.inner.index();
-            if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
-                return Err(Error::AlreadyComplete(digest));
-            }
-            // A download written outside the store is never resumed: one left here is
-            // started afresh over.
-            let on_disk = index.entries.get(&digest).is_some_and(|e| !e.external);
-            (index.active.get(&digest).and_then(Weak::upgrade), on_disk)
-        };
-        if let Some(shared) = existing {
-            // The locks go first: dropping the last handle of a download outside the store
-            // tries `opening` to remove its entry (see `DownloadShared`'s `Drop`).
-            drop(opening);
-            if shared.meta().info_hash() != meta.info_hash() {
-                return Err(Error::MetaInfoConflict(digest));
-            }
-            return Ok(Download::from_shared(shared));
-        }
-        let dir = self.inner.layout.entry_dir(State::Download, &digest);
-        let inner = Arc::clone(&self.inner);
-        let shared = Arc::new(match external {
-            Some(dest) if !on_disk => DownloadShared::create_external(inner, meta, dir, dest)?,
-            _ => DownloadShared::open_or_create(inner, meta, dir)?,
-        });
-        let mut index = self.inner.index();
-        let now = SystemTime::now();
-        let pinned = index.entries.get(&digest).is_some_and(|e| e.pinned);
-        index.entries.insert(
-            digest,
-            Entry {
-                state: State::Download,
-                length: meta.length(),
-                last_access: now,
-                persisted_access: now,
-                pinned,
-                reference: None,
-                external: shared.is_external(),
-            },
-        );
-        index.active.insert(digest, Arc::downgrade(&shared));
-        Ok(Download::from_shared(shared))
     }
 
     /// Adds a blob from a stream in one pass: writes it, computes its metainfo with pieces of
