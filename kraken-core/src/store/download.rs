@@ -118,6 +118,13 @@ impl Download {
         self.shared.meta.digest()
     }
 
+    /// Where [`finish`](Self::finish) puts the blob when its pieces are written outside the
+    /// store, beside it ([`BlobStore::begin_download_to`]); `None` for a download into the
+    /// store.
+    pub fn destination(&self) -> Option<&Path> {
+        self.shared.external.as_ref().map(|e| e.dest.as_path())
+    }
+
     /// A snapshot of the verified pieces.
     pub fn bitfield(&self) -> Bitfield {
         lock(&self.shared.progress).have.clone()

@@ -311,6 +311,8 @@ mod tests {
         };
         fs::write(f.dest(), b"an older file").unwrap();
         let download = f.begin();
+        let dest = fs::canonicalize(f.dest()).unwrap();
+        assert_eq!(download.destination(), Some(dest.as_path()));
         f.write(&download, 0..5);
         // Halfway: the store holds no data file; a partial file beside the destination
         // holds the pieces, and reads are served from it.
@@ -325,7 +327,6 @@ mod tests {
         assert_eq!(download.read_piece(second).unwrap(), &f.content[4096..8192]);
         f.write(&download, 5..11);
         let blob = download.finish().unwrap();
-        let dest = fs::canonicalize(f.dest()).unwrap();
         assert_eq!(blob.path(), dest);
         assert_eq!(fs::read(&dest).unwrap(), f.content);
         assert_eq!(f.beside_dest(), ["model.bin"]);
@@ -365,6 +366,7 @@ mod tests {
             .unwrap();
         assert_eq!(data_files(&root).len(), 1);
         assert_eq!(names_in(dir.path()), ["store"]);
+        assert_eq!(download.destination(), None);
         drop(download);
         // It is kept for a later download to resume, as any download in the store.
         assert_eq!(store.status(meta.digest()), BlobStatus::Downloading);
