@@ -155,7 +155,7 @@ impl Download {
     pub fn read_vec_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let file = self.verified_file(offset..offset.saturating_add(len as u64))?;
         super::read_vec_at(file, offset, len)
-            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+            .map_err(|source| Error::io(&self.shared.data_path(), source))
     }
 
     /// The data file, once every piece that `range` falls in has been verified (otherwise
