@@ -1,5 +1,5 @@
 //! Directories between real nodes over real TCP: `seed_dir`, `fetch_dir`, seeding in place
-//! and `download_to`.
+//! and `download_to` (onto the store's file system and onto another).
 
 mod support;
 
@@ -155,6 +155,209 @@ async fn download_to_leaves_the_blob_at_the_callers_path_and_a_changed_seed_is_r
     fetcher.shutdown().await;
     seeder.shutdown().await;
     tracker.shutdown().await;
+}
+
+/// What [`watching`] saw while a transfer ran.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Most bytes of `data` files in the store at once.
+    store_bytes: u64,
+    /// Whether a `.NAME.kraken-partial-…` file stood in the watched directory.
+    partial: bool,
+}
+
+/// Runs `transfer` (bounded by [`LIMIT`]) while watching, every millisecond, the bytes the
+/// store at `store` holds and the names in `out`.
+async fn watching<T>(
+    store: &std::path::Path,
+    out: &std::path::Path,
+    transfer: impl std::future::Future<Output = T>,
+) -> (T, Seen) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (store, out, stop) = (store.to_owned(), out.to_owned(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut seen = Seen::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.store_bytes = seen.store_bytes.max(store_data_bytes(&store));
+                seen.partial |= partial_files(&out) > 0;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen
+        })
+    };
+    let result = tokio::time::timeout(LIMIT, transfer)
+        .await
+        .expect("in time");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (result, watcher.await.unwrap())
+}
+
+/// `.NAME.kraken-partial-…` files in `dir`.
+fn partial_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".kraken-partial-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A seeder sending at a capped rate, so a transfer lasts long enough to be watched or
+/// cancelled; a fetcher whose store is under `/tmp`; and a directory on another file system
+/// for the fetcher's destinations.
+struct CrossFs {
+    dir: tempfile::TempDir,
+    out: tempfile::TempDir,
+    tracker: kraken_p2p::tracker::TrackerServer,
+    seeder: kraken_p2p::node::Node,
+    fetcher: kraken_p2p::node::Node,
+}
+
+impl CrossFs {
+    /// `None` (the test skipped) without a second file system; see
+    /// [`kraken_testkit::other_file_system_dir`].
+    async fn start(seeder_rate: u64) -> Option<Self> {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        let out = kraken_testkit::other_file_system_dir(dir.path())?;
+        let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+        let seeder_dir = dir.path().join("seeder");
+        let seeder = publisher(2, &seeder_dir, tracker.local_addr(), Some(seeder_rate)).await;
+        let fetcher = node(10, &dir.path().join("fetcher"), tracker.local_addr(), None).await;
+        Some(Self {
+            dir,
+            out,
+            tracker,
+            seeder,
+            fetcher,
+        })
+    }
+
+    fn fetcher_store(&self) -> std::path::PathBuf {
+        self.dir.path().join("fetcher")
+    }
+
+    /// Seeds in place a pseudo-random file of `len` bytes; returns its metainfo and bytes.
+    async fn seed_file(&self, len: usize, seed: u64) -> (kraken_core::MetaInfo, Vec<u8>) {
+        let file = self.dir.path().join("weights.bin");
+        kraken_testkit::write_pseudo_random_file(&file, len, seed);
+        let meta = self.seeder.seed_file_in_place(&file).await.unwrap();
+        (meta, std::fs::read(&file).unwrap())
+    }
+
+    async fn shutdown(self) {
+        self.fetcher.shutdown().await;
+        self.seeder.shutdown().await;
+        self.tracker.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_to_another_file_system_writes_the_blob_once_beside_the_destination() {
+    // 4 MiB/s: the 2 MiB download takes about half a second, long enough to watch.
+    let Some(cross) = CrossFs::start(4 << 20).await else {
+        return;
+    };
+    let (meta, content) = cross.seed_file((2 << 20) + 17, 5).await;
+    let out = cross.out.path().join("weights.bin");
+    let (blob, seen) = watching(
+        &cross.fetcher_store(),
+        cross.out.path(),
+        cross.fetcher.download_to(meta.digest(), &out),
+    )
+    .await;
+    let blob = blob.unwrap();
+    // The store never held the blob's bytes: they went once, beside the destination.
+    assert_eq!(
+        seen.store_bytes, 0,
+        "the fetcher's store held a copy: the blob was written twice"
+    );
+    assert!(seen.partial, "no partial file beside the destination");
+    assert_eq!(blob.path(), std::fs::canonicalize(&out).unwrap());
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+    assert_eq!(partial_files(cross.out.path()), 0);
+    assert_eq!(
+        cross.fetcher.store().status(meta.digest()),
+        BlobStatus::Cached {
+            length: content.len() as u64
+        }
+    );
+    // The fetcher seeds it from there: another node fetches it with the seeder gone.
+    cross.seeder.shutdown().await;
+    let late = node(
+        11,
+        &cross.dir.path().join("late"),
+        cross.tracker.local_addr(),
+        None,
+    )
+    .await;
+    let again = tokio::time::timeout(LIMIT, late.download(meta.digest()).into_future())
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(std::fs::read(again.path()).unwrap(), content);
+    late.shutdown().await;
+    cross.fetcher.shutdown().await;
+    cross.tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_dir_onto_another_file_system_writes_each_file_once() {
+    let Some(cross) = CrossFs::start(4 << 20).await else {
+        return;
+    };
+    let model = cross.dir.path().join("model");
+    write_model_tree(&model, 2 << 20);
+    let digest = cross.seeder.seed_dir(&model).await.unwrap();
+    let listing = cross.seeder.store().open_blob(&digest).unwrap().len();
+    let out = cross.out.path().join("model");
+    let (fetched, seen) = watching(
+        &cross.fetcher_store(),
+        &out,
+        cross.fetcher.fetch_dir(&digest, &out).into_future(),
+    )
+    .await;
+    fetched.unwrap();
+    assert_same_tree(&model, &out);
+    // The store held the collection, never the files.
+    assert_eq!(seen.store_bytes, listing, "files were written twice");
+    cross.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_download_to_another_file_system_leaves_no_partial_file() {
+    // 256 KiB/s for 4 MiB: the download is cancelled midway.
+    let Some(cross) = CrossFs::start(256 << 10).await else {
+        return;
+    };
+    let (meta, _) = cross.seed_file(4 << 20, 6).await;
+    let out = cross.out.path().join("weights.bin");
+    let appeared = async {
+        while partial_files(cross.out.path()) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        result = cross.fetcher.download_to(meta.digest(), &out) => panic!("finished too soon: {result:?}"),
+        () = appeared => {}
+    }
+    // The download_to future is gone: the download is cancelled and its partial file goes.
+    tokio::time::timeout(LIMIT, async {
+        while partial_files(cross.out.path()) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the partial file is removed");
+    assert!(!out.exists());
+    assert_eq!(
+        cross.fetcher.store().status(meta.digest()),
+        BlobStatus::Absent
+    );
+    cross.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

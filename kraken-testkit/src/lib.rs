@@ -47,7 +47,9 @@ pub use crate::process::{
     CLIENT_TIMEOUT, Finished, Output, ProcessGuard, READY_TIMEOUT, command_line, run, run_to_end,
     run_with_timeout,
 };
-pub use crate::program::{require_package, require_packages, require_program, scratch_dir};
+pub use crate::program::{
+    other_file_system_dir, require_package, require_packages, require_program, scratch_dir,
+};
 pub use crate::proxy::ForwardingProxy;
 pub use crate::random::{pseudo_random_bytes, write_pseudo_random_file};
 pub use crate::server::TestServer;

@@ -1,6 +1,8 @@
-//! Finding the external programs a test needs, and skipping the test when one is missing.
+//! Finding the external programs (and file systems) a test needs, and skipping the test when
+//! one is missing.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 
 /// The path of `program`, searched in `PATH` and the sbin directories. When missing: panics
 /// under `CI=true` (the test must not pass silently there: "install it with: INSTALL_HINT
@@ -37,6 +39,27 @@ pub fn require_packages(programs: &[(&str, &str)]) -> bool {
         .filter(|(program, package)| require_package(program, package).is_none())
         .count();
     missing == 0
+}
+
+/// A fresh directory on another file system than `than`'s: under `/dev/shm`, a tmpfs on
+/// Linux (CI's machines and containers have one), for tests of what crossing file systems
+/// costs. When there is none: panics under `CI=true`, otherwise prints why the test is
+/// skipped and returns `None`.
+pub fn other_file_system_dir(than: &Path) -> Option<tempfile::TempDir> {
+    let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).ok();
+    let shm = Path::new("/dev/shm");
+    if device(shm).is_some_and(|shm| Some(shm) != device(than)) {
+        return Some(tempfile::tempdir_in(shm).expect("create a directory under /dev/shm"));
+    }
+    let message = format!(
+        "no file system other than {}'s: mount a tmpfs at /dev/shm",
+        than.display()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{message}");
+    }
+    println!("SKIPPED: {message}");
+    None
 }
 
 /// A private scratch directory under `/tmp`, with a short path: unix sockets (containerd's,

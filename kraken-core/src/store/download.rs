@@ -1,14 +1,16 @@
 //! A blob being downloaded piece by piece.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use super::blob::Blob;
+use super::external::{self, External};
 use super::layout::{self, State};
-use super::{StoreInner, lock, max_metainfo_len};
+use super::reference::Reference;
+use super::{BlobStore, Entry, StoreInner, lock, max_metainfo_len};
 use crate::bitfield::Bitfield;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
@@ -44,10 +46,13 @@ pub(super) struct DownloadShared {
     /// ([`StoreConfig::verify_on_resume`](super::StoreConfig::verify_on_resume) off): then
     /// `finish` hashes the whole blob, since those pieces were never checked.
     resumed_unhashed: bool,
+    /// Set when the data file is beside the caller's destination rather than in `dir`
+    /// ([`BlobStore::begin_download_to`](super::BlobStore::begin_download_to)).
+    external: Option<External>,
 }
 
 #[derive(Debug)]
-struct Progress {
+pub(super) struct Progress {
     have: Bitfield,
     bitfield_file: File,
 }
@@ -73,7 +78,7 @@ impl Download {
         shared
             .data
             .write_all_at(data, offset)
-            .map_err(|source| Error::io(&shared.dir.join(layout::DATA), source))?;
+            .map_err(|source| Error::io(&shared.data_path(), source))?;
         drop(writing);
         let mut progress = lock(&shared.progress);
         if !progress.have.set(index.get())? {
@@ -100,7 +105,7 @@ impl Download {
         self.shared
             .data
             .sync_data()
-            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+            .map_err(|source| Error::io(&self.shared.data_path(), source))
     }
 
     /// The blob's metainfo.
@@ -111,6 +116,13 @@ impl Download {
     /// The blob's digest.
     pub fn digest(&self) -> &Digest {
         self.shared.meta.digest()
+    }
+
+    /// Where [`finish`](Self::finish) puts the blob when its pieces are written outside the
+    /// store, beside it ([`BlobStore::begin_download_to`]); `None` for a download into the
+    /// store.
+    pub fn destination(&self) -> Option<&Path> {
+        self.shared.external.as_ref().map(|e| e.dest.as_path())
     }
 
     /// A snapshot of the verified pieces.
@@ -134,7 +146,7 @@ impl Download {
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.verified_file(offset..offset.saturating_add(buf.len() as u64))?
             .read_exact_at(buf, offset)
-            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+            .map_err(|source| Error::io(&self.shared.data_path(), source))
     }
 
     /// `len` verified bytes from `offset` in a new buffer (not zeroed before the read: see
@@ -143,7 +155,7 @@ impl Download {
     pub fn read_vec_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let file = self.verified_file(offset..offset.saturating_add(len as u64))?;
         super::read_vec_at(file, offset, len)
-            .map_err(|source| Error::io(&self.shared.dir.join(layout::DATA), source))
+            .map_err(|source| Error::io(&self.shared.data_path(), source))
     }
 
     /// The data file, once every piece that `range` falls in has been verified (otherwise
@@ -197,7 +209,7 @@ impl Download {
                 missing,
             });
         }
-        let data_path = shared.dir.join(layout::DATA);
+        let data_path = shared.data_path();
         let actual = if shared.resumed_unhashed {
             self.hash_whole_blob()
                 .map_err(|source| Error::io(&data_path, source))?
@@ -207,6 +219,9 @@ impl Download {
         if actual != *self.digest() {
             tracing::warn!(digest = %self.digest(), %actual, "downloaded blob does not match its digest; discarding");
             shared.store.discard_download(self.digest())?;
+            if let Some(external) = &shared.external {
+                let _ = fs::remove_file(&external.partial);
+            }
             return Err(Error::DigestMismatch {
                 expected: *self.digest(),
                 actual,
@@ -216,18 +231,45 @@ impl Download {
             .data
             .sync_data()
             .map_err(|source| Error::io(&data_path, source))?;
-        shared
-            .store
-            .install(&shared.dir, self.digest(), shared.meta.length())?;
-        let cached = shared
-            .store
-            .layout
-            .entry_dir(State::Cache, self.digest())
-            .join(layout::DATA);
+        let cached = match &shared.external {
+            None => {
+                shared
+                    .store
+                    .install(&shared.dir, self.digest(), shared.meta.length())?;
+                shared
+                    .store
+                    .layout
+                    .entry_dir(State::Cache, self.digest())
+                    .join(layout::DATA)
+            }
+            Some(external) => self.install_external(external)?,
+        };
         let file = File::open(&cached).map_err(|source| Error::io(&cached, source))?;
         let blob = Blob::new(*self.digest(), shared.meta.length(), file, cached);
         *finished = Some(blob.clone());
         Ok(blob)
+    }
+
+    /// Puts a verified external data file in place and caches the blob by reference to it;
+    /// returns where it is. The reference is written before the directory is installed, so
+    /// a crash leaves either a download (discarded on reopen, the file at the destination
+    /// complete but forgotten) or a cached reference.
+    fn install_external(&self, external: &External) -> Result<PathBuf> {
+        let shared = &*self.shared;
+        let dest = &external.dest;
+        fs::rename(&external.partial, dest).map_err(|source| Error::io(dest, source))?;
+        if let Some(parent) = dest.parent() {
+            layout::sync_dir(parent)?;
+        }
+        let metadata = fs::metadata(dest).map_err(|source| Error::io(dest, source))?;
+        let reference = Reference::of(dest.clone(), &metadata);
+        layout::write_atomically(&shared.dir.join(layout::REFERENCE), &reference.encode())?;
+        shared
+            .store
+            .install(&shared.dir, self.digest(), shared.meta.length())?;
+        let installed = shared.store.layout.entry_dir(State::Cache, self.digest());
+        let _ = fs::remove_file(installed.join(layout::EXTERNAL));
+        Ok(dest.clone())
     }
 
     /// The SHA-256 of the data file, read piece by piece.
@@ -266,7 +308,44 @@ impl DownloadShared {
             None => create(&store, meta, &dir)?,
         };
         let resumed_unhashed = !verify && progress.have.count_ones() > 0;
-        Ok(Self {
+        Ok(Self::new(
+            store,
+            meta,
+            dir,
+            (data, progress),
+            resumed_unhashed,
+            None,
+        ))
+    }
+
+    /// Starts afresh in `dir` a download whose data file is beside `dest`, outside the
+    /// store ([`external`]).
+    pub(super) fn create_external(
+        store: Arc<StoreInner>,
+        meta: &MetaInfo,
+        dir: PathBuf,
+        dest: PathBuf,
+    ) -> Result<Self> {
+        let (data, progress, external) = external::create(&store, meta, &dir, dest)?;
+        Ok(Self::new(
+            store,
+            meta,
+            dir,
+            (data, progress),
+            false,
+            Some(external),
+        ))
+    }
+
+    fn new(
+        store: Arc<StoreInner>,
+        meta: &MetaInfo,
+        dir: PathBuf,
+        (data, progress): (File, Progress),
+        resumed_unhashed: bool,
+        external: Option<External>,
+    ) -> Self {
+        Self {
             store,
             meta: meta.clone(),
             dir,
@@ -275,11 +354,141 @@ impl DownloadShared {
             progress: Mutex::new(progress),
             finishing: Mutex::new(None),
             resumed_unhashed,
-        })
+            external,
+        }
+    }
+
+    /// Where the data file is (for errors).
+    fn data_path(&self) -> PathBuf {
+        match &self.external {
+            Some(external) => external.partial.clone(),
+            None => self.dir.join(layout::DATA),
+        }
     }
 
     pub(super) fn meta(&self) -> &MetaInfo {
         &self.meta
+    }
+
+    pub(super) fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
+}
+
+impl BlobStore {
+    /// Starts or resumes downloading the blob `meta` describes.
+    ///
+    /// A download already on disk with the same metainfo resumes with the pieces it has
+    /// (after re-hashing them, see
+    /// [`StoreConfig::verify_on_resume`](super::StoreConfig::verify_on_resume)); one with a
+    /// different metainfo is discarded. Callers asking for the same blob at once share one
+    /// download. Fails with [`Error::AlreadyComplete`] if the blob is already cached.
+    pub fn begin_download(&self, meta: &MetaInfo) -> Result<Download> {
+        self.begin(meta, None)
+    }
+
+    /// [`begin_download`](Self::begin_download), writing a new download's data file beside
+    /// `external` (outside the store) when given; a download already open or on disk is
+    /// shared or resumed where it is.
+    pub(super) fn begin(&self, meta: &MetaInfo, external: Option<PathBuf>) -> Result<Download> {
+        let opening = lock(&self.inner.opening);
+        let digest = *meta.digest();
+        let (existing, on_disk) = {
+            let index = self.inner.index();
+            if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
+                return Err(Error::AlreadyComplete(digest));
+            }
+            // A download written outside the store is never resumed: one left here is
+            // started afresh over.
+            let on_disk = index.entries.get(&digest).is_some_and(|e| !e.external);
+            (index.active.get(&digest).and_then(Weak::upgrade), on_disk)
+        };
+        if let Some(shared) = existing {
+            // The locks go first: dropping the last handle of a download outside the store
+            // tries `opening` to remove its entry (see `DownloadShared`'s `Drop`).
+            drop(opening);
+            if shared.meta().info_hash() != meta.info_hash() {
+                return Err(Error::MetaInfoConflict(digest));
+            }
+            return Ok(Download::from_shared(shared));
+        }
+        let dir = self.inner.layout.entry_dir(State::Download, &digest);
+        let inner = Arc::clone(&self.inner);
+        let shared = Arc::new(match external {
+            Some(dest) if !on_disk => DownloadShared::create_external(inner, meta, dir, dest)?,
+            _ => DownloadShared::open_or_create(inner, meta, dir)?,
+        });
+        let mut index = self.inner.index();
+        let now = SystemTime::now();
+        let pinned = index.entries.get(&digest).is_some_and(|e| e.pinned);
+        index.entries.insert(
+            digest,
+            Entry {
+                state: State::Download,
+                length: meta.length(),
+                last_access: now,
+                persisted_access: now,
+                pinned,
+                reference: None,
+                external: shared.is_external(),
+            },
+        );
+        index.active.insert(digest, Arc::downgrade(&shared));
+        Ok(Download::from_shared(shared))
+    }
+}
+
+impl Drop for DownloadShared {
+    /// A download outside the store lives only as long as its handles (see [`external`]):
+    /// unfinished, its entry and its partial file go with the last one.
+    fn drop(&mut self) {
+        let Some(external) = &self.external else {
+            return;
+        };
+        let finishing = self
+            .finishing
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if finishing.is_some() {
+            return;
+        }
+        match fs::remove_file(&external.partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %external.partial.display(), error = %e, "could not remove a partial file");
+            }
+            _ => {
+                tracing::debug!(path = %external.partial.display(), "removed an unfinished download's partial file");
+            }
+        }
+        let digest = *self.meta.digest();
+        // The entry goes under `opening`, so that a download of the blob begun meanwhile (in
+        // the same entry directory) is either seen here and left alone, or begins after
+        // this. That lock can be held for seconds (resuming a download re-hashes its
+        // pieces), and this may run on an async task: when it is taken, the entry is left
+        // to the next download of the blob (which starts afresh over it), eviction, or the
+        // next start.
+        let opening = match self.store.opening.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let ours = {
+            let mut index = self.store.index();
+            let me: *const Self = self;
+            let ours = index
+                .active
+                .get(&digest)
+                .is_some_and(|weak| std::ptr::eq(weak.as_ptr(), me));
+            if ours {
+                index.active.remove(&digest);
+                index.entries.remove(&digest);
+            }
+            ours
+        };
+        if ours && let Err(e) = layout::remove_entry(&self.store.layout, &self.dir) {
+            tracing::warn!(error = %e, "could not remove an abandoned download");
+        }
+        drop(opening);
     }
 }
 
@@ -304,11 +513,7 @@ impl StoreInner {
 }
 
 /// Opens an existing download in `dir` if its metainfo matches `meta`.
-fn resume(
-    meta: &MetaInfo,
-    dir: &std::path::Path,
-    verify: bool,
-) -> Result<Option<(File, Progress)>> {
+fn resume(meta: &MetaInfo, dir: &Path, verify: bool) -> Result<Option<(File, Progress)>> {
     let Some(stored) = layout::read_bounded(&dir.join(layout::METAINFO), max_metainfo_len())?
     else {
         return Ok(None);
@@ -366,7 +571,7 @@ fn resume(
 /// Sizes a fresh data file to `length`, reserving its blocks where the file system can, so
 /// that a download fails at once on a full disk instead of midway and its file is not
 /// fragmented by other writers. File systems without `fallocate` get a sparse file.
-fn reserve_space(data: &File, length: u64) -> std::io::Result<()> {
+pub(super) fn reserve_space(data: &File, length: u64) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     if length > 0 {
         match rustix::fs::fallocate(data, rustix::fs::FallocateFlags::empty(), 0, length) {
@@ -379,7 +584,7 @@ fn reserve_space(data: &File, length: u64) -> std::io::Result<()> {
 }
 
 /// Creates a fresh download directory: metainfo, pre-sized data file, empty bitfield.
-fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<(File, Progress)> {
+fn create(store: &StoreInner, meta: &MetaInfo, dir: &Path) -> Result<(File, Progress)> {
     layout::remove_entry(&store.layout, dir)?;
     layout::create_dir_all(dir)?;
     let data_path = dir.join(layout::DATA);
@@ -391,6 +596,12 @@ fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<
         .open(&data_path)
         .map_err(|source| Error::io(&data_path, source))?;
     reserve_space(&data, meta.length()).map_err(|source| Error::io(&data_path, source))?;
+    Ok((data, start_progress(meta, dir)?))
+}
+
+/// Writes a fresh download's empty bitfield, then its metainfo, into `dir` (its data file
+/// made already).
+pub(super) fn start_progress(meta: &MetaInfo, dir: &Path) -> Result<Progress> {
     let have = Bitfield::new(meta.piece_count());
     let bitfield_path = dir.join(layout::BITFIELD);
     layout::write_atomically(&bitfield_path, have.as_bytes())?;
@@ -400,11 +611,8 @@ fn create(store: &StoreInner, meta: &MetaInfo, dir: &std::path::Path) -> Result<
         .map_err(|source| Error::io(&bitfield_path, source))?;
     // Written last: a directory with a valid metainfo has its data and bitfield files.
     layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
-    Ok((
-        data,
-        Progress {
-            have,
-            bitfield_file,
-        },
-    ))
+    Ok(Progress {
+        have,
+        bitfield_file,
+    })
 }

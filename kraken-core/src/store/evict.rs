@@ -37,7 +37,7 @@ impl BlobStore {
                 let mut total: u64 = index
                     .entries
                     .iter()
-                    .filter(|(d, e)| !idle.contains(d) && !e.is_referenced())
+                    .filter(|(d, e)| !idle.contains(d) && e.in_store())
                     .map(|(_, e)| e.length)
                     .sum();
                 if total > high.bytes() {

@@ -11,6 +11,9 @@
 //!                                               /metainfo
 //!                                               /bitfield   compact bitfield of verified pieces
 //!                                               /pinned
+//!                                               /external   instead of data: the download is
+//!                                                           written beside its destination
+//!                                                           (see `external`)
 //! <root>/tmp/                                                imports and deletions in flight
 //! ```
 //!
@@ -31,6 +34,7 @@ pub(super) const BITFIELD: &str = "bitfield";
 pub(super) const LAST_ACCESS: &str = "last_access";
 pub(super) const PINNED: &str = "pinned";
 pub(super) const REFERENCE: &str = "reference";
+pub(super) const EXTERNAL: &str = "external";
 
 /// The two states a blob can be in on disk.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

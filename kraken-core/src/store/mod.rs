@@ -35,17 +35,21 @@
 //!
 //! # Blobs outside the store
 //!
-//! [`BlobStore::import_reference`] records a file where it is (seeding in place) and
-//! [`BlobStore::export`] moves a cached blob to a caller's path; both leave a cached entry
-//! that points at the external file, refused once the file changes. Such entries hold no bytes of the
-//! store: they count in [`StoreUsage::referenced_bytes`], not toward the watermarks, and
-//! evicting or deleting one forgets the file without touching it.
+//! [`BlobStore::import_reference`] records a file where it is (seeding in place),
+//! [`BlobStore::export`] moves a cached blob to a caller's path, and
+//! [`BlobStore::begin_download_to`] downloads a blob straight to a caller's path on another
+//! file system (such a download is not resumed after a crash: its partial file beside the
+//! destination is removed when the store opens); all leave
+//! a cached entry that points at the external file, refused once the file changes. Such
+//! entries hold no bytes of the store: they count in [`StoreUsage::referenced_bytes`], not
+//! toward the watermarks, and evicting or deleting one forgets the file without touching it.
 
 mod batch;
 mod blob;
 mod config;
 mod download;
 mod evict;
+mod external;
 pub mod layout;
 mod positional;
 mod reference;
@@ -96,7 +100,8 @@ pub struct StoreUsage {
     pub cached_bytes: u64,
     /// Downloads in progress.
     pub downloading_blobs: usize,
-    /// Bytes reserved by downloads in progress (their full lengths).
+    /// Bytes reserved by downloads in progress (their full lengths), including those written
+    /// outside the store ([`BlobStore::begin_download_to`]).
     pub downloading_bytes: u64,
     /// Complete blobs kept outside the store (seeded in place or exported), not counted in
     /// `cached_blobs`.
@@ -153,6 +158,9 @@ struct Entry {
     pinned: bool,
     /// Where the bytes are when they are outside the store.
     reference: Option<Reference>,
+    /// A download whose data file is beside its destination, outside the store
+    /// ([`external`]).
+    external: bool,
 }
 
 impl BlobStore {
@@ -185,6 +193,9 @@ impl BlobStore {
         let mut index = Index::default();
         for state in [State::Download, State::Cache] {
             for (digest, dir) in layout.scan(state)? {
+                if state == State::Download && external::discard_leftover(&layout, &dir)? {
+                    continue;
+                }
                 match load_entry(state, &dir) {
                     Some(entry) => {
                         index.entries.insert(digest, entry);
@@ -301,51 +312,6 @@ impl BlobStore {
         layout::write_atomically(&dir.join(layout::METAINFO), &meta.encode())?;
         tracing::info!(%digest, from_version = version, "cached blob's metainfo regenerated");
         Ok(meta)
-    }
-
-    /// Starts or resumes downloading the blob `meta` describes.
-    ///
-    /// A download already on disk with the same metainfo resumes with the pieces it has (after
-    /// re-hashing them, see [`StoreConfig::verify_on_resume`]); one with a different metainfo
-    /// is discarded. Callers asking for the same blob at once share one download. Fails with
-    /// [`Error::AlreadyComplete`] if the blob is already cached.
-    pub fn begin_download(&self, meta: &MetaInfo) -> Result<Download> {
-        let _opening = lock(&self.inner.opening);
-        let digest = *meta.digest();
-        {
-            let index = self.inner.index();
-            if matches!(index.entries.get(&digest), Some(e) if e.state == State::Cache) {
-                return Err(Error::AlreadyComplete(digest));
-            }
-            if let Some(shared) = index.active.get(&digest).and_then(Weak::upgrade) {
-                if shared.meta().info_hash() != meta.info_hash() {
-                    return Err(Error::MetaInfoConflict(digest));
-                }
-                return Ok(Download::from_shared(shared));
-            }
-        }
-        let dir = self.inner.layout.entry_dir(State::Download, &digest);
-        let shared = Arc::new(DownloadShared::open_or_create(
-            Arc::clone(&self.inner),
-            meta,
-            dir,
-        )?);
-        let mut index = self.inner.index();
-        let now = SystemTime::now();
-        let pinned = index.entries.get(&digest).is_some_and(|e| e.pinned);
-        index.entries.insert(
-            digest,
-            Entry {
-                state: State::Download,
-                length: meta.length(),
-                last_access: now,
-                persisted_access: now,
-                pinned,
-                reference: None,
-            },
-        );
-        index.active.insert(digest, Arc::downgrade(&shared));
-        Ok(Download::from_shared(shared))
     }
 
     /// Adds a blob from a stream in one pass: writes it, computes its metainfo with pieces of
@@ -743,6 +709,7 @@ impl StoreInner {
                 persisted_access: now,
                 pinned,
                 reference: Reference::load(&target),
+                external: false,
             },
         );
         index.active.remove(digest);
@@ -779,6 +746,7 @@ fn load_entry(state: State, dir: &Path) -> Option<Entry> {
         persisted_access: last_access,
         pinned: dir.join(layout::PINNED).exists(),
         reference,
+        external: false,
     })
 }
 

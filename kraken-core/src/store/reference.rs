@@ -39,7 +39,7 @@ pub(super) struct Reference {
 }
 
 impl Reference {
-    fn of(path: PathBuf, metadata: &fs::Metadata) -> Self {
+    pub(super) fn of(path: PathBuf, metadata: &fs::Metadata) -> Self {
         Self {
             path,
             size: metadata.len(),
@@ -53,7 +53,7 @@ impl Reference {
             && mtime_nanos(metadata) == self.mtime_nanos
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(format!("{}\n{}\n", self.size, self.mtime_nanos).as_bytes());
         out.extend_from_slice(self.path.as_os_str().as_bytes());
@@ -84,6 +84,42 @@ impl Reference {
         }
         reference
     }
+}
+
+/// A caller's destination path, made absolute through its canonical parent directory, so
+/// that the path a reference records is the one a later [`BlobStore::export`] to the same
+/// place computes.
+#[derive(Clone, Debug)]
+pub(super) struct Destination {
+    /// The directory the file goes in (canonical).
+    pub(super) parent: PathBuf,
+    /// `parent` joined with the file's name.
+    pub(super) dest: PathBuf,
+}
+
+impl Destination {
+    pub(super) fn resolve(dest: &Path) -> Result<Self> {
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let parent = fs::canonicalize(&parent).map_err(|source| Error::io(&parent, source))?;
+        let name = dest.file_name().ok_or_else(|| {
+            Error::io(
+                dest,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+            )
+        })?;
+        let dest = parent.join(name);
+        Ok(Self { parent, dest })
+    }
+}
+
+/// The temporary file beside `dest` that its bytes are written to before a rename puts them
+/// in place: `.NAME.kraken-partial-NONCE`, hidden, and named so a person knows what it is.
+pub(super) fn partial_path(dest: &Path, nonce: u64) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    dest.with_file_name(format!(".{name}.kraken-partial-{nonce:016x}"))
 }
 
 fn mtime_nanos(metadata: &fs::Metadata) -> u128 {
@@ -150,7 +186,10 @@ impl BlobStore {
     /// store is moved, not copied, when `dest` is on the store's file system (so the bytes
     /// were written once, by the download); across file systems, or for a blob that is
     /// itself a reference elsewhere, the bytes are copied through a temporary file beside
-    /// `dest` and renamed into place. Readers holding the blob open keep reading it.
+    /// `dest` and renamed into place — a second write of every byte. To write a blob not yet
+    /// downloaded once onto another file system, download it with
+    /// [`begin_download_to`](Self::begin_download_to) instead; exporting it afterwards to
+    /// the same `dest` does nothing. Readers holding the blob open keep reading it.
     pub fn export(&self, digest: &Digest, dest: &Path) -> Result<()> {
         let entry = self
             .inner
@@ -161,28 +200,13 @@ impl BlobStore {
             .cloned()
             .ok_or(Error::NotFound(*digest))?;
         let dir = self.inner.layout.entry_dir(State::Cache, digest);
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let parent = fs::canonicalize(&parent).map_err(|source| Error::io(&parent, source))?;
-        let name = dest.file_name().ok_or_else(|| {
-            Error::io(
-                dest,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
-            )
-        })?;
-        let dest = parent.join(name);
+        let Destination { parent, dest } = Destination::resolve(dest)?;
         if entry.reference.as_ref().is_some_and(|r| r.path == dest) {
             // Already there: check it is still what was recorded.
             self.open_blob(digest)?;
             return Ok(());
         }
-        let nonce: u64 = rand::random();
-        let tmp = parent.join(format!(
-            ".{}.kraken-partial-{nonce:016x}",
-            name.to_string_lossy()
-        ));
+        let tmp = partial_path(&dest, rand::random());
         let result = (|| {
             let moved = match &entry.reference {
                 None => {
@@ -273,6 +297,12 @@ impl Entry {
     /// Whether the blob's bytes live outside the store.
     pub(super) fn is_referenced(&self) -> bool {
         self.reference.is_some()
+    }
+
+    /// Whether the store's file system holds the blob's bytes: not for a reference, nor for
+    /// a download written beside its destination. Only these count toward the watermarks.
+    pub(super) fn in_store(&self) -> bool {
+        !self.is_referenced() && !self.external
     }
 }
 

@@ -4,8 +4,10 @@
 //! A directory travels as a [`Collection`] blob naming every file's blob. Seeding a
 //! directory records each file **in place** (the store keeps only its metainfo, see
 //! [`BlobStore::import_reference`]); fetching one downloads each distinct blob once,
-//! several at a time, and moves it to its path under the destination
-//! ([`BlobStore::export`]): each file is written once, and stays seedable from there.
+//! several at a time, to its path under the destination: moved out of the store
+//! ([`BlobStore::export`]) on the store's file system, written there directly on another
+//! ([`BlobStore::begin_download_to`]). Each file is written once, and stays seedable from
+//! there.
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
@@ -181,19 +183,26 @@ impl Node {
     }
 
     /// Downloads a blob (or finds it cached) and leaves it at `path`, replacing a regular
-    /// file there: moved out of the store when `path` is on the store's file system, so its
-    /// bytes are written once, and copied otherwise. The store keeps only the metainfo and
-    /// a reference to `path`, from where the node goes on seeding the blob; the file must
-    /// then not change (see [`kraken_core::BlobStore::export`]). Returns the blob as found
-    /// at `path`.
+    /// file there, with each of its bytes written once wherever `path` is: on the store's
+    /// file system the download is moved out of the store with a rename; on another one it
+    /// is written piece by piece (each verified) to a temporary file beside `path`,
+    /// `.NAME.kraken-partial-…`, renamed into place once the whole blob checks out
+    /// ([`kraken_core::BlobStore::begin_download_to`]). If the download fails or is
+    /// cancelled, that temporary file is removed; it is not resumed after a restart.
+    ///
+    /// The store keeps only the metainfo and a reference to `path`, from where the node goes
+    /// on seeding the blob; the file must then not change (see
+    /// [`kraken_core::BlobStore::export`]). A blob already cached (or a download of it
+    /// already under way into the store) is moved out, or copied across file systems.
+    /// Returns the blob as found at `path`.
     pub async fn download_to(&self, digest: &Digest, path: &Path) -> Result<Blob> {
-        self.download(digest).await?;
+        self.fetch("", digest, Some(path.to_owned())).await?;
         match self.export(digest, path).await {
             Err(e) if is_stale(&e) => {
                 // The copy this node held was a file that changed or went since: stop serving
                 // it and fetch the blob again.
                 self.unseed(digest);
-                self.download(digest).await?;
+                self.fetch("", digest, Some(path.to_owned())).await?;
                 self.export(digest, path).await
             }
             other => other,
@@ -319,7 +328,10 @@ impl Node {
                 .into());
             }
         } else {
-            let fetch = self.download(&digest);
+            // Written straight to its first path when that is on another file system than
+            // the store (see `download_to`); the export below then finds it there.
+            let first = prepare_parent(dest, &entries[indices[0]].path).await?;
+            let fetch = self.fetch("", &digest, Some(first));
             let mut watcher = fetch.progress();
             let forward = async {
                 while watcher.changed().await.is_ok() {

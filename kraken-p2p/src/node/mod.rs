@@ -33,7 +33,7 @@ mod transport;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -375,11 +375,18 @@ impl Node {
 
     /// Downloads a blob of `namespace` (empty: the node's default).
     pub fn download_in(&self, namespace: &str, digest: &Digest) -> Fetch {
+        self.fetch(namespace, digest, None)
+    }
+
+    /// Starts or joins the download of a blob; a new download is written to `dest` when that
+    /// is on another file system than the store ([`Node::download_to`]).
+    fn fetch(&self, namespace: &str, digest: &Digest, dest: Option<PathBuf>) -> Fetch {
         let (reply, result) = oneshot::channel();
         let (progress_tx, progress) = watch::channel(Progress::default());
         let sent = self.inner.commands.send(actor::Command::Download {
             digest: *digest,
             namespace: namespace.to_owned(),
+            dest,
             reply,
             progress: progress_tx,
         });

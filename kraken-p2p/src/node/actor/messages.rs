@@ -27,6 +27,10 @@ pub(crate) enum Command {
     Download {
         digest: Digest,
         namespace: String,
+        /// Where the caller wants the blob ([`Node::download_to`](crate::Node::download_to)):
+        /// a new download is then written there when that is another file system than the
+        /// store's ([`BlobStore::begin_download_to`]).
+        dest: Option<PathBuf>,
         reply: Waiter,
         progress: watch::Sender<Progress>,
     },

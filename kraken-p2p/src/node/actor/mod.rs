@@ -266,9 +266,10 @@ impl Actor {
             Command::Download {
                 digest,
                 namespace,
+                dest,
                 reply,
                 progress,
-            } => self.start_download(digest, namespace, reply, progress),
+            } => self.start_download(digest, namespace, dest, reply, progress),
             Command::OpenPartial { digest, reply } => {
                 let source = match self
                     .by_digest

@@ -2,6 +2,7 @@
 //! from the tracker (waiting for it to be published) and the store opens or resumes the
 //! download before the torrent joins the swarm.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ impl Actor {
         &mut self,
         digest: Digest,
         namespace: String,
+        dest: Option<PathBuf>,
         reply: Waiter,
         progress: watch::Sender<Progress>,
     ) {
@@ -63,7 +65,7 @@ impl Actor {
             self.config.max_blob_size.bytes(),
         );
         self.spawn_preparation(digest, namespace, move |namespace| async move {
-            prepare_download(store, tracker, &namespace, digest, limits).await
+            prepare_download(store, tracker, &namespace, digest, dest, limits).await
         });
     }
 
@@ -168,13 +170,15 @@ impl Actor {
     }
 }
 
-/// Finds the blob in the store, or fetches its metainfo and opens (or resumes) a download.
-/// `limits` are the time to wait for the metainfo and the largest blob length believed.
+/// Finds the blob in the store, or fetches its metainfo and opens (or resumes) a download
+/// (to `dest`, see [`open_download`]). `limits` are the time to wait for the metainfo and the
+/// largest blob length believed.
 async fn prepare_download(
     store: BlobStore,
     tracker: Arc<dyn Tracker>,
     namespace: &str,
     digest: Digest,
+    dest: Option<PathBuf>,
     limits: (std::time::Duration, u64),
 ) -> Result<Prepared> {
     let (timeout, max_blob) = limits;
@@ -228,20 +232,30 @@ async fn prepare_download(
         .map_err(|_| Error::Internal("store task failed"))?
         .map_err(Error::from);
     }
-    open_download(store, Arc::new(meta)).await
+    open_download(store, Arc::new(meta), dest).await
 }
 
 /// Opens (or resumes) the download of `meta` in the store, or finds the blob complete.
+/// With `dest`, a new download whose destination is on another file system than the store
+/// is written beside it ([`BlobStore::begin_download_to`]), so its bytes are written once.
 /// Another metainfo's download of the same blob may still be open for a moment (its last
 /// piece writes finishing after it was dropped); that is waited out, briefly.
-pub(super) async fn open_download(store: BlobStore, meta: Arc<MetaInfo>) -> Result<Prepared> {
+pub(super) async fn open_download(
+    store: BlobStore,
+    meta: Arc<MetaInfo>,
+    dest: Option<PathBuf>,
+) -> Result<Prepared> {
     let digest = *meta.digest();
     let mut attempts = 0;
     loop {
         let opened = {
-            let (store, meta) = (store.clone(), Arc::clone(&meta));
-            tokio::task::spawn_blocking(move || match store.begin_download(&meta) {
-                Ok(download) => Ok(Prepared::Started(meta, download)),
+            let (store, meta, dest) = (store.clone(), Arc::clone(&meta), dest.clone());
+            let begun = move |store: &BlobStore| match &dest {
+                Some(dest) => store.begin_download_to(&meta, dest).map(|d| (meta, d)),
+                None => store.begin_download(&meta).map(|d| (meta, d)),
+            };
+            tokio::task::spawn_blocking(move || match begun(&store) {
+                Ok((meta, download)) => Ok(Prepared::Started(meta, download)),
                 Err(kraken_core::Error::AlreadyComplete(_)) => {
                     store.open_blob(&digest).map(|blob| {
                         let progress = cached_progress(&store, &blob);

@@ -126,6 +126,12 @@ impl Actor {
         );
         self.swarm.remove_torrent(&info_hash);
         self.by_digest.remove(&digest);
+        // The new download goes where the stuck one was going (a caller's path on another
+        // file system, see `BlobStore::begin_download_to`).
+        let dest = match &stuck.source {
+            PieceSource::Partial(download) => download.destination().map(ToOwned::to_owned),
+            PieceSource::Blob(_) => None,
+        };
         // The stuck download's file is closed with its last handle; the new one replaces it.
         drop(stuck.source);
         // Readers of the stuck download learn it was replaced (and let go of its file).
@@ -141,7 +147,7 @@ impl Actor {
         entry.1.extend(stuck.progress);
         let store = self.store.clone();
         self.spawn_preparation(digest, stuck.namespace, move |_| async move {
-            open_download(store, Arc::new(meta)).await
+            open_download(store, Arc::new(meta), dest).await
         });
     }
 }
