@@ -74,6 +74,11 @@ pub struct NodeConfig {
     /// cache (see [`TcpTransport::send_file`]). Ignored with a transport of one's own.
     /// Default: true.
     pub send_file: bool,
+    /// Bytes of the chunks of complete blobs that streams ([`Node::read`](super::Node::read))
+    /// read lately, kept in memory for other streams of the same blob: clients pulling one
+    /// blob at about the same time then share one read of each chunk instead of each
+    /// copying it out of the page cache. 0 turns it off. Default: 64MiB.
+    pub read_cache_size: ByteSize,
     /// The scheduler's settings.
     pub swarm: SwarmConfig,
 }
@@ -97,6 +102,7 @@ impl Default for NodeConfig {
             #[cfg(feature = "tls")]
             tls: None,
             send_file: true,
+            read_cache_size: ByteSize(64 << 20),
             swarm: SwarmConfig::default(),
         }
     }

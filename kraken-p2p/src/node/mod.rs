@@ -25,6 +25,7 @@ mod counters;
 mod halves;
 mod piece_source;
 mod rate;
+mod read_cache;
 mod stream;
 mod tcp;
 #[cfg(feature = "tls")]
@@ -162,6 +163,7 @@ impl NodeBuilder {
         };
         let listener = transport.bind(config.listen).await?;
         let cancel_on_drop = config.cancel_on_drop;
+        let read_cache = read_cache::ReadCache::new(config.read_cache_size.bytes()).map(Arc::new);
         let evict_interval = config.evict_interval;
         let local_addr = listener.local_addr()?;
         // Port 0 in `advertise` stands for the listener's port, so that an address found at
@@ -240,6 +242,7 @@ impl NodeBuilder {
                 piece_lengths,
                 namespace,
                 cancel_on_drop,
+                read_cache,
                 shutdown,
                 tasks,
             }),
@@ -303,6 +306,8 @@ struct NodeInner {
     /// The default namespace (what `download("")` means), for seeding in place.
     namespace: String,
     cancel_on_drop: bool,
+    /// Chunks of complete blobs that streams read lately (`read_cache_size`).
+    read_cache: Option<Arc<read_cache::ReadCache>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -445,7 +450,12 @@ impl Node {
             reply,
         })?;
         let source = source.await.map_err(|_| Error::Shutdown)??;
-        Ok(BlobStream::new(source, progress, range))
+        Ok(BlobStream::new(
+            source,
+            progress,
+            range,
+            self.inner.read_cache.clone(),
+        ))
     }
 
     /// Checks that the node's actor is running and answering commands: what a health probe

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::Progress;
 use super::conn::PieceSource;
+use super::read_cache::ReadCache;
 use crate::error::{Error, Result};
 
 /// Most bytes per item: a piece longer than this is read in several items.
@@ -51,11 +52,12 @@ impl std::fmt::Debug for BlobStream {
 
 impl BlobStream {
     /// Streams bytes `range` of `source` (cut to the blob's length; the whole blob when
-    /// `None`).
+    /// `None`), sharing the chunks of a complete blob with other streams through `cache`.
     pub(crate) fn new(
         source: PartialSource,
         progress: watch::Receiver<Progress>,
         range: Option<std::ops::Range<u64>>,
+        cache: Option<Arc<ReadCache>>,
     ) -> Self {
         let (length, piece_length) = match &source {
             PartialSource::Complete(blob) => (blob.len(), CHUNK),
@@ -79,7 +81,7 @@ impl BlobStream {
         let reads = futures::stream::iter(items)
             .map(move |(offset, len)| {
                 let (source, progress) = (Arc::clone(&source), progress.clone());
-                read_item(source, progress, restarts, offset, len)
+                read_item(source, cache.clone(), progress, restarts, offset, len)
             })
             .buffered(READ_AHEAD);
         // The first error ends the stream (the items read ahead after it are dropped).
@@ -98,11 +100,17 @@ impl BlobStream {
 /// Reads `len` bytes at `offset` of `source`, once the piece they fall in is verified.
 async fn read_item(
     source: Arc<PartialSource>,
+    cache: Option<Arc<ReadCache>>,
     mut progress: watch::Receiver<Progress>,
     restarts: u32,
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
+    if let (PartialSource::Complete(blob), Some(cache)) = (&*source, &cache)
+        && let Some(bytes) = cache.get(blob.digest(), offset, len)
+    {
+        return Ok(bytes);
+    }
     if let PartialSource::Partial(meta, download) = &*source {
         let index = u32::try_from(offset / meta.piece_length())
             .ok()
@@ -122,12 +130,17 @@ async fn read_item(
             }
         }
     }
-    tokio::task::spawn_blocking(move || {
-        let buf = match &*source {
-            PartialSource::Complete(blob) => blob.read_vec_at(offset, len as usize)?,
-            PartialSource::Partial(_, download) => download.read_vec_at(offset, len as usize)?,
-        };
-        Ok(Bytes::from(buf))
+    tokio::task::spawn_blocking(move || match &*source {
+        PartialSource::Complete(blob) => {
+            let bytes = Bytes::from(blob.read_vec_at(offset, len as usize)?);
+            if let Some(cache) = &cache {
+                cache.insert(blob.digest(), offset, bytes.clone());
+            }
+            Ok(bytes)
+        }
+        PartialSource::Partial(_, download) => {
+            Ok(Bytes::from(download.read_vec_at(offset, len as usize)?))
+        }
     })
     .await
     .map_err(|_| Error::Internal("read task failed"))?
@@ -172,6 +185,7 @@ mod tests {
             PartialSource::Complete(blob),
             progress,
             Some(range.clone()),
+            None,
         ))
         .await;
         assert!(got.iter().all(|item| item.len() as u64 <= CHUNK));
@@ -179,6 +193,26 @@ mod tests {
             got.concat(),
             &data[range.start as usize..range.end as usize]
         );
+    }
+
+    #[tokio::test]
+    async fn streams_of_one_blob_share_the_chunks_the_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = bytes(3 << 20 | 77);
+        let meta = store.import(&data[..], 1 << 20, None).unwrap();
+        let blob = store.open_blob(meta.digest()).unwrap();
+        let cache = ReadCache::new(8 << 20).map(Arc::new);
+        let stream = |cache: Option<Arc<ReadCache>>| {
+            let (_tx, progress) = watch::channel(Progress::default());
+            BlobStream::new(PartialSource::Complete(blob.clone()), progress, None, cache)
+        };
+        assert_eq!(items(stream(cache.clone())).await.concat(), data);
+        // The file changes under the store (as a failing disk might change it): a stream
+        // that reads the file sees it, the ones behind the first take its chunks.
+        std::fs::write(blob.path(), vec![b'x'; data.len()]).unwrap();
+        assert_ne!(items(stream(None)).await.concat(), data);
+        assert_eq!(items(stream(cache)).await.concat(), data);
     }
 
     #[tokio::test]
@@ -193,6 +227,7 @@ mod tests {
         let stream = BlobStream::new(
             PartialSource::Partial(Arc::clone(&meta), download.clone()),
             progress,
+            None,
             None,
         );
         let reader = tokio::spawn(items(stream));

@@ -204,6 +204,10 @@ pub struct P2pConfig {
     /// TLS on peer links (`[p2p.tls]`: `cert`, `key`, `ca`, `require`; see `docs/tls.md`).
     /// Default: none (plain TCP).
     pub tls: Option<PeerTlsConfig>,
+    /// Bytes of recently served chunks of cached blobs kept in memory, so that clients
+    /// pulling the same blob at about the same time share one read of each chunk (see
+    /// `kraken_p2p::node::NodeConfig::read_cache_size`). 0 turns it off. Default: 64MiB.
+    pub read_cache_size: ByteSize,
 }
 
 impl Default for P2pConfig {
@@ -218,6 +222,7 @@ impl Default for P2pConfig {
             swarm: SwarmConfig::default(),
             write_stall_timeout: Duration::from_secs(30),
             tls: None,
+            read_cache_size: ByteSize(64 << 20),
         }
     }
 }

@@ -87,6 +87,7 @@ impl AgentBuilder {
         let peer_listen = node_config.listen;
         node_config.write_stall_timeout = config.p2p.write_stall_timeout;
         node_config.tls = config.p2p.tls.clone();
+        node_config.read_cache_size = config.p2p.read_cache_size;
         let node = Node::builder(node_config)
             .metrics(NodeMetrics::register(&metrics))
             .store(store)
