@@ -5,10 +5,13 @@
 //! every chunk from the page cache into a buffer of their own. The first reader's buffer
 //! is kept here instead, and the streams close behind it send the same bytes: one read
 //! and one user-space copy per chunk, not one per client. Only chunks of complete,
-//! verified blobs are kept, by digest and range, so a chunk found here is the blob's.
+//! verified blobs are kept, by digest and range, so a chunk found here is the blob's; and
+//! only while two streams or more read the blob: a lone stream would gain nothing, and
+//! keeping its buffers would have every read take fresh memory instead of the buffer
+//! just freed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kraken_core::Digest;
@@ -29,6 +32,43 @@ struct Chunks {
     by_key: HashMap<Key, Bytes>,
     order: VecDeque<Key>,
     bytes: u64,
+    /// Streams open per blob.
+    streams: HashMap<Digest, usize>,
+}
+
+/// A stream of a blob, counted while it lives (see [`ReadCache::open`]).
+#[derive(Debug)]
+pub(crate) struct Reader {
+    cache: Arc<ReadCache>,
+    digest: Digest,
+}
+
+impl Reader {
+    /// The chunk `len` bytes long at `offset`, if it is here.
+    pub(crate) fn get(&self, offset: u64, len: u64) -> Option<Bytes> {
+        self.cache
+            .lock()
+            .by_key
+            .get(&(self.digest, offset, len))
+            .cloned()
+    }
+
+    /// Keeps `bytes`, the chunk at `offset`, if another stream reads the blob too.
+    pub(crate) fn insert(&self, offset: u64, bytes: Bytes) {
+        self.cache.insert(&self.digest, offset, bytes);
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut chunks = self.cache.lock();
+        if let Some(n) = chunks.streams.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                chunks.streams.remove(&self.digest);
+            }
+        }
+    }
 }
 
 impl ReadCache {
@@ -40,21 +80,26 @@ impl ReadCache {
         })
     }
 
-    /// The chunk `len` bytes long at `offset` of blob `digest`, if it is here.
-    pub(crate) fn get(&self, digest: &Digest, offset: u64, len: u64) -> Option<Bytes> {
-        self.lock().by_key.get(&(*digest, offset, len)).cloned()
+    /// Counts a stream of blob `digest` until the returned reader is dropped.
+    pub(crate) fn open(self: &Arc<Self>, digest: &Digest) -> Reader {
+        *self.lock().streams.entry(*digest).or_default() += 1;
+        Reader {
+            cache: Arc::clone(self),
+            digest: *digest,
+        }
     }
 
-    /// Keeps `bytes`, the chunk at `offset` of blob `digest`, dropping the oldest chunks
-    /// to stay within the bound. A chunk larger than the whole cache is not kept.
-    pub(crate) fn insert(&self, digest: &Digest, offset: u64, bytes: Bytes) {
+    /// Keeps `bytes`, the chunk at `offset` of blob `digest`, if two streams or more read
+    /// the blob, dropping the oldest chunks to stay within the bound. A chunk larger than
+    /// the whole cache is not kept.
+    fn insert(&self, digest: &Digest, offset: u64, bytes: Bytes) {
         let len = bytes.len() as u64;
         if len > self.max_bytes {
             return;
         }
         let key = (*digest, offset, len);
         let mut chunks = self.lock();
-        if chunks.by_key.contains_key(&key) {
+        if chunks.streams.get(digest).is_none_or(|&n| n < 2) || chunks.by_key.contains_key(&key) {
             return;
         }
         while chunks.bytes + len > self.max_bytes {
@@ -85,25 +130,43 @@ mod tests {
 
     #[test]
     fn keeps_chunks_by_blob_and_range_within_its_bound() {
-        let cache = ReadCache::new(10).unwrap();
-        cache.insert(&digest(1), 0, Bytes::from_static(b"abcd"));
-        cache.insert(&digest(1), 4, Bytes::from_static(b"efgh"));
-        assert_eq!(cache.get(&digest(1), 0, 4).unwrap(), &b"abcd"[..]);
-        assert!(cache.get(&digest(2), 0, 4).is_none(), "another blob");
-        assert!(cache.get(&digest(1), 0, 3).is_none(), "another range");
+        let cache = Arc::new(ReadCache::new(10).unwrap());
+        let one = [cache.open(&digest(1)), cache.open(&digest(1))];
+        let two = [cache.open(&digest(2)), cache.open(&digest(2))];
+        one[0].insert(0, Bytes::from_static(b"abcd"));
+        one[1].insert(4, Bytes::from_static(b"efgh"));
+        assert_eq!(one[1].get(0, 4).unwrap(), &b"abcd"[..]);
+        assert!(two[0].get(0, 4).is_none(), "another blob");
+        assert!(one[0].get(0, 3).is_none(), "another range");
         // A third chunk pushes the oldest out.
-        cache.insert(&digest(2), 0, Bytes::from_static(b"ijkl"));
-        assert!(cache.get(&digest(1), 0, 4).is_none());
-        assert_eq!(cache.get(&digest(1), 4, 4).unwrap(), &b"efgh"[..]);
-        assert_eq!(cache.get(&digest(2), 0, 4).unwrap(), &b"ijkl"[..]);
+        two[0].insert(0, Bytes::from_static(b"ijkl"));
+        assert!(one[0].get(0, 4).is_none());
+        assert_eq!(one[0].get(4, 4).unwrap(), &b"efgh"[..]);
+        assert_eq!(two[1].get(0, 4).unwrap(), &b"ijkl"[..]);
         assert_eq!(cache.lock().bytes, 8);
         // Too large for the cache: not kept, nothing pushed out.
-        cache.insert(&digest(3), 0, Bytes::from(vec![0; 11]));
-        assert!(cache.get(&digest(3), 0, 11).is_none());
+        one[0].insert(8, Bytes::from(vec![0; 11]));
+        assert!(one[0].get(8, 11).is_none());
         assert_eq!(cache.lock().bytes, 8);
         // The same chunk twice is kept once.
-        cache.insert(&digest(2), 0, Bytes::from_static(b"ijkl"));
+        two[1].insert(0, Bytes::from_static(b"ijkl"));
         assert_eq!(cache.lock().order.len(), 2);
+    }
+
+    #[test]
+    fn a_lone_stream_keeps_nothing_and_closed_streams_are_forgotten() {
+        let cache = Arc::new(ReadCache::new(1 << 20).unwrap());
+        let first = cache.open(&digest(1));
+        first.insert(0, Bytes::from_static(b"abcd"));
+        assert!(first.get(0, 4).is_none(), "one stream: nothing kept");
+        let second = cache.open(&digest(1));
+        first.insert(0, Bytes::from_static(b"abcd"));
+        assert_eq!(second.get(0, 4).unwrap(), &b"abcd"[..]);
+        drop(second);
+        first.insert(4, Bytes::from_static(b"efgh"));
+        assert!(first.get(4, 4).is_none(), "alone again");
+        drop(first);
+        assert!(cache.lock().streams.is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::Progress;
 use super::conn::PieceSource;
-use super::read_cache::ReadCache;
+use super::read_cache::{ReadCache, Reader};
 use crate::error::{Error, Result};
 
 /// Most bytes per item: a piece longer than this is read in several items.
@@ -67,6 +67,13 @@ impl BlobStream {
         let end = range.end.min(length);
         let start = range.start.min(end);
         let restarts = progress.borrow().restarts;
+        // Counted as a reader of the blob while the stream lives.
+        let reader = match (&source, cache) {
+            (PartialSource::Complete(blob), Some(cache)) => {
+                Some(Arc::new(cache.open(blob.digest())))
+            }
+            _ => None,
+        };
         let source = Arc::new(source);
         // Items never straddle a piece boundary, so each waits for one piece only.
         let items = std::iter::successors(Some(start), move |&offset| {
@@ -81,7 +88,7 @@ impl BlobStream {
         let reads = futures::stream::iter(items)
             .map(move |(offset, len)| {
                 let (source, progress) = (Arc::clone(&source), progress.clone());
-                read_item(source, cache.clone(), progress, restarts, offset, len)
+                read_item(source, reader.clone(), progress, restarts, offset, len)
             })
             .buffered(READ_AHEAD);
         // The first error ends the stream (the items read ahead after it are dropped).
@@ -100,15 +107,13 @@ impl BlobStream {
 /// Reads `len` bytes at `offset` of `source`, once the piece they fall in is verified.
 async fn read_item(
     source: Arc<PartialSource>,
-    cache: Option<Arc<ReadCache>>,
+    reader: Option<Arc<Reader>>,
     mut progress: watch::Receiver<Progress>,
     restarts: u32,
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
-    if let (PartialSource::Complete(blob), Some(cache)) = (&*source, &cache)
-        && let Some(bytes) = cache.get(blob.digest(), offset, len)
-    {
+    if let Some(bytes) = reader.as_ref().and_then(|r| r.get(offset, len)) {
         return Ok(bytes);
     }
     if let PartialSource::Partial(meta, download) = &*source {
@@ -133,8 +138,8 @@ async fn read_item(
     tokio::task::spawn_blocking(move || match &*source {
         PartialSource::Complete(blob) => {
             let bytes = Bytes::from(blob.read_vec_at(offset, len as usize)?);
-            if let Some(cache) = &cache {
-                cache.insert(blob.digest(), offset, bytes.clone());
+            if let Some(reader) = &reader {
+                reader.insert(offset, bytes.clone());
             }
             Ok(bytes)
         }
@@ -207,12 +212,14 @@ mod tests {
             let (_tx, progress) = watch::channel(Progress::default());
             BlobStream::new(PartialSource::Complete(blob.clone()), progress, None, cache)
         };
-        assert_eq!(items(stream(cache.clone())).await.concat(), data);
+        // Two streams at once: the chunks one reads are kept for the other.
+        let (first, second) = (stream(cache.clone()), stream(cache.clone()));
+        assert_eq!(items(first).await.concat(), data);
         // The file changes under the store (as a failing disk might change it): a stream
-        // that reads the file sees it, the ones behind the first take its chunks.
+        // that reads the file sees it, the one behind the first takes its chunks.
         std::fs::write(blob.path(), vec![b'x'; data.len()]).unwrap();
         assert_ne!(items(stream(None)).await.concat(), data);
-        assert_eq!(items(stream(cache)).await.concat(), data);
+        assert_eq!(items(second).await.concat(), data);
     }
 
     #[tokio::test]

@@ -208,6 +208,10 @@ pub struct P2pConfig {
     /// pulling the same blob at about the same time share one read of each chunk (see
     /// `kraken_p2p::node::NodeConfig::read_cache_size`). 0 turns it off. Default: 64MiB.
     pub read_cache_size: ByteSize,
+    /// Send pieces to peers with `sendfile`, straight from the page cache; `false` reads
+    /// and writes them (for file systems whose page cache does not reflect the file, as
+    /// nginx's `sendfile off`). Default: true.
+    pub send_file: bool,
 }
 
 impl Default for P2pConfig {
@@ -223,6 +227,7 @@ impl Default for P2pConfig {
             write_stall_timeout: Duration::from_secs(30),
             tls: None,
             read_cache_size: ByteSize(64 << 20),
+            send_file: true,
         }
     }
 }
@@ -328,5 +333,36 @@ mod tests {
         let old: AgentConfig =
             toml::from_str(&format!("{example}\n[limits]\nmax_manifest = \"1MiB\"\n")).unwrap();
         assert_eq!(old.limits.max_manifest_size, ByteSize(1 << 20));
+    }
+
+    /// Every `p2p.` key that docs/agent.md documents is one the agent reads (the table once
+    /// listed `p2p.send_file`, which the agent refused as an unknown field).
+    #[test]
+    fn every_documented_p2p_key_is_read() {
+        let doc = include_str!("../../../docs/agent.md");
+        let keys: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `p2p."))
+            .flat_map(|line| {
+                // The key cell's names; the description's code spans come after.
+                let cells = line.split('`').skip(1).step_by(2);
+                cells.take_while(|cell| cell.starts_with("p2p."))
+            })
+            .filter_map(|key| key.strip_prefix("p2p."))
+            .filter(|key| !key.contains('.'))
+            .collect();
+        assert!(keys.len() >= 8, "the p2p rows of docs/agent.md: {keys:?}");
+        for key in keys {
+            // A value of the wrong type is fine: only an unknown field fails the test.
+            let toml = format!(
+                "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\ntrackers = [\"http://t:1\"]\nbuild_index = [\"b:1\"]\n[p2p]\n{key} = 0\n"
+            );
+            if let Err(e) = toml::from_str::<AgentConfig>(&toml) {
+                assert!(
+                    !e.to_string().contains("unknown field"),
+                    "docs/agent.md documents p2p.{key}: {e}"
+                );
+            }
+        }
     }
 }

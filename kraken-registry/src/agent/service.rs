@@ -88,6 +88,7 @@ impl AgentBuilder {
         node_config.write_stall_timeout = config.p2p.write_stall_timeout;
         node_config.tls = config.p2p.tls.clone();
         node_config.read_cache_size = config.p2p.read_cache_size;
+        node_config.send_file = config.p2p.send_file;
         let node = Node::builder(node_config)
             .metrics(NodeMetrics::register(&metrics))
             .store(store)
