@@ -26,6 +26,33 @@ pub(super) fn settle_disk() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a benchmark recycles page-cache memory before the phases that write (the
+/// default), see [`PageCache::recycle`].
+#[derive(Debug, clap::Args)]
+pub(super) struct PageCache {
+    /// Do not recycle page-cache memory before each phase that writes: on a virtual machine
+    /// that returns free memory to its host, the writes then also time the host backing
+    /// each page again.
+    #[arg(long)]
+    no_recycle: bool,
+}
+
+impl PageCache {
+    /// Whether [`recycle`](Self::recycle) does anything.
+    pub(super) fn recycles(&self) -> bool {
+        !self.no_recycle
+    }
+
+    /// Before a phase that writes `bytes`, makes as much page-cache memory warm again (see
+    /// `recycle_page_cache`), unless `--no-recycle`.
+    pub(super) fn recycle(&self, dir: &Path, bytes: u64) -> anyhow::Result<()> {
+        if self.no_recycle {
+            return Ok(());
+        }
+        recycle_page_cache(dir, bytes)
+    }
+}
+
 /// Writes `bytes` of zeros to a scratch file in `dir` and deletes it, so that the page
 /// cache the next phase writes lands on memory this machine has just used.
 ///
@@ -36,7 +63,7 @@ pub(super) fn settle_disk() -> anyhow::Result<()> {
 /// whose memory has been in use — every server an agent or an origin runs on — pays the
 /// second price; without this, which price a phase paid depended on what the phases
 /// before it happened to free.
-pub(super) fn recycle_page_cache(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+fn recycle_page_cache(dir: &Path, bytes: u64) -> anyhow::Result<()> {
     let path = dir.join("page-cache-scratch");
     let mut file = std::fs::File::create(&path).context("creating the scratch file")?;
     let zeros = vec![0; 1 << 20];

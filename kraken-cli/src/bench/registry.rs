@@ -19,8 +19,8 @@ use kraken_core::{ByteSize, Digest};
 use serde::Serialize;
 
 use super::process::{
-    Process, curl_seconds, digest_of, kraken_command, recycle_page_cache, settle_disk,
-    start_distribution, which,
+    PageCache, Process, curl_seconds, digest_of, kraken_command, settle_disk, start_distribution,
+    which,
 };
 
 #[derive(Debug, clap::Args)]
@@ -37,11 +37,8 @@ pub(crate) struct RegistryBenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Do not recycle page-cache memory before the push and each cold pull (see
-    /// `recycle_page_cache`): on a virtual machine that returns free memory to its host,
-    /// the writes then also time the host backing each page again.
-    #[arg(long)]
-    no_recycle: bool,
+    #[command(flatten)]
+    page_cache: PageCache,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -136,18 +133,12 @@ pub(crate) fn run(args: RegistryBenchArgs) -> anyhow::Result<()> {
     let mut report = RegistryBenchReport {
         layer_bytes: args.size.bytes(),
         concurrency: args.concurrency,
-        recycled: !args.no_recycle,
+        recycled: args.page_cache.recycles(),
         ..RegistryBenchReport::default()
     };
     // Before each phase that writes the layer (2× for a push: the origin's copy and its
     // write-back), the same amount of page-cache memory is made warm again.
-    let recycle = |bytes: u64| {
-        if args.no_recycle {
-            Ok(())
-        } else {
-            recycle_page_cache(dir.path(), bytes)
-        }
-    };
+    let recycle = |bytes: u64| args.page_cache.recycle(dir.path(), bytes);
     settle_disk()?;
     report.openssl_seconds = (0..2)
         .map(|_| timed(|| openssl_digest(&image.layer)))
