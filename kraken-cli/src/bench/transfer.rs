@@ -9,8 +9,7 @@ use kraken_core::ByteSize;
 use serde::Serialize;
 
 use super::process::{
-    PageCache, Process, fetch_command, run_fetch, settle_disk, spawn_seeder, spawn_tracker,
-    write_random_file,
+    Process, fetch_command, run_fetch, settle_disk, spawn_seeder, spawn_tracker, write_random_file,
 };
 
 #[derive(Debug, clap::Args)]
@@ -27,8 +26,6 @@ pub(crate) struct TransferArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    page_cache: PageCache,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,8 +41,6 @@ struct TransferReport {
     /// copied, as TLS needs.
     tls: TransferResult,
     fetcher_peak_rss_bytes: Option<u64>,
-    /// Whether page-cache memory was recycled before each fetch (not `--no-recycle`).
-    recycled: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,8 +129,6 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
             anyhow::ensure!(openssl.status.success(), "openssl failed");
 
             let out = dir.path().join(format!("out-{}", seeder.mode));
-            // The fetch writes the blob: into warm memory, as on a host in use.
-            args.page_cache.recycle(dir.path(), args.size.bytes())?;
             let fetch = run_fetch(fetch_command(
                 &seeder.digest,
                 &tracker_url,
@@ -177,20 +170,13 @@ pub(super) fn run(args: TransferArgs) -> anyhow::Result<()> {
         copying: result(&seeders[1]),
         tls: result(&seeders[2]),
         fetcher_peak_rss_bytes: peak_rss,
-        recycled: args.page_cache.recycles(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} blob, one seeder -> one fetcher, uncapped, loopback, best of {}; page cache {}",
-            args.size,
-            args.rounds,
-            if report.recycled {
-                "recycled before each fetch"
-            } else {
-                "not recycled"
-            }
+            "{} blob, one seeder -> one fetcher, uncapped, loopback, best of {}",
+            args.size, args.rounds
         );
         println!(
             "openssl dgst -sha256            {:>8.1} MB/s",
