@@ -209,6 +209,7 @@ impl NodeBuilder {
         let namespace = config.namespace.clone();
         actor::spawn(actor::ActorParts {
             config,
+            read_cache: read_cache.clone(),
             store: store.clone(),
             tracker,
             transport,
