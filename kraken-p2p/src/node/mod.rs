@@ -209,7 +209,6 @@ impl NodeBuilder {
         let namespace = config.namespace.clone();
         actor::spawn(actor::ActorParts {
             config,
-            read_cache: read_cache.clone(),
             store: store.clone(),
             tracker,
             transport,

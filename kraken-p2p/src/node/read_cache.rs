@@ -9,31 +9,15 @@
 //! only while two streams or more read the blob: a lone stream would gain nothing, and
 //! keeping its buffers would have every read take fresh memory instead of the buffer
 //! just freed.
-//!
-//! A piece a download has just verified and written is kept too while a stream reads that
-//! download (an agent serving a pull as the pieces arrive): the stream then sends the bytes
-//! it received instead of reading them back from the file. Such a piece was checked
-//! against its torrent's metainfo only, not yet against the blob's digest, so it is kept
-//! under the torrent's info hash: a download started over with other metainfo never
-//! meets the pieces of the first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use kraken_core::{Digest, InfoHash};
+use kraken_core::Digest;
 
-/// Whose bytes a chunk is.
-#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
-pub(crate) enum Owner {
-    /// A complete blob, verified as a whole.
-    Blob(Digest),
-    /// A download, each piece verified against the metainfo this info hash names.
-    Torrent(InfoHash),
-}
-
-/// A chunk: whose, the offset and the length.
-type Key = (Owner, u64, u64);
+/// A chunk: the blob's digest, the offset and the length.
+type Key = (Digest, u64, u64);
 
 /// A byte-bounded cache of chunks, the oldest inserted leaving first (streams move
 /// forward through a blob, so the oldest chunk is the one least likely read again).
@@ -48,15 +32,15 @@ struct Chunks {
     by_key: HashMap<Key, Bytes>,
     order: VecDeque<Key>,
     bytes: u64,
-    /// Streams open per blob or download.
-    streams: HashMap<Owner, usize>,
+    /// Streams open per blob.
+    streams: HashMap<Digest, usize>,
 }
 
 /// A stream of a blob, counted while it lives (see [`ReadCache::open`]).
 #[derive(Debug)]
 pub(crate) struct Reader {
     cache: Arc<ReadCache>,
-    owner: Owner,
+    digest: Digest,
 }
 
 impl Reader {
@@ -65,23 +49,23 @@ impl Reader {
         self.cache
             .lock()
             .by_key
-            .get(&(self.owner, offset, len))
+            .get(&(self.digest, offset, len))
             .cloned()
     }
 
     /// Keeps `bytes`, the chunk at `offset`, if another stream reads the blob too.
     pub(crate) fn insert(&self, offset: u64, bytes: Bytes) {
-        self.cache.insert(self.owner, offset, bytes, 2);
+        self.cache.insert(&self.digest, offset, bytes);
     }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
         let mut chunks = self.cache.lock();
-        if let Some(n) = chunks.streams.get_mut(&self.owner) {
+        if let Some(n) = chunks.streams.get_mut(&self.digest) {
             *n -= 1;
             if *n == 0 {
-                chunks.streams.remove(&self.owner);
+                chunks.streams.remove(&self.digest);
             }
         }
     }
@@ -96,34 +80,26 @@ impl ReadCache {
         })
     }
 
-    /// Counts a stream of `owner`'s bytes until the returned reader is dropped.
-    pub(crate) fn open(self: &Arc<Self>, owner: Owner) -> Reader {
-        *self.lock().streams.entry(owner).or_default() += 1;
+    /// Counts a stream of blob `digest` until the returned reader is dropped.
+    pub(crate) fn open(self: &Arc<Self>, digest: &Digest) -> Reader {
+        *self.lock().streams.entry(*digest).or_default() += 1;
         Reader {
             cache: Arc::clone(self),
-            owner,
+            digest: *digest,
         }
     }
 
-    /// Keeps `bytes`, a piece at `offset` that the download of torrent `info_hash` has
-    /// just verified and written, if a stream reads that download.
-    pub(crate) fn insert_received(&self, info_hash: InfoHash, offset: u64, bytes: Bytes) {
-        self.insert(Owner::Torrent(info_hash), offset, bytes, 1);
-    }
-
-    /// Keeps `bytes`, the chunk at `offset` of `owner`, if `min_streams` streams or more
-    /// read it, dropping the oldest chunks to stay within the bound. A chunk larger than
+    /// Keeps `bytes`, the chunk at `offset` of blob `digest`, if two streams or more read
+    /// the blob, dropping the oldest chunks to stay within the bound. A chunk larger than
     /// the whole cache is not kept.
-    fn insert(&self, owner: Owner, offset: u64, bytes: Bytes, min_streams: usize) {
+    fn insert(&self, digest: &Digest, offset: u64, bytes: Bytes) {
         let len = bytes.len() as u64;
         if len > self.max_bytes {
             return;
         }
-        let key = (owner, offset, len);
+        let key = (*digest, offset, len);
         let mut chunks = self.lock();
-        if chunks.streams.get(&owner).is_none_or(|&n| n < min_streams)
-            || chunks.by_key.contains_key(&key)
-        {
+        if chunks.streams.get(digest).is_none_or(|&n| n < 2) || chunks.by_key.contains_key(&key) {
             return;
         }
         while chunks.bytes + len > self.max_bytes {
@@ -148,15 +124,15 @@ impl ReadCache {
 mod tests {
     use super::*;
 
-    fn blob(n: u8) -> Owner {
-        Owner::Blob(Digest::sha256_of(&[n]))
+    fn digest(n: u8) -> Digest {
+        Digest::sha256_of(&[n])
     }
 
     #[test]
     fn keeps_chunks_by_blob_and_range_within_its_bound() {
         let cache = Arc::new(ReadCache::new(10).unwrap());
-        let one = [cache.open(blob(1)), cache.open(blob(1))];
-        let two = [cache.open(blob(2)), cache.open(blob(2))];
+        let one = [cache.open(&digest(1)), cache.open(&digest(1))];
+        let two = [cache.open(&digest(2)), cache.open(&digest(2))];
         one[0].insert(0, Bytes::from_static(b"abcd"));
         one[1].insert(4, Bytes::from_static(b"efgh"));
         assert_eq!(one[1].get(0, 4).unwrap(), &b"abcd"[..]);
@@ -180,28 +156,15 @@ mod tests {
     #[test]
     fn a_lone_stream_keeps_nothing_and_closed_streams_are_forgotten() {
         let cache = Arc::new(ReadCache::new(1 << 20).unwrap());
-        let first = cache.open(blob(1));
+        let first = cache.open(&digest(1));
         first.insert(0, Bytes::from_static(b"abcd"));
         assert!(first.get(0, 4).is_none(), "one stream: nothing kept");
-        let second = cache.open(blob(1));
+        let second = cache.open(&digest(1));
         first.insert(0, Bytes::from_static(b"abcd"));
         assert_eq!(second.get(0, 4).unwrap(), &b"abcd"[..]);
         drop(second);
         first.insert(4, Bytes::from_static(b"efgh"));
         assert!(first.get(4, 4).is_none(), "alone again");
-        // A received piece is kept for the one stream of its download, under its torrent.
-        let torrent = |n: u8| InfoHash::from_bytes([n; 32]);
-        let download = cache.open(Owner::Torrent(torrent(1)));
-        cache.insert_received(torrent(1), 8, Bytes::from_static(b"ijkl"));
-        assert_eq!(download.get(8, 4).unwrap(), &b"ijkl"[..]);
-        assert!(
-            first.get(8, 4).is_none(),
-            "the blob's own chunks are another owner's"
-        );
-        cache.insert_received(torrent(2), 0, Bytes::from_static(b"mnop"));
-        let late = cache.open(Owner::Torrent(torrent(2)));
-        assert!(late.get(0, 4).is_none(), "nobody read torrent 2 then");
-        drop((download, late));
         drop(first);
         assert!(cache.lock().streams.is_empty());
     }

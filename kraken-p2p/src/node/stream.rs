@@ -11,11 +11,11 @@ use tokio::sync::watch;
 
 use super::Progress;
 use super::conn::PieceSource;
-use super::read_cache::{Owner, ReadCache, Reader};
+use super::read_cache::{ReadCache, Reader};
 use crate::error::{Error, Result};
 
 /// Most bytes per item: a piece longer than this is read in several items.
-pub(crate) const CHUNK: u64 = 1 << 20;
+const CHUNK: u64 = 1 << 20;
 /// Items read ahead of the consumer, so that the disk read of the next chunk overlaps the
 /// send of this one (without it a pull alternated between reading and sending): memory per
 /// stream stays bounded at this many chunks.
@@ -68,12 +68,12 @@ impl BlobStream {
         let start = range.start.min(end);
         let restarts = progress.borrow().restarts;
         // Counted as a reader of the blob while the stream lives.
-        let reader = cache.map(|cache| {
-            Arc::new(cache.open(match &source {
-                PartialSource::Complete(blob) => Owner::Blob(*blob.digest()),
-                PartialSource::Partial(meta, _) => Owner::Torrent(meta.info_hash()),
-            }))
-        });
+        let reader = match (&source, cache) {
+            (PartialSource::Complete(blob), Some(cache)) => {
+                Some(Arc::new(cache.open(blob.digest())))
+            }
+            _ => None,
+        };
         let source = Arc::new(source);
         // Items never straddle a piece boundary, so each waits for one piece only.
         let items = std::iter::successors(Some(start), move |&offset| {
@@ -113,6 +113,9 @@ async fn read_item(
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
+    if let Some(bytes) = reader.as_ref().and_then(|r| r.get(offset, len)) {
+        return Ok(bytes);
+    }
     if let PartialSource::Partial(meta, download) = &*source {
         let index = u32::try_from(offset / meta.piece_length())
             .ok()
@@ -131,10 +134,6 @@ async fn read_item(
                 return Err(Error::MetaInfoReplaced(*meta.digest()));
             }
         }
-    }
-    // A chunk another stream read, or a piece as its download received it.
-    if let Some(bytes) = reader.as_ref().and_then(|r| r.get(offset, len)) {
-        return Ok(bytes);
     }
     tokio::task::spawn_blocking(move || match &*source {
         PartialSource::Complete(blob) => {

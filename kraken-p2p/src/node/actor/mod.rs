@@ -25,7 +25,6 @@ use self::seed::{seed_file, seed_stored};
 use super::conn::{ConnHandle, ConnTask, PieceSource};
 use super::counters::Counters;
 use super::rate::RateLimiter;
-use super::read_cache::ReadCache;
 use super::stream::PartialSource;
 use super::transport::{BoxStream, Listener, Transport};
 use super::{NodeConfig, Progress};
@@ -41,8 +40,6 @@ const EVENT_QUEUE: usize = 1024;
 
 pub(crate) struct ActorParts {
     pub(crate) config: NodeConfig,
-    /// Where pieces go, as they are written, for the streams reading their download.
-    pub(crate) read_cache: Option<Arc<ReadCache>>,
     pub(crate) store: BlobStore,
     pub(crate) tracker: Arc<dyn Tracker>,
     pub(crate) transport: Arc<dyn Transport>,
@@ -83,7 +80,6 @@ pub(super) type Preparing = (Vec<Waiter>, Vec<watch::Sender<Progress>>, Instant)
 struct Actor {
     swarm: Swarm,
     config: NodeConfig,
-    read_cache: Option<Arc<ReadCache>>,
     store: BlobStore,
     tracker: Arc<dyn Tracker>,
     transport: Arc<dyn Transport>,
@@ -120,7 +116,6 @@ pub(crate) fn spawn(parts: ActorParts) {
         ingress: limiter(parts.config.ingress_rate),
         egress: limiter(parts.config.egress_rate),
         config: parts.config,
-        read_cache: parts.read_cache,
         store: parts.store,
         tracker: parts.tracker,
         transport: parts.transport,

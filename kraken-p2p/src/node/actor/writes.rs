@@ -34,23 +34,12 @@ impl Actor {
         let Some(download) = self.partial_download(&info_hash) else {
             return;
         };
-        let read_cache = self.read_cache.clone();
         self.spawn_blocking(
             self.torrent_span(&info_hash),
             move || {
                 download
                     .write_piece(piece, &data)
-                    .map(|_| {
-                        // Verified: a stream of this download sends these bytes as they
-                        // are instead of reading them back (a piece no longer than a
-                        // stream's item is one item).
-                        let range = download.meta().piece_range(piece);
-                        if let Some(cache) = read_cache
-                            && range.end - range.start <= crate::node::stream::CHUNK
-                        {
-                            cache.insert_received(info_hash, range.start, data);
-                        }
-                    })
+                    .map(drop)
                     .map_err(|e| match e {
                         kraken_core::Error::PieceHashMismatch { .. }
                         | kraken_core::Error::PieceLengthMismatch { .. } => {
