@@ -11,17 +11,13 @@ use support::KRAKEN;
 /// model once (a download copied through a store would write about twice the model).
 #[test]
 fn bench_model_reports_wall_time_memory_and_bytes_written() {
-    let output = Command::new(KRAKEN)
-        .args(["bench", "model", "--shards", "2", "--shard-size", "8MiB"])
-        .args(["--fetchers", "3", "--rate", "64MiB", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let output = kraken_testkit::run(
+        Command::new(KRAKEN)
+            .args(["bench", "model", "--shards", "2", "--shard-size", "8MiB"])
+            .args(["--fetchers", "3", "--rate", "64MiB", "--json"]),
+    )
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     let model = report["model_bytes"].as_u64().unwrap();
     assert!(model > 16 << 20, "{report}");
     let walls = report["wall_seconds"].as_array().unwrap();

@@ -127,13 +127,7 @@ fn olot_and_kraken_read_each_others_modelpack_artifacts() {
     };
     let glue = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/modelpack_olot.py");
     let run = |command: &mut Command| {
-        let output = command.output().unwrap();
-        assert!(
-            output.status.success(),
-            "{command:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        kraken_testkit::run(command).unwrap();
     };
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");

@@ -548,20 +548,16 @@ fn fetch_without_a_store_writes_the_blob_once_and_leaves_nothing_behind() {
             "127.0.0.{host}:{}",
             free_addr(&format!("127.0.0.{host}")).port()
         );
-        let output = Command::new(KRAKEN)
-            .args(["fetch", &digest, "--tracker", &url, "--listen", &listen])
-            .args(["--json", "--quiet", "--announce-interval", "500ms"])
-            .args(["--metainfo-timeout", "10s", "--out"])
-            .arg(out)
-            .env("TMPDIR", &tmp)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        let output = kraken_testkit::run(
+            Command::new(KRAKEN)
+                .args(["fetch", &digest, "--tracker", &url, "--listen", &listen])
+                .args(["--json", "--quiet", "--announce-interval", "500ms"])
+                .args(["--metainfo-timeout", "10s", "--out"])
+                .arg(out)
+                .env("TMPDIR", &tmp),
+        )
+        .unwrap();
+        serde_json::from_str::<serde_json::Value>(&output.stdout).unwrap()
     };
     let expected = std::fs::read(&file).unwrap();
     for round in 0..2 {
