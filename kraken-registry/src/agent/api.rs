@@ -13,7 +13,7 @@ use super::runtime::{self, Runtime};
 use super::state::AgentState;
 use crate::build_index::TagName;
 use crate::error::error_chain;
-use crate::http::{Body, body, text};
+use crate::http::{Body, body, json, text};
 use crate::oci::{ApiError, ErrorCode, StorageError};
 
 pub(crate) async fn handle(
@@ -112,12 +112,12 @@ pub(crate) async fn handle(
                 Err(e) => return failure(&e),
             };
             let Some(runtime) = runtime else {
-                return json(&report);
+                return json(StatusCode::OK, &report);
             };
             // The image is in the cache: the runtime's pull through this agent is local.
             let config = &state.config.container_runtime;
             match runtime::pull(config, &runtime, &state.runtime_registry, &tag).await {
-                Ok(()) => json(&report.pulled_by(runtime.name())),
+                Ok(()) => json(StatusCode::OK, &report.pulled_by(runtime.name())),
                 Err(reason) => {
                     tracing::warn!(%tag, runtime = runtime.name(), %reason, "preload: the runtime's pull failed");
                     text(
@@ -131,7 +131,10 @@ pub(crate) async fn handle(
             }
         }
         (&Method::GET, ["x", "blacklist"]) => match state.storage.node().blacklist().await {
-            Ok(entries) => json(&entries.iter().map(BlacklistItem::from).collect::<Vec<_>>()),
+            Ok(entries) => json(
+                StatusCode::OK,
+                &entries.iter().map(BlacklistItem::from).collect::<Vec<_>>(),
+            ),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &error_chain(&e)),
         },
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -373,16 +376,6 @@ fn failure(error: &StorageError) -> Response<Body> {
     let message = error_chain(error);
     tracing::warn!(error = %message, "agent request failed");
     text(StatusCode::INTERNAL_SERVER_ERROR, &message)
-}
-
-fn json(value: &impl serde::Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(body::full(bytes));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! HTTP pieces every service of this crate shares: response bodies, the `Range` header,
-//! plain-text responses, the listener (TLS included) and the client the services call each
+//! plain-text and JSON responses, the listener (TLS included) and the client the services call each
 //! other with.
 
 pub(crate) mod body;
@@ -38,6 +38,18 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(body::full(Bytes::from(message.to_owned())))
         .expect("valid response parts")
+}
+
+/// An `application/json` response of `value`.
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(body::full(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Time a readiness check may take before it counts as a failure.

@@ -3,7 +3,6 @@
 
 use hyper::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use kraken_core::Digest;
-use serde::Serialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::name::RepoName;
@@ -64,17 +63,7 @@ pub(super) fn error_response(error: &ApiError) -> Response<Body> {
     response
 }
 
-pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(body::full(bytes));
-    *response.status_mut() = status;
-    insert(
-        response.headers_mut(),
-        header::CONTENT_TYPE,
-        "application/json".into(),
-    );
-    response
-}
+pub(super) use crate::http::json;
 
 pub(super) fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(body::empty());

@@ -25,9 +25,9 @@ use kraken_core::name::RepoName;
 use kraken_p2p::http_server::RequestBody;
 use serde::{Deserialize, Serialize};
 
-use super::prefetch::{Prefetcher, json, read_body, refused};
+use super::prefetch::{Prefetcher, read_body, refused};
 use crate::error::{Error, error_chain};
-use crate::http::Body;
+use crate::http::{Body, json};
 use crate::oci::manifest::ManifestKind;
 
 /// Manifests one envelope may ask to warm; the rest are ignored (and counted in the answer).

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use http_body_util::{BodyExt, Limited};
-use hyper::http::{HeaderValue, Response, StatusCode, header};
+use hyper::http::{Response, StatusCode};
 use kraken_core::{ByteSize, Digest};
 use kraken_p2p::http_server::RequestBody;
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::storage::ProxyStorage;
 use crate::build_index::TagName;
 use crate::error::{Error, error_chain};
-use crate::http::{Body, body};
+use crate::http::{Body, json};
 use crate::origin::ImageParts;
 
 /// Largest prefetch request body read (a tag and a trace id).
@@ -435,17 +435,6 @@ pub(crate) fn refused(status: StatusCode, trace_id: &str, message: String) -> Re
             trace_id,
         },
     )
-}
-
-pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(body::full(bytes));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 fn truncate(text: &str) -> String {
