@@ -1,6 +1,6 @@
 //! HTTP pieces every service of this crate shares: response bodies, the `Range` header,
-//! plain-text and JSON responses, the listener (TLS included) and the client the services call each
-//! other with.
+//! plain-text and JSON responses, the listener (TLS included) and the client the services
+//! call each other with.
 
 pub(crate) mod body;
 pub(crate) mod range;
