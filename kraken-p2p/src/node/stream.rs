@@ -76,15 +76,13 @@ impl BlobStream {
         };
         let source = Arc::new(source);
         // Items never straddle a piece boundary, so each waits for one piece only.
-        let items = std::iter::successors(Some(start), move |&offset| {
+        let item_end = move |offset: u64| {
             let piece_end = (offset / piece_length + 1) * piece_length;
-            Some((offset + CHUNK).min(piece_end).min(end))
-        })
-        .take_while(move |&offset| offset < end)
-        .map(move |offset| {
-            let piece_end = (offset / piece_length + 1) * piece_length;
-            (offset, (offset + CHUNK).min(piece_end).min(end) - offset)
-        });
+            (offset + CHUNK).min(piece_end).min(end)
+        };
+        let items = std::iter::successors(Some(start), move |&offset| Some(item_end(offset)))
+            .take_while(move |&offset| offset < end)
+            .map(move |offset| (offset, item_end(offset) - offset));
         let reads = futures::stream::iter(items)
             .map(move |(offset, len)| {
                 let (source, progress) = (Arc::clone(&source), progress.clone());
