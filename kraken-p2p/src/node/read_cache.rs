@@ -8,7 +8,7 @@
 //! verified blobs are kept, by digest and range, so a chunk found here is the blob's; and
 //! only while two streams or more read the blob: a lone stream would gain nothing, and
 //! keeping its buffers would have every read take fresh memory instead of the buffer
-//! just freed.
+//! just freed. When the last stream of a blob ends, its chunks go.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -65,7 +65,10 @@ impl Drop for Reader {
         if let Some(n) = chunks.streams.get_mut(&self.digest) {
             *n -= 1;
             if *n == 0 {
+                // Nobody reads the blob any more: its chunks go now, not when others push
+                // them out, so an idle node holds no memory for it.
                 chunks.streams.remove(&self.digest);
+                chunks.forget(&self.digest);
             }
         }
     }
@@ -120,6 +123,27 @@ impl ReadCache {
     }
 }
 
+impl Chunks {
+    /// Drops every chunk of blob `digest`.
+    fn forget(&mut self, digest: &Digest) {
+        let Self {
+            by_key,
+            order,
+            bytes,
+            ..
+        } = self;
+        order.retain(|key| {
+            if key.0 != *digest {
+                return true;
+            }
+            if let Some(gone) = by_key.remove(key) {
+                *bytes -= gone.len() as u64;
+            }
+            false
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +190,10 @@ mod tests {
         first.insert(4, Bytes::from_static(b"efgh"));
         assert!(first.get(4, 4).is_none(), "alone again");
         drop(first);
-        assert!(cache.lock().streams.is_empty());
+        let chunks = cache.lock();
+        assert!(chunks.streams.is_empty());
+        assert_eq!(chunks.bytes, 0, "the last stream's chunks went with it");
+        assert!(chunks.by_key.is_empty() && chunks.order.is_empty());
     }
 
     #[test]
