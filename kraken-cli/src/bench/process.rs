@@ -43,40 +43,35 @@ impl PageCache {
         !self.no_recycle
     }
 
-    /// Before a phase that writes `bytes`, makes as much page-cache memory warm again (see
-    /// `recycle_page_cache`), unless `--no-recycle`.
+    /// Before a phase that writes `bytes`, unless `--no-recycle`: writes as many bytes of
+    /// zeros to a scratch file in `dir` and deletes it, so that the page cache the phase
+    /// writes lands on memory this machine has just used.
+    ///
+    /// This machine is a virtual machine that reports free memory back to its host
+    /// (`page_reporting`), and the host backs a guest page again only when it is next
+    /// touched: writing 1 GiB into memory handed back this way took 2.9–3.0 s here, against
+    /// 0.34 s into memory freed a moment before (`dd` of the same file, docs/benchmarks.md).
+    /// A host whose memory has been in use — every server an agent or an origin runs on —
+    /// pays the second price; without this, which price a phase paid depended on what the
+    /// phases before it happened to free.
     pub(super) fn recycle(&self, dir: &Path, bytes: u64) -> anyhow::Result<()> {
         if self.no_recycle {
             return Ok(());
         }
-        recycle_page_cache(dir, bytes)
+        let path = dir.join("page-cache-scratch");
+        let mut file = std::fs::File::create(&path).context("creating the scratch file")?;
+        let zeros = vec![0; 1 << 20];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64);
+            file.write_all(&zeros[..n as usize])
+                .context("writing the scratch file")?;
+            left -= n;
+        }
+        drop(file);
+        std::fs::remove_file(&path).context("removing the scratch file")?;
+        Ok(())
     }
-}
-
-/// Writes `bytes` of zeros to a scratch file in `dir` and deletes it, so that the page
-/// cache the next phase writes lands on memory this machine has just used.
-///
-/// This machine is a virtual machine that reports free memory back to its host
-/// (`page_reporting`), and the host backs a guest page again only when it is next touched:
-/// writing 1 GiB into memory handed back this way took 2.9–3.0 s here, against 0.34 s
-/// into memory freed a moment before (`dd` of the same file, docs/benchmarks.md). A host
-/// whose memory has been in use — every server an agent or an origin runs on — pays the
-/// second price; without this, which price a phase paid depended on what the phases
-/// before it happened to free.
-fn recycle_page_cache(dir: &Path, bytes: u64) -> anyhow::Result<()> {
-    let path = dir.join("page-cache-scratch");
-    let mut file = std::fs::File::create(&path).context("creating the scratch file")?;
-    let zeros = vec![0; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64);
-        file.write_all(&zeros[..n as usize])
-            .context("writing the scratch file")?;
-        left -= n;
-    }
-    drop(file);
-    std::fs::remove_file(&path).context("removing the scratch file")?;
-    Ok(())
 }
 
 pub(super) fn kraken_command() -> anyhow::Result<Command> {
