@@ -101,11 +101,39 @@ impl Download {
     /// Makes the pieces written so far durable (`fdatasync`). [`finish`](Self::finish) does
     /// this too; calling it as the download goes (say every 64 MiB) lets the disk write while
     /// pieces still arrive, so that `finish` does not wait for the whole blob to reach it.
-    pub fn write_back(&self) -> Result<()> {
-        self.shared
+    ///
+    /// Returns how many bytes from the start of the blob are now durable: the pieces before
+    /// the first one missing when it was called (see [`drop_cached`](Self::drop_cached)).
+    pub fn write_back(&self) -> Result<u64> {
+        let shared = &*self.shared;
+        let durable = match lock(&shared.progress).have.iter_zeros().next() {
+            Some(missing) => u64::from(missing) * shared.meta.piece_length(),
+            None => shared.meta.length(),
+        };
+        shared
             .data
             .sync_data()
-            .map_err(|source| Error::io(&self.shared.data_path(), source))
+            .map_err(|source| Error::io(&shared.data_path(), source))?;
+        Ok(durable)
+    }
+
+    /// Asks the kernel to drop the blob's first `end` bytes from the page cache (a hint; a
+    /// no-op off Linux). Only durable bytes ([`write_back`](Self::write_back)) are dropped:
+    /// dirty pages stay. A download's reader that does not read the blob again (an agent
+    /// whose client keeps its own copy) then keeps a bounded page-cache footprint, and its
+    /// next pieces reuse the memory just freed instead of taking more.
+    pub fn drop_cached(&self, end: u64) {
+        #[cfg(target_os = "linux")]
+        if let Some(len) = std::num::NonZeroU64::new(end.min(self.shared.meta.length())) {
+            let _ = rustix::fs::fadvise(
+                &self.shared.data,
+                0,
+                Some(len),
+                rustix::fs::Advice::DontNeed,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = end;
     }
 
     /// The blob's metainfo.

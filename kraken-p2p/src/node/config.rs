@@ -79,6 +79,14 @@ pub struct NodeConfig {
     /// blob at about the same time then share one read of each chunk instead of each
     /// copying it out of the page cache. 0 turns it off. Default: 64MiB.
     pub read_cache_size: ByteSize,
+    /// Whether a download's durable bytes are dropped from the page cache as it goes (every
+    /// 64 MiB written, all but the newest 16 MiB; a hint to the kernel). For a node whose
+    /// readers keep their own copy, as an agent's container runtime does: the blob then
+    /// takes a bounded share of the host's memory (and of the node's cgroup, which page
+    /// cache is charged to), and its later pieces reuse the memory its first ones freed. A
+    /// later read of the blob, or a neighbour's request for an older piece, reads the disk.
+    /// Default: false (a library caller, or `kraken fetch`, usually reads the blob next).
+    pub drop_behind: bool,
     /// The scheduler's settings.
     pub swarm: SwarmConfig,
 }
@@ -103,6 +111,7 @@ impl Default for NodeConfig {
             tls: None,
             send_file: true,
             read_cache_size: ByteSize(64 << 20),
+            drop_behind: false,
             swarm: SwarmConfig::default(),
         }
     }

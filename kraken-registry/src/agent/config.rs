@@ -212,6 +212,12 @@ pub struct P2pConfig {
     /// and writes them (for file systems whose page cache does not reflect the file, as
     /// nginx's `sendfile off`). Default: true.
     pub send_file: bool,
+    /// Drop a download's durable bytes from the page cache as it goes, all but the newest
+    /// 16 MiB (see `kraken_p2p::node::NodeConfig::drop_behind`): the container runtime keeps
+    /// its own copy of every layer, so the agent's would only double it, and a large pull
+    /// holds a bounded share of the host's memory (and of the agent's cgroup). Later `GET`s
+    /// of the blob and peers' requests for older pieces read the disk. Default: true.
+    pub drop_behind: bool,
 }
 
 impl Default for P2pConfig {
@@ -228,6 +234,7 @@ impl Default for P2pConfig {
             tls: None,
             read_cache_size: ByteSize(64 << 20),
             send_file: true,
+            drop_behind: true,
         }
     }
 }

@@ -89,6 +89,7 @@ impl AgentBuilder {
         node_config.tls = config.p2p.tls.clone();
         node_config.read_cache_size = config.p2p.read_cache_size;
         node_config.send_file = config.p2p.send_file;
+        node_config.drop_behind = config.p2p.drop_behind;
         let node = Node::builder(node_config)
             .metrics(NodeMetrics::register(&metrics))
             .store(store)

@@ -15,6 +15,11 @@ use crate::swarm::{ConnId, PieceWriteError};
 /// from piling up dirty pages.
 const WRITE_BACK_EVERY: u64 = 64 << 20;
 
+/// With [`NodeConfig::drop_behind`](crate::NodeConfig::drop_behind), the newest durable
+/// bytes that stay in the page cache after a write-back: a stream just behind the download,
+/// or a neighbour asking for a piece just announced, still reads them from memory.
+const DROP_BEHIND_LAG: u64 = 16 << 20;
+
 impl Actor {
     pub(super) fn on_payload(
         &mut self,
@@ -81,13 +86,16 @@ impl Actor {
         torrent.writing_back = true;
         let download = download.clone();
         let info_hash = *info_hash;
+        let drop_behind = self.config.drop_behind;
         self.spawn_blocking(
             self.torrent_span(&info_hash),
-            move || {
-                if let Err(e) = download.write_back() {
-                    // Not fatal: finishing the download syncs again and reports failure.
-                    tracing::warn!(error = %e, "background write-back failed");
+            move || match download.write_back() {
+                Ok(durable) if drop_behind => {
+                    download.drop_cached(durable.saturating_sub(DROP_BEHIND_LAG));
                 }
+                Ok(_) => {}
+                // Not fatal: finishing the download syncs again and reports failure.
+                Err(e) => tracing::warn!(error = %e, "background write-back failed"),
             },
             move |()| ActorEvent::WrittenBack { info_hash },
         );
