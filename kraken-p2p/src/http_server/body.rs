@@ -84,16 +84,26 @@ pub(super) struct TrackedBody<B: Body> {
     finished: Finished,
     bytes: u64,
     complete: bool,
+    /// The body's length as the response declares it (`Content-Length`; 0 for a `HEAD`):
+    /// hyper stops polling a body once that many bytes are out, so the body's end is never
+    /// seen, and the count tells instead.
+    declared: Option<u64>,
 }
 
 impl<B: Body> TrackedBody<B> {
-    pub(super) fn new(inner: B, phase: Arc<Phase>, finished: Finished) -> Self {
+    pub(super) fn new(
+        inner: B,
+        phase: Arc<Phase>,
+        finished: Finished,
+        declared: Option<u64>,
+    ) -> Self {
         Self {
             inner: Box::pin(inner),
             phase,
             finished,
             bytes: 0,
             complete: false,
+            declared,
         }
     }
 }
@@ -101,7 +111,8 @@ impl<B: Body> TrackedBody<B> {
 impl<B: Body> Drop for TrackedBody<B> {
     fn drop(&mut self) {
         self.phase.request_finished();
-        let complete = self.complete || self.inner.is_end_stream();
+        let complete =
+            self.complete || self.inner.is_end_stream() || self.declared == Some(self.bytes);
         self.finished.report(self.bytes, complete);
     }
 }

@@ -430,6 +430,14 @@ impl<H> Connection<H> {
                 span.record("status", response.status().as_u16());
                 span.record("duration_ms", started.elapsed().as_millis() as u64);
                 tracing::debug!("answered");
+                let declared = if method == Method::HEAD {
+                    Some(0)
+                } else {
+                    response
+                        .headers()
+                        .get(hyper::header::CONTENT_LENGTH)
+                        .and_then(|value| value.to_str().ok()?.parse().ok())
+                };
                 let finished = Finished {
                     listener: name,
                     route,
@@ -441,7 +449,9 @@ impl<H> Connection<H> {
                     #[cfg(feature = "metrics")]
                     metrics,
                 };
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase, finished)))
+                Ok::<_, Infallible>(
+                    response.map(|body| TrackedBody::new(body, phase, finished, declared)),
+                )
             }
             .instrument(span)
         });
