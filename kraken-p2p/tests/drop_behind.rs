@@ -38,8 +38,7 @@ async fn a_download_dropping_behind_leaves_a_bounded_share_in_the_page_cache() {
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
     let seeder = publisher(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
-    // 160 MiB: several background write-backs happen during the download (every 16 MiB
-    // with `drop_behind`, every 64 MiB without).
+    // 160 MiB: two background write-backs (every 64 MiB) happen during the download.
     let len = 160 * MIB;
     let file = random_file(dir.path(), len as usize, 5);
     let meta = seeder.seed_file(&file).await.unwrap();
@@ -66,9 +65,9 @@ async fn a_download_dropping_behind_leaves_a_bounded_share_in_the_page_cache() {
         cached.push((fetcher, blob.path().to_path_buf()));
     }
 
-    // Write-backs run in the background: wait for them, within the bound. The last drops
-    // what was durable when it began (the pieces before the first missing one, which pieces
-    // arriving out of order hold back) but the newest 16 MiB.
+    // Write-backs run in the background: wait for them, within the bound. The second drops
+    // what was durable when it began (the pieces before the first missing one: measured
+    // 91 MiB, as pieces arrive out of order) but the newest 16 MiB.
     let started = Instant::now();
     let dropped = loop {
         let now = resident(&fincore, &cached[1].1);

@@ -15,13 +15,6 @@ use crate::swarm::{ConnId, PieceWriteError};
 /// from piling up dirty pages.
 const WRITE_BACK_EVERY: u64 = 64 << 20;
 
-/// With [`NodeConfig::drop_behind`](crate::NodeConfig::drop_behind), write-backs come this
-/// often instead, each dropping what it made durable, so that fewer written bytes wait in the
-/// page cache for the next one: a 1 GiB pull through the second agent of a devcluster held
-/// 280 MiB at most instead of 375, and took 2.04–2.23 s instead of 2.15–2.58 in three runs
-/// each (`docs/benchmarks.md`).
-const DROP_BEHIND_WRITE_BACK_EVERY: u64 = 16 << 20;
-
 /// With [`NodeConfig::drop_behind`](crate::NodeConfig::drop_behind), the newest durable
 /// bytes that stay in the page cache after a write-back: a stream just behind the download,
 /// or a neighbour asking for a piece just announced, still reads them from memory.
@@ -73,7 +66,7 @@ impl Actor {
     }
 
     /// Counts piece `index` as written and starts a background write-back when
-    /// [`WRITE_BACK_EVERY`] (or [`DROP_BEHIND_WRITE_BACK_EVERY`]) bytes await one.
+    /// [`WRITE_BACK_EVERY`] bytes await one.
     pub(super) fn write_back_if_due(
         &mut self,
         info_hash: &InfoHash,
@@ -86,12 +79,7 @@ impl Actor {
             return;
         };
         torrent.unsynced += torrent.meta.piece_len(index);
-        let every = if self.config.drop_behind {
-            DROP_BEHIND_WRITE_BACK_EVERY
-        } else {
-            WRITE_BACK_EVERY
-        };
-        if torrent.writing_back || torrent.unsynced < every {
+        if torrent.writing_back || torrent.unsynced < WRITE_BACK_EVERY {
             return;
         }
         torrent.unsynced = 0;
