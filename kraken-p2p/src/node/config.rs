@@ -80,7 +80,8 @@ pub struct NodeConfig {
     /// copying it out of the page cache. 0 turns it off. Default: 64MiB.
     pub read_cache_size: ByteSize,
     /// Whether a download's durable bytes are dropped from the page cache as it goes (every
-    /// 64 MiB written, all but the newest 16 MiB; a hint to the kernel). For a node whose
+    /// 64 MiB written and when it completes, all but the newest 16 MiB; a hint to the
+    /// kernel). For a node whose
     /// readers keep their own copy, as an agent's container runtime does: the blob then
     /// takes a bounded share of the host's memory (and of the node's cgroup, which page
     /// cache is charged to), and its later pieces reuse the memory its first ones freed. A

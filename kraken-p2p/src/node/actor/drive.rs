@@ -140,10 +140,19 @@ impl Actor {
                 let Some(download) = self.partial_download(&info_hash) else {
                     return;
                 };
+                let drop_behind = self.config.drop_behind;
                 self.spawn_blocking(
                     self.torrent_span(&info_hash),
                     move || {
-                        download.finish().map_err(|e| match e {
+                        let finished = download.finish();
+                        if finished.is_ok() && drop_behind {
+                            // All of it is durable now: what the last write-back left goes
+                            // too, but the newest bytes.
+                            let len = download.meta().length();
+                            download
+                                .drop_cached(len.saturating_sub(super::writes::DROP_BEHIND_LAG));
+                        }
+                        finished.map_err(|e| match e {
                             kraken_core::Error::DigestMismatch { .. } => {
                                 FinishError::DigestMismatch
                             }

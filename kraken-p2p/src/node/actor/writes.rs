@@ -16,9 +16,10 @@ use crate::swarm::{ConnId, PieceWriteError};
 const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 /// With [`NodeConfig::drop_behind`](crate::NodeConfig::drop_behind), the newest durable
-/// bytes that stay in the page cache after a write-back: a stream just behind the download,
-/// or a neighbour asking for a piece just announced, still reads them from memory.
-const DROP_BEHIND_LAG: u64 = 16 << 20;
+/// bytes that stay in the page cache after a write-back or the download's end: a stream just
+/// behind the download, or a neighbour asking for a piece just announced, still reads them
+/// from memory.
+pub(super) const DROP_BEHIND_LAG: u64 = 16 << 20;
 
 impl Actor {
     pub(super) fn on_payload(
