@@ -148,9 +148,7 @@ impl Actor {
                         if finished.is_ok() && drop_behind {
                             // All of it is durable now: what the last write-back left goes
                             // too, but the newest bytes.
-                            let len = download.meta().length();
-                            download
-                                .drop_cached(len.saturating_sub(super::writes::DROP_BEHIND_LAG));
+                            super::writes::drop_behind(&download, download.meta().length());
                         }
                         finished.map_err(|e| match e {
                             kraken_core::Error::DigestMismatch { .. } => {

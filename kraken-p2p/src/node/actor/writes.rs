@@ -19,7 +19,13 @@ const WRITE_BACK_EVERY: u64 = 64 << 20;
 /// bytes that stay in the page cache after a write-back or the download's end: a stream just
 /// behind the download, or a neighbour asking for a piece just announced, still reads them
 /// from memory.
-pub(super) const DROP_BEHIND_LAG: u64 = 16 << 20;
+const DROP_BEHIND_LAG: u64 = 16 << 20;
+
+/// Drops from the page cache the first `durable` bytes of `download` (known durable) but the
+/// newest [`DROP_BEHIND_LAG`]: the one place both a write-back and the download's end do it.
+pub(super) fn drop_behind(download: &kraken_core::Download, durable: u64) {
+    download.drop_cached(durable.saturating_sub(DROP_BEHIND_LAG));
+}
 
 impl Actor {
     pub(super) fn on_payload(
@@ -91,9 +97,7 @@ impl Actor {
         self.spawn_blocking(
             self.torrent_span(&info_hash),
             move || match download.write_back() {
-                Ok(durable) if drop_behind => {
-                    download.drop_cached(durable.saturating_sub(DROP_BEHIND_LAG));
-                }
+                Ok(durable) if drop_behind => self::drop_behind(&download, durable),
                 Ok(_) => {}
                 // Not fatal: finishing the download syncs again and reports failure.
                 Err(e) => tracing::warn!(error = %e, "background write-back failed"),
