@@ -29,6 +29,35 @@ fn resident(fincore: &Path, path: &Path) -> u64 {
         .unwrap_or_else(|_| panic!("fincore printed {out:?}"))
 }
 
+/// A tracker, and a seeder of a random blob of `len` bytes written under `dir`.
+async fn seeding(
+    dir: &Path,
+    len: u64,
+) -> (
+    kraken_p2p::tracker::TrackerServer,
+    kraken_p2p::node::Node,
+    kraken_core::MetaInfo,
+) {
+    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
+    let seeder = publisher(2, &dir.join("seeder"), tracker.local_addr(), None).await;
+    let file = random_file(dir, len as usize, len);
+    let meta = seeder.seed_file(&file).await.unwrap();
+    (tracker, seeder, meta)
+}
+
+/// `node`'s download of `meta`'s blob, within [`LIMIT`]: every piece and the digest verified.
+async fn download(
+    node: &kraken_p2p::node::Node,
+    meta: &kraken_core::MetaInfo,
+) -> kraken_core::Blob {
+    let blob = tokio::time::timeout(LIMIT, node.download(meta.digest()).into_future())
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!((blob.digest(), blob.len()), (meta.digest(), meta.length()));
+    blob
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_dropping_behind_leaves_a_bounded_share_in_the_page_cache() {
     init_tracing();
@@ -36,13 +65,10 @@ async fn a_download_dropping_behind_leaves_a_bounded_share_in_the_page_cache() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tracker = tracker("127.0.0.1:0".parse().unwrap()).await;
-    let seeder = publisher(2, &dir.path().join("seeder"), tracker.local_addr(), None).await;
     // 160 MiB: two background write-backs (every 64 MiB) happen during the download, each
     // dropping what it made durable when `drop_behind` is on.
     let len = 160 * MIB;
-    let file = random_file(dir.path(), len as usize, 5);
-    let meta = seeder.seed_file(&file).await.unwrap();
+    let (tracker, seeder, meta) = seeding(dir.path(), len).await;
 
     // The node that keeps its pages fetches first: the other then downloads from it too,
     // and nobody reads the dropping node's file afterwards (a peer's request would bring
@@ -58,11 +84,7 @@ async fn a_download_dropping_behind_leaves_a_bounded_share_in_the_page_cache() {
             },
         )
         .await;
-        let blob = tokio::time::timeout(LIMIT, fetcher.download(meta.digest()).into_future())
-            .await
-            .expect("in time")
-            .unwrap();
-        assert_eq!(blob.len(), len);
+        let blob = download(&fetcher, &meta).await;
         cached.push((fetcher, blob.path().to_path_buf()));
     }
 
@@ -93,6 +115,30 @@ async fn a_download_dropping_behind_leaves_a_bounded_share_in_the_page_cache() {
     for (fetcher, _) in cached {
         fetcher.shutdown().await;
     }
+    seeder.shutdown().await;
+    tracker.shutdown().await;
+}
+
+/// A seeder whose blob left the page cache (as an agent's does with `drop_behind`) still
+/// serves it whole over `sendfile`-capable TCP: its pieces are read on the blocking pool
+/// and written instead of being read from the disk inside `sendfile`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_serves_a_blob_that_left_the_page_cache() {
+    init_tracing();
+    let Some(fincore) = kraken_testkit::require_package("fincore", "util-linux") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (tracker, seeder, meta) = seeding(dir.path(), 24 * MIB).await;
+    let stored = seeder.store().open_blob(meta.digest()).unwrap();
+    rustix::fs::fadvise(stored.file(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert!(
+        resident(&fincore, stored.path()) < MIB,
+        "the seeder's copy left the page cache"
+    );
+    let fetcher = node_with(10, &dir.path().join("f10"), tracker.local_addr(), |_| {}).await;
+    download(&fetcher, &meta).await;
+    fetcher.shutdown().await;
     seeder.shutdown().await;
     tracker.shutdown().await;
 }

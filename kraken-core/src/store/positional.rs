@@ -32,6 +32,28 @@ pub fn read_vec_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> 
     Ok(buf)
 }
 
+/// Whether the byte of `file` at `offset` is in the page cache: a one-byte `preadv2` with
+/// `RWF_NOWAIT`, which fails with `EAGAIN` rather than wait for the disk. `true` where that
+/// cannot be told (off Linux, a file system without `RWF_NOWAIT`), as if no read would wait.
+pub fn is_cached(file: &File, offset: u64) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut byte = [0u8; 1];
+        let probe = rustix::io::preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut byte)],
+            offset,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        !matches!(probe, Err(rustix::io::Errno::AGAIN))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset);
+        true
+    }
+}
+
 /// Writes all of `parts`, one after another, at `offset` of `file` with `pwritev`: the
 /// frames of a request body are written as they arrived, not first copied into one buffer.
 /// At most [`MAX_PARTS`] parts per call.

@@ -158,24 +158,31 @@ async fn read_loop(
 /// A queued item whose piece (if any) is already coming off the disk.
 enum Ready {
     Message(Message),
-    /// Read into a buffer, then written.
+    /// A piece being prepared on the blocking pool.
     Piece {
         index: PieceIndex,
-        read: tokio::task::JoinHandle<(Vec<u8>, kraken_core::Result<()>)>,
-    },
-    /// Sent from the file by the kernel (`sendfile`) once the prefetch hint is given.
-    FilePiece {
-        index: PieceIndex,
         range: std::ops::Range<u64>,
-        prefetch: tokio::task::JoinHandle<PieceSource>,
+        prepared: tokio::task::JoinHandle<Prepared>,
     },
     /// Everything before was written: flush and close.
     Close,
 }
 
+/// A piece ready to send.
+enum Prepared {
+    /// In the page cache: sent from the file by the kernel (`sendfile`). The spare buffer
+    /// the preparation did not need comes back with it.
+    Cached(PieceSource, Vec<u8>),
+    /// Read into the buffer: the transport copies, or the piece was not in the page cache.
+    /// A `sendfile` of it would have read the disk on the runtime thread, stalling every
+    /// other connection of the process meanwhile; an agent that drops its downloads from
+    /// the page cache (`drop_behind`) serves its neighbours this way.
+    Read(Vec<u8>, kraken_core::Result<()>),
+}
+
 impl Ready {
-    /// Starts reading a piece at once (into `buf`, or into the page cache when it will be
-    /// sent zero-copy), so the disk read overlaps the previous send.
+    /// Starts preparing a piece at once (reading it into `buf`, unless it will be sent
+    /// zero-copy from the page cache), so the disk read overlaps the previous send.
     fn start(item: Outgoing, spare: &mut Vec<Vec<u8>>, zero_copy: bool) -> Self {
         match item {
             Outgoing::Message(message) => Self::Message(message),
@@ -184,25 +191,18 @@ impl Ready {
                 index,
                 range,
                 source,
-            } if zero_copy => Self::FilePiece {
-                index,
-                range: range.clone(),
-                prefetch: tokio::task::spawn_blocking(move || {
-                    source.prefetch(range);
-                    source
-                }),
-            },
-            Outgoing::Piece {
-                index,
-                range,
-                source,
             } => {
                 let mut buf = spare.pop().unwrap_or_default();
+                let piece = range.clone();
                 Self::Piece {
                     index,
-                    read: tokio::task::spawn_blocking(move || {
-                        let result = source.read_into(range, &mut buf);
-                        (buf, result)
+                    range,
+                    prepared: tokio::task::spawn_blocking(move || {
+                        if zero_copy && source.is_cached(piece.clone()) {
+                            return Prepared::Cached(source, buf);
+                        }
+                        let result = source.read_into(piece, &mut buf);
+                        Prepared::Read(buf, result)
                     }),
                 }
             }
@@ -248,49 +248,40 @@ async fn write_loop(
                     }
                     unless_stalled(stall, writer.write_all(&frame)).await?;
                 }
-                Ready::Piece { index, read } => {
-                    let (data, result) = read
-                        .await
-                        .map_err(|_| std::io::Error::other("piece read task failed"))?;
-                    result.map_err(std::io::Error::other)?;
-                    // Read ahead: one more piece comes off the disk while this one is sent.
-                    if let Ok(item) = outgoing.try_recv() {
-                        next = Some(Ready::start(item, &mut spare, zero_copy));
-                    }
-                    frame.clear();
-                    wire::encode_payload_header(index.get(), data.len() as u32, &mut frame);
-                    unless_stalled(stall, writer.write_all(&frame)).await?;
-                    for chunk in data.chunks(SEND_CHUNK) {
-                        if let Some(limiter) = egress {
-                            limiter.acquire(chunk.len()).await;
-                        }
-                        unless_stalled(stall, writer.write_all(chunk)).await?;
-                    }
-                    let _ = events
-                        .send(ActorEvent::PieceSent {
-                            conn,
-                            bytes: data.len() as u64,
-                        })
-                        .await;
-                    spare.push(data);
-                }
-                Ready::FilePiece {
+                Ready::Piece {
                     index,
                     range,
-                    prefetch,
+                    prepared,
                 } => {
-                    let source = prefetch
+                    let prepared = prepared
                         .await
-                        .map_err(|_| std::io::Error::other("piece prefetch task failed"))?;
-                    let file = source.file_for(range.clone())?;
+                        .map_err(|_| std::io::Error::other("piece read task failed"))?;
+                    // Read ahead: one more piece comes off the disk while this one is sent.
                     if let Ok(item) = outgoing.try_recv() {
                         next = Some(Ready::start(item, &mut spare, zero_copy));
                     }
                     let len = range.end - range.start;
                     frame.clear();
                     wire::encode_payload_header(index.get(), len as u32, &mut frame);
-                    unless_stalled(stall, writer.write_all(&frame)).await?;
-                    writer.send_file(file, range, egress, stall).await?;
+                    match prepared {
+                        Prepared::Cached(source, buf) => {
+                            spare.push(buf);
+                            let file = source.file_for(range.clone())?;
+                            unless_stalled(stall, writer.write_all(&frame)).await?;
+                            writer.send_file(file, range, egress, stall).await?;
+                        }
+                        Prepared::Read(data, result) => {
+                            result.map_err(std::io::Error::other)?;
+                            unless_stalled(stall, writer.write_all(&frame)).await?;
+                            for chunk in data.chunks(SEND_CHUNK) {
+                                if let Some(limiter) = egress {
+                                    limiter.acquire(chunk.len()).await;
+                                }
+                                unless_stalled(stall, writer.write_all(chunk)).await?;
+                            }
+                            spare.push(data);
+                        }
+                    }
                     let _ = events
                         .send(ActorEvent::PieceSent { conn, bytes: len })
                         .await;

@@ -45,19 +45,48 @@ impl PieceSource {
         }
     }
 
-    /// Asks the kernel to start reading `range` into the page cache, so that the `sendfile`
-    /// which follows finds it there instead of blocking the runtime on the disk. Only a hint.
-    pub(super) fn prefetch(&self, range: std::ops::Range<u64>) {
-        #[cfg(target_os = "linux")]
-        if let Ok(file) = self.file_for(range.clone()) {
-            let _ = rustix::fs::fadvise(
-                file,
-                range.start,
-                std::num::NonZeroU64::new(range.end - range.start),
-                rustix::fs::Advice::WillNeed,
-            );
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = range;
+    /// Whether the bytes of `range` (one piece) are in the page cache, judged by its first
+    /// and last bytes: a `sendfile` of them, which runs on the runtime, then finds them in
+    /// memory instead of reading the disk there. `true` when the range has no file (the
+    /// send reports why).
+    pub(super) fn is_cached(&self, range: std::ops::Range<u64>) -> bool {
+        let Ok(file) = self.file_for(range.clone()) else {
+            return true;
+        };
+        [range.start, range.end.saturating_sub(1)]
+            .into_iter()
+            .all(|at| kraken_core::store::is_cached(file, at))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use kraken_core::BlobStore;
+
+    use super::*;
+
+    /// Where a zero-copy send would read the disk, the piece is not cached: the writer then
+    /// reads it on the blocking pool instead (`conn::Prepared::Read`).
+    #[test]
+    fn a_piece_dropped_from_the_page_cache_is_not_cached_until_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let meta = store.import(&data[..], 1 << 20, None).unwrap();
+        let blob = store.open_blob(meta.digest()).unwrap();
+        let source = PieceSource::Blob(blob.clone());
+        let piece = 1 << 20..2 << 20;
+        // Imported blobs are durable, so their pages are clean and can be dropped.
+        rustix::fs::fadvise(blob.file(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(
+            !source.is_cached(piece.clone()),
+            "dropped: a send would wait"
+        );
+        let mut buf = Vec::new();
+        source.read_into(piece.clone(), &mut buf).unwrap();
+        assert_eq!(buf, &data[1 << 20..2 << 20]);
+        assert!(source.is_cached(piece), "read: in memory");
+        // A range past the blob has no file: the send reports that, not this check.
+        assert!(source.is_cached(4 << 20..5 << 20));
     }
 }
