@@ -148,16 +148,23 @@ impl<S> GuardedIo<S> {
         ))
     }
 
+    /// The write side answered: `Pending` arms the stall timer, anything else disarms it.
+    /// Only bytes that went out restart the idle clock: hyper flushes whenever its task is
+    /// woken, the idle timer's own wake-up among them, so a flush with nothing to send
+    /// would keep an idle connection open for ever.
     fn wrote<T>(
         &mut self,
         result: Poll<io::Result<T>>,
+        sent: impl FnOnce(&T) -> bool,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<T>> {
         match result {
             Poll::Pending => self.write_stalled(cx).map(Err),
             ready => {
                 self.write_timer = None;
-                self.phase.bytes_written();
+                if matches!(&ready, Poll::Ready(Ok(value)) if sent(value)) {
+                    self.phase.bytes_written();
+                }
                 ready
             }
         }
@@ -208,7 +215,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.wrote(result, cx)
+        this.wrote(result, |&n| n > 0, cx)
     }
 
     fn poll_write_vectored(
@@ -218,7 +225,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.wrote(result, cx)
+        this.wrote(result, |&n| n > 0, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -228,12 +235,53 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_flush(cx);
-        this.wrote(result, cx)
+        this.wrote(result, |()| false, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.wrote(result, cx)
+        this.wrote(result, |()| false, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const HEADER: Duration = Duration::from_millis(300);
+    const IDLE: Duration = Duration::from_millis(1500);
+
+    /// A connection that has answered one request and now waits for the next, with what
+    /// happens to its write side one second into the wait; returns how long the wait lasted
+    /// before the read gave up.
+    async fn idle_wait_with(
+        one_second_in: impl AsyncFnOnce(&mut GuardedIo<tokio::io::DuplexStream>),
+    ) -> Duration {
+        let (server, _client) = tokio::io::duplex(1024);
+        let phase = Phase::new(HEADER, IDLE);
+        phase.request_started();
+        phase.request_finished();
+        let mut io = GuardedIo::new(server, Arc::clone(&phase), HEADER);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        one_second_in(&mut io).await;
+        let error = io.read(&mut [0u8; 1]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_with_nothing_to_send_does_not_restart_the_idle_clock() {
+        let waited = idle_wait_with(async |io| io.flush().await.unwrap()).await;
+        assert_eq!(waited, IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_go_out_restart_the_idle_clock() {
+        let waited = idle_wait_with(async |io| io.write_all(b"x").await.unwrap()).await;
+        assert_eq!(waited, Duration::from_secs(1) + IDLE);
     }
 }
