@@ -72,5 +72,6 @@ pub use crate::piece_length::{PieceLengthPolicy, PieceLengthRule};
 pub use crate::ring::{Member, Ring};
 pub use crate::size::{ByteSize, ByteSizeError};
 pub use crate::store::{
-    Blob, BlobReader, BlobStatus, BlobStore, Download, EvictionReport, StoreConfig, StoreUsage,
+    Blob, BlobReader, BlobStatus, BlobStore, Download, EvictionReport, MappedRange, StoreConfig,
+    StoreUsage,
 };

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::mapped::MappedRange;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -86,6 +87,21 @@ impl Blob {
             ));
         }
         super::read_vec_at(&self.file, offset, len).map_err(|source| Error::io(&self.path, source))
+    }
+
+    /// Bytes `offset..offset + len` mapped read-only into memory, for a sink that only
+    /// hands them to the kernel (a plain TCP socket's `write`), which then copies them once,
+    /// straight from the page cache. Only a range wholly in the page cache is mapped: a read
+    /// of the rest reads ahead in large steps where a map's page faults would read 128 KiB
+    /// at a time. `None` where the range is not mapped (not cached, past the blob's end, an
+    /// I/O error, a kernel without `MADV_POPULATE_READ`): read it instead, which reports any
+    /// error. Never read a mapped range in user space (a TLS stream, a parser): see
+    /// [`MappedRange`] for why.
+    pub fn map_range(&self, offset: u64, len: usize) -> Option<MappedRange> {
+        if offset.checked_add(len as u64)? > self.length {
+            return None;
+        }
+        MappedRange::map(&self.file, offset, len)
     }
 
     /// A `Read + Seek` cursor over the blob, independent of other readers.

@@ -51,6 +51,7 @@ mod download;
 mod evict;
 mod external;
 pub mod layout;
+mod mapped;
 mod positional;
 mod reference;
 
@@ -66,6 +67,7 @@ pub use self::config::StoreConfig;
 pub use self::download::Download;
 use self::download::DownloadShared;
 use self::layout::{Layout, State};
+pub use self::mapped::MappedRange;
 pub use self::positional::{MAX_PARTS, is_cached, read_vec_at, write_all_vectored_at};
 use self::reference::Reference;
 use crate::digest::Digest;

@@ -32,10 +32,17 @@ pub fn read_vec_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> 
     Ok(buf)
 }
 
-/// Whether the byte of `file` at `offset` is in the page cache: a one-byte `preadv2` with
-/// `RWF_NOWAIT`, which fails with `EAGAIN` rather than wait for the disk. `true` where that
-/// cannot be told (off Linux, a file system without `RWF_NOWAIT`), as if no read would wait.
-pub fn is_cached(file: &File, offset: u64) -> bool {
+/// Whether bytes `range` of `file` are in the page cache, as far as their first and last
+/// bytes tell: each probed with a one-byte `preadv2` with `RWF_NOWAIT`, which fails with
+/// `EAGAIN` rather than wait for the disk. `true` where that cannot be told (off Linux, a
+/// file system without `RWF_NOWAIT`), as if no read would wait.
+pub fn is_cached(file: &File, range: std::ops::Range<u64>) -> bool {
+    [range.start, range.end.saturating_sub(1)]
+        .into_iter()
+        .all(|at| is_byte_cached(file, at))
+}
+
+fn is_byte_cached(file: &File, offset: u64) -> bool {
     #[cfg(target_os = "linux")]
     {
         let mut byte = [0u8; 1];

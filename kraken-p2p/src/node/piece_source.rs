@@ -53,9 +53,7 @@ impl PieceSource {
         let Ok(file) = self.file_for(range.clone()) else {
             return true;
         };
-        [range.start, range.end.saturating_sub(1)]
-            .into_iter()
-            .all(|at| kraken_core::store::is_cached(file, at))
+        kraken_core::store::is_cached(file, range)
     }
 }
 

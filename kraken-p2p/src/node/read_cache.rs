@@ -16,8 +16,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use kraken_core::Digest;
 
-/// A chunk: the blob's digest, the offset and the length.
-type Key = (Digest, u64, u64);
+/// A chunk: the blob's digest, the offset, the length, and whether it is a memory map
+/// (which only a stream that asked for maps may get: see [`Blob::map_range`]).
+///
+/// [`Blob::map_range`]: kraken_core::Blob::map_range
+type Key = (Digest, u64, u64, bool);
 
 /// A byte-bounded cache of chunks, the oldest inserted leaving first (streams move
 /// forward through a blob, so the oldest chunk is the one least likely read again).
@@ -41,6 +44,8 @@ struct Chunks {
 pub(crate) struct Reader {
     cache: Arc<ReadCache>,
     digest: Digest,
+    /// Whether the stream reads memory maps.
+    mapped: bool,
 }
 
 impl Reader {
@@ -49,13 +54,13 @@ impl Reader {
         self.cache
             .lock()
             .by_key
-            .get(&(self.digest, offset, len))
+            .get(&(self.digest, offset, len, self.mapped))
             .cloned()
     }
 
     /// Keeps `bytes`, the chunk at `offset`, if another stream reads the blob too.
     pub(crate) fn insert(&self, offset: u64, bytes: Bytes) {
-        self.cache.insert(&self.digest, offset, bytes);
+        self.cache.insert(&self.digest, offset, self.mapped, bytes);
     }
 }
 
@@ -83,24 +88,26 @@ impl ReadCache {
         })
     }
 
-    /// Counts a stream of blob `digest` until the returned reader is dropped.
-    pub(crate) fn open(self: &Arc<Self>, digest: &Digest) -> Reader {
+    /// Counts a stream of blob `digest` until the returned reader is dropped; `mapped`: the
+    /// stream reads memory maps, and shares chunks only with streams that do too.
+    pub(crate) fn open(self: &Arc<Self>, digest: &Digest, mapped: bool) -> Reader {
         *self.lock().streams.entry(*digest).or_default() += 1;
         Reader {
             cache: Arc::clone(self),
             digest: *digest,
+            mapped,
         }
     }
 
     /// Keeps `bytes`, the chunk at `offset` of blob `digest`, if two streams or more read
     /// the blob, dropping the oldest chunks to stay within the bound. A chunk larger than
     /// the whole cache is not kept.
-    fn insert(&self, digest: &Digest, offset: u64, bytes: Bytes) {
+    fn insert(&self, digest: &Digest, offset: u64, mapped: bool, bytes: Bytes) {
         let len = bytes.len() as u64;
         if len > self.max_bytes {
             return;
         }
-        let key = (*digest, offset, len);
+        let key = (*digest, offset, len, mapped);
         let mut chunks = self.lock();
         if chunks.streams.get(digest).is_none_or(|&n| n < 2) || chunks.by_key.contains_key(&key) {
             return;
@@ -155,8 +162,8 @@ mod tests {
     #[test]
     fn keeps_chunks_by_blob_and_range_within_its_bound() {
         let cache = Arc::new(ReadCache::new(10).unwrap());
-        let one = [cache.open(&digest(1)), cache.open(&digest(1))];
-        let two = [cache.open(&digest(2)), cache.open(&digest(2))];
+        let one = [cache.open(&digest(1), false), cache.open(&digest(1), false)];
+        let two = [cache.open(&digest(2), false), cache.open(&digest(2), false)];
         one[0].insert(0, Bytes::from_static(b"abcd"));
         one[1].insert(4, Bytes::from_static(b"efgh"));
         assert_eq!(one[1].get(0, 4).unwrap(), &b"abcd"[..]);
@@ -180,10 +187,10 @@ mod tests {
     #[test]
     fn a_lone_stream_keeps_nothing_and_closed_streams_are_forgotten() {
         let cache = Arc::new(ReadCache::new(1 << 20).unwrap());
-        let first = cache.open(&digest(1));
+        let first = cache.open(&digest(1), false);
         first.insert(0, Bytes::from_static(b"abcd"));
         assert!(first.get(0, 4).is_none(), "one stream: nothing kept");
-        let second = cache.open(&digest(1));
+        let second = cache.open(&digest(1), false);
         first.insert(0, Bytes::from_static(b"abcd"));
         assert_eq!(second.get(0, 4).unwrap(), &b"abcd"[..]);
         drop(second);

@@ -53,11 +53,14 @@ impl std::fmt::Debug for BlobStream {
 impl BlobStream {
     /// Streams bytes `range` of `source` (cut to the blob's length; the whole blob when
     /// `None`), sharing the chunks of a complete blob with other streams through `cache`.
+    /// With `mapped`, the chunks of a complete blob are memory maps of its file
+    /// ([`Blob::map_range`](kraken_core::Blob::map_range)) where they can be.
     pub(crate) fn new(
         source: PartialSource,
         progress: watch::Receiver<Progress>,
         range: Option<std::ops::Range<u64>>,
         cache: Option<Arc<ReadCache>>,
+        mapped: bool,
     ) -> Self {
         let (length, piece_length) = match &source {
             PartialSource::Complete(blob) => (blob.len(), CHUNK),
@@ -70,7 +73,7 @@ impl BlobStream {
         // Counted as a reader of the blob while the stream lives.
         let reader = match (&source, cache) {
             (PartialSource::Complete(blob), Some(cache)) => {
-                Some(Arc::new(cache.open(blob.digest())))
+                Some(Arc::new(cache.open(blob.digest(), mapped)))
             }
             _ => None,
         };
@@ -86,7 +89,15 @@ impl BlobStream {
         let reads = futures::stream::iter(items)
             .map(move |(offset, len)| {
                 let (source, progress) = (Arc::clone(&source), progress.clone());
-                read_item(source, reader.clone(), progress, restarts, offset, len)
+                read_item(
+                    source,
+                    reader.clone(),
+                    progress,
+                    restarts,
+                    mapped,
+                    offset,
+                    len,
+                )
             })
             .buffered(READ_AHEAD);
         // The first error ends the stream (the items read ahead after it are dropped).
@@ -102,12 +113,14 @@ impl BlobStream {
     }
 }
 
-/// Reads `len` bytes at `offset` of `source`, once the piece they fall in is verified.
+/// Reads `len` bytes at `offset` of `source`, once the piece they fall in is verified;
+/// `mapped`: maps them instead where the blob is complete.
 async fn read_item(
     source: Arc<PartialSource>,
     reader: Option<Arc<Reader>>,
     mut progress: watch::Receiver<Progress>,
     restarts: u32,
+    mapped: bool,
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
@@ -135,7 +148,13 @@ async fn read_item(
     }
     tokio::task::spawn_blocking(move || match &*source {
         PartialSource::Complete(blob) => {
-            let bytes = Bytes::from(blob.read_vec_at(offset, len as usize)?);
+            let map = mapped
+                .then(|| blob.map_range(offset, len as usize))
+                .flatten();
+            let bytes = match map {
+                Some(map) => Bytes::from_owner(map),
+                None => Bytes::from(blob.read_vec_at(offset, len as usize)?),
+            };
             if let Some(reader) = &reader {
                 reader.insert(offset, bytes.clone());
             }
@@ -184,18 +203,21 @@ mod tests {
         let blob = store.open_blob(meta.digest()).unwrap();
         let (_tx, progress) = watch::channel(Progress::default());
         let range = 100..(8 << 20) + 5;
-        let got = items(BlobStream::new(
-            PartialSource::Complete(blob),
-            progress,
-            Some(range.clone()),
-            None,
-        ))
-        .await;
-        assert!(got.iter().all(|item| item.len() as u64 <= CHUNK));
-        assert_eq!(
-            got.concat(),
-            &data[range.start as usize..range.end as usize]
-        );
+        for mapped in [false, true] {
+            let got = items(BlobStream::new(
+                PartialSource::Complete(blob.clone()),
+                progress.clone(),
+                Some(range.clone()),
+                None,
+                mapped,
+            ))
+            .await;
+            assert!(got.iter().all(|item| item.len() as u64 <= CHUNK));
+            assert_eq!(
+                got.concat(),
+                &data[range.start as usize..range.end as usize]
+            );
+        }
     }
 
     #[tokio::test]
@@ -208,7 +230,13 @@ mod tests {
         let cache = ReadCache::new(8 << 20).map(Arc::new);
         let stream = |cache: Option<Arc<ReadCache>>| {
             let (_tx, progress) = watch::channel(Progress::default());
-            BlobStream::new(PartialSource::Complete(blob.clone()), progress, None, cache)
+            BlobStream::new(
+                PartialSource::Complete(blob.clone()),
+                progress,
+                None,
+                cache,
+                false,
+            )
         };
         // Two streams at once: the chunks one reads are kept for the other.
         let (first, second) = (stream(cache.clone()), stream(cache.clone()));
@@ -218,6 +246,44 @@ mod tests {
         std::fs::write(blob.path(), vec![b'x'; data.len()]).unwrap();
         assert_ne!(items(stream(None)).await.concat(), data);
         assert_eq!(items(second).await.concat(), data);
+    }
+
+    #[tokio::test]
+    async fn mapped_streams_hand_out_maps_of_the_file_and_never_take_copies() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = bytes(3 << 20 | 77);
+        let meta = store.import(&data[..], 1 << 20, None).unwrap();
+        let blob = store.open_blob(meta.digest()).unwrap();
+        let cache = ReadCache::new(8 << 20).map(Arc::new);
+        let stream = |mapped: bool| {
+            let (_tx, progress) = watch::channel(Progress::default());
+            let source = PartialSource::Complete(blob.clone());
+            BlobStream::new(source, progress, None, cache.clone(), mapped)
+        };
+        // Overwritten in place, as only a test does to a store's file: a map shows the new
+        // bytes, a copy keeps the old ones.
+        let overwrite = |byte: u8| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(blob.path())
+                .unwrap();
+            file.write_all_at(&vec![byte; data.len()], 0).unwrap();
+            vec![byte; data.len()]
+        };
+        let (copied, copied_behind, mapped) = (stream(false), stream(false), stream(true));
+        assert_eq!(items(copied).await.concat(), data);
+        let changed = overwrite(b'x');
+        assert_eq!(
+            items(copied_behind).await.concat(),
+            data,
+            "copies are shared"
+        );
+        let maps = items(mapped).await;
+        assert_eq!(maps.concat(), changed, "a mapped stream took a copy");
+        let changed = overwrite(b'y');
+        assert_eq!(maps.concat(), changed, "a mapped stream's items are maps");
     }
 
     #[tokio::test]
@@ -234,6 +300,7 @@ mod tests {
             progress,
             None,
             None,
+            true,
         );
         let reader = tokio::spawn(items(stream));
         // Last piece first: the reader must wait for the first.

@@ -280,7 +280,7 @@ async fn namespace_blob(state: &AgentState, namespace: &str, digest: &Digest) ->
         Err(e) if e.is_not_found() => return text(StatusCode::NOT_FOUND, &error_chain(&e)),
         Err(e) => return failure(&e),
     };
-    let stream = match storage.blob_stream(namespace, digest, None).await {
+    let stream = match storage.blob_response(namespace, digest, None).await {
         Ok(stream) => stream,
         Err(e) if e.is_not_found() => return text(StatusCode::NOT_FOUND, &error_chain(&e)),
         Err(e) => return failure(&e),

@@ -104,7 +104,8 @@ impl AgentBuilder {
                 .with_max_manifest(config.limits.max_manifest_size.bytes())
                 .with_metainfo_timeout(config.p2p.metainfo_timeout)
                 .with_pull_metrics(AgentMetrics::register(&metrics))
-                .with_small_blobs(SmallBlobMetrics::cache(&metrics, config.cache)),
+                .with_small_blobs(SmallBlobMetrics::cache(&metrics, config.cache))
+                .with_mapped_responses(server_tls.is_none()),
         );
         // Pushes are refused before an upload starts; the directory stays empty.
         let oci_config = OciConfig::new(config.data_dir.join("uploads"));

@@ -44,6 +44,9 @@ pub struct AgentStorage {
     pulls: Option<AgentMetrics>,
     /// Small blobs served from memory (`[cache]`).
     small: Option<Arc<SmallBlobs>>,
+    /// Whether blob responses are streamed as memory maps of cached blobs, which only a
+    /// plain TCP listener may write (see [`Node::read_mapped_in`]).
+    mapped_responses: bool,
 }
 
 impl AgentStorage {
@@ -59,7 +62,17 @@ impl AgentStorage {
             metainfo_timeout: Duration::from_secs(60),
             pulls: None,
             small: None,
+            mapped_responses: false,
         }
+    }
+
+    /// Streams the blobs of responses as memory maps of the cached blobs' files, which the
+    /// kernel copies straight from the page cache into the socket: only for a listener
+    /// without TLS, which never reads a response's bytes in user space (see
+    /// [`Node::read_mapped_in`]).
+    pub fn with_mapped_responses(mut self, mapped: bool) -> Self {
+        self.mapped_responses = mapped;
+        self
     }
 
     /// Serves small blobs complete in the node's store from `cache` (filled from verified
@@ -130,6 +143,28 @@ impl AgentStorage {
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
     ) -> StorageResult<ByteStream> {
+        self.stream(namespace, digest, range, false).await
+    }
+
+    /// [`blob_stream`](Self::blob_stream) for the body of a response: memory maps where
+    /// [`with_mapped_responses`](Self::with_mapped_responses) allows them.
+    pub(crate) async fn blob_response(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> StorageResult<ByteStream> {
+        self.stream(namespace, digest, range, self.mapped_responses)
+            .await
+    }
+
+    async fn stream(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+        mapped: bool,
+    ) -> StorageResult<ByteStream> {
         let started = Instant::now();
         if let Some(small) = &self.small
             && let Some(bytes) = small.read(self.node.store(), digest).await
@@ -140,14 +175,15 @@ impl AgentStorage {
             let bytes = crate::small_blobs::slice(&bytes, range);
             return Ok(Box::pin(futures::stream::once(async move { Ok(bytes) })));
         }
-        let stream = self
-            .node
-            .read_in(namespace, digest, range)
-            .await
-            .map_err(|e| match e {
-                kraken_p2p::Error::MetaInfoNotFound(d) => StorageError::BlobUnknown(d),
-                e => StorageError::failed(e),
-            })?;
+        let stream = if mapped {
+            self.node.read_mapped_in(namespace, digest, range).await
+        } else {
+            self.node.read_in(namespace, digest, range).await
+        };
+        let stream = stream.map_err(|e| match e {
+            kraken_p2p::Error::MetaInfoNotFound(d) => StorageError::BlobUnknown(d),
+            e => StorageError::failed(e),
+        })?;
         let mut first = self.pulls.clone();
         let stream = stream.inspect_ok(move |_| {
             if let Some(pulls) = first.take() {
@@ -231,7 +267,7 @@ impl RegistryStorage for AgentStorage {
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
     ) -> StorageResult<ByteStream> {
-        self.blob_stream(repo.as_str(), digest, range).await
+        self.blob_response(repo.as_str(), digest, range).await
     }
 
     async fn manifest_get(
