@@ -20,15 +20,19 @@ pub struct Blob {
     length: u64,
     file: Arc<File>,
     path: PathBuf,
+    /// Whether the file is the store's own (under its directory, never written after it was
+    /// installed), not a file seeded in place or exported, which its owner may change.
+    owned: bool,
 }
 
 impl Blob {
-    pub(super) fn new(digest: Digest, length: u64, file: File, path: PathBuf) -> Self {
+    pub(super) fn new(digest: Digest, length: u64, file: File, path: PathBuf, owned: bool) -> Self {
         Self {
             digest,
             length,
             file: Arc::new(file),
             path,
+            owned,
         }
     }
 
@@ -91,14 +95,20 @@ impl Blob {
 
     /// Bytes `offset..offset + len` mapped read-only into memory, for a sink that only
     /// hands them to the kernel (a plain TCP socket's `write`), which then copies them once,
-    /// straight from the page cache. Only a range wholly in the page cache is mapped: a read
-    /// of the rest reads ahead in large steps where a map's page faults would read 128 KiB
-    /// at a time. `None` where the range is not mapped (not cached, past the blob's end, an
-    /// I/O error, a kernel without `MADV_POPULATE_READ`): read it instead, which reports any
-    /// error. Never read a mapped range in user space (a TLS stream, a parser): see
-    /// [`MappedRange`] for why.
-    pub fn map_range(&self, offset: u64, len: usize) -> Option<MappedRange> {
-        if offset.checked_add(len as u64)? > self.length {
+    /// straight from the page cache. Only a range of a file the store owns, wholly in the
+    /// page cache, is mapped: a read of the rest reads ahead in large steps where a map's
+    /// page faults would read 128 KiB at a time. `None` where the range is not mapped (a
+    /// file seeded in place or exported, not cached, past the blob's end, an I/O error, a
+    /// kernel without `MADV_POPULATE_READ`): read it instead, which reports any error.
+    ///
+    /// # Safety
+    ///
+    /// Only the kernel may read the range's bytes (a `write` or `writev` to a socket or a
+    /// file), never code in user space (a TLS stream, a parser, a copy): should the page
+    /// cache drop a page and the disk then fail to read it back, the kernel's copy fails
+    /// with `EFAULT`, where a read in user space raises `SIGBUS`. See [`MappedRange`].
+    pub unsafe fn map_range(&self, offset: u64, len: usize) -> Option<MappedRange> {
+        if !self.owned || offset.checked_add(len as u64)? > self.length {
             return None;
         }
         MappedRange::map(&self.file, offset, len)

@@ -259,6 +259,7 @@ impl Download {
             .data
             .sync_data()
             .map_err(|source| Error::io(&data_path, source))?;
+        let owned = shared.external.is_none();
         let cached = match &shared.external {
             None => {
                 shared
@@ -273,7 +274,7 @@ impl Download {
             Some(external) => self.install_external(external)?,
         };
         let file = File::open(&cached).map_err(|source| Error::io(&cached, source))?;
-        let blob = Blob::new(*self.digest(), shared.meta.length(), file, cached);
+        let blob = Blob::new(*self.digest(), shared.meta.length(), file, cached, owned);
         *finished = Some(blob.clone());
         Ok(blob)
     }

@@ -4,16 +4,18 @@
 //! the socket write copies them again. An agent served a cached 1 GiB layer to `curl` on
 //! loopback in about 15% less time this way (docs/benchmarks.md).
 //!
-//! The project's one `unsafe` code: mapping a file is unsafe because the mapping's bytes can
-//! change, or vanish, under the program when another process writes or truncates the file.
-//! A store's cached blobs are never written after they are installed (eviction and garbage
-//! collection unlink them, which leaves a mapping intact), only a range whose every page is
-//! in the page cache is mapped, and every page is mapped in before the range is handed out
-//! (`MADV_POPULATE_READ`, which reports a failing disk or a short file as an error instead
-//! of a signal). A page the kernel reclaims later
-//! is read again on the next touch; if the disk fails then, a `write` that copies from it
-//! fails with `EFAULT`, but a read in user space would raise `SIGBUS`. Hence the rule for
-//! callers: only the kernel reads a mapped range.
+//! The heart of the project's only `unsafe` code. Mapping a file is unsafe because the
+//! mapping's bytes can change, or vanish, under the program when another process writes or
+//! truncates the file. Only files the store owns are mapped
+//! ([`Blob::map_range`](super::Blob::map_range)): a store never writes a blob's file after
+//! installing it (eviction and garbage collection unlink it, which leaves a mapping
+//! intact), where a file seeded in place or exported is its owner's to change. Only a range
+//! whose every page is in the page cache is mapped, and every page is mapped in before the
+//! range is handed out (`MADV_POPULATE_READ`, which reports a failing disk or a short file
+//! as an error instead of a signal). A page the kernel reclaims later is read again on the
+//! next touch; if the disk fails then, a `write` that copies from it fails with `EFAULT`,
+//! but a read in user space would raise `SIGBUS`. Hence the rule for callers, the safety
+//! precondition of `Blob::map_range`: only the kernel reads a mapped range.
 
 #![allow(unsafe_code)]
 
@@ -47,12 +49,12 @@ impl MappedRange {
     pub(super) fn map(file: &File, offset: u64, len: usize) -> Option<Self> {
         #[cfg(target_os = "linux")]
         {
-            use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap};
-            const PAGE: u64 = 4096;
+            use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap, munmap};
+            let page = rustix::param::page_size();
             if len == 0 {
                 return None;
             }
-            let start = offset - offset % PAGE;
+            let start = offset - offset % page as u64;
             let skip = (offset - start) as usize;
             let mapped = len.checked_add(skip)?;
             // SAFETY: a fresh shared read-only mapping at an address of the kernel's choice
@@ -69,16 +71,20 @@ impl MappedRange {
                 )
             }
             .ok()?;
-            let range = Self {
-                base: NonNull::new(base)?,
-                mapped,
-                skip,
+            let Some(base) = NonNull::new(base) else {
+                // Only with a mapping at address 0, which the kernel never picks: unmapped
+                // all the same.
+                // SAFETY: the mapping just made, which nothing refers to.
+                let _ = unsafe { munmap(base, mapped) };
+                return None;
             };
+            let range = Self { base, mapped, skip };
+            let base = base.as_ptr();
             // Only a range wholly in the page cache is mapped: populating the rest would
             // read it from the disk 128 KiB per page fault, where the caller's read reads
             // ahead in large steps (the first `GET` of a blob dropped from the page cache
             // took twice as long when its ranges were populated).
-            let pages = mapped.div_ceil(PAGE as usize);
+            let pages = mapped.div_ceil(page);
             let mut resident = vec![0u8; pages];
             // SAFETY: `base..base + mapped` is the mapping just made, and `resident` has a
             // byte for each of its pages.

@@ -262,7 +262,7 @@ impl BlobStore {
             .map_err(|source| Error::io(&path, source))?
             .len();
         self.inner.touch(digest, SystemTime::now());
-        Ok(Blob::new(*digest, length, file, path))
+        Ok(Blob::new(*digest, length, file, path, true))
     }
 
     /// The metainfo of a cached or downloading blob.

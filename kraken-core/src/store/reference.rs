@@ -268,6 +268,7 @@ impl BlobStore {
                     reference.size,
                     file,
                     reference.path.clone(),
+                    false,
                 ))
             }
             _ => {

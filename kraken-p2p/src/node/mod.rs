@@ -437,11 +437,19 @@ impl Node {
     /// HTTP server writing them to a plain TCP socket does: the chunks of a blob complete in
     /// the store are then memory maps of its file ([`kraken_core::Blob::map_range`]), which
     /// the kernel copies once, straight from the page cache, instead of being read into a
-    /// buffer first (a cached 1 GiB `GET` from an agent took about 15% less time). Reading such a
-    /// chunk in user space — encrypting it for TLS, parsing it — is exposed to `SIGBUS`
-    /// should the disk fail under it: use [`read_in`](Self::read_in) there. A blob still
-    /// downloading streams as with `read_in`.
-    pub async fn read_mapped_in(
+    /// buffer first (a cached 1 GiB `GET` from an agent took about 15% less time). A blob
+    /// still downloading streams as with `read_in`.
+    ///
+    /// # Safety
+    ///
+    /// Only the kernel may read the stream's bytes (a `write` or `writev` of them), never
+    /// code in user space — encrypting them for TLS, parsing them, copying them: see
+    /// [`kraken_core::Blob::map_range`]. Use [`read_in`](Self::read_in) there.
+    #[allow(
+        unsafe_code,
+        reason = "the caller's promise is what makes maps safe to hand out"
+    )]
+    pub async unsafe fn read_mapped_in(
         &self,
         namespace: &str,
         digest: &Digest,

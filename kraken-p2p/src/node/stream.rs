@@ -148,8 +148,13 @@ async fn read_item(
     }
     tokio::task::spawn_blocking(move || match &*source {
         PartialSource::Complete(blob) => {
+            #[allow(unsafe_code, reason = "mapped streams come only from `read_mapped_in`")]
+            // SAFETY: `mapped` is set only by `Node::read_mapped_in`, whose caller promises
+            // that only the kernel reads the stream's bytes (and by this module's tests,
+            // whose files change only between reads); the read cache hands maps only to
+            // such streams.
             let map = mapped
-                .then(|| blob.map_range(offset, len as usize))
+                .then(|| unsafe { blob.map_range(offset, len as usize) })
                 .flatten();
             let bytes = match map {
                 Some(map) => Bytes::from_owner(map),

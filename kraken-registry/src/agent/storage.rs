@@ -70,7 +70,7 @@ impl AgentStorage {
     /// kernel copies straight from the page cache into the socket: only for a listener
     /// without TLS, which never reads a response's bytes in user space (see
     /// [`Node::read_mapped_in`]).
-    pub fn with_mapped_responses(mut self, mapped: bool) -> Self {
+    pub(crate) fn with_mapped_responses(mut self, mapped: bool) -> Self {
         self.mapped_responses = mapped;
         self
     }
@@ -176,7 +176,14 @@ impl AgentStorage {
             return Ok(Box::pin(futures::stream::once(async move { Ok(bytes) })));
         }
         let stream = if mapped {
-            self.node.read_mapped_in(namespace, digest, range).await
+            #[allow(unsafe_code, reason = "maps only for response bodies on plain TCP")]
+            // SAFETY: `mapped` comes from `blob_response`, whose streams become response
+            // bodies only (the OCI handler's and Go Kraken's blob `GET`), and only when
+            // `with_mapped_responses` was set, which the agent does for a listener without
+            // TLS: hyper writes such a body with `writev`, so only the kernel reads it.
+            unsafe {
+                self.node.read_mapped_in(namespace, digest, range).await
+            }
         } else {
             self.node.read_in(namespace, digest, range).await
         };
