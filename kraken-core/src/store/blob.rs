@@ -107,6 +107,10 @@ impl Blob {
     /// file), never code in user space (a TLS stream, a parser, a copy): should the page
     /// cache drop a page and the disk then fail to read it back, the kernel's copy fails
     /// with `EFAULT`, where a read in user space raises `SIGBUS`. See [`MappedRange`].
+    #[allow(
+        unsafe_code,
+        reason = "the caller's promise is what makes maps safe to hand out"
+    )]
     pub unsafe fn map_range(&self, offset: u64, len: usize) -> Option<MappedRange> {
         if !self.owned || offset.checked_add(len as u64)? > self.length {
             return None;
