@@ -225,13 +225,18 @@ mod tests {
         }
     }
 
+    /// A blob of a little over 3 MiB in 1 MiB pieces, complete in a new store in `dir`.
+    fn stored_blob(dir: &std::path::Path) -> (Vec<u8>, Blob) {
+        let store = BlobStore::open(dir).unwrap();
+        let data = bytes(3 << 20 | 77);
+        let meta = store.import(&data[..], 1 << 20, None).unwrap();
+        (data, store.open_blob(meta.digest()).unwrap())
+    }
+
     #[tokio::test]
     async fn streams_of_one_blob_share_the_chunks_the_first_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
-        let data = bytes(3 << 20 | 77);
-        let meta = store.import(&data[..], 1 << 20, None).unwrap();
-        let blob = store.open_blob(meta.digest()).unwrap();
+        let (data, blob) = stored_blob(dir.path());
         let cache = ReadCache::new(8 << 20).map(Arc::new);
         let stream = |cache: Option<Arc<ReadCache>>| {
             let (_tx, progress) = watch::channel(Progress::default());
@@ -257,10 +262,7 @@ mod tests {
     async fn mapped_streams_hand_out_maps_of_the_file_and_never_take_copies() {
         use std::os::unix::fs::FileExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
-        let data = bytes(3 << 20 | 77);
-        let meta = store.import(&data[..], 1 << 20, None).unwrap();
-        let blob = store.open_blob(meta.digest()).unwrap();
+        let (data, blob) = stored_blob(dir.path());
         let cache = ReadCache::new(8 << 20).map(Arc::new);
         let stream = |mapped: bool| {
             let (_tx, progress) = watch::channel(Progress::default());
