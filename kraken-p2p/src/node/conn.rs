@@ -158,14 +158,20 @@ async fn read_loop(
 /// A queued item whose piece (if any) is already coming off the disk.
 enum Ready {
     Message(Message),
-    /// A piece being prepared on the blocking pool.
+    /// A piece ready to send, or being prepared on the blocking pool.
     Piece {
         index: PieceIndex,
         range: std::ops::Range<u64>,
-        prepared: tokio::task::JoinHandle<Prepared>,
+        prepared: Preparation,
     },
     /// Everything before was written: flush and close.
     Close,
+}
+
+/// A piece ready to send, or being read on the blocking pool.
+enum Preparation {
+    Done(Prepared),
+    Reading(tokio::task::JoinHandle<Prepared>),
 }
 
 /// A piece ready to send.
@@ -194,16 +200,21 @@ impl Ready {
             } => {
                 let mut buf = spare.pop().unwrap_or_default();
                 let piece = range.clone();
+                // The check never waits for the disk (`RWF_NOWAIT` probes), so it runs here: a
+                // cached piece, the common case, is ready without a hop to the blocking pool,
+                // whose thread a busy machine may schedule only after this send has drained.
+                let prepared = if zero_copy && source.is_cached(piece.clone()) {
+                    Preparation::Done(Prepared::Cached(source, buf))
+                } else {
+                    Preparation::Reading(tokio::task::spawn_blocking(move || {
+                        let result = source.read_into(piece, &mut buf);
+                        Prepared::Read(buf, result)
+                    }))
+                };
                 Self::Piece {
                     index,
                     range,
-                    prepared: tokio::task::spawn_blocking(move || {
-                        if zero_copy && source.is_cached(piece.clone()) {
-                            return Prepared::Cached(source, buf);
-                        }
-                        let result = source.read_into(piece, &mut buf);
-                        Prepared::Read(buf, result)
-                    }),
+                    prepared,
                 }
             }
         }
@@ -253,9 +264,12 @@ async fn write_loop(
                     range,
                     prepared,
                 } => {
-                    let prepared = prepared
-                        .await
-                        .map_err(|_| std::io::Error::other("piece read task failed"))?;
+                    let prepared = match prepared {
+                        Preparation::Done(prepared) => prepared,
+                        Preparation::Reading(task) => task
+                            .await
+                            .map_err(|_| std::io::Error::other("piece read task failed"))?,
+                    };
                     // Read ahead: one more piece comes off the disk while this one is sent.
                     if let Ok(item) = outgoing.try_recv() {
                         next = Some(Ready::start(item, &mut spare, zero_copy));
