@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use super::blob::Blob;
 use super::external::{self, External};
 use super::layout::{self, State};
+use super::positional;
 use super::reference::Reference;
 use super::{BlobStore, Entry, StoreInner, lock, max_metainfo_len};
 use crate::bitfield::Bitfield;
@@ -96,6 +97,15 @@ impl Download {
         drop(progress);
         shared.store.touch_download(&shared.meta);
         Ok(true)
+    }
+
+    /// Starts writing piece `index` to the disk without waiting for it (a hint; a no-op off
+    /// Linux, and for a piece not written yet). A caller that does this for every piece it
+    /// writes leaves [`finish`](Self::finish) only the last pieces' writes to wait for, not
+    /// everything written since the last [`write_back`](Self::write_back).
+    pub fn start_write_back(&self, index: PieceIndex) {
+        let range = self.shared.meta.piece_range(index);
+        positional::start_write_back(&self.shared.data, range.start, range.end - range.start);
     }
 
     /// Makes the pieces written so far durable (`fdatasync`). [`finish`](Self::finish) does

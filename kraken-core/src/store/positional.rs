@@ -61,6 +61,29 @@ fn is_byte_cached(file: &File, offset: u64) -> bool {
     }
 }
 
+/// Starts writing `len` bytes of `file` from `offset` to the disk without waiting for them
+/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`; a no-op off Linux). The bytes are not yet
+/// durable, but a later `fdatasync` finds them written or on their way instead of writing
+/// them all then: a download's last one waited 30 ms for its last 64 MiB before this
+/// (`docs/benchmarks.md`). A hint: its failure is the `fdatasync`'s to report.
+pub(crate) fn start_write_back(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: the descriptor is open (borrowed from `file` for the call) and the call
+        // touches no memory of ours.
+        #[allow(unsafe_code, reason = "sync_file_range, which rustix lacks")]
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 /// Writes all of `parts`, one after another, at `offset` of `file` with `pwritev`: the
 /// frames of a request body are written as they arrived, not first copied into one buffer.
 /// At most [`MAX_PARTS`] parts per call.

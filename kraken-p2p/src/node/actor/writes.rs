@@ -46,12 +46,22 @@ impl Actor {
         let Some(download) = self.partial_download(&info_hash) else {
             return;
         };
+        // A download kept in the page cache starts each piece's write-back at once, so that
+        // completing it waits for its last pieces only, not up to `WRITE_BACK_EVERY` bytes
+        // (30 ms of a 1 GiB fetch here). One that drops behind leaves the disk to its periodic
+        // write-backs and to neighbours' reads of the pieces it dropped: writing every piece
+        // at once made the devcluster's second cold pull slower (`docs/benchmarks.md`).
+        let write_ahead = !self.config.drop_behind;
         self.spawn_blocking(
             self.torrent_span(&info_hash),
             move || {
                 download
                     .write_piece(piece, &data)
-                    .map(drop)
+                    .map(|written| {
+                        if written && write_ahead {
+                            download.start_write_back(piece);
+                        }
+                    })
                     .map_err(|e| match e {
                         kraken_core::Error::PieceHashMismatch { .. }
                         | kraken_core::Error::PieceLengthMismatch { .. } => {
