@@ -1,7 +1,6 @@
 //! The [`Backend`] trait and the values that cross it.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -223,14 +222,9 @@ impl ListPage {
 /// Only a replayable body ([`UploadBody::from_bytes`], [`UploadBody::replayable`]) can be
 /// retried by [`RetryBackend`](crate::RetryBackend); a body built from a one-shot stream or
 /// reader is uploaded once.
-///
-/// A body whose bytes are a local file's says so ([`UploadBody::with_file`]), so that a
-/// backend on the same file system can link the file instead of writing the bytes again
-/// ([`FsBackend`](crate::FsBackend)).
 pub struct UploadBody {
     size: Option<u64>,
     source: Source,
-    file: Option<PathBuf>,
 }
 
 enum Source {
@@ -256,7 +250,6 @@ impl UploadBody {
         Self {
             size,
             source: Source::Once(std::sync::Mutex::new(stream)),
-            file: None,
         }
     }
 
@@ -275,24 +268,7 @@ impl UploadBody {
         Self {
             size,
             source: Source::Replay(Arc::new(make_stream)),
-            file: None,
         }
-    }
-
-    /// The same body, known to hold exactly the bytes of the file at `path` (a blob in the
-    /// caller's store, which nothing writes again). A backend on the file system that holds
-    /// `path` may link the file into place instead of writing a second copy of its bytes
-    /// ([`FsBackend`](crate::FsBackend)); it still reads the stream to its end first, so the
-    /// stream's checks (a hash, the declared size) pass before anything is stored.
-    pub fn with_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.file = Some(path.into());
-        self
-    }
-
-    /// The file holding the body's bytes, if the body was built over one
-    /// ([`with_file`](Self::with_file)).
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
     }
 
     /// The size in bytes, when known up front.
@@ -307,7 +283,6 @@ impl UploadBody {
             Source::Replay(make) => Some(Self {
                 size: self.size,
                 source: Source::Replay(Arc::clone(make)),
-                file: self.file.clone(),
             }),
         }
     }
@@ -332,13 +307,9 @@ impl UploadBody {
         map: impl Fn(ByteStream) -> ByteStream + Send + Sync + 'static,
     ) -> Self {
         let size = self.size;
-        let mapped = match self.source {
+        match self.source {
             Source::Once(stream) => Self::from_stream(map(into_inner(stream)), size),
             Source::Replay(make) => Self::replayable(size, move || map(make())),
-        };
-        Self {
-            file: self.file,
-            ..mapped
         }
     }
 }
@@ -348,7 +319,6 @@ impl fmt::Debug for UploadBody {
         f.debug_struct("UploadBody")
             .field("size", &self.size)
             .field("replayable", &matches!(self.source, Source::Replay(_)))
-            .field("file", &self.file)
             .finish()
     }
 }

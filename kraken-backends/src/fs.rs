@@ -16,6 +16,9 @@ use crate::listing::paginate_paths;
 
 /// Read buffer of downloads.
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes of an upload written between two syncs, after each of which they leave the page
+/// cache: the memory an upload holds at once.
+const DROP_BEHIND_EVERY: u64 = 16 << 20;
 /// Deepest directory nesting a listing descends into; deeper trees are not blobs we wrote.
 const MAX_LIST_DEPTH: usize = 64;
 
@@ -137,20 +140,6 @@ impl Backend for FsBackend {
     async fn upload(&self, _namespace: &str, name: &str, body: UploadBody) -> Result<()> {
         let target = self.blob_path(name)?;
         let temp = TempFile::new(self.root.join(temp_upload_path()));
-        let body = match self.linkable(&body).await {
-            Some((source, fallback)) => match link(&source, &temp.path, body).await? {
-                Linked::Yes => return place(temp, &target).await,
-                Linked::No(e) => {
-                    tracing::debug!(
-                        source = %source.display(),
-                        error = %e,
-                        "fs backend: cannot link the body's file; copying its bytes"
-                    );
-                    fallback
-                }
-            },
-            None => body,
-        };
         let mut file = match tokio::fs::File::create(&temp.path).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // The root could not be created at start-up, or was removed since.
@@ -160,12 +149,31 @@ impl Backend for FsBackend {
             file => file?,
         };
         let mut stream = body.into_stream();
+        // Dropped from the page cache as it goes, once durable: nothing reads a blob from its
+        // backend soon after writing it (an origin holds its own copy), and a 1 GiB write-back
+        // into fresh page cache took a core for seconds, slowing the pulls meanwhile.
+        let (mut written, mut durable) = (0u64, 0u64);
         while let Some(chunk) = stream.next().await {
-            file.write_all(&chunk?).await?;
+            let chunk = chunk?;
+            file.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+            if written - durable >= DROP_BEHIND_EVERY {
+                file.sync_data().await?;
+                kraken_core::store::drop_cached(&file, durable..written);
+                durable = written;
+            }
         }
         file.sync_all().await?;
+        kraken_core::store::drop_cached(&file, durable..written);
         drop(file);
-        place(temp, &target).await
+        let parent = target.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(parent).await?;
+        tokio::fs::rename(&temp.path, &target).await?;
+        temp.keep();
+        // The new name is durable too before the upload returns: the origin unpins its own
+        // copy then.
+        tokio::fs::File::open(parent).await?.sync_all().await?;
+        Ok(())
     }
 
     async fn list(
@@ -193,84 +201,6 @@ impl Backend for FsBackend {
 }
 
 /// A temporary upload file, removed on drop unless [`TempFile::keep`] says it was renamed.
-impl FsBackend {
-    /// The file holding `body`'s bytes ([`UploadBody::with_file`]) when it can be linked
-    /// under the root instead of copied: it is on the root's file system, and the body can
-    /// be replayed (the returned copy), should the link fail after all.
-    async fn linkable(&self, body: &UploadBody) -> Option<(PathBuf, UploadBody)> {
-        let source = body.file()?;
-        let fallback = body.try_clone()?;
-        let (source_meta, root_meta) =
-            futures::future::join(tokio::fs::metadata(source), tokio::fs::metadata(&self.root))
-                .await;
-        same_device(&source_meta.ok()?, &root_meta.ok()?).then(|| (source.to_owned(), fallback))
-    }
-}
-
-#[cfg(unix)]
-fn same_device(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.dev() == b.dev()
-}
-
-#[cfg(not(unix))]
-fn same_device(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
-    false
-}
-
-/// Whether [`link`] stored the body; if not, why, and the body must be copied.
-enum Linked {
-    Yes,
-    No(io::Error),
-}
-
-/// Stores `body` by hard-linking `source`, the file holding its bytes, at `temp`: a blob the
-/// origin's store holds on the backend's file system is not written a second time (a 1 GiB
-/// write-back took a core for seconds, slowing the pulls that ran meanwhile:
-/// `docs/benchmarks.md`). The body's stream is read to its end first, so its checks (the
-/// origin's hash of what it uploads, the declared size) pass before anything is stored; a
-/// failing check fails the upload. A file whose length is not the body's is not linked.
-async fn link(source: &Path, temp: &Path, body: UploadBody) -> Result<Linked> {
-    let mut stream = body.into_stream();
-    let mut streamed = 0u64;
-    while let Some(chunk) = stream.next().await {
-        streamed += chunk?.len() as u64;
-    }
-    let linked = match tokio::fs::hard_link(source, temp).await {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // The upload directory could not be created at start-up, or was removed since.
-            match temp.parent() {
-                Some(dir) => tokio::fs::create_dir_all(dir).await?,
-                None => return Ok(Linked::No(e)),
-            }
-            tokio::fs::hard_link(source, temp).await
-        }
-        linked => linked,
-    };
-    if let Err(e) = linked {
-        return Ok(Linked::No(e));
-    }
-    let len = tokio::fs::metadata(temp).await?.len();
-    if len != streamed {
-        let _ = tokio::fs::remove_file(temp).await;
-        return Ok(Linked::No(io::Error::other(format!(
-            "the file holds {len} bytes, the body {streamed}"
-        ))));
-    }
-    Ok(Linked::Yes)
-}
-
-/// Renames a complete, durable `temp` file to `target`, then makes the new name durable: the
-/// origin unpins its own copy once the upload returns.
-async fn place(temp: TempFile, target: &Path) -> Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(parent).await?;
-    tokio::fs::rename(&temp.path, target).await?;
-    temp.keep();
-    tokio::fs::File::open(parent).await?.sync_all().await?;
-    Ok(())
-}
-
 struct TempFile {
     path: PathBuf,
     armed: bool,

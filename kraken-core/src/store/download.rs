@@ -133,17 +133,7 @@ impl Download {
     /// whose client keeps its own copy) then keeps a bounded page-cache footprint, and its
     /// next pieces reuse the memory just freed instead of taking more.
     pub fn drop_cached(&self, end: u64) {
-        #[cfg(target_os = "linux")]
-        if let Some(len) = std::num::NonZeroU64::new(end.min(self.shared.meta.length())) {
-            let _ = rustix::fs::fadvise(
-                &self.shared.data,
-                0,
-                Some(len),
-                rustix::fs::Advice::DontNeed,
-            );
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = end;
+        positional::drop_cached(&self.shared.data, 0..end.min(self.shared.meta.length()));
     }
 
     /// The blob's metainfo.

@@ -61,6 +61,21 @@ fn is_byte_cached(file: &File, offset: u64) -> bool {
     }
 }
 
+/// Asks the kernel to drop bytes `range` of `file` from the page cache (a hint; a no-op off
+/// Linux). Only clean pages go: a caller drops what it has made durable. A writer of a large
+/// file that nobody reads soon (a download an agent's client keeps its own copy of, an
+/// upload to a backend) then keeps a bounded footprint, and its later writes reuse the memory
+/// its earlier ones freed: on a virtual machine that hands free memory back to its host, a
+/// write into fresh memory cost ten times one into memory just freed (`docs/benchmarks.md`).
+pub fn drop_cached(file: impl std::os::fd::AsFd, range: std::ops::Range<u64>) {
+    #[cfg(target_os = "linux")]
+    if let Some(len) = std::num::NonZeroU64::new(range.end.saturating_sub(range.start)) {
+        let _ = rustix::fs::fadvise(file, range.start, Some(len), rustix::fs::Advice::DontNeed);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, range);
+}
+
 /// Starts writing `len` bytes of `file` from `offset` to the disk without waiting for them
 /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`; a no-op off Linux). The bytes are not yet
 /// durable, but a later `fdatasync` finds them written or on their way instead of writing

@@ -67,9 +67,7 @@ async fn write_back(state: &Arc<OriginState>, task: &WriteBackTask) -> Result<Ou
         verified(chunks, expected, Arc::clone(&seen))
             .map_err(kraken_backends::Error::from)
             .boxed()
-    })
-    // A backend on the store's file system links the file rather than write it again.
-    .with_file(blob.path());
+    });
     let uploaded = backend.upload(&task.namespace, &name, body).await;
     if mismatch.load(Ordering::SeqCst) {
         integrity::report(state, &task.digest);
