@@ -172,8 +172,7 @@ impl Backend for FsBackend {
         temp.keep();
         // The new name is durable too before the upload returns: the origin unpins its own
         // copy then.
-        tokio::fs::File::open(parent).await?.sync_all().await?;
-        Ok(())
+        sync_dir(parent).await
     }
 
     async fn list(
@@ -201,6 +200,25 @@ impl Backend for FsBackend {
 }
 
 /// A temporary upload file, removed on drop unless [`TempFile::keep`] says it was renamed.
+/// `fsync`s a directory, making a rename in it durable. A file system that cannot sync a
+/// directory (some FUSE mounts answer `EINVAL`) is left to make renames durable its own way.
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let synced = async { tokio::fs::File::open(dir).await?.sync_all().await }.await;
+    match synced {
+        // std reads `EINVAL` as `InvalidInput`.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput
+            ) =>
+        {
+            tracing::debug!(dir = %dir.display(), error = %e, "fs backend: cannot sync a directory");
+            Ok(())
+        }
+        synced => Ok(synced?),
+    }
+}
+
 struct TempFile {
     path: PathBuf,
     armed: bool,
