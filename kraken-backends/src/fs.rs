@@ -199,7 +199,6 @@ impl Backend for FsBackend {
     }
 }
 
-/// A temporary upload file, removed on drop unless [`TempFile::keep`] says it was renamed.
 /// `fsync`s a directory, making a rename in it durable. A file system that cannot sync a
 /// directory (some FUSE mounts answer `EINVAL`) is left to make renames durable its own way.
 async fn sync_dir(dir: &Path) -> Result<()> {
@@ -219,6 +218,7 @@ async fn sync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// A temporary upload file, removed on drop unless [`TempFile::keep`] says it was renamed.
 struct TempFile {
     path: PathBuf,
     armed: bool,
