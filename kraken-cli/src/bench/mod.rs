@@ -70,10 +70,7 @@ struct Completion {
 impl Completion {
     fn new(mut seconds: Vec<f64>, t_star: f64) -> Self {
         seconds.sort_by(f64::total_cmp);
-        let rank = |q: f64| {
-            seconds[((q * seconds.len() as f64).ceil() as usize).clamp(1, seconds.len()) - 1]
-        };
-        let (p50, p99) = (rank(0.5), rank(0.99));
+        let (p50, p99) = (nearest_rank(&seconds, 0.5), nearest_rank(&seconds, 0.99));
         Self {
             p50,
             p99,
@@ -82,6 +79,12 @@ impl Completion {
             p99_t_star: p99 / t_star,
         }
     }
+}
+
+/// The `q` quantile of `sorted` (ascending, not empty) by nearest rank: for `q` = 0.5 the
+/// middle value of an odd count, the lower of the two middle ones of an even count.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// The fluid lower bound T* of DESIGN.md §8 for one seeder of `size` bytes and `fetchers`

@@ -8,7 +8,10 @@
 //!    Distribution;
 //! 3. `GET` of the now cached layer from an agent against Distribution, best of `--rounds`;
 //! 4. `--concurrency` simultaneous pulls of the layer from one agent against as many from
-//!    Distribution.
+//!    Distribution;
+//! 5. `--pull-rounds` − 1 more rounds of steps 1 and 2 with fresh random layers of the same
+//!    size (the layer alone, by digest): one cold pull is one sample of a figure that
+//!    varies from run to run, so the report gives every round's and their median.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,6 +37,11 @@ pub(crate) struct RegistryBenchArgs {
     /// Simultaneous pulls of the layer from one agent (and from Distribution).
     #[arg(long, default_value_t = 50)]
     concurrency: u32,
+    /// Rounds of push and cold pull: the image's layer, then fresh random layers of the
+    /// same size, each pushed to the proxy and to Distribution and pulled cold through each
+    /// agent in turn, after the other phases.
+    #[arg(long, default_value_t = 3)]
+    pull_rounds: u32,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -59,6 +67,14 @@ struct RegistryBenchReport {
     pull_layer_openssl_ratios: Vec<f64>,
     /// Each round's cached-`GET` ratio (agent over Distribution), in order.
     cached_ratios: Vec<f64>,
+    /// openssl's time over the proxy's layer `PUT` in each push-and-pull round (the
+    /// image's first), and their median.
+    round_push_layer_openssl_ratios: Vec<f64>,
+    median_push_layer_openssl_ratio: f64,
+    /// Per agent, openssl's time over its cold layer `GET` in each round, and their
+    /// medians (goal ≥ 0.5 each).
+    round_pull_layer_openssl_ratios: Vec<Vec<f64>>,
+    median_pull_layer_openssl_ratios: Vec<f64>,
     /// Push of the image (config, layer, manifest by tag), seconds.
     push_proxy_seconds: f64,
     push_registry_seconds: f64,
@@ -212,11 +228,80 @@ pub(crate) fn run(args: RegistryBenchArgs) -> anyhow::Result<()> {
     report.concurrent_registry_mb_s = total_mb / report.concurrent_registry_seconds;
     report.concurrent_ratio = report.concurrent_registry_seconds / report.concurrent_agent_seconds;
 
+    let cluster = Cluster {
+        proxy: &proxy,
+        registry: &registry,
+        agents: &agents,
+    };
+    more_rounds(&args, dir.path(), &cluster, &mut report)?;
+
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report, args.size);
     }
+    Ok(())
+}
+
+/// The servers of a run: the devcluster's proxy and agents, and Distribution.
+struct Cluster<'a> {
+    proxy: &'a str,
+    registry: &'a str,
+    agents: &'a [String],
+}
+
+/// Rounds 2 to `--pull-rounds` of push and cold pull, each with a fresh random layer; then
+/// every round's ratios (the first's already in `report`) and their medians.
+fn more_rounds(
+    args: &RegistryBenchArgs,
+    dir: &Path,
+    cluster: &Cluster<'_>,
+    report: &mut RegistryBenchReport,
+) -> anyhow::Result<()> {
+    let size = args.size.bytes();
+    report.round_push_layer_openssl_ratios = vec![report.push_layer_openssl_ratio];
+    report.round_pull_layer_openssl_ratios = report
+        .pull_layer_openssl_ratios
+        .iter()
+        .map(|&ratio| vec![ratio])
+        .collect();
+    let layer = dir.join("round-layer");
+    for round in 1..args.pull_rounds.max(1) {
+        super::process::write_random_file(&layer, size, u64::from(round))?;
+        let digest = digest_of(&layer)?;
+        // As in the first round: the proxy's push, then Distribution's (during which the
+        // origin's write-back ends), then each agent's cold pull on recycled memory.
+        settle_disk()?;
+        args.page_cache.recycle(dir, 2 * size)?;
+        let put = push_blob(cluster.proxy, REPO, &layer, &digest)?;
+        report
+            .round_push_layer_openssl_ratios
+            .push(report.openssl_seconds / put);
+        settle_disk()?;
+        args.page_cache.recycle(dir, 2 * size)?;
+        push_blob(cluster.registry, REPO, &layer, &digest)?;
+        for (agent, ratios) in cluster
+            .agents
+            .iter()
+            .zip(&mut report.round_pull_layer_openssl_ratios)
+        {
+            settle_disk()?;
+            args.page_cache.recycle(dir, size)?;
+            let seconds = curl_seconds(&blob_url(agent, &digest), size)?;
+            ratios.push(report.openssl_seconds / seconds);
+        }
+    }
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        super::nearest_rank(&sorted, 0.5)
+    };
+    report.median_push_layer_openssl_ratio = median(&report.round_push_layer_openssl_ratios);
+    report.median_pull_layer_openssl_ratios = report
+        .round_pull_layer_openssl_ratios
+        .iter()
+        .map(|ratios| median(ratios))
+        .collect();
     Ok(())
 }
 
@@ -278,6 +363,28 @@ fn print_report(r: &RegistryBenchReport, size: ByteSize) {
         r.concurrent_registry_mb_s,
         r.concurrent_ratio
     );
+    let list = |ratios: &[f64]| {
+        let all: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+        all.join(", ")
+    };
+    println!(
+        "rounds ({} layers) × openssl: layer PUT {} (median {:.2})",
+        r.round_push_layer_openssl_ratios.len(),
+        list(&r.round_push_layer_openssl_ratios),
+        r.median_push_layer_openssl_ratio
+    );
+    for (i, (ratios, median)) in r
+        .round_pull_layer_openssl_ratios
+        .iter()
+        .zip(&r.median_pull_layer_openssl_ratios)
+        .enumerate()
+    {
+        println!(
+            "  cold layer GET through agent {}: {} (median {median:.2})",
+            i + 1,
+            list(ratios)
+        );
+    }
 }
 
 fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
