@@ -199,23 +199,14 @@ impl Backend for FsBackend {
     }
 }
 
-/// `fsync`s a directory, making a rename in it durable. A file system that cannot sync a
-/// directory (some FUSE mounts answer `EINVAL`) is left to make renames durable its own way.
+/// `fsync`s a directory, making a rename in it durable
+/// ([`kraken_core::store::sync_dir`], on the blocking pool).
 async fn sync_dir(dir: &Path) -> Result<()> {
-    let synced = async { tokio::fs::File::open(dir).await?.sync_all().await }.await;
-    match synced {
-        // std reads `EINVAL` as `InvalidInput`.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput
-            ) =>
-        {
-            tracing::debug!(dir = %dir.display(), error = %e, "fs backend: cannot sync a directory");
-            Ok(())
-        }
-        synced => Ok(synced?),
-    }
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || kraken_core::store::sync_dir(&dir))
+        .await
+        .map_err(io::Error::other)??;
+    Ok(())
 }
 
 /// A temporary upload file, removed on drop unless [`TempFile::keep`] says it was renamed.

@@ -202,13 +202,12 @@ pub(super) fn create_dir_all_synced(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `fsync`s a directory, making the entries created or renamed in it durable.
+/// `fsync`s a directory, making the entries created or renamed in it durable
+/// ([`positional::sync_dir`](super::positional::sync_dir)).
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(test)]
     SYNCED_DIRS.with(|synced| synced.borrow_mut().push(dir.to_owned()));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| Error::io(dir, source))
+    super::positional::sync_dir(dir).map_err(|source| Error::io(dir, source))
 }
 
 #[cfg(test)]

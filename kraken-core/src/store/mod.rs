@@ -68,7 +68,9 @@ pub use self::download::Download;
 use self::download::DownloadShared;
 use self::layout::{Layout, State};
 pub use self::mapped::MappedRange;
-pub use self::positional::{MAX_PARTS, drop_cached, is_cached, read_vec_at, write_all_vectored_at};
+pub use self::positional::{
+    MAX_PARTS, drop_cached, is_cached, read_vec_at, sync_dir, write_all_vectored_at,
+};
 use self::reference::Reference;
 use crate::digest::Digest;
 use crate::error::{Error, Result};

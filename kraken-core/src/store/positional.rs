@@ -61,6 +61,24 @@ fn is_byte_cached(file: &File, offset: u64) -> bool {
     }
 }
 
+/// `fsync`s directory `dir`, making the entries created or renamed in it durable. A file
+/// system that cannot sync a directory (some FUSE mounts answer `EINVAL`, which std reads as
+/// [`io::ErrorKind::InvalidInput`]) makes renames durable its own way: that is not an error.
+pub fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput
+            ) =>
+        {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot sync a directory");
+            Ok(())
+        }
+        synced => synced,
+    }
+}
+
 /// Asks the kernel to drop bytes `range` of `file` from the page cache (a hint; a no-op off
 /// Linux). Only clean pages go: a caller drops what it has made durable. A writer of a large
 /// file that nobody reads soon (a download an agent's client keeps its own copy of, an
