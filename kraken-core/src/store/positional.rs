@@ -1,5 +1,7 @@
-//! Positional file I/O without extra copies: reads into fresh buffers that are not zeroed
-//! first, and writes of several buffers in one call.
+//! The store's calls on files beneath its blob and download types: positional I/O without
+//! extra copies (reads into fresh buffers that are not zeroed first, writes of several
+//! buffers in one call), page-cache hints (whether a range is cached, dropping it, starting
+//! its write-back), and directory syncs.
 
 use std::fs::File;
 use std::io::{self, IoSlice};
