@@ -1,12 +1,14 @@
 //! A backend on the local filesystem (or anything mounted there: NFS, a FUSE bucket).
 
-use std::io::{self, SeekFrom};
+use std::io::{self, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, BlobInfo, ByteRange, ByteStream, ListOptions, ListPage, UploadBody};
 use crate::error::{Error, Result};
@@ -19,6 +21,8 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Bytes of an upload written between two syncs, after each of which they leave the page
 /// cache: the memory an upload holds at once.
 const DROP_BEHIND_EVERY: u64 = 16 << 20;
+/// Chunks of an upload handed to its writing thread ahead of the write.
+const WRITE_AHEAD: usize = 4;
 /// Deepest directory nesting a listing descends into; deeper trees are not blobs we wrote.
 const MAX_LIST_DEPTH: usize = 64;
 
@@ -139,40 +143,44 @@ impl Backend for FsBackend {
 
     async fn upload(&self, _namespace: &str, name: &str, body: UploadBody) -> Result<()> {
         let target = self.blob_path(name)?;
-        let temp = TempFile::new(self.root.join(temp_upload_path()));
-        let mut file = match tokio::fs::File::create(&temp.path).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // The root could not be created at start-up, or was removed since.
-                tokio::fs::create_dir_all(self.root.join(UPLOAD_DIR)).await?;
-                tokio::fs::File::create(&temp.path).await?
-            }
-            file => file?,
-        };
+        let temp = self.root.join(temp_upload_path());
+        let upload_dir = self.root.join(UPLOAD_DIR);
+        // Written on a thread in the idle scheduling class: an upload to a backend is an
+        // origin's write-back, whose copy must not slow the pulls of the blob that come at
+        // the same time.
+        let (chunks, received) = mpsc::channel(WRITE_AHEAD);
+        let (done, written) = oneshot::channel();
+        kraken_core::store::spawn_background("kraken-fs-upload", move || {
+            let _ = done.send(write_upload(&temp, &upload_dir, &target, received));
+        })?;
         let mut stream = body.into_stream();
-        // Dropped from the page cache as it goes, once durable: nothing reads a blob from its
-        // backend soon after writing it (an origin holds its own copy), and a 1 GiB write-back
-        // into fresh page cache took a core for seconds, slowing the pulls meanwhile.
-        let (mut written, mut durable) = (0u64, 0u64);
+        let mut failed = None;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk).await?;
-            written += chunk.len() as u64;
-            if written - durable >= DROP_BEHIND_EVERY {
-                file.sync_data().await?;
-                kraken_core::store::drop_cached(&file, durable..written);
-                durable = written;
+            match chunk {
+                Ok(chunk) => {
+                    if chunks.send(Chunk::Data(chunk)).await.is_err() {
+                        break; // The thread failed: its error is below.
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        file.sync_all().await?;
-        kraken_core::store::drop_cached(&file, durable..written);
-        drop(file);
-        let parent = target.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(parent).await?;
-        tokio::fs::rename(&temp.path, &target).await?;
-        temp.keep();
-        // The new name is durable too before the upload returns: the origin unpins its own
-        // copy then.
-        sync_dir(parent).await
+        if failed.is_none() {
+            // Fails only if the thread has ended already, with its error below.
+            let _ = chunks.send(Chunk::End).await;
+        }
+        // Without `End` the thread removes the temporary file; it is gone when this returns.
+        drop(chunks);
+        let outcome = written
+            .await
+            .map_err(|_| Error::Io(io::Error::other("the fs upload thread failed")))?;
+        match failed {
+            Some(e) => Err(e),
+            None => outcome,
+        }
     }
 
     async fn list(
@@ -199,13 +207,63 @@ impl Backend for FsBackend {
     }
 }
 
-/// `fsync`s a directory, making a rename in it durable
-/// ([`kraken_core::store::sync_dir`], on the blocking pool).
-async fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || kraken_core::store::sync_dir(&dir))
-        .await
-        .map_err(io::Error::other)??;
+/// What [`FsBackend::upload`] hands its writing thread.
+enum Chunk {
+    Data(Bytes),
+    /// The body ended well: the file can take its name.
+    End,
+}
+
+/// The writing thread of [`FsBackend::upload`]: the chunks it `received` into a temporary
+/// file, which after [`Chunk::End`] is made durable and renamed to `target`. Dropped from
+/// the page cache as it goes, once durable: nothing reads a blob from its backend soon after
+/// writing it (an origin holds its own copy), and a 1 GiB write-back into fresh page cache
+/// took a core for seconds, slowing the pulls meanwhile.
+fn write_upload(
+    temp: &Path,
+    upload_dir: &Path,
+    target: &Path,
+    mut received: mpsc::Receiver<Chunk>,
+) -> Result<()> {
+    let temp = TempFile::new(temp.to_owned());
+    let mut file = match std::fs::File::create(&temp.path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The root could not be created at start-up, or was removed since.
+            std::fs::create_dir_all(upload_dir)?;
+            std::fs::File::create(&temp.path)?
+        }
+        file => file?,
+    };
+    let (mut written, mut durable) = (0u64, 0u64);
+    loop {
+        match received.blocking_recv() {
+            Some(Chunk::Data(chunk)) => {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+                if written - durable >= DROP_BEHIND_EVERY {
+                    file.sync_data()?;
+                    kraken_core::store::drop_cached(&file, durable..written);
+                    durable = written;
+                }
+            }
+            Some(Chunk::End) => break,
+            None => {
+                return Err(Error::Io(io::Error::other(
+                    "the upload's body failed before its end",
+                )));
+            }
+        }
+    }
+    file.sync_all()?;
+    kraken_core::store::drop_cached(&file, durable..written);
+    drop(file);
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    std::fs::rename(&temp.path, target)?;
+    temp.keep();
+    // The new name is durable too before the upload returns: the origin unpins its own copy
+    // then.
+    kraken_core::store::sync_dir(parent)?;
     Ok(())
 }
 

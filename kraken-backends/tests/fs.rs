@@ -142,3 +142,15 @@ async fn an_upload_leaves_the_page_cache_once_durable() {
     let stream = backend.download("ns", "blob", None).await.unwrap();
     assert!(collect_bytes(stream, 64 << 20).await.unwrap() == data[..]);
 }
+
+#[tokio::test]
+async fn a_failing_body_stores_nothing_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::a_failing_body_stores_nothing(&backend(&dir), 40 << 20).await;
+    let uploads = dir.path().join("root").join("_uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "temporary files left in {uploads:?}: {left:?}"
+    );
+}

@@ -1,6 +1,5 @@
 //! The S3 backend (object_store) against a real `moto_server`, started by the test.
 
-use futures::StreamExt;
 use kraken_backends::{Backend, CloudBackend, MultipartConfig, S3Config, UploadBody};
 use kraken_core::ByteSize;
 use kraken_testkit::MotoServer;
@@ -82,29 +81,5 @@ async fn a_failing_body_aborts_the_upload_and_stores_nothing() {
     let Some(moto) = start_moto(&dir).await else {
         return;
     };
-    let backend = backend(&moto);
-    let (good, _) = conformance::generated_blob(2 * PART_SIZE);
-    let failing = good.chain(futures::stream::once(async {
-        Err(kraken_backends::Error::Io(std::io::Error::other(
-            "source broke",
-        )))
-    }));
-    let result = backend
-        .upload(
-            "ns",
-            "broken",
-            UploadBody::from_stream(failing.boxed(), None),
-        )
-        .await;
-    assert!(
-        matches!(result, Err(kraken_backends::Error::Io(_))),
-        "{result:?}"
-    );
-    assert!(
-        backend
-            .stat("ns", "broken")
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
+    conformance::a_failing_body_stores_nothing(&backend(&moto), 2 * PART_SIZE).await;
 }

@@ -44,6 +44,7 @@
 //! entries hold no bytes of the store: they count in [`StoreUsage::referenced_bytes`], not
 //! toward the watermarks, and evicting or deleting one forgets the file without touching it.
 
+mod background;
 mod batch;
 mod blob;
 mod config;
@@ -62,6 +63,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
+pub use self::background::spawn_background;
 pub use self::blob::{Blob, BlobReader};
 pub use self::config::StoreConfig;
 pub use self::download::Download;

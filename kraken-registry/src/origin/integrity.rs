@@ -166,8 +166,9 @@ async fn check_claimed(state: &Arc<OriginState>, digest: &Digest, rate: Option<u
     verdict
 }
 
-/// The SHA-256 of our cached copy of `digest`, read at most `rate` bytes per second; `None`
-/// if it is not cached (or shutdown came first).
+/// The SHA-256 of our cached copy of `digest`, read at most `rate` bytes per second on a
+/// [background](kraken_core::store::spawn_background) thread; `None` if it is not cached
+/// (or shutdown came first).
 async fn rehash(
     store: &BlobStore,
     digest: &Digest,
@@ -176,7 +177,8 @@ async fn rehash(
 ) -> Result<Option<Digest>> {
     let store = store.clone();
     let digest = *digest;
-    tokio::task::spawn_blocking(move || -> Result<Option<Digest>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let rehash = move || -> Result<Option<Digest>> {
         let blob = match store.open_blob(&digest) {
             Ok(blob) => blob,
             Err(kraken_core::Error::NotFound(_)) => return Ok(None),
@@ -197,7 +199,7 @@ async fn rehash(
             }
             hasher.update(&buf[..n]);
             read += n as u64;
-            // A blocking thread of its own: sleeping here slows only the scrub.
+            // A thread of its own: sleeping here slows only the scrub.
             if let Some(rate) = rate.filter(|&r| r > 0) {
                 let due = Duration::from_secs_f64(read as f64 / rate as f64);
                 if let Some(ahead) = due.checked_sub(started.elapsed()) {
@@ -206,9 +208,13 @@ async fn rehash(
             }
         }
         Ok(Some(hasher.finalize()))
-    })
-    .await
-    .map_err(|_| Error::Internal("re-hash task failed"))?
+    };
+    kraken_core::store::spawn_background("kraken-rehash", move || {
+        // The caller may have stopped waiting: the result is then dropped.
+        let _ = tx.send(rehash());
+    })?;
+    rx.await
+        .map_err(|_| Error::Internal("re-hash thread failed"))?
 }
 
 /// Deletes our copy of `digest` so it is never served again; returns whether it was pinned

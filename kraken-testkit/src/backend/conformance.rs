@@ -211,6 +211,36 @@ pub async fn invalid_names_are_rejected(backend: &dyn Backend) {
     }
 }
 
+/// An upload whose body fails after `size` good bytes returns that error, and the backend
+/// holds nothing under the name afterwards.
+pub async fn a_failing_body_stores_nothing(backend: &dyn Backend, size: u64) {
+    let name = "broken";
+    let (good, _) = generated_blob(size);
+    let failing = good.chain(futures::stream::once(async {
+        Err(kraken_backends::Error::Io(std::io::Error::other(
+            "source broke",
+        )))
+    }));
+    let result = backend
+        .upload(
+            NAMESPACE,
+            name,
+            UploadBody::from_stream(failing.boxed(), None),
+        )
+        .await;
+    assert!(
+        matches!(&result, Err(kraken_backends::Error::Io(e)) if e.to_string() == "source broke"),
+        "{result:?}"
+    );
+    assert!(
+        backend
+            .stat(NAMESPACE, name)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
 /// A blob of `size` bytes goes up from a generator stream of unknown length and comes back
 /// in chunks, checked by digest, and neither direction holds it whole: under nextest (one
 /// process per test) the process's peak memory must grow by less than half the blob.
