@@ -30,6 +30,15 @@ pub enum Error {
     /// The blob is neither here nor in the backend.
     #[error("blob {0} not found")]
     NotFound(Digest),
+    /// Another origin refused a repair's replica of a blob it deleted lately (see
+    /// [`ClusterConfig::tombstone_ttl`](crate::origin::ClusterConfig::tombstone_ttl)).
+    #[error("origin {origin} deleted blob {digest} lately")]
+    Deleted {
+        /// The origin's address.
+        origin: String,
+        /// The blob.
+        digest: Digest,
+    },
     /// Another origin answered with an error or could not be reached.
     #[error("origin {origin}: {reason}")]
     Origin {

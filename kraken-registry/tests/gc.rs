@@ -603,20 +603,26 @@ async fn with_two_origins_a_delete_purges_both_and_each_sweeps_its_own_copy() {
         .push_blob("team/junk", b"swept from every origin")
         .await;
     on_both(old).await;
-    let two_days = Duration::from_secs(48 * 3600);
-    for dir in cluster.stores.iter().chain([&cluster.blobs]) {
-        age(dir, &old, two_days);
-    }
-    // Each origin reports its own copy once its write-back pin is gone.
+    // Both origins write the blob back; the one that finds it missing uploads it, and when
+    // both do (they race), the later upload renews the backend's copy. So age it only once
+    // neither origin still has it pinned for write-back.
     let config = cluster.gc_config(true);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let report = collect_garbage(&config).await.unwrap();
-        if report.swept_blobs == 2 {
+        let pinned = report
+            .origins
+            .iter()
+            .any(|o| o.report.as_ref().is_none_or(|r| r.kept_pinned > 0));
+        if !pinned {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{report:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let two_days = Duration::from_secs(48 * 3600);
+    for dir in cluster.stores.iter().chain([&cluster.blobs]) {
+        age(dir, &old, two_days);
     }
     let report = collect_garbage(&cluster.gc_config(false)).await.unwrap();
     assert_eq!(
@@ -667,4 +673,88 @@ async fn skopeo_deletes_an_image_through_the_proxy() {
         );
     }
     cluster.shutdown().await;
+}
+
+/// Repair passes `origin` has run, from its `/metrics`.
+async fn repair_passes(origin: &Origin) -> f64 {
+    let addr = origin.local_addr().to_string();
+    kraken_testkit::Exposition::scrape(&reqwest::Client::new(), &addr)
+        .await
+        .sum("kraken_origin_repair_passes_total", &[])
+}
+
+/// Two origins each hold a blob; one purges it. The other's repair pass finds an owner
+/// without it and pushes it a replica, which brings the blob back before the second purge
+/// (or sweep) reaches the other origin — unless the first refuses repairs of what it just
+/// deleted (`cluster.tombstone_ttl`). Shown both ways: with `0s`, the blob comes back. A
+/// client's new push of it is accepted, and replicated, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_refuses_repairs_of_a_blob_it_just_deleted() {
+    use kraken_registry::origin::{CommitKind, OriginClient};
+    const NS: &str = "team/junk";
+    for ttl in [Duration::ZERO, Duration::from_secs(3600)] {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("backend-blobs");
+        let addrs: Vec<_> = (0..2).map(|_| free_addr("127.0.0.1")).collect();
+        let mut origins = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let mut config = origin_config(*addr, &addrs, &dir.path().join(format!("o{i}")));
+            config.backends = fs_backends(&blobs);
+            config.cluster.replicas = 2;
+            config.cluster.repair_interval = Duration::from_millis(100);
+            config.cluster.tombstone_ttl = ttl;
+            origins.push(Origin::spawn(config).await.unwrap());
+        }
+        let holds = |i: usize, digest: &Digest| {
+            matches!(
+                origins[i].store().status(digest),
+                kraken_core::BlobStatus::Cached { .. }
+            )
+        };
+        let data = bytes::Bytes::from(format!("purged, then repaired? ttl {ttl:?}"));
+        let digest = Digest::sha256_of(&data);
+        let client = OriginClient::new().unwrap();
+        let first = origins[0].local_addr().to_string();
+        let push = || client.upload_bytes(&first, NS, &digest, data.clone(), CommitKind::Primary);
+        push().await.unwrap();
+        eventually(PATIENCE, "both origins hold the blob", || async {
+            holds(0, &digest) && holds(1, &digest)
+        })
+        .await;
+
+        let purge = format!("http://{first}/internal/namespace/team%2Fjunk/blobs/{digest}");
+        let purged = reqwest::Client::new().delete(&purge).send().await.unwrap();
+        assert_eq!(purged.status(), StatusCode::ACCEPTED);
+        assert!(!holds(0, &digest));
+        if ttl.is_zero() {
+            eventually(
+                PATIENCE,
+                "the other origin's repair brings it back",
+                || async { holds(0, &digest) },
+            )
+            .await;
+        } else {
+            // Several repair passes of the origin that still holds it.
+            let before = repair_passes(&origins[1]).await;
+            eventually(PATIENCE, "three repair passes", || async {
+                repair_passes(&origins[1]).await >= before + 3.0
+            })
+            .await;
+            assert!(!holds(0, &digest), "a repair brought back a purged blob");
+            assert!(holds(1, &digest));
+            // Refused at a repair's first step, before any byte is sent.
+            let start = format!("http://{first}/namespace/team%2Fjunk/blobs/{digest}/uploads");
+            let http = reqwest::Client::new();
+            let repair = http.post(format!("{start}?repair=true")).send().await;
+            assert_eq!(repair.unwrap().status(), StatusCode::GONE);
+            let primary = http.post(&start).send().await.unwrap();
+            assert_eq!(primary.status(), StatusCode::OK);
+            // A client pushes it again: taken, and replicated to the other owner.
+            push().await.unwrap();
+            assert!(holds(0, &digest));
+        }
+        for origin in origins {
+            origin.shutdown().await;
+        }
+    }
 }

@@ -155,7 +155,10 @@ pub(crate) async fn handle(
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
                 (&Method::POST, ["verify"]) => verify(&state, &digest),
                 (&Method::POST, ["uploads"]) => {
-                    start_upload(&state, &namespace, &digest, &parts.headers).await
+                    match is_repair(query).then(|| refuse_repair(&state, &digest)) {
+                        Some(Some(refused)) => refused,
+                        _ => start_upload(&state, &namespace, &digest, &parts.headers).await,
+                    }
                 }
                 (&Method::PATCH, ["uploads", id]) => {
                     patch_upload(&state, &namespace, &digest, id, &parts.headers, body).await
@@ -182,7 +185,12 @@ pub(crate) async fn handle(
             let Some((namespace, digest)) = parse_blob(ns, digest) else {
                 return bad_blob();
             };
-            commit(&state, &namespace, &digest, id, CommitKind::Replica).await
+            let kind = if is_repair(query) {
+                CommitKind::Repair
+            } else {
+                CommitKind::Replica
+            };
+            commit(&state, &namespace, &digest, id, kind).await
         }
         _ => not_found_route(),
     }
@@ -462,6 +470,17 @@ async fn commit(
     id: &str,
     kind: CommitKind,
 ) -> Response<Body> {
+    match kind {
+        // A client wants the blob back: replicas of it are welcome again.
+        CommitKind::Primary => state.tombstones.lift(digest),
+        // Checked again: the blob may have been deleted since the upload started.
+        CommitKind::Repair => {
+            if let Some(refused) = refuse_repair(state, digest) {
+                return refused;
+            }
+        }
+        CommitKind::Replica => {}
+    }
     if let Some(refused) = refuse_upload(state, namespace, digest, kind).await {
         return refused;
     }
@@ -475,6 +494,25 @@ async fn commit(
         Ok(()) => text(StatusCode::CREATED, ""),
         Err(e) => error_response(&e),
     }
+}
+
+/// Whether an upload step's query marks it as a repair's (`repair=true`).
+fn is_repair(query: &str) -> bool {
+    query.split('&').any(|pair| pair == "repair=true")
+}
+
+/// `410` for a repair's upload step of a blob this origin deleted within
+/// `cluster.tombstone_ttl`: another origin's repair pass would bring back a blob being
+/// deleted cluster-wide.
+fn refuse_repair(state: &OriginState, digest: &Digest) -> Option<Response<Body>> {
+    let ago = state.tombstones.deleted_ago(digest)?;
+    Some(text(
+        StatusCode::GONE,
+        &format!(
+            "deleted from this origin {}s ago; repairs of it are refused for cluster.tombstone_ttl",
+            ago.as_secs()
+        ),
+    ))
 }
 
 /// Why an upload step is refused before it starts: `400` for a namespace no backend serves

@@ -49,6 +49,10 @@ pub enum CommitKind {
     /// Origin to origin: the receiver keeps a replica and writes it back only after
     /// [`ClusterConfig::replica_write_back_delay`](super::ClusterConfig::replica_write_back_delay).
     Replica,
+    /// Origin to origin, from a repair pass: a replica that the receiver refuses (`410`,
+    /// [`Error::Deleted`]) when it deleted the blob within
+    /// [`ClusterConfig::tombstone_ttl`](super::ClusterConfig::tombstone_ttl).
+    Repair,
 }
 
 /// A client of any number of origins, named by `host:port`. Cheap to clone.
@@ -394,9 +398,24 @@ impl OriginClient {
         digest: &Digest,
         length: Option<u64>,
     ) -> Result<Option<String>> {
+        self.begin_upload(origin, namespace, digest, length, CommitKind::Primary)
+            .await
+    }
+
+    /// [`start_upload`](Self::start_upload) for an upload that `kind` will commit: a
+    /// repair's is refused at once by an origin that deleted the blob lately.
+    async fn begin_upload(
+        &self,
+        origin: &str,
+        namespace: &str,
+        digest: &Digest,
+        length: Option<u64>,
+        kind: CommitKind,
+    ) -> Result<Option<String>> {
         let uploads = format!(
-            "{}/uploads",
-            self.blob_url(origin, "/namespace", namespace, digest)
+            "{}/uploads{}",
+            self.blob_url(origin, "/namespace", namespace, digest),
+            repair_query(kind)
         );
         let mut request = self.http.post(&uploads);
         if let Some(length) = length {
@@ -406,6 +425,9 @@ impl OriginClient {
         match started.status() {
             StatusCode::OK => {}
             StatusCode::CONFLICT => return Ok(None),
+            StatusCode::GONE if kind == CommitKind::Repair => {
+                return Err(deleted(origin, digest));
+            }
             status => return Err(origin_error(origin, status, "start upload")),
         }
         let upload_id = started
@@ -428,7 +450,7 @@ impl OriginClient {
         source: &ChunkSource,
     ) -> Result<()> {
         let Some(id) = self
-            .start_upload(origin, namespace, digest, Some(length))
+            .begin_upload(origin, namespace, digest, Some(length), kind)
             .await?
         else {
             return Ok(());
@@ -473,9 +495,10 @@ impl OriginClient {
         }
         let commit = match kind {
             CommitKind::Primary => format!("{uploads}/{upload_id}"),
-            CommitKind::Replica => format!(
-                "{}/uploads/{upload_id}",
-                self.blob_url(origin, "/internal/duplicate/namespace", namespace, digest)
+            CommitKind::Replica | CommitKind::Repair => format!(
+                "{}/uploads/{upload_id}{}",
+                self.blob_url(origin, "/internal/duplicate/namespace", namespace, digest),
+                repair_query(kind)
             ),
         };
         let response = self.send(origin, self.http.put(commit)).await?;
@@ -485,6 +508,7 @@ impl OriginClient {
                 expected: *digest,
                 actual,
             }),
+            (StatusCode::GONE, _) if kind == CommitKind::Repair => Err(deleted(origin, digest)),
             _ => Err(self.status_error(origin, response).await),
         }
     }
@@ -751,6 +775,23 @@ fn take(
         let remaining = item.as_ref().map_or(0, |b| remaining - b.len() as u64);
         Some((item, (cursor, remaining)))
     })
+}
+
+/// The query that marks a repair's upload steps (`410` from an origin that deleted the blob
+/// lately).
+fn repair_query(kind: CommitKind) -> &'static str {
+    if kind == CommitKind::Repair {
+        "?repair=true"
+    } else {
+        ""
+    }
+}
+
+fn deleted(origin: &str, digest: &Digest) -> Error {
+    Error::Deleted {
+        origin: origin.to_owned(),
+        digest: *digest,
+    }
 }
 
 fn origin_error(origin: &str, status: StatusCode, what: &str) -> Error {

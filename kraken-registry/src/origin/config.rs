@@ -243,6 +243,13 @@ pub struct ClusterConfig {
     /// primary die before its own write-back. Default: 30m.
     #[serde(with = "humantime_serde")]
     pub replica_write_back_delay: Duration,
+    /// After this origin deletes a blob (a registry delete's purge, a garbage collection's
+    /// sweep), how long it refuses replicas of it from other origins, so that their repair
+    /// passes cannot bring back a blob being deleted cluster-wide; a client's push of it is
+    /// accepted at any time. It must outlast a garbage collection's run over every origin.
+    /// `0s` turns it off. Default: 1h.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -256,6 +263,7 @@ impl Default for ClusterConfig {
             passes: 2,
             repair_interval: Duration::from_secs(300),
             replica_write_back_delay: Duration::from_secs(1800),
+            tombstone_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -44,6 +44,9 @@ pub(crate) async fn purge(
             state.queue.remove(&(task.namespace.clone(), task.digest))?;
         }
     }
+    // Buried even when not held here: another owner may still push it in a repair before
+    // its own purge.
+    state.tombstones.bury(digest);
     let local = delete_local(state, digest, true).await?;
     let name = digest.to_string();
     let backend = match state.backend.delete(namespace, &name).await {
@@ -176,10 +179,14 @@ pub(crate) async fn sweep(state: &Arc<OriginState>, request: SweepRequest) -> Sw
         let size = state.store.metainfo(&digest).map_or(0, |m| m.length());
         let namespace = state.namespaces.get(&digest);
         if !request.dry_run {
+            // Buried first: a repair's replica that lands after the delete would bring it
+            // back (the other owners are swept after this one).
+            state.tombstones.bury(&digest);
             match delete_local(state, &digest, false).await {
                 Ok(_) => {}
                 // Pinned since the check: a commit of the same blob just made it new.
                 Err(Error::Store(kraken_core::Error::Pinned(_))) => {
+                    state.tombstones.lift(&digest);
                     report.kept_pinned += 1;
                     continue;
                 }

@@ -74,6 +74,7 @@ mod recent;
 mod replicate;
 mod service;
 mod state;
+mod tombstones;
 mod uploads;
 mod writeback;
 

@@ -16,14 +16,20 @@ use kraken_core::Digest;
 
 use super::client::CommitKind;
 use super::state::OriginState;
-use crate::error::error_chain;
+use crate::error::{Error, error_chain};
 
 /// Blobs checked at once by a repair pass.
 const REPAIR_CONCURRENCY: usize = 4;
 
-/// Pushes `digest` to each of its owners (other than this origin) that lacks it. Returns
-/// how many copies were made.
-pub(crate) async fn replicate(state: &Arc<OriginState>, namespace: &str, digest: &Digest) -> usize {
+/// Pushes `digest` to each of its owners (other than this origin) that lacks it, as a
+/// [`CommitKind::Replica`] or, from a repair pass, a [`CommitKind::Repair`] (which an owner
+/// that deleted the blob lately refuses). Returns how many copies were made.
+pub(crate) async fn replicate(
+    state: &Arc<OriginState>,
+    namespace: &str,
+    digest: &Digest,
+    kind: CommitKind,
+) -> usize {
     let owners = state.membership.view().owners(digest);
     let pushes = owners
         .iter()
@@ -43,8 +49,12 @@ pub(crate) async fn replicate(state: &Arc<OriginState>, namespace: &str, digest:
             };
             let pushed = state
                 .client
-                .upload_file(owner, namespace, digest, blob.path(), CommitKind::Replica)
+                .upload_file(owner, namespace, digest, blob.path(), kind)
                 .await;
+            if let Err(Error::Deleted { .. }) = pushed {
+                tracing::debug!(%owner, digest = %digest.fmt_short(), "not repaired: the owner deleted it lately");
+                return false;
+            }
             state.counters.replicated(pushed.is_ok());
             match pushed {
                 Ok(()) => {
@@ -71,7 +81,7 @@ pub(crate) async fn repair_pass(state: &Arc<OriginState>) -> usize {
     futures::stream::iter(digests)
         .map(|digest| async move {
             let namespace = state.namespaces.get(&digest).unwrap_or_default();
-            replicate(state, &namespace, &digest).await
+            replicate(state, &namespace, &digest, CommitKind::Repair).await
         })
         .buffer_unordered(REPAIR_CONCURRENCY)
         .fold(0, |total, copies| async move { total + copies })

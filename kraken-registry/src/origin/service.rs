@@ -23,6 +23,7 @@ use super::queue;
 use super::recent::RecentSet;
 use super::replicate::{repair_loop, repair_pass};
 use super::state::OriginState;
+use super::tombstones::Tombstones;
 use super::uploads::Uploads;
 use super::writeback::write_back_loop;
 use crate::error::{Error, Result};
@@ -148,6 +149,7 @@ impl OriginBuilder {
             counters.clone(),
         ));
         let config_max_announced = config.max_announced_blobs;
+        let tombstones = Tombstones::new(config.cluster.tombstone_ttl);
         let small = crate::metrics::SmallBlobMetrics::cache(&metrics, config.cache);
         let state = Arc::new(OriginState {
             small,
@@ -167,6 +169,7 @@ impl OriginBuilder {
             shutdown: shutdown.clone(),
             checks: Default::default(),
             recent: RecentSet::new(config_max_announced),
+            tombstones,
             metrics,
             counters,
             store_metrics,

@@ -19,6 +19,7 @@ use super::namespaces::NamespaceIndex;
 use super::queue::{WriteBackQueue, WriteBackTask};
 use super::recent::RecentSet;
 use super::replicate;
+use super::tombstones::Tombstones;
 use super::uploads::{Claim, Uploads};
 use crate::durable::Entry;
 use crate::error::{Error, Result, error_chain};
@@ -55,6 +56,8 @@ pub(crate) struct OriginState {
     pub(crate) recent: RecentSet,
     /// Small blobs served from memory (`[cache]`).
     pub(crate) small: Arc<crate::small_blobs::SmallBlobs>,
+    /// Blobs deleted lately, whose replicas are refused for a while.
+    pub(crate) tombstones: Tombstones,
 }
 
 impl OriginState {
@@ -256,7 +259,9 @@ impl OriginState {
 
     fn write_back_task(&self, namespace: &str, digest: &Digest, kind: CommitKind) -> WriteBackTask {
         let not_before = match kind {
-            CommitKind::Replica => SystemTime::now() + self.config.cluster.replica_write_back_delay,
+            CommitKind::Replica | CommitKind::Repair => {
+                SystemTime::now() + self.config.cluster.replica_write_back_delay
+            }
             _ => SystemTime::now(),
         };
         WriteBackTask {
@@ -316,7 +321,12 @@ impl OriginState {
         // A push of a large blob may take long: shutdown does not wait for it.
         self.tasks.spawn(async move {
             shutdown
-                .run_until_cancelled(replicate::replicate(&this, &namespace, &digest))
+                .run_until_cancelled(replicate::replicate(
+                    &this,
+                    &namespace,
+                    &digest,
+                    CommitKind::Replica,
+                ))
                 .await;
         });
     }
