@@ -151,7 +151,8 @@ impl Backend for FsBackend {
         let (chunks, received) = mpsc::channel(WRITE_AHEAD);
         let (done, written) = oneshot::channel();
         kraken_core::store::spawn_background("kraken-fs-upload", move || {
-            let _ = done.send(write_upload(&temp, &upload_dir, &target, received));
+            let written = write_upload(&temp, &upload_dir, &target, received, || done.is_closed());
+            let _ = done.send(written);
         })?;
         let mut stream = body.into_stream();
         let mut failed = None;
@@ -215,7 +216,10 @@ enum Chunk {
 }
 
 /// The writing thread of [`FsBackend::upload`]: the chunks it `received` into a temporary
-/// file, which after [`Chunk::End`] is made durable and renamed to `target`. Dropped from
+/// file, which after [`Chunk::End`] is made durable and renamed to `target` — unless the
+/// upload was `abandoned` meanwhile (its future dropped: a cancelled write-back, a shutdown).
+/// The thread may run long after the body ended (it waits for idle cores); a late rename
+/// would put back an old value of a name written since, a tag's, say. Dropped from
 /// the page cache as it goes, once durable: nothing reads a blob from its backend soon after
 /// writing it (an origin holds its own copy), and a 1 GiB write-back into fresh page cache
 /// took a core for seconds, slowing the pulls meanwhile.
@@ -224,6 +228,7 @@ fn write_upload(
     upload_dir: &Path,
     target: &Path,
     mut received: mpsc::Receiver<Chunk>,
+    abandoned: impl Fn() -> bool,
 ) -> Result<()> {
     let temp = TempFile::new(temp.to_owned());
     let mut file = match std::fs::File::create(&temp.path) {
@@ -257,6 +262,11 @@ fn write_upload(
     file.sync_all()?;
     kraken_core::store::drop_cached(&file, durable..written);
     drop(file);
+    if abandoned() {
+        return Err(Error::Io(io::Error::other(
+            "the upload was abandoned before its file took its name",
+        )));
+    }
     let parent = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     std::fs::rename(&temp.path, target)?;
@@ -330,4 +340,40 @@ fn walk_files(root: &Path, dir: &str) -> Result<Vec<String>> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`write_upload`] on `chunks` (ended with [`Chunk::End`]) into `dir`.
+    fn write(dir: &Path, chunks: &[&[u8]], abandoned: bool) -> Result<()> {
+        let (sender, received) = mpsc::channel(chunks.len() + 1);
+        for chunk in chunks {
+            sender
+                .try_send(Chunk::Data(Bytes::copy_from_slice(chunk)))
+                .unwrap();
+        }
+        sender.try_send(Chunk::End).unwrap();
+        let uploads = dir.join(UPLOAD_DIR);
+        let temp = uploads.join("upload");
+        write_upload(&temp, &uploads, &dir.join("blob"), received, || abandoned)
+    }
+
+    #[test]
+    fn a_finished_upload_takes_its_name_and_an_abandoned_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &[b"one", b" two"], false).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("blob")).unwrap(), b"one two");
+
+        // Abandoned after its whole body came: the name keeps what it held, and the
+        // temporary file is gone.
+        let error = write(dir.path(), &[b"late"], true).unwrap_err();
+        assert!(format!("{error:?}").contains("abandoned"), "{error:?}");
+        assert_eq!(std::fs::read(dir.path().join("blob")).unwrap(), b"one two");
+        let leftovers = std::fs::read_dir(dir.path().join(UPLOAD_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 0);
+    }
 }
