@@ -63,7 +63,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
-pub use self::background::spawn_background;
+pub use self::background::{BACKGROUND_IDLE_FOR, spawn_background};
 pub use self::blob::{Blob, BlobReader};
 pub use self::config::StoreConfig;
 pub use self::download::Download;
