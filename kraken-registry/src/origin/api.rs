@@ -155,10 +155,12 @@ pub(crate) async fn handle(
                 (&Method::POST, ["prefetch"]) => prefetch(&state, &namespace, &digest),
                 (&Method::POST, ["verify"]) => verify(&state, &digest),
                 (&Method::POST, ["uploads"]) => {
-                    match is_repair(query).then(|| refuse_repair(&state, &digest)) {
-                        Some(Some(refused)) => refused,
-                        _ => start_upload(&state, &namespace, &digest, &parts.headers).await,
+                    if is_repair(query)
+                        && let Some(refused) = refuse_repair(&state, &digest)
+                    {
+                        return refused;
                     }
+                    start_upload(&state, &namespace, &digest, &parts.headers).await
                 }
                 (&Method::PATCH, ["uploads", id]) => {
                     patch_upload(&state, &namespace, &digest, id, &parts.headers, body).await
