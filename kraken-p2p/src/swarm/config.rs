@@ -44,8 +44,11 @@ pub struct SwarmConfig {
     /// index) is chosen at random, where `n` is the torrent's number of connections. It keeps
     /// downloads close to sequential — so streaming readers and the whole-blob hash advance
     /// while the download runs — while neighbours, who often download from the same sources,
-    /// still pick different pieces. 1 with one connection is strictly in order; a huge value
-    /// is uniformly random. Default: 16.
+    /// still pick different pieces. The first piece not yet asked for goes first (if it is
+    /// among the rarest) once this many × `n` pieces after it are held: among random picks,
+    /// one piece of a large blob would otherwise be left many windows behind, and an
+    /// in-order reader with it. 1 with one connection is strictly in order; a huge value is
+    /// uniformly random. Default: 16.
     pub sequential_window: usize,
     /// Endgame starts when this many pieces or fewer are missing: a missing piece may then be
     /// requested from several peers at once, and the losers get a cancel. Default: 3.

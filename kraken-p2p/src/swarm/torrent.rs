@@ -280,9 +280,18 @@ impl Torrent {
         self.have.count_zeros() - self.writing.len() as u32
     }
 
+    /// The first piece neither held nor asked for, if `window` pieces or more after it are
+    /// held already (every piece before it is held or in flight).
+    fn straggler(&self, window: usize) -> Option<u32> {
+        let first = self.taken.iter_zeros().next()?;
+        let past = self.have.count_ones().saturating_sub(first) as usize;
+        (past >= window).then_some(first)
+    }
+
     /// A piece `peer_has` that we still need and have not asked this connection for: one of
-    /// the first `window` (by index) of the rarest such pieces, at random. Outside endgame,
-    /// pieces already requested from anyone are skipped.
+    /// the first `window` (by index) of the rarest such pieces, at random, unless the first
+    /// piece nobody was asked for is one of them and a `window` behind (`straggler`).
+    /// Outside endgame, pieces already requested from anyone are skipped.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pick(
         &self,
@@ -335,6 +344,16 @@ impl Torrent {
                 candidates.clear();
             }
             candidates.push(index);
+        }
+        // Among the rarest, a piece the download has run a window past goes first: picked
+        // at random, one piece in a blob of many would wait many windows' worth of picks,
+        // and a reader in order (an agent's client streaming the blob) with it. Being the
+        // first piece nobody was asked for, it leads the candidates if it is one of them.
+        if let Some(&first) = candidates.first()
+            && !endgame
+            && self.straggler(window) == Some(first)
+        {
+            return Some(first);
         }
         match candidates.len() {
             0 => None,

@@ -342,3 +342,49 @@ fn many_torrents_keep_each_node_under_its_connection_cap() {
         net.swarm(h).check_invariants().unwrap();
     }
 }
+
+/// A leecher of a 256 MiB blob in 1 MiB pieces from a seeder at 100 MB/s and another at
+/// 25 MB/s (an origin, and an agent reading its pieces back from disk), shipped settings:
+/// the most pieces it ever held past its first missing one, and when it completed.
+fn held_past_the_first_missing_piece(seed: u64) -> (u32, Duration) {
+    let mut net = net(seed);
+    let meta = blob(9, 256 << 20, 1 << 20);
+    for up in [100.0 * MB, 25.0 * MB] {
+        let seeder = net.add_host(NodeSpec::symmetric(up));
+        net.seed(seeder, &meta);
+    }
+    let leecher = net.add_host(NodeSpec::symmetric(1000.0 * MB));
+    net.fetch(leecher, &meta);
+    let h = meta.info_hash();
+    let mut most = 0;
+    assert!(net.run_until(Duration::from_secs(60), |net| {
+        let have = net.have(leecher, &h);
+        let in_order = have.iter_zeros().next().unwrap_or(have.len());
+        most = most.max(have.count_ones() - in_order);
+        have.is_full()
+    }));
+    (most, net.completed_at(leecher, &h).unwrap())
+}
+
+/// A reader in order (an agent's client streaming the blob) waits at the first missing
+/// piece. Picked at random among the first pieces, one of them used to wait until the
+/// download had run 144–166 pieces past it (a window's worth of picks on average, but
+/// the longest wait grows with the blob), and the reader with it; the piece now goes first
+/// once the download is a window past it.
+#[test]
+fn a_download_leaves_no_piece_far_behind() {
+    let window = SwarmConfig::default().sequential_window as u32 * 2;
+    for seed in 1..=3 {
+        let (most, took) = held_past_the_first_missing_piece(seed);
+        assert!(
+            most <= 2 * window,
+            "seed {seed}: {most} pieces held past the first missing one (window {window})"
+        );
+        // The fluid bound: 256 MiB at the seeders' 125 MB/s together.
+        let bound = (256 << 20) as f64 / (125.0 * MB);
+        assert!(
+            took.as_secs_f64() < 1.1 * bound,
+            "seed {seed}: took {took:?}, bound {bound:.2} s"
+        );
+    }
+}
