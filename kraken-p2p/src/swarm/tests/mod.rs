@@ -373,6 +373,7 @@ fn held_past_the_first_missing_piece(seed: u64) -> (u32, Duration) {
 /// once the download is a window past it.
 #[test]
 fn a_download_leaves_no_piece_far_behind() {
+    // The leecher has two connections: its window is `sequential_window` × 2 pieces.
     let window = SwarmConfig::default().sequential_window as u32 * 2;
     for seed in 1..=3 {
         let (most, took) = held_past_the_first_missing_piece(seed);
