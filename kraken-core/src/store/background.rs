@@ -185,6 +185,8 @@ impl Watchdog {
 mod tests {
     use super::*;
 
+    /// The calling thread's scheduling policy.
+    #[cfg(target_os = "linux")]
     fn policy() -> libc::c_int {
         #[allow(unsafe_code, reason = "sched_getscheduler, which rustix lacks")]
         // SAFETY: no arguments but pid 0, the calling thread.
